@@ -1,0 +1,39 @@
+//! Waymark's pure domain rules.
+//!
+//! Nothing here knows about HTTP, SQL or async runtimes: the types and functions in
+//! this crate are plain data and plain functions, unit-tested in place. The store
+//! calls them inside its transactions; the server calls them to validate input.
+//!
+//! - [`id`]: prefixed, UUIDv7-backed identifiers (`cli_…`, `eng_…`, `art_…`).
+//! - [`lifecycle`]: the artifact status table and its transitions.
+//! - [`content`]: canonical JSON, content hashes and JSON Patch diffs.
+//! - [`artifact`], [`client`]: validated inputs for the records the API creates.
+
+pub mod artifact;
+pub mod client;
+pub mod content;
+pub mod id;
+pub mod lifecycle;
+
+pub use id::{ArtifactId, ClientId, EngagementId, IdError, TokenId};
+pub use lifecycle::ArtifactStatus;
+
+/// Why a piece of input was refused: the field (a JSON Pointer into the request) and
+/// a sentence that says what is expected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{pointer}: {message}")]
+pub struct FieldError {
+    /// JSON Pointer to the offending field, e.g. `/title`.
+    pub pointer: String,
+    /// What is wrong and what is expected.
+    pub message: String,
+}
+
+impl FieldError {
+    pub fn new(pointer: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            pointer: pointer.into(),
+            message: message.into(),
+        }
+    }
+}

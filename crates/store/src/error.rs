@@ -1,0 +1,49 @@
+use waymark_domain::FieldError;
+use waymark_domain::lifecycle::{NotEditable, TransitionRefused};
+
+/// Why a store operation did not happen. Every variant but `Database` and
+/// `Migrate` means nothing was written.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// No record of this kind has this id.
+    #[error("no {kind} {id}")]
+    NotFound { kind: &'static str, id: String },
+    /// The artifact's latest version is not the one the writer read.
+    #[error("the artifact is at version {current}, not {expected}")]
+    VersionMismatch { expected: i64, current: i64 },
+    /// The lifecycle does not allow this transition.
+    #[error(transparent)]
+    Transition(#[from] TransitionRefused),
+    /// The artifact's status does not allow writing content.
+    #[error(transparent)]
+    NotEditable(#[from] NotEditable),
+    /// A field refers to something that does not fit (another client's
+    /// engagement, a source version that does not exist...).
+    #[error(transparent)]
+    Invalid(#[from] FieldError),
+    /// An idempotency key was reused for a different request.
+    #[error("idempotency key `{key}` was already used for a different request")]
+    IdempotencyMismatch { key: String },
+    /// Two writers raced for the same unique thing; retrying may succeed.
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// The database failed or is unreachable.
+    #[error("database error")]
+    Database(#[source] sqlx::Error),
+    /// Migrations could not be applied.
+    #[error("migration failed")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        if let sqlx::Error::Database(db) = &e {
+            if db.is_unique_violation() {
+                return StoreError::Conflict(
+                    "another request wrote the same record at the same time; retry".into(),
+                );
+            }
+        }
+        StoreError::Database(e)
+    }
+}

@@ -1,0 +1,119 @@
+//! Waymark's storage.
+//!
+//! [`Store`] is the one interface the server talks to; [`SqlStore`] implements it
+//! on SQLite ([`sqlite::open`]) and on PostgreSQL ([`postgres::connect`]). Both
+//! backends run the same statements wherever the dialects agree, and the same
+//! contract suite (`tests/contract.rs`) runs against both.
+//!
+//! Domain rules (which transitions are legal, when content is editable, how
+//! hashes are computed) live in `waymark-domain`; the store calls them inside its
+//! transactions so that a rule and the write it allows are atomic.
+
+mod error;
+mod model;
+pub mod postgres;
+mod sql;
+pub mod sqlite;
+#[cfg(feature = "testing")]
+pub mod testing;
+
+use async_trait::async_trait;
+
+pub use error::StoreError;
+pub use model::*;
+pub use sql::SqlStore;
+
+use waymark_domain::lifecycle::ArtifactStatus;
+use waymark_domain::{ArtifactId, ClientId, EngagementId};
+
+/// Result of a store operation.
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Everything Waymark keeps. Implementations are cheap to share (`Arc<dyn Store>`).
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Which database this store runs on.
+    fn backend(&self) -> Backend;
+    /// Checks that the database answers.
+    async fn ping(&self) -> Result<()>;
+    /// Connection pool gauges, for `/metrics`.
+    fn pool_stats(&self) -> Vec<PoolStats>;
+    /// Closes the pools, waiting for connections in use.
+    async fn close(&self);
+
+    // --- tokens -------------------------------------------------------------
+
+    /// The token whose secret hashes to `secret_hash`, revoked or not.
+    async fn token_by_hash(&self, secret_hash: &[u8]) -> Result<Option<TokenRecord>>;
+    /// Stores a new token (its secret already hashed).
+    async fn insert_token(&self, token: NewToken) -> Result<TokenRecord>;
+    /// Makes `token` the one live token called `token.name`: nothing changes when
+    /// a live token of that name already has this hash; otherwise the others of
+    /// that name are revoked and this one is stored. Answers whether it stored one.
+    async fn replace_named_token(&self, token: NewToken) -> Result<bool>;
+    /// Whether a live (not revoked, not expired) token called `name` exists.
+    async fn live_token_named(&self, name: &str) -> Result<bool>;
+
+    // --- clients and engagements ---------------------------------------------
+
+    async fn create_client(&self, new: NewClient, ctx: &WriteContext) -> Result<Created<Client>>;
+    async fn get_client(&self, id: ClientId) -> Result<Client>;
+    async fn list_clients(&self, page: PageRequest) -> Result<Page<Client>>;
+    async fn update_client(&self, id: ClientId, patch: ClientPatch) -> Result<Client>;
+
+    async fn create_engagement(
+        &self,
+        new: NewEngagement,
+        ctx: &WriteContext,
+    ) -> Result<Created<Engagement>>;
+    async fn get_engagement(&self, id: EngagementId) -> Result<Engagement>;
+    async fn list_engagements(
+        &self,
+        client_id: Option<ClientId>,
+        page: PageRequest,
+    ) -> Result<Page<Engagement>>;
+
+    // --- artifacts -------------------------------------------------------------
+
+    /// Creates an artifact at version 1 in `draft`.
+    async fn create_artifact(
+        &self,
+        new: NewArtifact,
+        ctx: &WriteContext,
+    ) -> Result<Created<Artifact>>;
+    /// The artifact with its latest version.
+    async fn get_artifact(&self, id: ArtifactId) -> Result<Artifact>;
+    async fn list_artifacts(
+        &self,
+        filter: ArtifactFilter,
+        page: PageRequest,
+    ) -> Result<Page<ArtifactSummary>>;
+    /// Writes a new version when the latest is `expected_version` and the status
+    /// allows editing.
+    async fn write_content(
+        &self,
+        id: ArtifactId,
+        expected_version: i64,
+        write: NewVersion,
+        ctx: &WriteContext,
+    ) -> Result<Artifact>;
+    /// Writes a new version whose content equals version `to_version`.
+    async fn rollback(
+        &self,
+        id: ArtifactId,
+        expected_version: i64,
+        to_version: i64,
+        ctx: &WriteContext,
+    ) -> Result<Artifact>;
+    async fn list_versions(&self, id: ArtifactId, page: PageRequest) -> Result<Page<Version>>;
+    async fn get_version(&self, id: ArtifactId, version: i64) -> Result<Version>;
+    /// Moves the artifact to `to` when the lifecycle allows it.
+    async fn transition(
+        &self,
+        id: ArtifactId,
+        to: ArtifactStatus,
+        reason: Option<String>,
+        ctx: &WriteContext,
+    ) -> Result<Artifact>;
+    async fn history(&self, id: ArtifactId, page: PageRequest) -> Result<Page<HistoryEntry>>;
+}

@@ -1,0 +1,365 @@
+//! The records the store keeps and the inputs it takes. They serialize as the API
+//! shows them, so the server renders them as they are.
+
+use serde::Serialize;
+use serde_json::Value;
+use time::{Date, OffsetDateTime};
+use utoipa::ToSchema;
+use waymark_domain::artifact::SourceRef;
+use waymark_domain::lifecycle::ArtifactStatus;
+use waymark_domain::{ArtifactId, ClientId, EngagementId, TokenId};
+
+/// Which database a store runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgres",
+        }
+    }
+}
+
+/// Gauges of one connection pool.
+#[derive(Debug, Clone)]
+pub struct PoolStats {
+    /// `read`, `write` (SQLite) or `main` (PostgreSQL).
+    pub name: &'static str,
+    pub size: u32,
+    pub idle: u32,
+    pub max: u32,
+}
+
+/// Who is writing and under which trace, recorded with every change.
+#[derive(Debug, Clone)]
+pub struct WriteContext {
+    /// The actor: a token id today, a user id once people exist.
+    pub actor: String,
+    /// The W3C trace id of the request.
+    pub trace_id: Option<String>,
+    /// An `Idempotency-Key` sent with a create.
+    pub idempotency: Option<IdempotencyKey>,
+}
+
+impl WriteContext {
+    pub fn new(actor: impl Into<String>) -> Self {
+        Self {
+            actor: actor.into(),
+            trace_id: None,
+            idempotency: None,
+        }
+    }
+}
+
+/// An idempotency key, scoped to its caller, with a hash of the request it came
+/// with so that reusing it for a different request is refused.
+#[derive(Debug, Clone)]
+pub struct IdempotencyKey {
+    pub scope: String,
+    pub key: String,
+    pub request_hash: String,
+}
+
+/// A created record, or the one an earlier request with the same idempotency
+/// key created.
+#[derive(Debug, Clone)]
+pub struct Created<T> {
+    pub record: T,
+    /// True when this is the answer to an earlier request with the same key.
+    pub replayed: bool,
+}
+
+/// Which page of a list to answer.
+#[derive(Debug, Clone)]
+pub struct PageRequest {
+    /// At most this many items (1..=200).
+    pub limit: u32,
+    /// The `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+impl Default for PageRequest {
+    fn default() -> Self {
+        Self {
+            limit: 50,
+            cursor: None,
+        }
+    }
+}
+
+/// One page of a list.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    /// Pass as `cursor` to get the next page; absent on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// The role a token acts with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    Admin,
+    Operator,
+    Client,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::Operator => "operator",
+            Role::Client => "client",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Role> {
+        match s {
+            "admin" => Some(Role::Admin),
+            "operator" => Some(Role::Operator),
+            "client" => Some(Role::Client),
+            _ => None,
+        }
+    }
+}
+
+/// A stored token (the secret itself is never stored).
+#[derive(Debug, Clone)]
+pub struct TokenRecord {
+    pub id: TokenId,
+    pub name: String,
+    pub role: Role,
+    pub secret_hash: Vec<u8>,
+    pub created_at: OffsetDateTime,
+    pub expires_at: Option<OffsetDateTime>,
+    pub revoked_at: Option<OffsetDateTime>,
+}
+
+impl TokenRecord {
+    /// Usable at `now`: not revoked and not expired.
+    pub fn is_live(&self, now: OffsetDateTime) -> bool {
+        self.revoked_at.is_none() && self.expires_at.is_none_or(|e| e > now)
+    }
+}
+
+/// A token to store.
+#[derive(Debug, Clone)]
+pub struct NewToken {
+    pub name: String,
+    pub role: Role,
+    /// SHA-256 of the secret.
+    pub secret_hash: Vec<u8>,
+    pub expires_at: Option<OffsetDateTime>,
+}
+
+/// The organisation being served.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Client {
+    pub id: ClientId,
+    pub name: String,
+    /// Annual recurring revenue.
+    pub arr: Option<f64>,
+    pub renewal_date: Option<Date>,
+    /// 0-100.
+    pub health_score: Option<f64>,
+    /// 0-100.
+    pub risk_score: Option<f64>,
+    /// 0-100.
+    pub opportunity_score: Option<f64>,
+    /// The operator responsible for the client.
+    pub owner: Option<String>,
+    /// Free attributes.
+    pub attributes: Value,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub updated_at: OffsetDateTime,
+}
+
+/// A client to create (already validated).
+#[derive(Debug, Clone, Default)]
+pub struct NewClient {
+    pub name: String,
+    pub arr: Option<f64>,
+    pub renewal_date: Option<Date>,
+    pub health_score: Option<f64>,
+    pub risk_score: Option<f64>,
+    pub opportunity_score: Option<f64>,
+    pub owner: Option<String>,
+    pub attributes: Option<Value>,
+}
+
+/// Changes to a client: `None` leaves a field alone, `Some(None)` clears it.
+#[derive(Debug, Clone, Default)]
+pub struct ClientPatch {
+    pub name: Option<String>,
+    pub arr: Option<Option<f64>>,
+    pub renewal_date: Option<Option<Date>>,
+    pub health_score: Option<Option<f64>>,
+    pub risk_score: Option<Option<f64>>,
+    pub opportunity_score: Option<Option<f64>>,
+    pub owner: Option<Option<String>>,
+    pub attributes: Option<Value>,
+}
+
+/// One piece of work for a client.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Engagement {
+    pub id: EngagementId,
+    pub client_id: ClientId,
+    pub name: String,
+    /// The pack whose templates the engagement uses.
+    pub pack: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+}
+
+/// An engagement to create (already validated).
+#[derive(Debug, Clone)]
+pub struct NewEngagement {
+    pub client_id: ClientId,
+    pub name: String,
+    pub pack: String,
+}
+
+/// An artifact as lists show it: without content.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ArtifactSummary {
+    pub id: ArtifactId,
+    pub client_id: ClientId,
+    pub engagement_id: Option<EngagementId>,
+    #[serde(rename = "type")]
+    pub artifact_type: String,
+    pub title: String,
+    pub status: ArtifactStatus,
+    /// The latest version.
+    pub version: i64,
+    /// Content hash of the latest version.
+    pub content_hash: String,
+    pub created_by: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub updated_at: OffsetDateTime,
+}
+
+/// An artifact with its latest version.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Artifact {
+    #[serde(flatten)]
+    pub summary: ArtifactSummary,
+    pub content: Value,
+    pub inputs_hash: String,
+    pub sources: Vec<SourceRef>,
+    /// Who or what wrote the latest version: `human`, `template`, `ollama:<model>`...
+    pub provenance: String,
+    pub note: Option<String>,
+}
+
+/// One immutable version of an artifact.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Version {
+    pub artifact_id: ArtifactId,
+    pub version: i64,
+    pub content: Value,
+    pub content_hash: String,
+    pub inputs_hash: String,
+    pub sources: Vec<SourceRef>,
+    pub provenance: String,
+    pub author: String,
+    pub note: Option<String>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+}
+
+/// An artifact to create (already validated).
+#[derive(Debug, Clone)]
+pub struct NewArtifact {
+    pub client_id: ClientId,
+    pub engagement_id: Option<EngagementId>,
+    pub artifact_type: String,
+    pub title: String,
+    pub content: Value,
+    pub sources: Vec<SourceRef>,
+    pub note: Option<String>,
+    pub provenance: String,
+}
+
+/// New content for an artifact (already validated).
+#[derive(Debug, Clone)]
+pub struct NewVersion {
+    pub content: Value,
+    /// `None` keeps the previous version's sources.
+    pub sources: Option<Vec<SourceRef>>,
+    pub note: Option<String>,
+    pub provenance: String,
+}
+
+/// Filters of the artifact list; all given ones must match.
+#[derive(Debug, Clone, Default)]
+pub struct ArtifactFilter {
+    pub client_id: Option<ClientId>,
+    pub engagement_id: Option<EngagementId>,
+    pub artifact_type: Option<String>,
+    pub status: Option<ArtifactStatus>,
+    /// Case-insensitive words in the title.
+    pub q: Option<String>,
+}
+
+/// What happened to an artifact.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum HistoryAction {
+    /// Version 1 was written.
+    Created,
+    /// A new version was written.
+    ContentUpdated,
+    /// A new version copying an old one was written.
+    RolledBack,
+    /// The status changed.
+    Transition,
+}
+
+impl HistoryAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HistoryAction::Created => "created",
+            HistoryAction::ContentUpdated => "content_updated",
+            HistoryAction::RolledBack => "rolled_back",
+            HistoryAction::Transition => "transition",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [
+            HistoryAction::Created,
+            HistoryAction::ContentUpdated,
+            HistoryAction::RolledBack,
+            HistoryAction::Transition,
+        ]
+        .into_iter()
+        .find(|a| a.as_str() == s)
+    }
+}
+
+/// One entry of an artifact's history.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct HistoryEntry {
+    pub seq: i64,
+    pub action: HistoryAction,
+    pub from_status: Option<ArtifactStatus>,
+    pub to_status: Option<ArtifactStatus>,
+    /// The version written, or the version current at a transition.
+    pub version: Option<i64>,
+    pub reason: Option<String>,
+    pub actor: String,
+    pub trace_id: Option<String>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+}

@@ -1,0 +1,1359 @@
+//! The one implementation of [`Store`] for both databases.
+//!
+//! Each method's body is written once and compiled twice, once per backend, by
+//! the `on_reader!`/`on_writer!` macros: the statements use `$n` parameters,
+//! which both SQLite and PostgreSQL accept, and the few dialect differences are
+//! spelled out where they occur (`FOR UPDATE` exists on PostgreSQL only; SQLite
+//! needs none because it has a single writer connection).
+
+use async_trait::async_trait;
+use serde_json::Value;
+use sqlx::postgres::PgPool;
+use sqlx::sqlite::SqlitePool;
+use sqlx::types::Json;
+use sqlx::{FromRow, QueryBuilder};
+use time::{Date, OffsetDateTime};
+use uuid::Uuid;
+use waymark_domain::artifact::{ResolvedSource, SourceRef, inputs_hash};
+use waymark_domain::content::{ContentHash, content_hash};
+use waymark_domain::lifecycle::{self, ArtifactStatus};
+use waymark_domain::{ArtifactId, ClientId, EngagementId, FieldError, TokenId};
+
+use crate::model::*;
+use crate::{Result, Store, StoreError};
+
+pub(crate) enum Db {
+    Sqlite { read: SqlitePool, write: SqlitePool },
+    Postgres { pool: PgPool },
+}
+
+/// [`Store`] on SQLite or PostgreSQL.
+pub struct SqlStore {
+    db: Db,
+}
+
+/// Runs `$body` with `$p` bound to the pool that serves reads.
+macro_rules! on_reader {
+    ($self:ident, |$p:ident| $body:expr) => {
+        match &$self.db {
+            Db::Sqlite { read, .. } => {
+                let $p = read;
+                $body
+            }
+            Db::Postgres { pool } => {
+                let $p = pool;
+                $body
+            }
+        }
+    };
+}
+
+/// Runs `$body` with `$p` bound to the pool that serves writes.
+macro_rules! on_writer {
+    ($self:ident, |$p:ident| $body:expr) => {
+        match &$self.db {
+            Db::Sqlite { write, .. } => {
+                let $p = write;
+                $body
+            }
+            Db::Postgres { pool } => {
+                let $p = pool;
+                $body
+            }
+        }
+    };
+}
+
+/// Looks up an idempotency key inside the transaction: `Some(id)` when the same
+/// request already created a record, an error when the key was used differently.
+macro_rules! idempotent_replay {
+    ($tx:ident, $ctx:expr, $kind:expr) => {{
+        let mut found: Option<Uuid> = None;
+        if let Some(k) = &$ctx.idempotency {
+            let row: Option<(String, String, Uuid)> = sqlx::query_as(
+                "SELECT kind, request_hash, resource_id FROM idempotency_keys \
+                 WHERE scope = $1 AND key = $2",
+            )
+            .bind(&k.scope)
+            .bind(&k.key)
+            .fetch_optional(&mut *$tx)
+            .await?;
+            if let Some((kind, hash, id)) = row {
+                if kind != $kind || hash != k.request_hash {
+                    return Err(StoreError::IdempotencyMismatch { key: k.key.clone() });
+                }
+                found = Some(id);
+            }
+        }
+        found
+    }};
+}
+
+/// Records an idempotency key for the record just created.
+macro_rules! idempotent_record {
+    ($tx:ident, $ctx:expr, $kind:expr, $id:expr, $now:expr) => {
+        if let Some(k) = &$ctx.idempotency {
+            sqlx::query(
+                "INSERT INTO idempotency_keys (scope, key, kind, request_hash, resource_id, created_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind(&k.scope)
+            .bind(&k.key)
+            .bind($kind)
+            .bind(&k.request_hash)
+            .bind($id)
+            .bind($now)
+            .execute(&mut *$tx)
+            .await?;
+        }
+    };
+}
+
+/// Resolves sources inside the transaction: each must name an existing version
+/// of an artifact of the same client.
+macro_rules! resolve_sources {
+    ($tx:ident, $client:expr, $sources:expr) => {{
+        let mut resolved = Vec::with_capacity($sources.len());
+        for (i, s) in $sources.iter().enumerate() {
+            let row: Option<(Uuid, String, String)> = sqlx::query_as(
+                "SELECT a.client_id, a.type, v.content_hash FROM artifacts a \
+                 JOIN artifact_versions v ON v.artifact_id = a.id \
+                 WHERE a.id = $1 AND v.version = $2",
+            )
+            .bind(s.artifact_id.uuid())
+            .bind(s.version)
+            .fetch_optional(&mut *$tx)
+            .await?;
+            match row {
+                Some((client, ty, hash)) if client == $client => resolved.push(ResolvedSource {
+                    source: *s,
+                    artifact_type: ty,
+                    content_hash: ContentHash::from_stored(hash),
+                }),
+                _ => {
+                    return Err(FieldError::new(
+                        format!("/sources/{i}"),
+                        format!(
+                            "no version {} of artifact {} for this client",
+                            s.version, s.artifact_id
+                        ),
+                    )
+                    .into());
+                }
+            }
+        }
+        resolved
+    }};
+}
+
+/// Inserts a version, its sources and a history entry inside the transaction.
+macro_rules! insert_version {
+    ($tx:ident, $v:expr, $resolved:expr, $history:expr) => {{
+        let v: &VersionInsert = $v;
+        sqlx::query(
+            "INSERT INTO artifact_versions \
+             (artifact_id, version, content, content_hash, inputs_hash, provenance, author, note, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(v.artifact_id)
+        .bind(v.version)
+        .bind(Json(&v.content))
+        .bind(&v.content_hash)
+        .bind(&v.inputs_hash)
+        .bind(&v.provenance)
+        .bind(&v.author)
+        .bind(&v.note)
+        .bind(v.at)
+        .execute(&mut *$tx)
+        .await?;
+        for (position, s) in $resolved.iter().enumerate() {
+            sqlx::query(
+                "INSERT INTO version_sources (artifact_id, version, source_id, source_version, position) \
+                 VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(v.artifact_id)
+            .bind(v.version)
+            .bind(s.source.artifact_id.uuid())
+            .bind(s.source.version)
+            .bind(position as i32)
+            .execute(&mut *$tx)
+            .await?;
+        }
+        let h: &HistoryInsert = $history;
+        sqlx::query(
+            "INSERT INTO artifact_history \
+             (artifact_id, at, actor, action, from_status, to_status, version, reason, trace_id) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(v.artifact_id)
+        .bind(v.at)
+        .bind(&v.author)
+        .bind(h.action.as_str())
+        .bind(h.from.map(ArtifactStatus::as_str))
+        .bind(h.to.map(ArtifactStatus::as_str))
+        .bind(v.version)
+        .bind(&h.reason)
+        .bind(&h.trace_id)
+        .execute(&mut *$tx)
+        .await?;
+    }};
+}
+
+struct VersionInsert {
+    artifact_id: Uuid,
+    version: i64,
+    content: Value,
+    content_hash: String,
+    inputs_hash: String,
+    provenance: String,
+    author: String,
+    note: Option<String>,
+    at: OffsetDateTime,
+}
+
+struct HistoryInsert {
+    action: HistoryAction,
+    from: Option<ArtifactStatus>,
+    to: Option<ArtifactStatus>,
+    reason: Option<String>,
+    trace_id: Option<String>,
+}
+
+/// What a new version is made of.
+enum VersionInput {
+    New(NewVersion),
+    Rollback(i64),
+}
+
+/// Now, at the microsecond precision both databases keep.
+fn now() -> OffsetDateTime {
+    let t = OffsetDateTime::now_utc();
+    t.replace_nanosecond(t.nanosecond() / 1_000 * 1_000)
+        .unwrap_or(t)
+}
+
+fn decode_error(what: &str, value: &str) -> StoreError {
+    StoreError::Database(sqlx::Error::Decode(
+        format!("unexpected {what} `{value}` in the database").into(),
+    ))
+}
+
+fn status(s: &str) -> Result<ArtifactStatus> {
+    s.parse().map_err(|_| decode_error("artifact status", s))
+}
+
+fn limit_plus_one(page: &PageRequest) -> i64 {
+    i64::from(page.limit.clamp(1, 200)) + 1
+}
+
+/// Cuts a fetched page (limit + 1 rows) down to `limit`, with the cursor of its
+/// last item when more follow.
+fn paginate<T>(mut rows: Vec<T>, page: &PageRequest, cursor_of: impl Fn(&T) -> String) -> Page<T> {
+    let limit = page.limit.clamp(1, 200) as usize;
+    let next_cursor = if rows.len() > limit {
+        rows.truncate(limit);
+        rows.last().map(cursor_of)
+    } else {
+        None
+    };
+    Page {
+        items: rows,
+        next_cursor,
+    }
+}
+
+fn id_cursor<T: std::str::FromStr>(page: &PageRequest) -> Result<Option<T>> {
+    page.cursor
+        .as_deref()
+        .map(|c| {
+            c.parse::<T>().map_err(|_| {
+                FieldError::new(
+                    "/cursor",
+                    "is not a cursor of this list; pass the next_cursor of the previous page",
+                )
+                .into()
+            })
+        })
+        .transpose()
+}
+
+fn number_cursor(page: &PageRequest) -> Result<i64> {
+    match page.cursor.as_deref() {
+        None => Ok(0),
+        Some(c) => c.parse::<i64>().map_err(|_| {
+            FieldError::new(
+                "/cursor",
+                "is not a cursor of this list; pass the next_cursor of the previous page",
+            )
+            .into()
+        }),
+    }
+}
+
+#[derive(FromRow)]
+struct ClientRow {
+    id: Uuid,
+    name: String,
+    arr: Option<f64>,
+    renewal_date: Option<Date>,
+    health_score: Option<f64>,
+    risk_score: Option<f64>,
+    opportunity_score: Option<f64>,
+    owner: Option<String>,
+    attributes: Json<Value>,
+    created_at: OffsetDateTime,
+    updated_at: OffsetDateTime,
+}
+
+impl From<ClientRow> for Client {
+    fn from(r: ClientRow) -> Self {
+        Client {
+            id: ClientId::from_uuid(r.id),
+            name: r.name,
+            arr: r.arr,
+            renewal_date: r.renewal_date,
+            health_score: r.health_score,
+            risk_score: r.risk_score,
+            opportunity_score: r.opportunity_score,
+            owner: r.owner,
+            attributes: r.attributes.0,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+        }
+    }
+}
+
+const CLIENT_COLUMNS: &str = "id, name, arr, renewal_date, health_score, risk_score, \
+     opportunity_score, owner, attributes, created_at, updated_at";
+
+#[derive(FromRow)]
+struct EngagementRow {
+    id: Uuid,
+    client_id: Uuid,
+    name: String,
+    pack: String,
+    created_at: OffsetDateTime,
+}
+
+impl From<EngagementRow> for Engagement {
+    fn from(r: EngagementRow) -> Self {
+        Engagement {
+            id: EngagementId::from_uuid(r.id),
+            client_id: ClientId::from_uuid(r.client_id),
+            name: r.name,
+            pack: r.pack,
+            created_at: r.created_at,
+        }
+    }
+}
+
+#[derive(FromRow)]
+struct SummaryRow {
+    id: Uuid,
+    client_id: Uuid,
+    engagement_id: Option<Uuid>,
+    #[sqlx(rename = "type")]
+    artifact_type: String,
+    title: String,
+    status: String,
+    version: i64,
+    content_hash: String,
+    created_by: String,
+    created_at: OffsetDateTime,
+    updated_at: OffsetDateTime,
+}
+
+const SUMMARY_COLUMNS: &str = "a.id, a.client_id, a.engagement_id, a.type, a.title, a.status, \
+     a.version, a.content_hash, a.created_by, a.created_at, a.updated_at";
+
+impl TryFrom<SummaryRow> for ArtifactSummary {
+    type Error = StoreError;
+    fn try_from(r: SummaryRow) -> Result<Self> {
+        Ok(ArtifactSummary {
+            id: ArtifactId::from_uuid(r.id),
+            client_id: ClientId::from_uuid(r.client_id),
+            engagement_id: r.engagement_id.map(EngagementId::from_uuid),
+            artifact_type: r.artifact_type,
+            title: r.title,
+            status: status(&r.status)?,
+            version: r.version,
+            content_hash: r.content_hash,
+            created_by: r.created_by,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+        })
+    }
+}
+
+#[derive(FromRow)]
+struct ArtifactRow {
+    #[sqlx(flatten)]
+    summary: SummaryRow,
+    content: Json<Value>,
+    inputs_hash: String,
+    provenance: String,
+    note: Option<String>,
+}
+
+#[derive(FromRow)]
+struct VersionRow {
+    artifact_id: Uuid,
+    version: i64,
+    content: Json<Value>,
+    content_hash: String,
+    inputs_hash: String,
+    provenance: String,
+    author: String,
+    note: Option<String>,
+    created_at: OffsetDateTime,
+}
+
+const VERSION_COLUMNS: &str = "artifact_id, version, content, content_hash, inputs_hash, \
+     provenance, author, note, created_at";
+
+impl VersionRow {
+    fn into_version(self, sources: Vec<SourceRef>) -> Version {
+        Version {
+            artifact_id: ArtifactId::from_uuid(self.artifact_id),
+            version: self.version,
+            content: self.content.0,
+            content_hash: self.content_hash,
+            inputs_hash: self.inputs_hash,
+            sources,
+            provenance: self.provenance,
+            author: self.author,
+            note: self.note,
+            created_at: self.created_at,
+        }
+    }
+}
+
+#[derive(FromRow)]
+struct SourceRow {
+    version: i64,
+    source_id: Uuid,
+    source_version: i64,
+}
+
+impl SourceRow {
+    fn source(&self) -> SourceRef {
+        SourceRef {
+            artifact_id: ArtifactId::from_uuid(self.source_id),
+            version: self.source_version,
+        }
+    }
+}
+
+#[derive(FromRow)]
+struct HistoryRow {
+    seq: i64,
+    action: String,
+    from_status: Option<String>,
+    to_status: Option<String>,
+    version: Option<i64>,
+    reason: Option<String>,
+    actor: String,
+    trace_id: Option<String>,
+    at: OffsetDateTime,
+}
+
+impl TryFrom<HistoryRow> for HistoryEntry {
+    type Error = StoreError;
+    fn try_from(r: HistoryRow) -> Result<Self> {
+        Ok(HistoryEntry {
+            seq: r.seq,
+            action: HistoryAction::parse(&r.action)
+                .ok_or_else(|| decode_error("history action", &r.action))?,
+            from_status: r.from_status.as_deref().map(status).transpose()?,
+            to_status: r.to_status.as_deref().map(status).transpose()?,
+            version: r.version,
+            reason: r.reason,
+            actor: r.actor,
+            trace_id: r.trace_id,
+            at: r.at,
+        })
+    }
+}
+
+#[derive(FromRow)]
+struct TokenRow {
+    id: Uuid,
+    name: String,
+    role: String,
+    secret_hash: Vec<u8>,
+    created_at: OffsetDateTime,
+    expires_at: Option<OffsetDateTime>,
+    revoked_at: Option<OffsetDateTime>,
+}
+
+impl TryFrom<TokenRow> for TokenRecord {
+    type Error = StoreError;
+    fn try_from(r: TokenRow) -> Result<Self> {
+        Ok(TokenRecord {
+            id: TokenId::from_uuid(r.id),
+            name: r.name,
+            role: Role::parse(&r.role).ok_or_else(|| decode_error("role", &r.role))?,
+            secret_hash: r.secret_hash,
+            created_at: r.created_at,
+            expires_at: r.expires_at,
+            revoked_at: r.revoked_at,
+        })
+    }
+}
+
+/// The row of an artifact a writer locks before changing it.
+#[derive(FromRow)]
+struct LockedArtifact {
+    client_id: Uuid,
+    #[sqlx(rename = "type")]
+    artifact_type: String,
+    status: String,
+    version: i64,
+}
+
+impl SqlStore {
+    pub(crate) fn new(db: Db) -> Self {
+        Self { db }
+    }
+
+    /// Applies the migrations this binary knows that the database lacks.
+    pub async fn migrate(&self) -> Result<()> {
+        match &self.db {
+            Db::Sqlite { write, .. } => crate::sqlite::MIGRATOR.run(write).await?,
+            Db::Postgres { pool } => crate::postgres::MIGRATOR.run(pool).await?,
+        }
+        Ok(())
+    }
+
+    fn lock_clause(&self) -> &'static str {
+        match self.db {
+            Db::Sqlite { .. } => "",
+            Db::Postgres { .. } => " FOR UPDATE",
+        }
+    }
+
+    async fn write_version(
+        &self,
+        id: ArtifactId,
+        expected_version: i64,
+        input: VersionInput,
+        ctx: &WriteContext,
+    ) -> Result<Artifact> {
+        let lock = format!(
+            "SELECT client_id, type, status, version FROM artifacts WHERE id = $1{}",
+            self.lock_clause()
+        );
+        on_writer!(self, |p| {
+            let mut tx = p.begin().await?;
+            let current: LockedArtifact = sqlx::query_as(&lock)
+                .bind(id.uuid())
+                .fetch_optional(&mut *tx)
+                .await?
+                .ok_or_else(|| not_found("artifact", id))?;
+            if current.version != expected_version {
+                return Err(StoreError::VersionMismatch {
+                    expected: expected_version,
+                    current: current.version,
+                });
+            }
+            let st = status(&current.status)?;
+            lifecycle::check_editable(st)?;
+
+            let (content, sources, note, provenance, action) = match input {
+                VersionInput::New(new) => {
+                    let sources = match new.sources {
+                        Some(s) => s,
+                        None => {
+                            let rows: Vec<SourceRow> = sqlx::query_as(
+                                "SELECT version, source_id, source_version FROM version_sources \
+                                 WHERE artifact_id = $1 AND version = $2 ORDER BY position",
+                            )
+                            .bind(id.uuid())
+                            .bind(current.version)
+                            .fetch_all(&mut *tx)
+                            .await?;
+                            rows.iter().map(SourceRow::source).collect()
+                        }
+                    };
+                    (
+                        new.content,
+                        sources,
+                        new.note,
+                        new.provenance,
+                        HistoryAction::ContentUpdated,
+                    )
+                }
+                VersionInput::Rollback(to) => {
+                    let old: VersionRow = sqlx::query_as(&format!(
+                        "SELECT {VERSION_COLUMNS} FROM artifact_versions \
+                         WHERE artifact_id = $1 AND version = $2"
+                    ))
+                    .bind(id.uuid())
+                    .bind(to)
+                    .fetch_optional(&mut *tx)
+                    .await?
+                    .ok_or_else(|| {
+                        StoreError::from(FieldError::new(
+                            "/to_version",
+                            format!(
+                                "no version {to}; versions run from 1 to {}",
+                                current.version
+                            ),
+                        ))
+                    })?;
+                    let rows: Vec<SourceRow> = sqlx::query_as(
+                        "SELECT version, source_id, source_version FROM version_sources \
+                         WHERE artifact_id = $1 AND version = $2 ORDER BY position",
+                    )
+                    .bind(id.uuid())
+                    .bind(to)
+                    .fetch_all(&mut *tx)
+                    .await?;
+                    let sources = rows.iter().map(SourceRow::source).collect();
+                    (
+                        old.content.0,
+                        sources,
+                        Some(format!("Rolled back to version {to}")),
+                        old.provenance,
+                        HistoryAction::RolledBack,
+                    )
+                }
+            };
+            let sources: Vec<SourceRef> = sources;
+            let resolved = resolve_sources!(tx, current.client_id, sources);
+            let hash = content_hash(&content);
+            let at = now();
+            let version = current.version + 1;
+            let v = VersionInsert {
+                artifact_id: id.uuid(),
+                version,
+                inputs_hash: inputs_hash(&current.artifact_type, &Value::Null, &resolved)
+                    .to_string(),
+                content_hash: hash.to_string(),
+                content,
+                provenance,
+                author: ctx.actor.clone(),
+                note: note.clone(),
+                at,
+            };
+            let h = HistoryInsert {
+                action,
+                from: None,
+                to: None,
+                reason: note,
+                trace_id: ctx.trace_id.clone(),
+            };
+            insert_version!(tx, &v, resolved, &h);
+            sqlx::query(
+                "UPDATE artifacts SET version = $2, content_hash = $3, updated_at = $4 WHERE id = $1",
+            )
+            .bind(id.uuid())
+            .bind(version)
+            .bind(hash.as_str())
+            .bind(at)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+        });
+        self.get_artifact(id).await
+    }
+
+    async fn sources_of(&self, id: Uuid, from: i64, to: i64) -> Result<Vec<SourceRow>> {
+        on_reader!(self, |p| {
+            Ok(sqlx::query_as(
+                "SELECT version, source_id, source_version FROM version_sources \
+                 WHERE artifact_id = $1 AND version >= $2 AND version <= $3 \
+                 ORDER BY version, position",
+            )
+            .bind(id)
+            .bind(from)
+            .bind(to)
+            .fetch_all(p)
+            .await?)
+        })
+    }
+
+    async fn artifact_exists(&self, id: ArtifactId) -> Result<()> {
+        let found: Option<(i64,)> = on_reader!(self, |p| {
+            sqlx::query_as("SELECT version FROM artifacts WHERE id = $1")
+                .bind(id.uuid())
+                .fetch_optional(p)
+                .await?
+        });
+        found.map(|_| ()).ok_or_else(|| not_found("artifact", id))
+    }
+}
+
+fn not_found(kind: &'static str, id: impl std::fmt::Display) -> StoreError {
+    StoreError::NotFound {
+        kind,
+        id: id.to_string(),
+    }
+}
+
+#[async_trait]
+impl Store for SqlStore {
+    fn backend(&self) -> Backend {
+        match self.db {
+            Db::Sqlite { .. } => Backend::Sqlite,
+            Db::Postgres { .. } => Backend::Postgres,
+        }
+    }
+
+    async fn ping(&self) -> Result<()> {
+        on_reader!(self, |p| {
+            sqlx::query("SELECT 1").execute(p).await?;
+        });
+        on_writer!(self, |p| {
+            sqlx::query("SELECT 1").execute(p).await?;
+        });
+        Ok(())
+    }
+
+    fn pool_stats(&self) -> Vec<PoolStats> {
+        match &self.db {
+            Db::Sqlite { read, write } => vec![
+                PoolStats {
+                    name: "read",
+                    size: read.size(),
+                    idle: read.num_idle() as u32,
+                    max: read.options().get_max_connections(),
+                },
+                PoolStats {
+                    name: "write",
+                    size: write.size(),
+                    idle: write.num_idle() as u32,
+                    max: write.options().get_max_connections(),
+                },
+            ],
+            Db::Postgres { pool } => vec![PoolStats {
+                name: "main",
+                size: pool.size(),
+                idle: pool.num_idle() as u32,
+                max: pool.options().get_max_connections(),
+            }],
+        }
+    }
+
+    async fn close(&self) {
+        match &self.db {
+            Db::Sqlite { read, write } => {
+                read.close().await;
+                write.close().await;
+            }
+            Db::Postgres { pool } => pool.close().await,
+        }
+    }
+
+    async fn token_by_hash(&self, secret_hash: &[u8]) -> Result<Option<TokenRecord>> {
+        let row: Option<TokenRow> = on_reader!(self, |p| {
+            sqlx::query_as(
+                "SELECT id, name, role, secret_hash, created_at, expires_at, revoked_at \
+                 FROM tokens WHERE secret_hash = $1",
+            )
+            .bind(secret_hash)
+            .fetch_optional(p)
+            .await?
+        });
+        row.map(TokenRecord::try_from).transpose()
+    }
+
+    async fn insert_token(&self, token: NewToken) -> Result<TokenRecord> {
+        let id = TokenId::new();
+        let at = now();
+        on_writer!(self, |p| {
+            sqlx::query(
+                "INSERT INTO tokens (id, name, secret_hash, role, created_at, expires_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind(id.uuid())
+            .bind(&token.name)
+            .bind(&token.secret_hash)
+            .bind(token.role.as_str())
+            .bind(at)
+            .bind(token.expires_at)
+            .execute(p)
+            .await?;
+        });
+        Ok(TokenRecord {
+            id,
+            name: token.name,
+            role: token.role,
+            secret_hash: token.secret_hash,
+            created_at: at,
+            expires_at: token.expires_at,
+            revoked_at: None,
+        })
+    }
+
+    async fn replace_named_token(&self, token: NewToken) -> Result<bool> {
+        let at = now();
+        on_writer!(self, |p| {
+            let mut tx = p.begin().await?;
+            let live: Vec<(Vec<u8>,)> = sqlx::query_as(
+                "SELECT secret_hash FROM tokens WHERE name = $1 AND revoked_at IS NULL",
+            )
+            .bind(&token.name)
+            .fetch_all(&mut *tx)
+            .await?;
+            if live.iter().any(|(h,)| *h == token.secret_hash) {
+                return Ok(false);
+            }
+            sqlx::query("UPDATE tokens SET revoked_at = $2 WHERE name = $1 AND revoked_at IS NULL")
+                .bind(&token.name)
+                .bind(at)
+                .execute(&mut *tx)
+                .await?;
+            // The same secret used again after a rotation: the old row goes.
+            sqlx::query("DELETE FROM tokens WHERE name = $1 AND secret_hash = $2")
+                .bind(&token.name)
+                .bind(&token.secret_hash)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(
+                "INSERT INTO tokens (id, name, secret_hash, role, created_at, expires_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind(TokenId::new().uuid())
+            .bind(&token.name)
+            .bind(&token.secret_hash)
+            .bind(token.role.as_str())
+            .bind(at)
+            .bind(token.expires_at)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+        });
+        Ok(true)
+    }
+
+    async fn live_token_named(&self, name: &str) -> Result<bool> {
+        let rows: Vec<(Option<OffsetDateTime>,)> = on_reader!(self, |p| {
+            sqlx::query_as("SELECT expires_at FROM tokens WHERE name = $1 AND revoked_at IS NULL")
+                .bind(name)
+                .fetch_all(p)
+                .await?
+        });
+        let at = now();
+        Ok(rows.iter().any(|(e,)| e.is_none_or(|e| e > at)))
+    }
+
+    async fn create_client(&self, new: NewClient, ctx: &WriteContext) -> Result<Created<Client>> {
+        let id = ClientId::new();
+        let at = now();
+        let replayed = on_writer!(self, |p| {
+            let mut tx = p.begin().await?;
+            if let Some(existing) = idempotent_replay!(tx, ctx, "client") {
+                Some(existing)
+            } else {
+                sqlx::query(
+                    "INSERT INTO clients (id, name, arr, renewal_date, health_score, risk_score, \
+                     opportunity_score, owner, attributes, created_at, updated_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10)",
+                )
+                .bind(id.uuid())
+                .bind(&new.name)
+                .bind(new.arr)
+                .bind(new.renewal_date)
+                .bind(new.health_score)
+                .bind(new.risk_score)
+                .bind(new.opportunity_score)
+                .bind(&new.owner)
+                .bind(Json(
+                    new.attributes
+                        .clone()
+                        .unwrap_or_else(|| Value::Object(Default::default())),
+                ))
+                .bind(at)
+                .execute(&mut *tx)
+                .await?;
+                idempotent_record!(tx, ctx, "client", id.uuid(), at);
+                tx.commit().await?;
+                None
+            }
+        });
+        let record_id = replayed.map(ClientId::from_uuid).unwrap_or(id);
+        Ok(Created {
+            record: self.get_client(record_id).await?,
+            replayed: replayed.is_some(),
+        })
+    }
+
+    async fn get_client(&self, id: ClientId) -> Result<Client> {
+        let row: Option<ClientRow> = on_reader!(self, |p| {
+            sqlx::query_as(&format!(
+                "SELECT {CLIENT_COLUMNS} FROM clients WHERE id = $1"
+            ))
+            .bind(id.uuid())
+            .fetch_optional(p)
+            .await?
+        });
+        row.map(Client::from).ok_or_else(|| not_found("client", id))
+    }
+
+    async fn list_clients(&self, page: PageRequest) -> Result<Page<Client>> {
+        let cursor = id_cursor::<ClientId>(&page)?;
+        let rows: Vec<ClientRow> = on_reader!(self, |p| {
+            let mut qb = QueryBuilder::new(format!("SELECT {CLIENT_COLUMNS} FROM clients"));
+            if let Some(c) = cursor {
+                qb.push(" WHERE id < ").push_bind(c.uuid());
+            }
+            qb.push(" ORDER BY id DESC LIMIT ")
+                .push_bind(limit_plus_one(&page));
+            qb.build_query_as().fetch_all(p).await?
+        });
+        let rows = rows.into_iter().map(Client::from).collect();
+        Ok(paginate(rows, &page, |c| c.id.to_string()))
+    }
+
+    async fn update_client(&self, id: ClientId, patch: ClientPatch) -> Result<Client> {
+        let lock = format!(
+            "SELECT {CLIENT_COLUMNS} FROM clients WHERE id = $1{}",
+            self.lock_clause()
+        );
+        on_writer!(self, |p| {
+            let mut tx = p.begin().await?;
+            let row: ClientRow = sqlx::query_as(&lock)
+                .bind(id.uuid())
+                .fetch_optional(&mut *tx)
+                .await?
+                .ok_or_else(|| not_found("client", id))?;
+            let mut c = Client::from(row);
+            if let Some(v) = patch.name {
+                c.name = v;
+            }
+            if let Some(v) = patch.arr {
+                c.arr = v;
+            }
+            if let Some(v) = patch.renewal_date {
+                c.renewal_date = v;
+            }
+            if let Some(v) = patch.health_score {
+                c.health_score = v;
+            }
+            if let Some(v) = patch.risk_score {
+                c.risk_score = v;
+            }
+            if let Some(v) = patch.opportunity_score {
+                c.opportunity_score = v;
+            }
+            if let Some(v) = patch.owner {
+                c.owner = v;
+            }
+            if let Some(v) = patch.attributes {
+                c.attributes = v;
+            }
+            c.updated_at = now();
+            sqlx::query(
+                "UPDATE clients SET name = $2, arr = $3, renewal_date = $4, health_score = $5, \
+                 risk_score = $6, opportunity_score = $7, owner = $8, attributes = $9, updated_at = $10 \
+                 WHERE id = $1",
+            )
+            .bind(id.uuid())
+            .bind(&c.name)
+            .bind(c.arr)
+            .bind(c.renewal_date)
+            .bind(c.health_score)
+            .bind(c.risk_score)
+            .bind(c.opportunity_score)
+            .bind(&c.owner)
+            .bind(Json(&c.attributes))
+            .bind(c.updated_at)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            Ok(c)
+        })
+    }
+
+    async fn create_engagement(
+        &self,
+        new: NewEngagement,
+        ctx: &WriteContext,
+    ) -> Result<Created<Engagement>> {
+        let id = EngagementId::new();
+        let at = now();
+        let replayed = on_writer!(self, |p| {
+            let mut tx = p.begin().await?;
+            if let Some(existing) = idempotent_replay!(tx, ctx, "engagement") {
+                Some(existing)
+            } else {
+                let client: Option<(Uuid,)> =
+                    sqlx::query_as("SELECT id FROM clients WHERE id = $1")
+                        .bind(new.client_id.uuid())
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                if client.is_none() {
+                    return Err(FieldError::new(
+                        "/client_id",
+                        format!("no client {}", new.client_id),
+                    )
+                    .into());
+                }
+                sqlx::query(
+                    "INSERT INTO engagements (id, client_id, name, pack, created_at) \
+                     VALUES ($1, $2, $3, $4, $5)",
+                )
+                .bind(id.uuid())
+                .bind(new.client_id.uuid())
+                .bind(&new.name)
+                .bind(&new.pack)
+                .bind(at)
+                .execute(&mut *tx)
+                .await?;
+                idempotent_record!(tx, ctx, "engagement", id.uuid(), at);
+                tx.commit().await?;
+                None
+            }
+        });
+        let record_id = replayed.map(EngagementId::from_uuid).unwrap_or(id);
+        Ok(Created {
+            record: self.get_engagement(record_id).await?,
+            replayed: replayed.is_some(),
+        })
+    }
+
+    async fn get_engagement(&self, id: EngagementId) -> Result<Engagement> {
+        let row: Option<EngagementRow> = on_reader!(self, |p| {
+            sqlx::query_as(
+                "SELECT id, client_id, name, pack, created_at FROM engagements WHERE id = $1",
+            )
+            .bind(id.uuid())
+            .fetch_optional(p)
+            .await?
+        });
+        row.map(Engagement::from)
+            .ok_or_else(|| not_found("engagement", id))
+    }
+
+    async fn list_engagements(
+        &self,
+        client_id: Option<ClientId>,
+        page: PageRequest,
+    ) -> Result<Page<Engagement>> {
+        let cursor = id_cursor::<EngagementId>(&page)?;
+        let rows: Vec<EngagementRow> = on_reader!(self, |p| {
+            let mut qb = QueryBuilder::new(
+                "SELECT id, client_id, name, pack, created_at FROM engagements WHERE 1 = 1",
+            );
+            if let Some(c) = client_id {
+                qb.push(" AND client_id = ").push_bind(c.uuid());
+            }
+            if let Some(c) = cursor {
+                qb.push(" AND id < ").push_bind(c.uuid());
+            }
+            qb.push(" ORDER BY id DESC LIMIT ")
+                .push_bind(limit_plus_one(&page));
+            qb.build_query_as().fetch_all(p).await?
+        });
+        let rows = rows.into_iter().map(Engagement::from).collect();
+        Ok(paginate(rows, &page, |e| e.id.to_string()))
+    }
+
+    async fn create_artifact(
+        &self,
+        new: NewArtifact,
+        ctx: &WriteContext,
+    ) -> Result<Created<Artifact>> {
+        let id = ArtifactId::new();
+        let at = now();
+        let replayed = on_writer!(self, |p| {
+            let mut tx = p.begin().await?;
+            if let Some(existing) = idempotent_replay!(tx, ctx, "artifact") {
+                Some(existing)
+            } else {
+                let client: Option<(Uuid,)> =
+                    sqlx::query_as("SELECT id FROM clients WHERE id = $1")
+                        .bind(new.client_id.uuid())
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                if client.is_none() {
+                    return Err(FieldError::new(
+                        "/client_id",
+                        format!("no client {}", new.client_id),
+                    )
+                    .into());
+                }
+                if let Some(eng) = new.engagement_id {
+                    let owner: Option<(Uuid,)> =
+                        sqlx::query_as("SELECT client_id FROM engagements WHERE id = $1")
+                            .bind(eng.uuid())
+                            .fetch_optional(&mut *tx)
+                            .await?;
+                    if owner.map(|(c,)| c) != Some(new.client_id.uuid()) {
+                        return Err(FieldError::new(
+                            "/engagement_id",
+                            format!("no engagement {eng} for client {}", new.client_id),
+                        )
+                        .into());
+                    }
+                }
+                let resolved = resolve_sources!(tx, new.client_id.uuid(), new.sources);
+                let hash = content_hash(&new.content);
+                sqlx::query(
+                    "INSERT INTO artifacts (id, client_id, engagement_id, type, title, status, version, \
+                     content_hash, created_by, created_at, updated_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, 1, $7, $8, $9, $9)",
+                )
+                .bind(id.uuid())
+                .bind(new.client_id.uuid())
+                .bind(new.engagement_id.map(|e| e.uuid()))
+                .bind(&new.artifact_type)
+                .bind(&new.title)
+                .bind(ArtifactStatus::Draft.as_str())
+                .bind(hash.as_str())
+                .bind(&ctx.actor)
+                .bind(at)
+                .execute(&mut *tx)
+                .await?;
+                let v = VersionInsert {
+                    artifact_id: id.uuid(),
+                    version: 1,
+                    content: new.content.clone(),
+                    content_hash: hash.to_string(),
+                    inputs_hash: inputs_hash(&new.artifact_type, &Value::Null, &resolved)
+                        .to_string(),
+                    provenance: new.provenance.clone(),
+                    author: ctx.actor.clone(),
+                    note: new.note.clone(),
+                    at,
+                };
+                let h = HistoryInsert {
+                    action: HistoryAction::Created,
+                    from: None,
+                    to: Some(ArtifactStatus::Draft),
+                    reason: new.note.clone(),
+                    trace_id: ctx.trace_id.clone(),
+                };
+                insert_version!(tx, &v, resolved, &h);
+                idempotent_record!(tx, ctx, "artifact", id.uuid(), at);
+                tx.commit().await?;
+                None
+            }
+        });
+        let record_id = replayed.map(ArtifactId::from_uuid).unwrap_or(id);
+        Ok(Created {
+            record: self.get_artifact(record_id).await?,
+            replayed: replayed.is_some(),
+        })
+    }
+
+    async fn get_artifact(&self, id: ArtifactId) -> Result<Artifact> {
+        let row: Option<ArtifactRow> = on_reader!(self, |p| {
+            sqlx::query_as(&format!(
+                "SELECT {SUMMARY_COLUMNS}, v.content, v.inputs_hash, v.provenance, v.note \
+                 FROM artifacts a JOIN artifact_versions v \
+                 ON v.artifact_id = a.id AND v.version = a.version WHERE a.id = $1"
+            ))
+            .bind(id.uuid())
+            .fetch_optional(p)
+            .await?
+        });
+        let row = row.ok_or_else(|| not_found("artifact", id))?;
+        let version = row.summary.version;
+        let sources = self.sources_of(id.uuid(), version, version).await?;
+        Ok(Artifact {
+            summary: row.summary.try_into()?,
+            content: row.content.0,
+            inputs_hash: row.inputs_hash,
+            sources: sources.iter().map(SourceRow::source).collect(),
+            provenance: row.provenance,
+            note: row.note,
+        })
+    }
+
+    async fn list_artifacts(
+        &self,
+        filter: ArtifactFilter,
+        page: PageRequest,
+    ) -> Result<Page<ArtifactSummary>> {
+        let cursor = id_cursor::<ArtifactId>(&page)?;
+        let rows: Vec<SummaryRow> = on_reader!(self, |p| {
+            let mut qb = QueryBuilder::new(format!(
+                "SELECT {SUMMARY_COLUMNS} FROM artifacts a WHERE 1 = 1"
+            ));
+            if let Some(c) = filter.client_id {
+                qb.push(" AND a.client_id = ").push_bind(c.uuid());
+            }
+            if let Some(e) = filter.engagement_id {
+                qb.push(" AND a.engagement_id = ").push_bind(e.uuid());
+            }
+            if let Some(t) = &filter.artifact_type {
+                qb.push(" AND a.type = ").push_bind(t.clone());
+            }
+            if let Some(s) = filter.status {
+                qb.push(" AND a.status = ").push_bind(s.as_str());
+            }
+            if let Some(q) = &filter.q {
+                for word in q.split_whitespace().take(8) {
+                    let escaped = word
+                        .to_lowercase()
+                        .replace('\\', "\\\\")
+                        .replace('%', "\\%")
+                        .replace('_', "\\_");
+                    qb.push(" AND LOWER(a.title) LIKE ")
+                        .push_bind(format!("%{escaped}%"))
+                        .push(" ESCAPE '\\'");
+                }
+            }
+            if let Some(c) = cursor {
+                qb.push(" AND a.id < ").push_bind(c.uuid());
+            }
+            qb.push(" ORDER BY a.id DESC LIMIT ")
+                .push_bind(limit_plus_one(&page));
+            qb.build_query_as().fetch_all(p).await?
+        });
+        let rows = rows
+            .into_iter()
+            .map(ArtifactSummary::try_from)
+            .collect::<Result<Vec<_>>>()?;
+        Ok(paginate(rows, &page, |a| a.id.to_string()))
+    }
+
+    async fn write_content(
+        &self,
+        id: ArtifactId,
+        expected_version: i64,
+        write: NewVersion,
+        ctx: &WriteContext,
+    ) -> Result<Artifact> {
+        self.write_version(id, expected_version, VersionInput::New(write), ctx)
+            .await
+    }
+
+    async fn rollback(
+        &self,
+        id: ArtifactId,
+        expected_version: i64,
+        to_version: i64,
+        ctx: &WriteContext,
+    ) -> Result<Artifact> {
+        self.write_version(
+            id,
+            expected_version,
+            VersionInput::Rollback(to_version),
+            ctx,
+        )
+        .await
+    }
+
+    async fn list_versions(&self, id: ArtifactId, page: PageRequest) -> Result<Page<Version>> {
+        self.artifact_exists(id).await?;
+        let after = number_cursor(&page)?;
+        let rows: Vec<VersionRow> = on_reader!(self, |p| {
+            sqlx::query_as(&format!(
+                "SELECT {VERSION_COLUMNS} FROM artifact_versions \
+                 WHERE artifact_id = $1 AND version > $2 ORDER BY version LIMIT $3"
+            ))
+            .bind(id.uuid())
+            .bind(after)
+            .bind(limit_plus_one(&page))
+            .fetch_all(p)
+            .await?
+        });
+        let (lo, hi) = match (rows.first(), rows.last()) {
+            (Some(f), Some(l)) => (f.version, l.version),
+            _ => (1, 0),
+        };
+        let sources = self.sources_of(id.uuid(), lo, hi).await?;
+        let versions = rows
+            .into_iter()
+            .map(|r| {
+                let s = sources
+                    .iter()
+                    .filter(|s| s.version == r.version)
+                    .map(SourceRow::source)
+                    .collect();
+                r.into_version(s)
+            })
+            .collect();
+        Ok(paginate(versions, &page, |v| v.version.to_string()))
+    }
+
+    async fn get_version(&self, id: ArtifactId, version: i64) -> Result<Version> {
+        let row: Option<VersionRow> = on_reader!(self, |p| {
+            sqlx::query_as(&format!(
+                "SELECT {VERSION_COLUMNS} FROM artifact_versions WHERE artifact_id = $1 AND version = $2"
+            ))
+            .bind(id.uuid())
+            .bind(version)
+            .fetch_optional(p)
+            .await?
+        });
+        let Some(row) = row else {
+            self.artifact_exists(id).await?;
+            return Err(not_found("version", format!("{version} of artifact {id}")));
+        };
+        let sources = self.sources_of(id.uuid(), version, version).await?;
+        Ok(row.into_version(sources.iter().map(SourceRow::source).collect()))
+    }
+
+    async fn transition(
+        &self,
+        id: ArtifactId,
+        to: ArtifactStatus,
+        reason: Option<String>,
+        ctx: &WriteContext,
+    ) -> Result<Artifact> {
+        let lock = format!(
+            "SELECT client_id, type, status, version FROM artifacts WHERE id = $1{}",
+            self.lock_clause()
+        );
+        on_writer!(self, |p| {
+            let mut tx = p.begin().await?;
+            let current: LockedArtifact = sqlx::query_as(&lock)
+                .bind(id.uuid())
+                .fetch_optional(&mut *tx)
+                .await?
+                .ok_or_else(|| not_found("artifact", id))?;
+            let from = status(&current.status)?;
+            lifecycle::check_transition(from, to)?;
+            let at = now();
+            sqlx::query("UPDATE artifacts SET status = $2, updated_at = $3 WHERE id = $1")
+                .bind(id.uuid())
+                .bind(to.as_str())
+                .bind(at)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(
+                "INSERT INTO artifact_history \
+                 (artifact_id, at, actor, action, from_status, to_status, version, reason, trace_id) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            )
+            .bind(id.uuid())
+            .bind(at)
+            .bind(&ctx.actor)
+            .bind(HistoryAction::Transition.as_str())
+            .bind(from.as_str())
+            .bind(to.as_str())
+            .bind(current.version)
+            .bind(&reason)
+            .bind(&ctx.trace_id)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+        });
+        self.get_artifact(id).await
+    }
+
+    async fn history(&self, id: ArtifactId, page: PageRequest) -> Result<Page<HistoryEntry>> {
+        self.artifact_exists(id).await?;
+        let after = number_cursor(&page)?;
+        let rows: Vec<HistoryRow> = on_reader!(self, |p| {
+            sqlx::query_as(
+                "SELECT seq, action, from_status, to_status, version, reason, actor, trace_id, at \
+                 FROM artifact_history WHERE artifact_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+            )
+            .bind(id.uuid())
+            .bind(after)
+            .bind(limit_plus_one(&page))
+            .fetch_all(p)
+            .await?
+        });
+        let rows = rows
+            .into_iter()
+            .map(HistoryEntry::try_from)
+            .collect::<Result<Vec<_>>>()?;
+        Ok(paginate(rows, &page, |h| h.seq.to_string()))
+    }
+}

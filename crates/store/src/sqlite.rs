@@ -1,0 +1,39 @@
+//! The SQLite backend: one file in WAL mode with `synchronous=FULL`, so a write
+//! that was answered survives a killed process. Writes go through a pool of one
+//! connection (SQLite has one writer at a time; queueing in the pool avoids busy
+//! errors), reads through a separate read-only pool.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+
+use crate::Result;
+use crate::sql::{Db, SqlStore};
+
+pub(crate) static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+
+/// Opens (creating if missing) the database file at `path`. Call
+/// [`SqlStore::migrate`] before use.
+pub async fn open(path: &Path, read_connections: u32) -> Result<SqlStore> {
+    let options = SqliteConnectOptions::from_str("sqlite://")?
+        .filename(path)
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Full)
+        .foreign_keys(true)
+        .busy_timeout(Duration::from_secs(10));
+    let write = SqlitePoolOptions::new()
+        .max_connections(1)
+        .min_connections(1)
+        .acquire_timeout(Duration::from_secs(30))
+        .connect_with(options.clone())
+        .await?;
+    let read = SqlitePoolOptions::new()
+        .max_connections(read_connections.max(1))
+        .acquire_timeout(Duration::from_secs(30))
+        .connect_with(options.read_only(true))
+        .await?;
+    Ok(SqlStore::new(Db::Sqlite { read, write }))
+}

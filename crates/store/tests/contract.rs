@@ -1,0 +1,875 @@
+//! The store contract: every backend must pass these, unchanged.
+
+use std::sync::Arc;
+
+use serde_json::json;
+use waymark_domain::artifact::SourceRef;
+use waymark_domain::lifecycle::ArtifactStatus;
+use waymark_domain::{ArtifactId, ClientId};
+use waymark_store::testing::{self, TestDb};
+use waymark_store::*;
+
+macro_rules! contract {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    let db = super::testing::sqlite().await;
+                    super::$name(&db).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    let Some(db) = super::testing::postgres().await else { return };
+                    super::$name(&db).await;
+                }
+            )*
+        }
+    };
+}
+
+contract!(
+    clients_round_trip_and_paginate,
+    client_patch_sets_and_clears,
+    engagements_belong_to_a_client,
+    artifact_versions_are_gap_free_and_guarded,
+    content_hash_ignores_key_order,
+    transitions_follow_the_lifecycle,
+    rollback_writes_a_new_version,
+    sources_are_checked_and_kept,
+    artifact_list_filters,
+    idempotency_keys_replay_or_refuse,
+    tokens_are_found_by_hash_and_rotated,
+    concurrent_writers_one_wins_per_version,
+);
+
+fn ctx() -> WriteContext {
+    WriteContext::new("tok_test")
+}
+
+fn store(db: &TestDb) -> Arc<dyn Store> {
+    db.store.clone()
+}
+
+async fn client(s: &dyn Store, name: &str) -> ClientId {
+    s.create_client(
+        NewClient {
+            name: name.into(),
+            ..Default::default()
+        },
+        &ctx(),
+    )
+    .await
+    .unwrap()
+    .record
+    .id
+}
+
+fn new_artifact(client_id: ClientId, ty: &str, content: serde_json::Value) -> NewArtifact {
+    NewArtifact {
+        client_id,
+        engagement_id: None,
+        artifact_type: ty.into(),
+        title: format!("{ty} doc"),
+        content,
+        sources: vec![],
+        note: None,
+        provenance: "human".into(),
+    }
+}
+
+fn edit(content: serde_json::Value) -> NewVersion {
+    NewVersion {
+        content,
+        sources: None,
+        note: None,
+        provenance: "human".into(),
+    }
+}
+
+async fn clients_round_trip_and_paginate(db: &TestDb) {
+    let s = store(db);
+    let mut ids = vec![];
+    for i in 0..5 {
+        ids.push(client(&*s, &format!("Client {i}")).await);
+    }
+    let got = s.get_client(ids[2]).await.unwrap();
+    assert_eq!(got.name, "Client 2");
+    assert_eq!(got.attributes, json!({}));
+
+    let mut seen = vec![];
+    let mut page = PageRequest {
+        limit: 2,
+        cursor: None,
+    };
+    loop {
+        let p = s.list_clients(page.clone()).await.unwrap();
+        assert!(p.items.len() <= 2);
+        seen.extend(p.items.iter().map(|c| c.id));
+        match p.next_cursor {
+            Some(c) => page.cursor = Some(c),
+            None => break,
+        }
+    }
+    let mut expected = ids.clone();
+    expected.reverse();
+    assert_eq!(seen, expected, "newest first, each once");
+
+    let missing = ClientId::new();
+    assert!(matches!(
+        s.get_client(missing).await,
+        Err(StoreError::NotFound { .. })
+    ));
+    let bad = s
+        .list_clients(PageRequest {
+            limit: 2,
+            cursor: Some("nonsense".into()),
+        })
+        .await;
+    assert!(matches!(bad, Err(StoreError::Invalid(_))));
+}
+
+async fn client_patch_sets_and_clears(db: &TestDb) {
+    let s = store(db);
+    let id = s
+        .create_client(
+            NewClient {
+                name: "Acme".into(),
+                arr: Some(120_000.0),
+                owner: Some("ana".into()),
+                renewal_date: Some(time::macros::date!(2027 - 03 - 01)),
+                attributes: Some(json!({"tier": "gold"})),
+                ..Default::default()
+            },
+            &ctx(),
+        )
+        .await
+        .unwrap()
+        .record
+        .id;
+    let c = s
+        .update_client(
+            id,
+            ClientPatch {
+                health_score: Some(Some(72.5)),
+                owner: Some(None),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(c.health_score, Some(72.5));
+    assert_eq!(c.owner, None);
+    assert_eq!(c.arr, Some(120_000.0));
+    let again = s.get_client(id).await.unwrap();
+    assert_eq!(
+        again.renewal_date,
+        Some(time::macros::date!(2027 - 03 - 01))
+    );
+    assert_eq!(again.attributes, json!({"tier": "gold"}));
+    assert_eq!(again.owner, None);
+    assert!(matches!(
+        s.update_client(ClientId::new(), ClientPatch::default())
+            .await,
+        Err(StoreError::NotFound { .. })
+    ));
+}
+
+async fn engagements_belong_to_a_client(db: &TestDb) {
+    let s = store(db);
+    let a = client(&*s, "A").await;
+    let b = client(&*s, "B").await;
+    let e = s
+        .create_engagement(
+            NewEngagement {
+                client_id: a,
+                name: "Retainer".into(),
+                pack: "marketing-engagement".into(),
+            },
+            &ctx(),
+        )
+        .await
+        .unwrap()
+        .record;
+    assert_eq!(s.get_engagement(e.id).await.unwrap().client_id, a);
+    assert_eq!(
+        s.list_engagements(Some(a), PageRequest::default())
+            .await
+            .unwrap()
+            .items
+            .len(),
+        1
+    );
+    assert!(
+        s.list_engagements(Some(b), PageRequest::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+    let missing = s
+        .create_engagement(
+            NewEngagement {
+                client_id: ClientId::new(),
+                name: "x".into(),
+                pack: "p".into(),
+            },
+            &ctx(),
+        )
+        .await;
+    assert!(matches!(missing, Err(StoreError::Invalid(ref f)) if f.pointer == "/client_id"));
+
+    // An artifact cannot name another client's engagement.
+    let mut art = new_artifact(b, "intake", json!({}));
+    art.engagement_id = Some(e.id);
+    let refused = s.create_artifact(art, &ctx()).await;
+    assert!(matches!(refused, Err(StoreError::Invalid(ref f)) if f.pointer == "/engagement_id"));
+    assert!(
+        s.list_artifacts(ArtifactFilter::default(), PageRequest::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+}
+
+async fn artifact_versions_are_gap_free_and_guarded(db: &TestDb) {
+    let s = store(db);
+    let c = client(&*s, "A").await;
+    let a = s
+        .create_artifact(new_artifact(c, "strategy", json!({"v": 1})), &ctx())
+        .await
+        .unwrap()
+        .record;
+    assert_eq!(a.summary.version, 1);
+    assert_eq!(a.summary.status, ArtifactStatus::Draft);
+    for v in 2..=4 {
+        let got = s
+            .write_content(a.summary.id, v - 1, edit(json!({"v": v})), &ctx())
+            .await
+            .unwrap();
+        assert_eq!(got.summary.version, v);
+        assert_eq!(got.content, json!({"v": v}));
+    }
+    // A stale version is refused and changes nothing.
+    let stale = s
+        .write_content(a.summary.id, 2, edit(json!({"v": "lost"})), &ctx())
+        .await;
+    assert!(matches!(
+        stale,
+        Err(StoreError::VersionMismatch {
+            expected: 2,
+            current: 4
+        })
+    ));
+    let now = s.get_artifact(a.summary.id).await.unwrap();
+    assert_eq!(now.summary.version, 4);
+    assert_eq!(now.content, json!({"v": 4}));
+
+    let versions = s
+        .list_versions(
+            a.summary.id,
+            PageRequest {
+                limit: 3,
+                cursor: None,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        versions.items.iter().map(|v| v.version).collect::<Vec<_>>(),
+        vec![1, 2, 3]
+    );
+    let rest = s
+        .list_versions(
+            a.summary.id,
+            PageRequest {
+                limit: 3,
+                cursor: versions.next_cursor,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        rest.items.iter().map(|v| v.version).collect::<Vec<_>>(),
+        vec![4]
+    );
+    assert!(rest.next_cursor.is_none());
+    assert_eq!(
+        s.get_version(a.summary.id, 2).await.unwrap().content,
+        json!({"v": 2})
+    );
+    assert!(matches!(
+        s.get_version(a.summary.id, 9).await,
+        Err(StoreError::NotFound {
+            kind: "version",
+            ..
+        })
+    ));
+    assert!(matches!(
+        s.get_version(ArtifactId::new(), 1).await,
+        Err(StoreError::NotFound {
+            kind: "artifact",
+            ..
+        })
+    ));
+
+    // Approved content is not editable.
+    for to in [ArtifactStatus::InReview, ArtifactStatus::Approved] {
+        s.transition(a.summary.id, to, None, &ctx()).await.unwrap();
+    }
+    let refused = s
+        .write_content(a.summary.id, 4, edit(json!({"v": 5})), &ctx())
+        .await;
+    assert!(matches!(refused, Err(StoreError::NotEditable(_))));
+    assert_eq!(
+        s.get_artifact(a.summary.id).await.unwrap().summary.version,
+        4
+    );
+}
+
+async fn content_hash_ignores_key_order(db: &TestDb) {
+    let s = store(db);
+    let c = client(&*s, "A").await;
+    let x: serde_json::Value =
+        serde_json::from_str(r#"{"b": [1, 2.0, {"z": 1, "y": null}], "a": "é"}"#).unwrap();
+    let y: serde_json::Value =
+        serde_json::from_str(r#"{"a": "\u00e9", "b": [1, 2, {"y": null, "z": 1}]}"#).unwrap();
+    let a1 = s
+        .create_artifact(new_artifact(c, "intake", x), &ctx())
+        .await
+        .unwrap()
+        .record;
+    let a2 = s
+        .create_artifact(new_artifact(c, "intake", y), &ctx())
+        .await
+        .unwrap()
+        .record;
+    assert_eq!(a1.summary.content_hash, a2.summary.content_hash);
+    assert_eq!(
+        a1.summary.content_hash,
+        waymark_domain::content::content_hash(&json!({"a": "é", "b": [1, 2, {"y": null, "z": 1}]}))
+            .to_string()
+    );
+    let v = s.get_version(a1.summary.id, 1).await.unwrap();
+    assert_eq!(v.content_hash, a1.summary.content_hash);
+}
+
+async fn transitions_follow_the_lifecycle(db: &TestDb) {
+    let s = store(db);
+    let c = client(&*s, "A").await;
+    let id = s
+        .create_artifact(new_artifact(c, "sop", json!({})), &ctx())
+        .await
+        .unwrap()
+        .record
+        .summary
+        .id;
+    let refused = s
+        .transition(id, ArtifactStatus::Approved, None, &ctx())
+        .await;
+    match refused {
+        Err(StoreError::Transition(t)) => assert_eq!(
+            t.allowed,
+            vec![
+                ArtifactStatus::InReview,
+                ArtifactStatus::Cancelled,
+                ArtifactStatus::Archived
+            ]
+        ),
+        other => panic!("expected a refused transition, got {other:?}"),
+    }
+    assert!(matches!(
+        s.transition(id, ArtifactStatus::Stale, None, &ctx()).await,
+        Err(StoreError::Transition(_))
+    ));
+    let mut w = ctx();
+    w.trace_id = Some("4bf92f3577b34da6a3ce929d0e0e4736".into());
+    s.transition(
+        id,
+        ArtifactStatus::InReview,
+        Some("ready for the client".into()),
+        &w,
+    )
+    .await
+    .unwrap();
+    s.transition(id, ArtifactStatus::Draft, Some("withdrawn".into()), &w)
+        .await
+        .unwrap();
+    let h = s.history(id, PageRequest::default()).await.unwrap().items;
+    assert_eq!(h.len(), 3);
+    assert_eq!(h[0].action, HistoryAction::Created);
+    assert_eq!(h[1].action, HistoryAction::Transition);
+    assert_eq!(h[1].from_status, Some(ArtifactStatus::Draft));
+    assert_eq!(h[1].to_status, Some(ArtifactStatus::InReview));
+    assert_eq!(h[1].reason.as_deref(), Some("ready for the client"));
+    assert_eq!(
+        h[1].trace_id.as_deref(),
+        Some("4bf92f3577b34da6a3ce929d0e0e4736")
+    );
+    assert_eq!(h[2].to_status, Some(ArtifactStatus::Draft));
+    assert_eq!(h[1].actor, "tok_test");
+    let paged = s
+        .history(
+            id,
+            PageRequest {
+                limit: 2,
+                cursor: None,
+            },
+        )
+        .await
+        .unwrap();
+    let next = s
+        .history(
+            id,
+            PageRequest {
+                limit: 2,
+                cursor: paged.next_cursor,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(next.items.len(), 1);
+    assert_eq!(next.items[0].seq, h[2].seq);
+}
+
+async fn rollback_writes_a_new_version(db: &TestDb) {
+    let s = store(db);
+    let c = client(&*s, "A").await;
+    let id = s
+        .create_artifact(new_artifact(c, "plan", json!({"step": 1})), &ctx())
+        .await
+        .unwrap()
+        .record
+        .summary
+        .id;
+    s.write_content(id, 1, edit(json!({"step": 2})), &ctx())
+        .await
+        .unwrap();
+    s.write_content(id, 2, edit(json!({"step": 3})), &ctx())
+        .await
+        .unwrap();
+    let back = s.rollback(id, 3, 1, &ctx()).await.unwrap();
+    assert_eq!(back.summary.version, 4);
+    assert_eq!(back.content, json!({"step": 1}));
+    assert_eq!(
+        back.summary.content_hash,
+        s.get_version(id, 1).await.unwrap().content_hash
+    );
+    assert_eq!(back.note.as_deref(), Some("Rolled back to version 1"));
+    assert!(
+        matches!(s.rollback(id, 4, 9, &ctx()).await, Err(StoreError::Invalid(ref f)) if f.pointer == "/to_version")
+    );
+    assert!(matches!(
+        s.rollback(id, 3, 1, &ctx()).await,
+        Err(StoreError::VersionMismatch { .. })
+    ));
+    let h = s.history(id, PageRequest::default()).await.unwrap().items;
+    assert_eq!(h.last().unwrap().action, HistoryAction::RolledBack);
+    assert_eq!(h.last().unwrap().version, Some(4));
+}
+
+async fn sources_are_checked_and_kept(db: &TestDb) {
+    let s = store(db);
+    let a = client(&*s, "A").await;
+    let b = client(&*s, "B").await;
+    let intake = s
+        .create_artifact(new_artifact(a, "intake", json!({"x": 1})), &ctx())
+        .await
+        .unwrap()
+        .record;
+    let foreign = s
+        .create_artifact(new_artifact(b, "intake", json!({"x": 1})), &ctx())
+        .await
+        .unwrap()
+        .record;
+    let src = SourceRef {
+        artifact_id: intake.summary.id,
+        version: 1,
+    };
+
+    let mut strat = new_artifact(a, "strategy", json!({"s": 1}));
+    strat.sources = vec![src];
+    let strat = s.create_artifact(strat, &ctx()).await.unwrap().record;
+    assert_eq!(strat.sources, vec![src]);
+    let plain = s
+        .create_artifact(new_artifact(a, "strategy", json!({"s": 1})), &ctx())
+        .await
+        .unwrap()
+        .record;
+    assert_ne!(
+        strat.inputs_hash, plain.inputs_hash,
+        "inputs hash depends on sources"
+    );
+
+    // An edit without sources keeps them; an explicit list replaces them.
+    let edited = s
+        .write_content(strat.summary.id, 1, edit(json!({"s": 2})), &ctx())
+        .await
+        .unwrap();
+    assert_eq!(edited.sources, vec![src]);
+    assert_eq!(edited.inputs_hash, strat.inputs_hash);
+    let mut cleared = edit(json!({"s": 3}));
+    cleared.sources = Some(vec![]);
+    assert!(
+        s.write_content(strat.summary.id, 2, cleared, &ctx())
+            .await
+            .unwrap()
+            .sources
+            .is_empty()
+    );
+    assert_eq!(
+        s.get_version(strat.summary.id, 2).await.unwrap().sources,
+        vec![src]
+    );
+
+    for bad in [
+        SourceRef {
+            artifact_id: intake.summary.id,
+            version: 2,
+        },
+        SourceRef {
+            artifact_id: foreign.summary.id,
+            version: 1,
+        },
+        SourceRef {
+            artifact_id: ArtifactId::new(),
+            version: 1,
+        },
+    ] {
+        let mut x = new_artifact(a, "strategy", json!({}));
+        x.sources = vec![bad];
+        assert!(
+            matches!(s.create_artifact(x, &ctx()).await, Err(StoreError::Invalid(ref f)) if f.pointer == "/sources/0")
+        );
+    }
+}
+
+async fn artifact_list_filters(db: &TestDb) {
+    let s = store(db);
+    let a = client(&*s, "A").await;
+    let b = client(&*s, "B").await;
+    let eng = s
+        .create_engagement(
+            NewEngagement {
+                client_id: a,
+                name: "E".into(),
+                pack: "p".into(),
+            },
+            &ctx(),
+        )
+        .await
+        .unwrap()
+        .record
+        .id;
+    let mut first = new_artifact(a, "intake", json!({}));
+    first.engagement_id = Some(eng);
+    first.title = "Client Intake 100% done_".into();
+    let first = s
+        .create_artifact(first, &ctx())
+        .await
+        .unwrap()
+        .record
+        .summary
+        .id;
+    let second = s
+        .create_artifact(new_artifact(a, "strategy", json!({})), &ctx())
+        .await
+        .unwrap()
+        .record
+        .summary
+        .id;
+    s.create_artifact(new_artifact(b, "intake", json!({})), &ctx())
+        .await
+        .unwrap();
+    s.transition(second, ArtifactStatus::InReview, None, &ctx())
+        .await
+        .unwrap();
+
+    let ids = |f: ArtifactFilter| {
+        let s = s.clone();
+        async move {
+            s.list_artifacts(f, PageRequest::default())
+                .await
+                .unwrap()
+                .items
+                .into_iter()
+                .map(|a| a.id)
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(
+        ids(ArtifactFilter {
+            client_id: Some(a),
+            ..Default::default()
+        })
+        .await,
+        vec![second, first]
+    );
+    assert_eq!(
+        ids(ArtifactFilter {
+            engagement_id: Some(eng),
+            ..Default::default()
+        })
+        .await,
+        vec![first]
+    );
+    assert_eq!(
+        ids(ArtifactFilter {
+            client_id: Some(a),
+            artifact_type: Some("intake".into()),
+            ..Default::default()
+        })
+        .await,
+        vec![first]
+    );
+    assert_eq!(
+        ids(ArtifactFilter {
+            status: Some(ArtifactStatus::InReview),
+            ..Default::default()
+        })
+        .await,
+        vec![second]
+    );
+    assert_eq!(
+        ids(ArtifactFilter {
+            q: Some("INTAKE 100%".into()),
+            ..Default::default()
+        })
+        .await,
+        vec![first]
+    );
+    assert!(
+        ids(ArtifactFilter {
+            q: Some("1000%".into()),
+            ..Default::default()
+        })
+        .await
+        .is_empty()
+    );
+    assert_eq!(
+        ids(ArtifactFilter {
+            q: Some("done_".into()),
+            ..Default::default()
+        })
+        .await,
+        vec![first]
+    );
+    assert_eq!(ids(ArtifactFilter::default()).await.len(), 3);
+}
+
+async fn idempotency_keys_replay_or_refuse(db: &TestDb) {
+    let s = store(db);
+    let mut w = ctx();
+    w.idempotency = Some(IdempotencyKey {
+        scope: "tok_a".into(),
+        key: "k1".into(),
+        request_hash: "h1".into(),
+    });
+    let first = s
+        .create_client(
+            NewClient {
+                name: "Once".into(),
+                ..Default::default()
+            },
+            &w,
+        )
+        .await
+        .unwrap();
+    assert!(!first.replayed);
+    let again = s
+        .create_client(
+            NewClient {
+                name: "Once".into(),
+                ..Default::default()
+            },
+            &w,
+        )
+        .await
+        .unwrap();
+    assert!(again.replayed);
+    assert_eq!(again.record.id, first.record.id);
+    assert_eq!(
+        s.list_clients(PageRequest::default())
+            .await
+            .unwrap()
+            .items
+            .len(),
+        1
+    );
+
+    let mut other = w.clone();
+    other.idempotency.as_mut().unwrap().request_hash = "h2".into();
+    assert!(matches!(
+        s.create_client(
+            NewClient {
+                name: "Twice".into(),
+                ..Default::default()
+            },
+            &other
+        )
+        .await,
+        Err(StoreError::IdempotencyMismatch { .. })
+    ));
+    // Same key, another caller: a separate request.
+    let mut scoped = w.clone();
+    scoped.idempotency.as_mut().unwrap().scope = "tok_b".into();
+    assert!(
+        !s.create_client(
+            NewClient {
+                name: "Once".into(),
+                ..Default::default()
+            },
+            &scoped
+        )
+        .await
+        .unwrap()
+        .replayed
+    );
+    assert_eq!(
+        s.list_clients(PageRequest::default())
+            .await
+            .unwrap()
+            .items
+            .len(),
+        2
+    );
+}
+
+async fn tokens_are_found_by_hash_and_rotated(db: &TestDb) {
+    let s = store(db);
+    let t = s
+        .insert_token(NewToken {
+            name: "ci".into(),
+            role: Role::Admin,
+            secret_hash: vec![1; 32],
+            expires_at: None,
+        })
+        .await
+        .unwrap();
+    let found = s.token_by_hash(&[1; 32]).await.unwrap().unwrap();
+    assert_eq!(found.id, t.id);
+    assert_eq!(found.role, Role::Admin);
+    assert!(s.token_by_hash(&[2; 32]).await.unwrap().is_none());
+
+    let admin = |h: u8| NewToken {
+        name: "admin (env)".into(),
+        role: Role::Admin,
+        secret_hash: vec![h; 32],
+        expires_at: None,
+    };
+    assert!(!s.live_token_named("admin (env)").await.unwrap());
+    assert!(s.replace_named_token(admin(7)).await.unwrap());
+    assert!(
+        !s.replace_named_token(admin(7)).await.unwrap(),
+        "same secret: nothing to do"
+    );
+    assert!(s.replace_named_token(admin(8)).await.unwrap());
+    let old = s.token_by_hash(&[7; 32]).await.unwrap().unwrap();
+    assert!(old.revoked_at.is_some(), "the previous secret is revoked");
+    assert!(
+        s.token_by_hash(&[8; 32])
+            .await
+            .unwrap()
+            .unwrap()
+            .is_live(time::OffsetDateTime::now_utc())
+    );
+    assert!(
+        s.replace_named_token(admin(7)).await.unwrap(),
+        "an old secret can come back"
+    );
+    assert!(
+        s.token_by_hash(&[7; 32])
+            .await
+            .unwrap()
+            .unwrap()
+            .revoked_at
+            .is_none()
+    );
+    assert!(s.live_token_named("admin (env)").await.unwrap());
+
+    let expired = NewToken {
+        name: "old".into(),
+        role: Role::Operator,
+        secret_hash: vec![9; 32],
+        expires_at: Some(time::OffsetDateTime::now_utc() - time::Duration::hours(1)),
+    };
+    s.insert_token(expired).await.unwrap();
+    assert!(!s.live_token_named("old").await.unwrap());
+    assert!(
+        !s.token_by_hash(&[9; 32])
+            .await
+            .unwrap()
+            .unwrap()
+            .is_live(time::OffsetDateTime::now_utc())
+    );
+}
+
+async fn concurrent_writers_one_wins_per_version(db: &TestDb) {
+    let s = store(db);
+    let c = client(&*s, "A").await;
+    let id = s
+        .create_artifact(new_artifact(c, "doc", json!({"n": 0})), &ctx())
+        .await
+        .unwrap()
+        .record
+        .summary
+        .id;
+    // 20 writers all read version 1 and race; exactly one may win.
+    let tasks: Vec<_> = (0..20)
+        .map(|i| {
+            let s = s.clone();
+            tokio::spawn(async move { s.write_content(id, 1, edit(json!({"n": i})), &ctx()).await })
+        })
+        .collect();
+    let mut won = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(_) => won += 1,
+            Err(StoreError::VersionMismatch { .. }) => {}
+            Err(e) => panic!("unexpected error {e:?}"),
+        }
+    }
+    assert_eq!(won, 1);
+    // Then 20 writers that each retry until they land: a gap-free sequence.
+    let tasks: Vec<_> = (0..20)
+        .map(|i| {
+            let s = s.clone();
+            tokio::spawn(async move {
+                loop {
+                    let v = s.get_artifact(id).await.unwrap().summary.version;
+                    match s.write_content(id, v, edit(json!({"n": i})), &ctx()).await {
+                        Ok(a) => return a.summary.version,
+                        Err(StoreError::VersionMismatch { .. }) => continue,
+                        Err(e) => panic!("unexpected error {e:?}"),
+                    }
+                }
+            })
+        })
+        .collect();
+    let mut versions = vec![];
+    for t in tasks {
+        versions.push(t.await.unwrap());
+    }
+    versions.sort();
+    assert_eq!(versions, (3..=22).collect::<Vec<i64>>());
+    let all = s
+        .list_versions(
+            id,
+            PageRequest {
+                limit: 200,
+                cursor: None,
+            },
+        )
+        .await
+        .unwrap()
+        .items;
+    assert_eq!(
+        all.iter().map(|v| v.version).collect::<Vec<_>>(),
+        (1..=22).collect::<Vec<i64>>()
+    );
+}
