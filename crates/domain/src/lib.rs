@@ -8,12 +8,15 @@
 //! - [`lifecycle`]: the artifact status table and its transitions.
 //! - [`content`]: canonical JSON, content hashes and JSON Patch diffs.
 //! - [`artifact`], [`client`]: validated inputs for the records the API creates.
+//! - [`trace`]: the W3C `traceparent` header.
 
 pub mod artifact;
 pub mod client;
 pub mod content;
+pub mod dates;
 pub mod id;
 pub mod lifecycle;
+pub mod trace;
 
 pub use id::{ArtifactId, ClientId, EngagementId, IdError, TokenId};
 pub use lifecycle::ArtifactStatus;

@@ -279,3 +279,31 @@ fn json_patch_suite_applies_and_our_diff_round_trips() {
     // once parsed into a `Value`) and two with no reason given.
     assert_eq!(skipped, 4, "expected the 4 upstream-disabled records");
 }
+
+#[test]
+fn trace_context_traceparent_values() {
+    use waymark_domain::trace::parse_traceparent;
+    let cases = read_json(&conformance_dir().join("trace-context/cases.json"));
+    let values = cases["traceparent_values"]["values"]
+        .as_array()
+        .expect("traceparent_values.values is an array");
+    let mut failures = vec![];
+    for case in values {
+        let value = case["value"].as_str().expect("value is a string");
+        let valid = case["valid"].as_bool().expect("valid is a bool");
+        let got = parse_traceparent(value);
+        if got.is_some() != valid {
+            failures.push(format!("{value:?}: expected valid={valid}, got {got:?}"));
+        } else if let (Some(got), Some(want)) = (&got, case["trace_id"].as_str()) {
+            if got != want {
+                failures.push(format!("{value:?}: trace id {got}, expected {want}"));
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "traceparent mismatches:\n{}",
+        failures.join("\n")
+    );
+    assert_eq!(values.len(), 34, "all 34 header values ran");
+}

@@ -1,1 +1,167 @@
+//! Waymark's HTTP API.
+//!
+//! [`router`] builds the whole application: `/api/v1` (bearer token required),
+//! the service endpoints, the OpenAPI document and its docs page. [`serve`] runs
+//! it on a listener until a shutdown signal, letting in-flight requests finish.
+//!
+//! Request flow: `observe` (trace id, log line, metrics) → body limit →
+//! `require_token` (for `/api/v1`) → handler in [`routes`] (parse, call the
+//! store, render) → [`ApiError`] renders any failure as problem+json.
 
+pub mod auth;
+pub mod error;
+pub mod extract;
+pub mod observe;
+pub mod openapi;
+pub mod routes;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::http::Method;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::net::TcpListener;
+use tower_http::catch_panic::CatchPanicLayer;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use waymark_store::Store;
+
+pub use error::ApiError;
+pub use routes::service::BuildInfo;
+
+use extract::BodyLimit;
+
+/// Settings of the HTTP layer.
+#[derive(Debug, Clone)]
+pub struct HttpSettings {
+    /// Largest request body accepted, in bytes.
+    pub body_limit: usize,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        Self {
+            body_limit: 1024 * 1024,
+        }
+    }
+}
+
+/// What every handler can reach. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Arc<dyn Store>,
+    pub http: Arc<HttpSettings>,
+    pub build: BuildInfo,
+    pub metrics: PrometheusHandle,
+}
+
+impl AppState {
+    pub fn new(store: Arc<dyn Store>, http: HttpSettings, build: BuildInfo) -> Self {
+        Self {
+            store,
+            http: Arc::new(http),
+            build,
+            metrics: observe::prometheus(),
+        }
+    }
+}
+
+/// The `/api/v1` routes with their OpenAPI descriptions.
+fn api_routes() -> OpenApiRouter<AppState> {
+    use routes::{artifacts, clients, engagements, service};
+    OpenApiRouter::new()
+        .routes(routes!(service::version))
+        .routes(routes!(clients::create_client, clients::list_clients))
+        .routes(routes!(clients::get_client, clients::update_client))
+        .routes(routes!(
+            engagements::create_engagement,
+            engagements::list_engagements
+        ))
+        .routes(routes!(engagements::get_engagement))
+        .routes(routes!(
+            artifacts::create_artifact,
+            artifacts::list_artifacts
+        ))
+        .routes(routes!(artifacts::get_artifact))
+        .routes(routes!(artifacts::write_content))
+        .routes(routes!(artifacts::list_versions))
+        .routes(routes!(artifacts::get_version))
+        .routes(routes!(artifacts::diff_versions))
+        .routes(routes!(artifacts::rollback))
+        .routes(routes!(artifacts::transition))
+        .routes(routes!(artifacts::history))
+}
+
+/// The OpenAPI document of the API.
+pub fn openapi_document() -> utoipa::openapi::OpenApi {
+    let (_, api) = OpenApiRouter::with_openapi(openapi::base())
+        .merge(api_routes())
+        .routes(routes!(routes::service::healthz))
+        .routes(routes!(routes::service::readyz))
+        .split_for_parts();
+    api
+}
+
+/// The whole application.
+pub fn router(state: AppState) -> Router {
+    let (api, _) = api_routes().split_for_parts();
+    let api = api.route_layer(middleware::from_fn_with_state(
+        state.clone(),
+        auth::require_token,
+    ));
+    let document = Arc::new(openapi_document());
+    let limit = state.http.body_limit;
+    Router::new()
+        .merge(api)
+        .route("/healthz", axum::routing::get(routes::service::healthz))
+        .route("/readyz", axum::routing::get(routes::service::readyz))
+        .route("/metrics", axum::routing::get(observe::metrics_endpoint))
+        .merge(openapi::docs_routes(document))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(limit))
+        .layer(middleware::from_fn(move |mut req: Request, next: Next| {
+            req.extensions_mut().insert(BodyLimit(limit));
+            next.run(req)
+        }))
+        .layer(middleware::from_fn(observe::observe))
+        .layer(CatchPanicLayer::custom(|_| {
+            ApiError::Internal("a handler panicked".into()).into_response()
+        }))
+        .with_state(state)
+}
+
+async fn not_found(method: Method, uri: axum::http::Uri) -> ApiError {
+    ApiError::NotFound(format!(
+        "no route {method} {}; the API is under /api/v1 and described at /api/openapi.json",
+        uri.path()
+    ))
+}
+
+async fn method_not_allowed(method: Method, uri: axum::http::Uri) -> ApiError {
+    ApiError::MethodNotAllowed(format!(
+        "{} does not accept {method}; see /api/openapi.json for its methods",
+        uri.path()
+    ))
+}
+
+/// Serves `state` on `listener` until `shutdown` resolves, then lets in-flight
+/// requests finish.
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// A response for tests and tools: the problem document of an error.
+pub fn problem_response(e: ApiError) -> Response {
+    e.into_response()
+}

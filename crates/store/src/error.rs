@@ -27,7 +27,11 @@ pub enum StoreError {
     /// Two writers raced for the same unique thing; retrying may succeed.
     #[error("conflict: {0}")]
     Conflict(String),
-    /// The database failed or is unreachable.
+    /// The database cannot be reached right now (pool exhausted, connection
+    /// lost); retrying later may succeed.
+    #[error("database unavailable")]
+    Unavailable(#[source] sqlx::Error),
+    /// The database failed.
     #[error("database error")]
     Database(#[source] sqlx::Error),
     /// Migrations could not be applied.
@@ -37,13 +41,18 @@ pub enum StoreError {
 
 impl From<sqlx::Error> for StoreError {
     fn from(e: sqlx::Error) -> Self {
-        if let sqlx::Error::Database(db) = &e {
-            if db.is_unique_violation() {
-                return StoreError::Conflict(
-                    "another request wrote the same record at the same time; retry".into(),
-                );
-            }
+        if let sqlx::Error::Database(db) = &e
+            && db.is_unique_violation()
+        {
+            return StoreError::Conflict(
+                "another request wrote the same record at the same time; retry".into(),
+            );
         }
-        StoreError::Database(e)
+        match e {
+            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
+                StoreError::Unavailable(e)
+            }
+            e => StoreError::Database(e),
+        }
     }
 }

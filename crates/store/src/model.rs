@@ -165,6 +165,8 @@ pub struct Client {
     pub name: String,
     /// Annual recurring revenue.
     pub arr: Option<f64>,
+    #[serde(with = "waymark_domain::dates::option")]
+    #[schema(value_type = Option<String>, format = Date)]
     pub renewal_date: Option<Date>,
     /// 0-100.
     pub health_score: Option<f64>,

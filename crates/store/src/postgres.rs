@@ -5,7 +5,8 @@
 use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::Connection;
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPoolOptions};
 
 use crate::Result;
 use crate::sql::{Db, SqlStore};
@@ -26,4 +27,51 @@ pub async fn connect_with(options: PgConnectOptions, max_connections: u32) -> Re
         .connect_with(options)
         .await?;
     Ok(SqlStore::new(Db::Postgres { pool }))
+}
+
+/// Creates `schema` in the database at `url` and connects with it as the search
+/// path, so that everything the store makes lives there (benchmarks and tests
+/// get a fresh database this way). Answers the store and a URL that reaches it.
+pub async fn connect_isolated(
+    url: &str,
+    schema: &str,
+    max_connections: u32,
+) -> Result<(SqlStore, String)> {
+    check_schema_name(schema);
+    let mut admin = PgConnection::connect(url).await?;
+    sqlx::query(&format!("CREATE SCHEMA {schema}"))
+        .execute(&mut admin)
+        .await?;
+    admin.close().await?;
+    let scoped = schema_url(url, schema);
+    let store = connect(&scoped, max_connections).await?;
+    Ok((store, scoped))
+}
+
+/// Drops a schema made by [`connect_isolated`], with everything in it.
+pub async fn drop_schema(url: &str, schema: &str) -> Result<()> {
+    check_schema_name(schema);
+    let mut admin = PgConnection::connect(url).await?;
+    sqlx::query(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
+        .execute(&mut admin)
+        .await?;
+    admin.close().await?;
+    Ok(())
+}
+
+fn check_schema_name(schema: &str) {
+    assert!(
+        !schema.is_empty()
+            && schema.len() <= 63
+            && schema
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'),
+        "schema names are made by Waymark: lowercase, digits and _"
+    );
+}
+
+/// `url` with its search path set to `schema`.
+pub fn schema_url(url: &str, schema: &str) -> String {
+    let sep = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{sep}options=-c%20search_path%3D{schema}")
 }

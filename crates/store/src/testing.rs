@@ -6,9 +6,6 @@
 
 use std::sync::Arc;
 
-use sqlx::Connection;
-use sqlx::postgres::{PgConnectOptions, PgConnection};
-
 use crate::{SqlStore, postgres, sqlite};
 
 /// The variable naming the PostgreSQL database tests may create schemas in.
@@ -59,29 +56,13 @@ pub fn postgres_url() -> Option<String> {
 pub async fn postgres() -> Option<TestDb> {
     let base = postgres_url()?;
     let schema = format!("t_{}", uuid::Uuid::now_v7().simple());
-    let mut admin = PgConnection::connect(&base)
+    let (store, url) = postgres::connect_isolated(&base, &schema, 8)
         .await
-        .unwrap_or_else(|e| panic!("connect to {PG_ENV}: {e}"));
-    sqlx::query(&format!("CREATE SCHEMA {schema}"))
-        .execute(&mut admin)
-        .await
-        .expect("create a test schema");
-    admin.close().await.ok();
-    let url = schema_url(&base, &schema);
-    let options: PgConnectOptions = url.parse().expect("test URL parses");
-    let store = postgres::connect_with(options, 8)
-        .await
-        .expect("connect to the test schema");
+        .unwrap_or_else(|e| panic!("create a test schema in {PG_ENV}: {e}"));
     store.migrate().await.expect("migrate PostgreSQL");
     Some(TestDb {
         store: Arc::new(store),
         url: Some(url),
         dir: None,
     })
-}
-
-/// `base` with its search path set to `schema`.
-pub fn schema_url(base: &str, schema: &str) -> String {
-    let sep = if base.contains('?') { '&' } else { '?' };
-    format!("{base}{sep}options=-c%20search_path%3D{schema}")
 }

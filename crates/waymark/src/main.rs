@@ -1,1 +1,118 @@
-fn main() {}
+//! `waymark`: the server, its worker and maintenance commands, and a client of
+//! its API, in one binary.
+
+mod bench;
+mod config;
+mod serve;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use waymark_client::{ArtifactCommand, ClientCommand, EngagementCommand, Remote};
+
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (",
+    env!("WAYMARK_GIT_SHA"),
+    ", built ",
+    env!("WAYMARK_BUILD_TIME"),
+    ")"
+);
+
+/// Waymark: versioned client artifacts, gated pipelines and journeys, and the
+/// durable work inside them.
+#[derive(Parser)]
+#[command(name = "waymark", version = VERSION, propagate_version = true)]
+struct Cli {
+    /// Settings file (TOML) [env: WAYMARK_CONFIG] [default: ./waymark.toml if present]
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Start the server: HTTP API, docs and metrics (SQLite under ./waymark-data by default)
+    Serve(config::Overrides),
+    /// Apply database migrations and exit
+    Migrate(config::Overrides),
+    /// Clients (talks to a running server)
+    Client {
+        #[command(flatten)]
+        remote: Remote,
+        #[command(subcommand)]
+        command: ClientCommand,
+    },
+    /// Engagements (talks to a running server)
+    Engagement {
+        #[command(flatten)]
+        remote: Remote,
+        #[command(subcommand)]
+        command: EngagementCommand,
+    },
+    /// Artifacts: create, version, diff, roll back, transition (talks to a running server)
+    Artifact {
+        #[command(flatten)]
+        remote: Remote,
+        #[command(subcommand)]
+        command: ArtifactCommand,
+    },
+    /// Benchmarks
+    Bench {
+        #[command(subcommand)]
+        command: bench::BenchCommand,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // HTTPS for the client commands and PostgreSQL TLS use ring.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(run(cli))
+}
+
+async fn run(cli: Cli) -> ExitCode {
+    let result = match cli.command {
+        Command::Serve(flags) => serve::serve(cli.config.as_deref(), &flags).await,
+        Command::Migrate(flags) => serve::migrate(cli.config.as_deref(), &flags).await,
+        Command::Bench { command } => bench::run(command).await,
+        Command::Client { remote, command } => {
+            return remote_result(waymark_client::run_client(&remote, command).await);
+        }
+        Command::Engagement { remote, command } => {
+            return remote_result(waymark_client::run_engagement(&remote, command).await);
+        }
+        Command::Artifact { remote, command } => {
+            return remote_result(waymark_client::run_artifact(&remote, command).await);
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn remote_result(result: Result<(), waymark_client::CliError>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(1))
+        }
+    }
+}

@@ -1,0 +1,97 @@
+//! Human output: compact tables and field blocks, read straight off the server's JSON.
+
+use comfy_table::{Table, presets};
+use serde_json::Value;
+
+/// A JSON value as a person would write it: strings without quotes, null as nothing.
+pub(crate) fn plain(value: &Value) -> String {
+    match value {
+        Value::String(s) => s.clone(),
+        Value::Null => String::new(),
+        other => other.to_string(),
+    }
+}
+
+/// A table cell: like [`plain`], but an absent value shows as `-`.
+fn cell(value: &Value) -> String {
+    match plain(value) {
+        s if s.is_empty() => "-".to_owned(),
+        s => s,
+    }
+}
+
+/// The `--json` form: the document pretty-printed, one per command.
+pub(crate) fn json(value: &Value) -> String {
+    let mut out = serde_json::to_string_pretty(value).expect("a Value always serializes");
+    out.push('\n');
+    out
+}
+
+/// A borderless table with the given header and rows.
+pub(crate) fn table<R: IntoIterator<Item = String>>(
+    header: &[&str],
+    rows: impl IntoIterator<Item = R>,
+) -> String {
+    let mut table = Table::new();
+    table
+        .load_preset(presets::NOTHING)
+        .set_header(header.iter().copied());
+    for row in rows {
+        table.add_row(row);
+    }
+    // Drop the cell padding at the line ends: nobody wants trailing spaces.
+    table
+        .lines()
+        .map(|line| {
+            let line = line.strip_prefix(' ').unwrap_or(&line).trim_end();
+            format!("{line}\n")
+        })
+        .collect()
+}
+
+/// A list page (`{items, next_cursor}`) as a table of the given fields,
+/// followed by how to get the next page when there is one.
+pub(crate) fn list(page: &Value, columns: &[&str]) -> String {
+    let items = page["items"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    if items.is_empty() {
+        return "(none)\n".to_owned();
+    }
+    let rows = items.iter().map(|item| {
+        columns
+            .iter()
+            .map(|column| cell(&item[*column]))
+            .collect::<Vec<_>>()
+    });
+    let mut out = table(columns, rows);
+    if let Some(cursor) = page["next_cursor"].as_str() {
+        out.push_str(&format!("more: pass --cursor {cursor} (or --all)\n"));
+    }
+    out
+}
+
+/// Chosen fields of one object, one `name  value` line each.
+pub(crate) fn fields(value: &Value, names: &[&str]) -> String {
+    let width = names.iter().map(|name| name.len()).max().unwrap_or(0);
+    names
+        .iter()
+        .map(|name| format!("{name:<width$}  {}\n", cell(&value[*name])))
+        .collect()
+}
+
+/// Server warnings (e.g. on create), one `warning:` line each.
+pub(crate) fn warnings(value: &Value) -> String {
+    let Some(warnings) = value["warnings"].as_array() else {
+        return String::new();
+    };
+    warnings
+        .iter()
+        .map(|w| match (w["pointer"].as_str(), w["message"].as_str()) {
+            (Some(pointer), Some(message)) => format!("warning: {pointer}: {message}\n"),
+            (None, Some(message)) => format!("warning: {message}\n"),
+            _ => format!("warning: {}\n", plain(w)),
+        })
+        .collect()
+}

@@ -1,0 +1,123 @@
+//! Observability at the HTTP edge: a trace id on every request and response,
+//! one JSON log line per request, Prometheus metrics.
+
+use std::sync::OnceLock;
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{HeaderValue, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use tracing::Instrument;
+use waymark_domain::trace::parse_traceparent;
+
+use crate::AppState;
+
+/// The W3C trace id of the current request (32 lowercase hex digits).
+#[derive(Debug, Clone)]
+pub struct TraceId(pub String);
+
+/// The trace id of the request's `traceparent` when it carries exactly one valid
+/// header, otherwise a new random one.
+pub fn trace_id_of(headers: &axum::http::HeaderMap) -> String {
+    let mut values = headers.get_all("traceparent").iter();
+    match (values.next(), values.next()) {
+        (Some(v), None) => v
+            .to_str()
+            .ok()
+            .and_then(parse_traceparent)
+            .unwrap_or_else(new_trace_id),
+        _ => new_trace_id(),
+    }
+}
+
+fn new_trace_id() -> String {
+    let bytes: [u8; 16] = rand::random();
+    hex::encode(bytes)
+}
+
+/// Middleware: trace id in, `X-Trace-Id` out, a log line and metrics per request.
+pub async fn observe(mut req: Request, next: Next) -> Response {
+    let trace_id = trace_id_of(req.headers());
+    req.extensions_mut().insert(TraceId(trace_id.clone()));
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|m| m.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let span =
+        tracing::info_span!("request", trace_id = %trace_id, method = %method, route = %route);
+    let started = Instant::now();
+    let mut res = next.run(req).instrument(span).await;
+    let elapsed = started.elapsed();
+    if let Ok(v) = HeaderValue::from_str(&trace_id) {
+        res.headers_mut().insert("x-trace-id", v);
+    }
+    let status = res.status().as_u16();
+    tracing::info!(
+        target: "waymark::http",
+        trace_id = %trace_id,
+        method = %method,
+        path = %path,
+        route = %route,
+        status,
+        latency_ms = elapsed.as_secs_f64() * 1000.0,
+        "request"
+    );
+    let labels = [
+        ("method", method.to_string()),
+        ("route", route),
+        ("status", status.to_string()),
+    ];
+    metrics::counter!("waymark_http_requests_total", &labels).increment(1);
+    metrics::histogram!("waymark_http_request_duration_seconds", &labels)
+        .record(elapsed.as_secs_f64());
+    res
+}
+
+/// The process-wide Prometheus recorder, installed on first use.
+pub fn prometheus() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let builder = PrometheusBuilder::new()
+                .set_buckets_for_metric(
+                    Matcher::Suffix("duration_seconds".into()),
+                    &[
+                        0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+                        5.0, 10.0,
+                    ],
+                )
+                .expect("bucket list is not empty");
+            let recorder = builder.build_recorder();
+            let handle = recorder.handle();
+            // Another recorder may be installed already (tests embedding us):
+            // then our metrics go there and this handle renders what it has.
+            let _ = metrics::set_global_recorder(recorder);
+            handle
+        })
+        .clone()
+}
+
+/// `GET /metrics`: Prometheus text format, with the database pool gauges.
+pub async fn metrics_endpoint(State(state): State<AppState>) -> impl IntoResponse {
+    for pool in state.store.pool_stats() {
+        let in_use = pool.size.saturating_sub(pool.idle);
+        metrics::gauge!("waymark_db_pool_connections", "pool" => pool.name, "state" => "idle")
+            .set(f64::from(pool.idle));
+        metrics::gauge!("waymark_db_pool_connections", "pool" => pool.name, "state" => "in_use")
+            .set(f64::from(in_use));
+        metrics::gauge!("waymark_db_pool_max_connections", "pool" => pool.name)
+            .set(f64::from(pool.max));
+    }
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        )],
+        state.metrics.render(),
+    )
+}

@@ -1,0 +1,401 @@
+//! Artifacts: versioned documents with a lifecycle.
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json as JsonOut};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::{IntoParams, ToSchema};
+use waymark_domain::artifact::{
+    ArtifactType, SourceRef, check_content, check_sources, parse_note, parse_title,
+};
+use waymark_domain::content::diff;
+use waymark_domain::lifecycle::ArtifactStatus;
+use waymark_domain::{ArtifactId, ClientId, EngagementId, FieldError};
+use waymark_store::{
+    Artifact, ArtifactFilter, ArtifactSummary, HistoryEntry, NewArtifact, NewVersion, Page, Version,
+};
+
+use super::{PageParams, write_context};
+use crate::AppState;
+use crate::auth::Caller;
+use crate::error::{ApiError, Problem};
+use crate::extract::{IfMatch, Json, Query, from_value, path_id, query_id};
+use crate::observe::TraceId;
+
+/// An artifact to create, at version 1 in `draft`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateArtifact {
+    pub client_id: ClientId,
+    pub engagement_id: Option<EngagementId>,
+    /// The artifact type, e.g. `strategy`.
+    #[serde(rename = "type")]
+    pub artifact_type: String,
+    pub title: String,
+    /// The document: a JSON object.
+    #[schema(value_type = Object)]
+    pub content: Value,
+    /// The exact versions it was built from.
+    pub sources: Option<Vec<SourceRef>>,
+    pub note: Option<String>,
+}
+
+/// New content for an artifact.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WriteContent {
+    #[schema(value_type = Object)]
+    pub content: Value,
+    /// Left out: the previous version's sources are kept.
+    pub sources: Option<Vec<SourceRef>>,
+    pub note: Option<String>,
+}
+
+/// Roll back to an old version (as a new version).
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Rollback {
+    pub to_version: i64,
+}
+
+/// Move an artifact to another status.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Transition {
+    pub to: ArtifactStatus,
+    pub reason: Option<String>,
+}
+
+/// An artifact as a write answers it: with the warnings of its type's rules.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ArtifactWritten {
+    #[serde(flatten)]
+    pub artifact: Artifact,
+    /// Rule warnings; they never block a write.
+    pub warnings: Vec<String>,
+}
+
+/// Filters of the artifact list.
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct ArtifactQuery {
+    pub client_id: Option<String>,
+    pub engagement_id: Option<String>,
+    #[serde(rename = "type")]
+    #[param(rename = "type")]
+    pub artifact_type: Option<String>,
+    pub status: Option<String>,
+    /// Words that must all appear in the title (case-insensitive).
+    pub q: Option<String>,
+    pub limit: Option<u32>,
+    pub cursor: Option<String>,
+}
+
+/// `from` and `to` of a diff.
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct DiffQuery {
+    /// Default: the version before `to`.
+    pub from: Option<i64>,
+    /// Default: the latest version.
+    pub to: Option<i64>,
+}
+
+/// The RFC 6902 operations that turn version `from` into version `to`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Diff {
+    pub from: i64,
+    pub to: i64,
+    #[schema(value_type = Vec<Object>)]
+    pub patch: Vec<Value>,
+}
+
+fn with_etag<T: Serialize>(status: StatusCode, version: i64, body: T) -> Response {
+    let mut res = (status, JsonOut(body)).into_response();
+    if let Ok(v) = HeaderValue::from_str(&format!("\"{version}\"")) {
+        res.headers_mut().insert(header::ETAG, v);
+    }
+    res
+}
+
+fn written(status: StatusCode, artifact: Artifact) -> Response {
+    let version = artifact.summary.version;
+    with_etag(
+        status,
+        version,
+        ArtifactWritten {
+            artifact,
+            warnings: vec![],
+        },
+    )
+}
+
+fn check_sources_opt(
+    sources: Option<&[SourceRef]>,
+    own: Option<ArtifactId>,
+) -> Result<(), FieldError> {
+    match sources {
+        Some(s) => check_sources(s, own, "/sources"),
+        None => Ok(()),
+    }
+}
+
+impl CreateArtifact {
+    fn validate(self) -> Result<NewArtifact, FieldError> {
+        let artifact_type = ArtifactType::parse(&self.artifact_type, "/type")?;
+        check_content(&self.content, "/content")?;
+        check_sources_opt(self.sources.as_deref(), None)?;
+        Ok(NewArtifact {
+            client_id: self.client_id,
+            engagement_id: self.engagement_id,
+            artifact_type: artifact_type.as_str().to_owned(),
+            title: parse_title(&self.title, "/title")?,
+            content: self.content,
+            sources: self.sources.unwrap_or_default(),
+            note: parse_note(self.note.as_deref(), "/note")?,
+            provenance: "human".into(),
+        })
+    }
+}
+
+/// Create an artifact (version 1, `draft`).
+#[utoipa::path(post, path = "/api/v1/artifacts", tag = "artifacts", request_body = CreateArtifact,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Replays the first answer for a repeated request")),
+    responses((status = 201, body = ArtifactWritten, headers(("ETag" = String, description = "\"<version>\""))),
+        (status = 422, body = Problem)),
+    security(("bearer" = [])))]
+pub async fn create_artifact(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Extension(trace): Extension<TraceId>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Result<Response, ApiError> {
+    let ctx = write_context(&caller, &trace, &headers, Some(&body))?;
+    let input: CreateArtifact = from_value(body)?;
+    let new = input.validate().map_err(ApiError::invalid)?;
+    let created = state.store.create_artifact(new, &ctx).await?;
+    Ok(written(StatusCode::CREATED, created.record))
+}
+
+/// List artifacts, newest first, without their content.
+#[utoipa::path(get, path = "/api/v1/artifacts", tag = "artifacts", params(ArtifactQuery),
+    responses((status = 200, body = Page<ArtifactSummary>)), security(("bearer" = [])))]
+pub async fn list_artifacts(
+    State(state): State<AppState>,
+    Query(q): Query<ArtifactQuery>,
+) -> Result<JsonOut<Page<ArtifactSummary>>, ApiError> {
+    let filter = ArtifactFilter {
+        client_id: q
+            .client_id
+            .as_deref()
+            .map(|c| query_id("client_id", c))
+            .transpose()?,
+        engagement_id: q
+            .engagement_id
+            .as_deref()
+            .map(|e| query_id("engagement_id", e))
+            .transpose()?,
+        artifact_type: q
+            .artifact_type
+            .as_deref()
+            .map(|t| {
+                ArtifactType::parse(t, "type")
+                    .map(|t| t.as_str().to_owned())
+                    .map_err(|e| {
+                        ApiError::bad_request("invalid_query", format!("type {}", e.message))
+                    })
+            })
+            .transpose()?,
+        status: q
+            .status
+            .as_deref()
+            .map(|s| {
+                s.parse::<ArtifactStatus>()
+                    .map_err(|e| ApiError::bad_request("invalid_query", format!("status: {e}")))
+            })
+            .transpose()?,
+        q: q.q.filter(|s| !s.trim().is_empty()),
+    };
+    let page = PageParams {
+        limit: q.limit,
+        cursor: q.cursor,
+    }
+    .page()?;
+    Ok(JsonOut(state.store.list_artifacts(filter, page).await?))
+}
+
+/// Get an artifact with its latest version; `ETag` is that version.
+#[utoipa::path(get, path = "/api/v1/artifacts/{id}", tag = "artifacts",
+    params(("id" = String, Path, description = "An artifact id (art_...)")),
+    responses((status = 200, body = Artifact, headers(("ETag" = String, description = "\"<version>\""))),
+        (status = 404, body = Problem)),
+    security(("bearer" = [])))]
+pub async fn get_artifact(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let id: ArtifactId = path_id(&id)?;
+    let artifact = state.store.get_artifact(id).await?;
+    Ok(with_etag(
+        StatusCode::OK,
+        artifact.summary.version,
+        artifact,
+    ))
+}
+
+/// Write a new version. `If-Match` must name the latest version.
+#[utoipa::path(put, path = "/api/v1/artifacts/{id}/content", tag = "artifacts", request_body = WriteContent,
+    params(("id" = String, Path, description = "An artifact id (art_...)"),
+        ("If-Match" = String, Header, description = "\"<version>\" you read")),
+    responses((status = 200, body = ArtifactWritten), (status = 409, body = Problem, description = "Status does not allow editing"),
+        (status = 412, body = Problem), (status = 428, body = Problem), (status = 422, body = Problem)),
+    security(("bearer" = [])))]
+pub async fn write_content(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Extension(trace): Extension<TraceId>,
+    Path(id): Path<String>,
+    IfMatch(expected): IfMatch,
+    Json(body): Json<WriteContent>,
+) -> Result<Response, ApiError> {
+    let id: ArtifactId = path_id(&id)?;
+    check_content(&body.content, "/content").map_err(ApiError::invalid)?;
+    check_sources_opt(body.sources.as_deref(), Some(id)).map_err(ApiError::invalid)?;
+    let write = NewVersion {
+        content: body.content,
+        sources: body.sources,
+        note: parse_note(body.note.as_deref(), "/note").map_err(ApiError::invalid)?,
+        provenance: "human".into(),
+    };
+    let ctx = write_context(&caller, &trace, &HeaderMap::new(), None)?;
+    let artifact = state.store.write_content(id, expected, write, &ctx).await?;
+    Ok(written(StatusCode::OK, artifact))
+}
+
+/// List an artifact's versions, oldest first.
+#[utoipa::path(get, path = "/api/v1/artifacts/{id}/versions", tag = "artifacts",
+    params(("id" = String, Path, description = "An artifact id (art_...)"), PageParams),
+    responses((status = 200, body = Page<Version>), (status = 404, body = Problem)), security(("bearer" = [])))]
+pub async fn list_versions(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(params): Query<PageParams>,
+) -> Result<JsonOut<Page<Version>>, ApiError> {
+    let id: ArtifactId = path_id(&id)?;
+    Ok(JsonOut(
+        state.store.list_versions(id, params.page()?).await?,
+    ))
+}
+
+/// Get one version.
+#[utoipa::path(get, path = "/api/v1/artifacts/{id}/versions/{n}", tag = "artifacts",
+    params(("id" = String, Path, description = "An artifact id (art_...)"), ("n" = i64, Path, description = "A version number")),
+    responses((status = 200, body = Version), (status = 404, body = Problem)), security(("bearer" = [])))]
+pub async fn get_version(
+    State(state): State<AppState>,
+    Path((id, n)): Path<(String, String)>,
+) -> Result<JsonOut<Version>, ApiError> {
+    let id: ArtifactId = path_id(&id)?;
+    let n: i64 = n.parse().ok().filter(|n| *n >= 1).ok_or_else(|| {
+        ApiError::NotFound(format!(
+            "`{}` is not a version number",
+            n.chars().take(20).collect::<String>()
+        ))
+    })?;
+    Ok(JsonOut(state.store.get_version(id, n).await?))
+}
+
+/// Compare two versions as an RFC 6902 JSON Patch.
+#[utoipa::path(get, path = "/api/v1/artifacts/{id}/diff", tag = "artifacts",
+    params(("id" = String, Path, description = "An artifact id (art_...)"), DiffQuery),
+    responses((status = 200, body = Diff), (status = 404, body = Problem)), security(("bearer" = [])))]
+pub async fn diff_versions(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<DiffQuery>,
+) -> Result<JsonOut<Diff>, ApiError> {
+    let id: ArtifactId = path_id(&id)?;
+    let to = match q.to {
+        Some(t) => t,
+        None => state.store.get_artifact(id).await?.summary.version,
+    };
+    let from = q.from.unwrap_or((to - 1).max(1));
+    let a = state.store.get_version(id, from).await?;
+    let b = if from == to {
+        a.clone()
+    } else {
+        state.store.get_version(id, to).await?
+    };
+    Ok(JsonOut(Diff {
+        from,
+        to,
+        patch: diff(&a.content, &b.content),
+    }))
+}
+
+/// Write a new version whose content equals an old one. Needs `If-Match`.
+#[utoipa::path(post, path = "/api/v1/artifacts/{id}/rollback", tag = "artifacts", request_body = Rollback,
+    params(("id" = String, Path, description = "An artifact id (art_...)"),
+        ("If-Match" = String, Header, description = "\"<version>\" you read")),
+    responses((status = 200, body = ArtifactWritten), (status = 409, body = Problem), (status = 412, body = Problem),
+        (status = 428, body = Problem), (status = 422, body = Problem)),
+    security(("bearer" = [])))]
+pub async fn rollback(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Extension(trace): Extension<TraceId>,
+    Path(id): Path<String>,
+    IfMatch(expected): IfMatch,
+    Json(body): Json<Rollback>,
+) -> Result<Response, ApiError> {
+    let id: ArtifactId = path_id(&id)?;
+    if body.to_version < 1 {
+        return Err(ApiError::invalid(FieldError::new(
+            "/to_version",
+            "versions start at 1",
+        )));
+    }
+    let ctx = write_context(&caller, &trace, &HeaderMap::new(), None)?;
+    let artifact = state
+        .store
+        .rollback(id, expected, body.to_version, &ctx)
+        .await?;
+    Ok(written(StatusCode::OK, artifact))
+}
+
+/// Move an artifact along its lifecycle; 409 with `allowed` when refused.
+#[utoipa::path(post, path = "/api/v1/artifacts/{id}/transitions", tag = "artifacts", request_body = Transition,
+    params(("id" = String, Path, description = "An artifact id (art_...)")),
+    responses((status = 200, body = Artifact), (status = 409, body = Problem), (status = 422, body = Problem)),
+    security(("bearer" = [])))]
+pub async fn transition(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Extension(trace): Extension<TraceId>,
+    Path(id): Path<String>,
+    Json(body): Json<Transition>,
+) -> Result<Response, ApiError> {
+    let id: ArtifactId = path_id(&id)?;
+    let reason = parse_note(body.reason.as_deref(), "/reason").map_err(ApiError::invalid)?;
+    let ctx = write_context(&caller, &trace, &HeaderMap::new(), None)?;
+    let artifact = state.store.transition(id, body.to, reason, &ctx).await?;
+    Ok(with_etag(
+        StatusCode::OK,
+        artifact.summary.version,
+        artifact,
+    ))
+}
+
+/// Everything that happened to an artifact, oldest first.
+#[utoipa::path(get, path = "/api/v1/artifacts/{id}/history", tag = "artifacts",
+    params(("id" = String, Path, description = "An artifact id (art_...)"), PageParams),
+    responses((status = 200, body = Page<HistoryEntry>), (status = 404, body = Problem)), security(("bearer" = [])))]
+pub async fn history(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(params): Query<PageParams>,
+) -> Result<JsonOut<Page<HistoryEntry>>, ApiError> {
+    let id: ArtifactId = path_id(&id)?;
+    Ok(JsonOut(state.store.history(id, params.page()?).await?))
+}

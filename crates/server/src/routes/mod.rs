@@ -1,0 +1,73 @@
+//! HTTP handlers, one module per resource. Each handler parses its input,
+//! calls the store (which applies the domain rules), and renders the answer.
+
+pub mod artifacts;
+pub mod clients;
+pub mod engagements;
+pub mod service;
+
+use axum::Extension;
+use axum::http::HeaderMap;
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use utoipa::IntoParams;
+use waymark_store::{IdempotencyKey, PageRequest, WriteContext};
+
+use crate::auth::Caller;
+use crate::error::ApiError;
+use crate::observe::TraceId;
+
+/// `limit` and `cursor` of a list.
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct PageParams {
+    /// At most this many items, 1 to 200 (default 50).
+    pub limit: Option<u32>,
+    /// The `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+impl PageParams {
+    pub fn page(&self) -> Result<PageRequest, ApiError> {
+        let limit = self.limit.unwrap_or(50);
+        if !(1..=200).contains(&limit) {
+            return Err(ApiError::bad_request(
+                "invalid_query",
+                "limit must be from 1 to 200",
+            ));
+        }
+        Ok(PageRequest {
+            limit,
+            cursor: self.cursor.clone(),
+        })
+    }
+}
+
+/// The context of a write: who, under which trace, with which idempotency key.
+pub fn write_context(
+    caller: &Caller,
+    trace: &TraceId,
+    headers: &HeaderMap,
+    body_for_key: Option<&serde_json::Value>,
+) -> Result<WriteContext, ApiError> {
+    let mut ctx = WriteContext::new(caller.actor());
+    ctx.trace_id = Some(trace.0.clone());
+    if let (Some(key), Some(body)) = (headers.get("idempotency-key"), body_for_key) {
+        let key = key.to_str().unwrap_or("").trim();
+        if key.is_empty() || key.len() > 255 {
+            return Err(ApiError::bad_request(
+                "invalid_idempotency_key",
+                "Idempotency-Key must be 1 to 255 visible characters",
+            ));
+        }
+        let canonical = waymark_domain::content::canonical_json(body);
+        ctx.idempotency = Some(IdempotencyKey {
+            scope: caller.actor(),
+            key: key.to_owned(),
+            request_hash: hex::encode(Sha256::digest(canonical.as_bytes())),
+        });
+    }
+    Ok(ctx)
+}
+
+/// The extensions every authenticated handler reads.
+pub type Auth = (Extension<Caller>, Extension<TraceId>);
