@@ -294,10 +294,10 @@ fn trace_context_traceparent_values() {
         let got = parse_traceparent(value);
         if got.is_some() != valid {
             failures.push(format!("{value:?}: expected valid={valid}, got {got:?}"));
-        } else if let (Some(got), Some(want)) = (&got, case["trace_id"].as_str()) {
-            if got != want {
-                failures.push(format!("{value:?}: trace id {got}, expected {want}"));
-            }
+        } else if let (Some(got), Some(want)) = (&got, case["trace_id"].as_str())
+            && got != want
+        {
+            failures.push(format!("{value:?}: trace id {got}, expected {want}"));
         }
     }
     assert!(

@@ -1,0 +1,219 @@
+use std::sync::Arc;
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use waymark_server::auth::{generate_secret, hash_secret};
+use waymark_server::{AppState, BuildInfo, HttpSettings};
+use waymark_store::testing::{self, TestDb};
+use waymark_store::{NewToken, Role, Store};
+
+/// Generates `sqlite::name` and `postgres::name` tests from `async fn name(app: TestApp)`.
+#[macro_export]
+macro_rules! both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let app = $crate::helpers::spawn_app($crate::helpers::Backend::Sqlite).await.unwrap();
+                    super::$name(app).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let Some(app) = $crate::helpers::spawn_app($crate::helpers::Backend::Postgres).await else { return };
+                    super::$name(app).await;
+                }
+            )*
+        }
+    };
+}
+
+#[derive(Clone, Copy)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+pub struct TestApp {
+    pub base: String,
+    pub token: String,
+    pub http: reqwest::Client,
+    pub store: Arc<dyn Store>,
+    _db: TestDb,
+}
+
+pub struct Answer {
+    pub status: StatusCode,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Value,
+}
+
+impl Answer {
+    /// Asserts this is a problem document with `status` and `code`.
+    pub fn assert_problem(&self, status: u16, code: &str) {
+        assert_eq!(self.status.as_u16(), status, "body: {}", self.body);
+        let ct = self
+            .headers
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        assert_eq!(ct, "application/problem+json", "body: {}", self.body);
+        assert_eq!(self.body["status"], status, "body: {}", self.body);
+        assert_eq!(self.body["code"], code, "body: {}", self.body);
+        assert!(
+            self.body["type"]
+                .as_str()
+                .unwrap()
+                .starts_with("urn:waymark:problem:")
+        );
+        assert!(!self.body["title"].as_str().unwrap().is_empty());
+        assert!(!self.body["detail"].as_str().unwrap().is_empty());
+    }
+
+    pub fn etag(&self) -> String {
+        self.headers
+            .get("etag")
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .to_owned()
+    }
+}
+
+pub async fn spawn_app(backend: Backend) -> Option<TestApp> {
+    spawn_app_with(backend, HttpSettings::default()).await
+}
+
+pub async fn spawn_app_with(backend: Backend, http: HttpSettings) -> Option<TestApp> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let db = match backend {
+        Backend::Sqlite => testing::sqlite().await,
+        Backend::Postgres => testing::postgres().await?,
+    };
+    let store: Arc<dyn Store> = db.store.clone();
+    let token = generate_secret();
+    store
+        .insert_token(NewToken {
+            name: "test admin".into(),
+            role: Role::Admin,
+            secret_hash: hash_secret(&token),
+            expires_at: None,
+        })
+        .await
+        .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let build = BuildInfo {
+        version: "0.0.0-test".into(),
+        git_sha: "testsha".into(),
+        build_time: "2026-01-01T00:00:00Z".into(),
+    };
+    let state = AppState::new(store.clone(), http, build);
+    tokio::spawn(waymark_server::serve(
+        listener,
+        state,
+        std::future::pending(),
+    ));
+    Some(TestApp {
+        base: format!("http://{addr}"),
+        token,
+        http: reqwest::Client::new(),
+        store,
+        _db: db,
+    })
+}
+
+impl TestApp {
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+        headers: &[(&str, &str)],
+    ) -> Answer {
+        let mut req = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(&self.token);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let res = req.send().await.unwrap();
+        Self::answer(res).await
+    }
+
+    pub async fn answer(res: reqwest::Response) -> Answer {
+        let status = res.status();
+        let headers = res.headers().clone();
+        let bytes = res.bytes().await.unwrap();
+        let body = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes)
+                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()))
+        };
+        Answer {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    pub async fn get(&self, path: &str) -> Answer {
+        self.call(Method::GET, path, None, &[]).await
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> Answer {
+        self.call(Method::POST, path, Some(body), &[]).await
+    }
+
+    pub async fn put_content(&self, id: &str, if_match: &str, body: Value) -> Answer {
+        self.call(
+            Method::PUT,
+            &format!("/api/v1/artifacts/{id}/content"),
+            Some(body),
+            &[("If-Match", if_match)],
+        )
+        .await
+    }
+
+    pub async fn client(&self, name: &str) -> String {
+        let a = self.post("/api/v1/clients", json!({"name": name})).await;
+        assert_eq!(a.status, 201, "{}", a.body);
+        a.body["id"].as_str().unwrap().to_owned()
+    }
+
+    pub async fn artifact(&self, client: &str, ty: &str, content: Value) -> String {
+        let a = self
+            .post("/api/v1/artifacts", json!({"client_id": client, "type": ty, "title": format!("{ty} doc"), "content": content}))
+            .await;
+        assert_eq!(a.status, 201, "{}", a.body);
+        a.body["id"].as_str().unwrap().to_owned()
+    }
+
+    /// Number of artifacts, versions and history rows: to check a refused
+    /// request wrote nothing.
+    pub async fn footprint(&self) -> (usize, Vec<i64>) {
+        let list = self.get("/api/v1/artifacts?limit=200").await;
+        let items = list.body["items"].as_array().unwrap().clone();
+        let mut versions = vec![];
+        for i in &items {
+            let id = i["id"].as_str().unwrap();
+            let h = self
+                .get(&format!("/api/v1/artifacts/{id}/history?limit=200"))
+                .await;
+            versions.push(
+                i["version"].as_i64().unwrap() * 1000
+                    + h.body["items"].as_array().unwrap().len() as i64,
+            );
+        }
+        (items.len(), versions)
+    }
+}
