@@ -23,7 +23,7 @@ const VERSION: &str = concat!(
 /// Waymark: versioned client artifacts, gated pipelines and journeys, and the
 /// durable work inside them.
 #[derive(Parser)]
-#[command(name = "waymark", version = VERSION, propagate_version = true)]
+#[command(name = "waymark", version = VERSION)]
 struct Cli {
     /// Settings file (TOML) [env: WAYMARK_CONFIG] [default: ./waymark.toml if present]
     #[arg(long, global = true)]
@@ -114,5 +114,15 @@ fn remote_result(result: Result<(), waymark_client::CliError>) -> ExitCode {
             eprintln!("error: {e}");
             ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(1))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn command_line_is_well_formed() {
+        super::Cli::command().debug_assert();
     }
 }
