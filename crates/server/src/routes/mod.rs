@@ -6,7 +6,6 @@ pub mod clients;
 pub mod engagements;
 pub mod service;
 
-use axum::Extension;
 use axum::http::HeaderMap;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
@@ -68,6 +67,3 @@ pub fn write_context(
     }
     Ok(ctx)
 }
-
-/// The extensions every authenticated handler reads.
-pub type Auth = (Extension<Caller>, Extension<TraceId>);

@@ -20,16 +20,29 @@ pub struct Backend {
 
 impl Backend {
     pub fn sqlite() -> Self {
-        Backend { dir: tempfile::tempdir().unwrap(), database_url: None, env_token: true, _db: None }
+        Backend {
+            dir: tempfile::tempdir().unwrap(),
+            database_url: None,
+            env_token: true,
+            _db: None,
+        }
     }
 
     pub fn sqlite_without_env_token() -> Self {
-        Backend { env_token: false, ..Self::sqlite() }
+        Backend {
+            env_token: false,
+            ..Self::sqlite()
+        }
     }
 
     pub async fn postgres() -> Option<Self> {
         let db = waymark_store::testing::postgres().await?;
-        Some(Backend { dir: tempfile::tempdir().unwrap(), database_url: db.url.clone(), env_token: true, _db: Some(db) })
+        Some(Backend {
+            dir: tempfile::tempdir().unwrap(),
+            database_url: db.url.clone(),
+            env_token: true,
+            _db: Some(db),
+        })
     }
 
     pub fn data_dir(&self) -> &Path {
@@ -40,7 +53,10 @@ impl Backend {
 /// Runs the binary to completion.
 pub fn waymark(args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_waymark"));
-    cmd.args(args).env_remove("WAYMARK_TOKEN").env_remove("WAYMARK_SERVER").env_remove("WAYMARK_DATABASE_URL");
+    cmd.args(args)
+        .env_remove("WAYMARK_TOKEN")
+        .env_remove("WAYMARK_SERVER")
+        .env_remove("WAYMARK_DATABASE_URL");
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -91,7 +107,11 @@ impl Server {
             let mut tx = Some(tx);
             while let Ok(Some(line)) = lines.next_line().await {
                 if let Some(rest) = line.strip_prefix("Waymark listening on ") {
-                    let url = rest.split_whitespace().next().unwrap_or_default().to_owned();
+                    let url = rest
+                        .split_whitespace()
+                        .next()
+                        .unwrap_or_default()
+                        .to_owned();
                     if let Some(tx) = tx.take() {
                         let _ = tx.send(url);
                     }
@@ -108,9 +128,18 @@ impl Server {
         let token = if backend.env_token {
             TOKEN.to_owned()
         } else {
-            std::fs::read_to_string(data_dir.join("admin-token")).unwrap().trim().to_owned()
+            std::fs::read_to_string(data_dir.join("admin-token"))
+                .unwrap()
+                .trim()
+                .to_owned()
         };
-        Server { child, url, token, stderr: text, data_dir }
+        Server {
+            child,
+            url,
+            token,
+            stderr: text,
+            data_dir,
+        }
     }
 
     pub fn stderr_text(&self) -> String {
@@ -119,11 +148,23 @@ impl Server {
 
     /// Runs a CLI command against this server.
     pub fn cli(&self, args: &[&str]) -> Output {
-        waymark(args, &[("WAYMARK_SERVER", &self.url), ("WAYMARK_TOKEN", &self.token)])
+        waymark(
+            args,
+            &[
+                ("WAYMARK_SERVER", &self.url),
+                ("WAYMARK_TOKEN", &self.token),
+            ],
+        )
     }
 
     pub async fn post(&self, http: &reqwest::Client, path: &str, body: Value) -> Value {
-        let res = http.post(format!("{}{path}", self.url)).bearer_auth(&self.token).json(&body).send().await.unwrap();
+        let res = http
+            .post(format!("{}{path}", self.url))
+            .bearer_auth(&self.token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(res.status(), 201);
         res.json().await.unwrap()
     }
@@ -138,7 +179,10 @@ impl Server {
     /// SIGTERM, then waits for the process to exit.
     pub async fn stop_gracefully(mut self) -> ExitStatus {
         let pid = self.child.id().unwrap();
-        let ok = Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap();
+        let ok = Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .unwrap();
         assert!(ok.success());
         tokio::time::timeout(Duration::from_secs(30), self.child.wait())
             .await
