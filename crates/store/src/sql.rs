@@ -180,11 +180,7 @@ macro_rules! insert_version {
             .await?;
         }
         let h: &HistoryInsert = $history;
-        sqlx::query(
-            "INSERT INTO artifact_history \
-             (artifact_id, at, actor, action, from_status, to_status, version, reason, trace_id) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-        )
+        sqlx::query(INSERT_HISTORY)
         .bind(v.artifact_id)
         .bind(v.at)
         .bind(&v.author)
@@ -408,6 +404,13 @@ struct VersionRow {
     created_at: OffsetDateTime,
 }
 
+const SOURCES_OF_VERSION: &str = "SELECT version, source_id, source_version FROM version_sources \
+     WHERE artifact_id = $1 AND version = $2 ORDER BY position";
+
+const INSERT_HISTORY: &str = "INSERT INTO artifact_history \
+     (artifact_id, at, actor, action, from_status, to_status, version, reason, trace_id) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)";
+
 const VERSION_COLUMNS: &str = "artifact_id, version, content, content_hash, inputs_hash, \
      provenance, author, note, created_at";
 
@@ -564,14 +567,11 @@ impl SqlStore {
                     let sources = match new.sources {
                         Some(s) => s,
                         None => {
-                            let rows: Vec<SourceRow> = sqlx::query_as(
-                                "SELECT version, source_id, source_version FROM version_sources \
-                                 WHERE artifact_id = $1 AND version = $2 ORDER BY position",
-                            )
-                            .bind(id.uuid())
-                            .bind(current.version)
-                            .fetch_all(&mut *tx)
-                            .await?;
+                            let rows: Vec<SourceRow> = sqlx::query_as(SOURCES_OF_VERSION)
+                                .bind(id.uuid())
+                                .bind(current.version)
+                                .fetch_all(&mut *tx)
+                                .await?;
                             rows.iter().map(SourceRow::source).collect()
                         }
                     };
@@ -601,14 +601,11 @@ impl SqlStore {
                             ),
                         ))
                     })?;
-                    let rows: Vec<SourceRow> = sqlx::query_as(
-                        "SELECT version, source_id, source_version FROM version_sources \
-                         WHERE artifact_id = $1 AND version = $2 ORDER BY position",
-                    )
-                    .bind(id.uuid())
-                    .bind(to)
-                    .fetch_all(&mut *tx)
-                    .await?;
+                    let rows: Vec<SourceRow> = sqlx::query_as(SOURCES_OF_VERSION)
+                        .bind(id.uuid())
+                        .bind(to)
+                        .fetch_all(&mut *tx)
+                        .await?;
                     let sources = rows.iter().map(SourceRow::source).collect();
                     (
                         old.content.0,
@@ -1315,22 +1312,18 @@ impl Store for SqlStore {
                 .bind(at)
                 .execute(&mut *tx)
                 .await?;
-            sqlx::query(
-                "INSERT INTO artifact_history \
-                 (artifact_id, at, actor, action, from_status, to_status, version, reason, trace_id) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-            )
-            .bind(id.uuid())
-            .bind(at)
-            .bind(&ctx.actor)
-            .bind(HistoryAction::Transition.as_str())
-            .bind(from.as_str())
-            .bind(to.as_str())
-            .bind(current.version)
-            .bind(&reason)
-            .bind(&ctx.trace_id)
-            .execute(&mut *tx)
-            .await?;
+            sqlx::query(INSERT_HISTORY)
+                .bind(id.uuid())
+                .bind(at)
+                .bind(&ctx.actor)
+                .bind(HistoryAction::Transition.as_str())
+                .bind(from.as_str())
+                .bind(to.as_str())
+                .bind(current.version)
+                .bind(&reason)
+                .bind(&ctx.trace_id)
+                .execute(&mut *tx)
+                .await?;
             tx.commit().await?;
         });
         self.get_artifact(id).await
