@@ -616,7 +616,6 @@ impl SqlStore {
                     )
                 }
             };
-            let sources: Vec<SourceRef> = sources;
             let resolved = resolve_sources!(tx, current.client_id, sources);
             let hash = content_hash(&content);
             let at = now();

@@ -8,7 +8,7 @@ use anyhow::{Context, Result};
 use secrecy::ExposeSecret;
 use waymark_server::auth::{AdminToken, bootstrap_admin};
 use waymark_server::{AppState, BuildInfo, HttpSettings};
-use waymark_store::{SqlStore, postgres, sqlite};
+use waymark_store::{SqlStore, Store, postgres, sqlite};
 
 use crate::config::{LogFormat, Overrides, Settings};
 
@@ -125,14 +125,9 @@ pub async fn serve(config: Option<&Path>, flags: &Overrides) -> Result<()> {
     waymark_server::serve(listener, state, shutdown_signal())
         .await
         .context("server failed")?;
-    store_close(&store).await;
+    store.close().await;
     tracing::info!("stopped");
     Ok(())
-}
-
-async fn store_close(store: &Arc<SqlStore>) {
-    use waymark_store::Store;
-    store.close().await;
 }
 
 /// Resolves on ctrl-c or SIGTERM.

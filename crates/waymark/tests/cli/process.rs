@@ -172,7 +172,7 @@ impl Server {
     /// SIGKILL; answers the data folder for a restart.
     pub fn kill(mut self) -> PathBuf {
         self.child.start_kill().unwrap();
-        let _ = futures_wait(&mut self.child);
+        let _ = reap(&mut self.child);
         self.data_dir.clone()
     }
 
@@ -191,7 +191,7 @@ impl Server {
     }
 }
 
-fn futures_wait(child: &mut tokio::process::Child) -> std::io::Result<()> {
+fn reap(child: &mut tokio::process::Child) -> std::io::Result<()> {
     // start_kill sends SIGKILL; reap synchronously so the port and files are free.
     for _ in 0..500 {
         if child.try_wait()?.is_some() {
