@@ -8,14 +8,21 @@
 //! - [`lifecycle`]: the artifact status table and its transitions.
 //! - [`content`]: canonical JSON, content hashes and JSON Patch diffs.
 //! - [`artifact`], [`client`]: validated inputs for the records the API creates.
+//! - [`gating`], [`cascade`], [`plan`]: pipelines: which types are unlocked, what an
+//!   upstream change makes stale, and the generation plan's job DAG.
+//! - [`graph`]: cycle detection for requirements and job dependencies.
 //! - [`trace`]: the W3C `traceparent` header.
 
 pub mod artifact;
+pub mod cascade;
 pub mod client;
 pub mod content;
 pub mod dates;
+pub mod gating;
+pub mod graph;
 pub mod id;
 pub mod lifecycle;
+pub mod plan;
 pub mod trace;
 
 pub use id::{ArtifactId, ClientId, EngagementId, IdError, TokenId};
@@ -23,7 +30,7 @@ pub use lifecycle::ArtifactStatus;
 
 /// Why a piece of input was refused: the field (a JSON Pointer into the request) and
 /// a sentence that says what is expected.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema, thiserror::Error)]
 #[error("{pointer}: {message}")]
 pub struct FieldError {
     /// JSON Pointer to the offending field, e.g. `/title`.

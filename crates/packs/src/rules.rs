@@ -1,0 +1,137 @@
+//! Validation rules: CEL expressions over an artifact's content that give warnings.
+
+use std::collections::HashMap;
+
+use cel::{Context, Program, Value as Cel};
+use serde_json::Value;
+
+/// A compiled rule.
+pub struct Rule {
+    /// The rule's name in the pack.
+    pub name: String,
+    /// The expression as written.
+    pub when: String,
+    /// The warning it gives when `when` is true.
+    pub message: String,
+    program: Program,
+}
+
+impl std::fmt::Debug for Rule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Rule")
+            .field("name", &self.name)
+            .field("when", &self.when)
+            .finish()
+    }
+}
+
+/// Why a rule could not be compiled or run.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct RuleError {
+    /// 1-based line and column inside the expression, when known.
+    pub position: Option<(usize, usize)>,
+    pub message: String,
+}
+
+impl Rule {
+    /// Compiles `when`.
+    pub fn compile(name: &str, when: &str, message: &str) -> Result<Self, RuleError> {
+        let program = Program::compile(when).map_err(|e| {
+            let first = e.errors.first();
+            RuleError {
+                position: first.and_then(|p| {
+                    let (line, col) = p.pos;
+                    (line >= 0 && col >= 0).then_some((line as usize, col as usize + 1))
+                }),
+                message: first
+                    .map(|p| p.msg.clone())
+                    .unwrap_or_else(|| e.to_string()),
+            }
+        })?;
+        Ok(Self {
+            name: name.to_owned(),
+            when: when.to_owned(),
+            message: message.to_owned(),
+            program,
+        })
+    }
+
+    /// Whether the rule fires on `content`. An expression that fails at run time
+    /// (a field read without `has()`, say) or gives a non-boolean is an error.
+    pub fn fires(&self, content: &Value) -> Result<bool, RuleError> {
+        let mut context = Context::default();
+        context.add_variable_from_value("content", to_cel(content));
+        match self.program.execute(&context) {
+            Ok(Cel::Bool(b)) => Ok(b),
+            Ok(other) => Err(RuleError {
+                position: None,
+                message: format!("gives {other:?}, not a boolean"),
+            }),
+            Err(e) => Err(RuleError {
+                position: None,
+                message: e.to_string(),
+            }),
+        }
+    }
+}
+
+/// JSON to CEL: integers that fit are `int`, other numbers `double`.
+fn to_cel(v: &Value) -> Cel {
+    match v {
+        Value::Null => Cel::Null,
+        Value::Bool(b) => Cel::Bool(*b),
+        Value::Number(n) => match n.as_i64() {
+            Some(i) => Cel::Int(i),
+            None => Cel::Float(n.as_f64().unwrap_or(f64::NAN)),
+        },
+        Value::String(s) => Cel::from(s.as_str()),
+        Value::Array(items) => Cel::from(items.iter().map(to_cel).collect::<Vec<_>>()),
+        Value::Object(map) => Cel::from(
+            map.iter()
+                .map(|(k, v)| (k.clone(), to_cel(v)))
+                .collect::<HashMap<String, Cel>>(),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn rules_fire_on_content() {
+        let rule = Rule::compile(
+            "leads_without_audience",
+            r#"has(content.goals.objective) && content.goals.objective == "leads"
+               && (!has(content.audience.target_audience) || size(content.audience.target_audience) == 0)"#,
+            "Lead-generation objective but no target audience.",
+        )
+        .unwrap();
+        assert!(rule.fires(&json!({"goals": {"objective": "leads"}, "audience": {}})).unwrap());
+        assert!(!rule.fires(&json!({"goals": {"objective": "leads"}, "audience": {"target_audience": "CTOs"}})).unwrap());
+        assert!(!rule.fires(&json!({"goals": {"objective": "sales"}, "audience": {}})).unwrap());
+    }
+
+    #[test]
+    fn numbers_compare_as_numbers_and_regexes_match() {
+        let rule = Rule::compile(
+            "r",
+            r#"content.price > 1000 && content.audience.matches("(?i)student") && content.ratio < 0.5"#,
+            "m",
+        )
+        .unwrap();
+        assert!(rule.fires(&json!({"price": 2500, "audience": "University Students", "ratio": 0.25})).unwrap());
+    }
+
+    #[test]
+    fn bad_expressions_are_refused_with_a_position() {
+        let err = Rule::compile("r", "content.a ==", "m").unwrap_err();
+        assert!(err.position.is_some(), "{err:?}");
+        let rule = Rule::compile("r", "content.missing == 1", "m").unwrap();
+        assert!(rule.fires(&json!({})).is_err());
+        let rule = Rule::compile("r", "1 + 1", "m").unwrap();
+        assert!(rule.fires(&json!({})).unwrap_err().message.contains("not a boolean"));
+    }
+}
