@@ -1,4 +1,5 @@
 use waymark_domain::FieldError;
+use waymark_domain::gating::Gating;
 use waymark_domain::lifecycle::{NotEditable, TransitionRefused};
 
 /// Why a store operation did not happen. Every variant but `Database` and
@@ -21,6 +22,9 @@ pub enum StoreError {
     /// engagement, a source version that does not exist...).
     #[error(transparent)]
     Invalid(#[from] FieldError),
+    /// Pipeline gating refuses the type: an upstream type is missing or unapproved.
+    #[error("{} is locked: {}", .0.artifact_type, .0.reasons.join(", "))]
+    Gated(Gating),
     /// An idempotency key was reused for a different request.
     #[error("idempotency key `{key}` was already used for a different request")]
     IdempotencyMismatch { key: String },

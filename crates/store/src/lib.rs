@@ -75,7 +75,8 @@ pub trait Store: Send + Sync + 'static {
 
     // --- artifacts -------------------------------------------------------------
 
-    /// Creates an artifact at version 1 in `draft`.
+    /// Creates an artifact at version 1 in `draft`. With a pipeline, refuses a
+    /// gated type ([`StoreError::Gated`]) in the same transaction as the insert.
     async fn create_artifact(
         &self,
         new: NewArtifact,
@@ -89,31 +90,62 @@ pub trait Store: Send + Sync + 'static {
         page: PageRequest,
     ) -> Result<Page<ArtifactSummary>>;
     /// Writes a new version when the latest is `expected_version` and the status
-    /// allows editing.
+    /// allows editing. A stale artifact goes back to `draft`. When the content hash
+    /// changed, the stale cascade runs in the same transaction.
     async fn write_content(
         &self,
         id: ArtifactId,
         expected_version: i64,
         write: NewVersion,
         ctx: &WriteContext,
-    ) -> Result<Artifact>;
-    /// Writes a new version whose content equals version `to_version`.
+    ) -> Result<Written>;
+    /// Writes a new version whose content equals version `to_version`, with that
+    /// version's sources; the cascade runs as for [`Store::write_content`].
     async fn rollback(
         &self,
         id: ArtifactId,
         expected_version: i64,
         to_version: i64,
+        pipeline: Option<Pipeline>,
         ctx: &WriteContext,
-    ) -> Result<Artifact>;
+    ) -> Result<Written>;
     async fn list_versions(&self, id: ArtifactId, page: PageRequest) -> Result<Page<Version>>;
     async fn get_version(&self, id: ArtifactId, version: i64) -> Result<Version>;
-    /// Moves the artifact to `to` when the lifecycle allows it.
+    /// Moves the artifact to `to` when the lifecycle allows it. Re-approving a
+    /// stale artifact re-bases it: a new version with the same content, built on
+    /// the latest version of each of its sources.
     async fn transition(
         &self,
         id: ArtifactId,
         to: ArtifactStatus,
         reason: Option<String>,
+        pipeline: Option<Pipeline>,
         ctx: &WriteContext,
     ) -> Result<Artifact>;
     async fn history(&self, id: ArtifactId, page: PageRequest) -> Result<Page<HistoryEntry>>;
+    /// Upstream and downstream of an artifact, at most `limit` of each.
+    async fn lineage(&self, id: ArtifactId, limit: usize) -> Result<Lineage>;
+
+    // --- pipelines -------------------------------------------------------------
+
+    /// The current artifact of each type in the engagement: the newest one not
+    /// cancelled or archived.
+    async fn current_artifacts(&self, engagement_id: EngagementId) -> Result<Vec<ArtifactSummary>>;
+    /// Records the deliverables of the engagement's generation plan (`None`: all).
+    async fn save_plan(
+        &self,
+        engagement_id: EngagementId,
+        deliverables: Option<Vec<String>>,
+        ctx: &WriteContext,
+    ) -> Result<PlanRecord>;
+    async fn get_plan(&self, engagement_id: EngagementId) -> Result<Option<PlanRecord>>;
+
+    // --- packs -----------------------------------------------------------------
+
+    /// Installs a pack, replacing an installed one of the same name.
+    async fn install_pack(&self, pack: InstalledPack) -> Result<()>;
+    async fn installed_pack(&self, name: &str) -> Result<Option<InstalledPack>>;
+    /// The digest of the installed pack `name`, to tell whether a cached copy is current.
+    async fn installed_pack_digest(&self, name: &str) -> Result<Option<String>>;
+    async fn list_installed_packs(&self) -> Result<Vec<InstalledPack>>;
 }

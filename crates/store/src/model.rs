@@ -6,6 +6,7 @@ use serde_json::Value;
 use time::{Date, OffsetDateTime};
 use utoipa::ToSchema;
 use waymark_domain::artifact::SourceRef;
+use waymark_domain::cascade::StaleCause;
 use waymark_domain::lifecycle::ArtifactStatus;
 use waymark_domain::{ArtifactId, ClientId, EngagementId, TokenId};
 
@@ -244,6 +245,10 @@ pub struct ArtifactSummary {
     pub version: i64,
     /// Content hash of the latest version.
     pub content_hash: String,
+    /// Why it is stale, as a sentence (`null` unless `status` is `stale`).
+    pub stale_reason: Option<String>,
+    /// Why it is stale, one cause per changed or stale input.
+    pub stale_causes: Vec<StaleCause>,
     pub created_by: String,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
@@ -288,19 +293,51 @@ pub struct NewArtifact {
     pub artifact_type: String,
     pub title: String,
     pub content: Value,
-    pub sources: Vec<SourceRef>,
+    /// `None`: in a pipeline, the current artifacts of the required types; else none.
+    pub sources: Option<Vec<SourceRef>>,
     pub note: Option<String>,
     pub provenance: String,
+    /// The pack's rules for this type, when it is created in an engagement.
+    pub pipeline: Option<Pipeline>,
+}
+
+/// What a pack says about an artifact type that the store enforces.
+#[derive(Debug, Clone, Default)]
+pub struct Pipeline {
+    /// Upstream types that must be approved (gating) and that are its default sources.
+    pub requires: Vec<String>,
+    /// The generator fingerprint, part of the inputs hash.
+    pub generator: Value,
 }
 
 /// New content for an artifact (already validated).
 #[derive(Debug, Clone)]
 pub struct NewVersion {
     pub content: Value,
-    /// `None` keeps the previous version's sources.
+    /// `None`: in a pipeline, the current artifacts of the required types; else the
+    /// previous version's sources.
     pub sources: Option<Vec<SourceRef>>,
     pub note: Option<String>,
     pub provenance: String,
+    /// The pack's rules for the artifact's type, when it is in an engagement.
+    pub pipeline: Option<Pipeline>,
+}
+
+/// An artifact the stale cascade flagged.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Flagged {
+    pub artifact_id: ArtifactId,
+    #[serde(rename = "type")]
+    pub artifact_type: String,
+    pub reason: String,
+}
+
+/// A write that made a new version, with what it made stale downstream.
+#[derive(Debug, Clone)]
+pub struct Written {
+    pub artifact: Artifact,
+    /// Artifacts the stale cascade flagged, in the order it reached them.
+    pub flagged: Vec<Flagged>,
 }
 
 /// Filters of the artifact list; all given ones must match.
@@ -326,6 +363,10 @@ pub enum HistoryAction {
     RolledBack,
     /// The status changed.
     Transition,
+    /// The stale cascade flagged it.
+    MarkedStale,
+    /// Re-approval wrote a version with the same content on current sources.
+    Rebased,
 }
 
 impl HistoryAction {
@@ -335,6 +376,8 @@ impl HistoryAction {
             HistoryAction::ContentUpdated => "content_updated",
             HistoryAction::RolledBack => "rolled_back",
             HistoryAction::Transition => "transition",
+            HistoryAction::MarkedStale => "marked_stale",
+            HistoryAction::Rebased => "rebased",
         }
     }
 
@@ -344,6 +387,8 @@ impl HistoryAction {
             HistoryAction::ContentUpdated,
             HistoryAction::RolledBack,
             HistoryAction::Transition,
+            HistoryAction::MarkedStale,
+            HistoryAction::Rebased,
         ]
         .into_iter()
         .find(|a| a.as_str() == s)
@@ -364,4 +409,59 @@ pub struct HistoryEntry {
     pub trace_id: Option<String>,
     #[serde(with = "time::serde::rfc3339")]
     pub at: OffsetDateTime,
+}
+
+/// One artifact in a lineage.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct LineageNode {
+    pub artifact_id: ArtifactId,
+    #[serde(rename = "type")]
+    pub artifact_type: String,
+    pub title: String,
+    pub status: ArtifactStatus,
+    /// Upstream: the version that was used. Downstream: its latest version.
+    pub version: i64,
+    /// Its latest version.
+    pub latest_version: i64,
+    /// Steps from the artifact asked about (1: a direct source or consumer).
+    pub depth: i64,
+    /// The neighbour it is linked through, nearer the artifact asked about:
+    /// upstream, the version that used it; downstream, the version it was built on.
+    pub via: SourceRef,
+}
+
+/// What an artifact was built from and what was built from it.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Lineage {
+    pub artifact_id: ArtifactId,
+    pub version: i64,
+    /// Sources of its latest version, and theirs, at the versions used.
+    pub upstream: Vec<LineageNode>,
+    /// Artifacts whose latest version was built on it, and theirs.
+    pub downstream: Vec<LineageNode>,
+    /// Whether either list was cut at the limit.
+    pub truncated: bool,
+}
+
+/// A pack installed into the database.
+#[derive(Debug, Clone)]
+pub struct InstalledPack {
+    pub name: String,
+    pub version: String,
+    pub digest: String,
+    /// Every file of the pack by path.
+    pub files: std::collections::BTreeMap<String, String>,
+    pub installed_by: String,
+    pub installed_at: OffsetDateTime,
+}
+
+/// The deliverables chosen for an engagement's generation plan.
+#[derive(Debug, Clone)]
+pub struct PlanRecord {
+    pub engagement_id: EngagementId,
+    /// `None`: every job of the pack.
+    pub deliverables: Option<Vec<String>>,
+    pub created_by: String,
+    pub created_at: OffsetDateTime,
+    pub updated_at: OffsetDateTime,
 }

@@ -15,6 +15,8 @@ use sqlx::{FromRow, QueryBuilder};
 use time::{Date, OffsetDateTime};
 use uuid::Uuid;
 use waymark_domain::artifact::{ResolvedSource, SourceRef, inputs_hash};
+use waymark_domain::cascade::{self, Consumer, RootChange, StaleCause};
+use waymark_domain::gating;
 use waymark_domain::content::{ContentHash, content_hash};
 use waymark_domain::lifecycle::{self, ArtifactStatus};
 use waymark_domain::{ArtifactId, ClientId, EngagementId, FieldError, TokenId};
@@ -195,6 +197,170 @@ macro_rules! insert_version {
     }};
 }
 
+/// The current artifact of each type in an engagement, read inside the
+/// transaction (and, on PostgreSQL, share-locked so gating and the write agree).
+macro_rules! current_in_engagement {
+    ($tx:ident, $self:ident, $engagement:expr) => {{
+        let rows: Vec<CurrentRow> = sqlx::query_as(&format!(
+            "SELECT id, type, status, version FROM artifacts \
+             WHERE engagement_id = $1 AND status NOT IN ('cancelled', 'archived') \
+             ORDER BY id DESC{}",
+            $self.share_clause()
+        ))
+        .bind($engagement)
+        .fetch_all(&mut *$tx)
+        .await?;
+        let mut current: std::collections::HashMap<String, CurrentRow> = Default::default();
+        for r in rows {
+            current.entry(r.artifact_type.clone()).or_insert(r);
+        }
+        current
+    }};
+}
+
+/// The stale cascade from `$root`, inside the transaction: one recursive query
+/// finds the candidates, the domain decides, two set-based statements write.
+macro_rules! run_cascade {
+    ($tx:ident, $self:ident, $root:expr, $ctx:expr, $at:expr) => {{
+        let root: &RootChange = $root;
+        let rows: Vec<CascadeRow> = sqlx::query_as(CASCADE_CANDIDATES)
+            .bind(root.artifact_id.uuid())
+            .bind(root.to_version)
+            .fetch_all(&mut *$tx)
+            .await?;
+        let (consumers, info) = consumers_of(rows)?;
+        let marks = cascade::plan(root, &consumers);
+        let mut flagged = Vec::with_capacity(marks.len());
+        if !marks.is_empty() {
+            let payload: Vec<Value> = marks
+                .iter()
+                .map(|m| {
+                    serde_json::json!({
+                        "id": m.artifact_id.uuid().simple().to_string(),
+                        "reason": m.reason,
+                        "causes": m.causes,
+                        "from_status": m.from_status.as_str(),
+                        "version": info.get(&m.artifact_id).map(|i| i.1).unwrap_or(0),
+                        "history": cascade::reason(&m.new_causes),
+                    })
+                })
+                .collect();
+            let payload = Value::Array(payload).to_string();
+            let (mark_sql, history_sql) = $self.cascade_statements();
+            sqlx::query(mark_sql)
+                .bind(&payload)
+                .bind($at)
+                .execute(&mut *$tx)
+                .await?;
+            sqlx::query(history_sql)
+                .bind(&payload)
+                .bind($at)
+                .bind(&$ctx.actor)
+                .bind(&$ctx.trace_id)
+                .execute(&mut *$tx)
+                .await?;
+            for m in marks {
+                flagged.push(Flagged {
+                    artifact_type: info.get(&m.artifact_id).map(|i| i.0.clone()).unwrap_or_default(),
+                    artifact_id: m.artifact_id,
+                    reason: m.reason,
+                });
+            }
+        }
+        flagged
+    }};
+}
+
+#[derive(FromRow)]
+struct CurrentRow {
+    id: Uuid,
+    #[sqlx(rename = "type")]
+    artifact_type: String,
+    status: String,
+    version: i64,
+}
+
+/// Every artifact downstream of `$1` that can go stale, reached through the
+/// sources of latest versions (the first step only through versions older than
+/// `$2`), with all the sources of its latest version.
+const CASCADE_CANDIDATES: &str = "WITH RECURSIVE down(id) AS ( \
+       SELECT a.id FROM version_sources vs \
+       JOIN artifacts a ON a.id = vs.artifact_id AND a.version = vs.version \
+       WHERE vs.source_id = $1 AND vs.source_version < $2 AND a.id <> $1 \
+         AND a.status IN ('draft', 'in_review', 'approved', 'stale') \
+       UNION \
+       SELECT a.id FROM down \
+       JOIN version_sources vs ON vs.source_id = down.id \
+       JOIN artifacts a ON a.id = vs.artifact_id AND a.version = vs.version \
+       WHERE a.id <> $1 AND a.status IN ('draft', 'in_review', 'approved', 'stale') \
+     ) \
+     SELECT a.id, a.type, a.status, a.version, a.stale_causes, \
+            vs.source_id, s.type AS source_type, vs.source_version \
+     FROM down \
+     JOIN artifacts a ON a.id = down.id \
+     JOIN version_sources vs ON vs.artifact_id = a.id AND vs.version = a.version \
+     JOIN artifacts s ON s.id = vs.source_id \
+     ORDER BY a.id, vs.position";
+
+const SQLITE_MARK_STALE: &str = "UPDATE artifacts SET status = 'stale', \
+     stale_reason = m.value ->> 'reason', stale_causes = m.value ->> 'causes', updated_at = $2 \
+     FROM json_each($1) AS m WHERE artifacts.id = unhex(m.value ->> 'id')";
+const SQLITE_STALE_HISTORY: &str = "INSERT INTO artifact_history \
+     (artifact_id, at, actor, action, from_status, to_status, version, reason, trace_id) \
+     SELECT unhex(m.value ->> 'id'), $2, $3, 'marked_stale', m.value ->> 'from_status', 'stale', \
+            m.value ->> 'version', m.value ->> 'history', $4 \
+     FROM json_each($1) AS m ORDER BY m.key";
+const POSTGRES_MARK_STALE: &str = "UPDATE artifacts a SET status = 'stale', \
+     stale_reason = m.reason, stale_causes = m.causes, updated_at = $2 \
+     FROM jsonb_to_recordset($1::jsonb) AS m(id uuid, reason text, causes jsonb) \
+     WHERE a.id = m.id";
+const POSTGRES_STALE_HISTORY: &str = "INSERT INTO artifact_history \
+     (artifact_id, at, actor, action, from_status, to_status, version, reason, trace_id) \
+     SELECT m.id, $2, $3, 'marked_stale', m.from_status, 'stale', m.version, m.history, $4 \
+     FROM jsonb_to_recordset($1::jsonb) AS m(id uuid, from_status text, version bigint, history text)";
+
+#[derive(FromRow)]
+struct CascadeRow {
+    id: Uuid,
+    #[sqlx(rename = "type")]
+    artifact_type: String,
+    status: String,
+    version: i64,
+    stale_causes: Option<Json<Vec<StaleCause>>>,
+    source_id: Uuid,
+    source_type: String,
+    source_version: i64,
+}
+
+/// Groups the candidate rows (ordered by artifact) into consumers, with each
+/// one's type and latest version.
+fn consumers_of(
+    rows: Vec<CascadeRow>,
+) -> Result<(Vec<Consumer>, std::collections::HashMap<ArtifactId, (String, i64)>)> {
+    let mut consumers: Vec<Consumer> = Vec::new();
+    let mut info = std::collections::HashMap::new();
+    for r in rows {
+        let id = ArtifactId::from_uuid(r.id);
+        if consumers.last().map(|c| c.artifact_id) != Some(id) {
+            info.insert(id, (r.artifact_type.clone(), r.version));
+            consumers.push(Consumer {
+                artifact_id: id,
+                status: status(&r.status)?,
+                causes: r.stale_causes.map(|c| c.0).unwrap_or_default(),
+                sources: vec![],
+            });
+        }
+        if let Some(c) = consumers.last_mut() {
+            c.sources.push(cascade::Source {
+                artifact_id: ArtifactId::from_uuid(r.source_id),
+                artifact_type: r.source_type,
+                version: r.source_version,
+            });
+        }
+    }
+    Ok((consumers, info))
+}
+
 struct VersionInsert {
     artifact_id: Uuid,
     version: i64,
@@ -218,7 +384,7 @@ struct HistoryInsert {
 /// What a new version is made of.
 enum VersionInput {
     New(NewVersion),
-    Rollback(i64),
+    Rollback(i64, Option<Pipeline>),
 }
 
 /// Now, at the microsecond precision both databases keep.
@@ -354,13 +520,16 @@ struct SummaryRow {
     status: String,
     version: i64,
     content_hash: String,
+    stale_reason: Option<String>,
+    stale_causes: Option<Json<Vec<StaleCause>>>,
     created_by: String,
     created_at: OffsetDateTime,
     updated_at: OffsetDateTime,
 }
 
 const SUMMARY_COLUMNS: &str = "a.id, a.client_id, a.engagement_id, a.type, a.title, a.status, \
-     a.version, a.content_hash, a.created_by, a.created_at, a.updated_at";
+     a.version, a.content_hash, a.stale_reason, a.stale_causes, a.created_by, a.created_at, \
+     a.updated_at";
 
 impl TryFrom<SummaryRow> for ArtifactSummary {
     type Error = StoreError;
@@ -374,6 +543,8 @@ impl TryFrom<SummaryRow> for ArtifactSummary {
             status: status(&r.status)?,
             version: r.version,
             content_hash: r.content_hash,
+            stale_reason: r.stale_reason,
+            stale_causes: r.stale_causes.map(|c| c.0).unwrap_or_default(),
             created_by: r.created_by,
             created_at: r.created_at,
             updated_at: r.updated_at,
@@ -508,11 +679,17 @@ impl TryFrom<TokenRow> for TokenRecord {
 #[derive(FromRow)]
 struct LockedArtifact {
     client_id: Uuid,
+    engagement_id: Option<Uuid>,
     #[sqlx(rename = "type")]
     artifact_type: String,
     status: String,
     version: i64,
+    content_hash: String,
 }
+
+/// Locks an artifact's row for a writer (SQLite has one writer and needs no lock).
+const LOCK_ARTIFACT: &str = "SELECT client_id, engagement_id, type, status, version, content_hash \
+     FROM artifacts WHERE id = $1";
 
 impl SqlStore {
     pub(crate) fn new(db: Db) -> Self {
@@ -535,18 +712,29 @@ impl SqlStore {
         }
     }
 
+    fn share_clause(&self) -> &'static str {
+        match self.db {
+            Db::Sqlite { .. } => "",
+            Db::Postgres { .. } => " FOR SHARE",
+        }
+    }
+
+    fn cascade_statements(&self) -> (&'static str, &'static str) {
+        match self.db {
+            Db::Sqlite { .. } => (SQLITE_MARK_STALE, SQLITE_STALE_HISTORY),
+            Db::Postgres { .. } => (POSTGRES_MARK_STALE, POSTGRES_STALE_HISTORY),
+        }
+    }
+
     async fn write_version(
         &self,
         id: ArtifactId,
         expected_version: i64,
         input: VersionInput,
         ctx: &WriteContext,
-    ) -> Result<Artifact> {
-        let lock = format!(
-            "SELECT client_id, type, status, version FROM artifacts WHERE id = $1{}",
-            self.lock_clause()
-        );
-        on_writer!(self, |p| {
+    ) -> Result<Written> {
+        let lock = format!("{LOCK_ARTIFACT}{}", self.lock_clause());
+        let flagged = on_writer!(self, |p| {
             let mut tx = p.begin().await?;
             let current: LockedArtifact = sqlx::query_as(&lock)
                 .bind(id.uuid())
@@ -562,11 +750,22 @@ impl SqlStore {
             let st = status(&current.status)?;
             lifecycle::check_editable(st)?;
 
-            let (content, sources, note, provenance, action) = match input {
+            let (content, sources, note, provenance, action, pipeline) = match input {
                 VersionInput::New(new) => {
-                    let sources = match new.sources {
-                        Some(s) => s,
-                        None => {
+                    let sources = match (new.sources, &new.pipeline, current.engagement_id) {
+                        (Some(s), _, _) => s,
+                        (None, Some(pipe), Some(eng)) if !pipe.requires.is_empty() => {
+                            let upstream = current_in_engagement!(tx, self, eng);
+                            pipe.requires
+                                .iter()
+                                .filter_map(|t| upstream.get(t))
+                                .map(|c| SourceRef {
+                                    artifact_id: ArtifactId::from_uuid(c.id),
+                                    version: c.version,
+                                })
+                                .collect()
+                        }
+                        _ => {
                             let rows: Vec<SourceRow> = sqlx::query_as(SOURCES_OF_VERSION)
                                 .bind(id.uuid())
                                 .bind(current.version)
@@ -581,9 +780,10 @@ impl SqlStore {
                         new.note,
                         new.provenance,
                         HistoryAction::ContentUpdated,
+                        new.pipeline,
                     )
                 }
-                VersionInput::Rollback(to) => {
+                VersionInput::Rollback(to, pipeline) => {
                     let old: VersionRow = sqlx::query_as(&format!(
                         "SELECT {VERSION_COLUMNS} FROM artifact_versions \
                          WHERE artifact_id = $1 AND version = $2"
@@ -613,9 +813,11 @@ impl SqlStore {
                         Some(format!("Rolled back to version {to}")),
                         old.provenance,
                         HistoryAction::RolledBack,
+                        pipeline,
                     )
                 }
             };
+            let generator = pipeline.map(|p| p.generator).unwrap_or(Value::Null);
             let resolved = resolve_sources!(tx, current.client_id, sources);
             let hash = content_hash(&content);
             let at = now();
@@ -623,8 +825,7 @@ impl SqlStore {
             let v = VersionInsert {
                 artifact_id: id.uuid(),
                 version,
-                inputs_hash: inputs_hash(&current.artifact_type, &Value::Null, &resolved)
-                    .to_string(),
+                inputs_hash: inputs_hash(&current.artifact_type, &generator, &resolved).to_string(),
                 content_hash: hash.to_string(),
                 content,
                 provenance,
@@ -640,18 +841,54 @@ impl SqlStore {
                 trace_id: ctx.trace_id.clone(),
             };
             insert_version!(tx, &v, resolved, &h);
+            let new_status = if st == ArtifactStatus::Stale {
+                ArtifactStatus::Draft
+            } else {
+                st
+            };
             sqlx::query(
-                "UPDATE artifacts SET version = $2, content_hash = $3, updated_at = $4 WHERE id = $1",
+                "UPDATE artifacts SET version = $2, content_hash = $3, updated_at = $4, status = $5, \
+                 stale_reason = NULL, stale_causes = NULL WHERE id = $1",
             )
             .bind(id.uuid())
             .bind(version)
             .bind(hash.as_str())
             .bind(at)
+            .bind(new_status.as_str())
             .execute(&mut *tx)
             .await?;
+            if new_status != st {
+                sqlx::query(INSERT_HISTORY)
+                    .bind(id.uuid())
+                    .bind(at)
+                    .bind(&ctx.actor)
+                    .bind(HistoryAction::Transition.as_str())
+                    .bind(st.as_str())
+                    .bind(new_status.as_str())
+                    .bind(version)
+                    .bind("New content written; it needs approving again")
+                    .bind(&ctx.trace_id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            let flagged = if hash.as_str() != current.content_hash {
+                let root = RootChange {
+                    artifact_id: id,
+                    artifact_type: current.artifact_type.clone(),
+                    from_version: current.version,
+                    to_version: version,
+                };
+                run_cascade!(tx, self, &root, ctx, at)
+            } else {
+                Vec::new()
+            };
             tx.commit().await?;
+            flagged
         });
-        self.get_artifact(id).await
+        Ok(Written {
+            artifact: self.get_artifact(id).await?,
+            flagged,
+        })
     }
 
     async fn sources_of(&self, id: Uuid, from: i64, to: i64) -> Result<Vec<SourceRow>> {
@@ -1084,7 +1321,33 @@ impl Store for SqlStore {
                         .into());
                     }
                 }
-                let resolved = resolve_sources!(tx, new.client_id.uuid(), new.sources);
+                let mut sources = new.sources.clone().unwrap_or_default();
+                if let (Some(pipe), Some(eng)) = (&new.pipeline, new.engagement_id) {
+                    let upstream = current_in_engagement!(tx, self, eng.uuid());
+                    let gate = gating::evaluate(&new.artifact_type, &pipe.requires, |t| {
+                        upstream.get(t).and_then(|c| status(&c.status).ok())
+                    });
+                    if !gate.allowed {
+                        return Err(StoreError::Gated(gate));
+                    }
+                    if new.sources.is_none() {
+                        sources = pipe
+                            .requires
+                            .iter()
+                            .filter_map(|t| upstream.get(t))
+                            .map(|c| SourceRef {
+                                artifact_id: ArtifactId::from_uuid(c.id),
+                                version: c.version,
+                            })
+                            .collect();
+                    }
+                }
+                let generator = new
+                    .pipeline
+                    .as_ref()
+                    .map(|p| p.generator.clone())
+                    .unwrap_or(Value::Null);
+                let resolved = resolve_sources!(tx, new.client_id.uuid(), sources);
                 let hash = content_hash(&new.content);
                 sqlx::query(
                     "INSERT INTO artifacts (id, client_id, engagement_id, type, title, status, version, \
@@ -1107,7 +1370,7 @@ impl Store for SqlStore {
                     version: 1,
                     content: new.content.clone(),
                     content_hash: hash.to_string(),
-                    inputs_hash: inputs_hash(&new.artifact_type, &Value::Null, &resolved)
+                    inputs_hash: inputs_hash(&new.artifact_type, &generator, &resolved)
                         .to_string(),
                     provenance: new.provenance.clone(),
                     author: ctx.actor.clone(),
@@ -1212,7 +1475,7 @@ impl Store for SqlStore {
         expected_version: i64,
         write: NewVersion,
         ctx: &WriteContext,
-    ) -> Result<Artifact> {
+    ) -> Result<Written> {
         self.write_version(id, expected_version, VersionInput::New(write), ctx)
             .await
     }
@@ -1222,12 +1485,13 @@ impl Store for SqlStore {
         id: ArtifactId,
         expected_version: i64,
         to_version: i64,
+        pipeline: Option<Pipeline>,
         ctx: &WriteContext,
-    ) -> Result<Artifact> {
+    ) -> Result<Written> {
         self.write_version(
             id,
             expected_version,
-            VersionInput::Rollback(to_version),
+            VersionInput::Rollback(to_version, pipeline),
             ctx,
         )
         .await
@@ -1289,12 +1553,10 @@ impl Store for SqlStore {
         id: ArtifactId,
         to: ArtifactStatus,
         reason: Option<String>,
+        pipeline: Option<Pipeline>,
         ctx: &WriteContext,
     ) -> Result<Artifact> {
-        let lock = format!(
-            "SELECT client_id, type, status, version FROM artifacts WHERE id = $1{}",
-            self.lock_clause()
-        );
+        let lock = format!("{LOCK_ARTIFACT}{}", self.lock_clause());
         on_writer!(self, |p| {
             let mut tx = p.begin().await?;
             let current: LockedArtifact = sqlx::query_as(&lock)
@@ -1305,12 +1567,75 @@ impl Store for SqlStore {
             let from = status(&current.status)?;
             lifecycle::check_transition(from, to)?;
             let at = now();
-            sqlx::query("UPDATE artifacts SET status = $2, updated_at = $3 WHERE id = $1")
-                .bind(id.uuid())
-                .bind(to.as_str())
-                .bind(at)
-                .execute(&mut *tx)
-                .await?;
+            let mut version = current.version;
+            if from == ArtifactStatus::Stale && to == ArtifactStatus::Approved {
+                // Re-approval: the same content, built on the latest version of each source.
+                let rows: Vec<SourceRow> = sqlx::query_as(SOURCES_OF_VERSION)
+                    .bind(id.uuid())
+                    .bind(current.version)
+                    .fetch_all(&mut *tx)
+                    .await?;
+                let mut rebased = Vec::with_capacity(rows.len());
+                let mut moved = Vec::new();
+                for r in &rows {
+                    let (latest, ty): (i64, String) =
+                        sqlx::query_as("SELECT version, type FROM artifacts WHERE id = $1")
+                            .bind(r.source_id)
+                            .fetch_one(&mut *tx)
+                            .await?;
+                    if latest != r.source_version {
+                        moved.push(format!("{ty} v{} -> v{latest}", r.source_version));
+                    }
+                    rebased.push(SourceRef {
+                        artifact_id: ArtifactId::from_uuid(r.source_id),
+                        version: latest,
+                    });
+                }
+                if !moved.is_empty() {
+                    let old: VersionRow = sqlx::query_as(&format!(
+                        "SELECT {VERSION_COLUMNS} FROM artifact_versions \
+                         WHERE artifact_id = $1 AND version = $2"
+                    ))
+                    .bind(id.uuid())
+                    .bind(current.version)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                    let resolved = resolve_sources!(tx, current.client_id, rebased);
+                    let generator = pipeline.map(|p| p.generator).unwrap_or(Value::Null);
+                    version += 1;
+                    let note = format!("Re-approved; sources re-based: {}", moved.join(", "));
+                    let v = VersionInsert {
+                        artifact_id: id.uuid(),
+                        version,
+                        inputs_hash: inputs_hash(&current.artifact_type, &generator, &resolved)
+                            .to_string(),
+                        content_hash: old.content_hash.clone(),
+                        content: old.content.0,
+                        provenance: old.provenance,
+                        author: ctx.actor.clone(),
+                        note: Some(note.clone()),
+                        at,
+                    };
+                    let h = HistoryInsert {
+                        action: HistoryAction::Rebased,
+                        from: None,
+                        to: None,
+                        reason: Some(note),
+                        trace_id: ctx.trace_id.clone(),
+                    };
+                    insert_version!(tx, &v, resolved, &h);
+                }
+            }
+            sqlx::query(
+                "UPDATE artifacts SET status = $2, updated_at = $3, version = $4, \
+                 stale_reason = NULL, stale_causes = NULL WHERE id = $1",
+            )
+            .bind(id.uuid())
+            .bind(to.as_str())
+            .bind(at)
+            .bind(version)
+            .execute(&mut *tx)
+            .await?;
             sqlx::query(INSERT_HISTORY)
                 .bind(id.uuid())
                 .bind(at)
@@ -1318,7 +1643,7 @@ impl Store for SqlStore {
                 .bind(HistoryAction::Transition.as_str())
                 .bind(from.as_str())
                 .bind(to.as_str())
-                .bind(current.version)
+                .bind(version)
                 .bind(&reason)
                 .bind(&ctx.trace_id)
                 .execute(&mut *tx)
@@ -1347,5 +1672,307 @@ impl Store for SqlStore {
             .map(HistoryEntry::try_from)
             .collect::<Result<Vec<_>>>()?;
         Ok(paginate(rows, &page, |h| h.seq.to_string()))
+    }
+
+    async fn lineage(&self, id: ArtifactId, limit: usize) -> Result<Lineage> {
+        let version = self.get_artifact_version(id).await?;
+        let (up, down): (Vec<UpRow>, Vec<DownRow>) = on_reader!(self, |p| {
+            let up = sqlx::query_as(LINEAGE_UPSTREAM)
+                .bind(id.uuid())
+                .bind(version)
+                .fetch_all(p)
+                .await?;
+            let down = sqlx::query_as(LINEAGE_DOWNSTREAM)
+                .bind(id.uuid())
+                .fetch_all(p)
+                .await?;
+            (up, down)
+        });
+        let root = (id.uuid(), version);
+        // Upstream nodes are (artifact, version) pairs; depth by breadth-first search.
+        let mut up_nodes = Vec::new();
+        let mut depth_of: std::collections::HashMap<(Uuid, i64), i64> =
+            std::collections::HashMap::from([(root, 0)]);
+        let mut frontier = vec![root];
+        let mut d = 0;
+        while !frontier.is_empty() && up_nodes.len() <= limit {
+            d += 1;
+            let mut next = Vec::new();
+            for r in up.iter().filter(|r| frontier.contains(&(r.via_id, r.via_version))) {
+                let key = (r.source_id, r.source_version);
+                if depth_of.contains_key(&key) {
+                    continue;
+                }
+                depth_of.insert(key, d);
+                next.push(key);
+                up_nodes.push(LineageNode {
+                    artifact_id: ArtifactId::from_uuid(r.source_id),
+                    artifact_type: r.artifact_type.clone(),
+                    title: r.title.clone(),
+                    status: status(&r.status)?,
+                    version: r.source_version,
+                    latest_version: r.latest_version,
+                    depth: d,
+                    via: SourceRef {
+                        artifact_id: ArtifactId::from_uuid(r.via_id),
+                        version: r.via_version,
+                    },
+                });
+            }
+            frontier = next;
+        }
+        // Downstream nodes are artifacts at their latest version.
+        let mut down_nodes = Vec::new();
+        let mut seen: std::collections::HashSet<Uuid> = std::collections::HashSet::from([root.0]);
+        let mut frontier = vec![root.0];
+        let mut d = 0;
+        while !frontier.is_empty() && down_nodes.len() <= limit {
+            d += 1;
+            let current: std::collections::HashSet<Uuid> = frontier.iter().copied().collect();
+            let mut next = Vec::new();
+            for r in down.iter().filter(|r| current.contains(&r.via_id)) {
+                if !seen.insert(r.id) {
+                    continue;
+                }
+                next.push(r.id);
+                down_nodes.push(LineageNode {
+                    artifact_id: ArtifactId::from_uuid(r.id),
+                    artifact_type: r.artifact_type.clone(),
+                    title: r.title.clone(),
+                    status: status(&r.status)?,
+                    version: r.version,
+                    latest_version: r.version,
+                    depth: d,
+                    via: SourceRef {
+                        artifact_id: ArtifactId::from_uuid(r.via_id),
+                        version: r.via_version,
+                    },
+                });
+            }
+            frontier = next;
+        }
+        let truncated = up_nodes.len() > limit || down_nodes.len() > limit;
+        up_nodes.truncate(limit);
+        down_nodes.truncate(limit);
+        Ok(Lineage {
+            artifact_id: id,
+            version,
+            upstream: up_nodes,
+            downstream: down_nodes,
+            truncated,
+        })
+    }
+
+    async fn current_artifacts(&self, engagement_id: EngagementId) -> Result<Vec<ArtifactSummary>> {
+        let rows: Vec<SummaryRow> = on_reader!(self, |p| {
+            sqlx::query_as(&format!(
+                "SELECT {SUMMARY_COLUMNS} FROM artifacts a WHERE a.engagement_id = $1 \
+                 AND a.status NOT IN ('cancelled', 'archived') ORDER BY a.id DESC"
+            ))
+            .bind(engagement_id.uuid())
+            .fetch_all(p)
+            .await?
+        });
+        let mut seen = std::collections::HashSet::new();
+        rows.into_iter()
+            .filter(|r| seen.insert(r.artifact_type.clone()))
+            .map(ArtifactSummary::try_from)
+            .collect()
+    }
+
+    async fn save_plan(
+        &self,
+        engagement_id: EngagementId,
+        deliverables: Option<Vec<String>>,
+        ctx: &WriteContext,
+    ) -> Result<PlanRecord> {
+        let at = now();
+        on_writer!(self, |p| {
+            sqlx::query(
+                "INSERT INTO generation_plans (engagement_id, deliverables, created_by, created_at, updated_at) \
+                 VALUES ($1, $2, $3, $4, $4) \
+                 ON CONFLICT (engagement_id) DO UPDATE SET deliverables = excluded.deliverables, \
+                 updated_at = excluded.updated_at",
+            )
+            .bind(engagement_id.uuid())
+            .bind(deliverables.as_ref().map(Json))
+            .bind(&ctx.actor)
+            .bind(at)
+            .execute(p)
+            .await?;
+        });
+        self.get_plan(engagement_id)
+            .await?
+            .ok_or_else(|| not_found("plan", engagement_id))
+    }
+
+    async fn get_plan(&self, engagement_id: EngagementId) -> Result<Option<PlanRecord>> {
+        let row: Option<PlanRow> = on_reader!(self, |p| {
+            sqlx::query_as(
+                "SELECT engagement_id, deliverables, created_by, created_at, updated_at \
+                 FROM generation_plans WHERE engagement_id = $1",
+            )
+            .bind(engagement_id.uuid())
+            .fetch_optional(p)
+            .await?
+        });
+        Ok(row.map(|r| PlanRecord {
+            engagement_id: EngagementId::from_uuid(r.engagement_id),
+            deliverables: r.deliverables.map(|d| d.0),
+            created_by: r.created_by,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+        }))
+    }
+
+    async fn install_pack(&self, pack: InstalledPack) -> Result<()> {
+        on_writer!(self, |p| {
+            sqlx::query(
+                "INSERT INTO installed_packs (name, version, digest, files, installed_by, installed_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6) \
+                 ON CONFLICT (name) DO UPDATE SET version = excluded.version, digest = excluded.digest, \
+                 files = excluded.files, installed_by = excluded.installed_by, \
+                 installed_at = excluded.installed_at",
+            )
+            .bind(&pack.name)
+            .bind(&pack.version)
+            .bind(&pack.digest)
+            .bind(Json(&pack.files))
+            .bind(&pack.installed_by)
+            .bind(pack.installed_at)
+            .execute(p)
+            .await?;
+        });
+        Ok(())
+    }
+
+    async fn installed_pack(&self, name: &str) -> Result<Option<InstalledPack>> {
+        let row: Option<PackRow> = on_reader!(self, |p| {
+            sqlx::query_as(&format!("SELECT {PACK_COLUMNS} FROM installed_packs WHERE name = $1"))
+                .bind(name)
+                .fetch_optional(p)
+                .await?
+        });
+        Ok(row.map(InstalledPack::from))
+    }
+
+    async fn installed_pack_digest(&self, name: &str) -> Result<Option<String>> {
+        let row: Option<(String,)> = on_reader!(self, |p| {
+            sqlx::query_as("SELECT digest FROM installed_packs WHERE name = $1")
+                .bind(name)
+                .fetch_optional(p)
+                .await?
+        });
+        Ok(row.map(|r| r.0))
+    }
+
+    async fn list_installed_packs(&self) -> Result<Vec<InstalledPack>> {
+        let rows: Vec<PackRow> = on_reader!(self, |p| {
+            sqlx::query_as(&format!("SELECT {PACK_COLUMNS} FROM installed_packs ORDER BY name"))
+                .fetch_all(p)
+                .await?
+        });
+        Ok(rows.into_iter().map(InstalledPack::from).collect())
+    }
+}
+
+impl SqlStore {
+    async fn get_artifact_version(&self, id: ArtifactId) -> Result<i64> {
+        let found: Option<(i64,)> = on_reader!(self, |p| {
+            sqlx::query_as("SELECT version FROM artifacts WHERE id = $1")
+                .bind(id.uuid())
+                .fetch_optional(p)
+                .await?
+        });
+        found.map(|v| v.0).ok_or_else(|| not_found("artifact", id))
+    }
+}
+
+/// Every source edge upstream of version `$2` of `$1`, at the exact versions used.
+const LINEAGE_UPSTREAM: &str = "WITH RECURSIVE up(id, version) AS ( \
+       SELECT source_id, source_version FROM version_sources WHERE artifact_id = $1 AND version = $2 \
+       UNION \
+       SELECT vs.source_id, vs.source_version FROM up \
+       JOIN version_sources vs ON vs.artifact_id = up.id AND vs.version = up.version \
+     ) \
+     SELECT vs.artifact_id AS via_id, vs.version AS via_version, vs.source_id, vs.source_version, \
+            a.type, a.title, a.status, a.version AS latest_version \
+     FROM version_sources vs JOIN artifacts a ON a.id = vs.source_id \
+     WHERE (vs.artifact_id = $1 AND vs.version = $2) \
+        OR EXISTS (SELECT 1 FROM up WHERE up.id = vs.artifact_id AND up.version = vs.version) \
+     ORDER BY vs.artifact_id, vs.version, vs.position";
+
+/// Every artifact whose latest version was built on `$1`, or on one of those,
+/// with the edges of its latest version inside that set.
+const LINEAGE_DOWNSTREAM: &str = "WITH RECURSIVE down(id) AS ( \
+       SELECT a.id FROM version_sources vs \
+       JOIN artifacts a ON a.id = vs.artifact_id AND a.version = vs.version WHERE vs.source_id = $1 \
+       UNION \
+       SELECT a.id FROM down JOIN version_sources vs ON vs.source_id = down.id \
+       JOIN artifacts a ON a.id = vs.artifact_id AND a.version = vs.version \
+     ) \
+     SELECT a.id, a.type, a.title, a.status, a.version, vs.source_id AS via_id, \
+            vs.source_version AS via_version \
+     FROM down JOIN artifacts a ON a.id = down.id \
+     JOIN version_sources vs ON vs.artifact_id = a.id AND vs.version = a.version \
+     WHERE vs.source_id = $1 OR vs.source_id IN (SELECT id FROM down) \
+     ORDER BY a.id, vs.position";
+
+#[derive(FromRow)]
+struct UpRow {
+    via_id: Uuid,
+    via_version: i64,
+    source_id: Uuid,
+    source_version: i64,
+    #[sqlx(rename = "type")]
+    artifact_type: String,
+    title: String,
+    status: String,
+    latest_version: i64,
+}
+
+#[derive(FromRow)]
+struct DownRow {
+    id: Uuid,
+    #[sqlx(rename = "type")]
+    artifact_type: String,
+    title: String,
+    status: String,
+    version: i64,
+    via_id: Uuid,
+    via_version: i64,
+}
+
+#[derive(FromRow)]
+struct PlanRow {
+    engagement_id: Uuid,
+    deliverables: Option<Json<Vec<String>>>,
+    created_by: String,
+    created_at: OffsetDateTime,
+    updated_at: OffsetDateTime,
+}
+
+const PACK_COLUMNS: &str = "name, version, digest, files, installed_by, installed_at";
+
+#[derive(FromRow)]
+struct PackRow {
+    name: String,
+    version: String,
+    digest: String,
+    files: Json<std::collections::BTreeMap<String, String>>,
+    installed_by: String,
+    installed_at: OffsetDateTime,
+}
+
+impl From<PackRow> for InstalledPack {
+    fn from(r: PackRow) -> Self {
+        InstalledPack {
+            name: r.name,
+            version: r.version,
+            digest: r.digest,
+            files: r.files.0,
+            installed_by: r.installed_by,
+            installed_at: r.installed_at,
+        }
     }
 }

@@ -45,6 +45,13 @@ contract!(
     idempotency_keys_replay_or_refuse,
     tokens_are_found_by_hash_and_rotated,
     concurrent_writers_one_wins_per_version,
+    gating_refuses_locked_types_and_defaults_sources,
+    stale_cascade_flags_downstream_transitively,
+    unchanged_content_flags_nothing,
+    reapproval_rebases_sources,
+    new_content_clears_stale,
+    lineage_walks_both_ways,
+    plans_and_installed_packs_round_trip,
 );
 
 fn ctx() -> WriteContext {
@@ -76,9 +83,10 @@ fn new_artifact(client_id: ClientId, ty: &str, content: serde_json::Value) -> Ne
         artifact_type: ty.into(),
         title: format!("{ty} doc"),
         content,
-        sources: vec![],
+        sources: None,
         note: None,
         provenance: "human".into(),
+        pipeline: None,
     }
 }
 
@@ -88,6 +96,7 @@ fn edit(content: serde_json::Value) -> NewVersion {
         sources: None,
         note: None,
         provenance: "human".into(),
+        pipeline: None,
     }
 }
 
@@ -252,8 +261,8 @@ async fn artifact_versions_are_gap_free_and_guarded(db: &TestDb) {
             .write_content(a.summary.id, v - 1, edit(json!({"v": v})), &ctx())
             .await
             .unwrap();
-        assert_eq!(got.summary.version, v);
-        assert_eq!(got.content, json!({"v": v}));
+        assert_eq!(got.artifact.summary.version, v);
+        assert_eq!(got.artifact.content, json!({"v": v}));
     }
     // A stale version is refused and changes nothing.
     let stale = s
@@ -320,7 +329,7 @@ async fn artifact_versions_are_gap_free_and_guarded(db: &TestDb) {
 
     // Approved content is not editable.
     for to in [ArtifactStatus::InReview, ArtifactStatus::Approved] {
-        s.transition(a.summary.id, to, None, &ctx()).await.unwrap();
+        s.transition(a.summary.id, to, None, None, &ctx()).await.unwrap();
     }
     let refused = s
         .write_content(a.summary.id, 4, edit(json!({"v": 5})), &ctx())
@@ -370,7 +379,7 @@ async fn transitions_follow_the_lifecycle(db: &TestDb) {
         .summary
         .id;
     let refused = s
-        .transition(id, ArtifactStatus::Approved, None, &ctx())
+        .transition(id, ArtifactStatus::Approved, None, None, &ctx())
         .await;
     match refused {
         Err(StoreError::Transition(t)) => assert_eq!(
@@ -384,7 +393,7 @@ async fn transitions_follow_the_lifecycle(db: &TestDb) {
         other => panic!("expected a refused transition, got {other:?}"),
     }
     assert!(matches!(
-        s.transition(id, ArtifactStatus::Stale, None, &ctx()).await,
+        s.transition(id, ArtifactStatus::Stale, None, None, &ctx()).await,
         Err(StoreError::Transition(_))
     ));
     let mut w = ctx();
@@ -393,11 +402,12 @@ async fn transitions_follow_the_lifecycle(db: &TestDb) {
         id,
         ArtifactStatus::InReview,
         Some("ready for the client".into()),
+        None,
         &w,
     )
     .await
     .unwrap();
-    s.transition(id, ArtifactStatus::Draft, Some("withdrawn".into()), &w)
+    s.transition(id, ArtifactStatus::Draft, Some("withdrawn".into()), None, &w)
         .await
         .unwrap();
     let h = s.history(id, PageRequest::default()).await.unwrap().items;
@@ -453,19 +463,19 @@ async fn rollback_writes_a_new_version(db: &TestDb) {
     s.write_content(id, 2, edit(json!({"step": 3})), &ctx())
         .await
         .unwrap();
-    let back = s.rollback(id, 3, 1, &ctx()).await.unwrap();
-    assert_eq!(back.summary.version, 4);
-    assert_eq!(back.content, json!({"step": 1}));
+    let back = s.rollback(id, 3, 1, None, &ctx()).await.unwrap();
+    assert_eq!(back.artifact.summary.version, 4);
+    assert_eq!(back.artifact.content, json!({"step": 1}));
     assert_eq!(
-        back.summary.content_hash,
+        back.artifact.summary.content_hash,
         s.get_version(id, 1).await.unwrap().content_hash
     );
-    assert_eq!(back.note.as_deref(), Some("Rolled back to version 1"));
+    assert_eq!(back.artifact.note.as_deref(), Some("Rolled back to version 1"));
     assert!(
-        matches!(s.rollback(id, 4, 9, &ctx()).await, Err(StoreError::Invalid(ref f)) if f.pointer == "/to_version")
+        matches!(s.rollback(id, 4, 9, None, &ctx()).await, Err(StoreError::Invalid(ref f)) if f.pointer == "/to_version")
     );
     assert!(matches!(
-        s.rollback(id, 3, 1, &ctx()).await,
+        s.rollback(id, 3, 1, None, &ctx()).await,
         Err(StoreError::VersionMismatch { .. })
     ));
     let h = s.history(id, PageRequest::default()).await.unwrap().items;
@@ -493,7 +503,7 @@ async fn sources_are_checked_and_kept(db: &TestDb) {
     };
 
     let mut strat = new_artifact(a, "strategy", json!({"s": 1}));
-    strat.sources = vec![src];
+    strat.sources = Some(vec![src]);
     let strat = s.create_artifact(strat, &ctx()).await.unwrap().record;
     assert_eq!(strat.sources, vec![src]);
     let plain = s
@@ -511,15 +521,15 @@ async fn sources_are_checked_and_kept(db: &TestDb) {
         .write_content(strat.summary.id, 1, edit(json!({"s": 2})), &ctx())
         .await
         .unwrap();
-    assert_eq!(edited.sources, vec![src]);
-    assert_eq!(edited.inputs_hash, strat.inputs_hash);
+    assert_eq!(edited.artifact.sources, vec![src]);
+    assert_eq!(edited.artifact.inputs_hash, strat.inputs_hash);
     let mut cleared = edit(json!({"s": 3}));
     cleared.sources = Some(vec![]);
     assert!(
         s.write_content(strat.summary.id, 2, cleared, &ctx())
             .await
             .unwrap()
-            .sources
+            .artifact.sources
             .is_empty()
     );
     assert_eq!(
@@ -542,7 +552,7 @@ async fn sources_are_checked_and_kept(db: &TestDb) {
         },
     ] {
         let mut x = new_artifact(a, "strategy", json!({}));
-        x.sources = vec![bad];
+        x.sources = Some(vec![bad]);
         assert!(
             matches!(s.create_artifact(x, &ctx()).await, Err(StoreError::Invalid(ref f)) if f.pointer == "/sources/0")
         );
@@ -586,7 +596,7 @@ async fn artifact_list_filters(db: &TestDb) {
     s.create_artifact(new_artifact(b, "intake", json!({})), &ctx())
         .await
         .unwrap();
-    s.transition(second, ArtifactStatus::InReview, None, &ctx())
+    s.transition(second, ArtifactStatus::InReview, None, None, &ctx())
         .await
         .unwrap();
 
@@ -843,7 +853,7 @@ async fn concurrent_writers_one_wins_per_version(db: &TestDb) {
                 loop {
                     let v = s.get_artifact(id).await.unwrap().summary.version;
                     match s.write_content(id, v, edit(json!({"n": i})), &ctx()).await {
-                        Ok(a) => return a.summary.version,
+                        Ok(a) => return a.artifact.summary.version,
                         Err(StoreError::VersionMismatch { .. }) => continue,
                         Err(e) => panic!("unexpected error {e:?}"),
                     }
@@ -872,4 +882,284 @@ async fn concurrent_writers_one_wins_per_version(db: &TestDb) {
         all.iter().map(|v| v.version).collect::<Vec<_>>(),
         (1..=22).collect::<Vec<i64>>()
     );
+}
+
+// --- pipelines ----------------------------------------------------------------
+
+fn pipe(requires: &[&str]) -> Option<Pipeline> {
+    Some(Pipeline {
+        requires: requires.iter().map(|r| (*r).into()).collect(),
+        generator: json!({"parameters": {"temperature": 0.2}}),
+    })
+}
+
+async fn engagement(s: &dyn Store, client_id: ClientId) -> waymark_domain::EngagementId {
+    s.create_engagement(
+        NewEngagement {
+            client_id,
+            name: "Launch".into(),
+            pack: "marketing-engagement".into(),
+        },
+        &ctx(),
+    )
+    .await
+    .unwrap()
+    .record
+    .id
+}
+
+async fn in_pipeline(
+    s: &dyn Store,
+    client_id: ClientId,
+    eng: waymark_domain::EngagementId,
+    ty: &str,
+    requires: &[&str],
+) -> Result<Artifact> {
+    let mut new = new_artifact(client_id, ty, json!({"about": ty}));
+    new.engagement_id = Some(eng);
+    new.pipeline = pipe(requires);
+    s.create_artifact(new, &ctx()).await.map(|c| c.record)
+}
+
+async fn approve(s: &dyn Store, id: ArtifactId) -> Artifact {
+    s.transition(id, ArtifactStatus::InReview, None, None, &ctx())
+        .await
+        .unwrap();
+    s.transition(id, ArtifactStatus::Approved, None, None, &ctx())
+        .await
+        .unwrap()
+}
+
+/// intake -> strategy -> creatives, all approved.
+async fn approved_chain(s: &dyn Store) -> (Artifact, Artifact, Artifact) {
+    let c = client(s, "Acme").await;
+    let e = engagement(s, c).await;
+    let intake = in_pipeline(s, c, e, "intake", &[]).await.unwrap();
+    approve(s, intake.summary.id).await;
+    let strategy = in_pipeline(s, c, e, "strategy", &["intake"]).await.unwrap();
+    approve(s, strategy.summary.id).await;
+    let creatives = in_pipeline(s, c, e, "creatives", &["strategy"]).await.unwrap();
+    let creatives = approve(s, creatives.summary.id).await;
+    (intake, s.get_artifact(strategy.summary.id).await.unwrap(), creatives)
+}
+
+async fn reopen_and_edit(s: &dyn Store, a: &Artifact, content: serde_json::Value) -> Written {
+    s.transition(a.summary.id, ArtifactStatus::Draft, Some("changes".into()), None, &ctx())
+        .await
+        .unwrap();
+    s.write_content(a.summary.id, a.summary.version, edit(content), &ctx())
+        .await
+        .unwrap()
+}
+
+async fn gating_refuses_locked_types_and_defaults_sources(db: &TestDb) {
+    let s = store(db);
+    let c = client(&*s, "Acme").await;
+    let e = engagement(&*s, c).await;
+    let refused = in_pipeline(&*s, c, e, "strategy", &["intake"]).await;
+    match refused {
+        Err(StoreError::Gated(g)) => {
+            assert_eq!(g.artifact_type, "strategy");
+            assert_eq!(g.reasons, ["intake (missing)"]);
+        }
+        other => panic!("expected gating, got {other:?}"),
+    }
+    let intake = in_pipeline(&*s, c, e, "intake", &[]).await.unwrap();
+    match in_pipeline(&*s, c, e, "strategy", &["intake"]).await {
+        Err(StoreError::Gated(g)) => assert_eq!(g.reasons, ["intake (draft - must be approved)"]),
+        other => panic!("expected gating, got {other:?}"),
+    }
+    let none = s
+        .list_artifacts(
+            ArtifactFilter {
+                artifact_type: Some("strategy".into()),
+                ..Default::default()
+            },
+            PageRequest::default(),
+        )
+        .await
+        .unwrap();
+    assert!(none.items.is_empty(), "a refused create writes nothing");
+
+    approve(&*s, intake.summary.id).await;
+    let strategy = in_pipeline(&*s, c, e, "strategy", &["intake"]).await.unwrap();
+    assert_eq!(
+        strategy.sources,
+        [SourceRef {
+            artifact_id: intake.summary.id,
+            version: 1
+        }],
+        "sources default to the current upstream artifacts"
+    );
+    let current = s.current_artifacts(e).await.unwrap();
+    let mut types: Vec<&str> = current.iter().map(|a| a.artifact_type.as_str()).collect();
+    types.sort();
+    assert_eq!(types, ["intake", "strategy"]);
+}
+
+async fn stale_cascade_flags_downstream_transitively(db: &TestDb) {
+    let s = store(db);
+    let (intake, strategy, creatives) = approved_chain(&*s).await;
+    let written = reopen_and_edit(&*s, &intake, json!({"about": "intake, revised"})).await;
+    let flagged: Vec<ArtifactId> = written.flagged.iter().map(|f| f.artifact_id).collect();
+    assert_eq!(flagged, [strategy.summary.id, creatives.summary.id]);
+    assert_eq!(written.flagged[0].reason, "Upstream intake changed from v1 to v2");
+
+    let st = s.get_artifact(strategy.summary.id).await.unwrap();
+    assert_eq!(st.summary.status, ArtifactStatus::Stale);
+    assert_eq!(
+        st.summary.stale_reason.as_deref(),
+        Some("Upstream intake changed from v1 to v2")
+    );
+    let cause = &st.summary.stale_causes[0];
+    assert_eq!(cause.category, waymark_domain::cascade::StaleCategory::UpstreamChanged);
+    assert_eq!((cause.from_version, cause.to_version), (1, Some(2)));
+    assert_eq!(cause.dependency, intake.summary.id);
+
+    let cr = s.get_artifact(creatives.summary.id).await.unwrap();
+    assert_eq!(cr.summary.status, ArtifactStatus::Stale);
+    assert_eq!(
+        cr.summary.stale_reason.as_deref(),
+        Some("Upstream strategy is stale (intake changed from v1 to v2)")
+    );
+    assert_eq!(cr.summary.stale_causes[0].root.artifact_id, intake.summary.id);
+
+    let history = s.history(creatives.summary.id, PageRequest::default()).await.unwrap();
+    let last = history.items.last().unwrap();
+    assert_eq!(last.action, HistoryAction::MarkedStale);
+    assert_eq!(last.from_status, Some(ArtifactStatus::Approved));
+    assert_eq!(last.to_status, Some(ArtifactStatus::Stale));
+    assert_eq!(last.version, Some(1));
+
+    // Stale locks the downstream types.
+    let c = intake.summary.client_id;
+    let e = intake.summary.engagement_id.unwrap();
+    match in_pipeline(&*s, c, e, "execution", &["strategy", "creatives"]).await {
+        Err(StoreError::Gated(g)) => assert_eq!(
+            g.reasons,
+            [
+                "strategy (stale - must be re-approved)",
+                "creatives (stale - must be re-approved)"
+            ]
+        ),
+        other => panic!("expected gating, got {other:?}"),
+    }
+}
+
+async fn unchanged_content_flags_nothing(db: &TestDb) {
+    let s = store(db);
+    let (intake, strategy, _) = approved_chain(&*s).await;
+    // Same content, keys in another order: the canonical hash is unchanged.
+    let written = reopen_and_edit(&*s, &intake, json!({"about": "intake"})).await;
+    assert_eq!(written.artifact.summary.version, 2);
+    assert!(written.flagged.is_empty());
+    let st = s.get_artifact(strategy.summary.id).await.unwrap();
+    assert_eq!(st.summary.status, ArtifactStatus::Approved);
+}
+
+async fn reapproval_rebases_sources(db: &TestDb) {
+    let s = store(db);
+    let (intake, strategy, creatives) = approved_chain(&*s).await;
+    reopen_and_edit(&*s, &intake, json!({"about": "intake, revised"})).await;
+    let rebased = s
+        .transition(
+            strategy.summary.id,
+            ArtifactStatus::Approved,
+            Some("still valid".into()),
+            pipe(&["intake"]),
+            &ctx(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(rebased.summary.status, ArtifactStatus::Approved);
+    assert_eq!(rebased.summary.version, 2);
+    assert_eq!(rebased.content, strategy.content);
+    assert_eq!(rebased.summary.content_hash, strategy.summary.content_hash);
+    assert_eq!(rebased.sources[0].version, 2, "re-based onto intake v2");
+    assert_ne!(rebased.inputs_hash, strategy.inputs_hash);
+    assert_eq!(rebased.summary.stale_reason, None);
+    assert!(rebased.summary.stale_causes.is_empty());
+    // Same content: creatives stay stale until a person re-approves them too.
+    let cr = s.get_artifact(creatives.summary.id).await.unwrap();
+    assert_eq!(cr.summary.status, ArtifactStatus::Stale);
+    let cr = s
+        .transition(creatives.summary.id, ArtifactStatus::Approved, None, None, &ctx())
+        .await
+        .unwrap();
+    assert_eq!(cr.sources[0].version, 2, "re-based onto strategy v2");
+    let history = s.history(strategy.summary.id, PageRequest::default()).await.unwrap();
+    let actions: Vec<HistoryAction> = history.items.iter().rev().take(2).map(|h| h.action).collect();
+    assert_eq!(actions, [HistoryAction::Transition, HistoryAction::Rebased]);
+}
+
+async fn new_content_clears_stale(db: &TestDb) {
+    let s = store(db);
+    let (intake, strategy, _) = approved_chain(&*s).await;
+    reopen_and_edit(&*s, &intake, json!({"about": "intake, revised"})).await;
+    let w = s
+        .write_content(strategy.summary.id, 1, edit(json!({"about": "regenerated"})), &ctx())
+        .await
+        .unwrap();
+    assert_eq!(w.artifact.summary.status, ArtifactStatus::Draft);
+    assert_eq!(w.artifact.summary.stale_reason, None);
+    // Without pipeline rules, an edit keeps the previous sources.
+    assert_eq!(w.artifact.sources[0].version, 1);
+    let mut again = edit(json!({"about": "regenerated twice"}));
+    again.pipeline = pipe(&["intake"]);
+    let w = s.write_content(strategy.summary.id, 2, again, &ctx()).await.unwrap();
+    assert_eq!(w.artifact.sources[0].version, 2, "pipeline edits build on the current intake");
+}
+
+async fn lineage_walks_both_ways(db: &TestDb) {
+    let s = store(db);
+    let (intake, strategy, creatives) = approved_chain(&*s).await;
+    let l = s.lineage(strategy.summary.id, 100).await.unwrap();
+    assert_eq!(l.upstream.len(), 1);
+    assert_eq!(l.upstream[0].artifact_id, intake.summary.id);
+    assert_eq!((l.upstream[0].version, l.upstream[0].depth), (1, 1));
+    assert_eq!(l.downstream.len(), 1);
+    assert_eq!(l.downstream[0].artifact_id, creatives.summary.id);
+    assert_eq!(l.downstream[0].via.artifact_id, strategy.summary.id);
+    let l = s.lineage(intake.summary.id, 100).await.unwrap();
+    let depths: Vec<(ArtifactId, i64)> = l.downstream.iter().map(|n| (n.artifact_id, n.depth)).collect();
+    assert_eq!(depths, [(strategy.summary.id, 1), (creatives.summary.id, 2)]);
+    assert!(!l.truncated);
+    let l = s.lineage(creatives.summary.id, 1).await.unwrap();
+    assert_eq!(l.upstream.len(), 1);
+    assert!(l.truncated);
+    assert!(matches!(
+        s.lineage(ArtifactId::new(), 10).await,
+        Err(StoreError::NotFound { .. })
+    ));
+}
+
+async fn plans_and_installed_packs_round_trip(db: &TestDb) {
+    let s = store(db);
+    let c = client(&*s, "Acme").await;
+    let e = engagement(&*s, c).await;
+    assert!(s.get_plan(e).await.unwrap().is_none());
+    let p = s.save_plan(e, Some(vec!["icp_definition".into()]), &ctx()).await.unwrap();
+    assert_eq!(p.deliverables, Some(vec!["icp_definition".to_owned()]));
+    let p = s.save_plan(e, None, &ctx()).await.unwrap();
+    assert_eq!(p.deliverables, None);
+    assert!(p.updated_at >= p.created_at);
+
+    assert!(s.installed_pack("tiny").await.unwrap().is_none());
+    let files = std::collections::BTreeMap::from([("pack.yaml".to_owned(), "name: tiny".to_owned())]);
+    let mut pack = InstalledPack {
+        name: "tiny".into(),
+        version: "1.0.0".into(),
+        digest: "sha256:aa".into(),
+        files,
+        installed_by: "tok_test".into(),
+        installed_at: time::OffsetDateTime::now_utc().replace_nanosecond(0).unwrap(),
+    };
+    s.install_pack(pack.clone()).await.unwrap();
+    pack.version = "1.1.0".into();
+    pack.digest = "sha256:bb".into();
+    s.install_pack(pack.clone()).await.unwrap();
+    let got = s.installed_pack("tiny").await.unwrap().unwrap();
+    assert_eq!((got.version.as_str(), got.files.len()), ("1.1.0", 1));
+    assert_eq!(s.installed_pack_digest("tiny").await.unwrap().as_deref(), Some("sha256:bb"));
+    assert_eq!(s.list_installed_packs().await.unwrap().len(), 1);
 }
