@@ -28,6 +28,17 @@ impl Caller {
     pub fn actor(&self) -> String {
         self.token_id.to_string()
     }
+
+    /// Refuses (403) a caller that is not an admin.
+    pub fn require_admin(&self) -> Result<(), crate::error::ApiError> {
+        if self.role == Role::Admin {
+            Ok(())
+        } else {
+            Err(crate::error::ApiError::Forbidden(
+                "only an admin may do this; ask an admin for an admin token".into(),
+            ))
+        }
+    }
 }
 
 /// SHA-256 of a token secret: what the database keeps.

@@ -261,6 +261,21 @@ impl From<StoreError> for ApiError {
                 }
             }
             StoreError::Invalid(f) => ApiError::invalid(f),
+            StoreError::Gated(g) => {
+                let mut extra = serde_json::Map::new();
+                extra.insert("type".into(), Value::String(g.artifact_type.clone()));
+                extra.insert("reasons".into(), serde_json::json!(g.reasons));
+                ApiError::Conflict {
+                    code: "gated",
+                    detail: format!(
+                        "{} is locked until its inputs are approved: {}",
+                        g.artifact_type,
+                        g.reasons.join(", ")
+                    ),
+                    allowed: None,
+                    extra,
+                }
+            }
             StoreError::IdempotencyMismatch { .. } => ApiError::Conflict {
                 code: "idempotency_key_reused",
                 detail: format!("{e}; use a new key for a new request"),

@@ -9,6 +9,7 @@
 //! store, render) → [`ApiError`] renders any failure as problem+json.
 
 pub mod auth;
+pub mod catalog;
 pub mod error;
 pub mod extract;
 pub mod observe;
@@ -57,11 +58,14 @@ pub struct AppState {
     pub http: Arc<HttpSettings>,
     pub build: BuildInfo,
     pub metrics: PrometheusHandle,
+    /// Built-in and installed packs.
+    pub packs: Arc<catalog::PackCatalog>,
 }
 
 impl AppState {
     pub fn new(store: Arc<dyn Store>, http: HttpSettings, build: BuildInfo) -> Self {
         Self {
+            packs: Arc::new(catalog::PackCatalog::new(store.clone())),
             store,
             http: Arc::new(http),
             build,
@@ -72,7 +76,7 @@ impl AppState {
 
 /// The `/api/v1` routes with their OpenAPI descriptions.
 fn api_routes() -> OpenApiRouter<AppState> {
-    use routes::{artifacts, clients, engagements, service};
+    use routes::{artifacts, clients, engagements, packs, pipelines, service};
     OpenApiRouter::new()
         .routes(routes!(service::version))
         .routes(routes!(clients::create_client, clients::list_clients))
@@ -94,6 +98,13 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(artifacts::rollback))
         .routes(routes!(artifacts::transition))
         .routes(routes!(artifacts::history))
+        .routes(routes!(artifacts::lineage))
+        .routes(routes!(artifacts::validate))
+        .routes(routes!(packs::list_packs, packs::install_pack))
+        .routes(routes!(packs::get_pack))
+        .routes(routes!(pipelines::gating))
+        .routes(routes!(pipelines::board))
+        .routes(routes!(pipelines::get_plan, pipelines::save_plan))
 }
 
 /// The OpenAPI document of the API.

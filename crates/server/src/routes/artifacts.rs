@@ -13,12 +13,17 @@ use waymark_domain::artifact::{
 use waymark_domain::content::diff;
 use waymark_domain::lifecycle::ArtifactStatus;
 use waymark_domain::{ArtifactId, ClientId, EngagementId, FieldError};
+use waymark_packs::{Pack, TypeDef};
 use waymark_store::{
-    Artifact, ArtifactFilter, ArtifactSummary, HistoryEntry, NewArtifact, NewVersion, Page, Version,
+    Artifact, ArtifactFilter, ArtifactSummary, Flagged, HistoryEntry, Lineage, NewArtifact,
+    NewVersion, Page, StoreError, Version,
 };
 
 use super::{PageParams, write_context};
+use std::sync::Arc;
+
 use crate::AppState;
+use crate::catalog::{engagement_pack, pipeline_of};
 use crate::auth::Caller;
 use crate::error::{ApiError, Problem};
 use crate::extract::{IfMatch, Json, Query, from_value, path_id, query_id};
@@ -75,6 +80,122 @@ pub struct ArtifactWritten {
     pub artifact: Artifact,
     /// Rule warnings; they never block a write.
     pub warnings: Vec<String>,
+    /// Artifacts this write made stale downstream (the stale cascade).
+    pub flagged: Vec<Flagged>,
+}
+
+/// Content to check against a type, without writing anything.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ValidateRequest {
+    #[serde(rename = "type")]
+    pub artifact_type: String,
+    #[schema(value_type = Object)]
+    pub content: Value,
+    /// The pack declaring the type; needed only when several packs declare it.
+    pub pack: Option<String>,
+}
+
+/// What a write of this content would answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Validation {
+    /// No schema errors.
+    pub ok: bool,
+    /// The pack whose type was used.
+    pub pack: String,
+    /// Schema errors, with JSON Pointers into the content.
+    pub errors: Vec<FieldError>,
+    /// Rule warnings.
+    pub warnings: Vec<String>,
+}
+
+/// How far to walk a lineage.
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct LineageQuery {
+    /// At most this many artifacts each way, 1 to 10000 (default 1000).
+    pub limit: Option<usize>,
+}
+
+/// A type's rules in an engagement's pack.
+struct TypeRules {
+    pack: Arc<Pack>,
+    index: usize,
+}
+
+impl TypeRules {
+    fn def(&self) -> &TypeDef {
+        &self.pack.types[self.index]
+    }
+}
+
+/// The rules for creating `ty` in `engagement` (which must be the client's):
+/// the type must be one of its pack's.
+async fn rules_for_new(
+    state: &AppState,
+    client_id: ClientId,
+    engagement: Option<EngagementId>,
+    ty: &str,
+) -> Result<Option<TypeRules>, ApiError> {
+    let Some(eng) = engagement else {
+        return Ok(None);
+    };
+    let engagement = match state.store.get_engagement(eng).await {
+        Ok(e) if e.client_id == client_id => e,
+        Ok(_) | Err(StoreError::NotFound { .. }) => {
+            return Err(ApiError::invalid(FieldError::new(
+                "/engagement_id",
+                format!("no engagement {eng} for client {client_id}"),
+            )));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let pack = engagement_pack(&state.packs, &engagement.pack).await?;
+    match pack.types.iter().position(|t| t.name == ty) {
+        Some(index) => Ok(Some(TypeRules { pack, index })),
+        None => Err(ApiError::invalid(FieldError::new(
+            "/type",
+            format!(
+                "pack {} has no type `{ty}`; its types are {}",
+                pack.name,
+                pack.type_names().join(", ")
+            ),
+        ))),
+    }
+}
+
+/// The rules of an existing artifact: none outside an engagement, or when its
+/// pack no longer declares its type.
+async fn rules_of(state: &AppState, a: &ArtifactSummary) -> Result<Option<TypeRules>, ApiError> {
+    let Some(eng) = a.engagement_id else {
+        return Ok(None);
+    };
+    let engagement = state.store.get_engagement(eng).await?;
+    let pack = engagement_pack(&state.packs, &engagement.pack).await?;
+    Ok(pack
+        .types
+        .iter()
+        .position(|t| t.name == a.artifact_type)
+        .map(|index| TypeRules { pack, index }))
+}
+
+/// Checks content against the rules: 422 on schema errors, else the warnings.
+fn check(rules: Option<&TypeRules>, content: &Value) -> Result<Vec<String>, ApiError> {
+    let Some(r) = rules else {
+        return Ok(vec![]);
+    };
+    let checked = r.def().check(content, "/content");
+    if checked.errors.is_empty() {
+        Ok(checked.warnings)
+    } else {
+        Err(ApiError::Invalid {
+            detail: format!(
+                "the content does not match the {} schema of pack {}",
+                r.def().name,
+                r.pack.name
+            ),
+            errors: checked.errors,
+        })
+    }
 }
 
 /// Filters of the artifact list.
@@ -118,14 +239,20 @@ fn with_etag<T: Serialize>(status: StatusCode, version: i64, body: T) -> Respons
     res
 }
 
-fn written(status: StatusCode, artifact: Artifact) -> Response {
+fn written(
+    status: StatusCode,
+    artifact: Artifact,
+    warnings: Vec<String>,
+    flagged: Vec<Flagged>,
+) -> Response {
     let version = artifact.summary.version;
     with_etag(
         status,
         version,
         ArtifactWritten {
             artifact,
-            warnings: vec![],
+            warnings,
+            flagged,
         },
     )
 }
@@ -151,9 +278,10 @@ impl CreateArtifact {
             artifact_type: artifact_type.as_str().to_owned(),
             title: parse_title(&self.title, "/title")?,
             content: self.content,
-            sources: self.sources.unwrap_or_default(),
+            sources: self.sources,
             note: parse_note(self.note.as_deref(), "/note")?,
             provenance: "human".into(),
+            pipeline: None,
         })
     }
 }
@@ -173,9 +301,12 @@ pub async fn create_artifact(
 ) -> Result<Response, ApiError> {
     let ctx = write_context(&caller, &trace, &headers, Some(&body))?;
     let input: CreateArtifact = from_value(body)?;
-    let new = input.validate().map_err(ApiError::invalid)?;
+    let mut new = input.validate().map_err(ApiError::invalid)?;
+    let rules = rules_for_new(&state, new.client_id, new.engagement_id, &new.artifact_type).await?;
+    let warnings = check(rules.as_ref(), &new.content)?;
+    new.pipeline = rules.as_ref().map(|r| pipeline_of(r.def()));
     let created = state.store.create_artifact(new, &ctx).await?;
-    Ok(written(StatusCode::CREATED, created.record))
+    Ok(written(StatusCode::CREATED, created.record, warnings, vec![]))
 }
 
 /// List artifacts, newest first, without their content.
@@ -262,15 +393,19 @@ pub async fn write_content(
     let id: ArtifactId = path_id(&id)?;
     check_content(&body.content, "/content").map_err(ApiError::invalid)?;
     check_sources_opt(body.sources.as_deref(), Some(id)).map_err(ApiError::invalid)?;
+    let current = state.store.get_artifact(id).await?;
+    let rules = rules_of(&state, &current.summary).await?;
+    let warnings = check(rules.as_ref(), &body.content)?;
     let write = NewVersion {
         content: body.content,
         sources: body.sources,
         note: parse_note(body.note.as_deref(), "/note").map_err(ApiError::invalid)?,
         provenance: "human".into(),
+        pipeline: rules.as_ref().map(|r| pipeline_of(r.def())),
     };
     let ctx = write_context(&caller, &trace, &HeaderMap::new(), None)?;
-    let artifact = state.store.write_content(id, expected, write, &ctx).await?;
-    Ok(written(StatusCode::OK, artifact))
+    let w = state.store.write_content(id, expected, write, &ctx).await?;
+    Ok(written(StatusCode::OK, w.artifact, warnings, w.flagged))
 }
 
 /// List an artifact's versions, oldest first.
@@ -357,11 +492,22 @@ pub async fn rollback(
         )));
     }
     let ctx = write_context(&caller, &trace, &HeaderMap::new(), None)?;
-    let artifact = state
+    let current = state.store.get_artifact(id).await?;
+    let rules = rules_of(&state, &current.summary).await?;
+    let w = state
         .store
-        .rollback(id, expected, body.to_version, &ctx)
+        .rollback(
+            id,
+            expected,
+            body.to_version,
+            rules.as_ref().map(|r| pipeline_of(r.def())),
+            &ctx,
+        )
         .await?;
-    Ok(written(StatusCode::OK, artifact))
+    let warnings = rules
+        .map(|r| r.def().check(&w.artifact.content, "/content").warnings)
+        .unwrap_or_default();
+    Ok(written(StatusCode::OK, w.artifact, warnings, w.flagged))
 }
 
 /// Move an artifact along its lifecycle; 409 with `allowed` when refused.
@@ -379,7 +525,18 @@ pub async fn transition(
     let id: ArtifactId = path_id(&id)?;
     let reason = parse_note(body.reason.as_deref(), "/reason").map_err(ApiError::invalid)?;
     let ctx = write_context(&caller, &trace, &HeaderMap::new(), None)?;
-    let artifact = state.store.transition(id, body.to, reason, &ctx).await?;
+    let current = state.store.get_artifact(id).await?;
+    let rules = rules_of(&state, &current.summary).await?;
+    let artifact = state
+        .store
+        .transition(
+            id,
+            body.to,
+            reason,
+            rules.as_ref().map(|r| pipeline_of(r.def())),
+            &ctx,
+        )
+        .await?;
     Ok(with_etag(
         StatusCode::OK,
         artifact.summary.version,
@@ -398,4 +555,81 @@ pub async fn history(
 ) -> Result<JsonOut<Page<HistoryEntry>>, ApiError> {
     let id: ArtifactId = path_id(&id)?;
     Ok(JsonOut(state.store.history(id, params.page()?).await?))
+}
+
+/// What an artifact was built from (upstream, at the versions used) and what was
+/// built from it (downstream, at their latest versions).
+#[utoipa::path(get, path = "/api/v1/artifacts/{id}/lineage", tag = "artifacts",
+    params(("id" = String, Path, description = "An artifact id (art_...)"), LineageQuery),
+    responses((status = 200, body = Lineage), (status = 404, body = Problem)), security(("bearer" = [])))]
+pub async fn lineage(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<LineageQuery>,
+) -> Result<JsonOut<Lineage>, ApiError> {
+    let id: ArtifactId = path_id(&id)?;
+    let limit = q.limit.unwrap_or(1000);
+    if !(1..=10_000).contains(&limit) {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            "limit must be from 1 to 10000",
+        ));
+    }
+    Ok(JsonOut(state.store.lineage(id, limit).await?))
+}
+
+/// Check content against a type's schema and rules without writing anything.
+#[utoipa::path(post, path = "/api/v1/artifacts/validate", tag = "artifacts", request_body = ValidateRequest,
+    responses((status = 200, body = Validation), (status = 422, body = Problem, description = "Unknown type or pack")),
+    security(("bearer" = [])))]
+pub async fn validate(
+    State(state): State<AppState>,
+    Json(body): Json<ValidateRequest>,
+) -> Result<JsonOut<Validation>, ApiError> {
+    let ty = ArtifactType::parse(&body.artifact_type, "/type").map_err(ApiError::invalid)?;
+    let candidates: Vec<Arc<Pack>> = match &body.pack {
+        Some(name) => vec![state.packs.get(name).await?.ok_or_else(|| {
+            ApiError::invalid(FieldError::new("/pack", format!("no pack `{}`", name.chars().take(64).collect::<String>())))
+        })?],
+        None => state
+            .packs
+            .list()
+            .await?
+            .into_iter()
+            .map(|(p, _)| p)
+            .filter(|p| p.artifact_type(ty.as_str()).is_some())
+            .collect(),
+    };
+    let pack = match candidates.as_slice() {
+        [one] => one.clone(),
+        [] => {
+            return Err(ApiError::invalid(FieldError::new(
+                "/type",
+                match &body.pack {
+                    Some(p) => format!("pack {p} has no type `{}`", ty.as_str()),
+                    None => format!("no pack declares type `{}`", ty.as_str()),
+                },
+            )));
+        }
+        several => {
+            return Err(ApiError::invalid(FieldError::new(
+                "/pack",
+                format!(
+                    "several packs declare type `{}` ({}); name one in `pack`",
+                    ty.as_str(),
+                    several.iter().map(|p| p.name.as_str()).collect::<Vec<_>>().join(", ")
+                ),
+            )));
+        }
+    };
+    let def = pack
+        .artifact_type(ty.as_str())
+        .ok_or_else(|| ApiError::invalid(FieldError::new("/type", format!("pack {} has no type `{}`", pack.name, ty.as_str()))))?;
+    let checked = def.check(&body.content, "/content");
+    Ok(JsonOut(Validation {
+        ok: checked.errors.is_empty(),
+        pack: pack.name.clone(),
+        errors: checked.errors,
+        warnings: checked.warnings,
+    }))
 }

@@ -61,6 +61,23 @@ pub async fn create_engagement(
     let ctx = write_context(&caller, &trace, &headers, Some(&body))?;
     let input: CreateEngagement = from_value(body)?;
     let new = input.validate().map_err(ApiError::invalid)?;
+    if state.packs.get(&new.pack).await?.is_none() {
+        let known: Vec<String> = state
+            .packs
+            .list()
+            .await?
+            .iter()
+            .map(|(p, _)| p.name.clone())
+            .collect();
+        return Err(ApiError::invalid(FieldError::new(
+            "/pack",
+            format!(
+                "no pack `{}`; available: {} (or install one with `waymark pack install`)",
+                new.pack,
+                known.join(", ")
+            ),
+        )));
+    }
     let created = state.store.create_engagement(new, &ctx).await?;
     Ok((StatusCode::CREATED, JsonOut(created.record)))
 }

@@ -4,6 +4,8 @@
 pub mod artifacts;
 pub mod clients;
 pub mod engagements;
+pub mod packs;
+pub mod pipelines;
 pub mod service;
 
 use axum::http::HeaderMap;
