@@ -211,7 +211,11 @@ pub fn plan(root: &RootChange, consumers: &[Consumer]) -> Vec<StaleMark> {
             }
             let mut seen: HashSet<_> = HashSet::new();
             let mut causes: Vec<StaleCause> = Vec::new();
-            let old = if c.status == Stale { &c.causes[..] } else { &[] };
+            let old = if c.status == Stale {
+                &c.causes[..]
+            } else {
+                &[]
+            };
             for cause in old.iter().chain(&new_causes) {
                 if seen.insert(cause.key()) {
                     causes.push(cause.clone());

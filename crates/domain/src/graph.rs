@@ -62,7 +62,10 @@ mod tests {
             ("strategy", &["intake"]),
             ("creatives", &["strategy"]),
             ("execution", &["strategy", "creatives"]),
-            ("delivery", &["intake", "strategy", "creatives", "execution"]),
+            (
+                "delivery",
+                &["intake", "strategy", "creatives", "execution"],
+            ),
         ]);
         assert_eq!(find_cycle(&g), None);
     }

@@ -96,17 +96,28 @@ pub fn check_definition(modules: &[Module], jobs: &[JobSpec]) -> Vec<String> {
     }
     let module_graph: BTreeMap<&str, Vec<&str>> = modules
         .iter()
-        .map(|m| (m.name.as_str(), m.depends_on.iter().map(String::as_str).collect()))
+        .map(|m| {
+            (
+                m.name.as_str(),
+                m.depends_on.iter().map(String::as_str).collect(),
+            )
+        })
         .collect();
     if let Some(cycle) = find_cycle(&module_graph) {
-        problems.push(format!("modules depend on each other in a cycle: {}", cycle.join(" -> ")));
+        problems.push(format!(
+            "modules depend on each other in a cycle: {}",
+            cycle.join(" -> ")
+        ));
     }
     let keys: BTreeSet<&str> = jobs.iter().map(|j| j.key.as_str()).collect();
     if keys.len() != jobs.len() {
         let mut seen = BTreeSet::new();
         for j in jobs {
             if !seen.insert(j.key.as_str()) {
-                problems.push(format!("job key {} is used twice; keys must be unique", j.key));
+                problems.push(format!(
+                    "job key {} is used twice; keys must be unique",
+                    j.key
+                ));
             }
         }
     }
@@ -136,7 +147,10 @@ pub fn check_definition(modules: &[Module], jobs: &[JobSpec]) -> Vec<String> {
             .map(|(k, v)| (*k, v.iter().copied().collect()))
             .collect();
         if let Some(cycle) = find_cycle(&graph) {
-            problems.push(format!("jobs depend on each other in a cycle: {}", cycle.join(" -> ")));
+            problems.push(format!(
+                "jobs depend on each other in a cycle: {}",
+                cycle.join(" -> ")
+            ));
         }
     }
     problems
@@ -195,7 +209,10 @@ pub fn build(
                 return Err(PlanError(format!(
                     "unknown deliverables: {}; the pack offers: {}",
                     unknown.join(", "),
-                    jobs.iter().map(|j| j.key.as_str()).collect::<Vec<_>>().join(", ")
+                    jobs.iter()
+                        .map(|j| j.key.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 )));
             }
             sel.iter().map(String::as_str).collect()
@@ -213,7 +230,10 @@ pub fn build(
                 .entry(module.map(|m| m.name.as_str()).unwrap_or(""))
                 .or_insert_with(|| gating(&artifact_type))
                 .clone();
-            let depends_on: Vec<String> = graph[j.key.as_str()].iter().map(|d| (*d).to_owned()).collect();
+            let depends_on: Vec<String> = graph[j.key.as_str()]
+                .iter()
+                .map(|d| (*d).to_owned())
+                .collect();
             let (status, reasons) = if completed(&j.key) {
                 (JobStatus::Completed, vec![])
             } else if !gate.allowed {
@@ -322,7 +342,11 @@ mod tests {
             |t| Gating {
                 artifact_type: t.into(),
                 allowed: t == "strategy",
-                reasons: if t == "strategy" { vec![] } else { vec!["strategy (missing)".into()] },
+                reasons: if t == "strategy" {
+                    vec![]
+                } else {
+                    vec!["strategy (missing)".into()]
+                },
             },
             |_| false,
         )
@@ -336,7 +360,10 @@ mod tests {
         let (modules, mut jobs) = fixture();
         jobs.push(job("late", "strategy", 150));
         jobs.push(job("lost", "nowhere", 0));
-        jobs.push(JobSpec { depends_on: vec!["ghost".into()], ..job("needy", "strategy", 5) });
+        jobs.push(JobSpec {
+            depends_on: vec!["ghost".into()],
+            ..job("needy", "strategy", 5)
+        });
         let problems = check_definition(&modules, &jobs);
         assert_eq!(problems.len(), 3, "{problems:?}");
         let (modules, mut jobs) = fixture();

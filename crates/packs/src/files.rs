@@ -158,7 +158,9 @@ pub(crate) fn check_relative(path: &str) -> Result<(), String> {
     let bad = path.is_empty()
         || path.starts_with('/')
         || path.contains('\\')
-        || path.split('/').any(|c| c.is_empty() || c == "." || c == "..");
+        || path
+            .split('/')
+            .any(|c| c.is_empty() || c == "." || c == "..");
     if bad {
         Err(format!(
             "`{path}` is not a path inside the pack; write it relative to the pack folder, like schemas/intake.json"

@@ -83,7 +83,11 @@ pub struct PackError {
 impl fmt::Display for PackError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let n = self.problems.len();
-        write!(f, "the pack has {n} problem{}", if n == 1 { "" } else { "s" })?;
+        write!(
+            f,
+            "the pack has {n} problem{}",
+            if n == 1 { "" } else { "s" }
+        )?;
         for p in &self.problems {
             write!(f, "\n  {p}")?;
         }

@@ -40,7 +40,10 @@ pub fn load(files: &PackFiles) -> Result<Pack, PackError> {
                 MANIFEST,
                 line,
                 column,
-                format!("{}; see docs/PACKS.md for the format", first_line(&e.to_string())),
+                format!(
+                    "{}; see docs/PACKS.md for the format",
+                    first_line(&e.to_string())
+                ),
             )]);
         }
     };
@@ -53,13 +56,23 @@ pub fn load(files: &PackFiles) -> Result<Pack, PackError> {
         ));
     }
     if manifest.version.trim().is_empty() {
-        problems.push(Problem::in_file(MANIFEST, "version must not be empty, e.g. 1.0.0"));
+        problems.push(Problem::in_file(
+            MANIFEST,
+            "version must not be empty, e.g. 1.0.0",
+        ));
     }
     if manifest.types.is_empty() {
-        problems.push(Problem::in_file(MANIFEST, "declares no types; list at least one under `types`"));
+        problems.push(Problem::in_file(
+            MANIFEST,
+            "declares no types; list at least one under `types`",
+        ));
     }
 
-    let declared: BTreeSet<&str> = manifest.types.iter().map(|t| t.name.value.as_str()).collect();
+    let declared: BTreeSet<&str> = manifest
+        .types
+        .iter()
+        .map(|t| t.name.value.as_str())
+        .collect();
     let mut seen = BTreeSet::new();
     for t in &manifest.types {
         if ArtifactType::parse(&t.name.value, "/name").is_err() {
@@ -72,7 +85,10 @@ pub fn load(files: &PackFiles) -> Result<Pack, PackError> {
             ));
         }
         if !seen.insert(t.name.value.as_str()) {
-            problems.push(at(&t.name, format!("type {} is declared twice", t.name.value)));
+            problems.push(at(
+                &t.name,
+                format!("type {} is declared twice", t.name.value),
+            ));
         }
         for r in &t.requires {
             if r.value == t.name.value {
@@ -243,7 +259,11 @@ fn load_type(files: &PackFiles, t: &TypeManifest, problems: &mut Vec<Problem>) -
                 let (line, col) = match e.position {
                     Some((l, c)) => (
                         r.when.referenced.line() + l as u64 - 1,
-                        if l == 1 { r.when.referenced.column() + c as u64 - 1 } else { c as u64 },
+                        if l == 1 {
+                            r.when.referenced.column() + c as u64 - 1
+                        } else {
+                            c as u64
+                        },
                     ),
                     None => (r.when.referenced.line(), r.when.referenced.column()),
                 };
@@ -299,7 +319,10 @@ fn load_type(files: &PackFiles, t: &TypeManifest, problems: &mut Vec<Problem>) -
         Generator {
             prompt,
             template,
-            parameters: g.parameters.clone().unwrap_or(Value::Object(Default::default())),
+            parameters: g
+                .parameters
+                .clone()
+                .unwrap_or(Value::Object(Default::default())),
         }
     });
 
@@ -308,7 +331,10 @@ fn load_type(files: &PackFiles, t: &TypeManifest, problems: &mut Vec<Problem>) -
     }
     Some(TypeDef {
         name: t.name.value.clone(),
-        title: t.title.clone().unwrap_or_else(|| t.name.value.replace('_', " ")),
+        title: t
+            .title
+            .clone()
+            .unwrap_or_else(|| t.name.value.replace('_', " ")),
         family: family?,
         description: t.description.trim().to_owned(),
         requires: t.requires.iter().map(|r| r.value.clone()).collect(),
@@ -334,7 +360,10 @@ fn read_text<'f>(
         None => {
             problems.push(at(
                 path,
-                format!("`{}` is not in the pack; add the file or fix the path", path.value),
+                format!(
+                    "`{}` is not in the pack; add the file or fix the path",
+                    path.value
+                ),
             ));
             None
         }

@@ -109,9 +109,16 @@ mod tests {
             "Lead-generation objective but no target audience.",
         )
         .unwrap();
-        assert!(rule.fires(&json!({"goals": {"objective": "leads"}, "audience": {}})).unwrap());
+        assert!(
+            rule.fires(&json!({"goals": {"objective": "leads"}, "audience": {}}))
+                .unwrap()
+        );
         assert!(!rule.fires(&json!({"goals": {"objective": "leads"}, "audience": {"target_audience": "CTOs"}})).unwrap());
-        assert!(!rule.fires(&json!({"goals": {"objective": "sales"}, "audience": {}})).unwrap());
+        assert!(
+            !rule
+                .fires(&json!({"goals": {"objective": "sales"}, "audience": {}}))
+                .unwrap()
+        );
     }
 
     #[test]
@@ -122,7 +129,10 @@ mod tests {
             "m",
         )
         .unwrap();
-        assert!(rule.fires(&json!({"price": 2500, "audience": "University Students", "ratio": 0.25})).unwrap());
+        assert!(
+            rule.fires(&json!({"price": 2500, "audience": "University Students", "ratio": 0.25}))
+                .unwrap()
+        );
     }
 
     #[test]
@@ -132,6 +142,11 @@ mod tests {
         let rule = Rule::compile("r", "content.missing == 1", "m").unwrap();
         assert!(rule.fires(&json!({})).is_err());
         let rule = Rule::compile("r", "1 + 1", "m").unwrap();
-        assert!(rule.fires(&json!({})).unwrap_err().message.contains("not a boolean"));
+        assert!(
+            rule.fires(&json!({}))
+                .unwrap_err()
+                .message
+                .contains("not a boolean")
+        );
     }
 }

@@ -84,10 +84,17 @@ fn a_good_pack_loads_and_checks_content() {
     assert!(pointers.contains(&"/content/extra"), "{pointers:?}");
     assert!(bad.warnings.is_empty());
     let plan = pack
-        .plan(None, |t| waymark_domain::gating::evaluate::<&str>(t, &[], |_| None), |_| false)
+        .plan(
+            None,
+            |t| waymark_domain::gating::evaluate::<&str>(t, &[], |_| None),
+            |_| false,
+        )
         .unwrap();
     assert_eq!(plan[1].depends_on, ["outline"]);
-    assert_ne!(pack.artifact_type("plan").unwrap().generator_fingerprint(), Value::Null);
+    assert_ne!(
+        pack.artifact_type("plan").unwrap().generator_fingerprint(),
+        Value::Null
+    );
 }
 
 #[test]
@@ -130,10 +137,14 @@ fn an_unknown_upstream_type_is_refused_where_it_is_named() {
 
 #[test]
 fn a_cycle_in_the_requirements_is_refused() {
-    let m = MANIFEST.replace("  - name: brief\n", "  - name: brief\n    requires: [plan]\n");
+    let m = MANIFEST.replace(
+        "  - name: brief\n",
+        "  - name: brief\n    requires: [plan]\n",
+    );
     let p = problems(&m, SCHEMA);
     assert!(
-        p.iter().any(|p| p.message.contains("brief -> plan -> brief")),
+        p.iter()
+            .any(|p| p.message.contains("brief -> plan -> brief")),
         "{p:?}"
     );
 }
@@ -183,7 +194,10 @@ fn plan_mistakes_are_refused() {
     let m = MANIFEST.replace("priority: 1, depends_on", "priority: 120, depends_on");
     let p = problems(&m, SCHEMA);
     assert!(p[0].message.contains("outside its module"), "{p:?}");
-    let m = MANIFEST.replace("module: planning, priority: 0 }", "module: planning, priority: 0, depends_on: [detail] }");
+    let m = MANIFEST.replace(
+        "module: planning, priority: 0 }",
+        "module: planning, priority: 0, depends_on: [detail] }",
+    );
     let p = problems(&m, SCHEMA);
     assert!(p[0].message.contains("cycle"), "{p:?}");
 }
@@ -193,12 +207,24 @@ fn every_builtin_pack_loads() {
     let names: Vec<&str> = builtin().iter().map(|p| p.name.as_str()).collect();
     assert_eq!(
         names,
-        ["client-onboarding", "data-flow", "insurance-migration", "marketing-engagement", "renewal"]
+        [
+            "client-onboarding",
+            "data-flow",
+            "insurance-migration",
+            "marketing-engagement",
+            "renewal"
+        ]
     );
     for pack in builtin() {
         for t in &pack.types {
             let checked = t.check(&t.example, "");
-            assert!(checked.errors.is_empty(), "{} {}: {:?}", pack.name, t.name, checked.errors);
+            assert!(
+                checked.errors.is_empty(),
+                "{} {}: {:?}",
+                pack.name,
+                t.name,
+                checked.errors
+            );
         }
     }
 }

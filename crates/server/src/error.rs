@@ -263,7 +263,10 @@ impl From<StoreError> for ApiError {
             StoreError::Invalid(f) => ApiError::invalid(f),
             StoreError::Gated(g) => {
                 let mut extra = serde_json::Map::new();
-                extra.insert("type".into(), Value::String(g.artifact_type.clone()));
+                extra.insert(
+                    "artifact_type".into(),
+                    Value::String(g.artifact_type.clone()),
+                );
                 extra.insert("reasons".into(), serde_json::json!(g.reasons));
                 ApiError::Conflict {
                     code: "gated",

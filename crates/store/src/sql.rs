@@ -16,8 +16,8 @@ use time::{Date, OffsetDateTime};
 use uuid::Uuid;
 use waymark_domain::artifact::{ResolvedSource, SourceRef, inputs_hash};
 use waymark_domain::cascade::{self, Consumer, RootChange, StaleCause};
-use waymark_domain::gating;
 use waymark_domain::content::{ContentHash, content_hash};
+use waymark_domain::gating;
 use waymark_domain::lifecycle::{self, ArtifactStatus};
 use waymark_domain::{ArtifactId, ClientId, EngagementId, FieldError, TokenId};
 
@@ -336,7 +336,10 @@ struct CascadeRow {
 /// one's type and latest version.
 fn consumers_of(
     rows: Vec<CascadeRow>,
-) -> Result<(Vec<Consumer>, std::collections::HashMap<ArtifactId, (String, i64)>)> {
+) -> Result<(
+    Vec<Consumer>,
+    std::collections::HashMap<ArtifactId, (String, i64)>,
+)> {
     let mut consumers: Vec<Consumer> = Vec::new();
     let mut info = std::collections::HashMap::new();
     for r in rows {
@@ -1370,8 +1373,7 @@ impl Store for SqlStore {
                     version: 1,
                     content: new.content.clone(),
                     content_hash: hash.to_string(),
-                    inputs_hash: inputs_hash(&new.artifact_type, &generator, &resolved)
-                        .to_string(),
+                    inputs_hash: inputs_hash(&new.artifact_type, &generator, &resolved).to_string(),
                     provenance: new.provenance.clone(),
                     author: ctx.actor.clone(),
                     note: new.note.clone(),
@@ -1698,7 +1700,10 @@ impl Store for SqlStore {
         while !frontier.is_empty() && up_nodes.len() <= limit {
             d += 1;
             let mut next = Vec::new();
-            for r in up.iter().filter(|r| frontier.contains(&(r.via_id, r.via_version))) {
+            for r in up
+                .iter()
+                .filter(|r| frontier.contains(&(r.via_id, r.via_version)))
+            {
                 let key = (r.source_id, r.source_version);
                 if depth_of.contains_key(&key) {
                     continue;
@@ -1848,10 +1853,12 @@ impl Store for SqlStore {
 
     async fn installed_pack(&self, name: &str) -> Result<Option<InstalledPack>> {
         let row: Option<PackRow> = on_reader!(self, |p| {
-            sqlx::query_as(&format!("SELECT {PACK_COLUMNS} FROM installed_packs WHERE name = $1"))
-                .bind(name)
-                .fetch_optional(p)
-                .await?
+            sqlx::query_as(&format!(
+                "SELECT {PACK_COLUMNS} FROM installed_packs WHERE name = $1"
+            ))
+            .bind(name)
+            .fetch_optional(p)
+            .await?
         });
         Ok(row.map(InstalledPack::from))
     }
@@ -1868,9 +1875,11 @@ impl Store for SqlStore {
 
     async fn list_installed_packs(&self) -> Result<Vec<InstalledPack>> {
         let rows: Vec<PackRow> = on_reader!(self, |p| {
-            sqlx::query_as(&format!("SELECT {PACK_COLUMNS} FROM installed_packs ORDER BY name"))
-                .fetch_all(p)
-                .await?
+            sqlx::query_as(&format!(
+                "SELECT {PACK_COLUMNS} FROM installed_packs ORDER BY name"
+            ))
+            .fetch_all(p)
+            .await?
         });
         Ok(rows.into_iter().map(InstalledPack::from).collect())
     }

@@ -329,7 +329,9 @@ async fn artifact_versions_are_gap_free_and_guarded(db: &TestDb) {
 
     // Approved content is not editable.
     for to in [ArtifactStatus::InReview, ArtifactStatus::Approved] {
-        s.transition(a.summary.id, to, None, None, &ctx()).await.unwrap();
+        s.transition(a.summary.id, to, None, None, &ctx())
+            .await
+            .unwrap();
     }
     let refused = s
         .write_content(a.summary.id, 4, edit(json!({"v": 5})), &ctx())
@@ -393,7 +395,8 @@ async fn transitions_follow_the_lifecycle(db: &TestDb) {
         other => panic!("expected a refused transition, got {other:?}"),
     }
     assert!(matches!(
-        s.transition(id, ArtifactStatus::Stale, None, None, &ctx()).await,
+        s.transition(id, ArtifactStatus::Stale, None, None, &ctx())
+            .await,
         Err(StoreError::Transition(_))
     ));
     let mut w = ctx();
@@ -407,9 +410,15 @@ async fn transitions_follow_the_lifecycle(db: &TestDb) {
     )
     .await
     .unwrap();
-    s.transition(id, ArtifactStatus::Draft, Some("withdrawn".into()), None, &w)
-        .await
-        .unwrap();
+    s.transition(
+        id,
+        ArtifactStatus::Draft,
+        Some("withdrawn".into()),
+        None,
+        &w,
+    )
+    .await
+    .unwrap();
     let h = s.history(id, PageRequest::default()).await.unwrap().items;
     assert_eq!(h.len(), 3);
     assert_eq!(h[0].action, HistoryAction::Created);
@@ -470,7 +479,10 @@ async fn rollback_writes_a_new_version(db: &TestDb) {
         back.artifact.summary.content_hash,
         s.get_version(id, 1).await.unwrap().content_hash
     );
-    assert_eq!(back.artifact.note.as_deref(), Some("Rolled back to version 1"));
+    assert_eq!(
+        back.artifact.note.as_deref(),
+        Some("Rolled back to version 1")
+    );
     assert!(
         matches!(s.rollback(id, 4, 9, None, &ctx()).await, Err(StoreError::Invalid(ref f)) if f.pointer == "/to_version")
     );
@@ -529,7 +541,8 @@ async fn sources_are_checked_and_kept(db: &TestDb) {
         s.write_content(strat.summary.id, 2, cleared, &ctx())
             .await
             .unwrap()
-            .artifact.sources
+            .artifact
+            .sources
             .is_empty()
     );
     assert_eq!(
@@ -938,15 +951,27 @@ async fn approved_chain(s: &dyn Store) -> (Artifact, Artifact, Artifact) {
     approve(s, intake.summary.id).await;
     let strategy = in_pipeline(s, c, e, "strategy", &["intake"]).await.unwrap();
     approve(s, strategy.summary.id).await;
-    let creatives = in_pipeline(s, c, e, "creatives", &["strategy"]).await.unwrap();
+    let creatives = in_pipeline(s, c, e, "creatives", &["strategy"])
+        .await
+        .unwrap();
     let creatives = approve(s, creatives.summary.id).await;
-    (intake, s.get_artifact(strategy.summary.id).await.unwrap(), creatives)
+    (
+        intake,
+        s.get_artifact(strategy.summary.id).await.unwrap(),
+        creatives,
+    )
 }
 
 async fn reopen_and_edit(s: &dyn Store, a: &Artifact, content: serde_json::Value) -> Written {
-    s.transition(a.summary.id, ArtifactStatus::Draft, Some("changes".into()), None, &ctx())
-        .await
-        .unwrap();
+    s.transition(
+        a.summary.id,
+        ArtifactStatus::Draft,
+        Some("changes".into()),
+        None,
+        &ctx(),
+    )
+    .await
+    .unwrap();
     s.write_content(a.summary.id, a.summary.version, edit(content), &ctx())
         .await
         .unwrap()
@@ -982,7 +1007,9 @@ async fn gating_refuses_locked_types_and_defaults_sources(db: &TestDb) {
     assert!(none.items.is_empty(), "a refused create writes nothing");
 
     approve(&*s, intake.summary.id).await;
-    let strategy = in_pipeline(&*s, c, e, "strategy", &["intake"]).await.unwrap();
+    let strategy = in_pipeline(&*s, c, e, "strategy", &["intake"])
+        .await
+        .unwrap();
     assert_eq!(
         strategy.sources,
         [SourceRef {
@@ -1003,7 +1030,10 @@ async fn stale_cascade_flags_downstream_transitively(db: &TestDb) {
     let written = reopen_and_edit(&*s, &intake, json!({"about": "intake, revised"})).await;
     let flagged: Vec<ArtifactId> = written.flagged.iter().map(|f| f.artifact_id).collect();
     assert_eq!(flagged, [strategy.summary.id, creatives.summary.id]);
-    assert_eq!(written.flagged[0].reason, "Upstream intake changed from v1 to v2");
+    assert_eq!(
+        written.flagged[0].reason,
+        "Upstream intake changed from v1 to v2"
+    );
 
     let st = s.get_artifact(strategy.summary.id).await.unwrap();
     assert_eq!(st.summary.status, ArtifactStatus::Stale);
@@ -1012,7 +1042,10 @@ async fn stale_cascade_flags_downstream_transitively(db: &TestDb) {
         Some("Upstream intake changed from v1 to v2")
     );
     let cause = &st.summary.stale_causes[0];
-    assert_eq!(cause.category, waymark_domain::cascade::StaleCategory::UpstreamChanged);
+    assert_eq!(
+        cause.category,
+        waymark_domain::cascade::StaleCategory::UpstreamChanged
+    );
     assert_eq!((cause.from_version, cause.to_version), (1, Some(2)));
     assert_eq!(cause.dependency, intake.summary.id);
 
@@ -1022,9 +1055,15 @@ async fn stale_cascade_flags_downstream_transitively(db: &TestDb) {
         cr.summary.stale_reason.as_deref(),
         Some("Upstream strategy is stale (intake changed from v1 to v2)")
     );
-    assert_eq!(cr.summary.stale_causes[0].root.artifact_id, intake.summary.id);
+    assert_eq!(
+        cr.summary.stale_causes[0].root.artifact_id,
+        intake.summary.id
+    );
 
-    let history = s.history(creatives.summary.id, PageRequest::default()).await.unwrap();
+    let history = s
+        .history(creatives.summary.id, PageRequest::default())
+        .await
+        .unwrap();
     let last = history.items.last().unwrap();
     assert_eq!(last.action, HistoryAction::MarkedStale);
     assert_eq!(last.from_status, Some(ArtifactStatus::Approved));
@@ -1083,12 +1122,27 @@ async fn reapproval_rebases_sources(db: &TestDb) {
     let cr = s.get_artifact(creatives.summary.id).await.unwrap();
     assert_eq!(cr.summary.status, ArtifactStatus::Stale);
     let cr = s
-        .transition(creatives.summary.id, ArtifactStatus::Approved, None, None, &ctx())
+        .transition(
+            creatives.summary.id,
+            ArtifactStatus::Approved,
+            None,
+            None,
+            &ctx(),
+        )
         .await
         .unwrap();
     assert_eq!(cr.sources[0].version, 2, "re-based onto strategy v2");
-    let history = s.history(strategy.summary.id, PageRequest::default()).await.unwrap();
-    let actions: Vec<HistoryAction> = history.items.iter().rev().take(2).map(|h| h.action).collect();
+    let history = s
+        .history(strategy.summary.id, PageRequest::default())
+        .await
+        .unwrap();
+    let actions: Vec<HistoryAction> = history
+        .items
+        .iter()
+        .rev()
+        .take(2)
+        .map(|h| h.action)
+        .collect();
     assert_eq!(actions, [HistoryAction::Transition, HistoryAction::Rebased]);
 }
 
@@ -1097,7 +1151,12 @@ async fn new_content_clears_stale(db: &TestDb) {
     let (intake, strategy, _) = approved_chain(&*s).await;
     reopen_and_edit(&*s, &intake, json!({"about": "intake, revised"})).await;
     let w = s
-        .write_content(strategy.summary.id, 1, edit(json!({"about": "regenerated"})), &ctx())
+        .write_content(
+            strategy.summary.id,
+            1,
+            edit(json!({"about": "regenerated"})),
+            &ctx(),
+        )
         .await
         .unwrap();
     assert_eq!(w.artifact.summary.status, ArtifactStatus::Draft);
@@ -1106,8 +1165,14 @@ async fn new_content_clears_stale(db: &TestDb) {
     assert_eq!(w.artifact.sources[0].version, 1);
     let mut again = edit(json!({"about": "regenerated twice"}));
     again.pipeline = pipe(&["intake"]);
-    let w = s.write_content(strategy.summary.id, 2, again, &ctx()).await.unwrap();
-    assert_eq!(w.artifact.sources[0].version, 2, "pipeline edits build on the current intake");
+    let w = s
+        .write_content(strategy.summary.id, 2, again, &ctx())
+        .await
+        .unwrap();
+    assert_eq!(
+        w.artifact.sources[0].version, 2,
+        "pipeline edits build on the current intake"
+    );
 }
 
 async fn lineage_walks_both_ways(db: &TestDb) {
@@ -1121,8 +1186,15 @@ async fn lineage_walks_both_ways(db: &TestDb) {
     assert_eq!(l.downstream[0].artifact_id, creatives.summary.id);
     assert_eq!(l.downstream[0].via.artifact_id, strategy.summary.id);
     let l = s.lineage(intake.summary.id, 100).await.unwrap();
-    let depths: Vec<(ArtifactId, i64)> = l.downstream.iter().map(|n| (n.artifact_id, n.depth)).collect();
-    assert_eq!(depths, [(strategy.summary.id, 1), (creatives.summary.id, 2)]);
+    let depths: Vec<(ArtifactId, i64)> = l
+        .downstream
+        .iter()
+        .map(|n| (n.artifact_id, n.depth))
+        .collect();
+    assert_eq!(
+        depths,
+        [(strategy.summary.id, 1), (creatives.summary.id, 2)]
+    );
     assert!(!l.truncated);
     let l = s.lineage(creatives.summary.id, 1).await.unwrap();
     assert_eq!(l.upstream.len(), 1);
@@ -1138,21 +1210,27 @@ async fn plans_and_installed_packs_round_trip(db: &TestDb) {
     let c = client(&*s, "Acme").await;
     let e = engagement(&*s, c).await;
     assert!(s.get_plan(e).await.unwrap().is_none());
-    let p = s.save_plan(e, Some(vec!["icp_definition".into()]), &ctx()).await.unwrap();
+    let p = s
+        .save_plan(e, Some(vec!["icp_definition".into()]), &ctx())
+        .await
+        .unwrap();
     assert_eq!(p.deliverables, Some(vec!["icp_definition".to_owned()]));
     let p = s.save_plan(e, None, &ctx()).await.unwrap();
     assert_eq!(p.deliverables, None);
     assert!(p.updated_at >= p.created_at);
 
     assert!(s.installed_pack("tiny").await.unwrap().is_none());
-    let files = std::collections::BTreeMap::from([("pack.yaml".to_owned(), "name: tiny".to_owned())]);
+    let files =
+        std::collections::BTreeMap::from([("pack.yaml".to_owned(), "name: tiny".to_owned())]);
     let mut pack = InstalledPack {
         name: "tiny".into(),
         version: "1.0.0".into(),
         digest: "sha256:aa".into(),
         files,
         installed_by: "tok_test".into(),
-        installed_at: time::OffsetDateTime::now_utc().replace_nanosecond(0).unwrap(),
+        installed_at: time::OffsetDateTime::now_utc()
+            .replace_nanosecond(0)
+            .unwrap(),
     };
     s.install_pack(pack.clone()).await.unwrap();
     pack.version = "1.1.0".into();
@@ -1160,6 +1238,9 @@ async fn plans_and_installed_packs_round_trip(db: &TestDb) {
     s.install_pack(pack.clone()).await.unwrap();
     let got = s.installed_pack("tiny").await.unwrap().unwrap();
     assert_eq!((got.version.as_str(), got.files.len()), ("1.1.0", 1));
-    assert_eq!(s.installed_pack_digest("tiny").await.unwrap().as_deref(), Some("sha256:bb"));
+    assert_eq!(
+        s.installed_pack_digest("tiny").await.unwrap().as_deref(),
+        Some("sha256:bb")
+    );
     assert_eq!(s.list_installed_packs().await.unwrap().len(), 1);
 }

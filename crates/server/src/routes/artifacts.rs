@@ -23,8 +23,8 @@ use super::{PageParams, write_context};
 use std::sync::Arc;
 
 use crate::AppState;
-use crate::catalog::{engagement_pack, pipeline_of};
 use crate::auth::Caller;
+use crate::catalog::{engagement_pack, pipeline_of};
 use crate::error::{ApiError, Problem};
 use crate::extract::{IfMatch, Json, Query, from_value, path_id, query_id};
 use crate::observe::TraceId;
@@ -306,7 +306,12 @@ pub async fn create_artifact(
     let warnings = check(rules.as_ref(), &new.content)?;
     new.pipeline = rules.as_ref().map(|r| pipeline_of(r.def()));
     let created = state.store.create_artifact(new, &ctx).await?;
-    Ok(written(StatusCode::CREATED, created.record, warnings, vec![]))
+    Ok(written(
+        StatusCode::CREATED,
+        created.record,
+        warnings,
+        vec![],
+    ))
 }
 
 /// List artifacts, newest first, without their content.
@@ -589,7 +594,10 @@ pub async fn validate(
     let ty = ArtifactType::parse(&body.artifact_type, "/type").map_err(ApiError::invalid)?;
     let candidates: Vec<Arc<Pack>> = match &body.pack {
         Some(name) => vec![state.packs.get(name).await?.ok_or_else(|| {
-            ApiError::invalid(FieldError::new("/pack", format!("no pack `{}`", name.chars().take(64).collect::<String>())))
+            ApiError::invalid(FieldError::new(
+                "/pack",
+                format!("no pack `{}`", name.chars().take(64).collect::<String>()),
+            ))
         })?],
         None => state
             .packs
@@ -617,14 +625,21 @@ pub async fn validate(
                 format!(
                     "several packs declare type `{}` ({}); name one in `pack`",
                     ty.as_str(),
-                    several.iter().map(|p| p.name.as_str()).collect::<Vec<_>>().join(", ")
+                    several
+                        .iter()
+                        .map(|p| p.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ),
             )));
         }
     };
-    let def = pack
-        .artifact_type(ty.as_str())
-        .ok_or_else(|| ApiError::invalid(FieldError::new("/type", format!("pack {} has no type `{}`", pack.name, ty.as_str()))))?;
+    let def = pack.artifact_type(ty.as_str()).ok_or_else(|| {
+        ApiError::invalid(FieldError::new(
+            "/type",
+            format!("pack {} has no type `{}`", pack.name, ty.as_str()),
+        ))
+    })?;
     let checked = def.check(&body.content, "/content");
     Ok(JsonOut(Validation {
         ok: checked.errors.is_empty(),

@@ -209,11 +209,12 @@ pub async fn get_pack(
     State(state): State<AppState>,
     Path(name): Path<String>,
 ) -> Result<JsonOut<PackDetail>, ApiError> {
-    let pack: Arc<Pack> = state
-        .packs
-        .get(&name)
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("no pack {}", name.chars().take(64).collect::<String>())))?;
+    let pack: Arc<Pack> = state.packs.get(&name).await?.ok_or_else(|| {
+        ApiError::NotFound(format!(
+            "no pack {}",
+            name.chars().take(64).collect::<String>()
+        ))
+    })?;
     let builtin = waymark_packs::builtin().iter().any(|b| b.name == pack.name);
     Ok(JsonOut(detail(&pack, builtin)))
 }

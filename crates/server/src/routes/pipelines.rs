@@ -123,7 +123,10 @@ pub async fn gating(
     let ty = q.artifact_type.ok_or_else(|| {
         ApiError::bad_request(
             "invalid_query",
-            format!("give the type to gate: ?type=, one of {}", pack.type_names().join(", ")),
+            format!(
+                "give the type to gate: ?type=, one of {}",
+                pack.type_names().join(", ")
+            ),
         )
     })?;
     if pack.artifact_type(&ty).is_none() {
@@ -148,15 +151,18 @@ pub async fn board(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<JsonOut<Board>, ApiError> {
-    let (engagement, pack, mut current) = pipeline(&state, &id).await?;
+    let (engagement, pack, current) = pipeline(&state, &id).await?;
     let mut counts: HashMap<String, usize> = HashMap::new();
     let columns = pack
         .types
         .iter()
         .map(|t| {
             let gating = gate(&pack, &current, &t.name);
-            let artifact = current.remove(&t.name);
-            let key = artifact.as_ref().map(|a| a.status.as_str()).unwrap_or("missing");
+            let artifact = current.get(&t.name).cloned();
+            let key = artifact
+                .as_ref()
+                .map(|a| a.status.as_str())
+                .unwrap_or("missing");
             *counts.entry(key.to_owned()).or_default() += 1;
             BoardColumn {
                 artifact_type: t.name.clone(),
@@ -192,7 +198,11 @@ fn plan_of(
         });
     }
     let jobs = pack
-        .plan(deliverables.as_deref(), |t| gate(pack, current, t), |_| false)
+        .plan(
+            deliverables.as_deref(),
+            |t| gate(pack, current, t),
+            |_| false,
+        )
         .map_err(|e| ApiError::invalid(FieldError::new("/deliverables", e.0)))?;
     let mut counts: HashMap<String, usize> = HashMap::new();
     for j in &jobs {
@@ -228,7 +238,13 @@ pub async fn get_plan(
         Some(p) => (p.deliverables, Some(p.updated_at)),
         None => (None, None),
     };
-    Ok(JsonOut(plan_of(&engagement, &pack, &current, deliverables, at)?))
+    Ok(JsonOut(plan_of(
+        &engagement,
+        &pack,
+        &current,
+        deliverables,
+        at,
+    )?))
 }
 
 /// Choose the deliverables of the engagement's generation plan and answer its job DAG.

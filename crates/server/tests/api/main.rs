@@ -4,4 +4,5 @@
 mod artifacts;
 mod errors;
 mod helpers;
+mod pipelines;
 mod service;
