@@ -403,6 +403,16 @@ fn pointer_or_root(p: &str) -> &str {
     if p.is_empty() { "the root" } else { p }
 }
 
+/// The parser's message without its own `error: line N column M:` prefix (the
+/// problem carries the position).
 fn first_line(s: &str) -> &str {
-    s.lines().next().unwrap_or(s).trim_end_matches(':')
+    let line = s.lines().next().unwrap_or(s).trim_end_matches(':');
+    let line = line.strip_prefix("error: ").unwrap_or(line);
+    match line
+        .strip_prefix("line ")
+        .and_then(|rest| rest.split_once(": "))
+    {
+        Some((position, message)) if position.contains("column") => message,
+        _ => line,
+    }
 }

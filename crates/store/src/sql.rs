@@ -282,24 +282,30 @@ struct CurrentRow {
 
 /// Every artifact downstream of `$1` that can go stale, reached through the
 /// sources of latest versions (the first step only through versions older than
-/// `$2`), with all the sources of its latest version.
+/// `$2`), with all the sources of its latest version. `CROSS JOIN` fixes the
+/// join order on SQLite (whose planner would otherwise scan artifacts by status
+/// for every row of the recursion); PostgreSQL plans it as an inner join.
 const CASCADE_CANDIDATES: &str = "WITH RECURSIVE down(id) AS ( \
        SELECT a.id FROM version_sources vs \
-       JOIN artifacts a ON a.id = vs.artifact_id AND a.version = vs.version \
-       WHERE vs.source_id = $1 AND vs.source_version < $2 AND a.id <> $1 \
+       CROSS JOIN artifacts a \
+       WHERE vs.source_id = $1 AND vs.source_version < $2 \
+         AND a.id = vs.artifact_id AND a.version = vs.version AND a.id <> $1 \
          AND a.status IN ('draft', 'in_review', 'approved', 'stale') \
        UNION \
        SELECT a.id FROM down \
-       JOIN version_sources vs ON vs.source_id = down.id \
-       JOIN artifacts a ON a.id = vs.artifact_id AND a.version = vs.version \
-       WHERE a.id <> $1 AND a.status IN ('draft', 'in_review', 'approved', 'stale') \
+       CROSS JOIN version_sources vs \
+       CROSS JOIN artifacts a \
+       WHERE vs.source_id = down.id AND a.id = vs.artifact_id AND a.version = vs.version \
+         AND a.id <> $1 AND a.status IN ('draft', 'in_review', 'approved', 'stale') \
      ) \
      SELECT a.id, a.type, a.status, a.version, a.stale_causes, \
             vs.source_id, s.type AS source_type, vs.source_version \
      FROM down \
-     JOIN artifacts a ON a.id = down.id \
-     JOIN version_sources vs ON vs.artifact_id = a.id AND vs.version = a.version \
-     JOIN artifacts s ON s.id = vs.source_id \
+     CROSS JOIN artifacts a \
+     CROSS JOIN version_sources vs \
+     CROSS JOIN artifacts s \
+     WHERE a.id = down.id AND vs.artifact_id = a.id AND vs.version = a.version \
+       AND s.id = vs.source_id \
      ORDER BY a.id, vs.position";
 
 const SQLITE_MARK_STALE: &str = "UPDATE artifacts SET status = 'stale', \
@@ -332,14 +338,12 @@ struct CascadeRow {
     source_version: i64,
 }
 
+/// Each cascade candidate's type and latest version.
+type CandidateInfo = std::collections::HashMap<ArtifactId, (String, i64)>;
+
 /// Groups the candidate rows (ordered by artifact) into consumers, with each
 /// one's type and latest version.
-fn consumers_of(
-    rows: Vec<CascadeRow>,
-) -> Result<(
-    Vec<Consumer>,
-    std::collections::HashMap<ArtifactId, (String, i64)>,
-)> {
+fn consumers_of(rows: Vec<CascadeRow>) -> Result<(Vec<Consumer>, CandidateInfo)> {
     let mut consumers: Vec<Consumer> = Vec::new();
     let mut info = std::collections::HashMap::new();
     for r in rows {
@@ -1914,17 +1918,17 @@ const LINEAGE_UPSTREAM: &str = "WITH RECURSIVE up(id, version) AS ( \
 /// Every artifact whose latest version was built on `$1`, or on one of those,
 /// with the edges of its latest version inside that set.
 const LINEAGE_DOWNSTREAM: &str = "WITH RECURSIVE down(id) AS ( \
-       SELECT a.id FROM version_sources vs \
-       JOIN artifacts a ON a.id = vs.artifact_id AND a.version = vs.version WHERE vs.source_id = $1 \
+       SELECT a.id FROM version_sources vs CROSS JOIN artifacts a \
+       WHERE vs.source_id = $1 AND a.id = vs.artifact_id AND a.version = vs.version \
        UNION \
-       SELECT a.id FROM down JOIN version_sources vs ON vs.source_id = down.id \
-       JOIN artifacts a ON a.id = vs.artifact_id AND a.version = vs.version \
+       SELECT a.id FROM down CROSS JOIN version_sources vs CROSS JOIN artifacts a \
+       WHERE vs.source_id = down.id AND a.id = vs.artifact_id AND a.version = vs.version \
      ) \
      SELECT a.id, a.type, a.title, a.status, a.version, vs.source_id AS via_id, \
             vs.source_version AS via_version \
-     FROM down JOIN artifacts a ON a.id = down.id \
-     JOIN version_sources vs ON vs.artifact_id = a.id AND vs.version = a.version \
-     WHERE vs.source_id = $1 OR vs.source_id IN (SELECT id FROM down) \
+     FROM down CROSS JOIN artifacts a CROSS JOIN version_sources vs \
+     WHERE a.id = down.id AND vs.artifact_id = a.id AND vs.version = a.version \
+       AND (vs.source_id = $1 OR vs.source_id IN (SELECT id FROM down)) \
      ORDER BY a.id, vs.position";
 
 #[derive(FromRow)]

@@ -16,6 +16,8 @@ use waymark_store::{NewToken, Role, SqlStore, Store, postgres, sqlite};
 pub enum BenchCommand {
     /// Artifact create, update and get through the HTTP API
     Api(ApiBench),
+    /// The stale cascade on a big lineage graph
+    Cascade(crate::bench_cascade::CascadeBench),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -46,6 +48,7 @@ pub struct ApiBench {
 pub async fn run(command: BenchCommand) -> Result<()> {
     match command {
         BenchCommand::Api(args) => api(args).await,
+        BenchCommand::Cascade(args) => crate::bench_cascade::run(args).await,
     }
 }
 
@@ -62,27 +65,7 @@ async fn api(args: ApiBench) -> Result<()> {
     if args.requests == 0 || args.concurrency.contains(&0) {
         bail!("--requests and every --concurrency level must be at least 1");
     }
-    let _tmp;
-    let mut schema = None;
-    let store: SqlStore = match args.backend {
-        BenchBackend::Sqlite => {
-            let dir = tempfile::tempdir().context("create a temporary folder")?;
-            let s = sqlite::open(&dir.path().join("bench.db"), 8).await?;
-            _tmp = dir;
-            s
-        }
-        BenchBackend::Postgres => {
-            let Some(url) = &args.database_url else {
-                bail!(
-                    "--backend postgres needs --database-url postgres://... (or WAYMARK_DATABASE_URL)"
-                );
-            };
-            let name = format!("bench_{}", uuid_suffix());
-            let (s, _) = postgres::connect_isolated(url, &name, 32).await?;
-            schema = Some((url.clone(), name));
-            s
-        }
-    };
+    let (store, bench_db) = BenchDb::open(args.backend, args.database_url.as_deref()).await?;
     store.migrate().await?;
     let store: Arc<dyn Store> = Arc::new(store);
     let secret = generate_secret();
@@ -206,9 +189,7 @@ async fn api(args: ApiBench) -> Result<()> {
     let _ = stop_tx.send(());
     let _ = server.await;
     store.close().await;
-    if let Some((url, name)) = schema {
-        postgres::drop_schema(&url, &name).await?;
-    }
+    bench_db.drop().await?;
 
     let backend = match args.backend {
         BenchBackend::Sqlite => "sqlite",
@@ -246,7 +227,62 @@ async fn api(args: ApiBench) -> Result<()> {
     Ok(())
 }
 
-fn ms(d: Duration) -> f64 {
+/// Where a benchmark's database lives: a temporary SQLite file, or a fresh
+/// PostgreSQL schema dropped afterwards.
+pub(crate) struct BenchDb {
+    _dir: Option<tempfile::TempDir>,
+    schema: Option<(String, String)>,
+}
+
+impl BenchDb {
+    /// Opens and migrates a fresh database on `backend`.
+    pub(crate) async fn open(
+        backend: BenchBackend,
+        database_url: Option<&str>,
+    ) -> Result<(SqlStore, BenchDb)> {
+        let (store, db) = match backend {
+            BenchBackend::Sqlite => {
+                let dir = tempfile::tempdir().context("create a temporary folder")?;
+                let s = sqlite::open(&dir.path().join("bench.db"), 8).await?;
+                (
+                    s,
+                    BenchDb {
+                        _dir: Some(dir),
+                        schema: None,
+                    },
+                )
+            }
+            BenchBackend::Postgres => {
+                let Some(url) = database_url else {
+                    bail!(
+                        "--backend postgres needs --database-url postgres://... (or WAYMARK_DATABASE_URL)"
+                    );
+                };
+                let name = format!("bench_{}", uuid_suffix());
+                let (s, _) = postgres::connect_isolated(url, &name, 32).await?;
+                (
+                    s,
+                    BenchDb {
+                        _dir: None,
+                        schema: Some((url.to_owned(), name)),
+                    },
+                )
+            }
+        };
+        store.migrate().await?;
+        Ok((store, db))
+    }
+
+    /// Drops the PostgreSQL schema (the SQLite folder goes with `self`).
+    pub(crate) async fn drop(self) -> Result<()> {
+        if let Some((url, name)) = self.schema {
+            postgres::drop_schema(&url, &name).await?;
+        }
+        Ok(())
+    }
+}
+
+pub(crate) fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
@@ -357,14 +393,14 @@ async fn get(http: &reqwest::Client, base: &str, secret: &str, path: &str) -> Re
 
 /// A progress bar on a terminal, a line per tenth otherwise.
 #[derive(Clone)]
-struct Progress {
+pub(crate) struct Progress {
     bar: Option<indicatif::ProgressBar>,
     done: Arc<std::sync::atomic::AtomicU64>,
     total: u64,
 }
 
 impl Progress {
-    fn new(total: u64) -> Self {
+    pub(crate) fn new(total: u64) -> Self {
         let bar = std::io::stderr().is_terminal().then(|| {
             let b = indicatif::ProgressBar::new(total);
             b.set_style(
@@ -382,14 +418,14 @@ impl Progress {
         }
     }
 
-    fn set_message(&self, msg: String) {
+    pub(crate) fn set_message(&self, msg: String) {
         match &self.bar {
             Some(b) => b.set_message(msg),
             None => eprintln!("bench: {msg}"),
         }
     }
 
-    fn inc(&self) {
+    pub(crate) fn inc(&self) {
         let n = self.done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
         match &self.bar {
             Some(b) => b.inc(1),
@@ -401,7 +437,7 @@ impl Progress {
         }
     }
 
-    fn finish(&self) {
+    pub(crate) fn finish(&self) {
         if let Some(b) = &self.bar {
             b.finish_and_clear();
         }

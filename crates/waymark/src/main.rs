@@ -2,7 +2,10 @@
 //! its API, in one binary.
 
 mod bench;
+mod bench_cascade;
 mod config;
+mod packs;
+mod selftest;
 mod serve;
 
 use std::path::PathBuf;
@@ -59,6 +62,13 @@ enum Command {
         #[command(subcommand)]
         command: ArtifactCommand,
     },
+    /// Packs: list the built-in and installed ones, check a pack folder, install one
+    Pack {
+        #[command(subcommand)]
+        command: packs::PackCommand,
+    },
+    /// The pipeline wiring check (intake, gating, approval, stale cascade), PASS/FAIL per step
+    Selftest(selftest::SelftestArgs),
     /// Benchmarks
     Bench {
         #[command(subcommand)]
@@ -88,6 +98,12 @@ async fn run(cli: Cli) -> ExitCode {
         Command::Serve(flags) => serve::serve(cli.config.as_deref(), &flags).await,
         Command::Migrate(flags) => serve::migrate(cli.config.as_deref(), &flags).await,
         Command::Bench { command } => bench::run(command).await,
+        Command::Pack { command } => packs::run(cli.config.as_deref(), command).await,
+        Command::Selftest(args) => match selftest::run(args).await {
+            Ok(true) => Ok(()),
+            Ok(false) => return ExitCode::FAILURE,
+            Err(e) => Err(e),
+        },
         Command::Client { remote, command } => {
             return remote_result(waymark_client::run_client(&remote, command).await);
         }

@@ -31,7 +31,8 @@ macro_rules! both_backends {
 both_backends!(
     cli_walkthrough,
     answered_writes_survive_sigkill,
-    sigterm_lets_the_server_stop_cleanly
+    sigterm_lets_the_server_stop_cleanly,
+    selftest_and_pack_install_against_a_running_server,
 );
 
 fn json_of(out: &std::process::Output) -> Value {
@@ -60,6 +61,7 @@ async fn cli_walkthrough(backend: Backend) {
         .as_str()
         .unwrap()
         .to_owned();
+    // Engagements name a pack; artifacts outside one are free-form documents.
     let eng = json_of(&cli(&[
         "engagement",
         "create",
@@ -74,13 +76,12 @@ async fn cli_walkthrough(backend: Backend) {
         .as_str()
         .unwrap()
         .to_owned();
+    assert!(eng.starts_with("eng_"));
     let art = json_of(&cli(&[
         "artifact",
         "create",
         "--client",
         &client,
-        "--engagement",
-        &eng,
         "--type",
         "strategy",
         "--title",
@@ -295,4 +296,164 @@ fn version_and_migrate() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(dir.path().join("waymark.db").exists());
+}
+
+fn text(out: &std::process::Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn assert_selftest_passed(out: &std::process::Output) {
+    let (stdout, stderr) = text(out);
+    assert!(out.status.success(), "selftest failed:\n{stdout}\n{stderr}");
+    assert_eq!(
+        stdout.lines().filter(|l| l.starts_with("PASS  ")).count(),
+        8,
+        "{stdout}"
+    );
+    assert!(!stdout.contains("FAIL"), "{stdout}");
+    assert!(
+        stdout.contains("PASS  8. Stale cascade (Upstream intake changed from v1 to v2)"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn selftest_runs_on_a_temporary_database() {
+    assert_selftest_passed(&waymark(&["selftest"], &[]));
+}
+
+#[test]
+fn selftest_fails_without_a_server_to_talk_to() {
+    let out = waymark(
+        &[
+            "selftest",
+            "--server",
+            "http://127.0.0.1:9",
+            "--token",
+            "wm_nothing",
+        ],
+        &[],
+    );
+    let (stdout, _) = text(&out);
+    assert!(!out.status.success());
+    assert!(stdout.contains("FAIL  setup"), "{stdout}");
+}
+
+/// A pack folder of one's own, copied from a built-in one and renamed.
+fn own_pack(dir: &std::path::Path) -> std::path::PathBuf {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../packs/renewal");
+    let target = dir.join("my-renewal");
+    for entry in walk(&root) {
+        let rel = entry.strip_prefix(&root).unwrap();
+        let to = target.join(rel);
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        std::fs::copy(&entry, &to).unwrap();
+    }
+    let manifest = target.join("pack.yaml");
+    let yaml = std::fs::read_to_string(&manifest).unwrap();
+    std::fs::write(
+        &manifest,
+        yaml.replacen("name: renewal", "name: my-renewal", 1),
+    )
+    .unwrap();
+    target
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = vec![];
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+#[test]
+fn pack_validate_names_the_file_and_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pack = own_pack(tmp.path());
+    let ok = waymark(&["pack", "validate", pack.to_str().unwrap()], &[]);
+    let (stdout, stderr) = text(&ok);
+    assert!(ok.status.success(), "{stderr}");
+    assert!(stdout.contains("is a valid pack: my-renewal"), "{stdout}");
+
+    let manifest = pack.join("pack.yaml");
+    let yaml = std::fs::read_to_string(&manifest).unwrap();
+    let line = yaml
+        .lines()
+        .position(|l| l.trim() == "requires: [assessment]")
+        .expect("the renewal pack has a type requiring assessment")
+        + 1;
+    std::fs::write(
+        &manifest,
+        yaml.replacen("requires: [assessment]", "requires: [assesment]", 1),
+    )
+    .unwrap();
+    let bad = waymark(&["pack", "validate", pack.to_str().unwrap()], &[]);
+    let (_, stderr) = text(&bad);
+    assert!(!bad.status.success());
+    assert!(
+        stderr.contains(&format!("pack.yaml:{line}:"))
+            && stderr.contains("unknown type `assesment`"),
+        "{stderr}"
+    );
+    std::fs::write(&manifest, "name: broken\ntypes: [\n").unwrap();
+    let (_, stderr) = text(&waymark(&["pack", "validate", pack.to_str().unwrap()], &[]));
+    assert!(stderr.contains("pack.yaml:"), "{stderr}");
+}
+
+async fn selftest_and_pack_install_against_a_running_server(backend: Backend) {
+    let server = Server::start(&backend).await;
+    assert_selftest_passed(&server.cli(&["selftest"]));
+
+    // Installed by another process into the same database: the server sees it.
+    let tmp = tempfile::tempdir().unwrap();
+    let pack = own_pack(tmp.path());
+    let mut args = vec![
+        "pack".to_owned(),
+        "install".into(),
+        pack.display().to_string(),
+    ];
+    args.extend(backend.store_flags());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = waymark(&args, &[]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("installed my-renewal 1.0.0"), "{stdout}");
+    let http = reqwest::Client::new();
+    let got: Value = http
+        .get(format!("{}/api/v1/packs/my-renewal", server.url))
+        .bearer_auth(&server.token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(got["builtin"], false, "{got}");
+    assert_eq!(got["artifact_types"].as_array().unwrap().len(), 6);
+    let mut list = vec!["pack".to_owned(), "list".into()];
+    list.extend(backend.store_flags());
+    let list: Vec<&str> = list.iter().map(String::as_str).collect();
+    let (stdout, _) = text(&waymark(&list, &[]));
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with("my-renewal") && l.contains("installed")),
+        "{stdout}"
+    );
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with("marketing-engagement") && l.contains("built-in")),
+        "{stdout}"
+    );
+    let _ = json!(null);
 }

@@ -48,6 +48,20 @@ impl Backend {
     pub fn data_dir(&self) -> &Path {
         self.dir.path()
     }
+
+    /// The flags that point a maintenance command (`migrate`, `pack install`) at
+    /// this backend's database.
+    pub fn store_flags(&self) -> Vec<String> {
+        let mut flags = vec![
+            "--data-dir".to_owned(),
+            self.dir.path().display().to_string(),
+        ];
+        if let Some(url) = &self.database_url {
+            flags.push("--database-url".into());
+            flags.push(url.clone());
+        }
+        flags
+    }
 }
 
 /// Runs the binary to completion.
