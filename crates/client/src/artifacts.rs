@@ -357,7 +357,7 @@ pub(crate) async fn execute(
 }
 
 fn summary(artifact: &Value) -> String {
-    render::fields(artifact, SUMMARY) + &render::warnings(artifact)
+    render::fields(artifact, SUMMARY) + &render::warnings(artifact) + &render::flagged(artifact)
 }
 
 /// The fields, a blank line, then the content pretty-printed.

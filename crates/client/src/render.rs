@@ -81,6 +81,24 @@ pub(crate) fn fields(value: &Value, names: &[&str]) -> String {
         .collect()
 }
 
+/// Artifacts a write made stale (the stale cascade), one `stale:` line each.
+pub(crate) fn flagged(value: &Value) -> String {
+    let Some(flagged) = value["flagged"].as_array() else {
+        return String::new();
+    };
+    flagged
+        .iter()
+        .map(|f| {
+            format!(
+                "stale: {} {}: {}\n",
+                f["type"].as_str().unwrap_or("artifact"),
+                f["artifact_id"].as_str().unwrap_or_default(),
+                f["reason"].as_str().unwrap_or_default()
+            )
+        })
+        .collect()
+}
+
 /// Server warnings (e.g. on create), one `warning:` line each.
 pub(crate) fn warnings(value: &Value) -> String {
     let Some(warnings) = value["warnings"].as_array() else {

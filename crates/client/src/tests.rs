@@ -631,3 +631,24 @@ async fn diff_is_a_table_of_operations() {
         "/api/v1/artifacts/art_1/diff?from=1&to=3"
     );
 }
+
+#[test]
+fn writes_show_their_warnings_and_what_they_made_stale() {
+    let answer = serde_json::json!({
+        "warnings": ["Lead-generation objective but no target audience."],
+        "flagged": [{"artifact_id": "art_1", "type": "strategy",
+                     "reason": "Upstream intake changed from v1 to v2"}]
+    });
+    assert_eq!(
+        crate::render::warnings(&answer),
+        "warning: Lead-generation objective but no target audience.\n"
+    );
+    assert_eq!(
+        crate::render::flagged(&answer),
+        "stale: strategy art_1: Upstream intake changed from v1 to v2\n"
+    );
+    assert_eq!(
+        crate::render::flagged(&serde_json::json!({"flagged": []})),
+        ""
+    );
+}

@@ -40,6 +40,9 @@ pub trait Store: Send + Sync + 'static {
     fn pool_stats(&self) -> Vec<PoolStats>;
     /// Closes the pools, waiting for connections in use.
     async fn close(&self);
+    /// Refreshes the query planner's statistics (`ANALYZE`), as the database's own
+    /// maintenance would; worth running after a bulk load.
+    async fn optimize(&self) -> Result<()>;
 
     // --- tokens -------------------------------------------------------------
 

@@ -940,6 +940,13 @@ impl Store for SqlStore {
         }
     }
 
+    async fn optimize(&self) -> Result<()> {
+        on_writer!(self, |p| {
+            sqlx::query("ANALYZE").execute(p).await?;
+        });
+        Ok(())
+    }
+
     async fn ping(&self) -> Result<()> {
         on_reader!(self, |p| {
             sqlx::query("SELECT 1").execute(p).await?;
@@ -1699,64 +1706,77 @@ impl Store for SqlStore {
         let mut up_nodes = Vec::new();
         let mut depth_of: std::collections::HashMap<(Uuid, i64), i64> =
             std::collections::HashMap::from([(root, 0)]);
+        let mut by_consumer: std::collections::HashMap<(Uuid, i64), Vec<&UpRow>> =
+            std::collections::HashMap::new();
+        for r in &up {
+            by_consumer
+                .entry((r.via_id, r.via_version))
+                .or_default()
+                .push(r);
+        }
         let mut frontier = vec![root];
         let mut d = 0;
         while !frontier.is_empty() && up_nodes.len() <= limit {
             d += 1;
             let mut next = Vec::new();
-            for r in up
-                .iter()
-                .filter(|r| frontier.contains(&(r.via_id, r.via_version)))
-            {
-                let key = (r.source_id, r.source_version);
-                if depth_of.contains_key(&key) {
-                    continue;
+            for consumer in &frontier {
+                for r in by_consumer.get(consumer).into_iter().flatten() {
+                    let key = (r.source_id, r.source_version);
+                    if depth_of.contains_key(&key) {
+                        continue;
+                    }
+                    depth_of.insert(key, d);
+                    next.push(key);
+                    up_nodes.push(LineageNode {
+                        artifact_id: ArtifactId::from_uuid(r.source_id),
+                        artifact_type: r.artifact_type.clone(),
+                        title: r.title.clone(),
+                        status: status(&r.status)?,
+                        version: r.source_version,
+                        latest_version: r.latest_version,
+                        depth: d,
+                        via: SourceRef {
+                            artifact_id: ArtifactId::from_uuid(r.via_id),
+                            version: r.via_version,
+                        },
+                    });
                 }
-                depth_of.insert(key, d);
-                next.push(key);
-                up_nodes.push(LineageNode {
-                    artifact_id: ArtifactId::from_uuid(r.source_id),
-                    artifact_type: r.artifact_type.clone(),
-                    title: r.title.clone(),
-                    status: status(&r.status)?,
-                    version: r.source_version,
-                    latest_version: r.latest_version,
-                    depth: d,
-                    via: SourceRef {
-                        artifact_id: ArtifactId::from_uuid(r.via_id),
-                        version: r.via_version,
-                    },
-                });
             }
             frontier = next;
         }
         // Downstream nodes are artifacts at their latest version.
+        let mut by_via: std::collections::HashMap<Uuid, Vec<&DownRow>> =
+            std::collections::HashMap::new();
+        for r in &down {
+            by_via.entry(r.via_id).or_default().push(r);
+        }
         let mut down_nodes = Vec::new();
         let mut seen: std::collections::HashSet<Uuid> = std::collections::HashSet::from([root.0]);
         let mut frontier = vec![root.0];
         let mut d = 0;
         while !frontier.is_empty() && down_nodes.len() <= limit {
             d += 1;
-            let current: std::collections::HashSet<Uuid> = frontier.iter().copied().collect();
             let mut next = Vec::new();
-            for r in down.iter().filter(|r| current.contains(&r.via_id)) {
-                if !seen.insert(r.id) {
-                    continue;
+            for via in &frontier {
+                for r in by_via.get(via).into_iter().flatten() {
+                    if !seen.insert(r.id) {
+                        continue;
+                    }
+                    next.push(r.id);
+                    down_nodes.push(LineageNode {
+                        artifact_id: ArtifactId::from_uuid(r.id),
+                        artifact_type: r.artifact_type.clone(),
+                        title: r.title.clone(),
+                        status: status(&r.status)?,
+                        version: r.version,
+                        latest_version: r.version,
+                        depth: d,
+                        via: SourceRef {
+                            artifact_id: ArtifactId::from_uuid(r.via_id),
+                            version: r.via_version,
+                        },
+                    });
                 }
-                next.push(r.id);
-                down_nodes.push(LineageNode {
-                    artifact_id: ArtifactId::from_uuid(r.id),
-                    artifact_type: r.artifact_type.clone(),
-                    title: r.title.clone(),
-                    status: status(&r.status)?,
-                    version: r.version,
-                    latest_version: r.version,
-                    depth: d,
-                    via: SourceRef {
-                        artifact_id: ArtifactId::from_uuid(r.via_id),
-                        version: r.via_version,
-                    },
-                });
             }
             frontier = next;
         }

@@ -1178,6 +1178,7 @@ async fn new_content_clears_stale(db: &TestDb) {
 async fn lineage_walks_both_ways(db: &TestDb) {
     let s = store(db);
     let (intake, strategy, creatives) = approved_chain(&*s).await;
+    s.optimize().await.unwrap();
     let l = s.lineage(strategy.summary.id, 100).await.unwrap();
     assert_eq!(l.upstream.len(), 1);
     assert_eq!(l.upstream[0].artifact_id, intake.summary.id);

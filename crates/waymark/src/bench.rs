@@ -431,7 +431,7 @@ impl Progress {
             Some(b) => b.inc(1),
             None => {
                 if n.is_multiple_of((self.total / 10).max(1)) {
-                    eprintln!("bench: {n}/{} requests", self.total);
+                    eprintln!("bench: {n}/{}", self.total);
                 }
             }
         }

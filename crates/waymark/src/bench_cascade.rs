@@ -163,6 +163,8 @@ pub async fn run(args: CascadeBench) -> Result<()> {
     }
     let build = started.elapsed();
     progress.finish();
+    // What autovacuum (PostgreSQL) or a periodic ANALYZE would have done by now.
+    store.optimize().await?;
 
     eprintln!("bench: graph built; changing the root");
     let t = Instant::now();
@@ -210,7 +212,9 @@ pub async fn run(args: CascadeBench) -> Result<()> {
     );
 
     store.close().await;
-    db.drop().await?;
+    if std::env::var_os("WAYMARK_BENCH_KEEP").is_none() {
+        db.drop().await?;
+    }
     report(
         &args,
         build,
