@@ -45,12 +45,19 @@ pub enum StoreError {
 
 impl From<sqlx::Error> for StoreError {
     fn from(e: sqlx::Error) -> Self {
-        if let sqlx::Error::Database(db) = &e
-            && db.is_unique_violation()
-        {
-            return StoreError::Conflict(
-                "another request wrote the same record at the same time; retry".into(),
-            );
+        if let sqlx::Error::Database(db) = &e {
+            if db.is_unique_violation() {
+                return StoreError::Conflict(
+                    "another request wrote the same record at the same time; retry".into(),
+                );
+            }
+            // PostgreSQL deadlock or serialization failure: the transaction was
+            // rolled back whole; running it again can succeed.
+            if matches!(db.code().as_deref(), Some("40P01") | Some("40001")) {
+                return StoreError::Conflict(
+                    "concurrent changes to the same artifacts collided; retry".into(),
+                );
+            }
         }
         match e {
             sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
