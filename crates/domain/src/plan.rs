@@ -50,6 +50,20 @@ pub enum JobStatus {
     Blocked,
 }
 
+impl JobStatus {
+    /// The snake_case name used in the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobStatus::Pending => "pending",
+            JobStatus::Ready => "ready",
+            JobStatus::Running => "running",
+            JobStatus::Completed => "completed",
+            JobStatus::Failed => "failed",
+            JobStatus::Blocked => "blocked",
+        }
+    }
+}
+
 /// One job of a plan.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct PlannedJob {
@@ -317,6 +331,9 @@ mod tests {
         assert_eq!(plan[3].depends_on, ["carousel", "icp", "positioning"]);
         assert_eq!(plan[0].status, JobStatus::Ready);
         assert_eq!(plan[2].status, JobStatus::Pending);
+        for j in &plan {
+            assert_eq!(serde_json::to_value(j.status).unwrap(), j.status.as_str());
+        }
     }
 
     #[test]

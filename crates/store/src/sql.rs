@@ -592,6 +592,13 @@ const INSERT_HISTORY: &str = "INSERT INTO artifact_history \
 const VERSION_COLUMNS: &str = "artifact_id, version, content, content_hash, inputs_hash, \
      provenance, author, note, created_at";
 
+/// One version of an artifact by number (`$1` the artifact, `$2` the number).
+fn version_by_number() -> String {
+    format!(
+        "SELECT {VERSION_COLUMNS} FROM artifact_versions WHERE artifact_id = $1 AND version = $2"
+    )
+}
+
 impl VersionRow {
     fn into_version(self, sources: Vec<SourceRef>) -> Version {
         Version {
@@ -791,23 +798,20 @@ impl SqlStore {
                     )
                 }
                 VersionInput::Rollback(to, pipeline) => {
-                    let old: VersionRow = sqlx::query_as(&format!(
-                        "SELECT {VERSION_COLUMNS} FROM artifact_versions \
-                         WHERE artifact_id = $1 AND version = $2"
-                    ))
-                    .bind(id.uuid())
-                    .bind(to)
-                    .fetch_optional(&mut *tx)
-                    .await?
-                    .ok_or_else(|| {
-                        StoreError::from(FieldError::new(
-                            "/to_version",
-                            format!(
-                                "no version {to}; versions run from 1 to {}",
-                                current.version
-                            ),
-                        ))
-                    })?;
+                    let old: VersionRow = sqlx::query_as(&version_by_number())
+                        .bind(id.uuid())
+                        .bind(to)
+                        .fetch_optional(&mut *tx)
+                        .await?
+                        .ok_or_else(|| {
+                            StoreError::from(FieldError::new(
+                                "/to_version",
+                                format!(
+                                    "no version {to}; versions run from 1 to {}",
+                                    current.version
+                                ),
+                            ))
+                        })?;
                     let rows: Vec<SourceRow> = sqlx::query_as(SOURCES_OF_VERSION)
                         .bind(id.uuid())
                         .bind(to)
@@ -914,13 +918,7 @@ impl SqlStore {
     }
 
     async fn artifact_exists(&self, id: ArtifactId) -> Result<()> {
-        let found: Option<(i64,)> = on_reader!(self, |p| {
-            sqlx::query_as("SELECT version FROM artifacts WHERE id = $1")
-                .bind(id.uuid())
-                .fetch_optional(p)
-                .await?
-        });
-        found.map(|_| ()).ok_or_else(|| not_found("artifact", id))
+        self.get_artifact_version(id).await.map(|_| ())
     }
 }
 
@@ -1545,13 +1543,11 @@ impl Store for SqlStore {
 
     async fn get_version(&self, id: ArtifactId, version: i64) -> Result<Version> {
         let row: Option<VersionRow> = on_reader!(self, |p| {
-            sqlx::query_as(&format!(
-                "SELECT {VERSION_COLUMNS} FROM artifact_versions WHERE artifact_id = $1 AND version = $2"
-            ))
-            .bind(id.uuid())
-            .bind(version)
-            .fetch_optional(p)
-            .await?
+            sqlx::query_as(&version_by_number())
+                .bind(id.uuid())
+                .bind(version)
+                .fetch_optional(p)
+                .await?
         });
         let Some(row) = row else {
             self.artifact_exists(id).await?;
@@ -1605,14 +1601,11 @@ impl Store for SqlStore {
                     });
                 }
                 if !moved.is_empty() {
-                    let old: VersionRow = sqlx::query_as(&format!(
-                        "SELECT {VERSION_COLUMNS} FROM artifact_versions \
-                         WHERE artifact_id = $1 AND version = $2"
-                    ))
-                    .bind(id.uuid())
-                    .bind(current.version)
-                    .fetch_one(&mut *tx)
-                    .await?;
+                    let old: VersionRow = sqlx::query_as(&version_by_number())
+                        .bind(id.uuid())
+                        .bind(current.version)
+                        .fetch_one(&mut *tx)
+                        .await?;
                     let resolved = resolve_sources!(tx, current.client_id, rebased);
                     let generator = pipeline.map(|p| p.generator).unwrap_or(Value::Null);
                     version += 1;

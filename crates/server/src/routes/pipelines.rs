@@ -206,11 +206,7 @@ fn plan_of(
         .map_err(|e| ApiError::invalid(FieldError::new("/deliverables", e.0)))?;
     let mut counts: HashMap<String, usize> = HashMap::new();
     for j in &jobs {
-        let status = serde_json::to_value(j.status)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_owned))
-            .unwrap_or_default();
-        *counts.entry(status).or_default() += 1;
+        *counts.entry(j.status.as_str().to_owned()).or_default() += 1;
     }
     Ok(Plan {
         engagement_id: engagement.id,

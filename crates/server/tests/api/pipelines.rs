@@ -1,7 +1,6 @@
 //! Pipelines over HTTP: packs, intake validation, gating, the stale cascade,
 //! re-approval, the board, lineage and generation plans.
 
-use reqwest::Method;
 use serde_json::{Value, json};
 
 use crate::helpers::TestApp;
@@ -608,5 +607,4 @@ async fn packs_are_listed_installed_and_checked(app: TestApp) {
         .await;
     e.assert_problem(422, "invalid");
     assert_eq!(e.body["errors"][0]["pointer"], "/pack");
-    let _ = Method::GET;
 }

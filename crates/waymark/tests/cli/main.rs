@@ -455,5 +455,4 @@ async fn selftest_and_pack_install_against_a_running_server(backend: Backend) {
             .any(|l| l.starts_with("marketing-engagement") && l.contains("built-in")),
         "{stdout}"
     );
-    let _ = json!(null);
 }
