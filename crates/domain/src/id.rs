@@ -53,6 +53,7 @@ pub const KINDS: &[(&str, &str)] = &[
     ("cmt", "comment"),
     ("whk", "webhook"),
     ("evt", "event"),
+    ("rvl", "review link"),
 ];
 
 fn parse_prefixed(
@@ -180,6 +181,26 @@ prefixed_id!(
 prefixed_id!(
     /// Identifies an API token.
     TokenId, "tok", "token"
+);
+prefixed_id!(
+    /// Identifies a person: an admin, an operator or a client contact.
+    UserId, "usr", "user"
+);
+prefixed_id!(
+    /// Identifies a comment on an artifact.
+    CommentId, "cmt", "comment"
+);
+prefixed_id!(
+    /// Identifies a review link, an artifact shared with one reviewer.
+    ReviewLinkId, "rvl", "review link"
+);
+prefixed_id!(
+    /// Identifies a webhook subscription.
+    WebhookId, "whk", "webhook"
+);
+prefixed_id!(
+    /// Identifies an event (CloudEvents `id`).
+    EventId, "evt", "event"
 );
 
 #[cfg(test)]

@@ -12,8 +12,13 @@
 //!   upstream change makes stale, and the generation plan's job DAG.
 //! - [`graph`]: cycle detection for requirements and job dependencies.
 //! - [`trace`]: the W3C `traceparent` header.
+//! - [`review`]: approval policies, who may approve, comment sections.
+//! - [`audit`]: the hash chain of the audit log and its verification.
+//! - [`webhook`]: Standard Webhooks signatures.
+//! - [`webhook`]: Standard Webhooks (v1, HMAC-SHA256) signing and verification.
 
 pub mod artifact;
+pub mod audit;
 pub mod cascade;
 pub mod client;
 pub mod content;
@@ -23,9 +28,14 @@ pub mod graph;
 pub mod id;
 pub mod lifecycle;
 pub mod plan;
+pub mod review;
 pub mod trace;
+pub mod webhook;
 
-pub use id::{ArtifactId, ClientId, EngagementId, IdError, TokenId};
+pub use id::{
+    ArtifactId, ClientId, CommentId, EngagementId, EventId, IdError, ReviewLinkId, TokenId, UserId,
+    WebhookId,
+};
 pub use lifecycle::ArtifactStatus;
 
 /// Why a piece of input was refused: the field (a JSON Pointer into the request) and

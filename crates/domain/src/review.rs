@@ -1,0 +1,397 @@
+//! Review rules: who may approve an artifact, when an approval counts, when
+//! enough approvals move it to `approved`, and what a comment may point at.
+//!
+//! An approval is bound to one version and its content hash: approving a version
+//! that is not the latest, or a hash that is not that version's, is refused. A
+//! type's [`ApprovalPolicy`] (from its pack) says how many approvals are needed and
+//! from whom; nobody approves their own work, and nobody approves twice in one
+//! review round (a round starts each time the artifact is shared).
+//!
+//! ```
+//! use waymark_domain::review::*;
+//! use waymark_domain::ArtifactStatus;
+//! let policy = ApprovalPolicy { required: 2, approvers: Approvers::Client };
+//! fn ask(policy: &ApprovalPolicy, who: &str, kind: ApproverKind, done: &[&str]) -> Result<Decision, ReviewError> {
+//!     ApprovalRequest {
+//!         status: ArtifactStatus::InReview, latest_version: 3, latest_hash: "h3",
+//!         version: 3, content_hash: Some("h3"), approver: who, kind,
+//!         authors: &["usr_op"], approved_by: done, policy,
+//!     }.decide()
+//! }
+//! let p = &policy;
+//! assert_eq!(ask(p, "usr_a", ApproverKind::ClientContact, &[]),
+//!            Ok(Decision::Recorded { count: 1, required: 2 }));
+//! assert_eq!(ask(p, "usr_b", ApproverKind::ClientContact, &["usr_a"]),
+//!            Ok(Decision::Approved { count: 2 }));
+//! assert_eq!(ask(p, "usr_a", ApproverKind::ClientContact, &["usr_a"]),
+//!            Err(ReviewError::AlreadyApproved));
+//! assert_eq!(ask(p, "usr_op", ApproverKind::Staff, &[]),
+//!            Err(ReviewError::NotEligible { approvers: Approvers::Client }));
+//! ```
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::FieldError;
+use crate::lifecycle::ArtifactStatus;
+
+/// Who may approve a type's artifacts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Approvers {
+    /// The client's contacts (client users and review-link reviewers).
+    #[default]
+    Client,
+    /// Anyone who can see it: client contacts, operators and admins.
+    Any,
+}
+
+impl Approvers {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Approvers::Client => "client",
+            Approvers::Any => "any",
+        }
+    }
+}
+
+/// How many approvals an artifact type needs, and from whom.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ApprovalPolicy {
+    /// Approvals needed in one review round (N of the M eligible).
+    #[serde(default = "one")]
+    pub required: u32,
+    /// Who counts as eligible.
+    #[serde(default)]
+    pub approvers: Approvers,
+}
+
+fn one() -> u32 {
+    1
+}
+
+impl Default for ApprovalPolicy {
+    fn default() -> Self {
+        Self {
+            required: 1,
+            approvers: Approvers::Client,
+        }
+    }
+}
+
+/// What kind of person is approving.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ApproverKind {
+    /// A client user of the artifact's client.
+    ClientContact,
+    /// Someone acting through a review link for this artifact.
+    Reviewer,
+    /// An operator or admin.
+    Staff,
+}
+
+impl ApproverKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ApproverKind::ClientContact => "client_contact",
+            ApproverKind::Reviewer => "reviewer",
+            ApproverKind::Staff => "staff",
+        }
+    }
+}
+
+/// An approval to decide on.
+#[derive(Debug, Clone)]
+pub struct ApprovalRequest<'a> {
+    pub status: ArtifactStatus,
+    pub latest_version: i64,
+    pub latest_hash: &'a str,
+    /// The version the approver says they approve.
+    pub version: i64,
+    /// The content hash they say they approve, when given.
+    pub content_hash: Option<&'a str>,
+    pub approver: &'a str,
+    pub kind: ApproverKind,
+    /// Whoever wrote the artifact or the version under review.
+    pub authors: &'a [&'a str],
+    /// Who approved already in this round.
+    pub approved_by: &'a [&'a str],
+    pub policy: &'a ApprovalPolicy,
+}
+
+/// What an accepted approval does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum Decision {
+    /// Recorded; more approvals are needed.
+    Recorded { count: u32, required: u32 },
+    /// Recorded, and that was the last one needed: the artifact is approved.
+    Approved { count: u32 },
+}
+
+/// Why an approval (or a rejection) is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReviewError {
+    /// Only an artifact in review can be approved or rejected.
+    #[error("the artifact is {status}, not in_review; it must be shared for review first")]
+    NotInReview { status: ArtifactStatus },
+    /// Approvals bind to the latest version.
+    #[error("version {version} is not the latest; the latest is version {latest}, review that one")]
+    NotLatest { version: i64, latest: i64 },
+    /// The content hash is not the version's.
+    #[error("content hash {given} is not the hash of version {version}; reload and review again")]
+    HashMismatch { given: String, version: i64 },
+    /// The approver is not among those the type's policy names.
+    #[error("this type needs approvals from {}; you are not eligible", approvers_text(*.approvers))]
+    NotEligible { approvers: Approvers },
+    /// Nobody approves their own work.
+    #[error("you wrote this artifact; someone else must approve it")]
+    OwnWork,
+    /// One approval per person per round.
+    #[error("you already approved this version")]
+    AlreadyApproved,
+}
+
+fn approvers_text(a: Approvers) -> &'static str {
+    match a {
+        Approvers::Client => "the client's contacts",
+        Approvers::Any => "anyone with access",
+    }
+}
+
+impl ApprovalRequest<'_> {
+    /// Decides the approval: refused with the reason, or what it does.
+    pub fn decide(&self) -> Result<Decision, ReviewError> {
+        self.check_reviewable()?;
+        if self.version != self.latest_version {
+            return Err(ReviewError::NotLatest {
+                version: self.version,
+                latest: self.latest_version,
+            });
+        }
+        if let Some(h) = self.content_hash
+            && h != self.latest_hash
+        {
+            return Err(ReviewError::HashMismatch {
+                given: h.chars().take(80).collect(),
+                version: self.version,
+            });
+        }
+        if !eligible(self.policy.approvers, self.kind) {
+            return Err(ReviewError::NotEligible {
+                approvers: self.policy.approvers,
+            });
+        }
+        if self.authors.contains(&self.approver) {
+            return Err(ReviewError::OwnWork);
+        }
+        if self.approved_by.contains(&self.approver) {
+            return Err(ReviewError::AlreadyApproved);
+        }
+        let count = self.approved_by.len() as u32 + 1;
+        let required = self.policy.required.max(1);
+        Ok(if count >= required {
+            Decision::Approved { count }
+        } else {
+            Decision::Recorded { count, required }
+        })
+    }
+
+    /// Whether a rejection by this person is allowed: the artifact is in review
+    /// and they are eligible to approve it.
+    pub fn check_reject(&self) -> Result<(), ReviewError> {
+        self.check_reviewable()?;
+        if !eligible(self.policy.approvers, self.kind) && self.kind != ApproverKind::Staff {
+            return Err(ReviewError::NotEligible {
+                approvers: self.policy.approvers,
+            });
+        }
+        Ok(())
+    }
+
+    fn check_reviewable(&self) -> Result<(), ReviewError> {
+        if self.status != ArtifactStatus::InReview {
+            return Err(ReviewError::NotInReview {
+                status: self.status,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Whether a kind of person counts under a policy.
+pub fn eligible(approvers: Approvers, kind: ApproverKind) -> bool {
+    match approvers {
+        Approvers::Client => kind != ApproverKind::Staff,
+        Approvers::Any => true,
+    }
+}
+
+/// Largest comment body, in characters.
+pub const MAX_COMMENT: usize = 20_000;
+
+/// A comment's body: trimmed, not empty, at most [`MAX_COMMENT`] characters.
+pub fn parse_body(pointer: &str, body: &str) -> Result<String, FieldError> {
+    let b = body.trim();
+    if b.is_empty() {
+        return Err(FieldError::new(pointer, "must not be empty"));
+    }
+    if b.chars().count() > MAX_COMMENT {
+        return Err(FieldError::new(
+            pointer,
+            format!("is longer than {MAX_COMMENT} characters"),
+        ));
+    }
+    Ok(b.to_string())
+}
+
+/// Checks that `section` is a JSON Pointer to something in `content` (the
+/// version commented on). The empty pointer means the whole document.
+pub fn check_section(content: &Value, section: &str) -> Result<(), FieldError> {
+    if !section.is_empty() && !section.starts_with('/') {
+        return Err(FieldError::new(
+            "/section",
+            "must be a JSON Pointer such as /phases/2 (starting with /)",
+        ));
+    }
+    let bad_escape = section.split('/').any(|seg| {
+        seg.split('~')
+            .skip(1)
+            .any(|r| !(r.starts_with('0') || r.starts_with('1')))
+    });
+    if bad_escape {
+        return Err(FieldError::new(
+            "/section",
+            "has a ~ not followed by 0 or 1; escape ~ as ~0 and / as ~1",
+        ));
+    }
+    if content.pointer(section).is_none() {
+        return Err(FieldError::new(
+            "/section",
+            format!("{section} is not in the content of the version commented on"),
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn request<'a>(
+        policy: &'a ApprovalPolicy,
+        approver: &'a str,
+        kind: ApproverKind,
+        done: &'a [&'a str],
+    ) -> ApprovalRequest<'a> {
+        ApprovalRequest {
+            status: ArtifactStatus::InReview,
+            latest_version: 2,
+            latest_hash: "h2",
+            version: 2,
+            content_hash: Some("h2"),
+            approver,
+            kind,
+            authors: &["usr_author"],
+            approved_by: done,
+            policy,
+        }
+    }
+
+    #[test]
+    fn binds_to_the_latest_version_and_hash() {
+        let p = ApprovalPolicy::default();
+        let mut r = request(&p, "usr_c", ApproverKind::ClientContact, &[]);
+        r.version = 1;
+        assert_eq!(
+            r.decide(),
+            Err(ReviewError::NotLatest {
+                version: 1,
+                latest: 2
+            })
+        );
+        let mut r = request(&p, "usr_c", ApproverKind::ClientContact, &[]);
+        r.content_hash = Some("h1");
+        assert!(matches!(r.decide(), Err(ReviewError::HashMismatch { .. })));
+        let mut r = request(&p, "usr_c", ApproverKind::ClientContact, &[]);
+        r.content_hash = None;
+        assert_eq!(r.decide(), Ok(Decision::Approved { count: 1 }));
+    }
+
+    #[test]
+    fn only_in_review() {
+        let p = ApprovalPolicy::default();
+        for s in ArtifactStatus::ALL {
+            let mut r = request(&p, "usr_c", ApproverKind::Reviewer, &[]);
+            r.status = s;
+            assert_eq!(r.decide().is_ok(), s == ArtifactStatus::InReview, "{s}");
+            assert_eq!(r.check_reject().is_ok(), s == ArtifactStatus::InReview);
+        }
+    }
+
+    #[test]
+    fn policy_decides_who_counts() {
+        let client = ApprovalPolicy::default();
+        let any = ApprovalPolicy {
+            required: 1,
+            approvers: Approvers::Any,
+        };
+        let staff = request(&client, "usr_op", ApproverKind::Staff, &[]);
+        assert!(matches!(
+            staff.decide(),
+            Err(ReviewError::NotEligible { .. })
+        ));
+        assert!(staff.check_reject().is_ok(), "staff may always send back");
+        let staff = request(&any, "usr_op", ApproverKind::Staff, &[]);
+        assert_eq!(staff.decide(), Ok(Decision::Approved { count: 1 }));
+        let own = request(&any, "usr_author", ApproverKind::Staff, &[]);
+        assert_eq!(own.decide(), Err(ReviewError::OwnWork));
+    }
+
+    #[test]
+    fn counts_to_the_required_number() {
+        let p = ApprovalPolicy {
+            required: 3,
+            approvers: Approvers::Client,
+        };
+        assert_eq!(
+            request(&p, "c", ApproverKind::ClientContact, &["a"]).decide(),
+            Ok(Decision::Recorded {
+                count: 2,
+                required: 3
+            })
+        );
+        assert_eq!(
+            request(&p, "c", ApproverKind::Reviewer, &["a", "b"]).decide(),
+            Ok(Decision::Approved { count: 3 })
+        );
+        assert_eq!(
+            request(&p, "b", ApproverKind::Reviewer, &["a", "b"]).decide(),
+            Err(ReviewError::AlreadyApproved)
+        );
+    }
+
+    #[test]
+    fn sections_must_exist_in_the_version() {
+        let c = json!({"phases": [{"name": "a"}, {"name": "b"}], "a/b": 1, "m~n": 2});
+        assert!(check_section(&c, "").is_ok());
+        assert!(check_section(&c, "/phases/1").is_ok());
+        assert!(check_section(&c, "/phases/1/name").is_ok());
+        assert!(check_section(&c, "/a~1b").is_ok());
+        assert!(check_section(&c, "/m~0n").is_ok());
+        assert!(check_section(&c, "/phases/2").is_err());
+        assert!(check_section(&c, "phases").is_err());
+        assert!(check_section(&c, "/m~2n").is_err());
+        assert_eq!(check_section(&c, "/nope").unwrap_err().pointer, "/section");
+    }
+
+    #[test]
+    fn bodies_are_trimmed_and_bounded() {
+        assert_eq!(parse_body("/body", "  hi ").unwrap(), "hi");
+        assert!(parse_body("/body", "   ").is_err());
+        assert!(parse_body("/body", &"x".repeat(MAX_COMMENT + 1)).is_err());
+    }
+}
