@@ -129,6 +129,8 @@ pub struct TypeDef {
     pub example: Value,
     pub rules: Vec<Rule>,
     pub generator: Option<Generator>,
+    /// How many approvals an artifact of this type needs, and from whom.
+    pub approval: waymark_domain::review::ApprovalPolicy,
     validator: jsonschema::Validator,
 }
 

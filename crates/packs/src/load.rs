@@ -342,6 +342,7 @@ fn load_type(files: &PackFiles, t: &TypeManifest, problems: &mut Vec<Problem>) -
         example: example?.1,
         rules,
         generator,
+        approval: t.approval.unwrap_or_default(),
         validator: validator?,
     })
 }

@@ -34,6 +34,9 @@ pub(crate) struct TypeManifest {
     pub rules: Vec<RuleManifest>,
     #[serde(default)]
     pub generator: Option<GeneratorManifest>,
+    /// Approvals needed, and from whom (`required`, `approvers`: client | any).
+    #[serde(default)]
+    pub approval: Option<waymark_domain::review::ApprovalPolicy>,
 }
 
 #[derive(Debug, Deserialize)]

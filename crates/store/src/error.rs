@@ -25,6 +25,12 @@ pub enum StoreError {
     /// Pipeline gating refuses the type: an upstream type is missing or unapproved.
     #[error("{} is locked: {}", .0.artifact_type, .0.reasons.join(", "))]
     Gated(Gating),
+    /// The review rules refuse an approval or a rejection.
+    #[error(transparent)]
+    Review(#[from] waymark_domain::review::ReviewError),
+    /// The record's state does not allow this (a stable `code` says why).
+    #[error("{detail}")]
+    Refused { code: &'static str, detail: String },
     /// An idempotency key was reused for a different request.
     #[error("idempotency key `{key}` was already used for a different request")]
     IdempotencyMismatch { key: String },

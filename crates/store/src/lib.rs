@@ -10,8 +10,11 @@
 //! transactions so that a rule and the write it allows are atomic.
 
 mod error;
+mod log;
 mod model;
+mod people;
 pub mod postgres;
+mod review;
 mod sql;
 pub mod sqlite;
 #[cfg(feature = "testing")]
@@ -20,7 +23,10 @@ pub mod testing;
 use async_trait::async_trait;
 
 pub use error::StoreError;
+pub use log::*;
 pub use model::*;
+pub use people::*;
+pub use review::*;
 pub use sql::SqlStore;
 
 use waymark_domain::lifecycle::ArtifactStatus;
@@ -30,8 +36,11 @@ use waymark_domain::{ArtifactId, ClientId, EngagementId};
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
 /// Everything Waymark keeps. Implementations are cheap to share (`Arc<dyn Store>`).
+///
+/// Every write appends, in its own transaction, one hash-chained audit record
+/// and the events it raises (see [`LogStore`]).
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: PeopleStore + ReviewStore + LogStore + Send + Sync + 'static {
     /// Which database this store runs on.
     fn backend(&self) -> Backend;
     /// Checks that the database answers.
@@ -48,8 +57,6 @@ pub trait Store: Send + Sync + 'static {
 
     /// The token whose secret hashes to `secret_hash`, revoked or not.
     async fn token_by_hash(&self, secret_hash: &[u8]) -> Result<Option<TokenRecord>>;
-    /// Stores a new token (its secret already hashed).
-    async fn insert_token(&self, token: NewToken) -> Result<TokenRecord>;
     /// Makes `token` the one live token called `token.name`: nothing changes when
     /// a live token of that name already has this hash; otherwise the others of
     /// that name are revoked and this one is stored. Answers whether it stored one.
@@ -62,7 +69,12 @@ pub trait Store: Send + Sync + 'static {
     async fn create_client(&self, new: NewClient, ctx: &WriteContext) -> Result<Created<Client>>;
     async fn get_client(&self, id: ClientId) -> Result<Client>;
     async fn list_clients(&self, page: PageRequest) -> Result<Page<Client>>;
-    async fn update_client(&self, id: ClientId, patch: ClientPatch) -> Result<Client>;
+    async fn update_client(
+        &self,
+        id: ClientId,
+        patch: ClientPatch,
+        ctx: &WriteContext,
+    ) -> Result<Client>;
 
     async fn create_engagement(
         &self,
@@ -146,7 +158,7 @@ pub trait Store: Send + Sync + 'static {
     // --- packs -----------------------------------------------------------------
 
     /// Installs a pack, replacing an installed one of the same name.
-    async fn install_pack(&self, pack: InstalledPack) -> Result<()>;
+    async fn install_pack(&self, pack: InstalledPack, ctx: &WriteContext) -> Result<()>;
     async fn installed_pack(&self, name: &str) -> Result<Option<InstalledPack>>;
     /// The digest of the installed pack `name`, to tell whether a cached copy is current.
     async fn installed_pack_digest(&self, name: &str) -> Result<Option<String>>;

@@ -8,7 +8,7 @@ use utoipa::ToSchema;
 use waymark_domain::artifact::SourceRef;
 use waymark_domain::cascade::StaleCause;
 use waymark_domain::lifecycle::ArtifactStatus;
-use waymark_domain::{ArtifactId, ClientId, EngagementId, TokenId};
+use waymark_domain::{ArtifactId, ClientId, EngagementId, TokenId, UserId};
 
 /// Which database a store runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -106,9 +106,15 @@ pub struct Page<T> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
+    /// Everything, including people, tokens, webhooks and the audit log.
     Admin,
+    /// Works on every client's engagements and artifacts.
     Operator,
+    /// A client contact: sees what was shared with their client, comments,
+    /// approves and rejects.
     Client,
+    /// An external agent (a program) working for the team.
+    Agent,
 }
 
 impl Role {
@@ -117,6 +123,7 @@ impl Role {
             Role::Admin => "admin",
             Role::Operator => "operator",
             Role::Client => "client",
+            Role::Agent => "agent",
         }
     }
 
@@ -125,6 +132,7 @@ impl Role {
             "admin" => Some(Role::Admin),
             "operator" => Some(Role::Operator),
             "client" => Some(Role::Client),
+            "agent" => Some(Role::Agent),
             _ => None,
         }
     }
@@ -137,6 +145,13 @@ pub struct TokenRecord {
     pub name: String,
     pub role: Role,
     pub secret_hash: Vec<u8>,
+    /// The person it acts for, if any.
+    pub user_id: Option<UserId>,
+    /// The agent it acts for, if any.
+    pub agent_id: Option<String>,
+    /// The client it is confined to (client users' tokens).
+    pub client_id: Option<ClientId>,
+    pub kind: TokenKind,
     pub created_at: OffsetDateTime,
     pub expires_at: Option<OffsetDateTime>,
     pub revoked_at: Option<OffsetDateTime>,
@@ -157,6 +172,88 @@ pub struct NewToken {
     /// SHA-256 of the secret.
     pub secret_hash: Vec<u8>,
     pub expires_at: Option<OffsetDateTime>,
+    pub user_id: Option<UserId>,
+    pub agent_id: Option<String>,
+    pub client_id: Option<ClientId>,
+    pub kind: TokenKind,
+}
+
+impl NewToken {
+    /// A token acting for nobody in particular (the bootstrap admin token).
+    pub fn standalone(name: impl Into<String>, role: Role, secret_hash: Vec<u8>) -> Self {
+        Self {
+            name: name.into(),
+            role,
+            secret_hash,
+            expires_at: None,
+            user_id: None,
+            agent_id: None,
+            client_id: None,
+            kind: TokenKind::Api,
+        }
+    }
+}
+
+/// What a token is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum TokenKind {
+    /// Made through the API or the CLI, for a program or a person.
+    Api,
+    /// Made by signing in with a password, for the web UI.
+    Session,
+}
+
+impl TokenKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenKind::Api => "api",
+            TokenKind::Session => "session",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "api" => Some(TokenKind::Api),
+            "session" => Some(TokenKind::Session),
+            _ => None,
+        }
+    }
+}
+
+/// A token as lists show it: never its secret.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct TokenInfo {
+    pub id: TokenId,
+    pub name: String,
+    pub role: Role,
+    pub user_id: Option<UserId>,
+    pub agent_id: Option<String>,
+    pub client_id: Option<ClientId>,
+    pub kind: TokenKind,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub expires_at: Option<OffsetDateTime>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub revoked_at: Option<OffsetDateTime>,
+}
+
+impl From<&TokenRecord> for TokenInfo {
+    fn from(t: &TokenRecord) -> Self {
+        TokenInfo {
+            id: t.id,
+            name: t.name.clone(),
+            role: t.role,
+            user_id: t.user_id,
+            agent_id: t.agent_id.clone(),
+            client_id: t.client_id,
+            kind: t.kind,
+            created_at: t.created_at,
+            expires_at: t.expires_at,
+            revoked_at: t.revoked_at,
+        }
+    }
 }
 
 /// The organisation being served.
@@ -249,11 +346,21 @@ pub struct ArtifactSummary {
     pub stale_reason: Option<String>,
     /// Why it is stale, one cause per changed or stale input.
     pub stale_causes: Vec<StaleCause>,
+    /// When it was first shared with the client (`null`: never).
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub shared_at: Option<OffsetDateTime>,
     pub created_by: String,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339")]
     pub updated_at: OffsetDateTime,
+}
+
+impl ArtifactSummary {
+    /// Whether the users of `client` may see it: theirs, shared, and not back in draft.
+    pub fn shared_with(&self, client: ClientId) -> bool {
+        self.client_id == client && self.shared_at.is_some() && self.status != ArtifactStatus::Draft
+    }
 }
 
 /// An artifact with its latest version.
@@ -349,6 +456,8 @@ pub struct ArtifactFilter {
     pub status: Option<ArtifactStatus>,
     /// Case-insensitive words in the title.
     pub q: Option<String>,
+    /// Only what was shared with this client (a client user's view).
+    pub shared_with: Option<ClientId>,
 }
 
 /// What happened to an artifact.

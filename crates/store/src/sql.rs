@@ -15,12 +15,14 @@ use sqlx::{FromRow, QueryBuilder};
 use time::{Date, OffsetDateTime};
 use uuid::Uuid;
 use waymark_domain::artifact::{ResolvedSource, SourceRef, inputs_hash};
+use waymark_domain::audit::{self, AuditRecord};
 use waymark_domain::cascade::{self, Consumer, RootChange, StaleCause};
 use waymark_domain::content::{ContentHash, content_hash};
 use waymark_domain::gating;
 use waymark_domain::lifecycle::{self, ArtifactStatus};
-use waymark_domain::{ArtifactId, ClientId, EngagementId, FieldError, TokenId};
+use waymark_domain::{ArtifactId, ClientId, EngagementId, EventId, FieldError, TokenId, UserId};
 
+use crate::log::{Audience, NewEvent};
 use crate::model::*;
 use crate::{Result, Store, StoreError};
 
@@ -268,6 +270,175 @@ macro_rules! run_cascade {
             }
         }
         flagged
+    }};
+}
+
+/// Moves a locked artifact from `$from` to `$to` inside the transaction (the
+/// lifecycle already checked): re-bases a re-approved stale artifact, starts a
+/// review round when it is shared, clears the stale fields, records history.
+/// Evaluates to the artifact's version afterwards.
+macro_rules! apply_transition {
+    ($tx:ident, $self:ident, $id:expr, $current:expr, $from:expr, $to:expr, $reason:expr, $pipeline:expr, $ctx:expr, $at:expr) => {{
+        let mut version = $current.version;
+        if $from == ArtifactStatus::Stale && $to == ArtifactStatus::Approved {
+            // Re-approval: the same content, built on the latest version of each source.
+            let rows: Vec<SourceRow> = sqlx::query_as(SOURCES_OF_VERSION)
+                .bind($id.uuid())
+                .bind($current.version)
+                .fetch_all(&mut *$tx)
+                .await?;
+            let mut rebased = Vec::with_capacity(rows.len());
+            let mut moved = Vec::new();
+            for r in &rows {
+                let (latest, ty): (i64, String) =
+                    sqlx::query_as("SELECT version, type FROM artifacts WHERE id = $1")
+                        .bind(r.source_id)
+                        .fetch_one(&mut *$tx)
+                        .await?;
+                if latest != r.source_version {
+                    moved.push(format!("{ty} v{} -> v{latest}", r.source_version));
+                }
+                rebased.push(SourceRef {
+                    artifact_id: ArtifactId::from_uuid(r.source_id),
+                    version: latest,
+                });
+            }
+            if !moved.is_empty() {
+                let old: VersionRow = sqlx::query_as(&version_by_number())
+                    .bind($id.uuid())
+                    .bind($current.version)
+                    .fetch_one(&mut *$tx)
+                    .await?;
+                let resolved = resolve_sources!($tx, $current.client_id, rebased);
+                let generator = $pipeline.map(|p| p.generator).unwrap_or(Value::Null);
+                version += 1;
+                let note = format!("Re-approved; sources re-based: {}", moved.join(", "));
+                let v = VersionInsert {
+                    artifact_id: $id.uuid(),
+                    version,
+                    inputs_hash: inputs_hash(&$current.artifact_type, &generator, &resolved)
+                        .to_string(),
+                    content_hash: old.content_hash.clone(),
+                    content: old.content.0,
+                    provenance: old.provenance,
+                    author: $ctx.actor.clone(),
+                    note: Some(note.clone()),
+                    at: $at,
+                };
+                let h = HistoryInsert {
+                    action: HistoryAction::Rebased,
+                    from: None,
+                    to: None,
+                    reason: Some(note),
+                    trace_id: $ctx.trace_id.clone(),
+                };
+                insert_version!($tx, &v, resolved, &h);
+            }
+        }
+        sqlx::query(
+            "UPDATE artifacts SET status = $2, updated_at = $3, version = $4, \
+             stale_reason = NULL, stale_causes = NULL WHERE id = $1",
+        )
+        .bind($id.uuid())
+        .bind($to.as_str())
+        .bind($at)
+        .bind(version)
+        .execute(&mut *$tx)
+        .await?;
+        sqlx::query(INSERT_HISTORY)
+            .bind($id.uuid())
+            .bind($at)
+            .bind(&$ctx.actor)
+            .bind(HistoryAction::Transition.as_str())
+            .bind($from.as_str())
+            .bind($to.as_str())
+            .bind(version)
+            .bind(&$reason)
+            .bind(&$ctx.trace_id)
+            .execute(&mut *$tx)
+            .await?;
+        if $to == ArtifactStatus::InReview {
+            sqlx::query(
+                "UPDATE artifacts SET shared_at = $2, review_round = review_round + 1 WHERE id = $1",
+            )
+            .bind($id.uuid())
+            .bind($at)
+            .execute(&mut *$tx)
+            .await?;
+        }
+        version
+    }};
+}
+
+/// Appends the audit record of a change, chained to the previous one, and its
+/// events, inside the transaction. Locks the log's head row (on PostgreSQL), so
+/// it comes last, just before commit: sequence numbers follow commit order.
+macro_rules! append_log {
+    ($tx:ident, $self:ident, $ctx:expr, $at:expr, $entry:expr) => {{
+        let entry: LogEntry = $entry;
+        let at: OffsetDateTime = $at;
+        let head: (i64, String, i64) = sqlx::query_as(&format!(
+            "SELECT audit_seq, audit_hash, event_seq FROM log_head WHERE id = 1{}",
+            $self.lock_clause()
+        ))
+        .fetch_one(&mut *$tx)
+        .await?;
+        let mut record = AuditRecord {
+            seq: head.0 + 1,
+            at_us: unix_micros(at),
+            actor: $ctx.actor.clone(),
+            client_id: entry.client_id.map(|c| c.to_string()),
+            action: entry.action.to_string(),
+            target: entry.target,
+            before_hash: entry.before_hash,
+            after_hash: entry.after_hash,
+            trace_id: $ctx.trace_id.clone(),
+            prev_hash: head.1,
+            hash: String::new(),
+        };
+        record.hash = audit::chain_hash(&record);
+        sqlx::query(
+            "INSERT INTO audit_log (seq, at, actor, client_id, action, target, before_hash, \
+             after_hash, trace_id, prev_hash, hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+        )
+        .bind(record.seq)
+        .bind(at)
+        .bind(&record.actor)
+        .bind(&record.client_id)
+        .bind(&record.action)
+        .bind(&record.target)
+        .bind(&record.before_hash)
+        .bind(&record.after_hash)
+        .bind(&record.trace_id)
+        .bind(&record.prev_hash)
+        .bind(&record.hash)
+        .execute(&mut *$tx)
+        .await?;
+        let mut event_seq = head.2;
+        for e in &entry.events {
+            event_seq += 1;
+            sqlx::query(
+                "INSERT INTO events (seq, id, type, subject, time, client_id, audience, data, trace_id) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            )
+            .bind(event_seq)
+            .bind(EventId::new().uuid())
+            .bind(e.event_type)
+            .bind(&e.subject)
+            .bind(at)
+            .bind(e.client_id.map(|c| c.uuid()))
+            .bind(e.audience.as_str())
+            .bind(Json(&e.data))
+            .bind(&$ctx.trace_id)
+            .execute(&mut *$tx)
+            .await?;
+        }
+        sqlx::query("UPDATE log_head SET audit_seq = $1, audit_hash = $2, event_seq = $3 WHERE id = 1")
+            .bind(record.seq)
+            .bind(&record.hash)
+            .bind(event_seq)
+            .execute(&mut *$tx)
+            .await?;
     }};
 }
 
@@ -529,14 +700,15 @@ struct SummaryRow {
     content_hash: String,
     stale_reason: Option<String>,
     stale_causes: Option<Json<Vec<StaleCause>>>,
+    shared_at: Option<OffsetDateTime>,
     created_by: String,
     created_at: OffsetDateTime,
     updated_at: OffsetDateTime,
 }
 
 const SUMMARY_COLUMNS: &str = "a.id, a.client_id, a.engagement_id, a.type, a.title, a.status, \
-     a.version, a.content_hash, a.stale_reason, a.stale_causes, a.created_by, a.created_at, \
-     a.updated_at";
+     a.version, a.content_hash, a.stale_reason, a.stale_causes, a.shared_at, a.created_by, \
+     a.created_at, a.updated_at";
 
 impl TryFrom<SummaryRow> for ArtifactSummary {
     type Error = StoreError;
@@ -552,6 +724,7 @@ impl TryFrom<SummaryRow> for ArtifactSummary {
             content_hash: r.content_hash,
             stale_reason: r.stale_reason,
             stale_causes: r.stale_causes.map(|c| c.0).unwrap_or_default(),
+            shared_at: r.shared_at,
             created_by: r.created_by,
             created_at: r.created_at,
             updated_at: r.updated_at,
@@ -664,14 +837,57 @@ impl TryFrom<HistoryRow> for HistoryEntry {
 }
 
 #[derive(FromRow)]
-struct TokenRow {
+pub(crate) struct TokenRow {
     id: Uuid,
     name: String,
     role: String,
     secret_hash: Vec<u8>,
+    user_id: Option<Uuid>,
+    agent_id: Option<String>,
+    client_id: Option<Uuid>,
+    kind: String,
     created_at: OffsetDateTime,
     expires_at: Option<OffsetDateTime>,
     revoked_at: Option<OffsetDateTime>,
+}
+
+pub(crate) const TOKEN_COLUMNS: &str = "id, name, role, secret_hash, user_id, agent_id, client_id, \
+     kind, created_at, expires_at, revoked_at";
+
+/// Inserts a token row inside the transaction, with its audit record.
+macro_rules! insert_token {
+    ($tx:ident, $self:ident, $id:expr, $token:expr, $ctx:expr, $at:expr) => {{
+        let token: &NewToken = $token;
+        sqlx::query(
+            "INSERT INTO tokens (id, name, secret_hash, role, user_id, agent_id, client_id, kind, \
+             created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        )
+        .bind($id.uuid())
+        .bind(&token.name)
+        .bind(&token.secret_hash)
+        .bind(token.role.as_str())
+        .bind(token.user_id.map(|u| u.uuid()))
+        .bind(&token.agent_id)
+        .bind(token.client_id.map(|c| c.uuid()))
+        .bind(token.kind.as_str())
+        .bind($at)
+        .bind(token.expires_at)
+        .execute(&mut *$tx)
+        .await?;
+        let entry = LogEntry::new("token.create", token.client_id, $id).event(
+            "token.created",
+            Audience::Admin,
+            serde_json::json!({
+                "token_id": $id.to_string(),
+                "name": token.name,
+                "role": token.role.as_str(),
+                "kind": token.kind.as_str(),
+                "user_id": token.user_id.map(|u| u.to_string()),
+                "agent_id": token.agent_id,
+            }),
+        );
+        append_log!($tx, $self, $ctx, $at, entry);
+    }};
 }
 
 impl TryFrom<TokenRow> for TokenRecord {
@@ -682,6 +898,10 @@ impl TryFrom<TokenRow> for TokenRecord {
             name: r.name,
             role: Role::parse(&r.role).ok_or_else(|| decode_error("role", &r.role))?,
             secret_hash: r.secret_hash,
+            user_id: r.user_id.map(UserId::from_uuid),
+            agent_id: r.agent_id,
+            client_id: r.client_id.map(ClientId::from_uuid),
+            kind: TokenKind::parse(&r.kind).ok_or_else(|| decode_error("token kind", &r.kind))?,
             created_at: r.created_at,
             expires_at: r.expires_at,
             revoked_at: r.revoked_at,
@@ -691,19 +911,145 @@ impl TryFrom<TokenRow> for TokenRecord {
 
 /// The row of an artifact a writer locks before changing it.
 #[derive(FromRow)]
-struct LockedArtifact {
-    client_id: Uuid,
-    engagement_id: Option<Uuid>,
+pub(crate) struct LockedArtifact {
+    pub(crate) client_id: Uuid,
+    pub(crate) engagement_id: Option<Uuid>,
     #[sqlx(rename = "type")]
-    artifact_type: String,
-    status: String,
-    version: i64,
-    content_hash: String,
+    pub(crate) artifact_type: String,
+    pub(crate) title: String,
+    pub(crate) status: String,
+    pub(crate) version: i64,
+    pub(crate) content_hash: String,
+    pub(crate) shared_at: Option<OffsetDateTime>,
+    pub(crate) review_round: i64,
+    pub(crate) created_by: String,
 }
 
 /// Locks an artifact's row for a writer (SQLite has one writer and needs no lock).
-const LOCK_ARTIFACT: &str = "SELECT client_id, engagement_id, type, status, version, content_hash \
-     FROM artifacts WHERE id = $1";
+const LOCK_ARTIFACT: &str = "SELECT client_id, engagement_id, type, title, status, version, \
+     content_hash, shared_at, review_round, created_by FROM artifacts WHERE id = $1";
+
+/// One audit record and the events of a change (see `append_log!`).
+pub(crate) struct LogEntry {
+    pub(crate) action: &'static str,
+    pub(crate) client_id: Option<ClientId>,
+    pub(crate) target: String,
+    pub(crate) before_hash: Option<String>,
+    pub(crate) after_hash: Option<String>,
+    pub(crate) events: Vec<NewEvent>,
+}
+
+impl LogEntry {
+    /// A change to `target` of `client_id`, without content hashes or events.
+    pub(crate) fn new(
+        action: &'static str,
+        client_id: Option<ClientId>,
+        target: impl std::fmt::Display,
+    ) -> Self {
+        Self {
+            action,
+            client_id,
+            target: target.to_string(),
+            before_hash: None,
+            after_hash: None,
+            events: Vec::new(),
+        }
+    }
+
+    pub(crate) fn hashes(mut self, before: Option<String>, after: Option<String>) -> Self {
+        self.before_hash = before;
+        self.after_hash = after;
+        self
+    }
+
+    pub(crate) fn event(
+        mut self,
+        event_type: &'static str,
+        audience: Audience,
+        data: Value,
+    ) -> Self {
+        self.events.push(NewEvent {
+            event_type,
+            subject: self.target.clone(),
+            client_id: self.client_id,
+            audience,
+            data,
+        });
+        self
+    }
+}
+
+/// Microseconds since the Unix epoch: the time an audit record's hash covers.
+pub(crate) fn unix_micros(t: OffsetDateTime) -> i64 {
+    (t.unix_timestamp_nanos() / 1_000) as i64
+}
+
+/// Whether a client's users may see an artifact: it was shared and is not
+/// back in draft.
+pub(crate) fn client_visible(shared: bool, status: ArtifactStatus) -> bool {
+    shared && status != ArtifactStatus::Draft
+}
+
+/// What events say about an artifact.
+pub(crate) fn artifact_data(
+    id: ArtifactId,
+    a: &LockedArtifact,
+    status: ArtifactStatus,
+    version: i64,
+    content_hash: &str,
+) -> Value {
+    serde_json::json!({
+        "artifact_id": id.to_string(),
+        "client_id": ClientId::from_uuid(a.client_id).to_string(),
+        "engagement_id": a.engagement_id.map(|e| EngagementId::from_uuid(e).to_string()),
+        "type": a.artifact_type,
+        "title": a.title,
+        "status": status.as_str(),
+        "version": version,
+        "content_hash": content_hash,
+    })
+}
+
+/// The event type of a transition.
+fn transition_event(from: ArtifactStatus, to: ArtifactStatus) -> &'static str {
+    match (from, to) {
+        (_, ArtifactStatus::InReview) => "artifact.shared",
+        (_, ArtifactStatus::Approved) => "artifact.approved",
+        (ArtifactStatus::InReview, ArtifactStatus::Draft) => "artifact.withdrawn",
+        (_, ArtifactStatus::Draft) => "artifact.reopened",
+        _ => "artifact.transitioned",
+    }
+}
+
+/// The audit record and event of a transition of `a` (as locked before it).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn transition_entry(
+    id: ArtifactId,
+    a: &LockedArtifact,
+    from: ArtifactStatus,
+    to: ArtifactStatus,
+    version: i64,
+    reason: &Option<String>,
+    action: &'static str,
+    event_type: Option<&'static str>,
+) -> LogEntry {
+    let shared = a.shared_at.is_some() || to == ArtifactStatus::InReview;
+    let audience = if client_visible(shared, to) || client_visible(shared, from) {
+        Audience::Client
+    } else {
+        Audience::Staff
+    };
+    let mut data = artifact_data(id, a, to, version, &a.content_hash);
+    data["from_status"] = Value::String(from.as_str().into());
+    data["reason"] = reason.clone().map(Value::String).unwrap_or(Value::Null);
+    LogEntry::new(action, Some(ClientId::from_uuid(a.client_id)), id)
+        .hashes(Some(a.content_hash.clone()), Some(a.content_hash.clone()))
+        .event(
+            event_type.unwrap_or_else(|| transition_event(from, to)),
+            audience,
+            data,
+        )
+}
 
 impl SqlStore {
     pub(crate) fn new(db: Db) -> Self {
@@ -723,6 +1069,15 @@ impl SqlStore {
         match self.db {
             Db::Sqlite { .. } => "",
             Db::Postgres { .. } => " FOR UPDATE",
+        }
+    }
+
+    /// `FOR UPDATE SKIP LOCKED` on PostgreSQL, so concurrent claimers take
+    /// different rows; nothing on SQLite (one writer).
+    fn skip_locked_clause(&self) -> &'static str {
+        match self.db {
+            Db::Sqlite { .. } => "",
+            Db::Postgres { .. } => " FOR UPDATE SKIP LOCKED",
         }
     }
 
@@ -893,6 +1248,29 @@ impl SqlStore {
             } else {
                 Vec::new()
             };
+            let (log_action, event_type) = match action {
+                HistoryAction::RolledBack => ("artifact.rollback", "artifact.rolled_back"),
+                _ => ("artifact.write", "artifact.updated"),
+            };
+            let mut data = artifact_data(id, &current, new_status, version, hash.as_str());
+            data["flagged_count"] = Value::from(flagged.len());
+            data["flagged"] = Value::Array(
+                flagged
+                    .iter()
+                    .take(100)
+                    .map(|f| {
+                        serde_json::json!({
+                            "artifact_id": f.artifact_id.to_string(),
+                            "type": f.artifact_type,
+                            "reason": f.reason,
+                        })
+                    })
+                    .collect(),
+            );
+            let entry = LogEntry::new(log_action, Some(ClientId::from_uuid(current.client_id)), id)
+                .hashes(Some(current.content_hash.clone()), Some(hash.to_string()))
+                .event(event_type, Audience::Staff, data);
+            append_log!(tx, self, ctx, at, entry);
             tx.commit().await?;
             flagged
         });
@@ -992,43 +1370,14 @@ impl Store for SqlStore {
 
     async fn token_by_hash(&self, secret_hash: &[u8]) -> Result<Option<TokenRecord>> {
         let row: Option<TokenRow> = on_reader!(self, |p| {
-            sqlx::query_as(
-                "SELECT id, name, role, secret_hash, created_at, expires_at, revoked_at \
-                 FROM tokens WHERE secret_hash = $1",
-            )
+            sqlx::query_as(&format!(
+                "SELECT {TOKEN_COLUMNS} FROM tokens WHERE secret_hash = $1"
+            ))
             .bind(secret_hash)
             .fetch_optional(p)
             .await?
         });
         row.map(TokenRecord::try_from).transpose()
-    }
-
-    async fn insert_token(&self, token: NewToken) -> Result<TokenRecord> {
-        let id = TokenId::new();
-        let at = now();
-        on_writer!(self, |p| {
-            sqlx::query(
-                "INSERT INTO tokens (id, name, secret_hash, role, created_at, expires_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6)",
-            )
-            .bind(id.uuid())
-            .bind(&token.name)
-            .bind(&token.secret_hash)
-            .bind(token.role.as_str())
-            .bind(at)
-            .bind(token.expires_at)
-            .execute(p)
-            .await?;
-        });
-        Ok(TokenRecord {
-            id,
-            name: token.name,
-            role: token.role,
-            secret_hash: token.secret_hash,
-            created_at: at,
-            expires_at: token.expires_at,
-            revoked_at: None,
-        })
     }
 
     async fn replace_named_token(&self, token: NewToken) -> Result<bool> {
@@ -1055,18 +1404,9 @@ impl Store for SqlStore {
                 .bind(&token.secret_hash)
                 .execute(&mut *tx)
                 .await?;
-            sqlx::query(
-                "INSERT INTO tokens (id, name, secret_hash, role, created_at, expires_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6)",
-            )
-            .bind(TokenId::new().uuid())
-            .bind(&token.name)
-            .bind(&token.secret_hash)
-            .bind(token.role.as_str())
-            .bind(at)
-            .bind(token.expires_at)
-            .execute(&mut *tx)
-            .await?;
+            let ctx = WriteContext::new("system");
+            let id = TokenId::new();
+            insert_token!(tx, self, id, &token, &ctx, at);
             tx.commit().await?;
         });
         Ok(true)
@@ -1113,6 +1453,12 @@ impl Store for SqlStore {
                 .execute(&mut *tx)
                 .await?;
                 idempotent_record!(tx, ctx, "client", id.uuid(), at);
+                let entry = LogEntry::new("client.create", Some(id), id).event(
+                    "client.created",
+                    Audience::Staff,
+                    serde_json::json!({ "client_id": id.to_string(), "name": new.name }),
+                );
+                append_log!(tx, self, ctx, at, entry);
                 tx.commit().await?;
                 None
             }
@@ -1151,7 +1497,12 @@ impl Store for SqlStore {
         Ok(paginate(rows, &page, |c| c.id.to_string()))
     }
 
-    async fn update_client(&self, id: ClientId, patch: ClientPatch) -> Result<Client> {
+    async fn update_client(
+        &self,
+        id: ClientId,
+        patch: ClientPatch,
+        ctx: &WriteContext,
+    ) -> Result<Client> {
         let lock = format!(
             "SELECT {CLIENT_COLUMNS} FROM clients WHERE id = $1{}",
             self.lock_clause()
@@ -1206,6 +1557,12 @@ impl Store for SqlStore {
             .bind(c.updated_at)
             .execute(&mut *tx)
             .await?;
+            let entry = LogEntry::new("client.update", Some(id), id).event(
+                "client.updated",
+                Audience::Staff,
+                serde_json::json!({ "client_id": id.to_string(), "name": c.name }),
+            );
+            append_log!(tx, self, ctx, c.updated_at, entry);
             tx.commit().await?;
             Ok(c)
         })
@@ -1247,6 +1604,17 @@ impl Store for SqlStore {
                 .execute(&mut *tx)
                 .await?;
                 idempotent_record!(tx, ctx, "engagement", id.uuid(), at);
+                let entry = LogEntry::new("engagement.create", Some(new.client_id), id).event(
+                    "engagement.created",
+                    Audience::Staff,
+                    serde_json::json!({
+                        "engagement_id": id.to_string(),
+                        "client_id": new.client_id.to_string(),
+                        "name": new.name,
+                        "pack": new.pack,
+                    }),
+                );
+                append_log!(tx, self, ctx, at, entry);
                 tx.commit().await?;
                 None
             }
@@ -1397,6 +1765,23 @@ impl Store for SqlStore {
                 };
                 insert_version!(tx, &v, resolved, &h);
                 idempotent_record!(tx, ctx, "artifact", id.uuid(), at);
+                let entry = LogEntry::new("artifact.create", Some(new.client_id), id)
+                    .hashes(None, Some(hash.to_string()))
+                    .event(
+                        "artifact.created",
+                        Audience::Staff,
+                        serde_json::json!({
+                            "artifact_id": id.to_string(),
+                            "client_id": new.client_id.to_string(),
+                            "engagement_id": new.engagement_id.map(|e| e.to_string()),
+                            "type": new.artifact_type,
+                            "title": new.title,
+                            "status": ArtifactStatus::Draft.as_str(),
+                            "version": 1,
+                            "content_hash": hash.as_str(),
+                        }),
+                    );
+                append_log!(tx, self, ctx, at, entry);
                 tx.commit().await?;
                 None
             }
@@ -1453,6 +1838,11 @@ impl Store for SqlStore {
             }
             if let Some(s) = filter.status {
                 qb.push(" AND a.status = ").push_bind(s.as_str());
+            }
+            if let Some(c) = filter.shared_with {
+                qb.push(" AND a.client_id = ")
+                    .push_bind(c.uuid())
+                    .push(" AND a.shared_at IS NOT NULL AND a.status <> 'draft'");
             }
             if let Some(q) = &filter.q {
                 for word in q.split_whitespace().take(8) {
@@ -1576,84 +1966,19 @@ impl Store for SqlStore {
             let from = status(&current.status)?;
             lifecycle::check_transition(from, to)?;
             let at = now();
-            let mut version = current.version;
-            if from == ArtifactStatus::Stale && to == ArtifactStatus::Approved {
-                // Re-approval: the same content, built on the latest version of each source.
-                let rows: Vec<SourceRow> = sqlx::query_as(SOURCES_OF_VERSION)
-                    .bind(id.uuid())
-                    .bind(current.version)
-                    .fetch_all(&mut *tx)
-                    .await?;
-                let mut rebased = Vec::with_capacity(rows.len());
-                let mut moved = Vec::new();
-                for r in &rows {
-                    let (latest, ty): (i64, String) =
-                        sqlx::query_as("SELECT version, type FROM artifacts WHERE id = $1")
-                            .bind(r.source_id)
-                            .fetch_one(&mut *tx)
-                            .await?;
-                    if latest != r.source_version {
-                        moved.push(format!("{ty} v{} -> v{latest}", r.source_version));
-                    }
-                    rebased.push(SourceRef {
-                        artifact_id: ArtifactId::from_uuid(r.source_id),
-                        version: latest,
-                    });
-                }
-                if !moved.is_empty() {
-                    let old: VersionRow = sqlx::query_as(&version_by_number())
-                        .bind(id.uuid())
-                        .bind(current.version)
-                        .fetch_one(&mut *tx)
-                        .await?;
-                    let resolved = resolve_sources!(tx, current.client_id, rebased);
-                    let generator = pipeline.map(|p| p.generator).unwrap_or(Value::Null);
-                    version += 1;
-                    let note = format!("Re-approved; sources re-based: {}", moved.join(", "));
-                    let v = VersionInsert {
-                        artifact_id: id.uuid(),
-                        version,
-                        inputs_hash: inputs_hash(&current.artifact_type, &generator, &resolved)
-                            .to_string(),
-                        content_hash: old.content_hash.clone(),
-                        content: old.content.0,
-                        provenance: old.provenance,
-                        author: ctx.actor.clone(),
-                        note: Some(note.clone()),
-                        at,
-                    };
-                    let h = HistoryInsert {
-                        action: HistoryAction::Rebased,
-                        from: None,
-                        to: None,
-                        reason: Some(note),
-                        trace_id: ctx.trace_id.clone(),
-                    };
-                    insert_version!(tx, &v, resolved, &h);
-                }
-            }
-            sqlx::query(
-                "UPDATE artifacts SET status = $2, updated_at = $3, version = $4, \
-                 stale_reason = NULL, stale_causes = NULL WHERE id = $1",
-            )
-            .bind(id.uuid())
-            .bind(to.as_str())
-            .bind(at)
-            .bind(version)
-            .execute(&mut *tx)
-            .await?;
-            sqlx::query(INSERT_HISTORY)
-                .bind(id.uuid())
-                .bind(at)
-                .bind(&ctx.actor)
-                .bind(HistoryAction::Transition.as_str())
-                .bind(from.as_str())
-                .bind(to.as_str())
-                .bind(version)
-                .bind(&reason)
-                .bind(&ctx.trace_id)
-                .execute(&mut *tx)
-                .await?;
+            let version =
+                apply_transition!(tx, self, id, current, from, to, reason, pipeline, ctx, at);
+            let entry = transition_entry(
+                id,
+                &current,
+                from,
+                to,
+                version,
+                &reason,
+                "artifact.transition",
+                None,
+            );
+            append_log!(tx, self, ctx, at, entry);
             tx.commit().await?;
         });
         self.get_artifact(id).await
@@ -1810,6 +2135,15 @@ impl Store for SqlStore {
     ) -> Result<PlanRecord> {
         let at = now();
         on_writer!(self, |p| {
+            let mut tx = p.begin().await?;
+            let client: Option<(Uuid,)> =
+                sqlx::query_as("SELECT client_id FROM engagements WHERE id = $1")
+                    .bind(engagement_id.uuid())
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            let client = client
+                .map(|c| ClientId::from_uuid(c.0))
+                .ok_or_else(|| not_found("engagement", engagement_id))?;
             sqlx::query(
                 "INSERT INTO generation_plans (engagement_id, deliverables, created_by, created_at, updated_at) \
                  VALUES ($1, $2, $3, $4, $4) \
@@ -1820,8 +2154,18 @@ impl Store for SqlStore {
             .bind(deliverables.as_ref().map(Json))
             .bind(&ctx.actor)
             .bind(at)
-            .execute(p)
+            .execute(&mut *tx)
             .await?;
+            let entry = LogEntry::new("plan.save", Some(client), engagement_id).event(
+                "plan.saved",
+                Audience::Staff,
+                serde_json::json!({
+                    "engagement_id": engagement_id.to_string(),
+                    "deliverables": deliverables,
+                }),
+            );
+            append_log!(tx, self, ctx, at, entry);
+            tx.commit().await?;
         });
         self.get_plan(engagement_id)
             .await?
@@ -1847,8 +2191,9 @@ impl Store for SqlStore {
         }))
     }
 
-    async fn install_pack(&self, pack: InstalledPack) -> Result<()> {
+    async fn install_pack(&self, pack: InstalledPack, ctx: &WriteContext) -> Result<()> {
         on_writer!(self, |p| {
+            let mut tx = p.begin().await?;
             sqlx::query(
                 "INSERT INTO installed_packs (name, version, digest, files, installed_by, installed_at) \
                  VALUES ($1, $2, $3, $4, $5, $6) \
@@ -1862,8 +2207,15 @@ impl Store for SqlStore {
             .bind(Json(&pack.files))
             .bind(&pack.installed_by)
             .bind(pack.installed_at)
-            .execute(p)
+            .execute(&mut *tx)
             .await?;
+            let entry = LogEntry::new("pack.install", None, format!("pack:{}", pack.name)).event(
+                "pack.installed",
+                Audience::Staff,
+                serde_json::json!({ "name": pack.name, "version": pack.version, "digest": pack.digest }),
+            );
+            append_log!(tx, self, ctx, pack.installed_at, entry);
+            tx.commit().await?;
         });
         Ok(())
     }
@@ -2002,3 +2354,7 @@ impl From<PackRow> for InstalledPack {
         }
     }
 }
+
+mod log;
+mod people;
+mod review;

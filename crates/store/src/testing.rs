@@ -66,3 +66,23 @@ pub async fn postgres() -> Option<TestDb> {
         dir: None,
     })
 }
+
+impl TestDb {
+    /// Runs a raw SQL statement on this test's database, behind the store's back
+    /// (to tamper with rows, as an attacker with database access would).
+    pub async fn execute_raw(&self, sql: &str) -> Result<u64, sqlx::Error> {
+        use sqlx::Connection;
+        if let Some(url) = &self.url {
+            let mut c = sqlx::PgConnection::connect(url).await?;
+            Ok(sqlx::query(sql).execute(&mut c).await?.rows_affected())
+        } else {
+            let dir = self
+                .dir
+                .as_ref()
+                .expect("a SQLite test database has a folder");
+            let url = format!("sqlite://{}", dir.path().join("waymark.db").display());
+            let mut c = sqlx::SqliteConnection::connect(&url).await?;
+            Ok(sqlx::query(sql).execute(&mut c).await?.rows_affected())
+        }
+    }
+}

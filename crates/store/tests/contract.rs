@@ -168,6 +168,7 @@ async fn client_patch_sets_and_clears(db: &TestDb) {
                 owner: Some(None),
                 ..Default::default()
             },
+            &ctx(),
         )
         .await
         .unwrap();
@@ -182,7 +183,7 @@ async fn client_patch_sets_and_clears(db: &TestDb) {
     assert_eq!(again.attributes, json!({"tier": "gold"}));
     assert_eq!(again.owner, None);
     assert!(matches!(
-        s.update_client(ClientId::new(), ClientPatch::default())
+        s.update_client(ClientId::new(), ClientPatch::default(), &ctx())
             .await,
         Err(StoreError::NotFound { .. })
     ));
@@ -766,12 +767,7 @@ async fn idempotency_keys_replay_or_refuse(db: &TestDb) {
 async fn tokens_are_found_by_hash_and_rotated(db: &TestDb) {
     let s = store(db);
     let t = s
-        .insert_token(NewToken {
-            name: "ci".into(),
-            role: Role::Admin,
-            secret_hash: vec![1; 32],
-            expires_at: None,
-        })
+        .create_token(NewToken::standalone("ci", Role::Admin, vec![1; 32]), &ctx())
         .await
         .unwrap();
     let found = s.token_by_hash(&[1; 32]).await.unwrap().unwrap();
@@ -779,12 +775,7 @@ async fn tokens_are_found_by_hash_and_rotated(db: &TestDb) {
     assert_eq!(found.role, Role::Admin);
     assert!(s.token_by_hash(&[2; 32]).await.unwrap().is_none());
 
-    let admin = |h: u8| NewToken {
-        name: "admin (env)".into(),
-        role: Role::Admin,
-        secret_hash: vec![h; 32],
-        expires_at: None,
-    };
+    let admin = |h: u8| NewToken::standalone("admin (env)", Role::Admin, vec![h; 32]);
     assert!(!s.live_token_named("admin (env)").await.unwrap());
     assert!(s.replace_named_token(admin(7)).await.unwrap());
     assert!(
@@ -816,12 +807,10 @@ async fn tokens_are_found_by_hash_and_rotated(db: &TestDb) {
     assert!(s.live_token_named("admin (env)").await.unwrap());
 
     let expired = NewToken {
-        name: "old".into(),
-        role: Role::Operator,
-        secret_hash: vec![9; 32],
         expires_at: Some(time::OffsetDateTime::now_utc() - time::Duration::hours(1)),
+        ..NewToken::standalone("old", Role::Operator, vec![9; 32])
     };
-    s.insert_token(expired).await.unwrap();
+    s.create_token(expired, &ctx()).await.unwrap();
     assert!(!s.live_token_named("old").await.unwrap());
     assert!(
         !s.token_by_hash(&[9; 32])
@@ -1233,10 +1222,10 @@ async fn plans_and_installed_packs_round_trip(db: &TestDb) {
             .replace_nanosecond(0)
             .unwrap(),
     };
-    s.install_pack(pack.clone()).await.unwrap();
+    s.install_pack(pack.clone(), &ctx()).await.unwrap();
     pack.version = "1.1.0".into();
     pack.digest = "sha256:bb".into();
-    s.install_pack(pack.clone()).await.unwrap();
+    s.install_pack(pack.clone(), &ctx()).await.unwrap();
     let got = s.installed_pack("tiny").await.unwrap().unwrap();
     assert_eq!((got.version.as_str(), got.files.len()), ("1.1.0", 1));
     assert_eq!(

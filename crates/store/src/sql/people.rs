@@ -1,0 +1,307 @@
+//! [`PeopleStore`] on SQL: users, tokens, failed sign-ins, shared server keys.
+
+use async_trait::async_trait;
+use sqlx::{FromRow, QueryBuilder};
+use time::OffsetDateTime;
+use uuid::Uuid;
+use waymark_domain::{ClientId, FieldError, TokenId, UserId};
+
+use super::*;
+use crate::people::{NewUser, PeopleStore, User, UserFilter};
+
+#[derive(FromRow)]
+struct UserRow {
+    id: Uuid,
+    email: String,
+    name: String,
+    role: String,
+    client_id: Option<Uuid>,
+    password_hash: Option<String>,
+    created_at: OffsetDateTime,
+}
+
+const USER_COLUMNS: &str = "id, email, name, role, client_id, password_hash, created_at";
+
+impl UserRow {
+    fn into_user(self) -> Result<(User, Option<String>)> {
+        let user = User {
+            id: UserId::from_uuid(self.id),
+            email: self.email,
+            name: self.name,
+            role: Role::parse(&self.role).ok_or_else(|| decode_error("role", &self.role))?,
+            client_id: self.client_id.map(ClientId::from_uuid),
+            has_password: self.password_hash.is_some(),
+            created_at: self.created_at,
+        };
+        Ok((user, self.password_hash))
+    }
+}
+
+#[async_trait]
+impl PeopleStore for SqlStore {
+    async fn create_user(&self, new: NewUser, ctx: &WriteContext) -> Result<User> {
+        let id = UserId::new();
+        let at = now();
+        on_writer!(self, |p| {
+            let mut tx = p.begin().await?;
+            if let Some(c) = new.client_id {
+                let found: Option<(Uuid,)> = sqlx::query_as("SELECT id FROM clients WHERE id = $1")
+                    .bind(c.uuid())
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                if found.is_none() {
+                    return Err(FieldError::new("/client_id", format!("no client {c}")).into());
+                }
+            }
+            let taken: Option<(Uuid,)> = sqlx::query_as("SELECT id FROM users WHERE email = $1")
+                .bind(&new.email)
+                .fetch_optional(&mut *tx)
+                .await?;
+            if taken.is_some() {
+                return Err(FieldError::new(
+                    "/email",
+                    format!("{} already has an account", new.email),
+                )
+                .into());
+            }
+            sqlx::query(
+                "INSERT INTO users (id, email, name, role, client_id, password_hash, created_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            )
+            .bind(id.uuid())
+            .bind(&new.email)
+            .bind(&new.name)
+            .bind(new.role.as_str())
+            .bind(new.client_id.map(|c| c.uuid()))
+            .bind(&new.password_hash)
+            .bind(at)
+            .execute(&mut *tx)
+            .await?;
+            let entry = LogEntry::new("user.create", new.client_id, id).event(
+                "user.created",
+                Audience::Admin,
+                serde_json::json!({
+                    "user_id": id.to_string(),
+                    "email": new.email,
+                    "role": new.role.as_str(),
+                    "client_id": new.client_id.map(|c| c.to_string()),
+                }),
+            );
+            append_log!(tx, self, ctx, at, entry);
+            tx.commit().await?;
+        });
+        self.get_user(id).await
+    }
+
+    async fn get_user(&self, id: UserId) -> Result<User> {
+        let row: Option<UserRow> = on_reader!(self, |p| {
+            sqlx::query_as(&format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1"))
+                .bind(id.uuid())
+                .fetch_optional(p)
+                .await?
+        });
+        Ok(row.ok_or_else(|| not_found("user", id))?.into_user()?.0)
+    }
+
+    async fn list_users(&self, filter: UserFilter, page: PageRequest) -> Result<Page<User>> {
+        let cursor = id_cursor::<UserId>(&page)?;
+        let rows: Vec<UserRow> = on_reader!(self, |p| {
+            let mut qb = QueryBuilder::new(format!("SELECT {USER_COLUMNS} FROM users WHERE 1 = 1"));
+            if let Some(c) = filter.client_id {
+                qb.push(" AND client_id = ").push_bind(c.uuid());
+            }
+            if let Some(r) = filter.role {
+                qb.push(" AND role = ").push_bind(r.as_str());
+            }
+            if let Some(c) = cursor {
+                qb.push(" AND id < ").push_bind(c.uuid());
+            }
+            qb.push(" ORDER BY id DESC LIMIT ")
+                .push_bind(limit_plus_one(&page));
+            qb.build_query_as().fetch_all(p).await?
+        });
+        let users = rows
+            .into_iter()
+            .map(|r| r.into_user().map(|u| u.0))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(paginate(users, &page, |u| u.id.to_string()))
+    }
+
+    async fn user_credentials(&self, email: &str) -> Result<Option<(User, Option<String>)>> {
+        let row: Option<UserRow> = on_reader!(self, |p| {
+            sqlx::query_as(&format!(
+                "SELECT {USER_COLUMNS} FROM users WHERE email = $1 AND disabled_at IS NULL"
+            ))
+            .bind(email)
+            .fetch_optional(p)
+            .await?
+        });
+        row.map(UserRow::into_user).transpose()
+    }
+
+    async fn count_client_users(&self, client_id: ClientId) -> Result<i64> {
+        let n: (i64,) = on_reader!(self, |p| {
+            sqlx::query_as(
+                "SELECT COUNT(*) FROM users WHERE client_id = $1 AND role = 'client' \
+                 AND disabled_at IS NULL",
+            )
+            .bind(client_id.uuid())
+            .fetch_one(p)
+            .await?
+        });
+        Ok(n.0)
+    }
+
+    async fn create_token(&self, token: NewToken, ctx: &WriteContext) -> Result<TokenRecord> {
+        let id = TokenId::new();
+        let at = now();
+        on_writer!(self, |p| {
+            let mut tx = p.begin().await?;
+            insert_token!(tx, self, id, &token, ctx, at);
+            tx.commit().await?;
+        });
+        self.get_token(id).await
+    }
+
+    async fn get_token(&self, id: TokenId) -> Result<TokenRecord> {
+        let row: Option<TokenRow> = on_reader!(self, |p| {
+            sqlx::query_as(&format!("SELECT {TOKEN_COLUMNS} FROM tokens WHERE id = $1"))
+                .bind(id.uuid())
+                .fetch_optional(p)
+                .await?
+        });
+        row.ok_or_else(|| not_found("token", id))?.try_into()
+    }
+
+    async fn list_tokens(
+        &self,
+        user_id: Option<UserId>,
+        page: PageRequest,
+    ) -> Result<Page<TokenInfo>> {
+        let cursor = id_cursor::<TokenId>(&page)?;
+        let rows: Vec<TokenRow> = on_reader!(self, |p| {
+            let mut qb =
+                QueryBuilder::new(format!("SELECT {TOKEN_COLUMNS} FROM tokens WHERE 1 = 1"));
+            if let Some(u) = user_id {
+                qb.push(" AND user_id = ").push_bind(u.uuid());
+            }
+            if let Some(c) = cursor {
+                qb.push(" AND id < ").push_bind(c.uuid());
+            }
+            qb.push(" ORDER BY id DESC LIMIT ")
+                .push_bind(limit_plus_one(&page));
+            qb.build_query_as().fetch_all(p).await?
+        });
+        let tokens = rows
+            .into_iter()
+            .map(|r| TokenRecord::try_from(r).map(|t| TokenInfo::from(&t)))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(paginate(tokens, &page, |t| t.id.to_string()))
+    }
+
+    async fn revoke_token(&self, id: TokenId, ctx: &WriteContext) -> Result<TokenRecord> {
+        let at = now();
+        on_writer!(self, |p| {
+            let mut tx = p.begin().await?;
+            let row: Option<TokenRow> = sqlx::query_as(&format!(
+                "SELECT {TOKEN_COLUMNS} FROM tokens WHERE id = $1{}",
+                self.lock_clause()
+            ))
+            .bind(id.uuid())
+            .fetch_optional(&mut *tx)
+            .await?;
+            let token: TokenRecord = row.ok_or_else(|| not_found("token", id))?.try_into()?;
+            if token.revoked_at.is_none() {
+                sqlx::query("UPDATE tokens SET revoked_at = $2 WHERE id = $1")
+                    .bind(id.uuid())
+                    .bind(at)
+                    .execute(&mut *tx)
+                    .await?;
+                let entry = LogEntry::new("token.revoke", token.client_id, id).event(
+                    "token.revoked",
+                    Audience::Admin,
+                    serde_json::json!({ "token_id": id.to_string(), "name": token.name }),
+                );
+                append_log!(tx, self, ctx, at, entry);
+                tx.commit().await?;
+            }
+        });
+        self.get_token(id).await
+    }
+
+    async fn record_login_failure(&self, email: &str, since: OffsetDateTime) -> Result<i64> {
+        let at = now();
+        let n: (i64,) = on_writer!(self, |p| {
+            let mut tx = p.begin().await?;
+            sqlx::query("INSERT INTO login_failures (email, at) VALUES ($1, $2)")
+                .bind(email)
+                .bind(at)
+                .execute(&mut *tx)
+                .await?;
+            // Old failures no longer count; keep the table small.
+            sqlx::query("DELETE FROM login_failures WHERE email = $1 AND at < $2")
+                .bind(email)
+                .bind(since)
+                .execute(&mut *tx)
+                .await?;
+            let n = sqlx::query_as("SELECT COUNT(*) FROM login_failures WHERE email = $1")
+                .bind(email)
+                .fetch_one(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            n
+        });
+        Ok(n.0)
+    }
+
+    async fn login_failures_since(&self, email: &str, since: OffsetDateTime) -> Result<i64> {
+        let n: (i64,) = on_reader!(self, |p| {
+            sqlx::query_as("SELECT COUNT(*) FROM login_failures WHERE email = $1 AND at >= $2")
+                .bind(email)
+                .bind(since)
+                .fetch_one(p)
+                .await?
+        });
+        Ok(n.0)
+    }
+
+    async fn clear_login_failures(&self, email: &str) -> Result<()> {
+        on_writer!(self, |p| {
+            sqlx::query("DELETE FROM login_failures WHERE email = $1")
+                .bind(email)
+                .execute(p)
+                .await?;
+        });
+        Ok(())
+    }
+
+    async fn server_key(&self, name: &str) -> Result<Vec<u8>> {
+        let found: Option<(Vec<u8>,)> = on_reader!(self, |p| {
+            sqlx::query_as("SELECT value FROM server_keys WHERE name = $1")
+                .bind(name)
+                .fetch_optional(p)
+                .await?
+        });
+        if let Some((k,)) = found {
+            return Ok(k);
+        }
+        let key: [u8; 32] = rand::random();
+        on_writer!(self, |p| {
+            // Two servers starting together: the first insert wins, both read it.
+            sqlx::query(
+                "INSERT INTO server_keys (name, value, created_at) VALUES ($1, $2, $3) \
+                 ON CONFLICT (name) DO NOTHING",
+            )
+            .bind(name)
+            .bind(key.as_slice())
+            .bind(now())
+            .execute(p)
+            .await?;
+            let (k,): (Vec<u8>,) = sqlx::query_as("SELECT value FROM server_keys WHERE name = $1")
+                .bind(name)
+                .fetch_one(p)
+                .await?;
+            Ok(k)
+        })
+    }
+}
