@@ -98,6 +98,34 @@ pub struct ArtifactFilter {
     pub q: Option<String>,
 }
 
+/// `POST /users`.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct NewUser {
+    pub email: String,
+    pub name: String,
+    /// `admin`, `operator` or `client`.
+    pub role: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+}
+
+/// `POST /tokens`.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct NewToken {
+    pub name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub agent_id: Option<String>,
+    /// RFC 3339.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+}
+
 /// Where a list starts and how long a page is; the server picks defaults.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Page {
@@ -284,6 +312,48 @@ impl ApiClient {
             .request(Method::GET, &["artifacts", id, "history"])
             .query(page);
         self.json(req).await
+    }
+
+    // People and tokens
+
+    pub async fn create_user(&self, body: &NewUser) -> Result<Value, CliError> {
+        self.json(self.request(Method::POST, &["users"]).json(body))
+            .await
+    }
+
+    pub async fn list_users(
+        &self,
+        client_id: Option<&str>,
+        role: Option<&str>,
+        page: &Page,
+    ) -> Result<Value, CliError> {
+        let mut req = self.request(Method::GET, &["users"]);
+        if let Some(client_id) = client_id {
+            req = req.query(&[("client_id", client_id)]);
+        }
+        if let Some(role) = role {
+            req = req.query(&[("role", role)]);
+        }
+        self.json(req.query(page)).await
+    }
+
+    /// Makes a token; the answer holds its secret, shown this once.
+    pub async fn create_token(&self, body: &NewToken) -> Result<Value, CliError> {
+        self.json(self.request(Method::POST, &["tokens"]).json(body))
+            .await
+    }
+
+    pub async fn list_tokens(&self, user_id: Option<&str>, page: &Page) -> Result<Value, CliError> {
+        let mut req = self.request(Method::GET, &["tokens"]);
+        if let Some(user_id) = user_id {
+            req = req.query(&[("user_id", user_id)]);
+        }
+        self.json(req.query(page)).await
+    }
+
+    pub async fn revoke_token(&self, id: &str) -> Result<Value, CliError> {
+        self.json(self.request(Method::DELETE, &["tokens", id]))
+            .await
     }
 
     // Plumbing

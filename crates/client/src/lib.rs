@@ -22,6 +22,7 @@ mod clients;
 mod engagements;
 mod error;
 mod paging;
+mod people;
 mod render;
 #[cfg(test)]
 mod tests;
@@ -29,14 +30,15 @@ mod tests;
 use std::io::Write;
 
 pub use api::{
-    ApiClient, ArtifactFilter, ContentUpdate, NewArtifact, NewClient, NewEngagement, Page,
-    SourceRef,
+    ApiClient, ArtifactFilter, ContentUpdate, NewArtifact, NewClient, NewEngagement, NewToken,
+    NewUser, Page, SourceRef,
 };
 pub use artifacts::{ArtifactCommand, ContentSource};
 pub use clients::ClientCommand;
 pub use engagements::EngagementCommand;
 pub use error::{CliError, FieldError, Problem};
 pub use paging::Paging;
+pub use people::{TokenCommand, UserCommand};
 
 /// Which server to talk to and how to print; shared by every remote command.
 #[derive(clap::Args, Debug, Clone)]
@@ -77,6 +79,16 @@ pub async fn run_engagement(remote: &Remote, cmd: EngagementCommand) -> Result<(
 /// Runs `waymark artifact ...`.
 pub async fn run_artifact(remote: &Remote, cmd: ArtifactCommand) -> Result<(), CliError> {
     print(&artifacts::execute(&remote.api()?, remote.json, cmd).await?)
+}
+
+/// Runs `waymark user ...`.
+pub async fn run_user(remote: &Remote, cmd: UserCommand) -> Result<(), CliError> {
+    print(&people::execute_user(&remote.api()?, remote.json, cmd).await?)
+}
+
+/// Runs `waymark token ...`.
+pub async fn run_token(remote: &Remote, cmd: TokenCommand) -> Result<(), CliError> {
+    print(&people::execute_token(&remote.api()?, remote.json, cmd).await?)
 }
 
 /// Writes to stdout; a closed pipe (`| head`) is not an error.

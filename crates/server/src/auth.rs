@@ -4,13 +4,15 @@
 use std::path::{Path, PathBuf};
 
 use axum::extract::{Request, State};
+use axum::http::Method;
 use axum::middleware::Next;
 use axum::response::Response;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use time::OffsetDateTime;
-use waymark_domain::TokenId;
-use waymark_store::{NewToken, Role, Store, StoreError};
+use waymark_domain::review::ApproverKind;
+use waymark_domain::{ArtifactId, ClientId, ReviewLinkId, TokenId, UserId};
+use waymark_store::{ArtifactSummary, NewToken, Reviewer, Role, Store, StoreError};
 
 use crate::AppState;
 use crate::error::ApiError;
@@ -19,26 +21,135 @@ use crate::error::ApiError;
 /// [`require_token`].
 #[derive(Debug, Clone)]
 pub struct Caller {
-    pub token_id: TokenId,
+    /// The token presented (none for a review link).
+    pub token_id: Option<TokenId>,
     pub role: Role,
+    /// The person the token belongs to.
+    pub user_id: Option<UserId>,
+    /// The client a client user (or a review link) is confined to.
+    pub client_id: Option<ClientId>,
+    /// A name to show beside the caller's comments and approvals.
+    pub name: String,
+    /// Set when the caller acts through a review link.
+    pub link: Option<LinkGrant>,
+}
+
+/// What a review link allows: one artifact, for one reviewer.
+#[derive(Debug, Clone)]
+pub struct LinkGrant {
+    pub link_id: ReviewLinkId,
+    pub artifact_id: ArtifactId,
+    pub reviewer_email: String,
 }
 
 impl Caller {
-    /// The actor recorded with the caller's writes.
+    /// The actor recorded with the caller's writes: the user, the review link, or
+    /// the token.
     pub fn actor(&self) -> String {
-        self.token_id.to_string()
+        if let Some(u) = self.user_id {
+            u.to_string()
+        } else if let Some(l) = &self.link {
+            l.link_id.to_string()
+        } else {
+            self.token_id.map(|t| t.to_string()).unwrap_or_default()
+        }
+    }
+
+    /// Admins, operators and agents: the team, who see every client.
+    pub fn is_staff(&self) -> bool {
+        self.link.is_none() && matches!(self.role, Role::Admin | Role::Operator | Role::Agent)
     }
 
     /// Refuses (403) a caller that is not an admin.
-    pub fn require_admin(&self) -> Result<(), crate::error::ApiError> {
-        if self.role == Role::Admin {
+    pub fn require_admin(&self) -> Result<(), ApiError> {
+        if self.role == Role::Admin && self.link.is_none() {
             Ok(())
         } else {
-            Err(crate::error::ApiError::Forbidden(
+            Err(ApiError::Forbidden(
                 "only an admin may do this; ask an admin for an admin token".into(),
             ))
         }
     }
+
+    /// Refuses (403) a caller who is not on the team (a client user, a reviewer).
+    pub fn require_staff(&self) -> Result<(), ApiError> {
+        if self.is_staff() {
+            Ok(())
+        } else {
+            Err(ApiError::Forbidden(
+                "only operators and admins may do this; client contacts can view, comment, approve and reject what was shared with them".into(),
+            ))
+        }
+    }
+
+    /// The client a client user or review link is confined to; `None` for the team.
+    pub fn client_scope(&self) -> Option<ClientId> {
+        if self.is_staff() {
+            None
+        } else {
+            self.client_id
+        }
+    }
+
+    /// Whether the caller may see anything of `client`.
+    pub fn sees_client(&self, client: ClientId) -> bool {
+        self.is_staff() || (self.link.is_none() && self.client_id == Some(client))
+    }
+
+    /// Answers 404, exactly as for a missing client, unless the caller may see it.
+    pub fn check_client(&self, client: ClientId) -> Result<(), ApiError> {
+        if self.sees_client(client) {
+            Ok(())
+        } else {
+            Err(not_found("client", client))
+        }
+    }
+
+    /// Whether the caller may see this artifact: the team always; a client user
+    /// when it was shared with their client; a review link for its own artifact
+    /// once shared.
+    pub fn sees_artifact(&self, a: &ArtifactSummary) -> bool {
+        if self.is_staff() {
+            return true;
+        }
+        let Some(client) = self.client_id else {
+            return false;
+        };
+        match &self.link {
+            Some(l) => l.artifact_id == a.id && a.shared_with(client),
+            None => a.shared_with(client),
+        }
+    }
+
+    /// Answers 404, exactly as for a missing artifact, unless the caller may see it.
+    pub fn check_artifact(&self, a: &ArtifactSummary) -> Result<(), ApiError> {
+        if self.sees_artifact(a) {
+            Ok(())
+        } else {
+            Err(not_found("artifact", a.id))
+        }
+    }
+
+    /// The caller as a person in a review.
+    pub fn reviewer(&self) -> Reviewer {
+        Reviewer {
+            id: self.actor(),
+            name: self.name.clone(),
+            kind: if self.link.is_some() {
+                ApproverKind::Reviewer
+            } else if self.is_staff() {
+                ApproverKind::Staff
+            } else {
+                ApproverKind::ClientContact
+            },
+        }
+    }
+}
+
+/// The 404 a missing record answers; also what a record the caller may not see
+/// answers, word for word.
+pub fn not_found(kind: &str, id: impl std::fmt::Display) -> ApiError {
+    ApiError::NotFound(format!("no {kind} {id}"))
 }
 
 /// SHA-256 of a token secret: what the database keeps.
@@ -52,48 +163,199 @@ pub fn generate_secret() -> String {
     format!("wm_{}", hex::encode(bytes))
 }
 
+/// The name of the session cookie the web UI signs in with.
+pub const SESSION_COOKIE: &str = "waymark_session";
+
+/// Prefix of review-link tokens.
+pub const LINK_PREFIX: &str = "wmr_";
+
+/// The name of the server key review links are signed with.
+pub const LINK_KEY: &str = "review-links";
+
+/// A review link's token: `wmr_<link uuid>.<expiry>.<signature>`, the signature an
+/// HMAC-SHA256 of the rest under the servers' shared key.
+pub fn sign_link(key: &[u8], link: ReviewLinkId, expires_at: OffsetDateTime) -> String {
+    let payload = format!("{}.{}", link.uuid().simple(), expires_at.unix_timestamp());
+    format!(
+        "{LINK_PREFIX}{payload}.{}",
+        hex::encode(link_mac(key, &payload))
+    )
+}
+
+fn link_mac(key: &[u8], payload: &str) -> Vec<u8> {
+    use hmac::{Hmac, Mac};
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC takes any key length");
+    mac.update(payload.as_bytes());
+    mac.finalize().into_bytes().to_vec()
+}
+
+/// Checks a review-link token's signature and expiry (not revocation: that is
+/// the stored link's). Answers the link it names.
+pub fn verify_link(key: &[u8], token: &str, now: OffsetDateTime) -> Option<ReviewLinkId> {
+    let rest = token.strip_prefix(LINK_PREFIX)?;
+    let (payload, sig) = rest.rsplit_once('.')?;
+    let sig = hex::decode(sig).ok()?;
+    if !bool::from(link_mac(key, payload).ct_eq(&sig)) {
+        return None;
+    }
+    let (uuid, expiry) = payload.split_once('.')?;
+    let expiry: i64 = expiry.parse().ok()?;
+    if expiry <= now.unix_timestamp() {
+        return None;
+    }
+    let uuid = uuid::Uuid::try_parse(uuid).ok()?;
+    Some(ReviewLinkId::from_uuid(uuid))
+}
+
+/// The bearer token of a request: the `Authorization` header, or the session
+/// cookie of the web UI.
+fn presented_secret(req: &Request) -> Option<String> {
+    let header = req
+        .headers()
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    if let Some(h) = header {
+        return h
+            .strip_prefix("Bearer ")
+            .or_else(|| h.strip_prefix("bearer "))
+            .map(|s| s.trim().to_owned());
+    }
+    req.headers()
+        .get_all(axum::http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == SESSION_COOKIE)
+        .map(|(_, v)| v.to_owned())
+}
+
 /// Middleware: refuses requests without a live bearer token (401), otherwise
-/// records the [`Caller`] in the request's extensions.
+/// records the [`Caller`] in the request's extensions. A review link may only
+/// reach the routes of its own artifact it grants.
 pub async fn require_token(
     State(state): State<AppState>,
     mut req: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
-    let header = req
-        .headers()
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok());
-    let Some(secret) = header.and_then(|h| {
-        h.strip_prefix("Bearer ")
-            .or_else(|| h.strip_prefix("bearer "))
-    }) else {
+    let Some(secret) = presented_secret(&req) else {
         return Err(ApiError::Unauthorized(
             "send `Authorization: Bearer <token>`; the admin token is printed at first start and kept in the data folder (admin-token)".into(),
         ));
     };
-    let secret = secret.trim();
-    let computed = hash_secret(secret);
-    let token = state.store.token_by_hash(&computed).await?;
-    let caller = match token {
-        // Found by its hash; compare again in constant time so no branch
-        // depends on how much of a guess was right.
-        Some(t)
-            if bool::from(t.secret_hash.ct_eq(&computed))
-                && t.is_live(OffsetDateTime::now_utc()) =>
-        {
-            Caller {
-                token_id: t.id,
-                role: t.role,
-            }
-        }
-        _ => {
-            return Err(ApiError::Unauthorized(
-                "the token is unknown, revoked or expired".into(),
-            ));
-        }
+    let now = OffsetDateTime::now_utc();
+    let caller = if secret.starts_with(LINK_PREFIX) {
+        let caller = link_caller(&state, &secret, now).await?;
+        check_link_route(&caller, req.method(), req.uri().path())?;
+        caller
+    } else {
+        token_caller(&state, &secret, now).await?
     };
     req.extensions_mut().insert(caller);
     Ok(next.run(req).await)
+}
+
+fn unknown_token() -> ApiError {
+    ApiError::Unauthorized("the token is unknown, revoked or expired".into())
+}
+
+async fn token_caller(
+    state: &AppState,
+    secret: &str,
+    now: OffsetDateTime,
+) -> Result<Caller, ApiError> {
+    let computed = hash_secret(secret);
+    let token = state.store.token_by_hash(&computed).await?;
+    // Found by its hash; compare again in constant time so no branch depends on
+    // how much of a guess was right.
+    let Some(t) = token.filter(|t| bool::from(t.secret_hash.ct_eq(&computed)) && t.is_live(now))
+    else {
+        return Err(unknown_token());
+    };
+    let name = match t.user_id {
+        Some(u) => match state.store.get_user(u).await {
+            Ok(user) => user.name,
+            Err(StoreError::NotFound { .. }) => return Err(unknown_token()),
+            Err(e) => return Err(e.into()),
+        },
+        None => t.agent_id.clone().unwrap_or_else(|| t.name.clone()),
+    };
+    Ok(Caller {
+        token_id: Some(t.id),
+        role: t.role,
+        user_id: t.user_id,
+        client_id: t.client_id,
+        name,
+        link: None,
+    })
+}
+
+async fn link_caller(
+    state: &AppState,
+    secret: &str,
+    now: OffsetDateTime,
+) -> Result<Caller, ApiError> {
+    let key = state.link_key().await?;
+    let refused = || {
+        ApiError::Unauthorized(
+            "this review link is invalid, expired or revoked; ask whoever sent it for a new one"
+                .into(),
+        )
+    };
+    let id = verify_link(&key, secret, now).ok_or_else(refused)?;
+    let link = match state.store.get_review_link(id).await {
+        Ok(l) if l.is_live(now) => l,
+        Ok(_) | Err(StoreError::NotFound { .. }) => return Err(refused()),
+        Err(e) => return Err(e.into()),
+    };
+    Ok(Caller {
+        token_id: None,
+        role: Role::Client,
+        user_id: None,
+        client_id: Some(link.client_id),
+        name: link.reviewer_name.clone(),
+        link: Some(LinkGrant {
+            link_id: link.id,
+            artifact_id: link.artifact_id,
+            reviewer_email: link.reviewer_email,
+        }),
+    })
+}
+
+/// The routes a review link reaches: view, comment on, approve and reject its
+/// own artifact. Another artifact answers 404 as a missing one would.
+fn check_link_route(caller: &Caller, method: &Method, path: &str) -> Result<(), ApiError> {
+    let Some(link) = &caller.link else {
+        return Ok(());
+    };
+    let refused = || {
+        ApiError::Forbidden(
+            "a review link can only view, comment on, approve or reject the artifact it was sent for".into(),
+        )
+    };
+    let Some(rest) = path.strip_prefix("/api/v1/artifacts/") else {
+        return Err(refused());
+    };
+    let (id, tail) = rest.split_once('/').unwrap_or((rest, ""));
+    let allowed = matches!(
+        (method.as_str(), tail),
+        ("GET", "")
+            | ("GET", "review")
+            | ("GET", "comments")
+            | ("POST", "comments")
+            | ("POST", "approve")
+            | ("POST", "reject")
+    );
+    if !allowed {
+        return Err(refused());
+    }
+    if id != link.artifact_id.to_string() {
+        return Err(not_found(
+            "artifact",
+            id.chars().take(80).collect::<String>(),
+        ));
+    }
+    Ok(())
 }
 
 /// The name of the admin token set by `WAYMARK_ADMIN_TOKEN`.
@@ -127,12 +389,11 @@ pub async fn bootstrap_admin(
             return Err(BootstrapError::WeakToken);
         }
         store
-            .replace_named_token(NewToken {
-                name: ENV_ADMIN_TOKEN_NAME.into(),
-                role: Role::Admin,
-                secret_hash: hash_secret(secret),
-                expires_at: None,
-            })
+            .replace_named_token(NewToken::standalone(
+                ENV_ADMIN_TOKEN_NAME,
+                Role::Admin,
+                hash_secret(secret),
+            ))
             .await?;
         return Ok(AdminToken::FromEnv);
     }
@@ -148,12 +409,11 @@ pub async fn bootstrap_admin(
         source: e,
     })?;
     store
-        .replace_named_token(NewToken {
-            name: GENERATED_ADMIN_TOKEN_NAME.into(),
-            role: Role::Admin,
-            secret_hash: hash_secret(&secret),
-            expires_at: None,
-        })
+        .replace_named_token(NewToken::standalone(
+            GENERATED_ADMIN_TOKEN_NAME,
+            Role::Admin,
+            hash_secret(&secret),
+        ))
         .await?;
     Ok(AdminToken::Generated { secret, file })
 }

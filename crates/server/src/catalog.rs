@@ -7,7 +7,7 @@ use std::sync::{Arc, RwLock};
 
 use time::OffsetDateTime;
 use waymark_packs::{Pack, PackError, PackFiles, TypeDef, builtin, load};
-use waymark_store::{InstalledPack, Pipeline, Store, StoreError};
+use waymark_store::{InstalledPack, Pipeline, Store, StoreError, WriteContext};
 
 use crate::error::ApiError;
 
@@ -68,20 +68,27 @@ impl PackCatalog {
     }
 
     /// Checks and installs a pack, replacing an installed one of the same name.
-    pub async fn install(&self, files: PackFiles, actor: &str) -> Result<Arc<Pack>, InstallError> {
+    pub async fn install(
+        &self,
+        files: PackFiles,
+        ctx: &WriteContext,
+    ) -> Result<Arc<Pack>, InstallError> {
         let pack = load(&files)?;
         if builtin().iter().any(|p| p.name == pack.name) {
             return Err(InstallError::Builtin(pack.name));
         }
         self.store
-            .install_pack(InstalledPack {
-                name: pack.name.clone(),
-                version: pack.version.clone(),
-                digest: pack.digest.clone(),
-                files: files.as_map().clone(),
-                installed_by: actor.to_owned(),
-                installed_at: OffsetDateTime::now_utc(),
-            })
+            .install_pack(
+                InstalledPack {
+                    name: pack.name.clone(),
+                    version: pack.version.clone(),
+                    digest: pack.digest.clone(),
+                    files: files.as_map().clone(),
+                    installed_by: ctx.actor.clone(),
+                    installed_at: OffsetDateTime::now_utc(),
+                },
+                ctx,
+            )
             .await?;
         let pack = Arc::new(pack);
         self.write_cache().insert(pack.name.clone(), pack.clone());

@@ -64,6 +64,9 @@ pub enum ApiError {
     /// 403: the token may not do this.
     #[error("{0}")]
     Forbidden(String),
+    /// 429: too many attempts; try again after `retry_after` seconds.
+    #[error("{detail}")]
+    TooManyRequests { detail: String, retry_after: u64 },
     /// 412: `If-Match` names a version that is no longer current.
     #[error("the artifact is at version {current}, not {expected}")]
     VersionMismatch { expected: i64, current: i64 },
@@ -117,6 +120,7 @@ impl ApiError {
             ApiError::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::VersionMismatch { .. } => StatusCode::PRECONDITION_FAILED,
             ApiError::PreconditionRequired(_) => StatusCode::PRECONDITION_REQUIRED,
             ApiError::Conflict { .. } => StatusCode::CONFLICT,
@@ -135,6 +139,7 @@ impl ApiError {
             ApiError::Invalid { .. } => "invalid",
             ApiError::Unauthorized(_) => "unauthorized",
             ApiError::Forbidden(_) => "forbidden",
+            ApiError::TooManyRequests { .. } => "too_many_attempts",
             ApiError::VersionMismatch { .. } => "version_mismatch",
             ApiError::PreconditionRequired(_) => "if_match_required",
             ApiError::Conflict { code, .. } => code,
@@ -212,6 +217,10 @@ impl IntoResponse for ApiError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),
         );
+        if let ApiError::TooManyRequests { retry_after, .. } = &self {
+            res.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(*retry_after));
+        }
         if status == StatusCode::UNAUTHORIZED {
             res.headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
@@ -288,6 +297,44 @@ impl From<StoreError> for ApiError {
             StoreError::Conflict(_) => ApiError::Conflict {
                 code: "conflict",
                 detail: e.to_string(),
+                allowed: None,
+                extra: Default::default(),
+            },
+            StoreError::Review(r) => {
+                use waymark_domain::review::ReviewError as R;
+                let code = match &r {
+                    R::NotInReview { .. } => "not_in_review",
+                    R::NotLatest { .. } => "not_latest_version",
+                    R::HashMismatch { .. } => "content_hash_mismatch",
+                    R::NotEligible { .. } => "not_eligible",
+                    R::OwnWork => "own_work",
+                    R::AlreadyApproved => "already_approved",
+                };
+                let mut extra = serde_json::Map::new();
+                match &r {
+                    R::NotLatest { latest, .. } => {
+                        extra.insert("latest_version".into(), (*latest).into());
+                    }
+                    R::NotInReview { status } => {
+                        extra.insert("artifact_status".into(), status.as_str().into());
+                    }
+                    _ => {}
+                }
+                let status_forbidden = matches!(r, R::NotEligible { .. } | R::OwnWork);
+                if status_forbidden {
+                    ApiError::Forbidden(r.to_string())
+                } else {
+                    ApiError::Conflict {
+                        code,
+                        detail: r.to_string(),
+                        allowed: None,
+                        extra,
+                    }
+                }
+            }
+            StoreError::Refused { code, detail } => ApiError::Conflict {
+                code,
+                detail,
                 allowed: None,
                 extra: Default::default(),
             },

@@ -10,8 +10,10 @@
 
 pub mod auth;
 pub mod catalog;
+pub mod delivery;
 pub mod error;
 pub mod extract;
+pub mod mail;
 pub mod observe;
 pub mod openapi;
 pub mod routes;
@@ -41,12 +43,16 @@ use extract::BodyLimit;
 pub struct HttpSettings {
     /// Largest request body accepted, in bytes.
     pub body_limit: usize,
+    /// The address people reach this server at, for links in mail and review
+    /// links (`http://127.0.0.1:8080`); also the `source` of events.
+    pub public_url: String,
 }
 
 impl Default for HttpSettings {
     fn default() -> Self {
         Self {
             body_limit: 1024 * 1024,
+            public_url: "http://127.0.0.1:8080".into(),
         }
     }
 }
@@ -60,6 +66,11 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
     /// Built-in and installed packs.
     pub packs: Arc<catalog::PackCatalog>,
+    /// Bumped after every accepted change, so event streams and deliveries wake
+    /// at once instead of polling.
+    pub changes: Arc<tokio::sync::watch::Sender<u64>>,
+    /// The key review links are signed with, loaded from the database once.
+    link_key: Arc<tokio::sync::OnceCell<Vec<u8>>>,
 }
 
 impl AppState {
@@ -70,7 +81,24 @@ impl AppState {
             http: Arc::new(http),
             build,
             metrics: observe::prometheus(),
+            changes: Arc::new(tokio::sync::watch::Sender::new(0)),
+            link_key: Arc::new(tokio::sync::OnceCell::new()),
         }
+    }
+
+    /// The key review links are signed with (shared by every server through the
+    /// database).
+    pub async fn link_key(&self) -> Result<Vec<u8>, ApiError> {
+        let key = self
+            .link_key
+            .get_or_try_init(|| self.store.server_key(auth::LINK_KEY))
+            .await?;
+        Ok(key.clone())
+    }
+
+    /// Wakes whoever waits for changes (event streams, deliveries).
+    pub fn notify_change(&self) {
+        self.changes.send_modify(|n| *n = n.wrapping_add(1));
     }
 }
 
@@ -78,6 +106,10 @@ impl AppState {
 fn api_routes() -> OpenApiRouter<AppState> {
     use routes::{artifacts, clients, engagements, packs, pipelines, service};
     OpenApiRouter::new()
+        .merge(routes::people::routes())
+        .merge(routes::review::routes())
+        .merge(routes::events::routes())
+        .merge(routes::webhooks::routes())
         .routes(routes!(service::version))
         .routes(routes!(clients::create_client, clients::list_clients))
         .routes(routes!(clients::get_client, clients::update_client))
@@ -107,10 +139,16 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(pipelines::get_plan, pipelines::save_plan))
 }
 
+/// The `/api/v1` routes that need no token (signing in).
+fn public_api_routes() -> OpenApiRouter<AppState> {
+    routes::people::public_routes()
+}
+
 /// The OpenAPI document of the API.
 pub fn openapi_document() -> utoipa::openapi::OpenApi {
     let (_, api) = OpenApiRouter::with_openapi(openapi::base())
         .merge(api_routes())
+        .merge(public_api_routes())
         .routes(routes!(routes::service::healthz))
         .routes(routes!(routes::service::readyz))
         .split_for_parts();
@@ -120,14 +158,21 @@ pub fn openapi_document() -> utoipa::openapi::OpenApi {
 /// The whole application.
 pub fn router(state: AppState) -> Router {
     let (api, _) = api_routes().split_for_parts();
-    let api = api.route_layer(middleware::from_fn_with_state(
-        state.clone(),
-        auth::require_token,
-    ));
+    let api = api
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_token,
+        ))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            notify_changes,
+        ));
+    let (public_api, _) = public_api_routes().split_for_parts();
     let document = Arc::new(openapi_document());
     let limit = state.http.body_limit;
     Router::new()
         .merge(api)
+        .merge(public_api)
         .route("/healthz", axum::routing::get(routes::service::healthz))
         .route("/readyz", axum::routing::get(routes::service::readyz))
         .route("/metrics", axum::routing::get(observe::metrics_endpoint))
@@ -144,6 +189,20 @@ pub fn router(state: AppState) -> Router {
             ApiError::Internal("a handler panicked".into()).into_response()
         }))
         .with_state(state)
+}
+
+/// Wakes event streams and deliveries after every accepted change.
+async fn notify_changes(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    req: Request,
+    next: Next,
+) -> axum::response::Response {
+    let mutating = !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
+    let res = next.run(req).await;
+    if mutating && res.status().is_success() {
+        state.notify_change();
+    }
+    res
 }
 
 async fn not_found(method: Method, uri: axum::http::Uri) -> ApiError {

@@ -70,12 +70,10 @@ async fn api(args: ApiBench) -> Result<()> {
     let store: Arc<dyn Store> = Arc::new(store);
     let secret = generate_secret();
     store
-        .insert_token(NewToken {
-            name: "bench".into(),
-            role: Role::Admin,
-            secret_hash: hash_secret(&secret),
-            expires_at: None,
-        })
+        .create_token(
+            NewToken::standalone("bench", Role::Admin, hash_secret(&secret)),
+            &waymark_store::WriteContext::new("system"),
+        )
         .await?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let base = format!("http://{}/api/v1", listener.local_addr()?);

@@ -10,6 +10,11 @@
 //! | pool size | `max_connections` | `WAYMARK_MAX_CONNECTIONS` | `--max-connections` | `16` |
 //! | log format | `log_format` | `WAYMARK_LOG_FORMAT` | `--log-format` | `json` |
 //! | admin token | `admin_token` | `WAYMARK_ADMIN_TOKEN` | — | generated |
+//! | public URL (links in mail, event `source`) | `public_url` | `WAYMARK_PUBLIC_URL` | `--public-url` | `http://<listen address>` |
+//! | SMTP relay for mail | `smtp_url` | `WAYMARK_SMTP_URL` | — | none (no mail) |
+//! | mail sender | `mail_from` | `WAYMARK_MAIL_FROM` | — | `Waymark <waymark@localhost>` |
+//! | webhook attempts per delivery | `webhook_max_attempts` | `WAYMARK_WEBHOOK_MAX_ATTEMPTS` | — | `12` |
+//! | first webhook retry wait, ms | `webhook_backoff_ms` | `WAYMARK_WEBHOOK_BACKOFF_MS` | — | `5000` |
 //!
 //! The file is `--config FILE`, `WAYMARK_CONFIG`, or `./waymark.toml` when it
 //! exists.
@@ -30,6 +35,18 @@ pub struct Settings {
     pub max_connections: u32,
     pub log_format: LogFormat,
     pub admin_token: Option<SecretString>,
+    /// Where people reach this server (links in mail and review links, the
+    /// `source` of events); `http://<listen address>` when unset.
+    pub public_url: Option<String>,
+    /// The SMTP relay mail goes through (may carry a password); no mail when unset.
+    pub smtp_url: Option<SecretString>,
+    /// The sender of mail.
+    pub mail_from: String,
+    /// Attempts per webhook delivery before it is given up.
+    pub webhook_max_attempts: u32,
+    /// The wait before the first webhook retry, in milliseconds; it doubles
+    /// with each failed attempt, up to an hour.
+    pub webhook_backoff_ms: u64,
 }
 
 impl std::fmt::Debug for Settings {
@@ -48,6 +65,11 @@ impl std::fmt::Debug for Settings {
                 "admin_token",
                 &self.admin_token.as_ref().map(|_| "[redacted]"),
             )
+            .field("public_url", &self.public_url)
+            .field("smtp_url", &self.smtp_url.as_ref().map(|_| "[redacted]"))
+            .field("mail_from", &self.mail_from)
+            .field("webhook_max_attempts", &self.webhook_max_attempts)
+            .field("webhook_backoff_ms", &self.webhook_backoff_ms)
             .finish()
     }
 }
@@ -82,6 +104,9 @@ pub struct Overrides {
     /// Log format [env: WAYMARK_LOG_FORMAT] [default: json]
     #[arg(long, value_enum)]
     pub log_format: Option<LogFormat>,
+    /// Where people reach this server, for links in mail [env: WAYMARK_PUBLIC_URL] [default: http://<listen address>]
+    #[arg(long)]
+    pub public_url: Option<String>,
 }
 
 impl Settings {
@@ -92,7 +117,10 @@ impl Settings {
             .set_default("data_dir", "./waymark-data")?
             .set_default("body_limit", 1024 * 1024)?
             .set_default("max_connections", 16)?
-            .set_default("log_format", "json")?;
+            .set_default("log_format", "json")?
+            .set_default("mail_from", "Waymark <waymark@localhost>")?
+            .set_default("webhook_max_attempts", 12)?
+            .set_default("webhook_backoff_ms", 5000)?;
         let env_file = std::env::var_os("WAYMARK_CONFIG").map(PathBuf::from);
         match file.map(Path::to_path_buf).or(env_file) {
             Some(path) => {
@@ -129,7 +157,8 @@ impl Settings {
                     LogFormat::Json => "json",
                     LogFormat::Pretty => "pretty",
                 }),
-            )?;
+            )?
+            .set_override_option("public_url", flags.public_url.clone())?;
         let settings: Settings = builder
             .build()
             .context("reading settings")?
@@ -138,8 +167,51 @@ impl Settings {
         if settings.body_limit < 1024 {
             anyhow::bail!("body_limit must be at least 1024 bytes");
         }
+        if let Some(url) = &settings.public_url {
+            check_public_url(url)?;
+        }
+        if !(1..=100).contains(&settings.webhook_max_attempts) {
+            anyhow::bail!("webhook_max_attempts must be from 1 to 100");
+        }
+        if !(1..=3_600_000).contains(&settings.webhook_backoff_ms) {
+            anyhow::bail!("webhook_backoff_ms must be from 1 to 3600000 (an hour)");
+        }
         Ok(settings)
     }
+
+    /// The public URL: as set, else `http://` and the address the server is
+    /// bound to (`addr`, which knows the port when `listen` asked for port 0),
+    /// with a wildcard address (`0.0.0.0`, `[::]`) shown as loopback.
+    pub fn public_url(&self, addr: std::net::SocketAddr) -> String {
+        match &self.public_url {
+            Some(url) => url.trim().trim_end_matches('/').to_owned(),
+            None => {
+                let mut addr = addr;
+                if addr.ip().is_unspecified() {
+                    addr.set_ip(match addr.ip() {
+                        std::net::IpAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+                        std::net::IpAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+                    });
+                }
+                format!("http://{addr}")
+            }
+        }
+    }
+}
+
+/// A public URL must be absolute `http` or `https` with a host.
+fn check_public_url(url: &str) -> Result<()> {
+    let parsed = reqwest::Url::parse(url.trim()).map_err(|e| {
+        anyhow::anyhow!(
+            "public_url {url:?} is not an absolute URL such as https://waymark.example.com ({e})"
+        )
+    })?;
+    if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none_or(str::is_empty) {
+        anyhow::bail!(
+            "public_url {url:?} must be an http or https URL with a host, such as https://waymark.example.com"
+        );
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -163,5 +235,44 @@ mod tests {
         assert_eq!(s.body_limit, 2048);
         assert!(format!("{s:?}").contains("listen"));
         assert!(Settings::load(Some(&dir.path().join("missing.toml")), &flags).is_err());
+    }
+
+    #[test]
+    fn delivery_settings() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("w.toml");
+        std::fs::write(
+            &file,
+            "listen = \"0.0.0.0:8080\"\nsmtp_url = \"smtp://u:hunter2@mail:25\"\n",
+        )
+        .unwrap();
+        let s = Settings::load(Some(&file), &Overrides::default()).unwrap();
+        assert_eq!(s.mail_from, "Waymark <waymark@localhost>");
+        assert_eq!((s.webhook_max_attempts, s.webhook_backoff_ms), (12, 5000));
+        assert_eq!(
+            s.public_url("0.0.0.0:8080".parse().unwrap()),
+            "http://127.0.0.1:8080"
+        );
+        assert!(!format!("{s:?}").contains("hunter2"));
+        let flags = Overrides {
+            public_url: Some("https://waymark.example.com/".into()),
+            ..Default::default()
+        };
+        let s = Settings::load(Some(&file), &flags).unwrap();
+        assert_eq!(
+            s.public_url("0.0.0.0:8080".parse().unwrap()),
+            "https://waymark.example.com"
+        );
+        for bad in [
+            "public_url = \"waymark.example.com\"",
+            "public_url = \"ftp://x\"",
+            "webhook_max_attempts = 0",
+        ] {
+            std::fs::write(&file, bad).unwrap();
+            assert!(
+                Settings::load(Some(&file), &Overrides::default()).is_err(),
+                "{bad}"
+            );
+        }
     }
 }

@@ -1,6 +1,7 @@
 //! `waymark`: the server, its worker and maintenance commands, and a client of
 //! its API, in one binary.
 
+mod audit;
 mod bench;
 mod bench_cascade;
 mod config;
@@ -12,7 +13,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use waymark_client::{ArtifactCommand, ClientCommand, EngagementCommand, Remote};
+use waymark_client::{
+    ArtifactCommand, ClientCommand, EngagementCommand, Remote, TokenCommand, UserCommand,
+};
 
 const VERSION: &str = concat!(
     env!("CARGO_PKG_VERSION"),
@@ -62,10 +65,29 @@ enum Command {
         #[command(subcommand)]
         command: ArtifactCommand,
     },
+    /// Users: people who sign in (talks to a running server)
+    User {
+        #[command(flatten)]
+        remote: Remote,
+        #[command(subcommand)]
+        command: UserCommand,
+    },
+    /// API tokens: make (the secret is shown once), list, revoke (talks to a running server)
+    Token {
+        #[command(flatten)]
+        remote: Remote,
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
     /// Packs: list the built-in and installed ones, check a pack folder, install one
     Pack {
         #[command(subcommand)]
         command: packs::PackCommand,
+    },
+    /// The audit log: verify its hash chain end to end
+    Audit {
+        #[command(subcommand)]
+        command: audit::AuditCommand,
     },
     /// The pipeline wiring check (intake, gating, approval, stale cascade), PASS/FAIL per step
     Selftest(selftest::SelftestArgs),
@@ -99,6 +121,11 @@ async fn run(cli: Cli) -> ExitCode {
         Command::Migrate(flags) => serve::migrate(cli.config.as_deref(), &flags).await,
         Command::Bench { command } => bench::run(command).await,
         Command::Pack { command } => packs::run(cli.config.as_deref(), command).await,
+        Command::Audit { command } => match audit::run(cli.config.as_deref(), command).await {
+            Ok(true) => Ok(()),
+            Ok(false) => return ExitCode::FAILURE,
+            Err(e) => Err(e),
+        },
         Command::Selftest(args) => match selftest::run(args).await {
             Ok(true) => Ok(()),
             Ok(false) => return ExitCode::FAILURE,
@@ -112,6 +139,12 @@ async fn run(cli: Cli) -> ExitCode {
         }
         Command::Artifact { remote, command } => {
             return remote_result(waymark_client::run_artifact(&remote, command).await);
+        }
+        Command::User { remote, command } => {
+            return remote_result(waymark_client::run_user(&remote, command).await);
+        }
+        Command::Token { remote, command } => {
+            return remote_result(waymark_client::run_token(&remote, command).await);
         }
     };
     match result {

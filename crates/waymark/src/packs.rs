@@ -58,7 +58,13 @@ pub async fn run(config: Option<&Path>, command: PackCommand) -> Result<()> {
         PackCommand::Install { dir, flags } => {
             let files = read(&dir)?;
             let catalog = catalog(config, &flags).await?;
-            match catalog.install(files, "waymark pack install").await {
+            match catalog
+                .install(
+                    files,
+                    &waymark_store::WriteContext::new("waymark pack install"),
+                )
+                .await
+            {
                 Ok(pack) => {
                     println!("installed {}", describe(&pack));
                     Ok(())

@@ -298,12 +298,10 @@ async fn temporary_server() -> Result<(String, String, LocalServer)> {
     let store: Arc<dyn Store> = Arc::new(store);
     let token = generate_secret();
     store
-        .insert_token(NewToken {
-            name: "selftest".into(),
-            role: Role::Admin,
-            secret_hash: hash_secret(&token),
-            expires_at: None,
-        })
+        .create_token(
+            NewToken::standalone("selftest", Role::Admin, hash_secret(&token)),
+            &waymark_store::WriteContext::new("system"),
+        )
         .await?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let base = format!("http://{}", listener.local_addr()?);

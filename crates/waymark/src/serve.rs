@@ -1,12 +1,16 @@
 //! `waymark serve` and `waymark migrate`: open the store, migrate, make sure an
-//! admin token exists, serve until SIGTERM or ctrl-c.
+//! admin token exists, serve (and deliver webhooks and mail) until SIGTERM or
+//! ctrl-c.
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use secrecy::ExposeSecret;
 use waymark_server::auth::{AdminToken, bootstrap_admin};
+use waymark_server::delivery::{self, DeliverySettings};
+use waymark_server::mail::Mailer;
 use waymark_server::{AppState, BuildInfo, HttpSettings};
 use waymark_store::{SqlStore, Store, postgres, sqlite};
 
@@ -113,18 +117,62 @@ pub async fn serve(config: Option<&Path>, flags: &Overrides) -> Result<()> {
             )
         })?;
     let addr = listener.local_addr()?;
+    let public_url = settings.public_url(addr);
+    let smtp_url = settings
+        .smtp_url
+        .as_ref()
+        .map(|u| u.expose_secret().to_owned());
+    if let Some(url) = &smtp_url {
+        // Refuse to start with a mail setting that could never work.
+        Mailer::from_url(url, &settings.mail_from)
+            .context("smtp_url / mail_from (WAYMARK_SMTP_URL / WAYMARK_MAIL_FROM)")?;
+    }
     let state = AppState::new(
         store.clone(),
         HttpSettings {
             body_limit: settings.body_limit,
+            public_url: public_url.clone(),
         },
         build_info(),
     );
+    let deliveries = DeliverySettings {
+        max_attempts: settings.webhook_max_attempts,
+        backoff_base: Duration::from_millis(settings.webhook_backoff_ms),
+        smtp_url,
+        mail_from: settings.mail_from.clone(),
+        ..DeliverySettings::default()
+    };
+    // One signal stops both the server and the delivery loop.
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let stop = Arc::new(stop);
+    let signal = stop.clone();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = signal.send(true);
+    });
+    let until_stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let delivering = tokio::spawn(delivery::run(
+        state.clone(),
+        deliveries,
+        until_stopped(stopped.clone()),
+    ));
     eprintln!("Waymark listening on http://{addr} ({label}); API docs at http://{addr}/api/docs");
-    tracing::info!(%addr, backend = %label, version = env!("CARGO_PKG_VERSION"), "listening");
-    waymark_server::serve(listener, state, shutdown_signal())
+    if public_url != format!("http://{addr}") {
+        eprintln!("Links in mail point at {public_url}");
+    }
+    tracing::info!(%addr, %public_url, backend = %label, version = env!("CARGO_PKG_VERSION"), "listening");
+    let served = waymark_server::serve(listener, state, until_stopped(stopped)).await;
+    // Whatever ended the server ends deliveries too; attempts in flight finish.
+    let _ = stop.send(true);
+    if tokio::time::timeout(Duration::from_secs(30), delivering)
         .await
-        .context("server failed")?;
+        .is_err()
+    {
+        tracing::warn!("deliveries did not stop within 30 s");
+    }
+    served.context("server failed")?;
     store.close().await;
     tracing::info!("stopped");
     Ok(())

@@ -178,6 +178,29 @@ async fn rules_of(state: &AppState, a: &ArtifactSummary) -> Result<Option<TypeRu
         .map(|index| TypeRules { pack, index }))
 }
 
+/// The artifact, or 404 (word for word as for a missing one) when the caller may
+/// not see it.
+pub async fn visible_artifact(
+    state: &AppState,
+    caller: &Caller,
+    id: ArtifactId,
+) -> Result<Artifact, ApiError> {
+    let a = state.store.get_artifact(id).await?;
+    caller.check_artifact(&a.summary)?;
+    Ok(a)
+}
+
+/// The approval policy of an artifact's type (the default outside a pack).
+pub async fn policy_of(
+    state: &AppState,
+    a: &ArtifactSummary,
+) -> Result<waymark_domain::review::ApprovalPolicy, ApiError> {
+    Ok(rules_of(state, a)
+        .await?
+        .map(|r| r.def().approval)
+        .unwrap_or_default())
+}
+
 /// Checks content against the rules: 422 on schema errors, else the warnings.
 fn check(rules: Option<&TypeRules>, content: &Value) -> Result<Vec<String>, ApiError> {
     let Some(r) = rules else {
@@ -299,6 +322,7 @@ pub async fn create_artifact(
     headers: HeaderMap,
     Json(body): Json<Value>,
 ) -> Result<Response, ApiError> {
+    caller.require_staff()?;
     let ctx = write_context(&caller, &trace, &headers, Some(&body))?;
     let input: CreateArtifact = from_value(body)?;
     let mut new = input.validate().map_err(ApiError::invalid)?;
@@ -319,9 +343,10 @@ pub async fn create_artifact(
     responses((status = 200, body = Page<ArtifactSummary>)), security(("bearer" = [])))]
 pub async fn list_artifacts(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Query(q): Query<ArtifactQuery>,
 ) -> Result<JsonOut<Page<ArtifactSummary>>, ApiError> {
-    let filter = ArtifactFilter {
+    let mut filter = ArtifactFilter {
         client_id: q
             .client_id
             .as_deref()
@@ -352,7 +377,23 @@ pub async fn list_artifacts(
             })
             .transpose()?,
         q: q.q.filter(|s| !s.trim().is_empty()),
+        shared_with: None,
     };
+    if !caller.is_staff() {
+        // A client user sees what was shared with their client, and nothing of
+        // another client's, not even an empty page that says it exists.
+        match caller.client_scope() {
+            Some(own) if filter.client_id.is_none_or(|c| c == own) => {
+                filter.shared_with = Some(own);
+            }
+            _ => {
+                return Ok(JsonOut(Page {
+                    items: vec![],
+                    next_cursor: None,
+                }));
+            }
+        }
+    }
     let page = PageParams {
         limit: q.limit,
         cursor: q.cursor,
@@ -369,10 +410,11 @@ pub async fn list_artifacts(
     security(("bearer" = [])))]
 pub async fn get_artifact(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let id: ArtifactId = path_id(&id)?;
-    let artifact = state.store.get_artifact(id).await?;
+    let artifact = visible_artifact(&state, &caller, id).await?;
     Ok(with_etag(
         StatusCode::OK,
         artifact.summary.version,
@@ -396,9 +438,10 @@ pub async fn write_content(
     Json(body): Json<WriteContent>,
 ) -> Result<Response, ApiError> {
     let id: ArtifactId = path_id(&id)?;
+    let current = visible_artifact(&state, &caller, id).await?;
+    caller.require_staff()?;
     check_content(&body.content, "/content").map_err(ApiError::invalid)?;
     check_sources_opt(body.sources.as_deref(), Some(id)).map_err(ApiError::invalid)?;
-    let current = state.store.get_artifact(id).await?;
     let rules = rules_of(&state, &current.summary).await?;
     let warnings = check(rules.as_ref(), &body.content)?;
     let write = NewVersion {
@@ -419,10 +462,12 @@ pub async fn write_content(
     responses((status = 200, body = Page<Version>), (status = 404, body = Problem)), security(("bearer" = [])))]
 pub async fn list_versions(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     Query(params): Query<PageParams>,
 ) -> Result<JsonOut<Page<Version>>, ApiError> {
     let id: ArtifactId = path_id(&id)?;
+    visible_artifact(&state, &caller, id).await?;
     Ok(JsonOut(
         state.store.list_versions(id, params.page()?).await?,
     ))
@@ -434,9 +479,11 @@ pub async fn list_versions(
     responses((status = 200, body = Version), (status = 404, body = Problem)), security(("bearer" = [])))]
 pub async fn get_version(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path((id, n)): Path<(String, String)>,
 ) -> Result<JsonOut<Version>, ApiError> {
     let id: ArtifactId = path_id(&id)?;
+    visible_artifact(&state, &caller, id).await?;
     let n: i64 = n.parse().ok().filter(|n| *n >= 1).ok_or_else(|| {
         ApiError::NotFound(format!(
             "`{}` is not a version number",
@@ -452,14 +499,13 @@ pub async fn get_version(
     responses((status = 200, body = Diff), (status = 404, body = Problem)), security(("bearer" = [])))]
 pub async fn diff_versions(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     Query(q): Query<DiffQuery>,
 ) -> Result<JsonOut<Diff>, ApiError> {
     let id: ArtifactId = path_id(&id)?;
-    let to = match q.to {
-        Some(t) => t,
-        None => state.store.get_artifact(id).await?.summary.version,
-    };
+    let latest = visible_artifact(&state, &caller, id).await?.summary.version;
+    let to = q.to.unwrap_or(latest);
     let from = q.from.unwrap_or((to - 1).max(1));
     let a = state.store.get_version(id, from).await?;
     let b = if from == to {
@@ -490,6 +536,8 @@ pub async fn rollback(
     Json(body): Json<Rollback>,
 ) -> Result<Response, ApiError> {
     let id: ArtifactId = path_id(&id)?;
+    let current = visible_artifact(&state, &caller, id).await?;
+    caller.require_staff()?;
     if body.to_version < 1 {
         return Err(ApiError::invalid(FieldError::new(
             "/to_version",
@@ -497,7 +545,6 @@ pub async fn rollback(
         )));
     }
     let ctx = write_context(&caller, &trace, &HeaderMap::new(), None)?;
-    let current = state.store.get_artifact(id).await?;
     let rules = rules_of(&state, &current.summary).await?;
     let w = state
         .store
@@ -528,9 +575,18 @@ pub async fn transition(
     Json(body): Json<Transition>,
 ) -> Result<Response, ApiError> {
     let id: ArtifactId = path_id(&id)?;
+    let current = visible_artifact(&state, &caller, id).await?;
+    caller.require_staff()?;
+    if body.to == ArtifactStatus::Approved
+        && current.summary.status == ArtifactStatus::InReview
+        && caller.role != waymark_store::Role::Admin
+    {
+        return Err(ApiError::Forbidden(format!(
+            "approval goes through POST /api/v1/artifacts/{id}/approve, which applies the type's approval policy; only an admin may approve directly"
+        )));
+    }
     let reason = parse_note(body.reason.as_deref(), "/reason").map_err(ApiError::invalid)?;
     let ctx = write_context(&caller, &trace, &HeaderMap::new(), None)?;
-    let current = state.store.get_artifact(id).await?;
     let rules = rules_of(&state, &current.summary).await?;
     let artifact = state
         .store
@@ -555,10 +611,12 @@ pub async fn transition(
     responses((status = 200, body = Page<HistoryEntry>), (status = 404, body = Problem)), security(("bearer" = [])))]
 pub async fn history(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     Query(params): Query<PageParams>,
 ) -> Result<JsonOut<Page<HistoryEntry>>, ApiError> {
     let id: ArtifactId = path_id(&id)?;
+    visible_artifact(&state, &caller, id).await?;
     Ok(JsonOut(state.store.history(id, params.page()?).await?))
 }
 
@@ -569,10 +627,14 @@ pub async fn history(
     responses((status = 200, body = Lineage), (status = 404, body = Problem)), security(("bearer" = [])))]
 pub async fn lineage(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     Query(q): Query<LineageQuery>,
 ) -> Result<JsonOut<Lineage>, ApiError> {
     let id: ArtifactId = path_id(&id)?;
+    visible_artifact(&state, &caller, id).await?;
+    // Lineage shows unshared drafts around an artifact: the team's view only.
+    caller.require_staff()?;
     let limit = q.limit.unwrap_or(1000);
     if !(1..=10_000).contains(&limit) {
         return Err(ApiError::bad_request(
@@ -589,8 +651,10 @@ pub async fn lineage(
     security(("bearer" = [])))]
 pub async fn validate(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Json(body): Json<ValidateRequest>,
 ) -> Result<JsonOut<Validation>, ApiError> {
+    caller.require_staff()?;
     let ty = ArtifactType::parse(&body.artifact_type, "/type").map_err(ApiError::invalid)?;
     let candidates: Vec<Arc<Pack>> = match &body.pack {
         Some(name) => vec![state.packs.get(name).await?.ok_or_else(|| {

@@ -154,6 +154,7 @@ pub async fn create_client(
     headers: HeaderMap,
     Json(body): Json<Value>,
 ) -> Result<(StatusCode, JsonOut<Client>), ApiError> {
+    caller.require_staff()?;
     let ctx = write_context(&caller, &trace, &headers, Some(&body))?;
     let input: CreateClient = from_value(body)?;
     let new = input.validate().map_err(ApiError::invalid)?;
@@ -166,9 +167,24 @@ pub async fn create_client(
     responses((status = 200, body = Page<Client>)), security(("bearer" = [])))]
 pub async fn list_clients(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Query(params): Query<PageParams>,
 ) -> Result<JsonOut<Page<Client>>, ApiError> {
-    Ok(JsonOut(state.store.list_clients(params.page()?).await?))
+    let page = params.page()?;
+    if caller.is_staff() {
+        return Ok(JsonOut(state.store.list_clients(page).await?));
+    }
+    // A client user's list is their own client, on one page.
+    let items = match caller.client_scope() {
+        Some(c) if page.cursor.is_none() && caller.link.is_none() => {
+            vec![state.store.get_client(c).await?]
+        }
+        _ => vec![],
+    };
+    Ok(JsonOut(Page {
+        items,
+        next_cursor: None,
+    }))
 }
 
 /// Get a client.
@@ -177,9 +193,11 @@ pub async fn list_clients(
     responses((status = 200, body = Client), (status = 404, body = Problem)), security(("bearer" = [])))]
 pub async fn get_client(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<JsonOut<Client>, ApiError> {
     let id: ClientId = path_id(&id)?;
+    caller.check_client(id)?;
     Ok(JsonOut(state.store.get_client(id).await?))
 }
 
@@ -190,10 +208,15 @@ pub async fn get_client(
     security(("bearer" = [])))]
 pub async fn update_client(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Extension(trace): Extension<TraceId>,
     Path(id): Path<String>,
     Json(body): Json<UpdateClient>,
 ) -> Result<JsonOut<Client>, ApiError> {
     let id: ClientId = path_id(&id)?;
+    caller.check_client(id)?;
+    caller.require_staff()?;
+    let ctx = write_context(&caller, &trace, &HeaderMap::new(), None)?;
     let patch = body.validate().map_err(ApiError::invalid)?;
-    Ok(JsonOut(state.store.update_client(id, patch).await?))
+    Ok(JsonOut(state.store.update_client(id, patch, &ctx).await?))
 }

@@ -58,6 +58,7 @@ pub async fn create_engagement(
     headers: HeaderMap,
     crate::extract::Json(body): crate::extract::Json<Value>,
 ) -> Result<(StatusCode, JsonOut<Engagement>), ApiError> {
+    caller.require_staff()?;
     let ctx = write_context(&caller, &trace, &headers, Some(&body))?;
     let input: CreateEngagement = from_value(body)?;
     let new = input.validate().map_err(ApiError::invalid)?;
@@ -87,13 +88,27 @@ pub async fn create_engagement(
     responses((status = 200, body = Page<Engagement>)), security(("bearer" = [])))]
 pub async fn list_engagements(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Query(q): Query<EngagementQuery>,
 ) -> Result<JsonOut<Page<Engagement>>, ApiError> {
-    let client = q
+    let mut client = q
         .client_id
         .as_deref()
         .map(|c| query_id::<ClientId>("client_id", c))
         .transpose()?;
+    if !caller.is_staff() {
+        // A client user lists their own client's engagements, whatever they ask for.
+        match (caller.client_scope(), client) {
+            (Some(own), None) => client = Some(own),
+            (Some(own), Some(asked)) if own == asked => {}
+            _ => {
+                return Ok(JsonOut(Page {
+                    items: vec![],
+                    next_cursor: None,
+                }));
+            }
+        }
+    }
     let page = PageParams {
         limit: q.limit,
         cursor: q.cursor,
@@ -108,8 +123,24 @@ pub async fn list_engagements(
     responses((status = 200, body = Engagement), (status = 404, body = Problem)), security(("bearer" = [])))]
 pub async fn get_engagement(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<JsonOut<Engagement>, ApiError> {
     let id: EngagementId = path_id(&id)?;
-    Ok(JsonOut(state.store.get_engagement(id).await?))
+    Ok(JsonOut(visible_engagement(&state, &caller, id).await?))
+}
+
+/// The engagement, or 404 (as for a missing one) when the caller may not see
+/// its client.
+pub async fn visible_engagement(
+    state: &AppState,
+    caller: &Caller,
+    id: EngagementId,
+) -> Result<Engagement, ApiError> {
+    let e = state.store.get_engagement(id).await?;
+    if caller.sees_client(e.client_id) {
+        Ok(e)
+    } else {
+        Err(crate::auth::not_found("engagement", id))
+    }
 }

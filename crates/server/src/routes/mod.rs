@@ -4,9 +4,13 @@
 pub mod artifacts;
 pub mod clients;
 pub mod engagements;
+pub mod events;
 pub mod packs;
+pub mod people;
 pub mod pipelines;
+pub mod review;
 pub mod service;
+pub mod webhooks;
 
 use axum::http::HeaderMap;
 use serde::Deserialize;

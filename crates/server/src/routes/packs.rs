@@ -227,11 +227,13 @@ pub async fn get_pack(
 pub async fn install_pack(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
+    Extension(trace): Extension<crate::observe::TraceId>,
     Json(body): Json<InstallPack>,
 ) -> Result<(StatusCode, JsonOut<PackDetail>), ApiError> {
     caller.require_admin()?;
+    let ctx = super::write_context(&caller, &trace, &axum::http::HeaderMap::new(), None)?;
     let files = PackFiles::from_map(body.files).map_err(|p| refused(vec![p]))?;
-    match state.packs.install(files, &caller.actor()).await {
+    match state.packs.install(files, &ctx).await {
         Ok(pack) => Ok((StatusCode::CREATED, JsonOut(detail(&pack, false)))),
         Err(InstallError::Invalid(e)) => Err(refused(e.problems)),
         Err(InstallError::Builtin(name)) => Err(ApiError::Conflict {

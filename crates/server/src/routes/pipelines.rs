@@ -83,13 +83,16 @@ pub struct Plan {
     pub updated_at: Option<OffsetDateTime>,
 }
 
-/// The engagement, its pack and its current artifacts by type.
+/// The engagement, its pack and its current artifacts by type: the team's view
+/// (a client user gets 404 for another client's engagement, 403 for their own).
 async fn pipeline(
     state: &AppState,
+    caller: &Caller,
     id: &str,
 ) -> Result<(Engagement, Arc<Pack>, HashMap<String, ArtifactSummary>), ApiError> {
     let id: EngagementId = path_id(id)?;
-    let engagement = state.store.get_engagement(id).await?;
+    let engagement = super::engagements::visible_engagement(state, caller, id).await?;
+    caller.require_staff()?;
     let pack = engagement_pack(&state.packs, &engagement.pack).await?;
     let current = state
         .store
@@ -116,10 +119,11 @@ fn gate(pack: &Pack, current: &HashMap<String, ArtifactSummary>, ty: &str) -> Ga
     security(("bearer" = [])))]
 pub async fn gating(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     Query(q): Query<GatingQuery>,
 ) -> Result<JsonOut<Gating>, ApiError> {
-    let (_, pack, current) = pipeline(&state, &id).await?;
+    let (_, pack, current) = pipeline(&state, &caller, &id).await?;
     let ty = q.artifact_type.ok_or_else(|| {
         ApiError::bad_request(
             "invalid_query",
@@ -149,9 +153,10 @@ pub async fn gating(
     responses((status = 200, body = Board), (status = 404, body = Problem)), security(("bearer" = [])))]
 pub async fn board(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<JsonOut<Board>, ApiError> {
-    let (engagement, pack, current) = pipeline(&state, &id).await?;
+    let (engagement, pack, current) = pipeline(&state, &caller, &id).await?;
     let mut counts: HashMap<String, usize> = HashMap::new();
     let columns = pack
         .types
@@ -226,9 +231,10 @@ fn plan_of(
     security(("bearer" = [])))]
 pub async fn get_plan(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<JsonOut<Plan>, ApiError> {
-    let (engagement, pack, current) = pipeline(&state, &id).await?;
+    let (engagement, pack, current) = pipeline(&state, &caller, &id).await?;
     let saved = state.store.get_plan(engagement.id).await?;
     let (deliverables, at) = match saved {
         Some(p) => (p.deliverables, Some(p.updated_at)),
@@ -257,7 +263,7 @@ pub async fn save_plan(
 ) -> Result<(StatusCode, JsonOut<Plan>), ApiError> {
     let ctx = write_context(&caller, &trace, &HeaderMap::new(), None)?;
     let req: PlanRequest = from_value(body)?;
-    let (engagement, pack, current) = pipeline(&state, &id).await?;
+    let (engagement, pack, current) = pipeline(&state, &caller, &id).await?;
     let mut deliverables = req.deliverables;
     if let Some(d) = &mut deliverables {
         let mut seen = std::collections::HashSet::new();

@@ -155,7 +155,15 @@ async fn oversized_bodies_get_413_postgres() {
 }
 
 async fn oversized_bodies_get_413(backend: Backend) {
-    let Some(app) = spawn_app_with(backend, HttpSettings { body_limit: 4096 }).await else {
+    let Some(app) = spawn_app_with(
+        backend,
+        HttpSettings {
+            body_limit: 4096,
+            ..Default::default()
+        },
+    )
+    .await
+    else {
         return;
     };
     let client = app.client("A").await;

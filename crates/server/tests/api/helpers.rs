@@ -97,12 +97,10 @@ pub async fn spawn_app_with(backend: Backend, http: HttpSettings) -> Option<Test
     let store: Arc<dyn Store> = db.store.clone();
     let token = generate_secret();
     store
-        .insert_token(NewToken {
-            name: "test admin".into(),
-            role: Role::Admin,
-            secret_hash: hash_secret(&token),
-            expires_at: None,
-        })
+        .create_token(
+            NewToken::standalone("test admin", Role::Admin, hash_secret(&token)),
+            &waymark_store::WriteContext::new("system"),
+        )
         .await
         .unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -215,5 +213,116 @@ impl TestApp {
             );
         }
         (items.len(), versions)
+    }
+}
+
+impl TestApp {
+    /// A request with another bearer token, or none.
+    pub async fn call_as(
+        &self,
+        token: Option<&str>,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Answer {
+        let mut req = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        Self::answer(req.send().await.unwrap()).await
+    }
+
+    /// Creates a user (as the admin); answers it.
+    pub async fn user(&self, body: Value) -> Value {
+        let a = self.post("/api/v1/users", body).await;
+        assert_eq!(a.status, 201, "{}", a.body);
+        a.body
+    }
+
+    /// Makes a token for a user (as the admin); answers its secret.
+    pub async fn token_for(&self, user_id: &str) -> String {
+        let a = self
+            .post(
+                "/api/v1/tokens",
+                json!({"name": "test", "user_id": user_id}),
+            )
+            .await;
+        assert_eq!(a.status, 201, "{}", a.body);
+        a.body["token"].as_str().unwrap().to_owned()
+    }
+}
+
+// --- the delivery loop (webhooks and mail) ----------------------------------
+
+/// A delivery loop running against a test app's database, as a second process
+/// would: it wakes by polling. Stop it to simulate a restart.
+pub struct DeliveryLoop {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl DeliveryLoop {
+    /// Stops the loop, letting the attempts in flight finish and be recorded.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.unwrap();
+        }
+    }
+}
+
+impl Drop for DeliveryLoop {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+/// Delivery settings for tests: quick retries and polling, short timeouts.
+pub fn fast_delivery() -> waymark_server::delivery::DeliverySettings {
+    waymark_server::delivery::DeliverySettings {
+        max_attempts: 12,
+        backoff_base: std::time::Duration::from_millis(40),
+        backoff_max: std::time::Duration::from_millis(300),
+        request_timeout: std::time::Duration::from_secs(5),
+        poll: std::time::Duration::from_millis(40),
+        ..Default::default()
+    }
+}
+
+impl TestApp {
+    /// Starts a delivery loop on this app's database, with the app's HTTP
+    /// settings (so links match the API's). With mail set up, the mail cursor is
+    /// placed first, so every event after this call is considered for mail.
+    pub async fn start_delivery(
+        &self,
+        settings: waymark_server::delivery::DeliverySettings,
+    ) -> DeliveryLoop {
+        if settings.smtp_url.is_some() {
+            self.store
+                .event_cursor(waymark_server::delivery::MAIL_CURSOR)
+                .await
+                .unwrap();
+        }
+        let build = BuildInfo {
+            version: "0.0.0-test".into(),
+            git_sha: "testsha".into(),
+            build_time: "2026-01-01T00:00:00Z".into(),
+        };
+        let state = AppState::new(self.store.clone(), HttpSettings::default(), build);
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(waymark_server::delivery::run(state, settings, async move {
+            let _ = stopped.await;
+        }));
+        DeliveryLoop {
+            stop: Some(stop),
+            task: Some(task),
+        }
     }
 }

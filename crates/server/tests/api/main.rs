@@ -3,6 +3,13 @@
 
 mod artifacts;
 mod errors;
+mod fixtures;
 mod helpers;
+mod isolation;
+mod mail;
+mod people;
 mod pipelines;
+mod review;
 mod service;
+mod smtp;
+mod webhooks;

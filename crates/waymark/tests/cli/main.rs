@@ -1,6 +1,7 @@
 //! The `waymark` binary as a user runs it: `waymark serve` as a child process on
 //! a loopback port, the CLI against it, SIGKILL and SIGTERM.
 
+mod audit;
 mod process;
 
 use process::{Backend, Server, waymark};
@@ -33,6 +34,7 @@ both_backends!(
     answered_writes_survive_sigkill,
     sigterm_lets_the_server_stop_cleanly,
     selftest_and_pack_install_against_a_running_server,
+    users_and_tokens_from_the_cli,
 );
 
 fn json_of(out: &std::process::Output) -> Value {
@@ -455,4 +457,105 @@ async fn selftest_and_pack_install_against_a_running_server(backend: Backend) {
             .any(|l| l.starts_with("marketing-engagement") && l.contains("built-in")),
         "{stdout}"
     );
+}
+
+/// `waymark user create --password-stdin`, `user list`, `token create|list|revoke`.
+async fn users_and_tokens_from_the_cli(backend: Backend) {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+
+    let server = Server::start(&backend).await;
+    let cli = |args: &[&str]| server.cli(args);
+
+    // The password comes on stdin, never on the command line.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_waymark"))
+        .args([
+            "user",
+            "create",
+            "--email",
+            "Oz@Example.com",
+            "--name",
+            "Oz",
+            "--role",
+            "operator",
+            "--password-stdin",
+            "--json",
+        ])
+        .env("WAYMARK_SERVER", &server.url)
+        .env("WAYMARK_TOKEN", &server.token)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"correct horse battery staple\n")
+        .unwrap();
+    let user = json_of(&child.wait_with_output().unwrap());
+    assert_eq!(user["email"], "oz@example.com");
+    assert_eq!(user["has_password"], true);
+    let user_id = user["id"].as_str().unwrap().to_owned();
+
+    let refused = cli(&[
+        "user", "create", "--email", "a@x.test", "--name", "A", "--role", "client",
+    ]);
+    assert_eq!(refused.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(err.contains("422") && err.contains("/client_id"), "{err}");
+
+    let users = cli(&["user", "list"]);
+    assert!(users.status.success());
+    let text = String::from_utf8_lossy(&users.stdout);
+    assert!(
+        text.contains(&user_id) && text.contains("oz@example.com"),
+        "{text}"
+    );
+
+    // Human output shows the secret once and says so.
+    let made = cli(&["token", "create", "--name", "laptop", "--user-id", &user_id]);
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let text = String::from_utf8_lossy(&made.stdout);
+    assert!(text.contains("token: wm_"), "{text}");
+    assert!(text.contains("will not be shown again"), "{text}");
+
+    let made = json_of(&cli(&[
+        "token",
+        "create",
+        "--name",
+        "ci",
+        "--user-id",
+        &user_id,
+        "--json",
+    ]));
+    let secret = made["token"].as_str().unwrap().to_owned();
+    let token_id = made["id"].as_str().unwrap().to_owned();
+    assert_eq!(made["role"], "operator");
+
+    // The new token works, and lists its user's tokens (never a secret).
+    let as_oz = |args: &[&str]| {
+        waymark(
+            args,
+            &[("WAYMARK_SERVER", &server.url), ("WAYMARK_TOKEN", &secret)],
+        )
+    };
+    let list = json_of(&as_oz(&["token", "list", "--json"]));
+    let items = list["items"].as_array().unwrap();
+    assert_eq!(items.len(), 2, "{list}");
+    assert!(items.iter().all(|t| t.get("token").is_none()));
+    let table = cli(&["token", "list", "--user-id", &user_id]);
+    assert!(String::from_utf8_lossy(&table.stdout).contains(&token_id));
+
+    let revoked = json_of(&cli(&["token", "revoke", &token_id, "--json"]));
+    assert!(revoked["revoked_at"].is_string());
+    let out = as_oz(&["token", "list"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("401"));
+    server.stop_gracefully().await;
 }

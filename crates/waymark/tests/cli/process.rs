@@ -64,6 +64,32 @@ impl Backend {
     }
 }
 
+impl Backend {
+    /// Runs a raw SQL statement on the database behind the server's back.
+    pub async fn execute_raw(&self, sql: &str) -> u64 {
+        use sqlx::Connection;
+        match &self.database_url {
+            Some(url) => {
+                let mut c = sqlx::PgConnection::connect(url).await.unwrap();
+                sqlx::query(sql)
+                    .execute(&mut c)
+                    .await
+                    .unwrap()
+                    .rows_affected()
+            }
+            None => {
+                let url = format!("sqlite://{}", self.dir.path().join("waymark.db").display());
+                let mut c = sqlx::SqliteConnection::connect(&url).await.unwrap();
+                sqlx::query(sql)
+                    .execute(&mut c)
+                    .await
+                    .unwrap()
+                    .rows_affected()
+            }
+        }
+    }
+}
+
 /// Runs the binary to completion.
 pub fn waymark(args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_waymark"));
