@@ -273,6 +273,19 @@ macro_rules! run_cascade {
     }};
 }
 
+/// Reads an artifact's row inside the transaction, locked for this writer
+/// (`FOR UPDATE` on PostgreSQL; SQLite has one writer); 404 when missing.
+macro_rules! lock_artifact {
+    ($tx:ident, $self:ident, $id:expr) => {{
+        let row: Option<LockedArtifact> =
+            sqlx::query_as(&format!("{LOCK_ARTIFACT}{}", $self.lock_clause()))
+                .bind($id.uuid())
+                .fetch_optional(&mut *$tx)
+                .await?;
+        row.ok_or_else(|| not_found("artifact", $id))?
+    }};
+}
+
 /// Moves a locked artifact from `$from` to `$to` inside the transaction (the
 /// lifecycle already checked): re-bases a re-approved stale artifact, starts a
 /// review round when it is shared, clears the stale fields, records history.
@@ -1102,14 +1115,9 @@ impl SqlStore {
         input: VersionInput,
         ctx: &WriteContext,
     ) -> Result<Written> {
-        let lock = format!("{LOCK_ARTIFACT}{}", self.lock_clause());
         let flagged = on_writer!(self, |p| {
             let mut tx = p.begin().await?;
-            let current: LockedArtifact = sqlx::query_as(&lock)
-                .bind(id.uuid())
-                .fetch_optional(&mut *tx)
-                .await?
-                .ok_or_else(|| not_found("artifact", id))?;
+            let current = lock_artifact!(tx, self, id);
             if current.version != expected_version {
                 return Err(StoreError::VersionMismatch {
                     expected: expected_version,
@@ -1955,14 +1963,9 @@ impl Store for SqlStore {
         pipeline: Option<Pipeline>,
         ctx: &WriteContext,
     ) -> Result<Artifact> {
-        let lock = format!("{LOCK_ARTIFACT}{}", self.lock_clause());
         on_writer!(self, |p| {
             let mut tx = p.begin().await?;
-            let current: LockedArtifact = sqlx::query_as(&lock)
-                .bind(id.uuid())
-                .fetch_optional(&mut *tx)
-                .await?
-                .ok_or_else(|| not_found("artifact", id))?;
+            let current = lock_artifact!(tx, self, id);
             let from = status(&current.status)?;
             lifecycle::check_transition(from, to)?;
             let at = now();

@@ -57,14 +57,7 @@ pub async fn call_as(
     path: &str,
     body: Option<Value>,
 ) -> Answer {
-    let mut req = app
-        .http
-        .request(method, format!("{}{path}", app.base))
-        .bearer_auth(token);
-    if let Some(b) = body {
-        req = req.json(&b);
-    }
-    TestApp::answer(req.send().await.unwrap()).await
+    app.call_as(Some(token), method, path, body).await
 }
 
 pub async fn get_as(app: &TestApp, token: &str, path: &str) -> Answer {

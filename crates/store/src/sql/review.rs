@@ -220,14 +220,9 @@ impl ReviewStore for SqlStore {
         by: &Reviewer,
         ctx: &WriteContext,
     ) -> Result<Artifact> {
-        let lock = format!("{LOCK_ARTIFACT}{}", self.lock_clause());
         on_writer!(self, |p| {
             let mut tx = p.begin().await?;
-            let current: LockedArtifact = sqlx::query_as(&lock)
-                .bind(id.uuid())
-                .fetch_optional(&mut *tx)
-                .await?
-                .ok_or_else(|| not_found("artifact", id))?;
+            let current = lock_artifact!(tx, self, id);
             let from = status(&current.status)?;
             let to = ArtifactStatus::InReview;
             lifecycle::check_transition(from, to)?;
@@ -268,14 +263,9 @@ impl ReviewStore for SqlStore {
         policy: ApprovalPolicy,
         ctx: &WriteContext,
     ) -> Result<Approved> {
-        let lock = format!("{LOCK_ARTIFACT}{}", self.lock_clause());
         let decision = on_writer!(self, |p| {
             let mut tx = p.begin().await?;
-            let current: LockedArtifact = sqlx::query_as(&lock)
-                .bind(id.uuid())
-                .fetch_optional(&mut *tx)
-                .await?
-                .ok_or_else(|| not_found("artifact", id))?;
+            let current = lock_artifact!(tx, self, id);
             let from = status(&current.status)?;
             let done: Vec<(String,)> = sqlx::query_as(
                 "SELECT approver FROM approvals WHERE artifact_id = $1 AND round = $2",
@@ -391,14 +381,9 @@ impl ReviewStore for SqlStore {
         policy: ApprovalPolicy,
         ctx: &WriteContext,
     ) -> Result<(Artifact, Comment)> {
-        let lock = format!("{LOCK_ARTIFACT}{}", self.lock_clause());
         let comment = on_writer!(self, |p| {
             let mut tx = p.begin().await?;
-            let current: LockedArtifact = sqlx::query_as(&lock)
-                .bind(id.uuid())
-                .fetch_optional(&mut *tx)
-                .await?
-                .ok_or_else(|| not_found("artifact", id))?;
+            let current = lock_artifact!(tx, self, id);
             let from = status(&current.status)?;
             ApprovalRequest {
                 status: from,
