@@ -113,6 +113,20 @@ macro_rules! idempotent_record {
     };
 }
 
+/// Refuses (422 at `/client_id`) a client that does not exist, inside the transaction.
+macro_rules! require_client {
+    ($tx:ident, $client:expr) => {{
+        let client: ClientId = $client;
+        let found: Option<(Uuid,)> = sqlx::query_as("SELECT id FROM clients WHERE id = $1")
+            .bind(client.uuid())
+            .fetch_optional(&mut *$tx)
+            .await?;
+        if found.is_none() {
+            return Err(FieldError::new("/client_id", format!("no client {client}")).into());
+        }
+    }};
+}
+
 /// Resolves sources inside the transaction: each must name an existing version
 /// of an artifact of the same client.
 macro_rules! resolve_sources {
@@ -1588,18 +1602,7 @@ impl Store for SqlStore {
             if let Some(existing) = idempotent_replay!(tx, ctx, "engagement") {
                 Some(existing)
             } else {
-                let client: Option<(Uuid,)> =
-                    sqlx::query_as("SELECT id FROM clients WHERE id = $1")
-                        .bind(new.client_id.uuid())
-                        .fetch_optional(&mut *tx)
-                        .await?;
-                if client.is_none() {
-                    return Err(FieldError::new(
-                        "/client_id",
-                        format!("no client {}", new.client_id),
-                    )
-                    .into());
-                }
+                require_client!(tx, new.client_id);
                 sqlx::query(
                     "INSERT INTO engagements (id, client_id, name, pack, created_at) \
                      VALUES ($1, $2, $3, $4, $5)",
@@ -1683,18 +1686,7 @@ impl Store for SqlStore {
             if let Some(existing) = idempotent_replay!(tx, ctx, "artifact") {
                 Some(existing)
             } else {
-                let client: Option<(Uuid,)> =
-                    sqlx::query_as("SELECT id FROM clients WHERE id = $1")
-                        .bind(new.client_id.uuid())
-                        .fetch_optional(&mut *tx)
-                        .await?;
-                if client.is_none() {
-                    return Err(FieldError::new(
-                        "/client_id",
-                        format!("no client {}", new.client_id),
-                    )
-                    .into());
-                }
+                require_client!(tx, new.client_id);
                 if let Some(eng) = new.engagement_id {
                     let owner: Option<(Uuid,)> =
                         sqlx::query_as("SELECT client_id FROM engagements WHERE id = $1")

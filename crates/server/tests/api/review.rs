@@ -608,4 +608,11 @@ async fn review_actions_arrive_on_the_event_stream(app: TestApp) {
         types.contains(&"artifact.created") || types.contains(&"artifact.shared"),
         "{types:?}"
     );
+    assert_eq!(
+        types,
+        ["artifact.created", "artifact.shared", "artifact.created"],
+        "B's artifact and the unshared draft are the team's to see"
+    );
+    assert_eq!(all[0].1["data"]["title"], "Plan B");
+    assert_eq!(all[2].1["data"]["title"], "Draft A");
 }

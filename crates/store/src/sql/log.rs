@@ -274,13 +274,7 @@ impl LogStore for SqlStore {
         on_writer!(self, |p| {
             let mut tx = p.begin().await?;
             if let Some(c) = new.client_id {
-                let found: Option<(Uuid,)> = sqlx::query_as("SELECT id FROM clients WHERE id = $1")
-                    .bind(c.uuid())
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                if found.is_none() {
-                    return Err(FieldError::new("/client_id", format!("no client {c}")).into());
-                }
+                require_client!(tx, c);
             }
             // A subscription receives the events after its creation.
             let (cursor,): (i64,) = sqlx::query_as("SELECT event_seq FROM log_head WHERE id = 1")

@@ -45,13 +45,7 @@ impl PeopleStore for SqlStore {
         on_writer!(self, |p| {
             let mut tx = p.begin().await?;
             if let Some(c) = new.client_id {
-                let found: Option<(Uuid,)> = sqlx::query_as("SELECT id FROM clients WHERE id = $1")
-                    .bind(c.uuid())
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                if found.is_none() {
-                    return Err(FieldError::new("/client_id", format!("no client {c}")).into());
-                }
+                require_client!(tx, c);
             }
             let taken: Option<(Uuid,)> = sqlx::query_as("SELECT id FROM users WHERE email = $1")
                 .bind(&new.email)
