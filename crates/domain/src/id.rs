@@ -54,6 +54,7 @@ pub const KINDS: &[(&str, &str)] = &[
     ("whk", "webhook"),
     ("evt", "event"),
     ("rvl", "review link"),
+    ("inc", "incident"),
 ];
 
 fn parse_prefixed(
@@ -257,3 +258,15 @@ mod tests {
         assert!(serde_json::from_str::<ClientId>(&json).is_err());
     }
 }
+prefixed_id!(
+    /// Identifies a unit of work, a DAG of tasks.
+    UnitId, "uow", "unit of work"
+);
+prefixed_id!(
+    /// Identifies a task of a unit of work.
+    TaskId, "tsk", "task"
+);
+prefixed_id!(
+    /// Identifies an incident: a task whose attempts are exhausted.
+    IncidentId, "inc", "incident"
+);

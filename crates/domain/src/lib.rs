@@ -14,8 +14,9 @@
 //! - [`trace`]: the W3C `traceparent` header.
 //! - [`review`]: approval policies, who may approve, comment sections.
 //! - [`audit`]: the hash chain of the audit log and its verification.
-//! - [`webhook`]: Standard Webhooks signatures.
 //! - [`webhook`]: Standard Webhooks (v1, HMAC-SHA256) signing and verification.
+//! - [`work`]: units of work and tasks: validation, executors, retries with
+//!   backoff, leases, fair claiming order, incident resolutions.
 
 pub mod artifact;
 pub mod audit;
@@ -31,10 +32,11 @@ pub mod plan;
 pub mod review;
 pub mod trace;
 pub mod webhook;
+pub mod work;
 
 pub use id::{
-    ArtifactId, ClientId, CommentId, EngagementId, EventId, IdError, ReviewLinkId, TokenId, UserId,
-    WebhookId,
+    ArtifactId, ClientId, CommentId, EngagementId, EventId, IdError, IncidentId, ReviewLinkId,
+    TaskId, TokenId, UnitId, UserId, WebhookId,
 };
 pub use lifecycle::ArtifactStatus;
 

@@ -19,6 +19,7 @@ mod sql;
 pub mod sqlite;
 #[cfg(feature = "testing")]
 pub mod testing;
+mod work;
 
 use async_trait::async_trait;
 
@@ -28,6 +29,7 @@ pub use model::*;
 pub use people::*;
 pub use review::*;
 pub use sql::SqlStore;
+pub use work::*;
 
 use waymark_domain::lifecycle::ArtifactStatus;
 use waymark_domain::{ArtifactId, ClientId, EngagementId};
@@ -40,7 +42,7 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 /// Every write appends, in its own transaction, one hash-chained audit record
 /// and the events it raises (see [`LogStore`]).
 #[async_trait]
-pub trait Store: PeopleStore + ReviewStore + LogStore + Send + Sync + 'static {
+pub trait Store: PeopleStore + ReviewStore + LogStore + WorkStore + Send + Sync + 'static {
     /// Which database this store runs on.
     fn backend(&self) -> Backend;
     /// Checks that the database answers.

@@ -34,6 +34,10 @@ pub(crate) enum Db {
 /// [`Store`] on SQLite or PostgreSQL.
 pub struct SqlStore {
     db: Db,
+    /// Bumped when tasks may have become ready (see `WorkStore::work_signal`).
+    work: std::sync::Arc<tokio::sync::watch::Sender<u64>>,
+    /// Set once the PostgreSQL `LISTEN` task runs.
+    listening: std::sync::OnceLock<()>,
 }
 
 /// Runs `$body` with `$p` bound to the pool that serves reads.
@@ -401,71 +405,104 @@ macro_rules! apply_transition {
 /// events, inside the transaction. Locks the log's head row (on PostgreSQL), so
 /// it comes last, just before commit: sequence numbers follow commit order.
 macro_rules! append_log {
-    ($tx:ident, $self:ident, $ctx:expr, $at:expr, $entry:expr) => {{
-        let entry: LogEntry = $entry;
+    ($tx:ident, $self:ident, $ctx:expr, $at:expr, $entry:expr) => {
+        append_logs!($tx, $self, $ctx, $at, vec![$entry])
+    };
+}
+
+/// [`append_log!`] for several changes written together (a batch of task
+/// completions): one audit record each, chained in order, and every event, with
+/// multi-row inserts.
+macro_rules! append_logs {
+    ($tx:ident, $self:ident, $ctx:expr, $at:expr, $entries:expr) => {{
+        let entries: Vec<LogEntry> = $entries;
         let at: OffsetDateTime = $at;
-        let head: (i64, String, i64) = sqlx::query_as(&format!(
-            "SELECT audit_seq, audit_hash, event_seq FROM log_head WHERE id = 1{}",
-            $self.lock_clause()
-        ))
-        .fetch_one(&mut *$tx)
-        .await?;
-        let mut record = AuditRecord {
-            seq: head.0 + 1,
-            at_us: unix_micros(at),
-            actor: $ctx.actor.clone(),
-            client_id: entry.client_id.map(|c| c.to_string()),
-            action: entry.action.to_string(),
-            target: entry.target,
-            before_hash: entry.before_hash,
-            after_hash: entry.after_hash,
-            trace_id: $ctx.trace_id.clone(),
-            prev_hash: head.1,
-            hash: String::new(),
-        };
-        record.hash = audit::chain_hash(&record);
-        sqlx::query(
-            "INSERT INTO audit_log (seq, at, actor, client_id, action, target, before_hash, \
-             after_hash, trace_id, prev_hash, hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-        )
-        .bind(record.seq)
-        .bind(at)
-        .bind(&record.actor)
-        .bind(&record.client_id)
-        .bind(&record.action)
-        .bind(&record.target)
-        .bind(&record.before_hash)
-        .bind(&record.after_hash)
-        .bind(&record.trace_id)
-        .bind(&record.prev_hash)
-        .bind(&record.hash)
-        .execute(&mut *$tx)
-        .await?;
-        let mut event_seq = head.2;
-        for e in &entry.events {
-            event_seq += 1;
-            sqlx::query(
-                "INSERT INTO events (seq, id, type, subject, time, client_id, audience, data, trace_id) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-            )
-            .bind(event_seq)
-            .bind(EventId::new().uuid())
-            .bind(e.event_type)
-            .bind(&e.subject)
-            .bind(at)
-            .bind(e.client_id.map(|c| c.uuid()))
-            .bind(e.audience.as_str())
-            .bind(Json(&e.data))
-            .bind(&$ctx.trace_id)
-            .execute(&mut *$tx)
+        if !entries.is_empty() {
+            let head: (i64, String, i64) = sqlx::query_as(&format!(
+                "SELECT audit_seq, audit_hash, event_seq FROM log_head WHERE id = 1{}",
+                $self.lock_clause()
+            ))
+            .fetch_one(&mut *$tx)
             .await?;
+            let mut prev = head.1;
+            let mut seq = head.0;
+            let mut records = Vec::with_capacity(entries.len());
+            let mut events = Vec::new();
+            for entry in entries {
+                seq += 1;
+                let trace_id = entry.trace_id.clone().or_else(|| $ctx.trace_id.clone());
+                let mut record = AuditRecord {
+                    seq,
+                    at_us: unix_micros(at),
+                    actor: $ctx.actor.clone(),
+                    client_id: entry.client_id.map(|c| c.to_string()),
+                    action: entry.action.to_string(),
+                    target: entry.target,
+                    before_hash: entry.before_hash,
+                    after_hash: entry.after_hash,
+                    trace_id: trace_id.clone(),
+                    prev_hash: prev,
+                    hash: String::new(),
+                };
+                record.hash = audit::chain_hash(&record);
+                prev = record.hash.clone();
+                records.push(record);
+                for e in entry.events {
+                    events.push((e, trace_id.clone()));
+                }
+            }
+            for chunk in records.chunks(500) {
+                let mut q = QueryBuilder::new(
+                    "INSERT INTO audit_log (seq, at, actor, client_id, action, target, before_hash, \
+                     after_hash, trace_id, prev_hash, hash) ",
+                );
+                q.push_values(chunk, |mut b, r| {
+                    b.push_bind(r.seq)
+                        .push_bind(at)
+                        .push_bind(&r.actor)
+                        .push_bind(&r.client_id)
+                        .push_bind(&r.action)
+                        .push_bind(&r.target)
+                        .push_bind(&r.before_hash)
+                        .push_bind(&r.after_hash)
+                        .push_bind(&r.trace_id)
+                        .push_bind(&r.prev_hash)
+                        .push_bind(&r.hash);
+                });
+                q.build().execute(&mut *$tx).await?;
+            }
+            let mut event_seq = head.2;
+            let numbered: Vec<(i64, NewEvent, Option<String>)> = events
+                .into_iter()
+                .map(|(e, t)| {
+                    event_seq += 1;
+                    (event_seq, e, t)
+                })
+                .collect();
+            for chunk in numbered.chunks(1000) {
+                let mut q = QueryBuilder::new(
+                    "INSERT INTO events (seq, id, type, subject, time, client_id, audience, data, trace_id) ",
+                );
+                q.push_values(chunk, |mut b, (n, e, t)| {
+                    b.push_bind(*n)
+                        .push_bind(EventId::new().uuid())
+                        .push_bind(e.event_type)
+                        .push_bind(&e.subject)
+                        .push_bind(at)
+                        .push_bind(e.client_id.map(|c| c.uuid()))
+                        .push_bind(e.audience.as_str())
+                        .push_bind(Json(&e.data))
+                        .push_bind(t);
+                });
+                q.build().execute(&mut *$tx).await?;
+            }
+            sqlx::query("UPDATE log_head SET audit_seq = $1, audit_hash = $2, event_seq = $3 WHERE id = 1")
+                .bind(seq)
+                .bind(&prev)
+                .bind(event_seq)
+                .execute(&mut *$tx)
+                .await?;
         }
-        sqlx::query("UPDATE log_head SET audit_seq = $1, audit_hash = $2, event_seq = $3 WHERE id = 1")
-            .bind(record.seq)
-            .bind(&record.hash)
-            .bind(event_seq)
-            .execute(&mut *$tx)
-            .await?;
     }};
 }
 
@@ -959,6 +996,9 @@ const LOCK_ARTIFACT: &str = "SELECT client_id, engagement_id, type, title, statu
 /// One audit record and the events of a change (see `append_log!`).
 pub(crate) struct LogEntry {
     pub(crate) action: &'static str,
+    /// The trace of this change when it differs from the writer's (a batch of
+    /// task completions carries each task's own).
+    pub(crate) trace_id: Option<String>,
     pub(crate) client_id: Option<ClientId>,
     pub(crate) target: String,
     pub(crate) before_hash: Option<String>,
@@ -975,6 +1015,7 @@ impl LogEntry {
     ) -> Self {
         Self {
             action,
+            trace_id: None,
             client_id,
             target: target.to_string(),
             before_hash: None,
@@ -1080,7 +1121,11 @@ pub(crate) fn transition_entry(
 
 impl SqlStore {
     pub(crate) fn new(db: Db) -> Self {
-        Self { db }
+        Self {
+            db,
+            work: std::sync::Arc::new(tokio::sync::watch::Sender::new(0)),
+            listening: std::sync::OnceLock::new(),
+        }
     }
 
     /// Applies the migrations this binary knows that the database lacks.
@@ -2353,3 +2398,4 @@ impl From<PackRow> for InstalledPack {
 mod log;
 mod people;
 mod review;
+mod work;

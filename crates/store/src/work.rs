@@ -1,0 +1,289 @@
+//! The work engine's storage: units of work, tasks, leases, incidents, agents
+//! and generation plan jobs. [`WorkStore`] and its records. The rules (what a
+//! failed attempt leads to, lease checks, fair ordering) are
+//! `waymark_domain::work`; the store applies them inside its transactions.
+//!
+//! Claiming takes tasks of one lane in order (priority, fair key, id) through a
+//! partial index of ready tasks, so a claim costs what it takes, not what waits.
+//! Completing tasks, readying their dependents, closing their unit and writing
+//! the audit records and events happen in one transaction.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::Serialize;
+use serde_json::Value;
+use time::OffsetDateTime;
+use utoipa::ToSchema;
+use waymark_domain::work::{Backoff, CheckedTask, Resolution, TaskStatus, UnitStatus};
+use waymark_domain::{ClientId, IncidentId, TaskId, UnitId};
+
+use crate::{Created, Page, PageRequest, Result, StoreError, WriteContext};
+
+/// A unit of work as submitted (its tasks already checked).
+#[derive(Debug, Clone)]
+pub struct NewUnit {
+    pub client_id: ClientId,
+    pub name: String,
+    pub tasks: Vec<CheckedTask>,
+    /// Units that must complete before any of its tasks can run.
+    pub depends_on_units: Vec<UnitId>,
+    /// What made it (e.g. `{"kind": "plan", "engagement_id": ...}`).
+    pub origin: Option<Value>,
+}
+
+/// A unit of work.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Unit {
+    pub id: UnitId,
+    pub client_id: ClientId,
+    pub name: String,
+    pub status: UnitStatus,
+    pub tasks_total: i64,
+    /// Completed or skipped.
+    pub tasks_done: i64,
+    pub tasks_cancelled: i64,
+    pub depends_on_units: Vec<UnitId>,
+    #[schema(value_type = Option<Object>)]
+    pub origin: Option<Value>,
+    pub trace_id: Option<String>,
+    pub created_by: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub updated_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub finished_at: Option<OffsetDateTime>,
+}
+
+/// A unit with its tasks and incidents.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct UnitDetail {
+    #[serde(flatten)]
+    pub unit: Unit,
+    /// How many tasks are in each status.
+    #[schema(value_type = Object)]
+    pub counts: std::collections::BTreeMap<String, i64>,
+    pub tasks: Vec<Task>,
+    pub incidents: Vec<Incident>,
+}
+
+/// A task of a unit of work.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Task {
+    pub id: TaskId,
+    pub unit_id: UnitId,
+    pub client_id: ClientId,
+    pub key: String,
+    pub name: String,
+    pub executor: String,
+    pub status: TaskStatus,
+    #[schema(value_type = Object)]
+    pub input: Value,
+    #[schema(value_type = Option<Object>)]
+    pub output: Option<Value>,
+    /// Keys of the tasks of its unit it waits on.
+    pub depends_on: Vec<String>,
+    pub priority: i64,
+    pub max_attempts: i64,
+    /// Attempts started so far.
+    pub attempts: i64,
+    pub timeout_s: i64,
+    pub backoff: Backoff,
+    /// When a retried task may run again.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub run_at: Option<OffsetDateTime>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub lease_expires_at: Option<OffsetDateTime>,
+    /// The worker or agent running it.
+    pub claimed_by: Option<String>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub started_at: Option<OffsetDateTime>,
+    pub last_error: Option<String>,
+    pub trace_id: Option<String>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub updated_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub finished_at: Option<OffsetDateTime>,
+}
+
+/// A claimed task and the lease that lets its holder finish it.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Leased {
+    pub task: Task,
+    /// Present it to heartbeat, complete or fail the task.
+    pub lease_token: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub lease_expires_at: OffsetDateTime,
+}
+
+/// What to claim.
+#[derive(Debug, Clone)]
+pub struct Claim {
+    /// The lane: `engine` for the embedded workers, an agent id for an agent.
+    pub lane: String,
+    pub max: usize,
+    /// How long the lease lasts before a heartbeat must extend it.
+    pub lease: Duration,
+    /// Who claims (a worker name or the agent id), recorded on the task.
+    pub worker: String,
+}
+
+/// How an attempt ended.
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    Completed { output: Value },
+    Failed { error: String, retryable: bool },
+}
+
+/// The end of one attempt, as reported by its executor.
+#[derive(Debug, Clone)]
+pub struct Finish {
+    pub task_id: TaskId,
+    /// The lease of the attempt; `None` only for a human task, finished by a person.
+    pub lease_token: Option<String>,
+    pub outcome: Outcome,
+}
+
+/// What a finish led to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+pub struct Finished {
+    pub task_id: TaskId,
+    /// The task's status afterwards: `completed`, `ready` (retried later) or `failed`.
+    pub status: TaskStatus,
+}
+
+/// Which tasks to list.
+#[derive(Debug, Clone, Default)]
+pub struct TaskFilter {
+    pub status: Option<TaskStatus>,
+    pub executor: Option<String>,
+    pub client_id: Option<ClientId>,
+    pub unit_id: Option<UnitId>,
+}
+
+/// A task whose attempts are exhausted, waiting for a person.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Incident {
+    pub id: IncidentId,
+    pub unit_id: UnitId,
+    pub task_id: TaskId,
+    pub task_key: String,
+    pub client_id: ClientId,
+    pub message: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub opened_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub resolved_at: Option<OffsetDateTime>,
+    pub resolution: Option<Resolution>,
+    pub resolved_by: Option<String>,
+    pub note: Option<String>,
+}
+
+/// An external agent as registered.
+#[derive(Debug, Clone)]
+pub struct NewAgent {
+    pub id: String,
+    pub description: String,
+    pub capabilities: Vec<String>,
+}
+
+/// An external agent of the registry.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Agent {
+    pub id: String,
+    pub description: String,
+    pub capabilities: Vec<String>,
+    pub created_by: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub updated_at: OffsetDateTime,
+    /// Its last claim or heartbeat.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub last_seen_at: Option<OffsetDateTime>,
+}
+
+/// The work engine's storage (see the module docs).
+#[async_trait]
+pub trait WorkStore: Send + Sync {
+    /// Stores a unit of work and its tasks; tasks without dependencies (in a unit
+    /// that waits on no unfinished unit) are ready at once.
+    async fn submit_unit(&self, new: NewUnit, ctx: &WriteContext) -> Result<Created<Unit>>;
+    async fn get_unit(&self, id: UnitId) -> Result<UnitDetail>;
+    async fn list_units(
+        &self,
+        client_id: Option<ClientId>,
+        page: PageRequest,
+    ) -> Result<Page<Unit>>;
+    async fn get_task(&self, id: TaskId) -> Result<Task>;
+    async fn list_tasks(&self, filter: TaskFilter, page: PageRequest) -> Result<Page<Task>>;
+    /// Counts the tasks of a unit (or of every unit) in each status.
+    async fn count_tasks(&self, unit_id: Option<UnitId>) -> Result<Vec<(TaskStatus, i64)>>;
+
+    /// Claims up to `max` ready tasks of a lane, fairly across clients, each
+    /// with a lease.
+    async fn claim(&self, claim: Claim) -> Result<Vec<Leased>>;
+    /// Extends a lease (never past the attempt's timeout).
+    async fn heartbeat(
+        &self,
+        task_id: TaskId,
+        lease_token: &str,
+        lease: Duration,
+    ) -> Result<OffsetDateTime>;
+    /// Records the ends of attempts, in one transaction: each is checked on its
+    /// own (a refused one changes nothing and answers its error); completions
+    /// ready their dependents and close their units.
+    async fn finish(
+        &self,
+        finishes: Vec<Finish>,
+        ctx: &WriteContext,
+    ) -> Result<Vec<std::result::Result<Finished, StoreError>>>;
+    /// Counts every running task whose lease expired as a failed attempt.
+    /// Answers how many.
+    async fn expire_leases(&self, limit: usize) -> Result<usize>;
+    /// When the next task of a lane that waits for its retry time becomes claimable.
+    async fn next_run_at(&self, lane: &str) -> Result<Option<OffsetDateTime>>;
+    /// Cancels a task and everything downstream of it.
+    async fn cancel_task(
+        &self,
+        id: TaskId,
+        reason: Option<String>,
+        ctx: &WriteContext,
+    ) -> Result<Task>;
+    /// Cancels every task of a unit that is not done.
+    async fn cancel_unit(
+        &self,
+        id: UnitId,
+        reason: Option<String>,
+        ctx: &WriteContext,
+    ) -> Result<Unit>;
+
+    async fn get_incident(&self, id: IncidentId) -> Result<Incident>;
+    async fn list_incidents(
+        &self,
+        open_only: bool,
+        client_id: Option<ClientId>,
+        page: PageRequest,
+    ) -> Result<Page<Incident>>;
+    async fn resolve_incident(
+        &self,
+        id: IncidentId,
+        resolution: Resolution,
+        note: Option<String>,
+        ctx: &WriteContext,
+    ) -> Result<Incident>;
+
+    /// Registers an agent, or updates it; answers whether it was new.
+    async fn register_agent(&self, agent: NewAgent, ctx: &WriteContext) -> Result<(Agent, bool)>;
+    async fn get_agent(&self, id: &str) -> Result<Agent>;
+    async fn list_agents(&self) -> Result<Vec<Agent>>;
+    /// Records contact from an agent.
+    async fn touch_agent(&self, id: &str) -> Result<()>;
+
+    /// A receiver that changes when tasks may have become ready: on this
+    /// process's writes, and on PostgreSQL on any process's (`LISTEN`).
+    fn work_signal(&self) -> tokio::sync::watch::Receiver<u64>;
+}
