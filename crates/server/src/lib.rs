@@ -11,8 +11,10 @@
 pub mod auth;
 pub mod catalog;
 pub mod delivery;
+pub mod engine;
 pub mod error;
 pub mod extract;
+pub mod llm;
 pub mod mail;
 pub mod observe;
 pub mod openapi;

@@ -18,6 +18,8 @@ pub enum BenchCommand {
     Api(ApiBench),
     /// The stale cascade on a big lineage graph
     Cascade(crate::bench_cascade::CascadeBench),
+    /// The work engine on the workloads W1 and W2 (see bench/WORKLOADS.md)
+    Engine(crate::bench_engine::EngineBench),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -49,6 +51,7 @@ pub async fn run(command: BenchCommand) -> Result<()> {
     match command {
         BenchCommand::Api(args) => api(args).await,
         BenchCommand::Cascade(args) => crate::bench_cascade::run(args).await,
+        BenchCommand::Engine(args) => crate::bench_engine::run(args).await,
     }
 }
 

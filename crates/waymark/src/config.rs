@@ -15,6 +15,12 @@
 //! | mail sender | `mail_from` | `WAYMARK_MAIL_FROM` | — | `Waymark <waymark@localhost>` |
 //! | webhook attempts per delivery | `webhook_max_attempts` | `WAYMARK_WEBHOOK_MAX_ATTEMPTS` | — | `12` |
 //! | first webhook retry wait, ms | `webhook_backoff_ms` | `WAYMARK_WEBHOOK_BACKOFF_MS` | — | `5000` |
+//! | LLM provider (`ollama` or `openai`) | `llm_provider` | `WAYMARK_LLM_PROVIDER` | — | none (templates answer) |
+//! | LLM URL | `llm_url` | `WAYMARK_LLM_URL` | — | `http://127.0.0.1:11434` (ollama), `https://api.openai.com/v1` (openai) |
+//! | LLM model (required with a provider) | `llm_model` | `WAYMARK_LLM_MODEL` | — | none |
+//! | LLM API key | `llm_api_key` | `WAYMARK_LLM_API_KEY` | — | none |
+//! | LLM call timeout, seconds | `llm_timeout_s` | `WAYMARK_LLM_TIMEOUT_S` | — | `60` |
+//! | stream LLM answers | `llm_stream` | `WAYMARK_LLM_STREAM` | — | `true` |
 //!
 //! The file is `--config FILE`, `WAYMARK_CONFIG`, or `./waymark.toml` when it
 //! exists.
@@ -22,8 +28,9 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
+use waymark_server::llm::{LlmSettings, ProviderKind};
 
 /// Where the server's data lives and how it listens.
 #[derive(Deserialize)]
@@ -47,6 +54,20 @@ pub struct Settings {
     /// The wait before the first webhook retry, in milliseconds; it doubles
     /// with each failed attempt, up to an hour.
     pub webhook_backoff_ms: u64,
+    /// The LLM provider, `ollama` or `openai`; none when unset (the
+    /// deterministic templates answer).
+    pub llm_provider: Option<String>,
+    /// The provider's URL (Ollama: the server root; OpenAI-compatible: the API
+    /// base ending in `/v1`); the provider's usual URL when unset.
+    pub llm_url: Option<String>,
+    /// The model to ask; required when a provider is set.
+    pub llm_model: Option<String>,
+    /// Sent as `Authorization: Bearer`.
+    pub llm_api_key: Option<SecretString>,
+    /// How long one LLM call may take, reading a streamed answer included.
+    pub llm_timeout_s: u64,
+    /// Whether to ask the provider to stream its answers.
+    pub llm_stream: bool,
 }
 
 impl std::fmt::Debug for Settings {
@@ -70,6 +91,15 @@ impl std::fmt::Debug for Settings {
             .field("mail_from", &self.mail_from)
             .field("webhook_max_attempts", &self.webhook_max_attempts)
             .field("webhook_backoff_ms", &self.webhook_backoff_ms)
+            .field("llm_provider", &self.llm_provider)
+            .field("llm_url", &self.llm_url)
+            .field("llm_model", &self.llm_model)
+            .field(
+                "llm_api_key",
+                &self.llm_api_key.as_ref().map(|_| "[redacted]"),
+            )
+            .field("llm_timeout_s", &self.llm_timeout_s)
+            .field("llm_stream", &self.llm_stream)
             .finish()
     }
 }
@@ -120,7 +150,9 @@ impl Settings {
             .set_default("log_format", "json")?
             .set_default("mail_from", "Waymark <waymark@localhost>")?
             .set_default("webhook_max_attempts", 12)?
-            .set_default("webhook_backoff_ms", 5000)?;
+            .set_default("webhook_backoff_ms", 5000)?
+            .set_default("llm_timeout_s", 60)?
+            .set_default("llm_stream", true)?;
         let env_file = std::env::var_os("WAYMARK_CONFIG").map(PathBuf::from);
         match file.map(Path::to_path_buf).or(env_file) {
             Some(path) => {
@@ -176,7 +208,57 @@ impl Settings {
         if !(1..=3_600_000).contains(&settings.webhook_backoff_ms) {
             anyhow::bail!("webhook_backoff_ms must be from 1 to 3600000 (an hour)");
         }
+        settings.llm()?;
         Ok(settings)
+    }
+
+    /// The LLM provider to use, if one is set: `llm_provider` must be `ollama`
+    /// or `openai`, and `llm_model` is then required.
+    pub fn llm(&self) -> Result<Option<LlmSettings>> {
+        let Some(name) = self.llm_provider.as_deref().map(str::trim) else {
+            return Ok(None);
+        };
+        if name.is_empty() {
+            return Ok(None);
+        }
+        let provider: ProviderKind = name
+            .parse()
+            .map_err(|e| anyhow::anyhow!("llm_provider (WAYMARK_LLM_PROVIDER): {e}"))?;
+        let model = self
+            .llm_model
+            .as_deref()
+            .map(str::trim)
+            .filter(|m| !m.is_empty())
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "llm_model (WAYMARK_LLM_MODEL) is required when llm_provider is {provider}; \
+                     set it to the model to ask, e.g. {}",
+                    match provider {
+                        ProviderKind::Ollama => "llama3.2",
+                        ProviderKind::OpenAi => "gpt-4o-mini",
+                    }
+                )
+            })?;
+        let url = match self.llm_url.as_deref().map(str::trim) {
+            Some(url) if !url.is_empty() => url.trim_end_matches('/').to_owned(),
+            _ => provider.default_url().to_owned(),
+        };
+        check_llm_url(&url, provider)?;
+        if !(1..=86_400).contains(&self.llm_timeout_s) {
+            anyhow::bail!("llm_timeout_s must be from 1 to 86400 (a day)");
+        }
+        Ok(Some(LlmSettings {
+            provider,
+            url,
+            model: model.to_owned(),
+            api_key: self
+                .llm_api_key
+                .as_ref()
+                .map(|k| k.expose_secret().trim().to_owned())
+                .filter(|k| !k.is_empty()),
+            timeout: std::time::Duration::from_secs(self.llm_timeout_s),
+            stream: self.llm_stream,
+        }))
     }
 
     /// The public URL: as set, else `http://` and the address the server is
@@ -209,6 +291,22 @@ fn check_public_url(url: &str) -> Result<()> {
     if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none_or(str::is_empty) {
         anyhow::bail!(
             "public_url {url:?} must be an http or https URL with a host, such as https://waymark.example.com"
+        );
+    }
+    Ok(())
+}
+
+/// An LLM URL must be absolute `http` or `https` with a host.
+fn check_llm_url(url: &str, provider: ProviderKind) -> Result<()> {
+    let ok = reqwest::Url::parse(url).is_ok_and(|parsed| {
+        matches!(parsed.scheme(), "http" | "https")
+            && parsed.host_str().is_some_and(|h| !h.is_empty())
+    });
+    if !ok {
+        anyhow::bail!(
+            "llm_url (WAYMARK_LLM_URL) {url:?} must be an http or https URL with a host, \
+             such as {}",
+            provider.default_url()
         );
     }
     Ok(())
@@ -273,6 +371,60 @@ mod tests {
                 Settings::load(Some(&file), &Overrides::default()).is_err(),
                 "{bad}"
             );
+        }
+    }
+
+    #[test]
+    fn llm_settings() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("w.toml");
+        let load = |toml: &str| {
+            std::fs::write(&file, toml).unwrap();
+            Settings::load(Some(&file), &Overrides::default())
+        };
+        let s = load("").unwrap();
+        assert!(s.llm().unwrap().is_none(), "no provider by default");
+        assert_eq!((s.llm_timeout_s, s.llm_stream), (60, true));
+
+        let s = load("llm_provider = \"ollama\"\nllm_model = \"llama3.2\"\n").unwrap();
+        let llm = s.llm().unwrap().unwrap();
+        assert_eq!(llm.provider, ProviderKind::Ollama);
+        assert_eq!(llm.url, "http://127.0.0.1:11434");
+        assert_eq!(llm.model, "llama3.2");
+        assert_eq!(llm.api_key, None);
+        assert_eq!(llm.timeout, std::time::Duration::from_secs(60));
+        assert!(llm.stream);
+
+        let s = load(
+            "llm_provider = \"openai\"\nllm_model = \"gpt-4o-mini\"\n\
+             llm_api_key = \"sk-hunter2\"\nllm_timeout_s = 5\nllm_stream = false\n",
+        )
+        .unwrap();
+        let llm = s.llm().unwrap().unwrap();
+        assert_eq!(llm.provider, ProviderKind::OpenAi);
+        assert_eq!(llm.url, "https://api.openai.com/v1");
+        assert_eq!(llm.api_key.as_deref(), Some("sk-hunter2"));
+        assert_eq!(llm.timeout, std::time::Duration::from_secs(5));
+        assert!(!llm.stream);
+        assert!(!format!("{s:?}").contains("hunter2"));
+        assert!(!format!("{llm:?}").contains("hunter2"));
+
+        let s = load(
+            "llm_provider = \"openai\"\nllm_model = \"m\"\nllm_url = \"http://vllm:8000/v1/\"\n",
+        )
+        .unwrap();
+        assert_eq!(s.llm().unwrap().unwrap().url, "http://vllm:8000/v1");
+
+        let e = load("llm_provider = \"ollama\"\n").unwrap_err();
+        assert!(format!("{e:#}").contains("WAYMARK_LLM_MODEL"), "{e:#}");
+        let e = load("llm_provider = \"claude\"\nllm_model = \"m\"\n").unwrap_err();
+        let e = format!("{e:#}");
+        assert!(e.contains("ollama") && e.contains("openai"), "{e}");
+        for bad in [
+            "llm_provider = \"ollama\"\nllm_model = \"m\"\nllm_url = \"localhost:11434\"",
+            "llm_provider = \"ollama\"\nllm_model = \"m\"\nllm_timeout_s = 0",
+        ] {
+            assert!(load(bad).is_err(), "{bad}");
         }
     }
 }

@@ -4,6 +4,7 @@
 mod audit;
 mod bench;
 mod bench_cascade;
+mod bench_engine;
 mod config;
 mod packs;
 mod selftest;

@@ -3,9 +3,11 @@
 
 mod artifacts;
 mod errors;
+mod fake_llm;
 mod fixtures;
 mod helpers;
 mod isolation;
+mod llm;
 mod mail;
 mod people;
 mod pipelines;

@@ -1,0 +1,288 @@
+//! The embedded workers: they claim tasks of the `engine` lane, run their
+//! executors, and record the results.
+//!
+//! One dispatcher claims as many tasks as there are free slots (`concurrency`)
+//! in one transaction; each task runs in its own tokio task, with its timeout
+//! and, when it runs long, heartbeats that extend its lease; a committer records
+//! finished attempts in batches (whatever finished while the previous batch was
+//! committing goes in the next transaction). The dispatcher sleeps until the
+//! store signals new ready tasks (on PostgreSQL through `LISTEN`, from any
+//! process), a retry comes due, or a slot frees up: no busy polling. A sweeper
+//! turns expired leases into failed attempts.
+//!
+//! `waymark serve` runs one engine beside the HTTP server; `waymark worker` runs
+//! one alone. On PostgreSQL any number of them share the queue.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::sync::{Semaphore, mpsc};
+use waymark_domain::work::{ENGINE_LANE, Executor};
+use waymark_store::{Claim, Finish, Leased, Outcome, Store, WriteContext};
+
+/// How the embedded workers run.
+#[derive(Debug, Clone)]
+pub struct EngineSettings {
+    /// Tasks run at once.
+    pub concurrency: usize,
+    /// How long a claim's lease lasts before a heartbeat must extend it.
+    pub lease: Duration,
+    /// The worker's name, recorded on the tasks it claims.
+    pub name: String,
+    /// How often expired leases are looked for.
+    pub sweep_every: Duration,
+    /// The longest sleep without a wake-up (a safety net, not the mechanism).
+    pub idle_check: Duration,
+}
+
+/// Tasks run at once by default.
+pub const DEFAULT_CONCURRENCY: usize = 16;
+
+impl Default for EngineSettings {
+    fn default() -> Self {
+        Self {
+            concurrency: DEFAULT_CONCURRENCY,
+            lease: Duration::from_secs(30),
+            name: default_name(),
+            sweep_every: Duration::from_secs(5),
+            idle_check: Duration::from_secs(30),
+        }
+    }
+}
+
+/// `<host>:<pid>`, so a task's `claimed_by` names the process.
+pub fn default_name() -> String {
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "worker".into());
+    format!("{host}:{}", std::process::id())
+}
+
+/// The executors this engine runs; others (`human`, agents) finish through the API.
+pub fn runs(executor: &Executor) -> bool {
+    matches!(executor, Executor::Noop)
+}
+
+/// Runs the engine until `shutdown` resolves; then stops claiming, lets running
+/// tasks finish (at most until their timeouts) and records them.
+pub async fn run(
+    store: Arc<dyn Store>,
+    settings: EngineSettings,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) {
+    let concurrency = settings.concurrency.max(1);
+    let slots = Arc::new(Semaphore::new(concurrency));
+    let (done_tx, done_rx) = mpsc::channel::<Finish>(concurrency * 4 + 64);
+    let ctx = WriteContext::new(format!("worker:{}", settings.name));
+    let committer = tokio::spawn(commit_loop(store.clone(), done_rx, ctx));
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    let sweeper = tokio::spawn(sweep_loop(
+        store.clone(),
+        settings.sweep_every,
+        stop_rx.clone(),
+    ));
+    dispatch_loop(
+        store.clone(),
+        &settings,
+        slots.clone(),
+        done_tx.clone(),
+        stop_rx,
+    )
+    .await;
+    // Wait for the tasks in flight, then for their results to be recorded.
+    let _ = slots.acquire_many(concurrency as u32).await;
+    drop(done_tx);
+    let _ = committer.await;
+    sweeper.abort();
+}
+
+async fn dispatch_loop(
+    store: Arc<dyn Store>,
+    settings: &EngineSettings,
+    slots: Arc<Semaphore>,
+    done: mpsc::Sender<Finish>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut signal = store.work_signal();
+    loop {
+        if *stop.borrow() {
+            return;
+        }
+        // Hold one slot, then every other free one: claim that many at once.
+        let first = tokio::select! {
+            p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
+            _ = stop.changed() => return,
+        };
+        let mut permits = vec![first];
+        while let Ok(p) = slots.clone().try_acquire_owned() {
+            permits.push(p);
+        }
+        signal.borrow_and_update();
+        let claimed = match store
+            .claim(Claim {
+                lane: ENGINE_LANE.into(),
+                max: permits.len(),
+                lease: settings.lease,
+                worker: settings.name.clone(),
+            })
+            .await
+        {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "claiming failed; retrying in 1 s");
+                drop(permits);
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    _ = stop.changed() => return,
+                }
+                continue;
+            }
+        };
+        if claimed.is_empty() {
+            drop(permits);
+            let wait = match store.next_run_at(ENGINE_LANE).await {
+                Ok(Some(t)) => {
+                    let left = t - time::OffsetDateTime::now_utc();
+                    Duration::try_from(left)
+                        .unwrap_or(Duration::ZERO)
+                        .min(settings.idle_check)
+                }
+                _ => settings.idle_check,
+            };
+            tokio::select! {
+                _ = signal.changed() => {}
+                _ = tokio::time::sleep(wait) => {}
+                _ = stop.changed() => return,
+            }
+            continue;
+        }
+        permits.truncate(claimed.len());
+        for (leased, permit) in claimed.into_iter().zip(permits) {
+            let store = store.clone();
+            let done = done.clone();
+            let lease = settings.lease;
+            tokio::spawn(async move {
+                let finish = execute(&store, leased, lease).await;
+                drop(permit);
+                let _ = done.send(finish).await;
+            });
+        }
+    }
+}
+
+/// Runs one claimed task: its executor under its timeout, heartbeating while
+/// it runs longer than a third of the lease.
+async fn execute(store: &Arc<dyn Store>, leased: Leased, lease: Duration) -> Finish {
+    let deadline = Duration::from_secs(leased.task.timeout_s.max(1) as u64);
+    let work = run_executor(&leased);
+    tokio::pin!(work);
+    let timeout = tokio::time::sleep(deadline);
+    tokio::pin!(timeout);
+    let beat = lease / 3;
+    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + beat, beat);
+    let outcome = loop {
+        tokio::select! {
+            outcome = &mut work => break outcome,
+            _ = &mut timeout => break Outcome::Failed {
+                error: format!("timed out after {} s", leased.task.timeout_s),
+                retryable: true,
+            },
+            _ = ticker.tick() => {
+                if let Err(e) = store.heartbeat(leased.task.id, &leased.lease_token, lease).await {
+                    tracing::warn!(task = %leased.task.id, error = %e, "heartbeat refused; giving up the attempt");
+                    break Outcome::Failed { error: format!("lost the lease: {e}"), retryable: true };
+                }
+            }
+        }
+    };
+    Finish {
+        task_id: leased.task.id,
+        lease_token: Some(leased.lease_token.clone()),
+        outcome,
+    }
+}
+
+async fn run_executor(leased: &Leased) -> Outcome {
+    match Executor::parse(&leased.task.executor) {
+        Ok(Executor::Noop) => Outcome::Completed {
+            output: Value::Null,
+        },
+        Ok(other) => Outcome::Failed {
+            error: format!(
+                "executor {} does not run in the embedded workers",
+                other.name()
+            ),
+            retryable: false,
+        },
+        Err(e) => Outcome::Failed {
+            error: e,
+            retryable: false,
+        },
+    }
+}
+
+/// Records finished attempts in batches: everything that finished while the
+/// previous batch was committing goes into the next transaction.
+async fn commit_loop(store: Arc<dyn Store>, mut done: mpsc::Receiver<Finish>, ctx: WriteContext) {
+    const MAX_BATCH: usize = 512;
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while let Some(first) = done.recv().await {
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match done.try_recv() {
+                Ok(f) => batch.push(f),
+                Err(_) => break,
+            }
+        }
+        let mut delay = Duration::from_millis(100);
+        loop {
+            match store.finish(batch.clone(), &ctx).await {
+                Ok(results) => {
+                    for (f, r) in batch.iter().zip(results) {
+                        if let Err(e) = r {
+                            // The lease expired or the task was cancelled meanwhile:
+                            // someone else owns it now; nothing to record.
+                            tracing::info!(task = %f.task_id, reason = %e, "result not recorded");
+                        }
+                    }
+                    break;
+                }
+                Err(e) => {
+                    // The database is unreachable: keep the results and retry; if
+                    // the leases expire meanwhile, the tasks are retried elsewhere.
+                    tracing::warn!(error = %e, "recording results failed; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+        batch.clear();
+    }
+}
+
+async fn sweep_loop(
+    store: Arc<dyn Store>,
+    every: Duration,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        loop {
+            match store.expire_leases(500).await {
+                Ok(500) => continue,
+                Ok(_) => break,
+                Err(e) => {
+                    tracing::warn!(error = %e, "expiring leases failed");
+                    break;
+                }
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = stop.changed() => return,
+        }
+    }
+}
