@@ -32,6 +32,8 @@ pub struct Caller {
     pub name: String,
     /// Set when the caller acts through a review link.
     pub link: Option<LinkGrant>,
+    /// The agent an agent's token acts for.
+    pub agent_id: Option<String>,
 }
 
 /// What a review link allows: one artifact, for one reviewer.
@@ -287,6 +289,7 @@ async fn token_caller(
         client_id: t.client_id,
         name,
         link: None,
+        agent_id: t.agent_id.clone(),
     })
 }
 
@@ -319,6 +322,7 @@ async fn link_caller(
             artifact_id: link.artifact_id,
             reviewer_email: link.reviewer_email,
         }),
+        agent_id: None,
     })
 }
 

@@ -112,6 +112,7 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .merge(routes::review::routes())
         .merge(routes::events::routes())
         .merge(routes::webhooks::routes())
+        .merge(routes::work::routes())
         .routes(routes!(service::version))
         .routes(routes!(clients::create_client, clients::list_clients))
         .routes(routes!(clients::get_client, clients::update_client))

@@ -45,6 +45,8 @@ enum Command {
     Serve(config::Overrides),
     /// Apply database migrations and exit
     Migrate(config::Overrides),
+    /// Run workers only, against the shared database (PostgreSQL for several processes)
+    Worker(config::Overrides),
     /// Clients (talks to a running server)
     Client {
         #[command(flatten)]
@@ -120,6 +122,7 @@ async fn run(cli: Cli) -> ExitCode {
     let result = match cli.command {
         Command::Serve(flags) => serve::serve(cli.config.as_deref(), &flags).await,
         Command::Migrate(flags) => serve::migrate(cli.config.as_deref(), &flags).await,
+        Command::Worker(flags) => serve::worker(cli.config.as_deref(), &flags).await,
         Command::Bench { command } => bench::run(command).await,
         Command::Pack { command } => packs::run(cli.config.as_deref(), command).await,
         Command::Audit { command } => match audit::run(cli.config.as_deref(), command).await {

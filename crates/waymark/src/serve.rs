@@ -10,6 +10,7 @@ use anyhow::{Context, Result};
 use secrecy::ExposeSecret;
 use waymark_server::auth::{AdminToken, bootstrap_admin};
 use waymark_server::delivery::{self, DeliverySettings};
+use waymark_server::engine::{self, EngineSettings};
 use waymark_server::mail::Mailer;
 use waymark_server::{AppState, BuildInfo, HttpSettings};
 use waymark_store::{SqlStore, Store, postgres, sqlite};
@@ -153,6 +154,16 @@ pub async fn serve(config: Option<&Path>, flags: &Overrides) -> Result<()> {
     let until_stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
+    let working = (settings.worker_concurrency > 0).then(|| {
+        tokio::spawn(engine::run(
+            store.clone(),
+            EngineSettings {
+                concurrency: settings.worker_concurrency,
+                ..EngineSettings::default()
+            },
+            until_stopped(stopped.clone()),
+        ))
+    });
     let delivering = tokio::spawn(delivery::run(
         state.clone(),
         deliveries,
@@ -172,9 +183,40 @@ pub async fn serve(config: Option<&Path>, flags: &Overrides) -> Result<()> {
     {
         tracing::warn!("deliveries did not stop within 30 s");
     }
+    if let Some(working) = working
+        && tokio::time::timeout(Duration::from_secs(30), working)
+            .await
+            .is_err()
+    {
+        tracing::warn!("workers did not stop within 30 s; their tasks' leases will expire");
+    }
     served.context("server failed")?;
     store.close().await;
     tracing::info!("stopped");
+    Ok(())
+}
+
+/// `waymark worker`: the embedded workers alone, until SIGTERM or ctrl-c; any
+/// number of them share a PostgreSQL database's queue.
+pub async fn worker(config: Option<&Path>, flags: &Overrides) -> Result<()> {
+    let settings = Settings::load(config, flags)?;
+    init_logging(settings.log_format);
+    let (store, label) = open_store(&settings).await?;
+    store.migrate().await.context("migrations failed")?;
+    let store: Arc<SqlStore> = Arc::new(store);
+    let concurrency = settings.worker_concurrency.max(1);
+    let engine_settings = EngineSettings {
+        concurrency,
+        ..EngineSettings::default()
+    };
+    eprintln!(
+        "Waymark worker {} running up to {concurrency} tasks at once ({label})",
+        engine_settings.name
+    );
+    tracing::info!(worker = %engine_settings.name, concurrency, backend = %label, "worker started");
+    engine::run(store.clone(), engine_settings, shutdown_signal()).await;
+    store.close().await;
+    tracing::info!("worker stopped");
     Ok(())
 }
 

@@ -11,6 +11,7 @@ pub mod pipelines;
 pub mod review;
 pub mod service;
 pub mod webhooks;
+pub mod work;
 
 use axum::http::HeaderMap;
 use serde::Deserialize;

@@ -15,3 +15,4 @@ mod review;
 mod service;
 mod smtp;
 mod webhooks;
+mod work;

@@ -1,0 +1,395 @@
+//! The work engine over HTTP: units run by the embedded workers, agents that
+//! register, long-poll, heartbeat and finish with their lease, incidents.
+
+use std::time::Duration;
+
+use reqwest::Method;
+use serde_json::{Value, json};
+use waymark_server::engine::{self, EngineSettings};
+
+use crate::both_backends;
+use crate::helpers::TestApp;
+
+both_backends!(
+    units_run_on_the_embedded_workers,
+    agents_claim_heartbeat_and_complete_with_their_lease,
+    bad_work_input_is_refused_and_changes_nothing,
+    incidents_are_resolved_by_a_person,
+);
+
+fn start_engine(app: &TestApp) -> tokio::sync::oneshot::Sender<()> {
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(engine::run(
+        app.store.clone(),
+        EngineSettings {
+            concurrency: 4,
+            name: "test-worker".into(),
+            ..EngineSettings::default()
+        },
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    stop
+}
+
+async fn wait_unit(app: &TestApp, id: &str, status: &str) -> Value {
+    for _ in 0..500 {
+        let u = app.get(&format!("/api/v1/work/units/{id}")).await;
+        if u.body["status"] == status {
+            return u.body;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("unit {id} never became {status}");
+}
+
+async fn agent_token(app: &TestApp, agent: &str) -> String {
+    let t = app
+        .post("/api/v1/tokens", json!({"name": agent, "agent_id": agent}))
+        .await;
+    assert_eq!(t.status, 201, "{}", t.body);
+    t.body["token"].as_str().unwrap().to_owned()
+}
+
+async fn units_run_on_the_embedded_workers(app: TestApp) {
+    let client = app.client("Acme").await;
+    let _stop = start_engine(&app);
+    let unit = app
+        .post(
+            "/api/v1/work/units",
+            json!({"client_id": client, "name": "setup", "tasks": [
+                {"key": "a", "executor": "noop", "input": 1},
+                {"key": "b", "executor": "noop", "depends_on": ["a"]},
+                {"key": "c", "executor": "noop", "depends_on": ["a"], "priority": 5},
+                {"key": "d", "executor": "noop", "depends_on": ["b", "c"]},
+            ]}),
+        )
+        .await;
+    assert_eq!(unit.status, 201, "{}", unit.body);
+    let id = unit.body["id"].as_str().unwrap().to_owned();
+    assert!(id.starts_with("uow_"));
+    assert_eq!(unit.body["tasks"].as_array().unwrap().len(), 4);
+    let done = wait_unit(&app, &id, "completed").await;
+    assert_eq!(done["tasks_done"], 4);
+    assert_eq!(done["counts"]["completed"], 4);
+    let tasks = done["tasks"].as_array().unwrap();
+    let finished = |k: &str| {
+        tasks.iter().find(|t| t["key"] == k).unwrap()["finished_at"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    assert!(finished("a") <= finished("b") && finished("b") <= finished("d"));
+    assert!(tasks.iter().all(|t| t["claimed_by"] == "test-worker"));
+    assert!(
+        tasks.iter().all(|t| t["trace_id"].is_string()),
+        "the request's trace is carried on its tasks"
+    );
+    let listed = app
+        .get(&format!("/api/v1/work/tasks?unit_id={id}&status=completed"))
+        .await;
+    assert_eq!(listed.body["items"].as_array().unwrap().len(), 4);
+    let units = app
+        .get(&format!("/api/v1/work/units?client_id={client}"))
+        .await;
+    assert_eq!(units.body["items"][0]["id"], id.as_str());
+}
+
+async fn agents_claim_heartbeat_and_complete_with_their_lease(app: TestApp) {
+    let client = app.client("Acme").await;
+    let reg = app
+        .post(
+            "/api/v1/agents",
+            json!({"id": "connector-installation-agent", "capabilities": ["connectors"], "description": "Installs connectors"}),
+        )
+        .await;
+    assert_eq!(reg.status, 201, "{}", reg.body);
+    assert_eq!(reg.body["status"], "online");
+    let again = app
+        .post(
+            "/api/v1/agents",
+            json!({"id": "connector-installation-agent", "capabilities": ["connectors", "sso"]}),
+        )
+        .await;
+    assert_eq!(again.status, 200);
+    let secret = agent_token(&app, "connector-installation-agent").await;
+    let other = agent_token(&app, "dataset-provisioning-agent").await;
+
+    // A long poll answers as soon as a task is ready.
+    let poll = {
+        let app_base = app.base.clone();
+        let secret = secret.clone();
+        tokio::spawn(async move {
+            let started = std::time::Instant::now();
+            let res = reqwest::Client::new()
+                .post(format!(
+                    "{app_base}/api/v1/agents/connector-installation-agent/claim"
+                ))
+                .bearer_auth(&secret)
+                .json(&json!({"max": 5, "wait_s": 20}))
+                .send()
+                .await
+                .unwrap();
+            (
+                res.status(),
+                res.json::<Value>().await.unwrap(),
+                started.elapsed(),
+            )
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let unit = app
+        .post(
+            "/api/v1/work/units",
+            json!({"client_id": client, "name": "sandbox", "tasks": [
+                {"key": "install", "executor": "connector-installation-agent", "input": {"connector": "sharepoint"}},
+                {"key": "review", "executor": "human", "depends_on": ["install"]},
+            ]}),
+        )
+        .await;
+    assert_eq!(unit.status, 201, "{}", unit.body);
+    let uid = unit.body["id"].as_str().unwrap().to_owned();
+    let (status, claimed, waited) = poll.await.unwrap();
+    assert_eq!(status, 200, "{claimed}");
+    assert!(
+        waited < Duration::from_secs(15),
+        "answered when the task was ready"
+    );
+    let claimed = claimed.as_array().unwrap().clone();
+    assert_eq!(claimed.len(), 1);
+    let task = &claimed[0]["task"];
+    let tid = task["id"].as_str().unwrap().to_owned();
+    let lease = claimed[0]["lease_token"].as_str().unwrap().to_owned();
+    assert_eq!(task["input"]["connector"], "sharepoint");
+    assert!(claimed[0]["lease_expires_at"].is_string());
+
+    // An empty poll answers an empty list after wait_s.
+    let empty = app
+        .call_as(
+            Some(&secret),
+            Method::POST,
+            "/api/v1/agents/connector-installation-agent/claim",
+            Some(json!({"wait_s": 1})),
+        )
+        .await;
+    assert_eq!(empty.status, 200);
+    assert_eq!(empty.body, json!([]));
+    // Another agent's token cannot claim for it, nor see its task.
+    let refused = app
+        .call_as(
+            Some(&other),
+            Method::POST,
+            "/api/v1/agents/connector-installation-agent/claim",
+            Some(json!({})),
+        )
+        .await;
+    refused.assert_problem(403, "forbidden");
+    let hidden = app
+        .call_as(
+            Some(&other),
+            Method::POST,
+            &format!("/api/v1/work/tasks/{tid}/complete"),
+            Some(json!({"lease_token": lease})),
+        )
+        .await;
+    hidden.assert_problem(404, "not_found");
+
+    let beat = app
+        .call_as(
+            Some(&secret),
+            Method::POST,
+            &format!("/api/v1/work/tasks/{tid}/heartbeat"),
+            Some(json!({"lease_token": lease})),
+        )
+        .await;
+    assert_eq!(beat.status, 200, "{}", beat.body);
+    let foreign = app
+        .call_as(
+            Some(&secret),
+            Method::POST,
+            &format!("/api/v1/work/tasks/{tid}/complete"),
+            Some(json!({"lease_token": "wml_0123456789abcdef0123456789abcdef", "output": {}})),
+        )
+        .await;
+    foreign.assert_problem(409, "lease_foreign");
+    let done = app
+        .call_as(
+            Some(&secret),
+            Method::POST,
+            &format!("/api/v1/work/tasks/{tid}/complete"),
+            Some(json!({"lease_token": lease, "output": {"installed": true}})),
+        )
+        .await;
+    assert_eq!(done.status, 200, "{}", done.body);
+    assert_eq!(done.body["status"], "completed");
+    let twice = app
+        .call_as(
+            Some(&secret),
+            Method::POST,
+            &format!("/api/v1/work/tasks/{tid}/complete"),
+            Some(json!({"lease_token": lease, "output": {}})),
+        )
+        .await;
+    twice.assert_problem(409, "task_not_running");
+
+    // The human task is completed by a person, without a lease.
+    let detail = app.get(&format!("/api/v1/work/units/{uid}")).await;
+    let review = detail.body["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["key"] == "review")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let ok = app
+        .post(
+            &format!("/api/v1/work/tasks/{review}/complete"),
+            json!({"output": {"ok": true}}),
+        )
+        .await;
+    assert_eq!(ok.status, 200, "{}", ok.body);
+    wait_unit(&app, &uid, "completed").await;
+
+    let agents = app.get("/api/v1/agents").await;
+    let items = agents.body["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1);
+    assert_eq!(items[0]["status"], "online");
+    assert_eq!(items[0]["capabilities"], json!(["connectors", "sso"]));
+}
+
+async fn bad_work_input_is_refused_and_changes_nothing(app: TestApp) {
+    let client = app.client("Acme").await;
+    let cycle = app
+        .post(
+            "/api/v1/work/units",
+            json!({"client_id": client, "name": "bad", "tasks": [
+                {"key": "a", "executor": "noop", "depends_on": ["b"]},
+                {"key": "b", "executor": "noop", "depends_on": ["a"]},
+            ]}),
+        )
+        .await;
+    cycle.assert_problem(422, "invalid");
+    let unknown = app
+        .post(
+            "/api/v1/work/units",
+            json!({"client_id": client, "name": "bad", "tasks": [
+                {"key": "a", "executor": "Not An Agent"},
+                {"key": "b", "executor": "noop", "depends_on": ["zzz"], "max_attempts": 0},
+            ]}),
+        )
+        .await;
+    unknown.assert_problem(422, "invalid");
+    let pointers: Vec<&str> = unknown.body["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["pointer"].as_str().unwrap())
+        .collect();
+    assert!(
+        pointers.contains(&"/tasks/0/executor")
+            && pointers.contains(&"/tasks/1/depends_on/0")
+            && pointers.contains(&"/tasks/1/max_attempts"),
+        "{pointers:?}"
+    );
+    let wrong_type = app
+        .post(
+            "/api/v1/work/units",
+            json!({"client_id": client, "name": "bad", "tasks": "nope"}),
+        )
+        .await;
+    assert_eq!(wrong_type.status, 422, "{}", wrong_type.body);
+    let nobody = app
+        .post("/api/v1/work/units", json!({"client_id": "cli_0123456789abcdef0123456789abcdef", "name": "x", "tasks": [{"key": "a", "executor": "noop"}]}))
+        .await;
+    nobody.assert_problem(422, "invalid");
+    let missing = app
+        .get("/api/v1/work/tasks/tsk_0123456789abcdef0123456789abcdef")
+        .await;
+    missing.assert_problem(404, "not_found");
+    let listed = app.get("/api/v1/work/units").await;
+    assert_eq!(listed.body["items"], json!([]), "nothing was stored");
+}
+
+async fn incidents_are_resolved_by_a_person(app: TestApp) {
+    let client = app.client("Acme").await;
+    app.post("/api/v1/agents", json!({"id": "flaky"})).await;
+    let secret = agent_token(&app, "flaky").await;
+    let unit = app
+        .post(
+            "/api/v1/work/units",
+            json!({"client_id": client, "name": "u", "tasks": [
+                {"key": "a", "executor": "flaky", "max_attempts": 1},
+                {"key": "b", "executor": "flaky", "depends_on": ["a"]},
+            ]}),
+        )
+        .await;
+    let uid = unit.body["id"].as_str().unwrap().to_owned();
+    let claimed = app
+        .call_as(
+            Some(&secret),
+            Method::POST,
+            "/api/v1/agents/flaky/claim",
+            Some(json!({})),
+        )
+        .await;
+    let tid = claimed.body[0]["task"]["id"].as_str().unwrap().to_owned();
+    let lease = claimed.body[0]["lease_token"].as_str().unwrap().to_owned();
+    let failed = app
+        .call_as(
+            Some(&secret),
+            Method::POST,
+            &format!("/api/v1/work/tasks/{tid}/fail"),
+            Some(json!({"lease_token": lease, "error": "connector refused the credentials"})),
+        )
+        .await;
+    assert_eq!(failed.body["status"], "failed", "{}", failed.body);
+    let open = app.get("/api/v1/work/incidents").await;
+    let inc = &open.body["items"][0];
+    assert!(
+        inc["message"]
+            .as_str()
+            .unwrap()
+            .contains("connector refused")
+    );
+    let iid = inc["id"].as_str().unwrap().to_owned();
+    // Agents do not resolve incidents; people do.
+    let as_agent = app
+        .call_as(
+            Some(&secret),
+            Method::POST,
+            &format!("/api/v1/work/incidents/{iid}/resolve"),
+            Some(json!({"action": "skip"})),
+        )
+        .await;
+    as_agent.assert_problem(403, "forbidden");
+    let bad = app
+        .post(
+            &format!("/api/v1/work/incidents/{iid}/resolve"),
+            json!({"action": "ignore"}),
+        )
+        .await;
+    assert_eq!(bad.status, 422, "{}", bad.body);
+    let resolved = app
+        .post(
+            &format!("/api/v1/work/incidents/{iid}/resolve"),
+            json!({"action": "skip", "note": "installed by hand"}),
+        )
+        .await;
+    assert_eq!(resolved.status, 200, "{}", resolved.body);
+    assert_eq!(resolved.body["resolution"], "skip");
+    let next = app
+        .call_as(
+            Some(&secret),
+            Method::POST,
+            "/api/v1/agents/flaky/claim",
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(next.body[0]["task"]["key"], "b");
+    let u = app.get(&format!("/api/v1/work/units/{uid}")).await;
+    assert_eq!(u.body["status"], "running");
+    assert_eq!(u.body["incidents"][0]["resolution"], "skip");
+}
