@@ -548,6 +548,16 @@ async fn units_wait_on_units(db: &TestDb) {
     let second = store.submit_unit(second, &ctx("ops")).await.unwrap().record;
     assert_eq!(second.status, UnitStatus::Pending);
     assert_eq!(second.depends_on_units, vec![first.id]);
+    let listed = store
+        .list_units(Some(c), PageRequest::default())
+        .await
+        .unwrap();
+    let in_list = listed.items.iter().find(|u| u.id == second.id).unwrap();
+    assert_eq!(
+        in_list.depends_on_units,
+        vec![first.id],
+        "lists show what a unit waits on"
+    );
     let x = store.claim(engine(10)).await.unwrap();
     assert_eq!(
         keys(&x),

@@ -1049,9 +1049,30 @@ impl WorkStore for SqlStore {
                 .push_bind(limit_plus_one(&page));
             q.build_query_as().fetch_all(p).await?
         });
+        // Each unit with the units it waits on, read in one query for the page.
+        let ids: Vec<Uuid> = rows.iter().map(|r| r.id).collect();
+        let edges: Vec<(Uuid, Uuid)> = if ids.is_empty() {
+            Vec::new()
+        } else {
+            on_reader!(self, |p| {
+                let mut q = QueryBuilder::new(
+                    "SELECT unit_id, depends_on FROM work_unit_deps WHERE unit_id IN (",
+                );
+                push_ids!(q, &ids);
+                q.push(" ORDER BY depends_on");
+                q.build_query_as().fetch_all(p).await?
+            })
+        };
+        let mut deps: HashMap<Uuid, Vec<UnitId>> = HashMap::new();
+        for (unit, on) in edges {
+            deps.entry(unit).or_default().push(UnitId::from_uuid(on));
+        }
         let units = rows
             .into_iter()
-            .map(|r| r.into_unit(vec![]))
+            .map(|r| {
+                let d = deps.remove(&r.id).unwrap_or_default();
+                r.into_unit(d)
+            })
             .collect::<Result<Vec<_>>>()?;
         Ok(paginate(units, &page, |u| u.id.to_string()))
     }
