@@ -16,6 +16,7 @@ use time::OffsetDateTime;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
+use waymark_domain::artifact::parse_note;
 use waymark_domain::work::{self, Executor, Resolution, TaskSpec, TaskStatus};
 use waymark_domain::{ClientId, FieldError, IncidentId, TaskId, UnitId};
 use waymark_store::{
@@ -68,20 +69,8 @@ pub struct SubmitUnit {
     pub depends_on_units: Vec<String>,
 }
 
-fn staff_only(caller: &Caller) -> Result<(), ApiError> {
-    // Client users never see the engine: the same answer as for a missing route.
-    if caller.is_staff() {
-        Ok(())
-    } else {
-        Err(ApiError::Forbidden(
-            "the work engine belongs to the team; client contacts follow their journeys instead"
-                .into(),
-        ))
-    }
-}
-
 fn team_only(caller: &Caller) -> Result<(), ApiError> {
-    staff_only(caller)?;
+    caller.require_staff()?;
     if caller.role == Role::Agent {
         return Err(ApiError::Forbidden(
             "an agent's token claims and finishes its own tasks; use an operator's token for this"
@@ -204,7 +193,7 @@ pub async fn list_units(
     Query(q): Query<UnitQuery>,
     Query(p): Query<PageParams>,
 ) -> Result<JsonOut<Page<Unit>>, ApiError> {
-    staff_only(&caller)?;
+    caller.require_staff()?;
     let client = q
         .client_id
         .as_deref()
@@ -222,7 +211,7 @@ pub async fn get_unit(
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<JsonOut<UnitDetail>, ApiError> {
-    staff_only(&caller)?;
+    caller.require_staff()?;
     let id: UnitId = path_id(&id)?;
     Ok(JsonOut(state.store.get_unit(id).await?))
 }
@@ -232,17 +221,6 @@ pub async fn get_unit(
 #[serde(deny_unknown_fields)]
 pub struct CancelRequest {
     pub reason: Option<String>,
-}
-
-fn reason_of(r: Option<String>) -> Result<Option<String>, ApiError> {
-    let r = r.map(|s| s.trim().to_owned()).filter(|s| !s.is_empty());
-    if r.as_ref().is_some_and(|s| s.chars().count() > 2000) {
-        return Err(ApiError::invalid(FieldError::new(
-            "/reason",
-            "must be at most 2000 characters",
-        )));
-    }
-    Ok(r)
 }
 
 /// Cancel every task of the unit not yet done.
@@ -263,7 +241,11 @@ pub async fn cancel_unit(
     Ok(JsonOut(
         state
             .store
-            .cancel_unit(id, reason_of(body.reason)?, &ctx)
+            .cancel_unit(
+                id,
+                parse_note(body.reason.as_deref(), "/reason").map_err(ApiError::invalid)?,
+                &ctx,
+            )
             .await?,
     ))
 }
@@ -293,7 +275,7 @@ pub async fn list_tasks(
     Query(q): Query<TaskQuery>,
     Query(p): Query<PageParams>,
 ) -> Result<JsonOut<Page<Task>>, ApiError> {
-    staff_only(&caller)?;
+    caller.require_staff()?;
     let status = q
         .status
         .as_deref()
@@ -320,7 +302,7 @@ pub async fn get_task(
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<JsonOut<Task>, ApiError> {
-    staff_only(&caller)?;
+    caller.require_staff()?;
     let id: TaskId = path_id(&id)?;
     let task = state.store.get_task(id).await?;
     own_task(&caller, &task)?;
@@ -384,7 +366,7 @@ async fn finish_one(
     lease_token: Option<String>,
     outcome: Outcome,
 ) -> Result<JsonOut<Finished>, ApiError> {
-    staff_only(caller)?;
+    caller.require_staff()?;
     let id: TaskId = path_id(id)?;
     let task = state.store.get_task(id).await?;
     own_task(caller, &task)?;
@@ -497,7 +479,7 @@ pub async fn heartbeat_task(
     Path(id): Path<String>,
     Json(body): Json<HeartbeatRequest>,
 ) -> Result<JsonOut<HeartbeatAnswer>, ApiError> {
-    staff_only(&caller)?;
+    caller.require_staff()?;
     let id: TaskId = path_id(&id)?;
     let task = state.store.get_task(id).await?;
     own_task(&caller, &task)?;
@@ -532,7 +514,11 @@ pub async fn cancel_task(
     Ok(JsonOut(
         state
             .store
-            .cancel_task(id, reason_of(body.reason)?, &ctx)
+            .cancel_task(
+                id,
+                parse_note(body.reason.as_deref(), "/reason").map_err(ApiError::invalid)?,
+                &ctx,
+            )
             .await?,
     ))
 }
@@ -609,7 +595,12 @@ pub async fn resolve_incident(
     Ok(JsonOut(
         state
             .store
-            .resolve_incident(id, body.action, reason_of(body.note)?, &ctx)
+            .resolve_incident(
+                id,
+                body.action,
+                parse_note(body.note.as_deref(), "/note").map_err(ApiError::invalid)?,
+                &ctx,
+            )
             .await?,
     ))
 }
@@ -654,7 +645,7 @@ pub struct AgentList {
 }
 
 fn check_agent_access(caller: &Caller, id: &str) -> Result<(), ApiError> {
-    staff_only(caller)?;
+    caller.require_staff()?;
     if caller.role == Role::Agent && caller.agent_id.as_deref() != Some(id) {
         return Err(ApiError::Forbidden(format!(
             "this token belongs to agent {}; it acts for that agent only",
@@ -725,7 +716,7 @@ pub async fn list_agents(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
 ) -> Result<JsonOut<AgentList>, ApiError> {
-    staff_only(&caller)?;
+    caller.require_staff()?;
     let items = state
         .store
         .list_agents()
@@ -745,7 +736,7 @@ pub async fn get_agent(
     Extension(caller): Extension<Caller>,
     Path(agent_id): Path<String>,
 ) -> Result<JsonOut<AgentView>, ApiError> {
-    staff_only(&caller)?;
+    caller.require_staff()?;
     Ok(JsonOut(state.store.get_agent(&agent_id).await?.into()))
 }
 

@@ -372,6 +372,14 @@ async fn incidents_are_resolved_by_a_person(app: TestApp) {
         )
         .await;
     assert_eq!(bad.status, 422, "{}", bad.body);
+    let long = app
+        .post(
+            &format!("/api/v1/work/incidents/{iid}/resolve"),
+            json!({"action": "skip", "note": "x".repeat(2001)}),
+        )
+        .await;
+    long.assert_problem(422, "invalid");
+    assert_eq!(long.body["errors"][0]["pointer"], "/note");
     let resolved = app
         .post(
             &format!("/api/v1/work/incidents/{iid}/resolve"),
