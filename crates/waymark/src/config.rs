@@ -16,6 +16,7 @@
 //! | webhook attempts per delivery | `webhook_max_attempts` | `WAYMARK_WEBHOOK_MAX_ATTEMPTS` | — | `12` |
 //! | first webhook retry wait, ms | `webhook_backoff_ms` | `WAYMARK_WEBHOOK_BACKOFF_MS` | — | `5000` |
 //! | tasks a worker runs at once (0: no embedded workers in `serve`) | `worker_concurrency` | `WAYMARK_WORKER_CONCURRENCY` | — | `16` |
+//! | worker lease, seconds (a killed worker's tasks run again after it) | `worker_lease_s` | `WAYMARK_WORKER_LEASE_S` | — | `30` |
 //! | LLM provider (`ollama` or `openai`) | `llm_provider` | `WAYMARK_LLM_PROVIDER` | — | none (templates answer) |
 //! | LLM URL | `llm_url` | `WAYMARK_LLM_URL` | — | `http://127.0.0.1:11434` (ollama), `https://api.openai.com/v1` (openai) |
 //! | LLM model (required with a provider) | `llm_model` | `WAYMARK_LLM_MODEL` | — | none |
@@ -57,6 +58,9 @@ pub struct Settings {
     pub webhook_backoff_ms: u64,
     /// Tasks the embedded workers run at once; 0 runs none in `serve`.
     pub worker_concurrency: usize,
+    /// How long a worker's claim holds a task before a heartbeat must extend
+    /// it; a killed worker's tasks are retried elsewhere after this long.
+    pub worker_lease_s: u64,
     /// The LLM provider, `ollama` or `openai`; none when unset (the
     /// deterministic templates answer).
     pub llm_provider: Option<String>,
@@ -95,6 +99,7 @@ impl std::fmt::Debug for Settings {
             .field("webhook_max_attempts", &self.webhook_max_attempts)
             .field("webhook_backoff_ms", &self.webhook_backoff_ms)
             .field("worker_concurrency", &self.worker_concurrency)
+            .field("worker_lease_s", &self.worker_lease_s)
             .field("llm_provider", &self.llm_provider)
             .field("llm_url", &self.llm_url)
             .field("llm_model", &self.llm_model)
@@ -156,6 +161,7 @@ impl Settings {
             .set_default("webhook_max_attempts", 12)?
             .set_default("webhook_backoff_ms", 5000)?
             .set_default("worker_concurrency", 16)?
+            .set_default("worker_lease_s", 30)?
             .set_default("llm_timeout_s", 60)?
             .set_default("llm_stream", true)?;
         let env_file = std::env::var_os("WAYMARK_CONFIG").map(PathBuf::from);
@@ -209,6 +215,9 @@ impl Settings {
         }
         if settings.worker_concurrency > 1024 {
             anyhow::bail!("worker_concurrency must be from 0 to 1024");
+        }
+        if !(2..=3600).contains(&settings.worker_lease_s) {
+            anyhow::bail!("worker_lease_s must be from 2 to 3600 seconds");
         }
         if !(1..=100).contains(&settings.webhook_max_attempts) {
             anyhow::bail!("webhook_max_attempts must be from 1 to 100");

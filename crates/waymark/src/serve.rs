@@ -154,13 +154,11 @@ pub async fn serve(config: Option<&Path>, flags: &Overrides) -> Result<()> {
     let until_stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
+    let engine = engine_settings(&settings, settings.worker_concurrency)?;
     let working = (settings.worker_concurrency > 0).then(|| {
         tokio::spawn(engine::run(
             store.clone(),
-            EngineSettings {
-                concurrency: settings.worker_concurrency,
-                ..EngineSettings::default()
-            },
+            engine,
             until_stopped(stopped.clone()),
         ))
     });
@@ -205,10 +203,7 @@ pub async fn worker(config: Option<&Path>, flags: &Overrides) -> Result<()> {
     store.migrate().await.context("migrations failed")?;
     let store: Arc<SqlStore> = Arc::new(store);
     let concurrency = settings.worker_concurrency.max(1);
-    let engine_settings = EngineSettings {
-        concurrency,
-        ..EngineSettings::default()
-    };
+    let engine_settings = engine_settings(&settings, concurrency)?;
     eprintln!(
         "Waymark worker {} running up to {concurrency} tasks at once ({label})",
         engine_settings.name
@@ -218,6 +213,15 @@ pub async fn worker(config: Option<&Path>, flags: &Overrides) -> Result<()> {
     store.close().await;
     tracing::info!("worker stopped");
     Ok(())
+}
+
+/// The embedded workers' settings from the server's.
+fn engine_settings(settings: &Settings, concurrency: usize) -> Result<EngineSettings> {
+    Ok(EngineSettings {
+        concurrency,
+        lease: Duration::from_secs(settings.worker_lease_s),
+        ..EngineSettings::default()
+    })
 }
 
 /// Resolves on ctrl-c or SIGTERM.
