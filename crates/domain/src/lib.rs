@@ -25,6 +25,7 @@ pub mod client;
 pub mod content;
 pub mod dates;
 pub mod gating;
+pub mod generate;
 pub mod graph;
 pub mod id;
 pub mod lifecycle;

@@ -3,8 +3,9 @@
 //!
 //! A job depends on every selected job of the modules its module depends on
 //! (creatives on all strategy jobs, and so on), plus the jobs it names itself.
-//! Its status comes from the gating of its module's artifact type and from the
-//! jobs it waits on.
+//! Its status comes from what the engine did with it (queued, running, failed,
+//! up to date), the gating of its module's artifact type, whether that artifact
+//! can take a new version, and the jobs it waits on.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -43,10 +44,15 @@ pub enum JobStatus {
     Pending,
     /// Its inputs are there: it can run.
     Ready,
+    /// A task of the engine will run it.
+    Queued,
     Running,
+    /// It wrote its section from the current inputs: up to date.
     Completed,
+    /// Its last run failed (see `reasons`); an incident is open on its unit.
     Failed,
-    /// Its artifact type is locked by gating (see `reasons`).
+    /// Its artifact type is locked by gating, or its artifact cannot take a new
+    /// version (see `reasons`).
     Blocked,
 }
 
@@ -56,6 +62,7 @@ impl JobStatus {
         match self {
             JobStatus::Pending => "pending",
             JobStatus::Ready => "ready",
+            JobStatus::Queued => "queued",
             JobStatus::Running => "running",
             JobStatus::Completed => "completed",
             JobStatus::Failed => "failed",
@@ -78,8 +85,26 @@ pub struct PlannedJob {
     /// Keys of the jobs it waits on.
     pub depends_on: Vec<String>,
     pub status: JobStatus,
-    /// Why it is blocked: the gating reasons of its type.
+    /// Why it is blocked or failed: the gating reasons of its type, what locks
+    /// its artifact, or its last error.
     pub reasons: Vec<String>,
+}
+
+/// What the engine did with a job, as its plan record and last task tell.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum JobRun {
+    /// Never run, or its last run was cancelled or skipped.
+    #[default]
+    NotRun,
+    /// It ran, but its inputs changed since: it must run again.
+    OutOfDate,
+    /// Its task waits for its turn.
+    Queued,
+    Running,
+    /// Its task failed; the error.
+    Failed(String),
+    /// It ran on the current inputs.
+    UpToDate,
 }
 
 /// What is wrong with a plan definition or a selection of deliverables.
@@ -202,14 +227,20 @@ fn job_graph<'a>(
 }
 
 /// The plan for `selected` job keys (`None`: every job), ordered by priority.
-/// `gating` answers the gating of a module's artifact type; `completed` whether a
-/// job already ran.
+/// `gating` answers the gating of an artifact type; `run` what the engine did
+/// with a job; `locked` why a type's artifact cannot take a new version (it is
+/// in review or approved), if it cannot.
+///
+/// A job is ready when none of that stops it and every job it waits on is up to
+/// date, or belongs to a type whose artifact is locked (a person took it as it
+/// is).
 pub fn build(
     modules: &[Module],
     jobs: &[JobSpec],
     selected: Option<&[String]>,
     gating: impl Fn(&str) -> Gating,
-    completed: impl Fn(&str) -> bool,
+    run: impl Fn(&str) -> JobRun,
+    locked: impl Fn(&str) -> Option<String>,
 ) -> Result<Vec<PlannedJob>, PlanError> {
     let keys: Vec<&str> = match selected {
         None => jobs.iter().map(|j| j.key.as_str()).collect(),
@@ -233,29 +264,44 @@ pub fn build(
         }
     };
     let graph = job_graph(modules, jobs, &keys);
+    let type_of = |key: &str| -> &str {
+        jobs.iter()
+            .find(|j| j.key == key)
+            .and_then(|j| modules.iter().find(|m| m.name == j.module))
+            .map(|m| m.artifact_type.as_str())
+            .unwrap_or("")
+    };
+    let satisfied = |key: &str| run(key) == JobRun::UpToDate || locked(type_of(key)).is_some();
     let mut gates: BTreeMap<&str, Gating> = BTreeMap::new();
     let mut planned: Vec<PlannedJob> = jobs
         .iter()
         .filter(|j| graph.contains_key(j.key.as_str()))
         .map(|j| {
-            let module = modules.iter().find(|m| m.name == j.module);
-            let artifact_type = module.map(|m| m.artifact_type.clone()).unwrap_or_default();
+            let artifact_type = type_of(&j.key).to_owned();
             let gate = gates
-                .entry(module.map(|m| m.name.as_str()).unwrap_or(""))
+                .entry(type_of(&j.key))
                 .or_insert_with(|| gating(&artifact_type))
                 .clone();
             let depends_on: Vec<String> = graph[j.key.as_str()]
                 .iter()
                 .map(|d| (*d).to_owned())
                 .collect();
-            let (status, reasons) = if completed(&j.key) {
-                (JobStatus::Completed, vec![])
-            } else if !gate.allowed {
-                (JobStatus::Blocked, gate.reasons)
-            } else if depends_on.iter().all(|d| completed(d)) {
-                (JobStatus::Ready, vec![])
-            } else {
-                (JobStatus::Pending, vec![])
+            let (status, reasons) = match run(&j.key) {
+                JobRun::UpToDate => (JobStatus::Completed, vec![]),
+                JobRun::Queued => (JobStatus::Queued, vec![]),
+                JobRun::Running => (JobStatus::Running, vec![]),
+                JobRun::Failed(error) => (JobStatus::Failed, vec![error]),
+                JobRun::NotRun | JobRun::OutOfDate => {
+                    if !gate.allowed {
+                        (JobStatus::Blocked, gate.reasons)
+                    } else if let Some(why) = locked(&artifact_type) {
+                        (JobStatus::Blocked, vec![why])
+                    } else if depends_on.iter().all(|d| satisfied(d)) {
+                        (JobStatus::Ready, vec![])
+                    } else {
+                        (JobStatus::Pending, vec![])
+                    }
+                }
             };
             PlannedJob {
                 key: j.key.clone(),
@@ -271,6 +317,28 @@ pub fn build(
         .collect();
     planned.sort_by(|a, b| a.priority.cmp(&b.priority).then_with(|| a.key.cmp(&b.key)));
     Ok(planned)
+}
+
+/// The jobs a run takes: the highest-priority ready one (`all = false`) or
+/// every ready one, in priority order.
+pub fn runnable(plan: &[PlannedJob], all: bool) -> Vec<&PlannedJob> {
+    let ready = plan.iter().filter(|j| j.status == JobStatus::Ready);
+    if all {
+        ready.collect()
+    } else {
+        ready.take(1).collect()
+    }
+}
+
+/// For each job of `chosen` (in priority order), the job of the same module run
+/// just before it in `chosen`: jobs of one module write one artifact, so they
+/// run one after the other.
+pub fn chain_by_module<'a>(chosen: &[&'a PlannedJob]) -> Vec<Option<&'a str>> {
+    let mut last: BTreeMap<&str, &str> = BTreeMap::new();
+    chosen
+        .iter()
+        .map(|j| last.insert(j.module.as_str(), j.key.as_str()))
+        .collect()
 }
 
 #[cfg(test)]
@@ -293,6 +361,14 @@ mod tests {
             module: module.into(),
             priority,
             depends_on: vec![],
+        }
+    }
+
+    fn done(yes: bool) -> JobRun {
+        if yes {
+            JobRun::UpToDate
+        } else {
+            JobRun::NotRun
         }
     }
 
@@ -324,7 +400,7 @@ mod tests {
     fn module_dependencies_become_job_dependencies() {
         let (modules, jobs) = fixture();
         assert!(check_definition(&modules, &jobs).is_empty());
-        let plan = build(&modules, &jobs, None, open, |_| false).unwrap();
+        let plan = build(&modules, &jobs, None, open, |_| JobRun::NotRun, |_| None).unwrap();
         let keys: Vec<&str> = plan.iter().map(|j| j.key.as_str()).collect();
         assert_eq!(keys, ["icp", "positioning", "carousel", "calendar"]);
         assert_eq!(plan[2].depends_on, ["icp", "positioning"]);
@@ -340,13 +416,31 @@ mod tests {
     fn a_selection_keeps_only_its_jobs_and_their_edges() {
         let (modules, jobs) = fixture();
         let sel = vec!["icp".to_owned(), "calendar".to_owned()];
-        let plan = build(&modules, &jobs, Some(&sel), open, |k| k == "icp").unwrap();
+        let plan = build(
+            &modules,
+            &jobs,
+            Some(&sel),
+            open,
+            |k| done(k == "icp"),
+            |_| None,
+        )
+        .unwrap();
         assert_eq!(plan.len(), 2);
         assert_eq!(plan[0].status, JobStatus::Completed);
         assert_eq!(plan[1].depends_on, ["icp"]);
         assert_eq!(plan[1].status, JobStatus::Ready);
         let bad = vec!["nope".to_owned()];
-        assert!(build(&modules, &jobs, Some(&bad), open, |_| false).is_err());
+        assert!(
+            build(
+                &modules,
+                &jobs,
+                Some(&bad),
+                open,
+                |_| JobRun::NotRun,
+                |_| None
+            )
+            .is_err()
+        );
     }
 
     #[test]
@@ -365,11 +459,58 @@ mod tests {
                     vec!["strategy (missing)".into()]
                 },
             },
-            |_| false,
+            |_| JobRun::NotRun,
+            |_| None,
         )
         .unwrap();
         assert_eq!(plan[2].status, JobStatus::Blocked);
         assert_eq!(plan[2].reasons, ["strategy (missing)"]);
+    }
+
+    #[test]
+    fn the_engine_state_and_locked_artifacts_decide_the_rest() {
+        let (modules, jobs) = fixture();
+        let run = |k: &str| match k {
+            "icp" => JobRun::UpToDate,
+            "positioning" => JobRun::Failed("boom".into()),
+            "carousel" => JobRun::Running,
+            _ => JobRun::OutOfDate,
+        };
+        let plan = build(&modules, &jobs, None, open, run, |_| None).unwrap();
+        let status: Vec<JobStatus> = plan.iter().map(|j| j.status).collect();
+        assert_eq!(
+            status,
+            [
+                JobStatus::Completed,
+                JobStatus::Failed,
+                JobStatus::Running,
+                JobStatus::Pending
+            ]
+        );
+        assert_eq!(plan[1].reasons, ["boom"]);
+        // A locked strategy artifact: its jobs cannot write, and count as done for
+        // the jobs waiting on them.
+        let locked = |t: &str| (t == "strategy").then(|| "strategy is approved".to_owned());
+        let plan = build(&modules, &jobs, None, open, |_| JobRun::NotRun, locked).unwrap();
+        assert_eq!(plan[0].status, JobStatus::Blocked);
+        assert_eq!(plan[0].reasons, ["strategy is approved"]);
+        assert_eq!(plan[2].status, JobStatus::Ready);
+        assert_eq!(plan[3].status, JobStatus::Pending);
+    }
+
+    #[test]
+    fn runs_take_the_ready_jobs_and_chain_each_module() {
+        let (modules, jobs) = fixture();
+        let plan = build(&modules, &jobs, None, open, |_| JobRun::NotRun, |_| None).unwrap();
+        let next: Vec<&str> = runnable(&plan, false)
+            .iter()
+            .map(|j| j.key.as_str())
+            .collect();
+        assert_eq!(next, ["icp"]);
+        let all = runnable(&plan, true);
+        let keys: Vec<&str> = all.iter().map(|j| j.key.as_str()).collect();
+        assert_eq!(keys, ["icp", "positioning"]);
+        assert_eq!(chain_by_module(&all), [None, Some("icp")]);
     }
 
     #[test]

@@ -249,14 +249,15 @@ impl Pack {
         &self,
         selected: Option<&[String]>,
         gating: impl Fn(&str) -> Gating,
-        completed: impl Fn(&str) -> bool,
+        run: impl Fn(&str) -> plan::JobRun,
+        locked: impl Fn(&str) -> Option<String>,
     ) -> Result<Vec<PlannedJob>, PlanError> {
         match &self.plan {
             None => Err(PlanError(format!(
                 "pack {} has no generation plan",
                 self.name
             ))),
-            Some(p) => plan::build(&p.modules, &p.jobs, selected, gating, completed),
+            Some(p) => plan::build(&p.modules, &p.jobs, selected, gating, run, locked),
         }
     }
 }

@@ -87,7 +87,8 @@ fn a_good_pack_loads_and_checks_content() {
         .plan(
             None,
             |t| waymark_domain::gating::evaluate::<&str>(t, &[], |_| None),
-            |_| false,
+            |_| waymark_domain::plan::JobRun::NotRun,
+            |_| None,
         )
         .unwrap();
     assert_eq!(plan[1].depends_on, ["outline"]);

@@ -22,6 +22,9 @@ use tokio::sync::{Semaphore, mpsc};
 use waymark_domain::work::{ENGINE_LANE, Executor};
 use waymark_store::{Claim, Finish, Leased, Outcome, Store, WriteContext};
 
+use crate::catalog::PackCatalog;
+use crate::llm::Llm;
+
 /// How the embedded workers run.
 #[derive(Debug, Clone)]
 pub struct EngineSettings {
@@ -35,6 +38,8 @@ pub struct EngineSettings {
     pub sweep_every: Duration,
     /// The longest sleep without a wake-up (a safety net, not the mechanism).
     pub idle_check: Duration,
+    /// The LLM provider `llm.generate` asks (none: the template provider).
+    pub llm: Llm,
 }
 
 /// Tasks run at once by default.
@@ -48,6 +53,7 @@ impl Default for EngineSettings {
             name: default_name(),
             sweep_every: Duration::from_secs(5),
             idle_check: Duration::from_secs(30),
+            llm: Llm::new(None),
         }
     }
 }
@@ -60,7 +66,25 @@ pub fn default_name() -> String {
 
 /// The executors this engine runs; others (`human`, agents) finish through the API.
 pub fn runs(executor: &Executor) -> bool {
-    matches!(executor, Executor::Noop)
+    matches!(executor, Executor::Noop | Executor::LlmGenerate)
+}
+
+/// What the executors need: the store, the packs and the LLM provider.
+pub(crate) struct Runtime {
+    pub store: Arc<dyn Store>,
+    pub packs: PackCatalog,
+    pub llm: Llm,
+    /// Who the engine's writes are recorded as.
+    pub ctx: WriteContext,
+}
+
+/// How an executor ended an attempt.
+pub(crate) enum Step {
+    /// Record this outcome (in the committer's next batch).
+    Finish(Outcome),
+    /// The executor recorded the attempt's end itself (or lost the lease, and
+    /// there is nothing to record).
+    Recorded,
 }
 
 /// Runs the engine until `shutdown` resolves; then stops claiming, lets running
@@ -74,6 +98,12 @@ pub async fn run(
     let slots = Arc::new(Semaphore::new(concurrency));
     let (done_tx, done_rx) = mpsc::channel::<Finish>(concurrency * 4 + 64);
     let ctx = WriteContext::new(format!("worker:{}", settings.name));
+    let runtime = Arc::new(Runtime {
+        store: store.clone(),
+        packs: PackCatalog::new(store.clone()),
+        llm: settings.llm.clone(),
+        ctx: ctx.clone(),
+    });
     let committer = tokio::spawn(commit_loop(store.clone(), done_rx, ctx));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
@@ -85,14 +115,7 @@ pub async fn run(
         settings.sweep_every,
         stop_rx.clone(),
     ));
-    dispatch_loop(
-        store.clone(),
-        &settings,
-        slots.clone(),
-        done_tx.clone(),
-        stop_rx,
-    )
-    .await;
+    dispatch_loop(runtime, &settings, slots.clone(), done_tx.clone(), stop_rx).await;
     // Wait for the tasks in flight, then for their results to be recorded.
     let _ = slots.acquire_many(concurrency as u32).await;
     drop(done_tx);
@@ -101,12 +124,13 @@ pub async fn run(
 }
 
 async fn dispatch_loop(
-    store: Arc<dyn Store>,
+    runtime: Arc<Runtime>,
     settings: &EngineSettings,
     slots: Arc<Semaphore>,
     done: mpsc::Sender<Finish>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
+    let store = runtime.store.clone();
     let mut signal = store.work_signal();
     loop {
         if *stop.borrow() {
@@ -162,23 +186,26 @@ async fn dispatch_loop(
         }
         permits.truncate(claimed.len());
         for (leased, permit) in claimed.into_iter().zip(permits) {
-            let store = store.clone();
+            let runtime = runtime.clone();
             let done = done.clone();
             let lease = settings.lease;
             tokio::spawn(async move {
-                let finish = execute(&store, leased, lease).await;
+                let finish = execute(&runtime, leased, lease).await;
                 drop(permit);
-                let _ = done.send(finish).await;
+                if let Some(finish) = finish {
+                    let _ = done.send(finish).await;
+                }
             });
         }
     }
 }
 
 /// Runs one claimed task: its executor under its timeout, heartbeating while
-/// it runs longer than a third of the lease.
-async fn execute(store: &Arc<dyn Store>, leased: Leased, lease: Duration) -> Finish {
+/// it runs longer than a third of the lease. Answers what is left to record.
+async fn execute(runtime: &Runtime, leased: Leased, lease: Duration) -> Option<Finish> {
+    let store = &runtime.store;
     let deadline = Duration::from_secs(leased.task.timeout_s.max(1) as u64);
-    let work = run_executor(&leased);
+    let work = run_executor(runtime, &leased);
     tokio::pin!(work);
     let timeout = tokio::time::sleep(deadline);
     tokio::pin!(timeout);
@@ -186,7 +213,10 @@ async fn execute(store: &Arc<dyn Store>, leased: Leased, lease: Duration) -> Fin
     let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + beat, beat);
     let outcome = loop {
         tokio::select! {
-            outcome = &mut work => break outcome,
+            step = &mut work => match step {
+                Step::Finish(outcome) => break outcome,
+                Step::Recorded => return None,
+            },
             _ = &mut timeout => break Outcome::Failed {
                 error: format!("timed out after {} s", leased.task.timeout_s),
                 retryable: true,
@@ -199,29 +229,30 @@ async fn execute(store: &Arc<dyn Store>, leased: Leased, lease: Duration) -> Fin
             }
         }
     };
-    Finish {
+    Some(Finish {
         task_id: leased.task.id,
         lease_token: Some(leased.lease_token.clone()),
         outcome,
-    }
+    })
 }
 
-async fn run_executor(leased: &Leased) -> Outcome {
+async fn run_executor(runtime: &Runtime, leased: &Leased) -> Step {
     match Executor::parse(&leased.task.executor) {
-        Ok(Executor::Noop) => Outcome::Completed {
+        Ok(Executor::Noop) => Step::Finish(Outcome::Completed {
             output: Value::Null,
-        },
-        Ok(other) => Outcome::Failed {
+        }),
+        Ok(Executor::LlmGenerate) => crate::generate::run(runtime, leased).await,
+        Ok(other) => Step::Finish(Outcome::Failed {
             error: format!(
                 "executor {} does not run in the embedded workers",
                 other.name()
             ),
             retryable: false,
-        },
-        Err(e) => Outcome::Failed {
+        }),
+        Err(e) => Step::Finish(Outcome::Failed {
             error: e,
             retryable: false,
-        },
+        }),
     }
 }
 

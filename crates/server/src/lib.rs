@@ -14,6 +14,7 @@ pub mod delivery;
 pub mod engine;
 pub mod error;
 pub mod extract;
+pub(crate) mod generate;
 pub mod llm;
 pub mod mail;
 pub mod observe;
@@ -140,6 +141,7 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(pipelines::gating))
         .routes(routes!(pipelines::board))
         .routes(routes!(pipelines::get_plan, pipelines::save_plan))
+        .routes(routes!(pipelines::run_plan))
 }
 
 /// The `/api/v1` routes that need no token (signing in).

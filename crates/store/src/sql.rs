@@ -401,6 +401,289 @@ macro_rules! apply_transition {
     }};
 }
 
+/// Creates an artifact at version 1 inside the transaction, as
+/// [`Store::create_artifact`] does (client and engagement checks, gating with
+/// a pipeline, sources, history, audit).
+macro_rules! create_artifact_tx {
+    ($tx:ident, $self:ident, $id:expr, $new:expr, $ctx:expr, $at:expr) => {{
+        let id: ArtifactId = $id;
+        let new: &NewArtifact = $new;
+        let ctx: &WriteContext = $ctx;
+        let at = $at;
+        require_client!($tx, new.client_id);
+        if let Some(eng) = new.engagement_id {
+            let owner: Option<(Uuid,)> =
+                sqlx::query_as("SELECT client_id FROM engagements WHERE id = $1")
+                    .bind(eng.uuid())
+                    .fetch_optional(&mut *$tx)
+                    .await?;
+            if owner.map(|(c,)| c) != Some(new.client_id.uuid()) {
+                return Err(FieldError::new(
+                    "/engagement_id",
+                    format!("no engagement {eng} for client {}", new.client_id),
+                )
+                .into());
+            }
+        }
+        let mut sources = new.sources.clone().unwrap_or_default();
+        if let (Some(pipe), Some(eng)) = (&new.pipeline, new.engagement_id) {
+            let upstream = current_in_engagement!($tx, $self, eng.uuid());
+            let gate = gating::evaluate(&new.artifact_type, &pipe.requires, |t| {
+                upstream.get(t).and_then(|c| status(&c.status).ok())
+            });
+            if !gate.allowed {
+                return Err(StoreError::Gated(gate));
+            }
+            if new.sources.is_none() {
+                sources = pipe
+                    .requires
+                    .iter()
+                    .filter_map(|t| upstream.get(t))
+                    .map(|c| SourceRef {
+                        artifact_id: ArtifactId::from_uuid(c.id),
+                        version: c.version,
+                    })
+                    .collect();
+            }
+        }
+        let generator = new
+            .pipeline
+            .as_ref()
+            .map(|p| p.generator.clone())
+            .unwrap_or(Value::Null);
+        let resolved = resolve_sources!($tx, new.client_id.uuid(), sources);
+        let hash = content_hash(&new.content);
+        sqlx::query(
+            "INSERT INTO artifacts (id, client_id, engagement_id, type, title, status, version, \
+             content_hash, created_by, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, 1, $7, $8, $9, $9)",
+        )
+        .bind(id.uuid())
+        .bind(new.client_id.uuid())
+        .bind(new.engagement_id.map(|e| e.uuid()))
+        .bind(&new.artifact_type)
+        .bind(&new.title)
+        .bind(ArtifactStatus::Draft.as_str())
+        .bind(hash.as_str())
+        .bind(&ctx.actor)
+        .bind(at)
+        .execute(&mut *$tx)
+        .await?;
+        let v = VersionInsert {
+            artifact_id: id.uuid(),
+            version: 1,
+            content: new.content.clone(),
+            content_hash: hash.to_string(),
+            inputs_hash: inputs_hash(&new.artifact_type, &generator, &resolved).to_string(),
+            provenance: new.provenance.clone(),
+            author: ctx.actor.clone(),
+            note: new.note.clone(),
+            at,
+        };
+        let h = HistoryInsert {
+            action: HistoryAction::Created,
+            from: None,
+            to: Some(ArtifactStatus::Draft),
+            reason: new.note.clone(),
+            trace_id: ctx.trace_id.clone(),
+        };
+        insert_version!($tx, &v, resolved, &h);
+        let entry = LogEntry::new("artifact.create", Some(new.client_id), id)
+            .hashes(None, Some(hash.to_string()))
+            .event(
+                "artifact.created",
+                Audience::Staff,
+                serde_json::json!({
+                    "artifact_id": id.to_string(),
+                    "client_id": new.client_id.to_string(),
+                    "engagement_id": new.engagement_id.map(|e| e.to_string()),
+                    "type": new.artifact_type,
+                    "title": new.title,
+                    "status": ArtifactStatus::Draft.as_str(),
+                    "version": 1,
+                    "content_hash": hash.as_str(),
+                }),
+            );
+        append_log!($tx, $self, ctx, at, entry);
+    }};
+}
+
+/// Writes a new version of an artifact inside the transaction, as
+/// [`Store::write_content`] and [`Store::rollback`] do (lock, version check,
+/// editability, sources, history, stale cascade, audit). Evaluates to what the
+/// cascade flagged and the new version number.
+macro_rules! write_version_tx {
+    ($tx:ident, $self:ident, $id:expr, $expected:expr, $input:expr, $ctx:expr) => {{
+        let id: ArtifactId = $id;
+        let expected_version: i64 = $expected;
+        let input: VersionInput = $input;
+        let ctx: &WriteContext = $ctx;
+        let current = lock_artifact!($tx, $self, id);
+        if current.version != expected_version {
+            return Err(StoreError::VersionMismatch {
+                expected: expected_version,
+                current: current.version,
+            });
+        }
+        let st = status(&current.status)?;
+        lifecycle::check_editable(st)?;
+
+        let (content, sources, note, provenance, action, pipeline) = match input {
+            VersionInput::New(new) => {
+                let sources = match (new.sources, &new.pipeline, current.engagement_id) {
+                    (Some(s), _, _) => s,
+                    (None, Some(pipe), Some(eng)) if !pipe.requires.is_empty() => {
+                        let upstream = current_in_engagement!($tx, $self, eng);
+                        pipe.requires
+                            .iter()
+                            .filter_map(|t| upstream.get(t))
+                            .map(|c| SourceRef {
+                                artifact_id: ArtifactId::from_uuid(c.id),
+                                version: c.version,
+                            })
+                            .collect()
+                    }
+                    _ => {
+                        let rows: Vec<SourceRow> = sqlx::query_as(SOURCES_OF_VERSION)
+                            .bind(id.uuid())
+                            .bind(current.version)
+                            .fetch_all(&mut *$tx)
+                            .await?;
+                        rows.iter().map(SourceRow::source).collect()
+                    }
+                };
+                (
+                    new.content,
+                    sources,
+                    new.note,
+                    new.provenance,
+                    HistoryAction::ContentUpdated,
+                    new.pipeline,
+                )
+            }
+            VersionInput::Rollback(to, pipeline) => {
+                let old: VersionRow = sqlx::query_as(&version_by_number())
+                    .bind(id.uuid())
+                    .bind(to)
+                    .fetch_optional(&mut *$tx)
+                    .await?
+                    .ok_or_else(|| {
+                        StoreError::from(FieldError::new(
+                            "/to_version",
+                            format!(
+                                "no version {to}; versions run from 1 to {}",
+                                current.version
+                            ),
+                        ))
+                    })?;
+                let rows: Vec<SourceRow> = sqlx::query_as(SOURCES_OF_VERSION)
+                    .bind(id.uuid())
+                    .bind(to)
+                    .fetch_all(&mut *$tx)
+                    .await?;
+                let sources = rows.iter().map(SourceRow::source).collect();
+                (
+                    old.content.0,
+                    sources,
+                    Some(format!("Rolled back to version {to}")),
+                    old.provenance,
+                    HistoryAction::RolledBack,
+                    pipeline,
+                )
+            }
+        };
+        let generator = pipeline.map(|p| p.generator).unwrap_or(Value::Null);
+        let resolved = resolve_sources!($tx, current.client_id, sources);
+        let hash = content_hash(&content);
+        let at = now();
+        let version = current.version + 1;
+        let v = VersionInsert {
+            artifact_id: id.uuid(),
+            version,
+            inputs_hash: inputs_hash(&current.artifact_type, &generator, &resolved).to_string(),
+            content_hash: hash.to_string(),
+            content,
+            provenance,
+            author: ctx.actor.clone(),
+            note: note.clone(),
+            at,
+        };
+        let h = HistoryInsert {
+            action,
+            from: None,
+            to: None,
+            reason: note,
+            trace_id: ctx.trace_id.clone(),
+        };
+        insert_version!($tx, &v, resolved, &h);
+        let new_status = if st == ArtifactStatus::Stale {
+            ArtifactStatus::Draft
+        } else {
+            st
+        };
+        sqlx::query(
+            "UPDATE artifacts SET version = $2, content_hash = $3, updated_at = $4, status = $5, \
+             stale_reason = NULL, stale_causes = NULL WHERE id = $1",
+        )
+        .bind(id.uuid())
+        .bind(version)
+        .bind(hash.as_str())
+        .bind(at)
+        .bind(new_status.as_str())
+        .execute(&mut *$tx)
+        .await?;
+        if new_status != st {
+            sqlx::query(INSERT_HISTORY)
+                .bind(id.uuid())
+                .bind(at)
+                .bind(&ctx.actor)
+                .bind(HistoryAction::Transition.as_str())
+                .bind(st.as_str())
+                .bind(new_status.as_str())
+                .bind(version)
+                .bind("New content written; it needs approving again")
+                .bind(&ctx.trace_id)
+                .execute(&mut *$tx)
+                .await?;
+        }
+        let flagged = if hash.as_str() != current.content_hash {
+            let root = RootChange {
+                artifact_id: id,
+                artifact_type: current.artifact_type.clone(),
+                from_version: current.version,
+                to_version: version,
+            };
+            run_cascade!($tx, $self, &root, ctx, at)
+        } else {
+            Vec::new()
+        };
+        let (log_action, event_type) = match action {
+            HistoryAction::RolledBack => ("artifact.rollback", "artifact.rolled_back"),
+            _ => ("artifact.write", "artifact.updated"),
+        };
+        let mut data = artifact_data(id, &current, new_status, version, hash.as_str());
+        data["flagged_count"] = Value::from(flagged.len());
+        data["flagged"] = Value::Array(
+            flagged
+                .iter()
+                .take(100)
+                .map(|f| {
+                    serde_json::json!({
+                        "artifact_id": f.artifact_id.to_string(),
+                        "type": f.artifact_type,
+                        "reason": f.reason,
+                    })
+                })
+                .collect(),
+        );
+        let entry = LogEntry::new(log_action, Some(ClientId::from_uuid(current.client_id)), id)
+            .hashes(Some(current.content_hash.clone()), Some(hash.to_string()))
+            .event(event_type, Audience::Staff, data);
+        append_log!($tx, $self, ctx, at, entry);
+        (flagged, version)
+    }};
+}
+
 /// Appends the audit record of a change, chained to the previous one, and its
 /// events, inside the transaction. Locks the log's head row (on PostgreSQL), so
 /// it comes last, just before commit: sequence numbers follow commit order.
@@ -1176,168 +1459,7 @@ impl SqlStore {
     ) -> Result<Written> {
         let flagged = on_writer!(self, |p| {
             let mut tx = p.begin().await?;
-            let current = lock_artifact!(tx, self, id);
-            if current.version != expected_version {
-                return Err(StoreError::VersionMismatch {
-                    expected: expected_version,
-                    current: current.version,
-                });
-            }
-            let st = status(&current.status)?;
-            lifecycle::check_editable(st)?;
-
-            let (content, sources, note, provenance, action, pipeline) = match input {
-                VersionInput::New(new) => {
-                    let sources = match (new.sources, &new.pipeline, current.engagement_id) {
-                        (Some(s), _, _) => s,
-                        (None, Some(pipe), Some(eng)) if !pipe.requires.is_empty() => {
-                            let upstream = current_in_engagement!(tx, self, eng);
-                            pipe.requires
-                                .iter()
-                                .filter_map(|t| upstream.get(t))
-                                .map(|c| SourceRef {
-                                    artifact_id: ArtifactId::from_uuid(c.id),
-                                    version: c.version,
-                                })
-                                .collect()
-                        }
-                        _ => {
-                            let rows: Vec<SourceRow> = sqlx::query_as(SOURCES_OF_VERSION)
-                                .bind(id.uuid())
-                                .bind(current.version)
-                                .fetch_all(&mut *tx)
-                                .await?;
-                            rows.iter().map(SourceRow::source).collect()
-                        }
-                    };
-                    (
-                        new.content,
-                        sources,
-                        new.note,
-                        new.provenance,
-                        HistoryAction::ContentUpdated,
-                        new.pipeline,
-                    )
-                }
-                VersionInput::Rollback(to, pipeline) => {
-                    let old: VersionRow = sqlx::query_as(&version_by_number())
-                        .bind(id.uuid())
-                        .bind(to)
-                        .fetch_optional(&mut *tx)
-                        .await?
-                        .ok_or_else(|| {
-                            StoreError::from(FieldError::new(
-                                "/to_version",
-                                format!(
-                                    "no version {to}; versions run from 1 to {}",
-                                    current.version
-                                ),
-                            ))
-                        })?;
-                    let rows: Vec<SourceRow> = sqlx::query_as(SOURCES_OF_VERSION)
-                        .bind(id.uuid())
-                        .bind(to)
-                        .fetch_all(&mut *tx)
-                        .await?;
-                    let sources = rows.iter().map(SourceRow::source).collect();
-                    (
-                        old.content.0,
-                        sources,
-                        Some(format!("Rolled back to version {to}")),
-                        old.provenance,
-                        HistoryAction::RolledBack,
-                        pipeline,
-                    )
-                }
-            };
-            let generator = pipeline.map(|p| p.generator).unwrap_or(Value::Null);
-            let resolved = resolve_sources!(tx, current.client_id, sources);
-            let hash = content_hash(&content);
-            let at = now();
-            let version = current.version + 1;
-            let v = VersionInsert {
-                artifact_id: id.uuid(),
-                version,
-                inputs_hash: inputs_hash(&current.artifact_type, &generator, &resolved).to_string(),
-                content_hash: hash.to_string(),
-                content,
-                provenance,
-                author: ctx.actor.clone(),
-                note: note.clone(),
-                at,
-            };
-            let h = HistoryInsert {
-                action,
-                from: None,
-                to: None,
-                reason: note,
-                trace_id: ctx.trace_id.clone(),
-            };
-            insert_version!(tx, &v, resolved, &h);
-            let new_status = if st == ArtifactStatus::Stale {
-                ArtifactStatus::Draft
-            } else {
-                st
-            };
-            sqlx::query(
-                "UPDATE artifacts SET version = $2, content_hash = $3, updated_at = $4, status = $5, \
-                 stale_reason = NULL, stale_causes = NULL WHERE id = $1",
-            )
-            .bind(id.uuid())
-            .bind(version)
-            .bind(hash.as_str())
-            .bind(at)
-            .bind(new_status.as_str())
-            .execute(&mut *tx)
-            .await?;
-            if new_status != st {
-                sqlx::query(INSERT_HISTORY)
-                    .bind(id.uuid())
-                    .bind(at)
-                    .bind(&ctx.actor)
-                    .bind(HistoryAction::Transition.as_str())
-                    .bind(st.as_str())
-                    .bind(new_status.as_str())
-                    .bind(version)
-                    .bind("New content written; it needs approving again")
-                    .bind(&ctx.trace_id)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            let flagged = if hash.as_str() != current.content_hash {
-                let root = RootChange {
-                    artifact_id: id,
-                    artifact_type: current.artifact_type.clone(),
-                    from_version: current.version,
-                    to_version: version,
-                };
-                run_cascade!(tx, self, &root, ctx, at)
-            } else {
-                Vec::new()
-            };
-            let (log_action, event_type) = match action {
-                HistoryAction::RolledBack => ("artifact.rollback", "artifact.rolled_back"),
-                _ => ("artifact.write", "artifact.updated"),
-            };
-            let mut data = artifact_data(id, &current, new_status, version, hash.as_str());
-            data["flagged_count"] = Value::from(flagged.len());
-            data["flagged"] = Value::Array(
-                flagged
-                    .iter()
-                    .take(100)
-                    .map(|f| {
-                        serde_json::json!({
-                            "artifact_id": f.artifact_id.to_string(),
-                            "type": f.artifact_type,
-                            "reason": f.reason,
-                        })
-                    })
-                    .collect(),
-            );
-            let entry = LogEntry::new(log_action, Some(ClientId::from_uuid(current.client_id)), id)
-                .hashes(Some(current.content_hash.clone()), Some(hash.to_string()))
-                .event(event_type, Audience::Staff, data);
-            append_log!(tx, self, ctx, at, entry);
+            let (flagged, _) = write_version_tx!(tx, self, id, expected_version, input, ctx);
             tx.commit().await?;
             flagged
         });
@@ -1731,102 +1853,8 @@ impl Store for SqlStore {
             if let Some(existing) = idempotent_replay!(tx, ctx, "artifact") {
                 Some(existing)
             } else {
-                require_client!(tx, new.client_id);
-                if let Some(eng) = new.engagement_id {
-                    let owner: Option<(Uuid,)> =
-                        sqlx::query_as("SELECT client_id FROM engagements WHERE id = $1")
-                            .bind(eng.uuid())
-                            .fetch_optional(&mut *tx)
-                            .await?;
-                    if owner.map(|(c,)| c) != Some(new.client_id.uuid()) {
-                        return Err(FieldError::new(
-                            "/engagement_id",
-                            format!("no engagement {eng} for client {}", new.client_id),
-                        )
-                        .into());
-                    }
-                }
-                let mut sources = new.sources.clone().unwrap_or_default();
-                if let (Some(pipe), Some(eng)) = (&new.pipeline, new.engagement_id) {
-                    let upstream = current_in_engagement!(tx, self, eng.uuid());
-                    let gate = gating::evaluate(&new.artifact_type, &pipe.requires, |t| {
-                        upstream.get(t).and_then(|c| status(&c.status).ok())
-                    });
-                    if !gate.allowed {
-                        return Err(StoreError::Gated(gate));
-                    }
-                    if new.sources.is_none() {
-                        sources = pipe
-                            .requires
-                            .iter()
-                            .filter_map(|t| upstream.get(t))
-                            .map(|c| SourceRef {
-                                artifact_id: ArtifactId::from_uuid(c.id),
-                                version: c.version,
-                            })
-                            .collect();
-                    }
-                }
-                let generator = new
-                    .pipeline
-                    .as_ref()
-                    .map(|p| p.generator.clone())
-                    .unwrap_or(Value::Null);
-                let resolved = resolve_sources!(tx, new.client_id.uuid(), sources);
-                let hash = content_hash(&new.content);
-                sqlx::query(
-                    "INSERT INTO artifacts (id, client_id, engagement_id, type, title, status, version, \
-                     content_hash, created_by, created_at, updated_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, 1, $7, $8, $9, $9)",
-                )
-                .bind(id.uuid())
-                .bind(new.client_id.uuid())
-                .bind(new.engagement_id.map(|e| e.uuid()))
-                .bind(&new.artifact_type)
-                .bind(&new.title)
-                .bind(ArtifactStatus::Draft.as_str())
-                .bind(hash.as_str())
-                .bind(&ctx.actor)
-                .bind(at)
-                .execute(&mut *tx)
-                .await?;
-                let v = VersionInsert {
-                    artifact_id: id.uuid(),
-                    version: 1,
-                    content: new.content.clone(),
-                    content_hash: hash.to_string(),
-                    inputs_hash: inputs_hash(&new.artifact_type, &generator, &resolved).to_string(),
-                    provenance: new.provenance.clone(),
-                    author: ctx.actor.clone(),
-                    note: new.note.clone(),
-                    at,
-                };
-                let h = HistoryInsert {
-                    action: HistoryAction::Created,
-                    from: None,
-                    to: Some(ArtifactStatus::Draft),
-                    reason: new.note.clone(),
-                    trace_id: ctx.trace_id.clone(),
-                };
-                insert_version!(tx, &v, resolved, &h);
+                create_artifact_tx!(tx, self, id, &new, ctx, at);
                 idempotent_record!(tx, ctx, "artifact", id.uuid(), at);
-                let entry = LogEntry::new("artifact.create", Some(new.client_id), id)
-                    .hashes(None, Some(hash.to_string()))
-                    .event(
-                        "artifact.created",
-                        Audience::Staff,
-                        serde_json::json!({
-                            "artifact_id": id.to_string(),
-                            "client_id": new.client_id.to_string(),
-                            "engagement_id": new.engagement_id.map(|e| e.to_string()),
-                            "type": new.artifact_type,
-                            "title": new.title,
-                            "status": ArtifactStatus::Draft.as_str(),
-                            "version": 1,
-                            "content_hash": hash.as_str(),
-                        }),
-                    );
-                append_log!(tx, self, ctx, at, entry);
                 tx.commit().await?;
                 None
             }

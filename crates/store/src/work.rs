@@ -15,10 +15,11 @@ use serde::Serialize;
 use serde_json::Value;
 use time::OffsetDateTime;
 use utoipa::ToSchema;
+use waymark_domain::artifact::SourceRef;
 use waymark_domain::work::{Backoff, CheckedTask, Resolution, TaskStatus, UnitStatus};
-use waymark_domain::{ClientId, IncidentId, TaskId, UnitId};
+use waymark_domain::{ArtifactId, ClientId, EngagementId, IncidentId, TaskId, UnitId};
 
-use crate::{Created, Page, PageRequest, Result, StoreError, WriteContext};
+use crate::{Created, Flagged, Page, PageRequest, Pipeline, Result, StoreError, WriteContext};
 
 /// A unit of work as submitted (its tasks already checked).
 #[derive(Debug, Clone)]
@@ -30,6 +31,70 @@ pub struct NewUnit {
     pub depends_on_units: Vec<UnitId>,
     /// What made it (e.g. `{"kind": "plan", "engagement_id": ...}`).
     pub origin: Option<Value>,
+    /// The generation plan jobs its tasks run, when a plan run made it.
+    pub plan: Option<PlanLink>,
+}
+
+/// Ties the tasks of a unit to the generation plan jobs they run: submitting
+/// it records each job's new task, and is refused while one of those jobs
+/// still has a task queued or running.
+#[derive(Debug, Clone)]
+pub struct PlanLink {
+    pub engagement_id: EngagementId,
+    /// (index of the task in the unit, job key).
+    pub jobs: Vec<(usize, String)>,
+}
+
+/// What a generation plan job last wrote, and its latest task.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct PlanJobRecord {
+    pub job_key: String,
+    /// The inputs hash of the version it last wrote.
+    pub inputs_hash: Option<String>,
+    pub artifact_id: Option<ArtifactId>,
+    pub version: Option<i64>,
+    pub provenance: Option<String>,
+    pub task_id: Option<TaskId>,
+    pub unit_id: Option<UnitId>,
+    pub task_status: Option<TaskStatus>,
+    pub task_error: Option<String>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub updated_at: OffsetDateTime,
+}
+
+/// What a generation job wrote, recorded in the transaction that completes its
+/// task.
+#[derive(Debug, Clone)]
+pub struct Generated {
+    pub task_id: TaskId,
+    pub lease_token: String,
+    pub engagement_id: EngagementId,
+    pub job_key: String,
+    pub client_id: ClientId,
+    pub artifact_type: String,
+    /// The title of the artifact when the job creates it.
+    pub title: String,
+    /// The artifact the job read and its version (`None`: there was none). The
+    /// write is refused when the type's current artifact is no longer that.
+    pub base: Option<(ArtifactId, i64)>,
+    pub content: Value,
+    pub sources: Vec<SourceRef>,
+    pub provenance: String,
+    /// The type's gating and the job's generator (part of the inputs hash).
+    pub pipeline: Pipeline,
+    pub note: String,
+    /// The task's output, to which the artifact, version and inputs hash are added.
+    pub output: Value,
+}
+
+/// The version a generation job wrote.
+#[derive(Debug, Clone)]
+pub struct GenerationDone {
+    pub artifact_id: ArtifactId,
+    pub version: i64,
+    pub inputs_hash: String,
+    /// What the write made stale downstream.
+    pub flagged: Vec<Flagged>,
 }
 
 /// A unit of work.
@@ -285,5 +350,18 @@ pub trait WorkStore: Send + Sync {
 
     /// A receiver that changes when tasks may have become ready: on this
     /// process's writes, and on PostgreSQL on any process's (`LISTEN`).
+    /// The generation plan jobs of an engagement that ever ran or were queued.
+    async fn plan_jobs(&self, engagement_id: EngagementId) -> Result<Vec<PlanJobRecord>>;
+    /// Completes a generation task and writes its artifact version in one
+    /// transaction: the lease must be the task's, the task must still be its
+    /// job's latest, the type's current artifact must be the one the job read
+    /// and its type must not be gated. The version's inputs hash is recorded as
+    /// the job's.
+    async fn finish_generation(
+        &self,
+        generated: Generated,
+        ctx: &WriteContext,
+    ) -> Result<GenerationDone>;
+
     fn work_signal(&self) -> tokio::sync::watch::Receiver<u64>;
 }

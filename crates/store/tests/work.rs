@@ -75,6 +75,7 @@ fn unit(client: ClientId, tasks: Value) -> NewUnit {
         tasks: check_tasks(specs).unwrap(),
         depends_on_units: vec![],
         origin: None,
+        plan: None,
     }
 }
 

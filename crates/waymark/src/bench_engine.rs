@@ -134,6 +134,7 @@ fn unit_of(client: waymark_domain::ClientId, specs: Vec<TaskSpec>) -> Result<New
         tasks,
         depends_on_units: vec![],
         origin: None,
+        plan: None,
     })
 }
 

@@ -220,6 +220,7 @@ fn engine_settings(settings: &Settings, concurrency: usize) -> Result<EngineSett
     Ok(EngineSettings {
         concurrency,
         lease: Duration::from_secs(settings.worker_lease_s),
+        llm: waymark_server::llm::Llm::new(settings.llm()?),
         ..EngineSettings::default()
     })
 }

@@ -10,11 +10,18 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use time::OffsetDateTime;
 use utoipa::{IntoParams, ToSchema};
+use waymark_domain::artifact::{ResolvedSource, SourceRef, inputs_hash};
+use waymark_domain::content::ContentHash;
 use waymark_domain::gating::{self, Gating};
-use waymark_domain::plan::PlannedJob;
-use waymark_domain::{EngagementId, FieldError};
+use waymark_domain::generate::job_generator;
+use waymark_domain::lifecycle::ArtifactStatus;
+use waymark_domain::plan::{self, JobRun, PlannedJob};
+use waymark_domain::work::{
+    Backoff, CheckedTask, DEFAULT_MAX_ATTEMPTS, DEFAULT_TIMEOUT_S, Executor, TaskStatus,
+};
+use waymark_domain::{EngagementId, FieldError, UnitId};
 use waymark_packs::{Family, Pack};
-use waymark_store::{ArtifactSummary, Engagement};
+use waymark_store::{ArtifactSummary, Engagement, NewUnit, PlanJobRecord, PlanLink};
 
 use super::write_context;
 use crate::AppState;
@@ -65,6 +72,19 @@ pub struct PlanRequest {
     pub deliverables: Option<Vec<String>>,
 }
 
+/// A job of the plan, with what its last run wrote.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PlanJob {
+    #[serde(flatten)]
+    pub job: PlannedJob,
+    /// Its last run: the version it wrote (artifact, version, inputs hash,
+    /// provenance) and its latest task; `null` when it never ran.
+    pub last_run: Option<PlanJobRecord>,
+    /// The inputs hash it would run on now: the type, its generator and job,
+    /// the content hashes of the current upstream artifacts.
+    pub inputs_hash: String,
+}
+
 /// An engagement's generation plan: the job DAG.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Plan {
@@ -72,8 +92,8 @@ pub struct Plan {
     pub pack: String,
     /// The selected job keys; `null` means every job of the pack.
     pub deliverables: Option<Vec<String>>,
-    /// Jobs by priority, each with its dependencies and status.
-    pub jobs: Vec<PlannedJob>,
+    /// Jobs by priority, each with its dependencies, status and last run.
+    pub jobs: Vec<PlanJob>,
     /// How many jobs are in each status.
     #[schema(value_type = Object)]
     pub counts: HashMap<String, usize>,
@@ -187,32 +207,152 @@ pub async fn board(
     }))
 }
 
+/// What the engine did with each job and the inputs hash it would run on now.
+struct JobStates {
+    records: HashMap<String, PlanJobRecord>,
+    hashes: HashMap<String, String>,
+}
+
+impl JobStates {
+    async fn load(
+        state: &AppState,
+        engagement: &Engagement,
+        pack: &Pack,
+        current: &HashMap<String, ArtifactSummary>,
+    ) -> Result<Self, ApiError> {
+        let records = state
+            .store
+            .plan_jobs(engagement.id)
+            .await?
+            .into_iter()
+            .map(|r| (r.job_key.clone(), r))
+            .collect();
+        let mut hashes = HashMap::new();
+        if let Some(p) = &pack.plan {
+            for job in &p.jobs {
+                let Some(ty) = p
+                    .modules
+                    .iter()
+                    .find(|m| m.name == job.module)
+                    .and_then(|m| pack.artifact_type(&m.artifact_type))
+                else {
+                    continue;
+                };
+                let sources: Vec<ResolvedSource> = ty
+                    .requires
+                    .iter()
+                    .filter_map(|t| current.get(t))
+                    .map(|a| ResolvedSource {
+                        source: SourceRef {
+                            artifact_id: a.id,
+                            version: a.version,
+                        },
+                        artifact_type: a.artifact_type.clone(),
+                        content_hash: ContentHash::from_stored(a.content_hash.clone()),
+                    })
+                    .collect();
+                let generator = job_generator(&ty.generator_fingerprint(), &job.key);
+                hashes.insert(
+                    job.key.clone(),
+                    inputs_hash(&ty.name, &generator, &sources).to_string(),
+                );
+            }
+        }
+        Ok(Self { records, hashes })
+    }
+
+    fn run(&self, job: &str, current_artifact: Option<&ArtifactSummary>) -> JobRun {
+        let Some(r) = self.records.get(job) else {
+            return JobRun::NotRun;
+        };
+        match r.task_status {
+            Some(TaskStatus::Pending | TaskStatus::Ready) => return JobRun::Queued,
+            Some(TaskStatus::Running) => return JobRun::Running,
+            Some(TaskStatus::Failed) => {
+                return JobRun::Failed(format!(
+                    "its task {} failed: {}; resolve the incident on unit {} (retry, skip or cancel)",
+                    r.task_id.map(|t| t.to_string()).unwrap_or_default(),
+                    r.task_error.as_deref().unwrap_or("no error recorded"),
+                    r.unit_id.map(|u| u.to_string()).unwrap_or_default(),
+                ));
+            }
+            Some(TaskStatus::Blocked) => {
+                return JobRun::Failed(format!(
+                    "its task {} waits on a failed job of unit {}; resolve that incident",
+                    r.task_id.map(|t| t.to_string()).unwrap_or_default(),
+                    r.unit_id.map(|u| u.to_string()).unwrap_or_default(),
+                ));
+            }
+            _ => {}
+        }
+        match (&r.inputs_hash, current_artifact) {
+            // A stale artifact (the cascade reached it through another) is
+            // not up to date even when its direct inputs are unchanged.
+            (Some(h), Some(a))
+                if Some(h) == self.hashes.get(job)
+                    && r.artifact_id == Some(a.id)
+                    && a.status != ArtifactStatus::Stale =>
+            {
+                JobRun::UpToDate
+            }
+            (Some(_), _) => JobRun::OutOfDate,
+            _ => JobRun::NotRun,
+        }
+    }
+}
+
 fn plan_of(
     engagement: &Engagement,
     pack: &Pack,
     current: &HashMap<String, ArtifactSummary>,
+    states: &JobStates,
     deliverables: Option<Vec<String>>,
     saved: Option<OffsetDateTime>,
 ) -> Result<Plan, ApiError> {
-    if pack.plan.is_none() {
+    let Some(definition) = &pack.plan else {
         return Err(ApiError::Conflict {
             code: "no_plan",
             detail: format!("pack {} has no generation plan", pack.name),
             allowed: None,
             extra: Default::default(),
         });
-    }
+    };
+    let type_of = |job: &str| -> Option<&str> {
+        let j = definition.jobs.iter().find(|j| j.key == job)?;
+        definition
+            .modules
+            .iter()
+            .find(|m| m.name == j.module)
+            .map(|m| m.artifact_type.as_str())
+    };
     let jobs = pack
         .plan(
             deliverables.as_deref(),
             |t| gate(pack, current, t),
-            |_| false,
+            |job| states.run(job, type_of(job).and_then(|t| current.get(t))),
+            |t| {
+                current.get(t).filter(|a| !a.status.is_editable()).map(|a| {
+                    format!(
+                        "the {t} artifact {} is {}; move it back to draft to regenerate it",
+                        a.id,
+                        a.status.as_str()
+                    )
+                })
+            },
         )
         .map_err(|e| ApiError::invalid(FieldError::new("/deliverables", e.0)))?;
     let mut counts: HashMap<String, usize> = HashMap::new();
     for j in &jobs {
         *counts.entry(j.status.as_str().to_owned()).or_default() += 1;
     }
+    let jobs = jobs
+        .into_iter()
+        .map(|job| PlanJob {
+            last_run: states.records.get(&job.key).cloned(),
+            inputs_hash: states.hashes.get(&job.key).cloned().unwrap_or_default(),
+            job,
+        })
+        .collect();
     Ok(Plan {
         engagement_id: engagement.id,
         pack: pack.name.clone(),
@@ -221,6 +361,17 @@ fn plan_of(
         counts,
         saved: saved.is_some(),
         updated_at: saved,
+    })
+}
+
+/// The saved selection of deliverables and when it was saved.
+async fn saved_selection(
+    state: &AppState,
+    engagement: &Engagement,
+) -> Result<(Option<Vec<String>>, Option<OffsetDateTime>), ApiError> {
+    Ok(match state.store.get_plan(engagement.id).await? {
+        Some(p) => (p.deliverables, Some(p.updated_at)),
+        None => (None, None),
     })
 }
 
@@ -235,15 +386,13 @@ pub async fn get_plan(
     Path(id): Path<String>,
 ) -> Result<JsonOut<Plan>, ApiError> {
     let (engagement, pack, current) = pipeline(&state, &caller, &id).await?;
-    let saved = state.store.get_plan(engagement.id).await?;
-    let (deliverables, at) = match saved {
-        Some(p) => (p.deliverables, Some(p.updated_at)),
-        None => (None, None),
-    };
+    let (deliverables, at) = saved_selection(&state, &engagement).await?;
+    let states = JobStates::load(&state, &engagement, &pack, &current).await?;
     Ok(JsonOut(plan_of(
         &engagement,
         &pack,
         &current,
+        &states,
         deliverables,
         at,
     )?))
@@ -270,7 +419,15 @@ pub async fn save_plan(
         d.retain(|k| seen.insert(k.clone()));
     }
     // Check the selection before saving it.
-    plan_of(&engagement, &pack, &current, deliverables.clone(), None)?;
+    let states = JobStates::load(&state, &engagement, &pack, &current).await?;
+    plan_of(
+        &engagement,
+        &pack,
+        &current,
+        &states,
+        deliverables.clone(),
+        None,
+    )?;
     let record = state
         .store
         .save_plan(engagement.id, deliverables.clone(), &ctx)
@@ -279,8 +436,203 @@ pub async fn save_plan(
         &engagement,
         &pack,
         &current,
+        &states,
         record.deliverables,
         Some(record.updated_at),
     )?;
     Ok((StatusCode::CREATED, JsonOut(plan)))
+}
+
+/// Which ready jobs a run queues.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, ToSchema, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum RunMode {
+    /// The highest-priority ready job.
+    #[default]
+    Next,
+    /// Every ready job (jobs of one module run one after the other).
+    AllReady,
+}
+
+/// What to run.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PlanRunRequest {
+    #[serde(default)]
+    pub mode: RunMode,
+}
+
+/// What a run queued, and the plan afterwards.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PlanRun {
+    pub mode: RunMode,
+    /// The unit of work running the queued jobs; `null` when nothing was ready.
+    pub unit_id: Option<UnitId>,
+    /// The jobs queued, in the order they run.
+    pub queued: Vec<String>,
+    /// Why nothing was queued, when nothing was.
+    pub reason: Option<String>,
+    pub plan: Plan,
+}
+
+/// Run the generation plan: queue the highest-priority ready job (`next`) or
+/// every ready one (`all_ready`) on the work engine, as `llm.generate` tasks of
+/// one unit of work. Each writes its section of its module's artifact, with
+/// its sources and inputs hash; a job whose inputs did not change since its
+/// last run is up to date and not queued; a gated one stays `blocked` with the
+/// reasons. Answers 202 with the unit when jobs were queued, 200 when none was
+/// ready.
+#[utoipa::path(post, path = "/api/v1/engagements/{id}/plan/run", tag = "pipelines", request_body = PlanRunRequest,
+    params(("id" = String, Path, description = "An engagement id (eng_...)")),
+    responses((status = 202, body = PlanRun), (status = 200, body = PlanRun), (status = 404, body = Problem),
+        (status = 409, body = Problem), (status = 422, body = Problem)),
+    security(("bearer" = [])))]
+pub async fn run_plan(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Extension(trace): Extension<TraceId>,
+    Path(id): Path<String>,
+    crate::extract::Json(body): crate::extract::Json<Value>,
+) -> Result<(StatusCode, JsonOut<PlanRun>), ApiError> {
+    let ctx = write_context(&caller, &trace, &HeaderMap::new(), None)?;
+    let req: PlanRunRequest = from_value(body)?;
+    let (engagement, pack, current) = pipeline(&state, &caller, &id).await?;
+    let (deliverables, at) = saved_selection(&state, &engagement).await?;
+    let states = JobStates::load(&state, &engagement, &pack, &current).await?;
+    let before = plan_of(
+        &engagement,
+        &pack,
+        &current,
+        &states,
+        deliverables.clone(),
+        at,
+    )?;
+    let planned: Vec<PlannedJob> = before.jobs.iter().map(|j| j.job.clone()).collect();
+    let chosen = plan::runnable(&planned, req.mode == RunMode::AllReady);
+    if chosen.is_empty() {
+        let reason = nothing_ready(&planned);
+        return Ok((
+            StatusCode::OK,
+            JsonOut(PlanRun {
+                mode: req.mode,
+                unit_id: None,
+                queued: vec![],
+                reason: Some(reason),
+                plan: before,
+            }),
+        ));
+    }
+    let chain = plan::chain_by_module(&chosen);
+    let mut tasks = Vec::with_capacity(chosen.len());
+    for (i, (job, prev)) in chosen.iter().zip(&chain).enumerate() {
+        let depends_on = prev
+            .and_then(|p| chosen.iter().position(|j| j.key == p))
+            .into_iter()
+            .collect::<Vec<_>>();
+        debug_assert!(depends_on.iter().all(|d| *d < i));
+        tasks.push(CheckedTask {
+            key: job.key.clone(),
+            name: job.name.clone(),
+            executor: Executor::LlmGenerate,
+            input: serde_json::json!({
+                "engagement_id": engagement.id,
+                "job": job.key,
+                "type": job.artifact_type,
+            }),
+            depends_on,
+            priority: job.priority,
+            max_attempts: DEFAULT_MAX_ATTEMPTS,
+            timeout_s: DEFAULT_TIMEOUT_S,
+            backoff: Backoff::default(),
+        });
+    }
+    // Jobs of a module already running elsewhere write the same artifact: wait
+    // for their unit.
+    let mut depends_on_units: Vec<UnitId> = Vec::new();
+    for job in &chosen {
+        for other in &before.jobs {
+            if other.job.module == job.module
+                && matches!(
+                    other.job.status,
+                    plan::JobStatus::Queued | plan::JobStatus::Running
+                )
+                && let Some(u) = other.last_run.as_ref().and_then(|r| r.unit_id)
+                && !depends_on_units.contains(&u)
+            {
+                depends_on_units.push(u);
+            }
+        }
+    }
+    let queued: Vec<String> = chosen.iter().map(|j| j.key.clone()).collect();
+    let unit = state
+        .store
+        .submit_unit(
+            NewUnit {
+                client_id: engagement.client_id,
+                name: format!(
+                    "Generate {} for {}",
+                    if queued.len() == 1 {
+                        queued[0].clone()
+                    } else {
+                        format!("{} jobs", queued.len())
+                    },
+                    engagement.name
+                ),
+                tasks,
+                depends_on_units,
+                origin: Some(serde_json::json!({
+                    "kind": "plan_run",
+                    "engagement_id": engagement.id,
+                    "mode": req.mode,
+                })),
+                plan: Some(PlanLink {
+                    engagement_id: engagement.id,
+                    jobs: queued.iter().cloned().enumerate().collect(),
+                }),
+            },
+            &ctx,
+        )
+        .await?;
+    let states = JobStates::load(&state, &engagement, &pack, &current).await?;
+    let after = plan_of(&engagement, &pack, &current, &states, deliverables, at)?;
+    Ok((
+        StatusCode::ACCEPTED,
+        JsonOut(PlanRun {
+            mode: req.mode,
+            unit_id: Some(unit.record.id),
+            queued,
+            reason: None,
+            plan: after,
+        }),
+    ))
+}
+
+/// Why a run found nothing to queue, from the plan's statuses.
+fn nothing_ready(jobs: &[PlannedJob]) -> String {
+    let count = |s: plan::JobStatus| jobs.iter().filter(|j| j.status == s).count();
+    if jobs.iter().all(|j| j.status == plan::JobStatus::Completed) {
+        return "every job is up to date".into();
+    }
+    let mut parts = Vec::new();
+    for (status, label) in [
+        (plan::JobStatus::Completed, "up to date"),
+        (plan::JobStatus::Queued, "queued"),
+        (plan::JobStatus::Running, "running"),
+        (plan::JobStatus::Pending, "waiting on other jobs"),
+        (plan::JobStatus::Failed, "failed"),
+    ] {
+        let n = count(status);
+        if n > 0 {
+            parts.push(format!("{n} {label}"));
+        }
+    }
+    if let Some(b) = jobs.iter().find(|j| j.status == plan::JobStatus::Blocked) {
+        parts.push(format!(
+            "{} blocked (first: {}: {})",
+            count(plan::JobStatus::Blocked),
+            b.key,
+            b.reasons.join("; ")
+        ));
+    }
+    format!("no job is ready: {}", parts.join(", "))
 }

@@ -129,18 +129,21 @@ pub async fn submit_unit(
     })?;
     let mut unavailable = Vec::new();
     for (i, t) in tasks.iter().enumerate() {
-        let ok = match &t.executor {
-            Executor::Human | Executor::Agent(_) => true,
-            e => crate::engine::runs(e),
+        let why = match &t.executor {
+            Executor::Human | Executor::Agent(_) => None,
+            Executor::LlmGenerate => Some(
+                "llm.generate tasks run the jobs of a generation plan; queue them with \
+                 POST /api/v1/engagements/{id}/plan/run"
+                    .to_owned(),
+            ),
+            e if crate::engine::runs(e) => None,
+            e => Some(format!(
+                "the {} executor is not available on this server yet; use noop, human or an agent id",
+                e.name()
+            )),
         };
-        if !ok {
-            unavailable.push(FieldError::new(
-                format!("/tasks/{i}/executor"),
-                format!(
-                    "the {} executor is not available on this server yet; use noop, human or an agent id",
-                    t.executor.name()
-                ),
-            ));
+        if let Some(why) = why {
+            unavailable.push(FieldError::new(format!("/tasks/{i}/executor"), why));
         }
     }
     if !unavailable.is_empty() {
@@ -158,6 +161,7 @@ pub async fn submit_unit(
                 tasks,
                 depends_on_units,
                 origin: None,
+                plan: None,
             },
             &ctx,
         )

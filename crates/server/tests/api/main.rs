@@ -5,6 +5,7 @@ mod artifacts;
 mod errors;
 mod fake_llm;
 mod fixtures;
+mod generation;
 mod helpers;
 mod isolation;
 mod llm;

@@ -834,6 +834,117 @@ impl SqlStore {
     }
 }
 
+#[derive(FromRow)]
+struct PlanJobRow {
+    job_key: String,
+    inputs_hash: Option<String>,
+    artifact_id: Option<Uuid>,
+    version: Option<i64>,
+    provenance: Option<String>,
+    task_id: Option<Uuid>,
+    unit_id: Option<Uuid>,
+    task_status: Option<String>,
+    task_error: Option<String>,
+    updated_at: i64,
+}
+
+impl PlanJobRow {
+    fn record(self) -> Result<PlanJobRecord> {
+        Ok(PlanJobRecord {
+            job_key: self.job_key,
+            inputs_hash: self.inputs_hash,
+            artifact_id: self.artifact_id.map(ArtifactId::from_uuid),
+            version: self.version,
+            provenance: self.provenance,
+            task_id: self.task_id.map(TaskId::from_uuid),
+            unit_id: self.unit_id.map(UnitId::from_uuid),
+            task_status: self.task_status.map(|s| task_status(&s)).transpose()?,
+            task_error: self.task_error,
+            updated_at: at(self.updated_at),
+        })
+    }
+}
+
+fn describe_base(base: Option<(ArtifactId, i64)>) -> String {
+    match base {
+        Some((id, v)) => format!("{id} version {v}"),
+        None => "none".to_owned(),
+    }
+}
+
+/// Checks a plan run's unit inside the transaction: the engagement is the
+/// client's, and none of its jobs has a task still queued or running. Locks the
+/// engagement's row (PostgreSQL), so plan runs of one engagement take turns.
+macro_rules! check_plan_link {
+    ($tx:ident, $self:ident, $link:expr, $client:expr) => {{
+        let link: &PlanLink = $link;
+        let owner: Option<(Uuid,)> = sqlx::query_as(&format!(
+            "SELECT client_id FROM engagements WHERE id = $1{}",
+            $self.lock_clause()
+        ))
+        .bind(link.engagement_id.uuid())
+        .fetch_optional(&mut *$tx)
+        .await?;
+        if owner.map(|(c,)| c) != Some($client.uuid()) {
+            return Err(FieldError::new(
+                "/engagement_id",
+                format!("no engagement {} for client {}", link.engagement_id, $client),
+            )
+            .into());
+        }
+        let active: Vec<(String, Uuid, String)> = sqlx::query_as(
+            "SELECT p.job_key, t.id, t.status FROM plan_jobs p JOIN tasks t ON t.id = p.task_id \
+             WHERE p.engagement_id = $1 AND t.status IN ('pending', 'ready', 'running', 'blocked')",
+        )
+        .bind(link.engagement_id.uuid())
+        .fetch_all(&mut *$tx)
+        .await?;
+        let busy: Vec<String> = active
+            .iter()
+            .filter(|(job, _, _)| link.jobs.iter().any(|(_, j)| j == job))
+            .map(|(job, task, status)| format!("{job} (task {}, {status})", TaskId::from_uuid(*task)))
+            .collect();
+        if !busy.is_empty() {
+            return Err(StoreError::Refused {
+                code: "plan_job_queued",
+                detail: format!(
+                    "these jobs already have a task that has not finished: {}; wait for it, or cancel it first",
+                    busy.join(", ")
+                ),
+            });
+        }
+    }};
+}
+
+/// Whether `lease_token` may finish the task: the lease of its running attempt
+/// (a human task, which nobody claims, may go without one).
+fn check_finisher(row: &TaskRow, lease_token: Option<&str>, id: TaskId, now: i64) -> Result<()> {
+    let st = row.status()?;
+    match lease_token {
+        Some(t) => work::check_lease(
+            st,
+            row.lease_hash.as_deref(),
+            row.lease_expires_at,
+            &work::lease_hash(t),
+            now,
+        )
+        .map_err(refused),
+        None if row.executor == "human"
+            && matches!(st, TaskStatus::Ready | TaskStatus::Running) =>
+        {
+            Ok(())
+        }
+        None if row.executor == "human" => Err(refused(LeaseError::NotRunning(st))),
+        None => Err(StoreError::Refused {
+            code: "lease_required",
+            detail: format!(
+                "task {id} runs on {}; give the lease_token of its claim",
+                row.executor
+            ),
+        }),
+    }
+}
+
 #[async_trait]
 impl WorkStore for SqlStore {
     async fn submit_unit(&self, new: NewUnit, ctx: &WriteContext) -> Result<Created<Unit>> {
@@ -846,6 +957,9 @@ impl WorkStore for SqlStore {
                 Some(existing)
             } else {
                 require_client!(tx, new.client_id);
+                if let Some(link) = &new.plan {
+                    check_plan_link!(tx, self, link, new.client_id);
+                }
                 let mut waiting = 0i64;
                 for (i, dep) in new.depends_on_units.iter().enumerate() {
                     let row: Option<(Uuid, String)> =
@@ -954,6 +1068,21 @@ impl WorkStore for SqlStore {
                         b.push_bind(*d).push_bind(*t);
                     });
                     q.build().execute(&mut *tx).await?;
+                }
+                if let Some(link) = &new.plan {
+                    for (task, job) in &link.jobs {
+                        sqlx::query(
+                            "INSERT INTO plan_jobs (engagement_id, job_key, task_id, updated_at) \
+                             VALUES ($1, $2, $3, $4) ON CONFLICT (engagement_id, job_key) \
+                             DO UPDATE SET task_id = excluded.task_id, updated_at = excluded.updated_at",
+                        )
+                        .bind(link.engagement_id.uuid())
+                        .bind(job)
+                        .bind(ids[*task])
+                        .bind(now)
+                        .execute(&mut *tx)
+                        .await?;
+                    }
                 }
                 if waiting == 0 {
                     let roots: Vec<Uuid> = new
@@ -1247,30 +1376,7 @@ impl WorkStore for SqlStore {
                     })));
                     continue;
                 }
-                let st = row.status()?;
-                let check = match &f.lease_token {
-                    Some(t) => work::check_lease(
-                        st,
-                        row.lease_hash.as_deref(),
-                        row.lease_expires_at,
-                        &work::lease_hash(t),
-                        now,
-                    )
-                    .map_err(refused),
-                    None if row.executor == "human"
-                        && matches!(st, TaskStatus::Ready | TaskStatus::Running) =>
-                    {
-                        Ok(())
-                    }
-                    None if row.executor == "human" => Err(refused(LeaseError::NotRunning(st))),
-                    None => Err(StoreError::Refused {
-                        code: "lease_required",
-                        detail: format!(
-                            "task {} runs on {}; give the lease_token of its claim",
-                            f.task_id, row.executor
-                        ),
-                    }),
-                };
+                let check = check_finisher(row, f.lease_token.as_deref(), f.task_id, now);
                 match check {
                     Ok(()) => {
                         answers.push(None);
@@ -1642,6 +1748,152 @@ impl WorkStore for SqlStore {
                 .await?;
         });
         Ok(())
+    }
+
+    async fn plan_jobs(&self, engagement_id: EngagementId) -> Result<Vec<PlanJobRecord>> {
+        let rows: Vec<PlanJobRow> = on_reader!(self, |p| {
+            sqlx::query_as(
+                "SELECT p.job_key, p.inputs_hash, p.artifact_id, p.version, p.provenance, p.task_id, \
+                 t.unit_id, t.status AS task_status, t.last_error AS task_error, p.updated_at \
+                 FROM plan_jobs p LEFT JOIN tasks t ON t.id = p.task_id \
+                 WHERE p.engagement_id = $1 ORDER BY p.job_key",
+            )
+            .bind(engagement_id.uuid())
+            .fetch_all(p)
+            .await?
+        });
+        rows.into_iter().map(PlanJobRow::record).collect()
+    }
+
+    async fn finish_generation(&self, g: Generated, ctx: &WriteContext) -> Result<GenerationDone> {
+        let now = now_us();
+        let mut woken = Woken::default();
+        let created = ArtifactId::new();
+        let done = on_writer!(self, |p| {
+            let mut tx = p.begin().await?;
+            let rows = load_tasks!(tx, self, &[g.task_id.uuid()]);
+            let row = rows
+                .into_iter()
+                .next()
+                .ok_or_else(|| not_found("task", g.task_id))?;
+            check_finisher(&row, Some(&g.lease_token), g.task_id, now)?;
+            let latest: Option<(Option<Uuid>,)> = sqlx::query_as(
+                "SELECT task_id FROM plan_jobs WHERE engagement_id = $1 AND job_key = $2",
+            )
+            .bind(g.engagement_id.uuid())
+            .bind(&g.job_key)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if latest.and_then(|l| l.0) != Some(row.id) {
+                return Err(StoreError::Refused {
+                    code: "job_superseded",
+                    detail: format!(
+                        "job {} of engagement {} has a newer task; this one's result is not recorded",
+                        g.job_key, g.engagement_id
+                    ),
+                });
+            }
+            let current = current_in_engagement!(tx, self, g.engagement_id.uuid());
+            let now_base = current
+                .get(&g.artifact_type)
+                .map(|c| (ArtifactId::from_uuid(c.id), c.version));
+            if now_base != g.base {
+                return Err(StoreError::Conflict(format!(
+                    "the {} artifact changed while job {} ran (it read {}, it is now {}); the job runs again on the new one",
+                    g.artifact_type,
+                    g.job_key,
+                    describe_base(g.base),
+                    describe_base(now_base),
+                )));
+            }
+            let gate = gating::evaluate(&g.artifact_type, &g.pipeline.requires, |t| {
+                current.get(t).and_then(|c| status(&c.status).ok())
+            });
+            if !gate.allowed {
+                return Err(StoreError::Gated(gate));
+            }
+            let (artifact_id, version, flagged) = match g.base {
+                Some((id, expected)) => {
+                    let input = VersionInput::New(NewVersion {
+                        content: g.content.clone(),
+                        sources: Some(g.sources.clone()),
+                        note: Some(g.note.clone()),
+                        provenance: g.provenance.clone(),
+                        pipeline: Some(g.pipeline.clone()),
+                    });
+                    let (flagged, version) = write_version_tx!(tx, self, id, expected, input, ctx);
+                    (id, version, flagged)
+                }
+                None => {
+                    let new = NewArtifact {
+                        client_id: g.client_id,
+                        engagement_id: Some(g.engagement_id),
+                        artifact_type: g.artifact_type.clone(),
+                        title: g.title.clone(),
+                        content: g.content.clone(),
+                        sources: Some(g.sources.clone()),
+                        note: Some(g.note.clone()),
+                        provenance: g.provenance.clone(),
+                        pipeline: Some(g.pipeline.clone()),
+                    };
+                    create_artifact_tx!(tx, self, created, &new, ctx, at(now));
+                    (created, 1, Vec::new())
+                }
+            };
+            let (inputs_hash,): (String,) = sqlx::query_as(
+                "SELECT inputs_hash FROM artifact_versions WHERE artifact_id = $1 AND version = $2",
+            )
+            .bind(artifact_id.uuid())
+            .bind(version)
+            .fetch_one(&mut *tx)
+            .await?;
+            sqlx::query(
+                "UPDATE plan_jobs SET inputs_hash = $3, artifact_id = $4, version = $5, provenance = $6, \
+                 updated_at = $7 WHERE engagement_id = $1 AND job_key = $2",
+            )
+            .bind(g.engagement_id.uuid())
+            .bind(&g.job_key)
+            .bind(&inputs_hash)
+            .bind(artifact_id.uuid())
+            .bind(version)
+            .bind(&g.provenance)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            let mut output = match g.output {
+                Value::Object(m) => m,
+                _ => Default::default(),
+            };
+            output.insert("artifact_id".into(), Value::from(artifact_id.to_string()));
+            output.insert("version".into(), Value::from(version));
+            output.insert("inputs_hash".into(), Value::from(inputs_hash.clone()));
+            output.insert("provenance".into(), Value::from(g.provenance.clone()));
+            let mut entries = Vec::new();
+            settle!(
+                tx,
+                self,
+                vec![(
+                    row,
+                    Outcome::Completed {
+                        output: Value::Object(output)
+                    }
+                )],
+                now,
+                woken,
+                entries
+            );
+            notify_lanes!(tx, self, woken);
+            append_logs!(tx, self, ctx, at(now), entries);
+            tx.commit().await?;
+            GenerationDone {
+                artifact_id,
+                version,
+                inputs_hash,
+                flagged,
+            }
+        });
+        self.wake(&woken);
+        Ok(done)
     }
 
     fn work_signal(&self) -> tokio::sync::watch::Receiver<u64> {
