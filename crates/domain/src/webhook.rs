@@ -149,6 +149,19 @@ impl WebhookSecret {
 
     /// A new random secret: returns its serialized form (`whsec_` followed by base64 of
     /// 32 random bytes), to hand to the receiver, and the parsed key.
+    /// A secret made of `key` (at least one byte).
+    pub fn from_key(key: Vec<u8>) -> Result<Self, SignError> {
+        if key.is_empty() {
+            return Err(SignError::EmptySecret);
+        }
+        Ok(Self { key })
+    }
+
+    /// The secret as receivers configure it: `whsec_` and the key in base64.
+    pub fn serialized(&self) -> String {
+        format!("{SECRET_PREFIX}{}", STANDARD.encode(&self.key))
+    }
+
     pub fn generate() -> (String, WebhookSecret) {
         let key: [u8; 32] = rand::random();
         let serialized = format!("{SECRET_PREFIX}{}", STANDARD.encode(key));

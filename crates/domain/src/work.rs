@@ -467,6 +467,30 @@ pub struct CheckedTask {
     pub backoff: Backoff,
 }
 
+/// An `http.webhook` task's input: `url` (http or https, absolute) is where
+/// the task is POSTed.
+pub fn check_webhook_input(input: &Value) -> Result<(), String> {
+    let Some(url) = input.get("url").and_then(Value::as_str) else {
+        return Err(
+            "an http.webhook task needs `input.url`, the address to POST the task to".into(),
+        );
+    };
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))
+        .ok_or("must start with http:// or https://")?;
+    let host = rest.split(['/', '?', '#']).next().unwrap_or("");
+    if host.is_empty()
+        || url.len() > 2048
+        || url.chars().any(|c| c.is_whitespace() || c.is_control())
+    {
+        return Err(
+            "must be an absolute URL with a host, without spaces, at most 2048 characters".into(),
+        );
+    }
+    Ok(())
+}
+
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
 pub const DEFAULT_TIMEOUT_S: u32 = 300;
 
@@ -593,6 +617,11 @@ pub fn check_tasks(tasks: Vec<TaskSpec>) -> Result<Vec<CheckedTask>, Vec<FieldEr
                 format!("is larger than {MAX_PAYLOAD} bytes; store big inputs as artifacts and pass their ids"),
             ));
         }
+        if executor == Some(Executor::HttpWebhook)
+            && let Err(why) = check_webhook_input(&t.input)
+        {
+            errors.push(FieldError::new(format!("/tasks/{i}/input/url"), why));
+        }
         if let Some(executor) = executor {
             checked.push(CheckedTask {
                 key: t.key.clone(),
@@ -649,6 +678,28 @@ pub fn check_unit_name(name: &str) -> Result<String, FieldError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn webhook_tasks_need_an_absolute_http_url() {
+        for ok in [
+            "https://hooks.example.com/run",
+            "http://127.0.0.1:9000/x?y=1",
+        ] {
+            assert!(
+                check_webhook_input(&serde_json::json!({"url": ok})).is_ok(),
+                "{ok}"
+            );
+        }
+        for bad in [
+            serde_json::json!({}),
+            serde_json::json!({"url": 3}),
+            serde_json::json!({"url": "ftp://x"}),
+            serde_json::json!({"url": "https:///path"}),
+            serde_json::json!({"url": "https://a b"}),
+        ] {
+            assert!(check_webhook_input(&bad).is_err(), "{bad}");
+        }
+    }
     use proptest::prelude::*;
     use serde_json::json;
 

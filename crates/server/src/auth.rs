@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use time::OffsetDateTime;
 use waymark_domain::review::ApproverKind;
-use waymark_domain::{ArtifactId, ClientId, ReviewLinkId, TokenId, UserId};
+use waymark_domain::{ArtifactId, ClientId, ReviewLinkId, TaskId, TokenId, UserId};
 use waymark_store::{ArtifactSummary, NewToken, Reviewer, Role, Store, StoreError};
 
 use crate::AppState;
@@ -34,6 +34,17 @@ pub struct Caller {
     pub link: Option<LinkGrant>,
     /// The agent an agent's token acts for.
     pub agent_id: Option<String>,
+    /// Set when the caller presents a task's lease token as its bearer (an
+    /// `http.webhook` receiver calling back): it may heartbeat, complete or
+    /// fail that task, nothing else.
+    pub lease: Option<LeaseGrant>,
+}
+
+/// What a lease token presented as a bearer allows: its task's callbacks.
+#[derive(Debug, Clone)]
+pub struct LeaseGrant {
+    pub task_id: TaskId,
+    pub lease_token: String,
 }
 
 /// What a review link allows: one artifact, for one reviewer.
@@ -50,6 +61,8 @@ impl Caller {
     pub fn actor(&self) -> String {
         if let Some(u) = self.user_id {
             u.to_string()
+        } else if let Some(l) = &self.lease {
+            format!("lease:{}", l.task_id)
         } else if let Some(l) = &self.link {
             l.link_id.to_string()
         } else {
@@ -250,11 +263,54 @@ pub async fn require_token(
         let caller = link_caller(&state, &secret, now).await?;
         check_link_route(&caller, req.method(), req.uri().path())?;
         caller
+    } else if secret.starts_with(LEASE_PREFIX) {
+        lease_caller(&secret, req.method(), req.uri().path())?
     } else {
         token_caller(&state, &secret, now).await?
     };
     req.extensions_mut().insert(caller);
     Ok(next.run(req).await)
+}
+
+/// Lease tokens start with this (see `waymark_domain::work::new_lease_token`).
+const LEASE_PREFIX: &str = "wml_";
+
+/// A lease token as a bearer: only `POST /api/v1/work/tasks/{id}/heartbeat`,
+/// `/complete` and `/fail`; the store checks that the lease holds that task.
+fn lease_caller(secret: &str, method: &Method, path: &str) -> Result<Caller, ApiError> {
+    let refused = || {
+        ApiError::Forbidden(
+            "a lease token only heartbeats, completes or fails the task it was issued for; \
+             use an API token for anything else"
+                .into(),
+        )
+    };
+    let (id, action) = path
+        .strip_prefix("/api/v1/work/tasks/")
+        .and_then(|rest| rest.split_once('/'))
+        .ok_or_else(refused)?;
+    if method != Method::POST || !matches!(action, "heartbeat" | "complete" | "fail") {
+        return Err(refused());
+    }
+    let task_id: TaskId = id.parse().map_err(|_| refused())?;
+    if secret.len() > 100 {
+        return Err(ApiError::Unauthorized(
+            "the lease token is malformed".into(),
+        ));
+    }
+    Ok(Caller {
+        token_id: None,
+        role: Role::Operator,
+        user_id: None,
+        client_id: None,
+        name: format!("lease of {task_id}"),
+        link: None,
+        agent_id: None,
+        lease: Some(LeaseGrant {
+            task_id,
+            lease_token: secret.to_owned(),
+        }),
+    })
 }
 
 fn unknown_token() -> ApiError {
@@ -290,6 +346,7 @@ async fn token_caller(
         name,
         link: None,
         agent_id: t.agent_id.clone(),
+        lease: None,
     })
 }
 
@@ -323,6 +380,7 @@ async fn link_caller(
             reviewer_email: link.reviewer_email,
         }),
         agent_id: None,
+        lease: None,
     })
 }
 

@@ -40,6 +40,8 @@ pub struct EngineSettings {
     pub idle_check: Duration,
     /// The LLM provider `llm.generate` asks (none: the template provider).
     pub llm: Llm,
+    /// The server's public URL, for the callback links of `http.webhook` POSTs.
+    pub public_url: Option<String>,
 }
 
 /// Tasks run at once by default.
@@ -54,6 +56,7 @@ impl Default for EngineSettings {
             sweep_every: Duration::from_secs(5),
             idle_check: Duration::from_secs(30),
             llm: Llm::new(None),
+            public_url: None,
         }
     }
 }
@@ -66,7 +69,10 @@ pub fn default_name() -> String {
 
 /// The executors this engine runs; others (`human`, agents) finish through the API.
 pub fn runs(executor: &Executor) -> bool {
-    matches!(executor, Executor::Noop | Executor::LlmGenerate)
+    matches!(
+        executor,
+        Executor::Noop | Executor::LlmGenerate | Executor::HttpWebhook
+    )
 }
 
 /// What the executors need: the store, the packs and the LLM provider.
@@ -76,6 +82,9 @@ pub(crate) struct Runtime {
     pub llm: Llm,
     /// Who the engine's writes are recorded as.
     pub ctx: WriteContext,
+    /// The client `http.webhook` POSTs with.
+    pub http: reqwest::Client,
+    pub public_url: Option<String>,
 }
 
 /// How an executor ended an attempt.
@@ -103,6 +112,13 @@ pub async fn run(
         packs: PackCatalog::new(store.clone()),
         llm: settings.llm.clone(),
         ctx: ctx.clone(),
+        http: reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("waymark/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .unwrap_or_default(),
+        public_url: settings.public_url.clone(),
     });
     let committer = tokio::spawn(commit_loop(store.clone(), done_rx, ctx));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -242,6 +258,7 @@ async fn run_executor(runtime: &Runtime, leased: &Leased) -> Step {
             output: Value::Null,
         }),
         Ok(Executor::LlmGenerate) => crate::generate::run(runtime, leased).await,
+        Ok(Executor::HttpWebhook) => crate::hook::run(runtime, leased).await,
         Ok(other) => Step::Finish(Outcome::Failed {
             error: format!(
                 "executor {} does not run in the embedded workers",

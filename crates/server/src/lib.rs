@@ -15,6 +15,7 @@ pub mod engine;
 pub mod error;
 pub mod extract;
 pub(crate) mod generate;
+pub mod hook;
 pub mod llm;
 pub mod mail;
 pub mod observe;

@@ -154,7 +154,8 @@ pub async fn serve(config: Option<&Path>, flags: &Overrides) -> Result<()> {
     let until_stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
-    let engine = engine_settings(&settings, settings.worker_concurrency)?;
+    let mut engine = engine_settings(&settings, settings.worker_concurrency)?;
+    engine.public_url = Some(public_url.clone());
     let working = (settings.worker_concurrency > 0).then(|| {
         tokio::spawn(engine::run(
             store.clone(),
@@ -221,6 +222,11 @@ fn engine_settings(settings: &Settings, concurrency: usize) -> Result<EngineSett
         concurrency,
         lease: Duration::from_secs(settings.worker_lease_s),
         llm: waymark_server::llm::Llm::new(settings.llm()?),
+        // A worker has no address of its own: the servers' public URL, if set.
+        public_url: settings
+            .public_url
+            .as_ref()
+            .map(|u| u.trim().trim_end_matches('/').to_owned()),
         ..EngineSettings::default()
     })
 }

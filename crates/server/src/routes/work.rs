@@ -48,6 +48,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(register_agent, list_agents))
         .routes(routes!(get_agent))
         .routes(routes!(claim))
+        .routes(routes!(webhook_secret))
 }
 
 /// An agent is online when it made contact this recently.
@@ -315,6 +316,11 @@ pub async fn get_task(
 
 /// An agent's token reaches only its own tasks (404 like a missing one otherwise).
 fn own_task(caller: &Caller, task: &Task) -> Result<(), ApiError> {
+    if let Some(lease) = &caller.lease
+        && lease.task_id != task.id
+    {
+        return Err(ApiError::NotFound(format!("no task {}", task.id)));
+    }
     if caller.role == Role::Agent && caller.agent_id.as_deref() != Some(task.executor.as_str()) {
         return Err(ApiError::NotFound(format!("no task {}", task.id)));
     }
@@ -351,7 +357,8 @@ fn yes() -> bool {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HeartbeatRequest {
-    pub lease_token: String,
+    /// The lease of the claim (may be left out when it is the bearer).
+    pub lease_token: Option<String>,
 }
 
 /// The lease after a heartbeat.
@@ -360,6 +367,21 @@ pub struct HeartbeatAnswer {
     pub task_id: TaskId,
     #[serde(with = "time::serde::rfc3339")]
     pub lease_expires_at: OffsetDateTime,
+}
+
+/// The lease a callback acts with: the body's, or the bearer's when the
+/// caller presented a lease token (which the body may repeat, not contradict).
+fn lease_of(caller: &Caller, body: Option<String>) -> Result<Option<String>, ApiError> {
+    match (&caller.lease, body) {
+        (Some(grant), Some(b)) if b != grant.lease_token => {
+            Err(ApiError::invalid(FieldError::new(
+                "/lease_token",
+                "differs from the lease token given as the bearer; send one lease",
+            )))
+        }
+        (Some(grant), _) => Ok(Some(grant.lease_token.clone())),
+        (None, b) => Ok(b),
+    }
 }
 
 async fn finish_one(
@@ -374,6 +396,7 @@ async fn finish_one(
     let id: TaskId = path_id(id)?;
     let task = state.store.get_task(id).await?;
     own_task(caller, &task)?;
+    let lease_token = lease_of(caller, lease_token)?;
     if let Some(l) = &lease_token
         && l.len() > 100
     {
@@ -487,10 +510,20 @@ pub async fn heartbeat_task(
     let id: TaskId = path_id(&id)?;
     let task = state.store.get_task(id).await?;
     own_task(&caller, &task)?;
-    let until = state
-        .store
-        .heartbeat(id, &body.lease_token, AGENT_LEASE)
-        .await?;
+    let lease = lease_of(&caller, body.lease_token)?.ok_or_else(|| {
+        ApiError::invalid(FieldError::new(
+            "/lease_token",
+            "give the lease_token of the claim",
+        ))
+    })?;
+    // A webhook receiver's lease runs until the task's timeout; an agent's is
+    // extended by AGENT_LEASE.
+    let extend = if caller.lease.is_some() {
+        Duration::from_secs(task.timeout_s.max(1) as u64)
+    } else {
+        AGENT_LEASE
+    };
+    let until = state.store.heartbeat(id, &lease, extend).await?;
     if let Some(agent) = &caller.agent_id {
         state.store.touch_agent(agent).await?;
     }
@@ -813,4 +846,26 @@ pub async fn claim(
             _ = tokio::time::sleep_until(retry.min(deadline)) => {}
         }
     }
+}
+
+/// The secret `http.webhook` tasks are signed with.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TaskWebhookSecret {
+    /// `whsec_...`: verify the `webhook-signature` header of task POSTs with
+    /// it (Standard Webhooks).
+    pub secret: String,
+}
+
+/// The secret every `http.webhook` task POST is signed with (admins only).
+#[utoipa::path(get, path = "/api/v1/work/webhook-secret", tag = "work",
+    responses((status = 200, body = TaskWebhookSecret), (status = 403, body = Problem)), security(("bearer" = [])))]
+pub async fn webhook_secret(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+) -> Result<JsonOut<TaskWebhookSecret>, ApiError> {
+    caller.require_admin()?;
+    let secret = crate::hook::secret(&*state.store).await?;
+    Ok(JsonOut(TaskWebhookSecret {
+        secret: secret.serialized(),
+    }))
 }

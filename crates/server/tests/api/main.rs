@@ -7,6 +7,7 @@ mod fake_llm;
 mod fixtures;
 mod generation;
 mod helpers;
+mod hook;
 mod isolation;
 mod llm;
 mod mail;

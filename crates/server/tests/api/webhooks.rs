@@ -37,31 +37,31 @@ const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
 /// One request the receiver got.
 #[derive(Debug, Clone)]
-struct Received {
+pub(crate) struct Received {
     headers: Vec<(String, String)>,
     body: Bytes,
     /// The status it answered with.
-    answered: u16,
+    pub(crate) answered: u16,
 }
 
 impl Received {
-    fn header(&self, name: &str) -> Option<&str> {
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
             .find(|(k, _)| k.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.as_str())
     }
 
-    fn json(&self) -> Value {
+    pub(crate) fn json(&self) -> Value {
         serde_json::from_slice(&self.body).unwrap()
     }
 
-    fn event_type(&self) -> String {
+    pub(crate) fn event_type(&self) -> String {
         self.json()["type"].as_str().unwrap().to_owned()
     }
 
     /// Checks the Standard Webhooks signature as a receiver would.
-    fn verify(&self, secret: &str) -> Result<(), webhook::VerifyError> {
+    pub(crate) fn verify(&self, secret: &str) -> Result<(), webhook::VerifyError> {
         let headers: Vec<(&str, &str)> = self
             .headers
             .iter()
@@ -86,7 +86,7 @@ struct Shared {
 
 /// A receiver of webhooks: records every request, answers as told, and can be
 /// stopped and started again on the same port.
-struct Receiver {
+pub(crate) struct Receiver {
     addr: SocketAddr,
     shared: Arc<Shared>,
     running: Option<(
@@ -96,7 +96,7 @@ struct Receiver {
 }
 
 impl Receiver {
-    async fn start() -> Receiver {
+    pub(crate) async fn start() -> Receiver {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let mut r = Receiver {
             addr: listener.local_addr().unwrap(),
@@ -136,12 +136,12 @@ impl Receiver {
         self.running = Some((stop, task));
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("http://{}/hooks/waymark", self.addr)
     }
 
     /// Answers the next requests with these statuses.
-    fn answer_next(&self, statuses: &[u16]) {
+    pub(crate) fn answer_next(&self, statuses: &[u16]) {
         self.shared.script.lock().unwrap().extend(statuses);
     }
 
@@ -159,12 +159,16 @@ impl Receiver {
         self.serve(listener);
     }
 
-    fn received(&self) -> Vec<Received> {
+    pub(crate) fn received(&self) -> Vec<Received> {
         self.shared.received.lock().unwrap().clone()
     }
 
     /// Waits until `pred` holds for the requests received; panics after [`WAIT`].
-    async fn wait_until(&self, what: &str, pred: impl Fn(&[Received]) -> bool) -> Vec<Received> {
+    pub(crate) async fn wait_until(
+        &self,
+        what: &str,
+        pred: impl Fn(&[Received]) -> bool,
+    ) -> Vec<Received> {
         wait_until(what, || {
             let r = self.received();
             pred(&r).then_some(r)
