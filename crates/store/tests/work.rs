@@ -46,6 +46,7 @@ contract!(
     human_tasks_need_no_lease_others_do,
     agents_register_and_are_seen,
     a_replayed_submission_creates_nothing,
+    generation_results_are_written_once_with_their_completion,
 );
 
 fn ctx(actor: &str) -> WriteContext {
@@ -818,4 +819,211 @@ async fn a_replayed_submission_creates_nothing(db: &TestDb) {
         .map(|(_, n)| n)
         .sum();
     assert_eq!(counts, 4);
+}
+
+fn generated(
+    l: &Leased,
+    eng: waymark_domain::EngagementId,
+    client: ClientId,
+    base: Option<(waymark_domain::ArtifactId, i64)>,
+    summary: &str,
+) -> Generated {
+    Generated {
+        task_id: l.task.id,
+        lease_token: l.lease_token.clone(),
+        engagement_id: eng,
+        job_key: "icp".into(),
+        client_id: client,
+        artifact_type: "strategy".into(),
+        title: "Strategy".into(),
+        base,
+        content: json!({"summary": summary}),
+        sources: vec![],
+        provenance: "template".into(),
+        pipeline: Pipeline {
+            requires: vec![],
+            generator: json!({"generator": {"t": 1}, "job": "icp"}),
+        },
+        note: "ICP".into(),
+        output: json!({"job": "icp"}),
+    }
+}
+
+async fn generation_results_are_written_once_with_their_completion(db: &TestDb) {
+    let store: Arc<dyn Store> = db.store.clone();
+    let c = client(&store, "Acme").await;
+    let eng = store
+        .create_engagement(
+            NewEngagement {
+                client_id: c,
+                name: "Launch".into(),
+                pack: "marketing-engagement".into(),
+            },
+            &ctx("ops"),
+        )
+        .await
+        .unwrap()
+        .record
+        .id;
+    let job_unit = || {
+        let mut u = unit(
+            c,
+            json!([{"key": "icp", "executor": "llm.generate", "input": {}}]),
+        );
+        u.plan = Some(PlanLink {
+            engagement_id: eng,
+            jobs: vec![(0, "icp".into())],
+        });
+        u
+    };
+    store.submit_unit(job_unit(), &ctx("ops")).await.unwrap();
+    // The job is queued: a second run of it is refused and creates nothing.
+    let err = store
+        .submit_unit(job_unit(), &ctx("ops"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::Refused {
+                code: "plan_job_queued",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    let units = store
+        .list_units(Some(c), PageRequest::default())
+        .await
+        .unwrap();
+    assert_eq!(units.items.len(), 1);
+    let records = store.plan_jobs(eng).await.unwrap();
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0].task_status, Some(TaskStatus::Ready));
+    assert!(records[0].inputs_hash.is_none());
+
+    let leased = store.claim(engine(1)).await.unwrap().remove(0);
+    // A foreign lease, or an artifact that is not the one the job read: refused,
+    // nothing written, the task still running.
+    let mut foreign = generated(&leased, eng, c, None, "x");
+    foreign.lease_token = "wml_00000000000000000000000000000000".into();
+    let err = store
+        .finish_generation(foreign, &ctx("w"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::Refused {
+                code: "lease_foreign",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    let ghost = Some((waymark_domain::ArtifactId::new(), 1));
+    let err = store
+        .finish_generation(generated(&leased, eng, c, ghost, "x"), &ctx("w"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
+    assert!(store.current_artifacts(eng).await.unwrap().is_empty());
+    assert_eq!(
+        store.get_task(leased.task.id).await.unwrap().status,
+        TaskStatus::Running
+    );
+
+    let done = store
+        .finish_generation(generated(&leased, eng, c, None, "first"), &ctx("w"))
+        .await
+        .unwrap();
+    assert_eq!(done.version, 1);
+    let art = store.get_artifact(done.artifact_id).await.unwrap();
+    assert_eq!(art.content, json!({"summary": "first"}));
+    assert_eq!(art.provenance, "template");
+    assert_eq!(art.inputs_hash, done.inputs_hash);
+    let task = store.get_task(leased.task.id).await.unwrap();
+    assert_eq!(task.status, TaskStatus::Completed);
+    assert_eq!(task.output.as_ref().unwrap()["version"], 1);
+    assert_eq!(task.output.as_ref().unwrap()["job"], "icp");
+    let record = &store.plan_jobs(eng).await.unwrap()[0];
+    assert_eq!(
+        record.inputs_hash.as_deref(),
+        Some(done.inputs_hash.as_str())
+    );
+    assert_eq!(record.artifact_id, Some(done.artifact_id));
+    assert_eq!(record.task_status, Some(TaskStatus::Completed));
+    // The same result again: refused, still one version.
+    let err = store
+        .finish_generation(generated(&leased, eng, c, None, "again"), &ctx("w"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::Refused {
+                code: "task_not_running",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert_eq!(
+        store
+            .get_artifact(done.artifact_id)
+            .await
+            .unwrap()
+            .summary
+            .version,
+        1
+    );
+
+    // A second run, while a person writes version 2: the job's result on
+    // version 1 is refused; on version 2 it is written as version 3.
+    store.submit_unit(job_unit(), &ctx("ops")).await.unwrap();
+    let leased = store.claim(engine(1)).await.unwrap().remove(0);
+    store
+        .write_content(
+            done.artifact_id,
+            1,
+            NewVersion {
+                content: json!({"summary": "by hand"}),
+                sources: None,
+                note: None,
+                provenance: "human".into(),
+                pipeline: None,
+            },
+            &ctx("ana"),
+        )
+        .await
+        .unwrap();
+    let err = store
+        .finish_generation(
+            generated(&leased, eng, c, Some((done.artifact_id, 1)), "stale base"),
+            &ctx("w"),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
+    let again = store
+        .finish_generation(
+            generated(&leased, eng, c, Some((done.artifact_id, 2)), "second"),
+            &ctx("w"),
+        )
+        .await
+        .unwrap();
+    assert_eq!((again.artifact_id, again.version), (done.artifact_id, 3));
+    let versions = store
+        .list_versions(done.artifact_id, PageRequest::default())
+        .await
+        .unwrap();
+    let summaries: Vec<&Value> = versions
+        .items
+        .iter()
+        .map(|v| &v.content["summary"])
+        .collect();
+    assert_eq!(
+        summaries,
+        [&json!("first"), &json!("by hand"), &json!("second")]
+    );
 }
