@@ -1026,4 +1026,16 @@ async fn generation_results_are_written_once_with_their_completion(db: &TestDb) 
         summaries,
         [&json!("first"), &json!("by hand"), &json!("second")]
     );
+    // The artifact's and the task's audit records chain in one transaction.
+    let mut v = waymark_domain::audit::Verifier::new();
+    loop {
+        let page = store.audit_chain(v.last_seq(), 50).await.unwrap();
+        if page.is_empty() {
+            break;
+        }
+        for r in &page {
+            v.check(r).unwrap();
+        }
+    }
+    assert!(v.last_seq() > 0);
 }
