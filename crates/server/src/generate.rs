@@ -363,7 +363,7 @@ async fn produce(
     let checked = ty.check(&content, "/content");
     if let Some(e) = checked.errors.first() {
         return Err(fatal(format!(
-            "the {} template of pack does not fit its schema after rendering: {} {}",
+            "the {} template, rendered, does not fit the type's schema ({} {}); fix the pack's template",
             ty.name, e.pointer, e.message
         )));
     }
