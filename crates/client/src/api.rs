@@ -200,6 +200,25 @@ impl ApiClient {
             .await
     }
 
+    pub async fn get_plan(&self, id: &str) -> Result<Value, CliError> {
+        self.json(self.request(Method::GET, &["engagements", id, "plan"]))
+            .await
+    }
+
+    /// `mode`: `next` or `all_ready`.
+    pub async fn run_plan(&self, id: &str, mode: &str) -> Result<Value, CliError> {
+        self.json(
+            self.request(Method::POST, &["engagements", id, "plan", "run"])
+                .json(&serde_json::json!({ "mode": mode })),
+        )
+        .await
+    }
+
+    pub async fn get_unit(&self, id: &str) -> Result<Value, CliError> {
+        self.json(self.request(Method::GET, &["work", "units", id]))
+            .await
+    }
+
     // Artifacts
 
     pub async fn create_artifact(&self, body: &NewArtifact) -> Result<Value, CliError> {

@@ -1,6 +1,8 @@
 //! `waymark engagement ...`: a body of work for one client, run with one pack.
 
-use serde_json::Value;
+use std::time::Duration;
+
+use serde_json::{Value, json};
 
 use crate::api::{ApiClient, NewEngagement};
 use crate::error::CliError;
@@ -33,6 +35,22 @@ pub enum EngagementCommand {
     Get {
         /// Engagement id (eng_…)
         id: String,
+    },
+    /// Show the generation plan: every job, its status and what it waits for
+    Plan {
+        /// Engagement id (eng_…)
+        id: String,
+    },
+    /// Run the generation plan on the engine: the next ready job, or every ready one
+    RunPlan {
+        /// Engagement id (eng_…)
+        id: String,
+        /// Queue every ready job, not only the highest-priority one
+        #[arg(long)]
+        all: bool,
+        /// Wait for the queued jobs to finish, showing progress, then show the plan
+        #[arg(long)]
+        wait: bool,
     },
 }
 
@@ -70,10 +88,126 @@ pub(crate) async fn execute(
         EngagementCommand::Get { id } => (api.get_engagement(&id).await?, |v| {
             render::fields(v, FIELDS)
         }),
+        EngagementCommand::Plan { id } => (api.get_plan(&id).await?, plan_table),
+        EngagementCommand::RunPlan { id, all, wait } => {
+            let run = api
+                .run_plan(&id, if all { "all_ready" } else { "next" })
+                .await?;
+            let plan = match run["unit_id"].as_str() {
+                Some(unit) if wait => {
+                    wait_for_unit(api, unit, !json).await?;
+                    api.get_plan(&id).await?
+                }
+                _ => run["plan"].clone(),
+            };
+            (json!({"run": run, "plan": plan}), run_summary)
+        }
     };
     Ok(if json {
         render::json(&body)
     } else {
         human(&body)
     })
+}
+
+/// The plan's jobs, one line each.
+fn plan_table(plan: &Value) -> String {
+    let jobs = plan["jobs"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    let rows = jobs.iter().map(|j| {
+        let reasons: Vec<String> = j["reasons"]
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+            .iter()
+            .map(render::plain)
+            .collect();
+        vec![
+            render::plain(&j["key"]),
+            render::plain(&j["module"]),
+            render::plain(&j["status"]),
+            render::plain(&j["last_run"]["provenance"]),
+            reasons.join("; "),
+        ]
+    });
+    render::table(&["job", "module", "status", "provenance", "why"], rows)
+}
+
+/// What a run queued (or why nothing), then the plan.
+fn run_summary(body: &Value) -> String {
+    let run = &body["run"];
+    let mut out = match run["unit_id"].as_str() {
+        Some(unit) => {
+            let queued: Vec<String> = run["queued"]
+                .as_array()
+                .map(Vec::as_slice)
+                .unwrap_or_default()
+                .iter()
+                .map(render::plain)
+                .collect();
+            format!(
+                "queued {} job(s) in unit {unit}: {}\n\n",
+                queued.len(),
+                queued.join(", ")
+            )
+        }
+        None => format!("nothing queued: {}\n\n", render::plain(&run["reason"])),
+    };
+    out.push_str(&plan_table(&body["plan"]));
+    out
+}
+
+/// Polls the unit until it completes, with a progress bar on a terminal.
+/// An incident (a job out of attempts) or a cancelled unit ends the wait with
+/// an error saying what to do.
+async fn wait_for_unit(api: &ApiClient, unit: &str, show: bool) -> Result<(), CliError> {
+    let bar = if show {
+        indicatif::ProgressBar::new(0)
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{spinner} {msg} [{bar:30}] {pos}/{len} jobs")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    bar.set_message(format!("running {unit}"));
+    loop {
+        let u = api.get_unit(unit).await?;
+        bar.set_length(u["tasks_total"].as_u64().unwrap_or(0));
+        bar.set_position(u["tasks_done"].as_u64().unwrap_or(0));
+        match u["status"].as_str() {
+            Some("completed") => {
+                bar.finish_and_clear();
+                return Ok(());
+            }
+            Some(status @ ("cancelled" | "failed")) => {
+                bar.abandon();
+                return Err(CliError::Failed(format!(
+                    "unit {unit} is {status}; see `GET /api/v1/work/units/{unit}`"
+                )));
+            }
+            _ => {}
+        }
+        let open = u["incidents"]
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+            .iter()
+            .find(|i| i["resolved_at"].is_null());
+        if let Some(i) = open {
+            bar.abandon();
+            return Err(CliError::Failed(format!(
+                "job {} failed: {}\nhint: resolve incident {} with POST /api/v1/work/incidents/{}/resolve \
+                 {{\"action\": \"retry\" | \"skip\" | \"cancel\"}}",
+                render::plain(&i["task_key"]),
+                render::plain(&i["message"]),
+                render::plain(&i["id"]),
+                render::plain(&i["id"]),
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
 }

@@ -36,6 +36,9 @@ pub enum CliError {
     /// Local input was rejected before anything was sent.
     #[error("{0}")]
     Input(String),
+    /// Work the command waited for did not succeed.
+    #[error("{0}")]
+    Failed(String),
     /// Writing the output failed.
     #[error("cannot write output: {0}")]
     Output(#[from] std::io::Error),
@@ -46,7 +49,10 @@ impl CliError {
     /// response was wrong, 2 for local usage mistakes and unreachable servers.
     pub fn exit_code(&self) -> i32 {
         match self {
-            CliError::Api { .. } | CliError::UnexpectedResponse(_) | CliError::Output(_) => 1,
+            CliError::Api { .. }
+            | CliError::UnexpectedResponse(_)
+            | CliError::Output(_)
+            | CliError::Failed(_) => 1,
             CliError::Connect { .. } | CliError::Transport { .. } | CliError::Input(_) => 2,
         }
     }

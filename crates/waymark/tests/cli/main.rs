@@ -2,6 +2,7 @@
 //! a loopback port, the CLI against it, SIGKILL and SIGTERM.
 
 mod audit;
+mod plan;
 mod process;
 
 use process::{Backend, Server, waymark};
