@@ -1,6 +1,7 @@
 //! The `waymark` binary as a user runs it: `waymark serve` as a child process on
 //! a loopback port, the CLI against it, SIGKILL and SIGTERM.
 
+mod agent;
 mod audit;
 mod plan;
 mod process;
