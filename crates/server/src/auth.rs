@@ -266,10 +266,52 @@ pub async fn require_token(
     } else if secret.starts_with(LEASE_PREFIX) {
         lease_caller(&secret, req.method(), req.uri().path())?
     } else {
-        token_caller(&state, &secret, now).await?
+        let caller = token_caller(&state, &secret, now).await?;
+        check_agent_route(&caller, req.method(), req.uri().path())?;
+        caller
     };
     req.extensions_mut().insert(caller);
     Ok(next.run(req).await)
+}
+
+/// An agent's token reaches only what an agent does: the registry, claiming,
+/// and its tasks (read, heartbeat, complete, fail), plus `/me` and `/version`.
+/// The handlers then confine it to its own agent id and tasks.
+fn check_agent_route(caller: &Caller, method: &Method, path: &str) -> Result<(), ApiError> {
+    if caller.role != Role::Agent {
+        return Ok(());
+    }
+    let get = method == Method::GET;
+    let post = method == Method::POST;
+    let allowed = match path.strip_prefix("/api/v1/") {
+        Some("me" | "version") => get,
+        Some("agents") => get || post,
+        Some(rest) if rest.starts_with("agents/") => {
+            let tail = &rest["agents/".len()..];
+            match tail.split_once('/') {
+                None => get,
+                Some((_, "claim")) => post,
+                Some(_) => false,
+            }
+        }
+        Some(rest) if rest.starts_with("work/tasks/") => {
+            match rest["work/tasks/".len()..].split_once('/') {
+                None => get,
+                Some((_, "heartbeat" | "complete" | "fail")) => post,
+                Some(_) => false,
+            }
+        }
+        _ => false,
+    };
+    if allowed {
+        Ok(())
+    } else {
+        Err(ApiError::Forbidden(
+            "an agent's token only registers its agent, claims its tasks and reads, heartbeats, \
+             completes or fails them; use an operator's token for anything else"
+                .into(),
+        ))
+    }
 }
 
 /// Lease tokens start with this (see `waymark_domain::work::new_lease_token`).

@@ -291,6 +291,8 @@ pub struct Me {
     pub role: Role,
     pub client_id: Option<ClientId>,
     pub name: String,
+    /// The agent an agent's token acts for.
+    pub agent_id: Option<String>,
 }
 
 /// Who the caller is: their token, user, role and client.
@@ -310,6 +312,7 @@ pub async fn me(
         role: caller.role,
         client_id: caller.client_id,
         name: caller.name,
+        agent_id: caller.agent_id,
     }))
 }
 

@@ -194,6 +194,31 @@ async fn agents_claim_heartbeat_and_complete_with_their_lease(app: TestApp) {
         )
         .await;
     hidden.assert_problem(404, "not_found");
+    // An agent's token does an agent's work and nothing else.
+    for (method, path, body) in [
+        (
+            Method::POST,
+            "/api/v1/clients",
+            Some(json!({"name": "Sneaky"})),
+        ),
+        (Method::GET, "/api/v1/clients", None),
+        (Method::GET, "/api/v1/work/units", None),
+        (Method::GET, "/api/v1/work/tasks", None),
+        (Method::GET, "/api/v1/work/incidents", None),
+        (
+            Method::POST,
+            &format!("/api/v1/work/tasks/{tid}/cancel"),
+            Some(json!({})),
+        ),
+    ] {
+        let refused = app.call_as(Some(&secret), method, path, body).await;
+        refused.assert_problem(403, "forbidden");
+    }
+    let me = app
+        .call_as(Some(&secret), Method::GET, "/api/v1/me", None)
+        .await;
+    assert_eq!(me.status, 200, "{}", me.body);
+    assert_eq!(me.body["agent_id"], "connector-installation-agent");
 
     let beat = app
         .call_as(
