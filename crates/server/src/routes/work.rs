@@ -648,10 +648,10 @@ pub async fn resolve_incident(
 pub struct RegisterAgent {
     /// The id its tasks name as their executor.
     pub id: String,
-    #[serde(default)]
-    pub capabilities: Vec<String>,
-    #[serde(default)]
-    pub description: String,
+    /// Left out when registering again: kept as they are.
+    pub capabilities: Option<Vec<String>>,
+    /// Left out when registering again: kept as it is.
+    pub description: Option<String>,
 }
 
 /// An agent with whether it is online.
@@ -705,9 +705,25 @@ pub async fn register_agent(
     let id = work::check_agent_id(body.id.trim())
         .map_err(|m| ApiError::invalid(FieldError::new("/id", m)))?;
     check_agent_access(&caller, &id)?;
-    if body.capabilities.len() > 100
-        || body
-            .capabilities
+    let existing = if body.capabilities.is_none() || body.description.is_none() {
+        match state.store.get_agent(&id).await {
+            Ok(a) => Some(a),
+            Err(waymark_store::StoreError::NotFound { .. }) => None,
+            Err(e) => return Err(e.into()),
+        }
+    } else {
+        None
+    };
+    let capabilities = body
+        .capabilities
+        .or_else(|| existing.as_ref().map(|a| a.capabilities.clone()))
+        .unwrap_or_default();
+    let description = body
+        .description
+        .or_else(|| existing.as_ref().map(|a| a.description.clone()))
+        .unwrap_or_default();
+    if capabilities.len() > 100
+        || capabilities
             .iter()
             .any(|c| c.trim().is_empty() || c.chars().count() > 100)
     {
@@ -716,7 +732,7 @@ pub async fn register_agent(
             "at most 100 capabilities of 1-100 characters",
         )));
     }
-    if body.description.chars().count() > 2000 {
+    if description.chars().count() > 2000 {
         return Err(ApiError::invalid(FieldError::new(
             "/description",
             "must be at most 2000 characters",
@@ -728,12 +744,8 @@ pub async fn register_agent(
         .register_agent(
             NewAgent {
                 id,
-                description: body.description.trim().to_owned(),
-                capabilities: body
-                    .capabilities
-                    .iter()
-                    .map(|c| c.trim().to_owned())
-                    .collect(),
+                description: description.trim().to_owned(),
+                capabilities: capabilities.iter().map(|c| c.trim().to_owned()).collect(),
             },
             &ctx,
         )

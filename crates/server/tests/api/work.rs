@@ -113,6 +113,11 @@ async fn agents_claim_heartbeat_and_complete_with_their_lease(app: TestApp) {
         )
         .await;
     assert_eq!(again.status, 200);
+    assert_eq!(again.body["capabilities"], json!(["connectors", "sso"]));
+    assert_eq!(
+        again.body["description"], "Installs connectors",
+        "what is left out is kept"
+    );
     let secret = agent_token(&app, "connector-installation-agent").await;
     let other = agent_token(&app, "dataset-provisioning-agent").await;
 
