@@ -2,6 +2,7 @@
 //! a loopback port, the CLI against it, SIGKILL and SIGTERM.
 
 mod audit;
+mod crash;
 mod process;
 
 use process::{Backend, Server, waymark};
