@@ -3,6 +3,7 @@
 
 mod agent;
 mod audit;
+mod crash;
 mod plan;
 mod process;
 

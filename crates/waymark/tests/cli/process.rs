@@ -90,6 +90,77 @@ impl Backend {
     }
 }
 
+impl Backend {
+    /// Whether the server keeps its data in PostgreSQL.
+    pub fn is_postgres(&self) -> bool {
+        self.database_url.is_some()
+    }
+
+    /// The flags that point `waymark serve` or `waymark worker` at this backend.
+    fn server_flags(&self, data_dir: &Path) -> Vec<String> {
+        let mut flags = vec!["--data-dir".to_owned(), data_dir.display().to_string()];
+        if let Some(url) = &self.database_url {
+            flags.push("--database-url".into());
+            flags.push(url.clone());
+        }
+        flags
+    }
+
+    /// Runs a query answering one integer (a count), behind the server's back.
+    pub async fn scalar(&self, sql: &str) -> i64 {
+        use sqlx::Connection;
+        let res = match &self.database_url {
+            Some(url) => {
+                let mut c = sqlx::PgConnection::connect(url).await.unwrap();
+                sqlx::query_scalar::<_, i64>(sql).fetch_one(&mut c).await
+            }
+            None => {
+                let mut c = sqlx::SqliteConnection::connect(&self.sqlite_url())
+                    .await
+                    .unwrap();
+                sqlx::query_scalar::<_, i64>(sql).fetch_one(&mut c).await
+            }
+        };
+        res.unwrap_or_else(|e| panic!("{sql}: {e}"))
+    }
+
+    /// Runs a query answering (text, integer) rows, e.g. counts per worker.
+    pub async fn counts(&self, sql: &str) -> Vec<(String, i64)> {
+        use sqlx::Connection;
+        let res = match &self.database_url {
+            Some(url) => {
+                let mut c = sqlx::PgConnection::connect(url).await.unwrap();
+                sqlx::query_as::<_, (String, i64)>(sql)
+                    .fetch_all(&mut c)
+                    .await
+            }
+            None => {
+                let mut c = sqlx::SqliteConnection::connect(&self.sqlite_url())
+                    .await
+                    .unwrap();
+                sqlx::query_as::<_, (String, i64)>(sql)
+                    .fetch_all(&mut c)
+                    .await
+            }
+        };
+        res.unwrap_or_else(|e| panic!("{sql}: {e}"))
+    }
+
+    /// A SQL expression printing the id column `col` of a task as the API does
+    /// (`tsk_<32 hex digits>`), as events and audit records name it.
+    pub fn task_ref(&self, col: &str) -> String {
+        if self.is_postgres() {
+            format!("('tsk_' || replace(CAST({col} AS TEXT), '-', ''))")
+        } else {
+            format!("('tsk_' || lower(hex({col})))")
+        }
+    }
+
+    fn sqlite_url(&self) -> String {
+        format!("sqlite://{}", self.dir.path().join("waymark.db").display())
+    }
+}
+
 /// Runs the binary to completion.
 pub fn waymark(args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_waymark"));
@@ -108,63 +179,53 @@ pub struct Server {
     pub url: String,
     pub token: String,
     stderr: Arc<Mutex<String>>,
+    stdout: Arc<Mutex<String>>,
     data_dir: PathBuf,
 }
 
 impl Server {
     pub async fn start(backend: &Backend) -> Server {
-        Self::spawn(backend, backend.dir.path().to_path_buf()).await
+        Self::spawn(backend, backend.dir.path().to_path_buf(), &[]).await
+    }
+
+    /// Starts with extra environment variables (settings such as
+    /// `WAYMARK_WORKER_CONCURRENCY`).
+    pub async fn start_with(backend: &Backend, env: &[(&str, &str)]) -> Server {
+        Self::spawn(backend, backend.dir.path().to_path_buf(), env).await
     }
 
     pub async fn restart(backend: &Backend, data_dir: PathBuf) -> Server {
-        Self::spawn(backend, data_dir).await
+        Self::spawn(backend, data_dir, &[]).await
     }
 
-    async fn spawn(backend: &Backend, data_dir: PathBuf) -> Server {
+    pub async fn restart_with(
+        backend: &Backend,
+        data_dir: PathBuf,
+        env: &[(&str, &str)],
+    ) -> Server {
+        Self::spawn(backend, data_dir, env).await
+    }
+
+    async fn spawn(backend: &Backend, data_dir: PathBuf, env: &[(&str, &str)]) -> Server {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_waymark"));
-        cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(&data_dir)
+        cmd.args(["serve", "--listen", "127.0.0.1:0"])
+            .args(backend.server_flags(&data_dir))
             .env_remove("WAYMARK_DATABASE_URL")
-            .env_remove("WAYMARK_ADMIN_TOKEN")
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        if let Some(url) = &backend.database_url {
-            cmd.arg("--database-url").arg(url);
-        }
+            .env_remove("WAYMARK_ADMIN_TOKEN");
         if backend.env_token {
             cmd.env("WAYMARK_ADMIN_TOKEN", TOKEN);
         }
-        let mut child = cmd.spawn().unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let text = Arc::new(Mutex::new(String::new()));
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        let sink = text.clone();
-        tokio::spawn(async move {
-            let mut lines = BufReader::new(stderr).lines();
-            let mut tx = Some(tx);
-            while let Ok(Some(line)) = lines.next_line().await {
-                if let Some(rest) = line.strip_prefix("Waymark listening on ") {
-                    let url = rest
-                        .split_whitespace()
-                        .next()
-                        .unwrap_or_default()
-                        .to_owned();
-                    if let Some(tx) = tx.take() {
-                        let _ = tx.send(url);
-                    }
-                }
-                let mut s = sink.lock().unwrap();
-                s.push_str(&line);
-                s.push('\n');
-            }
-        });
-        let url = match tokio::time::timeout(Duration::from_secs(60), rx).await {
-            Ok(Ok(url)) => url,
-            _ => panic!("waymark serve did not start:\n{}", text.lock().unwrap()),
-        };
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let started = Started::spawn(cmd, "Waymark listening on ", "waymark serve").await;
+        let url = started
+            .line
+            .split_whitespace()
+            .next()
+            .unwrap_or_default()
+            .to_owned();
         let token = if backend.env_token {
             TOKEN.to_owned()
         } else {
@@ -174,12 +235,23 @@ impl Server {
                 .to_owned()
         };
         Server {
-            child,
+            child: started.child,
             url,
             token,
-            stderr: text,
+            stderr: started.stderr,
+            stdout: started.stdout,
             data_dir,
         }
+    }
+
+    /// What the server printed so far: its stderr, then its log (stdout).
+    pub fn output(&self) -> String {
+        output_of(&self.stderr, &self.stdout)
+    }
+
+    /// The process id; the embedded workers are named `<host>:<pid>`.
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("the server is running")
     }
 
     pub fn stderr_text(&self) -> String {
@@ -218,17 +290,141 @@ impl Server {
 
     /// SIGTERM, then waits for the process to exit.
     pub async fn stop_gracefully(mut self) -> ExitStatus {
-        let pid = self.child.id().unwrap();
-        let ok = Command::new("kill")
-            .args(["-TERM", &pid.to_string()])
-            .status()
-            .unwrap();
-        assert!(ok.success());
-        tokio::time::timeout(Duration::from_secs(30), self.child.wait())
-            .await
-            .expect("the server stops within 30 s of SIGTERM")
-            .unwrap()
+        terminate(&mut self.child).await
     }
+}
+
+/// A child process started with its stderr and stdout captured, once it printed
+/// the line that says it is ready.
+struct Started {
+    child: tokio::process::Child,
+    /// The rest of the ready line, after its prefix.
+    line: String,
+    stderr: Arc<Mutex<String>>,
+    stdout: Arc<Mutex<String>>,
+}
+
+impl Started {
+    async fn spawn(mut cmd: tokio::process::Command, ready: &'static str, what: &str) -> Started {
+        cmd.env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let mut child = cmd.spawn().unwrap();
+        let stdout = Arc::new(Mutex::new(String::new()));
+        let out = child.stdout.take().unwrap();
+        let sink = stdout.clone();
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(out).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                let mut s = sink.lock().unwrap();
+                s.push_str(&line);
+                s.push('\n');
+            }
+        });
+        let err = child.stderr.take().unwrap();
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let sink = stderr.clone();
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(err).lines();
+            let mut tx = Some(tx);
+            while let Ok(Some(line)) = lines.next_line().await {
+                if let Some(rest) = line.strip_prefix(ready)
+                    && let Some(tx) = tx.take()
+                {
+                    let _ = tx.send(rest.to_owned());
+                }
+                let mut s = sink.lock().unwrap();
+                s.push_str(&line);
+                s.push('\n');
+            }
+        });
+        let line = match tokio::time::timeout(Duration::from_secs(60), rx).await {
+            Ok(Ok(line)) => line,
+            _ => panic!("{what} did not start:\n{}", output_of(&stderr, &stdout)),
+        };
+        Started {
+            child,
+            line,
+            stderr,
+            stdout,
+        }
+    }
+}
+
+fn output_of(stderr: &Mutex<String>, stdout: &Mutex<String>) -> String {
+    format!(
+        "--- stderr ---\n{}--- log ---\n{}",
+        stderr.lock().unwrap(),
+        stdout.lock().unwrap()
+    )
+}
+
+/// A `waymark worker` process: the embedded workers alone, against the
+/// backend's database.
+pub struct Worker {
+    child: tokio::process::Child,
+    /// The name it records on the tasks it claims (`<host>:<pid>`).
+    pub name: String,
+    stderr: Arc<Mutex<String>>,
+    stdout: Arc<Mutex<String>>,
+}
+
+impl Worker {
+    /// Starts a worker with extra environment variables (e.g.
+    /// `WAYMARK_WORKER_LEASE_S`); answers once it says it runs.
+    pub async fn start(backend: &Backend, env: &[(&str, &str)]) -> Worker {
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_waymark"));
+        cmd.arg("worker")
+            .args(backend.server_flags(backend.data_dir()))
+            .env_remove("WAYMARK_DATABASE_URL");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let started = Started::spawn(cmd, "Waymark worker ", "waymark worker").await;
+        let name = started
+            .line
+            .split_whitespace()
+            .next()
+            .unwrap_or_default()
+            .to_owned();
+        Worker {
+            child: started.child,
+            name,
+            stderr: started.stderr,
+            stdout: started.stdout,
+        }
+    }
+
+    /// What the worker printed so far: its stderr, then its log (stdout).
+    pub fn output(&self) -> String {
+        output_of(&self.stderr, &self.stdout)
+    }
+
+    /// SIGKILL, and waits until the process is gone.
+    pub fn kill(mut self) {
+        self.child.start_kill().unwrap();
+        let _ = reap(&mut self.child);
+    }
+
+    /// SIGTERM, then waits for the process to exit.
+    pub async fn stop_gracefully(mut self) -> ExitStatus {
+        terminate(&mut self.child).await
+    }
+}
+
+async fn terminate(child: &mut tokio::process::Child) -> ExitStatus {
+    let pid = child.id().unwrap();
+    let ok = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    tokio::time::timeout(Duration::from_secs(30), child.wait())
+        .await
+        .expect("the process stops within 30 s of SIGTERM")
+        .unwrap()
 }
 
 fn reap(child: &mut tokio::process::Child) -> std::io::Result<()> {
