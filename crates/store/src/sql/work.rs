@@ -1771,6 +1771,16 @@ impl WorkStore for SqlStore {
         let created = ArtifactId::new();
         let done = on_writer!(self, |p| {
             let mut tx = p.begin().await?;
+            // Generation results of one engagement commit one at a time (on
+            // PostgreSQL the engagement's row is the lock): each reads every
+            // current artifact of the engagement, then writes one.
+            sqlx::query(&format!(
+                "SELECT id FROM engagements WHERE id = $1{}",
+                self.lock_clause()
+            ))
+            .bind(g.engagement_id.uuid())
+            .fetch_optional(&mut *tx)
+            .await?;
             let rows = load_tasks!(tx, self, &[g.task_id.uuid()]);
             let row = rows
                 .into_iter()
