@@ -423,7 +423,7 @@ impl Resolution {
 }
 
 /// A task as submitted.
-#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TaskSpec {
     /// Unique in the unit; dependencies name it.
