@@ -111,3 +111,480 @@ pub struct HandoffContract {
     #[serde(default)]
     pub required: Vec<String>,
 }
+
+// --- the state machine -------------------------------------------------------------
+
+use std::fmt;
+use std::time::Duration;
+
+use crate::criteria::ValidationResult;
+
+/// What happens to a journey.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Event {
+    Start,
+    Promote,
+    Rollback,
+    CompleteRollback,
+    Cancel,
+    Complete,
+    Pause,
+    Resume,
+}
+
+impl Event {
+    pub const ALL: [Event; 8] = [
+        Event::Start,
+        Event::Promote,
+        Event::Rollback,
+        Event::CompleteRollback,
+        Event::Cancel,
+        Event::Complete,
+        Event::Pause,
+        Event::Resume,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Event::Start => "start",
+            Event::Promote => "promote",
+            Event::Rollback => "rollback",
+            Event::CompleteRollback => "complete_rollback",
+            Event::Cancel => "cancel",
+            Event::Complete => "complete",
+            Event::Pause => "pause",
+            Event::Resume => "resume",
+        }
+    }
+}
+
+impl fmt::Display for Event {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Where a journey is, apart from its stage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    /// Created, not started.
+    Pending,
+    /// In a stage.
+    Active,
+    /// Running the rollback of a stage.
+    RollingBack,
+    Completed,
+    Cancelled,
+}
+
+/// A journey's position: its phase, its stage and, while rolling back, the
+/// stage it returns to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Position {
+    pub phase: Phase,
+    /// The current stage (the one rolling back, while rolling back; the last
+    /// one, once completed or cancelled); `None` before `start`.
+    pub stage: Option<usize>,
+    pub rollback_to: Option<usize>,
+    pub paused: bool,
+}
+
+impl Position {
+    pub const PENDING: Position = Position {
+        phase: Phase::Pending,
+        stage: None,
+        rollback_to: None,
+        paused: false,
+    };
+
+    /// The state's name: the stage id while active, else `pending`,
+    /// `rolling_back`, `completed` or `cancelled`.
+    pub fn state<'a>(&self, template: &'a JourneyTemplate) -> &'a str {
+        match (self.phase, self.stage) {
+            (Phase::Active, Some(i)) => template.stages.get(i).map_or("unknown", |s| &s.id),
+            (Phase::Active, None) | (Phase::Pending, _) => "pending",
+            (Phase::RollingBack, _) => "rolling_back",
+            (Phase::Completed, _) => "completed",
+            (Phase::Cancelled, _) => "cancelled",
+        }
+    }
+}
+
+/// What a transition depends on beyond the position, gathered by the caller.
+#[derive(Debug, Clone, Default)]
+pub struct Gate<'a> {
+    /// The current stage's exit criteria (for `promote` and `complete`), with
+    /// any overrides applied.
+    pub exit: Option<&'a ValidationResult>,
+    /// The entry criteria of the stage being entered (`start`, `promote`).
+    pub entry: Option<&'a ValidationResult>,
+    /// The current stage's units of work that have not completed, described
+    /// (`Sandbox setup: 2 of 3 tasks done`).
+    pub open_units: Vec<String>,
+    /// Time left before the stage's minimum soak time is over.
+    pub soak_left: Option<Duration>,
+    /// The rollback unit has not completed (for `complete_rollback`).
+    pub rollback_open: Option<String>,
+}
+
+/// A refused event: the state, the checks that failed, and the events that
+/// are possible now.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("cannot {event} the journey in state {state}: {}", reasons.join("; "))]
+pub struct Refusal {
+    pub event: Event,
+    pub state: String,
+    pub reasons: Vec<String>,
+    pub allowed: Vec<Event>,
+}
+
+/// The stage a rollback of stage `i` returns to: its `target`, else the
+/// previous stage (the first returns to itself).
+pub fn rollback_target(template: &JourneyTemplate, i: usize) -> usize {
+    template
+        .stages
+        .get(i)
+        .and_then(|s| s.rollback.as_ref())
+        .and_then(|r| r.target.as_ref())
+        .and_then(|t| template.stages.iter().position(|s| &s.id == t))
+        .unwrap_or(i.saturating_sub(1))
+}
+
+/// The events the position allows, before any criteria are looked at.
+pub fn possible(template: &JourneyTemplate, at: &Position) -> Vec<Event> {
+    let last = template.stages.len().saturating_sub(1);
+    let mut out = Vec::new();
+    match at.phase {
+        Phase::Pending => out.extend([Event::Start, Event::Cancel]),
+        Phase::Active if at.paused => out.extend([Event::Resume, Event::Rollback, Event::Cancel]),
+        Phase::Active => {
+            if at.stage.unwrap_or(0) < last {
+                out.push(Event::Promote);
+            } else {
+                out.push(Event::Complete);
+            }
+            out.extend([Event::Rollback, Event::Pause, Event::Cancel]);
+        }
+        Phase::RollingBack => out.extend([Event::CompleteRollback, Event::Cancel]),
+        Phase::Completed | Phase::Cancelled => {}
+    }
+    out
+}
+
+fn failed_checks(label: &str, v: Option<&ValidationResult>, reasons: &mut Vec<String>) {
+    let Some(v) = v else { return };
+    for c in v.checks.iter().filter(|c| !c.passed && !c.dry_run) {
+        let outcome = match c.outcome {
+            crate::criteria::CheckOutcome::Inconclusive => "inconclusive",
+            _ => "failed",
+        };
+        reasons.push(format!("{label} check {} {outcome}: {}", c.name, c.message));
+    }
+}
+
+/// Applies `event` at `at`: the new position, or the refusal listing every
+/// check that stops it. No stage is ever skipped: `promote` moves one stage.
+pub fn apply(
+    template: &JourneyTemplate,
+    at: &Position,
+    event: Event,
+    gate: &Gate,
+) -> Result<Position, Refusal> {
+    let refuse = |reasons: Vec<String>| Refusal {
+        event,
+        state: at.state(template).to_owned(),
+        reasons,
+        allowed: possible(template, at),
+    };
+    if !possible(template, at).contains(&event) {
+        let why = match (at.phase, event) {
+            (Phase::Completed | Phase::Cancelled, _) => {
+                format!(
+                    "the journey is {}; nothing more happens to it",
+                    at.state(template)
+                )
+            }
+            (Phase::Active, _) if at.paused => "the journey is paused; resume it first".into(),
+            (Phase::Active, Event::Promote) => {
+                "this is the last stage; `complete` the journey instead".into()
+            }
+            (Phase::Active, Event::Complete) => format!(
+                "the journey is in stage {}, not the last; promote it through every stage",
+                at.state(template)
+            ),
+            _ => format!("{event} is not possible in state {}", at.state(template)),
+        };
+        return Err(refuse(vec![why]));
+    }
+    let mut reasons = Vec::new();
+    let next = match event {
+        Event::Start => {
+            if template.stages.is_empty() {
+                return Err(refuse(vec!["the template has no stages".into()]));
+            }
+            failed_checks("entry", gate.entry, &mut reasons);
+            Position {
+                phase: Phase::Active,
+                stage: Some(0),
+                rollback_to: None,
+                paused: false,
+            }
+        }
+        Event::Promote | Event::Complete => {
+            failed_checks("exit", gate.exit, &mut reasons);
+            if gate.exit.is_none() {
+                reasons.push("the exit criteria were not evaluated".into());
+            }
+            for u in &gate.open_units {
+                reasons.push(format!("unit of work not complete: {u}"));
+            }
+            if let Some(left) = gate.soak_left.filter(|d| !d.is_zero()) {
+                reasons.push(format!(
+                    "the stage's minimum soak time has {} left",
+                    crate::criteria::Span(Duration::from_secs(left.as_secs().max(1)))
+                ));
+            }
+            let i = at.stage.unwrap_or(0);
+            if event == Event::Promote {
+                failed_checks("entry", gate.entry, &mut reasons);
+                Position {
+                    stage: Some(i + 1),
+                    ..*at
+                }
+            } else {
+                Position {
+                    phase: Phase::Completed,
+                    ..*at
+                }
+            }
+        }
+        Event::Rollback => {
+            let i = at.stage.unwrap_or(0);
+            Position {
+                phase: Phase::RollingBack,
+                stage: Some(i),
+                rollback_to: Some(rollback_target(template, i)),
+                paused: false,
+            }
+        }
+        Event::CompleteRollback => {
+            if let Some(open) = &gate.rollback_open {
+                reasons.push(format!("the rollback unit of work is not complete: {open}"));
+            }
+            Position {
+                phase: Phase::Active,
+                stage: at.rollback_to.or(at.stage),
+                rollback_to: None,
+                paused: false,
+            }
+        }
+        Event::Cancel => Position {
+            phase: Phase::Cancelled,
+            paused: false,
+            ..*at
+        },
+        Event::Pause => Position {
+            paused: true,
+            ..*at
+        },
+        Event::Resume => Position {
+            paused: false,
+            ..*at
+        },
+    };
+    if reasons.is_empty() {
+        Ok(next)
+    } else {
+        Err(refuse(reasons))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::criteria::{CheckOutcome, CheckResult};
+    use proptest::prelude::*;
+
+    fn stage(id: &str, rollback_target: Option<&str>) -> StageDef {
+        StageDef {
+            id: id.into(),
+            name: id.into(),
+            description: String::new(),
+            target_duration: None,
+            min_soak: None,
+            entry: vec![],
+            exit: vec![],
+            activities: vec![],
+            rollback: rollback_target.map(|t| RollbackDef {
+                triggers: vec![],
+                unit: None,
+                target: Some(t.into()),
+            }),
+            milestones: vec![],
+        }
+    }
+
+    fn onboarding() -> JourneyTemplate {
+        JourneyTemplate {
+            name: "client-onboarding".into(),
+            title: "Client onboarding".into(),
+            description: String::new(),
+            stages: vec![
+                stage("sandbox", None),
+                stage("pilot", None),
+                stage("production", Some("sandbox")),
+            ],
+        }
+    }
+
+    fn result(checks: &[(&str, CheckOutcome)]) -> ValidationResult {
+        ValidationResult {
+            passed: checks.iter().all(|c| c.1 == CheckOutcome::Passed),
+            summary: String::new(),
+            checks: checks
+                .iter()
+                .map(|(name, outcome)| CheckResult {
+                    name: (*name).into(),
+                    outcome: *outcome,
+                    passed: *outcome == CheckOutcome::Passed,
+                    actual: serde_json::Value::Null,
+                    expected: serde_json::Value::Null,
+                    message: format!("{name} message"),
+                    dry_run: false,
+                })
+                .collect(),
+        }
+    }
+
+    fn open_gate(v: &ValidationResult) -> Gate<'_> {
+        Gate {
+            exit: Some(v),
+            entry: Some(v),
+            ..Gate::default()
+        }
+    }
+
+    #[test]
+    fn a_journey_goes_through_every_stage_in_order() {
+        let t = onboarding();
+        let ok = result(&[]);
+        let g = open_gate(&ok);
+        let at = apply(&t, &Position::PENDING, Event::Start, &g).unwrap();
+        assert_eq!(at.state(&t), "sandbox");
+        let err = apply(&t, &at, Event::Complete, &g).unwrap_err();
+        assert!(err.reasons[0].contains("not the last"), "{err}");
+        assert_eq!(
+            err.allowed,
+            [Event::Promote, Event::Rollback, Event::Pause, Event::Cancel]
+        );
+        let at = apply(&t, &at, Event::Promote, &g).unwrap();
+        assert_eq!(at.state(&t), "pilot");
+        let at = apply(&t, &at, Event::Promote, &g).unwrap();
+        assert_eq!(at.state(&t), "production");
+        let err = apply(&t, &at, Event::Promote, &g).unwrap_err();
+        assert!(err.reasons[0].contains("last stage"), "{err}");
+        let done = apply(&t, &at, Event::Complete, &g).unwrap();
+        assert_eq!(done.state(&t), "completed");
+        for e in Event::ALL {
+            assert!(apply(&t, &done, e, &g).is_err(), "{e} after completion");
+        }
+    }
+
+    #[test]
+    fn promotion_is_refused_with_every_failed_check() {
+        let t = onboarding();
+        let ok = result(&[]);
+        let at = apply(&t, &Position::PENDING, Event::Start, &open_gate(&ok)).unwrap();
+        let exit = result(&[
+            ("connectors", CheckOutcome::Passed),
+            ("search_precision", CheckOutcome::Failed),
+            ("stakeholder_demo", CheckOutcome::Inconclusive),
+        ]);
+        let gate = Gate {
+            exit: Some(&exit),
+            entry: Some(&ok),
+            open_units: vec!["Sandbox setup: 2 of 3 tasks done".into()],
+            soak_left: Some(Duration::from_secs(3_600)),
+            rollback_open: None,
+        };
+        let err = apply(&t, &at, Event::Promote, &gate).unwrap_err();
+        assert_eq!(err.state, "sandbox");
+        assert_eq!(err.reasons.len(), 4, "{err}");
+        assert!(err.reasons[0].contains("search_precision failed"));
+        assert!(err.reasons[1].contains("stakeholder_demo inconclusive"));
+        assert!(err.reasons[2].contains("Sandbox setup"));
+        assert!(err.reasons[3].contains("1h left"));
+        // Without exit criteria evaluated, nothing is promoted either.
+        let blind = Gate::default();
+        assert!(apply(&t, &at, Event::Promote, &blind).is_err());
+    }
+
+    #[test]
+    fn a_rollback_returns_to_the_previous_or_named_stage_once_its_unit_is_done() {
+        let t = onboarding();
+        let ok = result(&[]);
+        let g = open_gate(&ok);
+        let sandbox = apply(&t, &Position::PENDING, Event::Start, &g).unwrap();
+        let pilot = apply(&t, &sandbox, Event::Promote, &g).unwrap();
+        let back = apply(&t, &pilot, Event::Rollback, &g).unwrap();
+        assert_eq!(back.state(&t), "rolling_back");
+        assert_eq!(back.rollback_to, Some(0));
+        let busy = Gate {
+            rollback_open: Some("Pilot rollback: 0 of 1 tasks done".into()),
+            ..Gate::default()
+        };
+        let err = apply(&t, &back, Event::CompleteRollback, &busy).unwrap_err();
+        assert!(err.reasons[0].contains("rollback unit"), "{err}");
+        assert_eq!(err.allowed, [Event::CompleteRollback, Event::Cancel]);
+        let again = apply(&t, &back, Event::CompleteRollback, &g).unwrap();
+        assert_eq!(again.state(&t), "sandbox");
+        // The first stage rolls back to itself; production names sandbox.
+        let first = apply(&t, &sandbox, Event::Rollback, &g).unwrap();
+        assert_eq!(first.rollback_to, Some(0));
+        assert_eq!(rollback_target(&t, 2), 0);
+        assert_eq!(rollback_target(&t, 1), 0);
+    }
+
+    #[test]
+    fn paused_journeys_wait_and_cancelled_ones_stay_cancelled() {
+        let t = onboarding();
+        let ok = result(&[]);
+        let g = open_gate(&ok);
+        let at = apply(&t, &Position::PENDING, Event::Start, &g).unwrap();
+        let paused = apply(&t, &at, Event::Pause, &g).unwrap();
+        let err = apply(&t, &paused, Event::Promote, &g).unwrap_err();
+        assert!(err.reasons[0].contains("paused"), "{err}");
+        let resumed = apply(&t, &paused, Event::Resume, &g).unwrap();
+        assert_eq!(resumed, at);
+        let cancelled = apply(&t, &Position::PENDING, Event::Cancel, &g).unwrap();
+        assert_eq!(cancelled.state(&t), "cancelled");
+        assert!(apply(&t, &cancelled, Event::Start, &g).is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn no_stage_is_ever_skipped(events in proptest::collection::vec(0usize..8, 0..40)) {
+            let t = onboarding();
+            let ok = result(&[]);
+            let g = open_gate(&ok);
+            let mut at = Position::PENDING;
+            for e in events {
+                let event = Event::ALL[e];
+                if let Ok(next) = apply(&t, &at, event, &g) {
+                    match (at.stage, next.stage) {
+                        (Some(a), Some(b)) if b > a => {
+                            prop_assert_eq!(b, a + 1);
+                            prop_assert_eq!(event, Event::Promote);
+                        }
+                        (None, Some(b)) => prop_assert_eq!(b, 0),
+                        _ => {}
+                    }
+                    prop_assert!(!matches!(at.phase, Phase::Completed | Phase::Cancelled));
+                    at = next;
+                }
+            }
+        }
+    }
+}
