@@ -872,6 +872,168 @@ fn describe_base(base: Option<(ArtifactId, i64)>) -> String {
     }
 }
 
+/// Inserts a unit of work with its tasks and edges inside the transaction, as
+/// [`WorkStore::submit_unit`] does (client and unit-dependency checks, plan
+/// links, roots made ready, audit); `$woken` collects the lanes to wake.
+macro_rules! insert_unit_tx {
+    ($tx:ident, $self:ident, $id:expr, $new:expr, $ctx:expr, $now:expr, $woken:ident) => {{
+        let id: UnitId = $id;
+        let new: &NewUnit = $new;
+        let ctx: &WriteContext = $ctx;
+        let now: i64 = $now;
+        require_client!($tx, new.client_id);
+        if let Some(link) = &new.plan {
+            check_plan_link!($tx, $self, link, new.client_id);
+        }
+        let mut waiting = 0i64;
+        for (i, dep) in new.depends_on_units.iter().enumerate() {
+            let row: Option<(Uuid, String)> =
+                sqlx::query_as("SELECT client_id, status FROM work_units WHERE id = $1")
+                    .bind(dep.uuid())
+                    .fetch_optional(&mut *$tx)
+                    .await?;
+            match row {
+                Some((client, status)) if client == new.client_id.uuid() => {
+                    if status == "cancelled" {
+                        return Err(FieldError::new(
+                            format!("/depends_on_units/{i}"),
+                            format!("unit {dep} was cancelled; it will never complete"),
+                        )
+                        .into());
+                    }
+                    if status != "completed" {
+                        waiting += 1;
+                    }
+                }
+                _ => {
+                    return Err(FieldError::new(
+                        format!("/depends_on_units/{i}"),
+                        format!("no unit of work {dep} for this client"),
+                    )
+                    .into());
+                }
+            }
+        }
+        let status = if waiting > 0 {
+            UnitStatus::Pending
+        } else {
+            UnitStatus::Running
+        };
+        sqlx::query(
+            "INSERT INTO work_units (id, client_id, name, status, tasks_total, waiting_units, \
+             origin, trace_id, created_by, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10)",
+        )
+        .bind(id.uuid())
+        .bind(new.client_id.uuid())
+        .bind(&new.name)
+        .bind(status.as_str())
+        .bind(new.tasks.len() as i64)
+        .bind(waiting)
+        .bind(new.origin.as_ref().map(Json))
+        .bind(&ctx.trace_id)
+        .bind(&ctx.actor)
+        .bind(now)
+        .execute(&mut *$tx)
+        .await?;
+        for dep in &new.depends_on_units {
+            sqlx::query("INSERT INTO work_unit_deps (depends_on, unit_id) VALUES ($1, $2)")
+                .bind(dep.uuid())
+                .bind(id.uuid())
+                .execute(&mut *$tx)
+                .await?;
+        }
+        let ids: Vec<Uuid> = new.tasks.iter().map(|_| TaskId::new().uuid()).collect();
+        let gate = i64::from(waiting > 0);
+        for (chunk_no, chunk) in new.tasks.chunks(500).enumerate() {
+            let mut q = QueryBuilder::new(
+                "INSERT INTO tasks (id, unit_id, client_id, key, name, executor, lane, status, \
+                 input, depends_on, priority, pending_deps, max_attempts, timeout_s, \
+                 backoff_initial_ms, backoff_max_ms, trace_id, created_at, updated_at) ",
+            );
+            q.push_values(chunk.iter().enumerate(), |mut b, (i, t)| {
+                let idx = chunk_no * 500 + i;
+                let deps: Vec<&str> = t
+                    .depends_on
+                    .iter()
+                    .map(|&d| new.tasks[d].key.as_str())
+                    .collect();
+                b.push_bind(ids[idx])
+                    .push_bind(id.uuid())
+                    .push_bind(new.client_id.uuid())
+                    .push_bind(&t.key)
+                    .push_bind(&t.name)
+                    .push_bind(t.executor.name())
+                    .push_bind(t.executor.lane())
+                    .push_bind("pending")
+                    .push_bind(Json(&t.input))
+                    .push_bind(Json(deps))
+                    .push_bind(t.priority)
+                    .push_bind(t.depends_on.len() as i64 + gate)
+                    .push_bind(i64::from(t.max_attempts))
+                    .push_bind(i64::from(t.timeout_s))
+                    .push_bind((t.backoff.initial_s * 1000.0) as i64)
+                    .push_bind((t.backoff.max_s * 1000.0) as i64)
+                    .push_bind(&ctx.trace_id)
+                    .push_bind(now)
+                    .push_bind(now);
+            });
+            q.build().execute(&mut *$tx).await?;
+        }
+        let edges: Vec<(Uuid, Uuid)> = new
+            .tasks
+            .iter()
+            .enumerate()
+            .flat_map(|(i, t)| t.depends_on.iter().map(move |&d| (d, i)))
+            .map(|(d, i)| (ids[d], ids[i]))
+            .collect();
+        for chunk in edges.chunks(5000) {
+            let mut q = QueryBuilder::new("INSERT INTO task_deps (depends_on, task_id) ");
+            q.push_values(chunk, |mut b, (d, t)| {
+                b.push_bind(*d).push_bind(*t);
+            });
+            q.build().execute(&mut *$tx).await?;
+        }
+        if let Some(link) = &new.plan {
+            for (task, job) in &link.jobs {
+                sqlx::query(
+                    "INSERT INTO plan_jobs (engagement_id, job_key, task_id, updated_at) \
+                     VALUES ($1, $2, $3, $4) ON CONFLICT (engagement_id, job_key) \
+                     DO UPDATE SET task_id = excluded.task_id, updated_at = excluded.updated_at",
+                )
+                .bind(link.engagement_id.uuid())
+                .bind(job)
+                .bind(ids[*task])
+                .bind(now)
+                .execute(&mut *$tx)
+                .await?;
+            }
+        }
+        if waiting == 0 {
+            let roots: Vec<Uuid> = new
+                .tasks
+                .iter()
+                .enumerate()
+                .filter(|(_, t)| t.depends_on.is_empty())
+                .map(|(i, _)| ids[i])
+                .collect();
+            make_ready!($tx, $self, roots, now, $woken);
+        }
+        let entry = LogEntry::new("unit.create", Some(new.client_id), id).event(
+            "unit.created",
+            Audience::Staff,
+            serde_json::json!({
+                "unit_id": id.to_string(),
+                "client_id": new.client_id.to_string(),
+                "name": new.name,
+                "tasks": new.tasks.len(),
+                "status": status.as_str(),
+            }),
+        );
+        append_log!($tx, $self, ctx, at(now), entry);
+    }};
+}
+
 /// Checks a plan run's unit inside the transaction: the engagement is the
 /// client's, and none of its jobs has a task still queued or running. Locks the
 /// engagement's row (PostgreSQL), so plan runs of one engagement take turns.
@@ -956,158 +1118,9 @@ impl WorkStore for SqlStore {
             if let Some(existing) = idempotent_replay!(tx, ctx, "unit") {
                 Some(existing)
             } else {
-                require_client!(tx, new.client_id);
-                if let Some(link) = &new.plan {
-                    check_plan_link!(tx, self, link, new.client_id);
-                }
-                let mut waiting = 0i64;
-                for (i, dep) in new.depends_on_units.iter().enumerate() {
-                    let row: Option<(Uuid, String)> =
-                        sqlx::query_as("SELECT client_id, status FROM work_units WHERE id = $1")
-                            .bind(dep.uuid())
-                            .fetch_optional(&mut *tx)
-                            .await?;
-                    match row {
-                        Some((client, status)) if client == new.client_id.uuid() => {
-                            if status == "cancelled" {
-                                return Err(FieldError::new(
-                                    format!("/depends_on_units/{i}"),
-                                    format!("unit {dep} was cancelled; it will never complete"),
-                                )
-                                .into());
-                            }
-                            if status != "completed" {
-                                waiting += 1;
-                            }
-                        }
-                        _ => {
-                            return Err(FieldError::new(
-                                format!("/depends_on_units/{i}"),
-                                format!("no unit of work {dep} for this client"),
-                            )
-                            .into());
-                        }
-                    }
-                }
-                let status = if waiting > 0 {
-                    UnitStatus::Pending
-                } else {
-                    UnitStatus::Running
-                };
-                sqlx::query(
-                    "INSERT INTO work_units (id, client_id, name, status, tasks_total, waiting_units, \
-                     origin, trace_id, created_by, created_at, updated_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10)",
-                )
-                .bind(id.uuid())
-                .bind(new.client_id.uuid())
-                .bind(&new.name)
-                .bind(status.as_str())
-                .bind(new.tasks.len() as i64)
-                .bind(waiting)
-                .bind(new.origin.as_ref().map(Json))
-                .bind(&ctx.trace_id)
-                .bind(&ctx.actor)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
-                for dep in &new.depends_on_units {
-                    sqlx::query("INSERT INTO work_unit_deps (depends_on, unit_id) VALUES ($1, $2)")
-                        .bind(dep.uuid())
-                        .bind(id.uuid())
-                        .execute(&mut *tx)
-                        .await?;
-                }
-                let ids: Vec<Uuid> = new.tasks.iter().map(|_| TaskId::new().uuid()).collect();
-                let gate = i64::from(waiting > 0);
-                for (chunk_no, chunk) in new.tasks.chunks(500).enumerate() {
-                    let mut q = QueryBuilder::new(
-                        "INSERT INTO tasks (id, unit_id, client_id, key, name, executor, lane, status, \
-                         input, depends_on, priority, pending_deps, max_attempts, timeout_s, \
-                         backoff_initial_ms, backoff_max_ms, trace_id, created_at, updated_at) ",
-                    );
-                    q.push_values(chunk.iter().enumerate(), |mut b, (i, t)| {
-                        let idx = chunk_no * 500 + i;
-                        let deps: Vec<&str> = t
-                            .depends_on
-                            .iter()
-                            .map(|&d| new.tasks[d].key.as_str())
-                            .collect();
-                        b.push_bind(ids[idx])
-                            .push_bind(id.uuid())
-                            .push_bind(new.client_id.uuid())
-                            .push_bind(&t.key)
-                            .push_bind(&t.name)
-                            .push_bind(t.executor.name())
-                            .push_bind(t.executor.lane())
-                            .push_bind("pending")
-                            .push_bind(Json(&t.input))
-                            .push_bind(Json(deps))
-                            .push_bind(t.priority)
-                            .push_bind(t.depends_on.len() as i64 + gate)
-                            .push_bind(i64::from(t.max_attempts))
-                            .push_bind(i64::from(t.timeout_s))
-                            .push_bind((t.backoff.initial_s * 1000.0) as i64)
-                            .push_bind((t.backoff.max_s * 1000.0) as i64)
-                            .push_bind(&ctx.trace_id)
-                            .push_bind(now)
-                            .push_bind(now);
-                    });
-                    q.build().execute(&mut *tx).await?;
-                }
-                let edges: Vec<(Uuid, Uuid)> = new
-                    .tasks
-                    .iter()
-                    .enumerate()
-                    .flat_map(|(i, t)| t.depends_on.iter().map(move |&d| (d, i)))
-                    .map(|(d, i)| (ids[d], ids[i]))
-                    .collect();
-                for chunk in edges.chunks(5000) {
-                    let mut q = QueryBuilder::new("INSERT INTO task_deps (depends_on, task_id) ");
-                    q.push_values(chunk, |mut b, (d, t)| {
-                        b.push_bind(*d).push_bind(*t);
-                    });
-                    q.build().execute(&mut *tx).await?;
-                }
-                if let Some(link) = &new.plan {
-                    for (task, job) in &link.jobs {
-                        sqlx::query(
-                            "INSERT INTO plan_jobs (engagement_id, job_key, task_id, updated_at) \
-                             VALUES ($1, $2, $3, $4) ON CONFLICT (engagement_id, job_key) \
-                             DO UPDATE SET task_id = excluded.task_id, updated_at = excluded.updated_at",
-                        )
-                        .bind(link.engagement_id.uuid())
-                        .bind(job)
-                        .bind(ids[*task])
-                        .bind(now)
-                        .execute(&mut *tx)
-                        .await?;
-                    }
-                }
-                if waiting == 0 {
-                    let roots: Vec<Uuid> = new
-                        .tasks
-                        .iter()
-                        .enumerate()
-                        .filter(|(_, t)| t.depends_on.is_empty())
-                        .map(|(i, _)| ids[i])
-                        .collect();
-                    make_ready!(tx, self, roots, now, woken);
-                }
+                insert_unit_tx!(tx, self, id, &new, ctx, now, woken);
                 idempotent_record!(tx, ctx, "unit", id.uuid(), at(now));
                 notify_lanes!(tx, self, woken);
-                let entry = LogEntry::new("unit.create", Some(new.client_id), id).event(
-                    "unit.created",
-                    Audience::Staff,
-                    serde_json::json!({
-                        "unit_id": id.to_string(),
-                        "client_id": new.client_id.to_string(),
-                        "name": new.name,
-                        "tasks": new.tasks.len(),
-                        "status": status.as_str(),
-                    }),
-                );
-                append_log!(tx, self, ctx, at(now), entry);
                 tx.commit().await?;
                 None
             }
