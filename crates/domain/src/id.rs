@@ -270,3 +270,7 @@ prefixed_id!(
     /// Identifies an incident: a task whose attempts are exhausted.
     IncidentId, "inc", "incident"
 );
+prefixed_id!(
+    /// Identifies a journey: a client's way through a template's stages.
+    JourneyId, "jrn", "journey"
+);

@@ -38,8 +38,8 @@ pub mod webhook;
 pub mod work;
 
 pub use id::{
-    ArtifactId, ClientId, CommentId, EngagementId, EventId, IdError, IncidentId, ReviewLinkId,
-    TaskId, TokenId, UnitId, UserId, WebhookId,
+    ArtifactId, ClientId, CommentId, EngagementId, EventId, IdError, IncidentId, JourneyId,
+    ReviewLinkId, TaskId, TokenId, UnitId, UserId, WebhookId,
 };
 pub use lifecycle::ArtifactStatus;
 

@@ -10,6 +10,7 @@
 //! transactions so that a rule and the write it allows are atomic.
 
 mod error;
+mod journey;
 mod log;
 mod model;
 mod people;
@@ -24,6 +25,7 @@ mod work;
 use async_trait::async_trait;
 
 pub use error::StoreError;
+pub use journey::*;
 pub use log::*;
 pub use model::*;
 pub use people::*;
@@ -42,7 +44,9 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 /// Every write appends, in its own transaction, one hash-chained audit record
 /// and the events it raises (see [`LogStore`]).
 #[async_trait]
-pub trait Store: PeopleStore + ReviewStore + LogStore + WorkStore + Send + Sync + 'static {
+pub trait Store:
+    PeopleStore + ReviewStore + LogStore + WorkStore + JourneyStore + Send + Sync + 'static
+{
     /// Which database this store runs on.
     fn backend(&self) -> Backend;
     /// Checks that the database answers.

@@ -2426,4 +2426,6 @@ impl From<PackRow> for InstalledPack {
 mod log;
 mod people;
 mod review;
+#[macro_use]
 mod work;
+mod journey;

@@ -23,15 +23,15 @@ use super::*;
 use crate::work::*;
 
 /// The PostgreSQL channel woken when tasks become ready.
-const CHANNEL: &str = "waymark_work";
+pub(super) const CHANNEL: &str = "waymark_work";
 
-const TASK_COLUMNS: &str = "id, unit_id, client_id, key, name, executor, lane, status, input, \
+pub(super) const TASK_COLUMNS: &str = "id, unit_id, client_id, key, name, executor, lane, status, input, \
      output, depends_on, priority, fair_key, run_at, max_attempts, attempts, timeout_s, \
      backoff_initial_ms, backoff_max_ms, lease_hash, lease_expires_at, claimed_by, started_at, \
      last_error, trace_id, created_at, updated_at, finished_at";
 
 #[derive(FromRow, Clone)]
-struct TaskRow {
+pub(super) struct TaskRow {
     id: Uuid,
     unit_id: Uuid,
     client_id: Uuid,
@@ -62,16 +62,16 @@ struct TaskRow {
     finished_at: Option<i64>,
 }
 
-fn now_us() -> i64 {
+pub(super) fn now_us() -> i64 {
     unix_micros(OffsetDateTime::now_utc())
 }
 
-fn at(us: i64) -> OffsetDateTime {
+pub(super) fn at(us: i64) -> OffsetDateTime {
     OffsetDateTime::from_unix_timestamp_nanos(i128::from(us) * 1_000)
         .unwrap_or(OffsetDateTime::UNIX_EPOCH)
 }
 
-fn task_status(s: &str) -> Result<TaskStatus> {
+pub(super) fn task_status(s: &str) -> Result<TaskStatus> {
     s.parse().map_err(|_| decode_error("task status", s))
 }
 
@@ -147,7 +147,7 @@ impl TaskRow {
 }
 
 #[derive(FromRow)]
-struct UnitRow {
+pub(super) struct UnitRow {
     id: Uuid,
     client_id: Uuid,
     name: String,
@@ -163,7 +163,7 @@ struct UnitRow {
     finished_at: Option<i64>,
 }
 
-const UNIT_COLUMNS: &str = "id, client_id, name, status, tasks_total, tasks_done, \
+pub(super) const UNIT_COLUMNS: &str = "id, client_id, name, status, tasks_total, tasks_done, \
      tasks_cancelled, origin, trace_id, created_by, created_at, updated_at, finished_at";
 
 impl UnitRow {
@@ -191,7 +191,7 @@ impl UnitRow {
 }
 
 #[derive(FromRow)]
-struct IncidentRow {
+pub(super) struct IncidentRow {
     id: Uuid,
     unit_id: Uuid,
     task_id: Uuid,
@@ -205,7 +205,7 @@ struct IncidentRow {
     note: Option<String>,
 }
 
-const INCIDENT_SELECT: &str = "SELECT i.id, i.unit_id, i.task_id, t.key AS task_key, i.client_id, \
+pub(super) const INCIDENT_SELECT: &str = "SELECT i.id, i.unit_id, i.task_id, t.key AS task_key, i.client_id, \
      i.message, i.opened_at, i.resolved_at, i.resolution, i.resolved_by, i.note \
      FROM incidents i JOIN tasks t ON t.id = i.task_id";
 
@@ -233,7 +233,7 @@ impl IncidentRow {
 }
 
 #[derive(FromRow)]
-struct AgentRow {
+pub(super) struct AgentRow {
     id: String,
     description: String,
     capabilities: Json<Vec<String>>,
@@ -257,7 +257,7 @@ impl From<AgentRow> for Agent {
     }
 }
 
-fn refused(e: LeaseError) -> StoreError {
+pub(super) fn refused(e: LeaseError) -> StoreError {
     let code = match e {
         LeaseError::NotRunning(_) => "task_not_running",
         LeaseError::Foreign => "lease_foreign",
@@ -271,8 +271,8 @@ fn refused(e: LeaseError) -> StoreError {
 
 /// What a transaction did to the queue, to wake workers after it commits.
 #[derive(Default)]
-struct Woken {
-    lanes: BTreeSet<String>,
+pub(super) struct Woken {
+    pub(super) lanes: BTreeSet<String>,
 }
 
 /// Appends `, $n, $n+1 ...` placeholders for `ids` to a query builder as `(…)`.
@@ -762,7 +762,7 @@ macro_rules! notify_lanes {
 }
 
 impl SqlStore {
-    fn wake(&self, woken: &Woken) {
+    pub(super) fn wake(&self, woken: &Woken) {
         if !woken.lanes.is_empty() {
             self.work.send_modify(|n| *n = n.wrapping_add(1));
         }
@@ -835,7 +835,7 @@ impl SqlStore {
 }
 
 #[derive(FromRow)]
-struct PlanJobRow {
+pub(super) struct PlanJobRow {
     job_key: String,
     inputs_hash: Option<String>,
     artifact_id: Option<Uuid>,
@@ -865,7 +865,7 @@ impl PlanJobRow {
     }
 }
 
-fn describe_base(base: Option<(ArtifactId, i64)>) -> String {
+pub(super) fn describe_base(base: Option<(ArtifactId, i64)>) -> String {
     match base {
         Some((id, v)) => format!("{id} version {v}"),
         None => "none".to_owned(),
@@ -1080,7 +1080,12 @@ macro_rules! check_plan_link {
 
 /// Whether `lease_token` may finish the task: the lease of its running attempt
 /// (a human task, which nobody claims, may go without one).
-fn check_finisher(row: &TaskRow, lease_token: Option<&str>, id: TaskId, now: i64) -> Result<()> {
+pub(super) fn check_finisher(
+    row: &TaskRow,
+    lease_token: Option<&str>,
+    id: TaskId,
+    now: i64,
+) -> Result<()> {
     let st = row.status()?;
     match lease_token {
         Some(t) => work::check_lease(

@@ -1,0 +1,702 @@
+//! [`JourneyStore`] on SQL. A transition is one transaction: the journey's row
+//! (locked on PostgreSQL) must still be at the position the caller decided on;
+//! its new position, the history entry, the units of work it starts (through
+//! `insert_unit_tx!`) and the audit record go in together.
+
+#![allow(unused_imports)] // the engine's macros name what they use
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use sqlx::FromRow;
+use sqlx::types::Json;
+use uuid::Uuid;
+use waymark_domain::criteria::{Trigger, ValidationResult};
+use waymark_domain::journey::{Event, JourneyTemplate, Phase, Position};
+use waymark_domain::work::{self, TaskStatus, UnitStatus};
+use waymark_domain::{ArtifactId, ClientId, FieldError, JourneyId, TaskId, UnitId};
+
+use super::work::*;
+use super::*;
+use crate::journey::*;
+use crate::work::*;
+
+const JOURNEY_COLUMNS: &str = "id, client_id, template, definition, name, phase, stage, rollback_to, \
+     paused, source_artifact_id, trace_id, last_validation, created_by, created_at, updated_at, \
+     started_at, stage_started_at, finished_at";
+
+#[derive(FromRow)]
+struct JourneyRow {
+    id: Uuid,
+    client_id: Uuid,
+    template: String,
+    definition: Json<JourneyTemplate>,
+    name: String,
+    phase: String,
+    stage: Option<i64>,
+    rollback_to: Option<i64>,
+    paused: i64,
+    source_artifact_id: Option<Uuid>,
+    trace_id: Option<String>,
+    last_validation: Option<Json<ValidationResult>>,
+    created_by: String,
+    created_at: i64,
+    updated_at: i64,
+    started_at: Option<i64>,
+    stage_started_at: Option<i64>,
+    finished_at: Option<i64>,
+}
+
+fn phase_str(p: Phase) -> &'static str {
+    match p {
+        Phase::Pending => "pending",
+        Phase::Active => "active",
+        Phase::RollingBack => "rolling_back",
+        Phase::Completed => "completed",
+        Phase::Cancelled => "cancelled",
+    }
+}
+
+fn parse_phase(s: &str) -> Result<Phase> {
+    Ok(match s {
+        "pending" => Phase::Pending,
+        "active" => Phase::Active,
+        "rolling_back" => Phase::RollingBack,
+        "completed" => Phase::Completed,
+        "cancelled" => Phase::Cancelled,
+        other => {
+            return Err(StoreError::Conflict(format!(
+                "unknown journey phase {other}"
+            )));
+        }
+    })
+}
+
+fn stage_id(def: &JourneyTemplate, i: Option<i64>) -> Option<String> {
+    i.and_then(|i| def.stages.get(i as usize))
+        .map(|s| s.id.clone())
+}
+
+impl JourneyRow {
+    fn journey(self) -> Result<Journey> {
+        let def = self.definition.0;
+        let phase = parse_phase(&self.phase)?;
+        let position = Position {
+            phase,
+            stage: self.stage.map(|s| s as usize),
+            rollback_to: self.rollback_to.map(|s| s as usize),
+            paused: self.paused != 0,
+        };
+        Ok(Journey {
+            id: JourneyId::from_uuid(self.id),
+            client_id: ClientId::from_uuid(self.client_id),
+            name: self.name,
+            template: self.template,
+            state: position.state(&def).to_owned(),
+            phase,
+            stage: stage_id(&def, self.stage),
+            rollback_to: stage_id(&def, self.rollback_to),
+            paused: self.paused != 0,
+            stages: def.stages.iter().map(|s| s.id.clone()).collect(),
+            source_artifact_id: self.source_artifact_id.map(ArtifactId::from_uuid),
+            trace_id: self.trace_id,
+            last_validation: self.last_validation.map(|v| v.0),
+            created_by: self.created_by,
+            created_at: at(self.created_at),
+            updated_at: at(self.updated_at),
+            started_at: self.started_at.map(at),
+            stage_started_at: self.stage_started_at.map(at),
+            finished_at: self.finished_at.map(at),
+            definition: def,
+        })
+    }
+}
+
+#[derive(FromRow)]
+struct HistoryRow {
+    seq: i64,
+    at: i64,
+    actor: String,
+    event: String,
+    from_state: String,
+    to_state: String,
+    reason: Option<String>,
+    trigger: Option<String>,
+    automatic: i64,
+    validation: Option<Json<ValidationResult>>,
+    overrides: Option<Json<Vec<String>>>,
+    trace_id: Option<String>,
+}
+
+fn parse_event(s: &str) -> Result<Event> {
+    Event::ALL
+        .into_iter()
+        .find(|e| e.as_str() == s)
+        .ok_or_else(|| StoreError::Conflict(format!("unknown journey event {s}")))
+}
+
+fn parse_trigger(s: &str) -> Result<Trigger> {
+    Trigger::ALL
+        .into_iter()
+        .find(|t| t.as_str() == s)
+        .ok_or_else(|| StoreError::Conflict(format!("unknown rollback trigger {s}")))
+}
+
+fn journey_data(j: &JourneyRow, to: &str) -> Value {
+    serde_json::json!({
+        "journey_id": JourneyId::from_uuid(j.id).to_string(),
+        "client_id": ClientId::from_uuid(j.client_id).to_string(),
+        "template": j.template,
+        "state": to,
+    })
+}
+
+macro_rules! lock_journey {
+    ($tx:ident, $self:ident, $id:expr) => {{
+        let row: Option<JourneyRow> = sqlx::query_as(&format!(
+            "SELECT {JOURNEY_COLUMNS} FROM journeys WHERE id = $1{}",
+            $self.lock_clause()
+        ))
+        .bind($id.uuid())
+        .fetch_optional(&mut *$tx)
+        .await?;
+        row.ok_or_else(|| not_found("journey", $id))?
+    }};
+}
+
+#[async_trait]
+impl JourneyStore for SqlStore {
+    async fn put_journey_template(
+        &self,
+        template: JourneyTemplate,
+        ctx: &WriteContext,
+    ) -> Result<bool> {
+        let now = now_us();
+        on_writer!(self, |p| {
+            let mut tx = p.begin().await?;
+            let existing: Option<(String,)> =
+                sqlx::query_as("SELECT name FROM journey_templates WHERE name = $1")
+                    .bind(&template.name)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            sqlx::query(
+                "INSERT INTO journey_templates (name, definition, created_by, created_at, updated_at) \
+                 VALUES ($1, $2, $3, $4, $4) ON CONFLICT (name) \
+                 DO UPDATE SET definition = excluded.definition, updated_at = excluded.updated_at",
+            )
+            .bind(&template.name)
+            .bind(Json(&template))
+            .bind(&ctx.actor)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            let entry = LogEntry::new("journey_template.put", None, &template.name).event(
+                "journey_template.saved",
+                Audience::Staff,
+                serde_json::json!({"name": template.name, "stages": template.stages.len()}),
+            );
+            append_log!(tx, self, ctx, at(now), entry);
+            tx.commit().await?;
+            Ok(existing.is_none())
+        })
+    }
+
+    async fn list_journey_templates(&self) -> Result<Vec<JourneyTemplate>> {
+        let rows: Vec<(Json<JourneyTemplate>,)> = on_reader!(self, |p| {
+            sqlx::query_as("SELECT definition FROM journey_templates ORDER BY name")
+                .fetch_all(p)
+                .await?
+        });
+        Ok(rows.into_iter().map(|r| r.0.0).collect())
+    }
+
+    async fn create_journey(
+        &self,
+        new: NewJourney,
+        ctx: &WriteContext,
+    ) -> Result<Created<Journey>> {
+        let id = JourneyId::new();
+        let now = now_us();
+        let replayed = on_writer!(self, |p| {
+            let mut tx = p.begin().await?;
+            if let Some(existing) = idempotent_replay!(tx, ctx, "journey") {
+                Some(existing)
+            } else {
+                require_client!(tx, new.client_id);
+                if let Some(a) = new.source_artifact_id {
+                    let owner: Option<(Uuid,)> =
+                        sqlx::query_as("SELECT client_id FROM artifacts WHERE id = $1")
+                            .bind(a.uuid())
+                            .fetch_optional(&mut *tx)
+                            .await?;
+                    if owner.map(|o| o.0) != Some(new.client_id.uuid()) {
+                        return Err(FieldError::new(
+                            "/source_artifact_id",
+                            format!("no artifact {a} for client {}", new.client_id),
+                        )
+                        .into());
+                    }
+                }
+                sqlx::query(&format!(
+                    "INSERT INTO journeys ({JOURNEY_COLUMNS}) VALUES ($1, $2, $3, $4, $5, 'pending', NULL, NULL, \
+                     0, $6, $7, NULL, $8, $9, $9, NULL, NULL, NULL)"
+                ))
+                .bind(id.uuid())
+                .bind(new.client_id.uuid())
+                .bind(&new.template.name)
+                .bind(Json(&new.template))
+                .bind(&new.name)
+                .bind(new.source_artifact_id.map(|a| a.uuid()))
+                .bind(&ctx.trace_id)
+                .bind(&ctx.actor)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+                idempotent_record!(tx, ctx, "journey", id.uuid(), at(now));
+                let entry = LogEntry::new("journey.create", Some(new.client_id), id).event(
+                    "journey.created",
+                    Audience::Staff,
+                    serde_json::json!({
+                        "journey_id": id.to_string(),
+                        "client_id": new.client_id.to_string(),
+                        "template": new.template.name,
+                        "name": new.name,
+                        "state": "pending",
+                        "source_artifact_id": new.source_artifact_id.map(|a| a.to_string()),
+                    }),
+                );
+                append_log!(tx, self, ctx, at(now), entry);
+                tx.commit().await?;
+                None
+            }
+        });
+        let record_id = replayed.map(JourneyId::from_uuid).unwrap_or(id);
+        Ok(Created {
+            record: self.get_journey(record_id).await?,
+            replayed: replayed.is_some(),
+        })
+    }
+
+    async fn get_journey(&self, id: JourneyId) -> Result<Journey> {
+        let row: Option<JourneyRow> = on_reader!(self, |p| {
+            sqlx::query_as(&format!(
+                "SELECT {JOURNEY_COLUMNS} FROM journeys WHERE id = $1"
+            ))
+            .bind(id.uuid())
+            .fetch_optional(p)
+            .await?
+        });
+        row.ok_or_else(|| not_found("journey", id))?.journey()
+    }
+
+    async fn list_journeys(
+        &self,
+        client_id: Option<ClientId>,
+        template: Option<String>,
+        page: PageRequest,
+    ) -> Result<Page<Journey>> {
+        let after: Option<JourneyId> = id_cursor(&page)?;
+        let rows: Vec<JourneyRow> = on_reader!(self, |p| {
+            let mut q = QueryBuilder::new(format!(
+                "SELECT {JOURNEY_COLUMNS} FROM journeys WHERE 1 = 1"
+            ));
+            if let Some(c) = client_id {
+                q.push(" AND client_id = ").push_bind(c.uuid());
+            }
+            if let Some(t) = &template {
+                q.push(" AND template = ").push_bind(t.clone());
+            }
+            if let Some(a) = after {
+                q.push(" AND id < ").push_bind(a.uuid());
+            }
+            q.push(" ORDER BY id DESC LIMIT ")
+                .push_bind(limit_plus_one(&page));
+            q.build_query_as().fetch_all(p).await?
+        });
+        let items = rows
+            .into_iter()
+            .map(JourneyRow::journey)
+            .collect::<Result<Vec<_>>>()?;
+        Ok(paginate(items, &page, |j| j.id.to_string()))
+    }
+
+    async fn journey_event(&self, t: JourneyTransition, ctx: &WriteContext) -> Result<Journey> {
+        let now = now_us();
+        let mut woken = Woken::default();
+        on_writer!(self, |p| {
+            let mut tx = p.begin().await?;
+            let row = lock_journey!(tx, self, t.journey_id);
+            let def = row.definition.0.clone();
+            let here = Position {
+                phase: parse_phase(&row.phase)?,
+                stage: row.stage.map(|s| s as usize),
+                rollback_to: row.rollback_to.map(|s| s as usize),
+                paused: row.paused != 0,
+            };
+            if here != t.from {
+                return Err(StoreError::Conflict(format!(
+                    "journey {} moved while the {} was decided: it is now {}; look again and retry",
+                    t.journey_id,
+                    t.event,
+                    here.state(&def)
+                )));
+            }
+            let (seq,): (i64,) = sqlx::query_as(
+                "SELECT COALESCE(MAX(seq), 0) + 1 FROM journey_history WHERE journey_id = $1",
+            )
+            .bind(t.journey_id.uuid())
+            .fetch_one(&mut *tx)
+            .await?;
+            let from_state = here.state(&def).to_owned();
+            let to_state = t.to.state(&def).to_owned();
+            let enters_stage = matches!(
+                t.event,
+                Event::Start | Event::Promote | Event::CompleteRollback
+            );
+            let finished = matches!(t.to.phase, Phase::Completed | Phase::Cancelled);
+            sqlx::query(
+                "UPDATE journeys SET phase = $2, stage = $3, rollback_to = $4, paused = $5, updated_at = $6, \
+                 started_at = COALESCE(started_at, CASE WHEN $7 THEN $6 END), \
+                 stage_started_at = CASE WHEN $8 THEN $6 ELSE stage_started_at END, \
+                 last_validation = CASE WHEN $8 THEN NULL ELSE last_validation END, \
+                 finished_at = CASE WHEN $9 THEN $6 ELSE finished_at END WHERE id = $1",
+            )
+            .bind(t.journey_id.uuid())
+            .bind(phase_str(t.to.phase))
+            .bind(t.to.stage.map(|s| s as i64))
+            .bind(t.to.rollback_to.map(|s| s as i64))
+            .bind(i64::from(t.to.paused))
+            .bind(now)
+            .bind(t.event == Event::Start)
+            .bind(enters_stage)
+            .bind(finished)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query(
+                "INSERT INTO journey_history (journey_id, seq, at, actor, event, from_state, to_state, \
+                 from_stage, to_stage, reason, trigger, automatic, validation, overrides, trace_id) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+            )
+            .bind(t.journey_id.uuid())
+            .bind(seq)
+            .bind(now)
+            .bind(&ctx.actor)
+            .bind(t.event.as_str())
+            .bind(&from_state)
+            .bind(&to_state)
+            .bind(here.stage.map(|s| s as i64))
+            .bind(t.to.stage.map(|s| s as i64))
+            .bind(&t.reason)
+            .bind(t.trigger.map(Trigger::as_str))
+            .bind(i64::from(t.automatic))
+            .bind(t.validation.as_ref().map(Json))
+            .bind((!t.overrides.is_empty()).then_some(Json(&t.overrides)))
+            .bind(&ctx.trace_id)
+            .execute(&mut *tx)
+            .await?;
+            // A cancelled journey stops its work.
+            if t.to.phase == Phase::Cancelled {
+                let open: Vec<(Uuid,)> = sqlx::query_as(
+                    "SELECT u.id FROM journey_units ju JOIN work_units u ON u.id = ju.unit_id \
+                     WHERE ju.journey_id = $1 AND u.status NOT IN ('completed', 'cancelled')",
+                )
+                .bind(t.journey_id.uuid())
+                .fetch_all(&mut *tx)
+                .await?;
+                for (u,) in open {
+                    cancel_unit_in_tx!(
+                        tx,
+                        self,
+                        UnitId::from_uuid(u),
+                        Some("the journey was cancelled".to_owned()),
+                        ctx,
+                        now,
+                        woken
+                    );
+                }
+            }
+            let stage = t.to.stage.unwrap_or(0) as i64;
+            for (unit, kind) in &t.units {
+                let uid = UnitId::new();
+                insert_unit_tx!(tx, self, uid, unit, ctx, now, woken);
+                sqlx::query(
+                    "INSERT INTO journey_units (journey_id, unit_id, stage, kind, entered_seq) \
+                     VALUES ($1, $2, $3, $4, $5)",
+                )
+                .bind(t.journey_id.uuid())
+                .bind(uid.uuid())
+                .bind(stage)
+                .bind(kind.as_str())
+                .bind(seq)
+                .execute(&mut *tx)
+                .await?;
+            }
+            notify_lanes!(tx, self, woken);
+            let mut data = journey_data(&row, &to_state);
+            data["event"] = Value::from(t.event.as_str());
+            data["from"] = Value::from(from_state.clone());
+            data["trigger"] = serde_json::to_value(t.trigger).unwrap_or(Value::Null);
+            data["automatic"] = Value::from(t.automatic);
+            let mut entry = LogEntry::new(
+                "journey.event",
+                Some(ClientId::from_uuid(row.client_id)),
+                t.journey_id,
+            )
+            .event("journey.transitioned", Audience::Staff, data);
+            entry.trace_id = row.trace_id.clone().or_else(|| ctx.trace_id.clone());
+            append_log!(tx, self, ctx, at(now), entry);
+            tx.commit().await?;
+            Ok::<(), StoreError>(())
+        })?;
+        self.wake(&woken);
+        self.get_journey(t.journey_id).await
+    }
+
+    async fn journey_history(&self, id: JourneyId) -> Result<Vec<JourneyHistoryEntry>> {
+        self.get_journey(id).await?;
+        let rows: Vec<HistoryRow> = on_reader!(self, |p| {
+            sqlx::query_as(
+                "SELECT seq, at, actor, event, from_state, to_state, reason, trigger, automatic, \
+                 validation, overrides, trace_id FROM journey_history WHERE journey_id = $1 ORDER BY seq",
+            )
+            .bind(id.uuid())
+            .fetch_all(p)
+            .await?
+        });
+        rows.into_iter()
+            .map(|r| {
+                Ok(JourneyHistoryEntry {
+                    seq: r.seq,
+                    at: at(r.at),
+                    actor: r.actor,
+                    event: parse_event(&r.event)?,
+                    from: r.from_state,
+                    to: r.to_state,
+                    reason: r.reason,
+                    trigger: r.trigger.as_deref().map(parse_trigger).transpose()?,
+                    automatic: r.automatic != 0,
+                    validation: r.validation.map(|v| v.0),
+                    overrides: r.overrides.map(|o| o.0).unwrap_or_default(),
+                    trace_id: r.trace_id,
+                })
+            })
+            .collect()
+    }
+
+    async fn journey_units(&self, id: JourneyId) -> Result<Vec<JourneyUnit>> {
+        let journey = self.get_journey(id).await?;
+        let rows: Vec<(Uuid, String, i64, String, i64, String, i64, i64)> = on_reader!(self, |p| {
+            sqlx::query_as(
+                "SELECT ju.unit_id, u.name, ju.stage, ju.kind, ju.entered_seq, u.status, \
+                     u.tasks_total, u.tasks_done FROM journey_units ju \
+                     JOIN work_units u ON u.id = ju.unit_id \
+                     WHERE ju.journey_id = $1 ORDER BY ju.entered_seq, ju.unit_id",
+            )
+            .bind(id.uuid())
+            .fetch_all(p)
+            .await?
+        });
+        rows.into_iter()
+            .map(
+                |(unit, name, stage, kind, entered_seq, status, total, done)| {
+                    Ok(JourneyUnit {
+                        unit_id: UnitId::from_uuid(unit),
+                        name,
+                        stage: stage_id(&journey.definition, Some(stage)).unwrap_or_default(),
+                        kind: if kind == "rollback" {
+                            UnitKind::Rollback
+                        } else {
+                            UnitKind::Activity
+                        },
+                        entered_seq,
+                        status: status
+                            .parse::<UnitStatus>()
+                            .map_err(|e| StoreError::Conflict(e.to_string()))?,
+                        tasks_total: total,
+                        tasks_done: done,
+                    })
+                },
+            )
+            .collect()
+    }
+
+    async fn set_last_validation(&self, id: JourneyId, v: &ValidationResult) -> Result<()> {
+        on_writer!(self, |p| {
+            sqlx::query("UPDATE journeys SET last_validation = $2 WHERE id = $1")
+                .bind(id.uuid())
+                .bind(Json(v))
+                .execute(p)
+                .await?;
+            Ok(())
+        })
+    }
+
+    async fn record_metrics(
+        &self,
+        id: JourneyId,
+        observations: Vec<NewObservation>,
+        ctx: &WriteContext,
+    ) -> Result<Vec<MetricRecord>> {
+        let now = now_us();
+        on_writer!(self, |p| {
+            let mut tx = p.begin().await?;
+            let row = lock_journey!(tx, self, id);
+            let def = row.definition.0.clone();
+            for o in &observations {
+                sqlx::query(
+                    "INSERT INTO journey_metrics (journey_id, name, value, at, stage, recorded_by, recorded_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                )
+                .bind(id.uuid())
+                .bind(&o.name)
+                .bind(o.value)
+                .bind(to_us(o.at))
+                .bind(row.stage)
+                .bind(&ctx.actor)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            }
+            let mut data = journey_data(&row, "");
+            data["observations"] = observations
+                .iter()
+                .take(100)
+                .map(|o| serde_json::json!({"name": o.name, "value": o.value}))
+                .collect();
+            if let Some(obj) = data.as_object_mut() {
+                obj.remove("state");
+            }
+            let entry = LogEntry::new(
+                "journey.metrics",
+                Some(ClientId::from_uuid(row.client_id)),
+                id,
+            )
+            .event("journey.metrics_recorded", Audience::Staff, data);
+            append_log!(tx, self, ctx, at(now), entry);
+            tx.commit().await?;
+            Ok(observations
+                .into_iter()
+                .map(|o| MetricRecord {
+                    name: o.name,
+                    value: o.value,
+                    at: o.at,
+                    stage: stage_id(&def, row.stage),
+                    recorded_by: ctx.actor.clone(),
+                })
+                .collect())
+        })
+    }
+
+    async fn journey_metrics(&self, id: JourneyId) -> Result<Vec<MetricRecord>> {
+        let journey = self.get_journey(id).await?;
+        let rows: Vec<(String, f64, i64, Option<i64>, String)> = on_reader!(self, |p| {
+            sqlx::query_as(
+                "SELECT name, value, at, stage, recorded_by FROM journey_metrics \
+                 WHERE journey_id = $1 ORDER BY at, seq",
+            )
+            .bind(id.uuid())
+            .fetch_all(p)
+            .await?
+        });
+        Ok(rows
+            .into_iter()
+            .map(|(name, value, t, stage, by)| MetricRecord {
+                name,
+                value,
+                at: at(t),
+                stage: stage_id(&journey.definition, stage),
+                recorded_by: by,
+            })
+            .collect())
+    }
+
+    async fn sign_off(
+        &self,
+        id: JourneyId,
+        name: String,
+        note: Option<String>,
+        ctx: &WriteContext,
+    ) -> Result<Signoff> {
+        let now = now_us();
+        on_writer!(self, |p| {
+            let mut tx = p.begin().await?;
+            let row = lock_journey!(tx, self, id);
+            let def = row.definition.0.clone();
+            let existing: Option<(Option<i64>, String, Option<String>, i64)> = sqlx::query_as(
+                "SELECT stage, signed_by, note, at FROM journey_signoffs WHERE journey_id = $1 AND name = $2",
+            )
+            .bind(id.uuid())
+            .bind(&name)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if let Some((stage, by, note, t)) = existing {
+                return Ok(Signoff {
+                    name,
+                    stage: stage_id(&def, stage),
+                    signed_by: by,
+                    note,
+                    at: at(t),
+                });
+            }
+            sqlx::query(
+                "INSERT INTO journey_signoffs (journey_id, name, stage, signed_by, note, at) \
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind(id.uuid())
+            .bind(&name)
+            .bind(row.stage)
+            .bind(&ctx.actor)
+            .bind(&note)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            let mut data = journey_data(&row, "");
+            data["signoff"] = Value::from(name.clone());
+            if let Some(obj) = data.as_object_mut() {
+                obj.remove("state");
+            }
+            let entry = LogEntry::new(
+                "journey.signoff",
+                Some(ClientId::from_uuid(row.client_id)),
+                id,
+            )
+            .event("journey.signed_off", Audience::Staff, data);
+            append_log!(tx, self, ctx, at(now), entry);
+            tx.commit().await?;
+            Ok(Signoff {
+                name,
+                stage: stage_id(&def, row.stage),
+                signed_by: ctx.actor.clone(),
+                note,
+                at: at(now),
+            })
+        })
+    }
+
+    async fn signoffs(&self, id: JourneyId) -> Result<Vec<Signoff>> {
+        let journey = self.get_journey(id).await?;
+        let rows: Vec<(String, Option<i64>, String, Option<String>, i64)> = on_reader!(self, |p| {
+            sqlx::query_as(
+                "SELECT name, stage, signed_by, note, at FROM journey_signoffs \
+                     WHERE journey_id = $1 ORDER BY at, name",
+            )
+            .bind(id.uuid())
+            .fetch_all(p)
+            .await?
+        });
+        Ok(rows
+            .into_iter()
+            .map(|(name, stage, by, note, t)| Signoff {
+                name,
+                stage: stage_id(&journey.definition, stage),
+                signed_by: by,
+                note,
+                at: at(t),
+            })
+            .collect())
+    }
+}
+
+/// Microseconds since the epoch.
+fn to_us(t: OffsetDateTime) -> i64 {
+    (t.unix_timestamp_nanos() / 1_000) as i64
+}
