@@ -275,7 +275,7 @@ pub fn possible(template: &JourneyTemplate, at: &Position) -> Vec<Event> {
 
 fn failed_checks(label: &str, v: Option<&ValidationResult>, reasons: &mut Vec<String>) {
     let Some(v) = v else { return };
-    for c in v.checks.iter().filter(|c| !c.passed && !c.dry_run) {
+    for c in v.checks.iter().filter(|c| c.blocks()) {
         let outcome = match c.outcome {
             crate::criteria::CheckOutcome::Inconclusive => "inconclusive",
             _ => "failed",
@@ -453,6 +453,7 @@ mod tests {
                     expected: serde_json::Value::Null,
                     message: format!("{name} message"),
                     dry_run: false,
+                    overridden: false,
                 })
                 .collect(),
         }
