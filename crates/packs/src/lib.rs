@@ -3,17 +3,24 @@
 //!
 //! A pack is a folder (see `docs/PACKS.md`). [`load`] reads and checks one,
 //! answering every problem with its file, line and column where known; a loaded
-//! [`Pack`] validates content ([`TypeDef::check`]) and derives generation plans
-//! ([`Pack::plan`]). The built-in packs are embedded in the binary ([`builtin`]).
+//! [`Pack`] validates content ([`TypeDef::check`]), derives generation plans
+//! ([`Pack::plan`]) and holds its journey templates ([`Pack::journey`]). The
+//! built-in packs are embedded in the binary ([`builtin`]).
 //!
 //! ```
 //! let packs = waymark_packs::builtin();
 //! let marketing = packs.iter().find(|p| p.name == "marketing-engagement").unwrap();
 //! let strategy = marketing.artifact_type("strategy").unwrap();
 //! assert_eq!(strategy.requires, ["intake"]);
+//!
+//! let onboarding = packs.iter().find(|p| p.name == "client-onboarding").unwrap();
+//! let journey = onboarding.journey("client-onboarding").unwrap();
+//! let stages: Vec<&str> = journey.stages.iter().map(|s| s.id.as_str()).collect();
+//! assert_eq!(stages, ["sandbox", "pilot", "production"]);
 //! ```
 
 mod files;
+mod journeys;
 mod load;
 mod manifest;
 mod rules;
@@ -25,9 +32,11 @@ use serde::Serialize;
 use serde_json::{Value, json};
 use waymark_domain::FieldError;
 use waymark_domain::gating::Gating;
+use waymark_domain::journey::JourneyTemplate;
 use waymark_domain::plan::{self, JobSpec, Module, PlanError, PlannedJob};
 
 pub use files::{MAX_FILES, MAX_MANIFEST_BYTES, MAX_PACK_BYTES, PackFiles};
+pub use journeys::RESERVED_STAGE_IDS;
 pub use load::load;
 pub use rules::{Rule, RuleError};
 
@@ -131,6 +140,9 @@ pub struct TypeDef {
     pub generator: Option<Generator>,
     /// How many approvals an artifact of this type needs, and from whom.
     pub approval: waymark_domain::review::ApprovalPolicy,
+    /// The journey template of the pack that an approved artifact of this type
+    /// implements (`journey:` in the manifest), if any.
+    pub journey: Option<String>,
     validator: jsonschema::Validator,
 }
 
@@ -228,6 +240,8 @@ pub struct Pack {
     /// Types in pipeline order.
     pub types: Vec<TypeDef>,
     pub plan: Option<PlanDef>,
+    /// Journey templates, in the order the manifest declares them.
+    pub journeys: Vec<JourneyTemplate>,
     /// SHA-256 over every file: two packs with the same digest are the same pack.
     pub digest: String,
     pub files: PackFiles,
@@ -237,6 +251,11 @@ impl Pack {
     /// The type named `name`.
     pub fn artifact_type(&self, name: &str) -> Option<&TypeDef> {
         self.types.iter().find(|t| t.name == name)
+    }
+
+    /// The journey template named `name`.
+    pub fn journey(&self, name: &str) -> Option<&JourneyTemplate> {
+        self.journeys.iter().find(|j| j.name == name)
     }
 
     /// The names of its types, in pipeline order.
@@ -287,5 +306,7 @@ pub fn builtin() -> &'static [Arc<Pack>] {
     })
 }
 
+#[cfg(test)]
+mod journey_tests;
 #[cfg(test)]
 mod tests;

@@ -17,7 +17,7 @@ use crate::{
     Family, Generator, Pack, PackError, PackFiles, PlanDef, Problem, Rule, TypeDef, schema_errors,
 };
 
-const MANIFEST: &str = "pack.yaml";
+pub(crate) const MANIFEST: &str = "pack.yaml";
 
 /// Reads and checks the pack made of `files`.
 pub fn load(files: &PackFiles) -> Result<Pack, PackError> {
@@ -181,6 +181,41 @@ pub fn load(files: &PackFiles) -> Result<Pack, PackError> {
         PlanDef { modules, jobs }
     });
 
+    let journeys = crate::journeys::load_journeys(&manifest.journeys, &declared, &mut problems);
+    let templates: BTreeSet<&str> = journeys.iter().map(|j| j.name.as_str()).collect();
+    for t in &manifest.types {
+        let Some(j) = &t.journey else { continue };
+        if t.family.value == "solution" {
+            problems.push(at(
+                j,
+                format!(
+                    "type {} is of family solution, so implementing it does not start a journey; \
+                     set `family: journey` or remove `journey`",
+                    t.name.value
+                ),
+            ));
+        }
+        if !templates.contains(j.value.as_str()) {
+            problems.push(at(
+                j,
+                if templates.is_empty() {
+                    format!(
+                        "type {} implements journey `{}`, but the pack declares no journey templates; \
+                         add it under `journeys` or remove `journey`",
+                        t.name.value, j.value
+                    )
+                } else {
+                    format!(
+                        "type {} implements unknown journey `{}`; the pack's journey templates: {}",
+                        t.name.value,
+                        j.value,
+                        templates.iter().copied().collect::<Vec<_>>().join(", ")
+                    )
+                },
+            ));
+        }
+    }
+
     if !problems.is_empty() {
         return refuse(problems);
     }
@@ -191,6 +226,7 @@ pub fn load(files: &PackFiles) -> Result<Pack, PackError> {
         description: manifest.description.trim().to_owned(),
         types,
         plan,
+        journeys,
         digest: digest.to_string(),
         files: files.clone(),
     })
@@ -343,6 +379,7 @@ fn load_type(files: &PackFiles, t: &TypeManifest, problems: &mut Vec<Problem>) -
         rules,
         generator,
         approval: t.approval.unwrap_or_default(),
+        journey: t.journey.as_ref().map(|j| j.value.clone()),
         validator: validator?,
     })
 }
@@ -391,7 +428,7 @@ fn read_json(
     }
 }
 
-fn at<T>(span: &Spanned<T>, message: impl Into<String>) -> Problem {
+pub(crate) fn at<T>(span: &Spanned<T>, message: impl Into<String>) -> Problem {
     Problem::at(
         MANIFEST,
         span.referenced.line(),

@@ -5,6 +5,8 @@ use serde::Deserialize;
 use serde_json::Value;
 use serde_saphyr::Spanned;
 
+use crate::journeys::JourneyManifest;
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct Manifest {
@@ -15,6 +17,9 @@ pub(crate) struct Manifest {
     pub types: Vec<TypeManifest>,
     #[serde(default)]
     pub plan: Option<PlanManifest>,
+    /// Journey templates (see `journeys.rs`).
+    #[serde(default)]
+    pub journeys: Vec<Spanned<JourneyManifest>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -37,6 +42,9 @@ pub(crate) struct TypeManifest {
     /// Approvals needed, and from whom (`required`, `approvers`: client | any).
     #[serde(default)]
     pub approval: Option<waymark_domain::review::ApprovalPolicy>,
+    /// The journey template an approved artifact of the type implements.
+    #[serde(default)]
+    pub journey: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

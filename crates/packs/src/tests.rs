@@ -7,7 +7,7 @@ use serde_json::json;
 
 use super::*;
 
-const SCHEMA: &str = r#"{
+pub(crate) const SCHEMA: &str = r#"{
   "$schema": "https://json-schema.org/draft/2020-12/schema",
   "type": "object",
   "properties": {
@@ -18,7 +18,7 @@ const SCHEMA: &str = r#"{
   "additionalProperties": false
 }"#;
 
-const MANIFEST: &str = "name: tiny
+pub(crate) const MANIFEST: &str = "name: tiny
 version: 1.0.0
 description: A two-step pipeline.
 types:
@@ -56,13 +56,13 @@ fn write_pack(dir: &Path, manifest: &str, schema: &str) {
     std::fs::write(dir.join("prompts/plan.md"), "Write the plan.").unwrap();
 }
 
-fn load_with(manifest: &str, schema: &str) -> Result<Pack, PackError> {
+pub(crate) fn load_with(manifest: &str, schema: &str) -> Result<Pack, PackError> {
     let dir = tempfile::tempdir().unwrap();
     write_pack(dir.path(), manifest, schema);
     load(&PackFiles::from_dir(dir.path()).unwrap())
 }
 
-fn problems(manifest: &str, schema: &str) -> Vec<Problem> {
+pub(crate) fn problems(manifest: &str, schema: &str) -> Vec<Problem> {
     load_with(manifest, schema)
         .expect_err("the pack should be refused")
         .problems
