@@ -682,3 +682,39 @@ fn the_documented_example_loads() {
     assert_eq!(j.stages[0].exit.len(), 5);
     assert_eq!(j.stages[1].milestones.len(), 2);
 }
+
+#[test]
+fn templates_from_the_api_are_checked_like_the_packs() {
+    for pack in crate::builtin() {
+        for t in &pack.journeys {
+            assert_eq!(crate::check_journey(t), vec![], "{}", t.name);
+        }
+    }
+    let mut t = crate::builtin()
+        .iter()
+        .find_map(|p| p.journey("client-onboarding"))
+        .unwrap()
+        .clone();
+    t.stages[1].id = "completed".into();
+    t.stages[2].rollback.as_mut().unwrap().target = Some("nowhere".into());
+    let dup = t.stages[0].exit[0].clone();
+    t.stages[0].exit.push(dup);
+    t.stages[0].activities[0].tasks[0].executor = "NOPE NOPE".into();
+    let errors = crate::check_journey(&t);
+    let pointers: Vec<&str> = errors.iter().map(|e| e.pointer.as_str()).collect();
+    assert!(pointers.contains(&"/stages/1/id"), "{pointers:?}");
+    assert!(
+        pointers.contains(&"/stages/2/rollback/target"),
+        "{pointers:?}"
+    );
+    assert!(
+        pointers.iter().any(|p| p.starts_with("/stages/0/exit/")),
+        "{pointers:?}"
+    );
+    assert!(
+        pointers
+            .iter()
+            .any(|p| p.starts_with("/stages/0/activities/0/tasks/0")),
+        "{pointers:?}"
+    );
+}

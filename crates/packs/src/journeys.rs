@@ -975,6 +975,8 @@ fn check_criteria(checks: &[Check]) -> Vec<FieldError> {
                         format!("/{i}/cel"),
                         "the CEL expression must not be empty, e.g. metrics.search_precision >= 0.8",
                     ));
+                } else if let Err(why) = waymark_domain::criteria::check_cel(cel) {
+                    errors.push(FieldError::new(format!("/{i}/cel"), why));
                 }
             }
         }
@@ -1062,4 +1064,131 @@ fn check_metric_name(name: &str) -> Result<(), String> {
             name.chars().take(128).collect::<String>()
         ))
     }
+}
+
+/// Checks a template that did not come from a pack file (`POST
+/// /api/v1/journey-templates`): the same rules as the loader's, each problem
+/// at a JSON Pointer into the template. Artifact types are not checked against
+/// a pack.
+pub fn check_journey(t: &JourneyTemplate) -> Vec<FieldError> {
+    let mut errors = Vec::new();
+    let name_ok = !t.name.is_empty()
+        && t.name.len() <= 64
+        && t.name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+    if !name_ok {
+        errors.push(FieldError::new(
+            "/name",
+            "1-64 lowercase letters, digits and dashes, like client-onboarding",
+        ));
+    }
+    if t.title.trim().is_empty() {
+        errors.push(FieldError::new("/title", "must not be empty"));
+    }
+    if t.stages.is_empty() {
+        errors.push(FieldError::new(
+            "/stages",
+            "a journey needs at least one stage",
+        ));
+    }
+    let ids: Vec<&str> = t.stages.iter().map(|s| s.id.as_str()).collect();
+    for (i, s) in t.stages.iter().enumerate() {
+        let at = |field: &str| format!("/stages/{i}/{field}");
+        if !is_snake_id(&s.id) {
+            errors.push(FieldError::new(
+                at("id"),
+                "1-64 lowercase letters, digits and _, like sandbox",
+            ));
+        } else if RESERVED_STAGE_IDS.contains(&s.id.as_str()) {
+            errors.push(FieldError::new(
+                at("id"),
+                format!(
+                    "`{}` is reserved for the journey's own states ({})",
+                    s.id,
+                    RESERVED_STAGE_IDS.join(", ")
+                ),
+            ));
+        } else if ids[..i].contains(&s.id.as_str()) {
+            errors.push(FieldError::new(
+                at("id"),
+                "stage ids are unique in a template",
+            ));
+        }
+        if s.name.trim().is_empty() {
+            errors.push(FieldError::new(at("name"), "must not be empty"));
+        }
+        for (list, checks) in [("entry", &s.entry), ("exit", &s.exit)] {
+            for e in check_criteria(checks) {
+                errors.push(FieldError::new(
+                    at(&format!("{list}{}", e.pointer)),
+                    e.message,
+                ));
+            }
+        }
+        let mut units = BTreeSet::new();
+        for (j, u) in s.activities.iter().enumerate() {
+            if u.name.trim().is_empty() || !units.insert(u.name.as_str()) {
+                errors.push(FieldError::new(
+                    at(&format!("activities/{j}/name")),
+                    "units of a stage need distinct, non-empty names",
+                ));
+            }
+            if let Err(errs) = waymark_domain::work::check_tasks(u.tasks.clone()) {
+                for e in errs {
+                    errors.push(FieldError::new(
+                        at(&format!("activities/{j}{}", e.pointer)),
+                        e.message,
+                    ));
+                }
+            }
+        }
+        if let Some(r) = &s.rollback {
+            if let Some(target) = &r.target
+                && !ids[..=i].contains(&target.as_str())
+            {
+                errors.push(FieldError::new(
+                    at("rollback/target"),
+                    format!("`{target}` is not this stage or an earlier one"),
+                ));
+            }
+            for (k, tr) in r.triggers.iter().enumerate() {
+                if let Err(why) = waymark_domain::criteria::check_trigger(tr) {
+                    errors.push(FieldError::new(at(&format!("rollback/triggers/{k}")), why));
+                }
+            }
+            if let Some(u) = &r.unit
+                && let Err(errs) = waymark_domain::work::check_tasks(u.tasks.clone())
+            {
+                for e in errs {
+                    errors.push(FieldError::new(
+                        at(&format!("rollback/unit{}", e.pointer)),
+                        e.message,
+                    ));
+                }
+            }
+        }
+        let mut milestones = BTreeSet::new();
+        for (k, m) in s.milestones.iter().enumerate() {
+            if !is_snake_id(&m.id) || !milestones.insert(m.id.as_str()) {
+                errors.push(FieldError::new(
+                    at(&format!("milestones/{k}/id")),
+                    "distinct ids of lowercase letters, digits and _",
+                ));
+            }
+            if let Err(why) = waymark_domain::work::Executor::parse(&m.executor) {
+                errors.push(FieldError::new(
+                    at(&format!("milestones/{k}/executor")),
+                    why,
+                ));
+            }
+            if m.contract.required.iter().any(|f| f.trim().is_empty()) {
+                errors.push(FieldError::new(
+                    at(&format!("milestones/{k}/contract/required")),
+                    "field names must not be empty",
+                ));
+            }
+        }
+    }
+    errors
 }

@@ -36,7 +36,7 @@ use waymark_domain::journey::JourneyTemplate;
 use waymark_domain::plan::{self, JobSpec, Module, PlanError, PlannedJob};
 
 pub use files::{MAX_FILES, MAX_MANIFEST_BYTES, MAX_PACK_BYTES, PackFiles};
-pub use journeys::RESERVED_STAGE_IDS;
+pub use journeys::{RESERVED_STAGE_IDS, check_journey};
 pub use load::load;
 pub use rules::{Rule, RuleError};
 

@@ -275,7 +275,8 @@ pub async fn require_token(
 }
 
 /// An agent's token reaches only what an agent does: the registry, claiming,
-/// and its tasks (read, heartbeat, complete, fail), plus `/me` and `/version`.
+/// its tasks (read, heartbeat, complete, fail), journeys' metrics (record),
+/// plus `/me` and `/version`.
 /// The handlers then confine it to its own agent id and tasks.
 fn check_agent_route(caller: &Caller, method: &Method, path: &str) -> Result<(), ApiError> {
     if caller.role != Role::Agent {
@@ -294,6 +295,8 @@ fn check_agent_route(caller: &Caller, method: &Method, path: &str) -> Result<(),
                 Some(_) => false,
             }
         }
+        // Agents report the metrics they measure.
+        Some(rest) if rest.starts_with("journeys/") && rest.ends_with("/metrics") => post,
         Some(rest) if rest.starts_with("work/tasks/") => {
             match rest["work/tasks/".len()..].split_once('/') {
                 None => get,

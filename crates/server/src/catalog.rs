@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 use time::OffsetDateTime;
+use waymark_domain::journey::JourneyTemplate;
 use waymark_packs::{Pack, PackError, PackFiles, TypeDef, builtin, load};
 use waymark_store::{InstalledPack, Pipeline, Store, StoreError, WriteContext};
 
@@ -147,4 +148,26 @@ pub async fn engagement_pack(catalog: &PackCatalog, pack: &str) -> Result<Arc<Pa
             extra: Default::default(),
         }
     })
+}
+
+/// Every journey template: the packs' (built-in, then installed) and those
+/// saved over the API, each with where it comes from (a pack's name, or `api`).
+pub async fn journey_templates(
+    catalog: &PackCatalog,
+    store: &dyn Store,
+) -> Result<Vec<(JourneyTemplate, String)>, StoreError> {
+    let mut out: Vec<(JourneyTemplate, String)> = Vec::new();
+    for (pack, _) in catalog.list().await? {
+        for t in &pack.journeys {
+            if !out.iter().any(|(o, _)| o.name == t.name) {
+                out.push((t.clone(), pack.name.clone()));
+            }
+        }
+    }
+    for t in store.list_journey_templates().await? {
+        if !out.iter().any(|(o, _)| o.name == t.name) {
+            out.push((t, "api".into()));
+        }
+    }
+    Ok(out)
 }

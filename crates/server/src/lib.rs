@@ -16,6 +16,7 @@ pub mod error;
 pub mod extract;
 pub(crate) mod generate;
 pub mod hook;
+pub mod journeys;
 pub mod llm;
 pub mod mail;
 pub mod observe;
@@ -115,6 +116,7 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .merge(routes::events::routes())
         .merge(routes::webhooks::routes())
         .merge(routes::work::routes())
+        .merge(routes::journeys::routes())
         .routes(routes!(service::version))
         .routes(routes!(clients::create_client, clients::list_clients))
         .routes(routes!(clients::get_client, clients::update_client))

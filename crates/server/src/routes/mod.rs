@@ -5,6 +5,7 @@ pub mod artifacts;
 pub mod clients;
 pub mod engagements;
 pub mod events;
+pub mod journeys;
 pub mod packs;
 pub mod people;
 pub mod pipelines;

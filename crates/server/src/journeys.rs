@@ -1,0 +1,460 @@
+//! Journeys at work: gathers what the criteria look at, asks the state machine
+//! (`waymark_domain::journey`), and records the transition with the units of
+//! work it starts. Metric observations that cross a rollback trigger's
+//! threshold roll the journey back by themselves.
+
+use std::time::Duration;
+
+use serde::Serialize;
+use time::OffsetDateTime;
+use utoipa::ToSchema;
+use waymark_domain::criteria::{
+    self, CheckOutcome, CheckResult, Facts, Observation, Trigger, ValidationResult,
+};
+use waymark_domain::journey::{self, Event, Gate, JourneyTemplate, Phase, UnitTemplate};
+use waymark_domain::lifecycle::ArtifactStatus;
+use waymark_domain::work::check_tasks;
+use waymark_domain::{FieldError, JourneyId};
+use waymark_store::{
+    ArtifactFilter, Journey, JourneyHistoryEntry, JourneyTransition, JourneyUnit, NewUnit,
+    PageRequest, Signoff, Store, UnitKind, WriteContext,
+};
+
+use crate::error::ApiError;
+
+/// A journey with its units of work, history and sign-offs.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct JourneyDetail {
+    #[serde(flatten)]
+    pub journey: Journey,
+    /// Events possible now (before criteria are checked).
+    pub allowed_events: Vec<Event>,
+    /// Stages done, of all stages (progress).
+    pub progress: Progress,
+    pub units: Vec<JourneyUnit>,
+    pub history: Vec<JourneyHistoryEntry>,
+    pub signoffs: Vec<Signoff>,
+}
+
+/// How far a journey is.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Progress {
+    pub stages_done: usize,
+    pub stages_total: usize,
+}
+
+pub async fn detail(store: &dyn Store, id: JourneyId) -> Result<JourneyDetail, ApiError> {
+    let journey = store.get_journey(id).await?;
+    let units = store.journey_units(id).await?;
+    let history = store.journey_history(id).await?;
+    let signoffs = store.signoffs(id).await?;
+    let at = journey.position();
+    let stages_total = journey.definition.stages.len();
+    let stages_done = match at.phase {
+        Phase::Completed => stages_total,
+        Phase::Pending => 0,
+        _ => at.stage.unwrap_or(0),
+    };
+    Ok(JourneyDetail {
+        allowed_events: journey::possible(&journey.definition, &at),
+        progress: Progress {
+            stages_done,
+            stages_total,
+        },
+        journey,
+        units,
+        history,
+        signoffs,
+    })
+}
+
+/// What the criteria of a journey look at.
+struct Known {
+    observations: Vec<Observation>,
+    approved: Vec<String>,
+    signoffs: Vec<String>,
+}
+
+async fn known(store: &dyn Store, journey: &Journey) -> Result<Known, ApiError> {
+    let observations = store
+        .journey_metrics(journey.id)
+        .await?
+        .into_iter()
+        .map(|m| Observation::new(m.name, m.value, m.at))
+        .collect();
+    let signoffs = store
+        .signoffs(journey.id)
+        .await?
+        .into_iter()
+        .map(|s| s.name)
+        .collect();
+    let mut approved = Vec::new();
+    let mut page = PageRequest {
+        limit: 200,
+        ..Default::default()
+    };
+    loop {
+        let p = store
+            .list_artifacts(
+                ArtifactFilter {
+                    client_id: Some(journey.client_id),
+                    ..Default::default()
+                },
+                page.clone(),
+            )
+            .await?;
+        approved.extend(
+            p.items
+                .into_iter()
+                .filter(|a| {
+                    matches!(
+                        a.status,
+                        ArtifactStatus::Approved
+                            | ArtifactStatus::Implemented
+                            | ArtifactStatus::Active
+                            | ArtifactStatus::Completed
+                    )
+                })
+                .map(|a| a.artifact_type),
+        );
+        match p.next_cursor {
+            Some(c) if approved.len() < 10_000 => page.cursor = Some(c),
+            _ => break,
+        }
+    }
+    Ok(Known {
+        observations,
+        approved,
+        signoffs,
+    })
+}
+
+fn facts(k: &Known, now: OffsetDateTime) -> Facts<'_> {
+    Facts::new(&k.observations, now)
+        .with_approved(k.approved.iter().map(String::as_str))
+        .with_signoffs(k.signoffs.iter().map(String::as_str))
+}
+
+/// The seq of the history entry that last entered the current stage by
+/// `start` or `promote` (its units are this visit's; returning to a stage by
+/// a rollback does not start its units again).
+fn entered_seq(history: &[JourneyHistoryEntry], stage: &str) -> i64 {
+    history
+        .iter()
+        .rev()
+        .find(|h| matches!(h.event, Event::Start | Event::Promote) && h.to == stage)
+        .map_or(0, |h| h.seq)
+}
+
+fn describe(u: &JourneyUnit) -> String {
+    format!(
+        "{} ({}): {} of {} tasks done, {}",
+        u.name,
+        u.unit_id,
+        u.tasks_done,
+        u.tasks_total,
+        u.status.as_str()
+    )
+}
+
+/// The current stage's exit validation: its criteria, plus one check per
+/// unit of work of this visit and one for the minimum soak time, so the
+/// answer says everything promotion waits for.
+pub async fn validation(
+    store: &dyn Store,
+    journey: &Journey,
+) -> Result<(ValidationResult, Vec<String>, Option<Duration>), ApiError> {
+    let at = journey.position();
+    let Some(i) = at.stage else {
+        return Ok((
+            ValidationResult {
+                passed: false,
+                summary: "the journey has not started; `start` it first".into(),
+                checks: vec![],
+            },
+            vec![],
+            None,
+        ));
+    };
+    let stage = &journey.definition.stages[i];
+    let now = OffsetDateTime::now_utc();
+    let k = known(store, journey).await?;
+    let mut result = criteria::evaluate(&stage.exit, &facts(&k, now));
+    let history = store.journey_history(journey.id).await?;
+    let since = entered_seq(&history, &stage.id);
+    let open: Vec<String> = store
+        .journey_units(journey.id)
+        .await?
+        .iter()
+        .filter(|u| u.kind == UnitKind::Activity && u.entered_seq >= since)
+        .filter(|u| u.status != waymark_domain::work::UnitStatus::Completed)
+        .map(describe)
+        .collect();
+    for u in &open {
+        result.checks.push(CheckResult {
+            name: "units_of_work".into(),
+            outcome: CheckOutcome::Failed,
+            passed: false,
+            actual: serde_json::Value::from(u.clone()),
+            expected: serde_json::Value::from("completed"),
+            message: format!("unit of work not complete: {u}"),
+            dry_run: false,
+            overridden: false,
+        });
+    }
+    let soak_left = match (stage.min_soak, journey.stage_started_at) {
+        (Some(min), Some(started)) => {
+            let spent = Duration::try_from(now - started).unwrap_or(Duration::ZERO);
+            min.0.checked_sub(spent).filter(|d| !d.is_zero())
+        }
+        _ => None,
+    };
+    if let Some(left) = soak_left {
+        result.checks.push(CheckResult {
+            name: "min_soak".into(),
+            outcome: CheckOutcome::Failed,
+            passed: false,
+            actual: serde_json::Value::from(format!("{}s left", left.as_secs())),
+            expected: serde_json::Value::from(stage.min_soak.map(|s| s.to_string())),
+            message: format!(
+                "the stage must run {} before promotion",
+                stage.min_soak.map(|s| s.to_string()).unwrap_or_default()
+            ),
+            dry_run: false,
+            overridden: false,
+        });
+    }
+    result.passed = result.checks.iter().all(|c| !c.blocks());
+    Ok((result, open, soak_left))
+}
+
+/// Units of work to start from a template's unit definitions.
+fn units(
+    journey: &Journey,
+    stage: &str,
+    defs: &[UnitTemplate],
+    kind: UnitKind,
+) -> Result<Vec<(NewUnit, UnitKind)>, ApiError> {
+    defs.iter()
+        .map(|u| {
+            let tasks = check_tasks(u.tasks.clone()).map_err(|errors| ApiError::Invalid {
+                detail: format!(
+                    "the template's unit `{}` of stage {stage} has invalid tasks; fix the template",
+                    u.name
+                ),
+                errors,
+            })?;
+            Ok((
+                NewUnit {
+                    client_id: journey.client_id,
+                    name: u.name.clone(),
+                    tasks,
+                    depends_on_units: vec![],
+                    origin: Some(serde_json::json!({
+                        "kind": "journey",
+                        "journey_id": journey.id,
+                        "stage": stage,
+                        "unit": kind.as_str(),
+                    })),
+                    plan: None,
+                },
+                kind,
+            ))
+        })
+        .collect()
+}
+
+/// An event asked for.
+#[derive(Debug, Clone)]
+pub struct EventAsk {
+    pub event: Event,
+    pub reason: Option<String>,
+    pub trigger: Option<Trigger>,
+    /// Inconclusive checks a person overrides, on the record.
+    pub overrides: Vec<String>,
+    pub automatic: bool,
+}
+
+/// Decides and records an event: 409 with every failed check when the state
+/// machine refuses it.
+pub async fn apply_event(
+    store: &dyn Store,
+    id: JourneyId,
+    ask: EventAsk,
+    ctx: &WriteContext,
+) -> Result<Journey, ApiError> {
+    let journey = store.get_journey(id).await?;
+    let def: &JourneyTemplate = &journey.definition;
+    let at = journey.position();
+    if ask.event == Event::Rollback && ask.trigger.is_none() {
+        return Err(ApiError::invalid(FieldError::new(
+            "/trigger",
+            format!(
+                "a rollback names its trigger: one of {}",
+                Trigger::ALL.map(|t| t.as_str()).join(", ")
+            ),
+        )));
+    }
+    let now = OffsetDateTime::now_utc();
+    let k = known(store, &journey).await?;
+    // Exit criteria of the current stage (promote, complete), with overrides.
+    let mut exit = None;
+    let mut open_units = Vec::new();
+    let mut soak_left = None;
+    if matches!(ask.event, Event::Promote | Event::Complete) && at.stage.is_some() {
+        let (v, open, soak) = validation(store, &journey).await?;
+        let v = criteria::apply_overrides(&v, &ask.overrides)
+            .map_err(|e| ApiError::invalid(FieldError::new("/overrides", e.to_string())))?;
+        store.set_last_validation(id, &v).await?;
+        exit = Some(v);
+        open_units = open;
+        soak_left = soak;
+    } else if !ask.overrides.is_empty() {
+        return Err(ApiError::invalid(FieldError::new(
+            "/overrides",
+            "overrides apply to the exit criteria of promote and complete only",
+        )));
+    }
+    // Entry criteria of the stage being entered.
+    let entering = match ask.event {
+        Event::Start => Some(0),
+        Event::Promote => at.stage.map(|i| i + 1),
+        _ => None,
+    };
+    let entry = entering
+        .and_then(|i| def.stages.get(i))
+        .map(|s| criteria::evaluate(&s.entry, &facts(&k, now)));
+    // The rollback unit of this rollback.
+    let mut rollback_open = None;
+    if ask.event == Event::CompleteRollback {
+        let history = store.journey_history(id).await?;
+        let since = history
+            .iter()
+            .rev()
+            .find(|h| h.event == Event::Rollback)
+            .map_or(0, |h| h.seq);
+        rollback_open = store
+            .journey_units(id)
+            .await?
+            .iter()
+            .find(|u| {
+                u.kind == UnitKind::Rollback
+                    && u.entered_seq >= since
+                    && u.status != waymark_domain::work::UnitStatus::Completed
+            })
+            .map(describe);
+    }
+    let gate = Gate {
+        exit: exit.as_ref(),
+        entry: entry.as_ref(),
+        open_units,
+        soak_left,
+        rollback_open,
+    };
+    let to = journey::apply(def, &at, ask.event, &gate).map_err(|r| {
+        let mut extra = serde_json::Map::new();
+        extra.insert("state".into(), r.state.clone().into());
+        extra.insert("reasons".into(), serde_json::json!(r.reasons));
+        extra.insert("allowed_events".into(), serde_json::json!(r.allowed));
+        if let Some(v) = &exit {
+            extra.insert("validation".into(), serde_json::json!(v));
+        }
+        ApiError::Conflict {
+            code: "transition_refused",
+            detail: r.to_string(),
+            allowed: None,
+            extra,
+        }
+    })?;
+    // Units the transition starts.
+    let started = match ask.event {
+        Event::Start | Event::Promote => {
+            let i = to.stage.unwrap_or(0);
+            let s = &def.stages[i];
+            units(&journey, &s.id, &s.activities, UnitKind::Activity)?
+        }
+        Event::Rollback => {
+            let s = &def.stages[at.stage.unwrap_or(0)];
+            let defs: Vec<UnitTemplate> =
+                s.rollback.iter().filter_map(|r| r.unit.clone()).collect();
+            units(&journey, &s.id, &defs, UnitKind::Rollback)?
+        }
+        _ => vec![],
+    };
+    let validation = match ask.event {
+        Event::Promote | Event::Complete => exit,
+        Event::Start => entry,
+        _ => None,
+    };
+    Ok(store
+        .journey_event(
+            JourneyTransition {
+                journey_id: id,
+                from: at,
+                to,
+                event: ask.event,
+                reason: ask.reason,
+                trigger: ask.trigger,
+                automatic: ask.automatic,
+                validation,
+                overrides: ask.overrides,
+                units: started,
+            },
+            ctx,
+        )
+        .await?)
+}
+
+/// A rollback a metric observation caused.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AutoRollback {
+    pub trigger: Trigger,
+    pub reason: String,
+}
+
+/// After observations were recorded: the first that crosses a rollback
+/// trigger of the current stage rolls the journey back.
+pub async fn watch_triggers(
+    store: &dyn Store,
+    id: JourneyId,
+    observations: &[Observation],
+    ctx: &WriteContext,
+) -> Result<Option<AutoRollback>, ApiError> {
+    let journey = store.get_journey(id).await?;
+    let at = journey.position();
+    let (Phase::Active, Some(i)) = (at.phase, at.stage) else {
+        return Ok(None);
+    };
+    let Some(rollback) = &journey.definition.stages[i].rollback else {
+        return Ok(None);
+    };
+    for o in observations {
+        if let Some(spec) = criteria::fired(&rollback.triggers, o) {
+            let reason = format!(
+                "{} observed {} {} {}",
+                o.metric,
+                o.value,
+                spec.op.map(|op| op.as_str()).unwrap_or(""),
+                spec.threshold.unwrap_or_default()
+            );
+            apply_event(
+                store,
+                id,
+                EventAsk {
+                    event: Event::Rollback,
+                    reason: Some(reason.clone()),
+                    trigger: Some(spec.trigger),
+                    overrides: vec![],
+                    automatic: true,
+                },
+                ctx,
+            )
+            .await?;
+            return Ok(Some(AutoRollback {
+                trigger: spec.trigger,
+                reason,
+            }));
+        }
+    }
+    Ok(None)
+}
