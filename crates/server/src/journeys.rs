@@ -157,51 +157,89 @@ fn describe(u: &JourneyUnit) -> String {
     )
 }
 
-/// The current stage's exit validation: its criteria, plus one check per
-/// unit of work of this visit and one for the minimum soak time, so the
-/// answer says everything promotion waits for.
-pub async fn validation(
-    store: &dyn Store,
-    journey: &Journey,
-) -> Result<(ValidationResult, Vec<String>, Option<Duration>), ApiError> {
+/// What promotion out of the current stage waits for: its exit criteria
+/// evaluated now, its units of work of this visit that are not complete, and
+/// the time left of its minimum soak.
+pub struct StageWait {
+    pub criteria: ValidationResult,
+    pub open_units: Vec<String>,
+    pub soak_left: Option<Duration>,
+}
+
+impl StageWait {
+    /// The criteria plus one check per open unit of work and one for the soak
+    /// time: everything promotion waits for, as one ValidationResult.
+    pub fn as_validation(&self) -> ValidationResult {
+        let mut result = self.criteria.clone();
+        for u in &self.open_units {
+            result.checks.push(CheckResult {
+                name: "units_of_work".into(),
+                outcome: CheckOutcome::Failed,
+                passed: false,
+                actual: serde_json::Value::from(u.clone()),
+                expected: serde_json::Value::from("completed"),
+                message: format!("unit of work not complete: {u}"),
+                dry_run: false,
+                overridden: false,
+            });
+        }
+        if let Some(left) = self.soak_left {
+            result.checks.push(CheckResult {
+                name: "min_soak".into(),
+                outcome: CheckOutcome::Failed,
+                passed: false,
+                actual: serde_json::Value::from(format!("{}s left", left.as_secs())),
+                expected: serde_json::Value::from("0s left"),
+                message: format!("the stage's minimum soak time has {}s left", left.as_secs()),
+                dry_run: false,
+                overridden: false,
+            });
+        }
+        if !self.open_units.is_empty() || self.soak_left.is_some() {
+            result.passed = false;
+            result.summary = format!(
+                "{}; {} unit(s) of work open{}",
+                result.summary,
+                self.open_units.len(),
+                if self.soak_left.is_some() {
+                    "; minimum soak time not over"
+                } else {
+                    ""
+                }
+            );
+        }
+        result
+    }
+}
+
+/// What promotion out of the journey's current stage waits for now.
+pub async fn stage_wait(store: &dyn Store, journey: &Journey) -> Result<StageWait, ApiError> {
     let at = journey.position();
     let Some(i) = at.stage else {
-        return Ok((
-            ValidationResult {
+        return Ok(StageWait {
+            criteria: ValidationResult {
                 passed: false,
                 summary: "the journey has not started; `start` it first".into(),
                 checks: vec![],
             },
-            vec![],
-            None,
-        ));
+            open_units: vec![],
+            soak_left: None,
+        });
     };
     let stage = &journey.definition.stages[i];
     let now = OffsetDateTime::now_utc();
     let k = known(store, journey).await?;
-    let mut result = criteria::evaluate(&stage.exit, &facts(&k, now));
+    let criteria = criteria::evaluate(&stage.exit, &facts(&k, now));
     let history = store.journey_history(journey.id).await?;
     let since = entered_seq(&history, &stage.id);
-    let open: Vec<String> = store
+    let open_units: Vec<String> = store
         .journey_units(journey.id)
         .await?
         .iter()
-        .filter(|u| u.kind == UnitKind::Activity && u.entered_seq >= since)
+        .filter(|u| u.kind == UnitKind::Activity && u.stage == stage.id && u.entered_seq >= since)
         .filter(|u| u.status != waymark_domain::work::UnitStatus::Completed)
         .map(describe)
         .collect();
-    for u in &open {
-        result.checks.push(CheckResult {
-            name: "units_of_work".into(),
-            outcome: CheckOutcome::Failed,
-            passed: false,
-            actual: serde_json::Value::from(u.clone()),
-            expected: serde_json::Value::from("completed"),
-            message: format!("unit of work not complete: {u}"),
-            dry_run: false,
-            overridden: false,
-        });
-    }
     let soak_left = match (stage.min_soak, journey.stage_started_at) {
         (Some(min), Some(started)) => {
             let spent = Duration::try_from(now - started).unwrap_or(Duration::ZERO);
@@ -209,23 +247,11 @@ pub async fn validation(
         }
         _ => None,
     };
-    if let Some(left) = soak_left {
-        result.checks.push(CheckResult {
-            name: "min_soak".into(),
-            outcome: CheckOutcome::Failed,
-            passed: false,
-            actual: serde_json::Value::from(format!("{}s left", left.as_secs())),
-            expected: serde_json::Value::from(stage.min_soak.map(|s| s.to_string())),
-            message: format!(
-                "the stage must run {} before promotion",
-                stage.min_soak.map(|s| s.to_string()).unwrap_or_default()
-            ),
-            dry_run: false,
-            overridden: false,
-        });
-    }
-    result.passed = result.checks.iter().all(|c| !c.blocks());
-    Ok((result, open, soak_left))
+    Ok(StageWait {
+        criteria,
+        open_units,
+        soak_left,
+    })
 }
 
 /// Units of work to start from a template's unit definitions.
@@ -302,13 +328,13 @@ pub async fn apply_event(
     let mut open_units = Vec::new();
     let mut soak_left = None;
     if matches!(ask.event, Event::Promote | Event::Complete) && at.stage.is_some() {
-        let (v, open, soak) = validation(store, &journey).await?;
-        let v = criteria::apply_overrides(&v, &ask.overrides)
+        let wait = stage_wait(store, &journey).await?;
+        let v = criteria::apply_overrides(&wait.criteria, &ask.overrides)
             .map_err(|e| ApiError::invalid(FieldError::new("/overrides", e.to_string())))?;
         store.set_last_validation(id, &v).await?;
         exit = Some(v);
-        open_units = open;
-        soak_left = soak;
+        open_units = wait.open_units;
+        soak_left = wait.soak_left;
     } else if !ask.overrides.is_empty() {
         return Err(ApiError::invalid(FieldError::new(
             "/overrides",

@@ -484,6 +484,6 @@ pub async fn get_validation(
     caller.require_staff()?;
     let id: JourneyId = path_id(&id)?;
     let journey = state.store.get_journey(id).await?;
-    let (v, _, _) = journeys::validation(&*state.store, &journey).await?;
-    Ok(JsonOut(v))
+    let wait = journeys::stage_wait(&*state.store, &journey).await?;
+    Ok(JsonOut(wait.as_validation()))
 }

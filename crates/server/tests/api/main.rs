@@ -9,6 +9,7 @@ mod generation;
 mod helpers;
 mod hook;
 mod isolation;
+mod journeys;
 mod llm;
 mod mail;
 mod people;

@@ -393,21 +393,30 @@ impl JourneyStore for SqlStore {
             .bind(&ctx.trace_id)
             .execute(&mut *tx)
             .await?;
-            // A cancelled journey stops its work.
-            if t.to.phase == Phase::Cancelled {
-                let open: Vec<(Uuid,)> = sqlx::query_as(
+            // A cancelled journey stops its work; a rolled-back stage stops its
+            // activities (they start again when the stage is entered again).
+            let stop = match t.event {
+                Event::Cancel => Some(("the journey was cancelled", None)),
+                Event::Rollback => Some(("the stage was rolled back", here.stage)),
+                _ => None,
+            };
+            if let Some((why, stage)) = stop {
+                let mut q = QueryBuilder::new(
                     "SELECT u.id FROM journey_units ju JOIN work_units u ON u.id = ju.unit_id \
-                     WHERE ju.journey_id = $1 AND u.status NOT IN ('completed', 'cancelled')",
-                )
-                .bind(t.journey_id.uuid())
-                .fetch_all(&mut *tx)
-                .await?;
+                     WHERE u.status NOT IN ('completed', 'cancelled') AND ju.journey_id = ",
+                );
+                q.push_bind(t.journey_id.uuid());
+                if let Some(s) = stage {
+                    q.push(" AND ju.kind = 'activity' AND ju.stage = ")
+                        .push_bind(s as i64);
+                }
+                let open: Vec<(Uuid,)> = q.build_query_as().fetch_all(&mut *tx).await?;
                 for (u,) in open {
                     cancel_unit_in_tx!(
                         tx,
                         self,
                         UnitId::from_uuid(u),
-                        Some("the journey was cancelled".to_owned()),
+                        Some(why.to_owned()),
                         ctx,
                         now,
                         woken
@@ -415,9 +424,13 @@ impl JourneyStore for SqlStore {
                 }
             }
             let stage = t.to.stage.unwrap_or(0) as i64;
+            // The journey's work carries the trace id of the request that
+            // created it, whoever moves it later.
+            let mut unit_ctx = ctx.clone();
+            unit_ctx.trace_id = row.trace_id.clone().or_else(|| ctx.trace_id.clone());
             for (unit, kind) in &t.units {
                 let uid = UnitId::new();
-                insert_unit_tx!(tx, self, uid, unit, ctx, now, woken);
+                insert_unit_tx!(tx, self, uid, unit, &unit_ctx, now, woken);
                 sqlx::query(
                     "INSERT INTO journey_units (journey_id, unit_id, stage, kind, entered_seq) \
                      VALUES ($1, $2, $3, $4, $5)",
