@@ -102,7 +102,7 @@ async fn metrics(app: &TestApp, j: &str, obs: Value) -> Value {
 
 /// The units of the journey's current visit of `stage`, by name.
 fn units_of(detail: &Value, stage: &str, kind: &str) -> Vec<(String, String)> {
-    let mut out: Vec<(String, String)> = detail["units"]
+    let out: Vec<(String, String)> = detail["units"]
         .as_array()
         .unwrap()
         .iter()
