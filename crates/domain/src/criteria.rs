@@ -161,6 +161,24 @@ impl<'de> Deserialize<'de> for Span {
     }
 }
 
+/// Checks the name of a metric or a sign-off: 1-128 letters, digits, `_`,
+/// `.` or `-` (`kind` names what it is in the message).
+pub fn check_name(kind: &str, name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 128
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{kind} `{}` must be 1-128 letters, digits, '_', '.' or '-', e.g. search_precision",
+            name.chars().take(128).collect::<String>()
+        ))
+    }
+}
+
 /// What a check looks at.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(untagged)]

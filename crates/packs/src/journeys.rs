@@ -1051,19 +1051,7 @@ fn is_snake_id(id: &str) -> bool {
 
 /// A metric name: 1-128 letters, digits, `_`, `.` or `-`.
 fn check_metric_name(name: &str) -> Result<(), String> {
-    let ok = !name.is_empty()
-        && name.len() <= 128
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b));
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "metric `{}` must be 1-128 letters, digits, '_', '.' or '-', e.g. search_precision",
-            name.chars().take(128).collect::<String>()
-        ))
-    }
+    waymark_domain::criteria::check_name("metric", name)
 }
 
 /// Checks a template that did not come from a pack file (`POST

@@ -11,7 +11,7 @@ use time::OffsetDateTime;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
-use waymark_domain::criteria::{Observation, Trigger, ValidationResult};
+use waymark_domain::criteria::{self, Observation, Trigger, ValidationResult};
 use waymark_domain::journey::{Event, JourneyTemplate};
 use waymark_domain::{ArtifactId, ClientId, FieldError, JourneyId};
 use waymark_store::{Journey, MetricRecord, NewJourney, NewObservation, Page, Signoff};
@@ -224,9 +224,17 @@ pub struct JourneyQuery {
     pub template: Option<String>,
 }
 
+/// A page of journeys.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct JourneyPage {
+    pub items: Vec<Journey>,
+    pub next_cursor: Option<String>,
+}
+
 /// Journeys, newest first.
 #[utoipa::path(get, path = "/api/v1/journeys", tag = "journeys", params(JourneyQuery, PageParams),
-    responses((status = 200, body = Object), (status = 403, body = Problem)), security(("bearer" = [])))]
+    responses((status = 200, body = JourneyPage), (status = 400, body = Problem), (status = 403, body = Problem)),
+    security(("bearer" = [])))]
 pub async fn list_journeys(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -375,16 +383,8 @@ pub async fn record_metrics(
     let mut observations = Vec::with_capacity(req.observations.len());
     for (i, o) in req.observations.into_iter().enumerate() {
         let name = o.name.trim().to_owned();
-        if name.is_empty()
-            || name.len() > 100
-            || !name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
-        {
-            errors.push(FieldError::new(
-                format!("/observations/{i}/name"),
-                "1-100 characters of A-Z a-z 0-9 _ . -",
-            ));
+        if let Err(why) = criteria::check_name("metric", &name) {
+            errors.push(FieldError::new(format!("/observations/{i}/name"), why));
         }
         if !o.value.is_finite() {
             errors.push(FieldError::new(
@@ -453,17 +453,8 @@ pub async fn sign_off(
     let ctx = write_context(&caller, &trace, &HeaderMap::new(), None)?;
     let req: SignoffRequest = from_value(body)?;
     let name = req.name.trim().to_owned();
-    if name.is_empty()
-        || name.len() > 100
-        || !name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
-    {
-        return Err(ApiError::invalid(FieldError::new(
-            "/name",
-            "1-100 characters of A-Z a-z 0-9 _ . -",
-        )));
-    }
+    criteria::check_name("sign-off", &name)
+        .map_err(|why| ApiError::invalid(FieldError::new("/name", why)))?;
     let note = waymark_domain::artifact::parse_note(req.note.as_deref(), "/note")
         .map_err(ApiError::invalid)?;
     let s = state.store.sign_off(id, name, note, &ctx).await?;
