@@ -463,23 +463,27 @@ pub async fn watch_triggers(
                 spec.op.map(|op| op.as_str()).unwrap_or(""),
                 spec.threshold.unwrap_or_default()
             );
-            apply_event(
-                store,
-                id,
-                EventAsk {
-                    event: Event::Rollback,
-                    reason: Some(reason.clone()),
-                    trigger: Some(spec.trigger),
-                    overrides: vec![],
-                    automatic: true,
-                },
-                ctx,
-            )
-            .await?;
-            return Ok(Some(AutoRollback {
-                trigger: spec.trigger,
-                reason,
-            }));
+            let ask = EventAsk {
+                event: Event::Rollback,
+                reason: Some(reason.clone()),
+                trigger: Some(spec.trigger),
+                overrides: vec![],
+                automatic: true,
+            };
+            // The observations are recorded whatever happens here: a rollback
+            // that cannot be made (the journey moved meanwhile) is logged, and
+            // the next crossing observation tries again.
+            return match apply_event(store, id, ask, ctx).await {
+                Ok(_) => Ok(Some(AutoRollback {
+                    trigger: spec.trigger,
+                    reason,
+                })),
+                Err(e) => {
+                    tracing::warn!(journey = %id, trigger = spec.trigger.as_str(), error = %e,
+                        "a rollback trigger fired but the rollback could not be made");
+                    Ok(None)
+                }
+            };
         }
     }
     Ok(None)
