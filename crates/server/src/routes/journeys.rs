@@ -245,11 +245,7 @@ pub async fn list_journeys(
     let client = q
         .client_id
         .as_deref()
-        .map(|c| {
-            c.trim()
-                .parse::<ClientId>()
-                .map_err(|e| ApiError::bad_request("invalid_query", format!("client_id: {e}")))
-        })
+        .map(path_id::<ClientId>)
         .transpose()?;
     Ok(JsonOut(
         state
