@@ -17,7 +17,9 @@
 //! - [`webhook`]: Standard Webhooks (v1, HMAC-SHA256) signing and verification.
 //! - [`work`]: units of work and tasks: validation, executors, retries with
 //!   backoff, leases, fair claiming order, incident resolutions.
+//! - [`analytics`]: journey analytics per template from recorded history.
 
+pub mod analytics;
 pub mod artifact;
 pub mod audit;
 pub mod cascade;
