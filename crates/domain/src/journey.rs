@@ -68,6 +68,12 @@ pub struct StageDef {
 #[serde(deny_unknown_fields)]
 pub struct UnitTemplate {
     pub name: String,
+    /// An artifact type: the unit is started once per approved artifact of
+    /// that type (in the engagement of the artifact the journey implements,
+    /// else the client's), each task's input carrying the artifact under the
+    /// type's name. A stage's activities only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub for_each: Option<String>,
     pub tasks: Vec<TaskSpec>,
 }
 
@@ -104,13 +110,7 @@ pub struct MilestoneDef {
     pub contract: HandoffContract,
 }
 
-/// The fields a milestone's output must carry to be handed on.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct HandoffContract {
-    #[serde(default)]
-    pub required: Vec<String>,
-}
+pub use crate::work::HandoffContract;
 
 // --- the state machine -------------------------------------------------------------
 
@@ -401,6 +401,96 @@ pub fn apply(
     }
 }
 
+// --- the work a stage starts ---------------------------------------------------------
+
+/// An approved artifact a `for_each` activity is repeated over.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EachArtifact {
+    pub id: String,
+    pub artifact_type: String,
+    pub title: String,
+    pub version: i64,
+    pub content: Value,
+}
+
+/// The units of work entering `stage` starts, in order: its activities (one
+/// of a `for_each` activity per artifact of its type among `artifacts`, named
+/// after the artifact, its tasks' input carrying the artifact under the
+/// type's name), then its milestones as one unit whose tasks run in order,
+/// each checked against its contract and handing its output to the next. The
+/// first milestone's input is its own with the journey's `input` set over it.
+pub fn stage_units(
+    stage: &StageDef,
+    artifacts: &[EachArtifact],
+    input: &Value,
+) -> Vec<UnitTemplate> {
+    let mut units = Vec::with_capacity(stage.activities.len() + 1);
+    for u in &stage.activities {
+        let Some(ty) = &u.for_each else {
+            units.push(u.clone());
+            continue;
+        };
+        for a in artifacts.iter().filter(|a| &a.artifact_type == ty) {
+            let carried = serde_json::json!({
+                ty.as_str(): {
+                    "artifact_id": a.id,
+                    "title": a.title,
+                    "version": a.version,
+                    "content": a.content,
+                }
+            });
+            let name: String = format!("{}: {}", u.name, a.title)
+                .chars()
+                .take(200)
+                .collect();
+            units.push(UnitTemplate {
+                name,
+                for_each: None,
+                tasks: u
+                    .tasks
+                    .iter()
+                    .map(|t| TaskSpec {
+                        input: crate::work::handoff_input(&t.input, &carried),
+                        ..t.clone()
+                    })
+                    .collect(),
+            });
+        }
+    }
+    if !stage.milestones.is_empty() {
+        let mut tasks: Vec<TaskSpec> = Vec::with_capacity(stage.milestones.len());
+        for (i, m) in stage.milestones.iter().enumerate() {
+            let prev = i.checked_sub(1).map(|p| stage.milestones[p].id.clone());
+            let input = match (i, input) {
+                (0, Value::Object(_)) => crate::work::handoff_input(&m.input, input),
+                _ => m.input.clone(),
+            };
+            tasks.push(TaskSpec {
+                key: m.id.clone(),
+                name: Some(m.name.clone()),
+                executor: m.executor.clone(),
+                input,
+                depends_on: prev.iter().cloned().collect(),
+                priority: 0,
+                max_attempts: None,
+                timeout_s: None,
+                backoff: None,
+                contract: Some(m.contract.clone()),
+                handoff_from: prev,
+            });
+        }
+        units.push(UnitTemplate {
+            name: format!("{} milestones", stage.name)
+                .chars()
+                .take(200)
+                .collect(),
+            for_each: None,
+            tasks,
+        });
+    }
+    units
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -424,6 +514,122 @@ mod tests {
             }),
             milestones: vec![],
         }
+    }
+
+    fn task(key: &str, input: Value) -> TaskSpec {
+        TaskSpec {
+            key: key.into(),
+            name: None,
+            executor: "human".into(),
+            input,
+            depends_on: vec![],
+            priority: 0,
+            max_attempts: None,
+            timeout_s: None,
+            backoff: None,
+            contract: None,
+            handoff_from: None,
+        }
+    }
+
+    fn wave(id: &str, title: &str) -> EachArtifact {
+        EachArtifact {
+            id: id.into(),
+            artifact_type: "wave_definition".into(),
+            title: title.into(),
+            version: 2,
+            content: serde_json::json!({"wave_id": id}),
+        }
+    }
+
+    #[test]
+    fn for_each_repeats_an_activity_per_artifact_of_its_type() {
+        let mut s = stage("wave_migration", None);
+        s.activities = vec![
+            UnitTemplate {
+                name: "Readiness".into(),
+                for_each: None,
+                tasks: vec![task("check", Value::Null)],
+            },
+            UnitTemplate {
+                name: "Wave".into(),
+                for_each: Some("wave_definition".into()),
+                tasks: vec![task("extract", serde_json::json!({"step": "extract"}))],
+            },
+        ];
+        let mut other = wave("x", "Not a wave");
+        other.artifact_type = "sop".into();
+        let units = stage_units(
+            &s,
+            &[wave("w1", "Ohio auto"), other, wave("w2", "Michigan home")],
+            &Value::Null,
+        );
+        let names: Vec<&str> = units.iter().map(|u| u.name.as_str()).collect();
+        assert_eq!(
+            names,
+            ["Readiness", "Wave: Ohio auto", "Wave: Michigan home"]
+        );
+        assert_eq!(units[1].for_each, None);
+        assert_eq!(
+            units[1].tasks[0].input,
+            serde_json::json!({"step": "extract", "wave_definition": {
+                "artifact_id": "w1", "title": "Ohio auto", "version": 2, "content": {"wave_id": "w1"}}})
+        );
+        assert_eq!(
+            units[2].tasks[0].input["wave_definition"]["artifact_id"],
+            "w2"
+        );
+        // No artifact of the type: the activity starts nothing.
+        assert_eq!(stage_units(&s, &[], &Value::Null).len(), 1);
+    }
+
+    #[test]
+    fn milestones_become_one_unit_that_hands_on_in_order() {
+        let mut s = stage("processing", None);
+        s.name = "Processing".into();
+        s.milestones = ["uploaded", "parsed", "semantic"]
+            .iter()
+            .map(|id| MilestoneDef {
+                id: (*id).into(),
+                name: format!("{id} milestone"),
+                executor: "noop".into(),
+                input: serde_json::json!({"from_template": id}),
+                contract: HandoffContract {
+                    required: vec![format!("{id}_field")],
+                },
+            })
+            .collect();
+        let units = stage_units(
+            &s,
+            &[],
+            &serde_json::json!({"file_id": "f-1", "from_template": "journey"}),
+        );
+        assert_eq!(units.len(), 1);
+        let u = &units[0];
+        assert_eq!(u.name, "Processing milestones");
+        let keys: Vec<&str> = u.tasks.iter().map(|t| t.key.as_str()).collect();
+        assert_eq!(keys, ["uploaded", "parsed", "semantic"]);
+        // The journey's input is set over the first milestone's.
+        assert_eq!(
+            u.tasks[0].input,
+            serde_json::json!({"file_id": "f-1", "from_template": "journey"})
+        );
+        assert_eq!(
+            u.tasks[1].input,
+            serde_json::json!({"from_template": "parsed"})
+        );
+        assert_eq!(u.tasks[0].depends_on, Vec::<String>::new());
+        assert_eq!(u.tasks[0].handoff_from, None);
+        assert_eq!(u.tasks[2].depends_on, ["parsed"]);
+        assert_eq!(u.tasks[2].handoff_from.as_deref(), Some("parsed"));
+        assert_eq!(
+            u.tasks[1].contract.as_ref().unwrap().required,
+            ["parsed_field"]
+        );
+        // The unit is a valid one for the engine.
+        let checked = crate::work::check_tasks(u.tasks.clone()).unwrap();
+        assert_eq!(checked[2].handoff_from, Some(1));
+        assert_eq!(checked[2].contract, ["semantic_field"]);
     }
 
     fn onboarding() -> JourneyTemplate {

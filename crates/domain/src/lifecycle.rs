@@ -167,6 +167,24 @@ pub fn check_transition(from: ArtifactStatus, to: ArtifactStatus) -> Result<(), 
     }
 }
 
+/// Where a journey's event moves the artifact it implements, if anywhere:
+/// `start` and `resume` make it `active`, `pause` `paused`, `complete`
+/// `completed`, `cancel` `cancelled`. These moves are the system's: a person
+/// moves an implemented artifact by moving its journey.
+pub fn follow_journey(
+    status: ArtifactStatus,
+    event: crate::journey::Event,
+) -> Option<ArtifactStatus> {
+    use crate::journey::Event as E;
+    match (event, status) {
+        (E::Start, Implemented) | (E::Resume, Paused) => Some(Active),
+        (E::Pause, Active) => Some(Paused),
+        (E::Complete, Active | Paused) => Some(Completed),
+        (E::Cancel, Implemented | Active | Paused) => Some(Cancelled),
+        _ => None,
+    }
+}
+
 /// Writing content in a status that does not allow it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("the artifact is {status}; content can only be written in draft or stale{}", hint(*.status))]
@@ -195,6 +213,27 @@ pub fn check_editable(status: ArtifactStatus) -> Result<(), NotEditable> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn an_implemented_artifact_follows_its_journey() {
+        use crate::journey::Event as E;
+        let walk = [
+            (E::Start, Active),
+            (E::Pause, Paused),
+            (E::Resume, Active),
+            (E::Promote, Active),
+            (E::Rollback, Active),
+            (E::Complete, Completed),
+        ];
+        let mut status = Implemented;
+        for (event, expected) in walk {
+            status = follow_journey(status, event).unwrap_or(status);
+            assert_eq!(status, expected, "after {event}");
+        }
+        assert_eq!(follow_journey(Completed, E::Cancel), None);
+        assert_eq!(follow_journey(Implemented, E::Cancel), Some(Cancelled));
+        assert_eq!(follow_journey(Approved, E::Start), None);
+    }
 
     #[test]
     fn table_matches_the_design() {

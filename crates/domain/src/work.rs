@@ -450,6 +450,63 @@ pub struct TaskSpec {
     pub timeout_s: Option<u32>,
     #[serde(default)]
     pub backoff: Option<Backoff>,
+    /// Fields the output must carry: a completion without one of them fails
+    /// the handoff.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contract: Option<HandoffContract>,
+    /// The key of a dependency whose output becomes this task's input (its
+    /// fields set over `input`) when the task becomes ready.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handoff_from: Option<String>,
+}
+
+/// The fields an output must carry to be handed on.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HandoffContract {
+    #[serde(default)]
+    pub required: Vec<String>,
+}
+
+/// At most this many fields in a contract.
+pub const MAX_CONTRACT_FIELDS: usize = 100;
+
+/// The contract's fields the output lacks (absent or `null`), in contract
+/// order; an output that is not an object lacks them all.
+pub fn missing_fields(required: &[String], output: &Value) -> Vec<String> {
+    required
+        .iter()
+        .filter(|f| output.get(f.as_str()).is_none_or(Value::is_null))
+        .cloned()
+        .collect()
+}
+
+/// Why an output breaks its contract, as one sentence; `None` when it keeps it.
+pub fn contract_breach(required: &[String], output: &Value) -> Option<String> {
+    let missing = missing_fields(required, output);
+    (!missing.is_empty()).then(|| {
+        format!(
+            "the output breaks the handoff contract: it lacks {} (required: {})",
+            missing.join(", "),
+            required.join(", ")
+        )
+    })
+}
+
+/// The input of a task that receives a handoff: its own input with each field
+/// of the handed-on output set over it (the output as it is when either is not
+/// an object).
+pub fn handoff_input(input: &Value, output: &Value) -> Value {
+    match (input, output) {
+        (Value::Object(base), Value::Object(over)) => {
+            let mut merged = base.clone();
+            for (k, v) in over {
+                merged.insert(k.clone(), v.clone());
+            }
+            Value::Object(merged)
+        }
+        _ => output.clone(),
+    }
 }
 
 /// A checked task, ready to store.
@@ -465,6 +522,10 @@ pub struct CheckedTask {
     pub max_attempts: u32,
     pub timeout_s: u32,
     pub backoff: Backoff,
+    /// Fields the output must carry (empty: no contract).
+    pub contract: Vec<String>,
+    /// Index of the dependency whose output becomes this task's input.
+    pub handoff_from: Option<usize>,
 }
 
 /// An `http.webhook` task's input: `url` (http or https, absolute) is where
@@ -622,6 +683,37 @@ pub fn check_tasks(tasks: Vec<TaskSpec>) -> Result<Vec<CheckedTask>, Vec<FieldEr
         {
             errors.push(FieldError::new(format!("/tasks/{i}/input/url"), why));
         }
+        let contract = t.contract.clone().unwrap_or_default().required;
+        if contract.len() > MAX_CONTRACT_FIELDS {
+            errors.push(FieldError::new(
+                format!("/tasks/{i}/contract/required"),
+                format!("at most {MAX_CONTRACT_FIELDS} fields"),
+            ));
+        }
+        for (j, f) in contract.iter().enumerate() {
+            if f.trim().is_empty() || f.chars().count() > 128 {
+                errors.push(FieldError::new(
+                    format!("/tasks/{i}/contract/required/{j}"),
+                    "a field name is 1-128 characters",
+                ));
+            }
+        }
+        let handoff_from = match &t.handoff_from {
+            None => None,
+            Some(from) => match index.get(from.as_str()) {
+                Some(&k) if deps.contains(&k) => Some(k),
+                _ => {
+                    errors.push(FieldError::new(
+                        format!("/tasks/{i}/handoff_from"),
+                        format!(
+                            "`{}` is not one of this task's dependencies; a task receives the output of a task it depends on",
+                            from.chars().take(128).collect::<String>()
+                        ),
+                    ));
+                    None
+                }
+            },
+        };
         if let Some(executor) = executor {
             checked.push(CheckedTask {
                 key: t.key.clone(),
@@ -633,6 +725,8 @@ pub fn check_tasks(tasks: Vec<TaskSpec>) -> Result<Vec<CheckedTask>, Vec<FieldEr
                 max_attempts,
                 timeout_s,
                 backoff,
+                contract,
+                handoff_from,
             });
         }
     }
@@ -705,6 +799,67 @@ mod tests {
 
     fn spec(key: &str, deps: &[&str]) -> TaskSpec {
         serde_json::from_value(json!({"key": key, "executor": "noop", "depends_on": deps})).unwrap()
+    }
+
+    #[test]
+    fn contracts_name_the_missing_fields() {
+        let req = vec!["file_id".to_string(), "parse_result".to_string()];
+        assert!(missing_fields(&req, &json!({"file_id": "f", "parse_result": {}})).is_empty());
+        assert_eq!(
+            missing_fields(&req, &json!({"file_id": "f"})),
+            ["parse_result"]
+        );
+        // null counts as missing; a non-object lacks everything.
+        assert_eq!(
+            missing_fields(&req, &json!({"file_id": null, "parse_result": 1})),
+            ["file_id"]
+        );
+        assert_eq!(missing_fields(&req, &json!("text")), req);
+        assert_eq!(contract_breach(&[], &Value::Null), None);
+        let why = contract_breach(&req, &json!({})).unwrap();
+        assert!(why.contains("lacks file_id, parse_result"), "{why}");
+    }
+
+    #[test]
+    fn a_handoff_sets_the_output_over_the_input() {
+        assert_eq!(
+            handoff_input(&json!({"a": 1, "b": 1}), &json!({"b": 2, "c": 3})),
+            json!({"a": 1, "b": 2, "c": 3})
+        );
+        assert_eq!(
+            handoff_input(&Value::Null, &json!({"c": 3})),
+            json!({"c": 3})
+        );
+        assert_eq!(handoff_input(&json!({"a": 1}), &json!([1])), json!([1]));
+    }
+
+    #[test]
+    fn a_handoff_comes_from_a_dependency_and_contracts_are_bounded() {
+        let mut t = vec![spec("a", &[]), spec("b", &["a"]), spec("c", &[])];
+        t[1].handoff_from = Some("a".into());
+        t[1].contract = Some(HandoffContract {
+            required: vec!["x".into()],
+        });
+        let ok = check_tasks(t.clone()).unwrap();
+        assert_eq!(
+            (ok[1].handoff_from, ok[1].contract.clone()),
+            (Some(0), vec!["x".to_string()])
+        );
+        t[2].handoff_from = Some("a".into());
+        t[0].contract = Some(HandoffContract {
+            required: vec![" ".into()],
+        });
+        let errs = check_tasks(t).unwrap_err();
+        let at: Vec<&str> = errs.iter().map(|e| e.pointer.as_str()).collect();
+        assert_eq!(
+            at,
+            ["/tasks/0/contract/required/0", "/tasks/2/handoff_from"]
+        );
+        assert!(
+            errs[1]
+                .message
+                .contains("not one of this task's dependencies")
+        );
     }
 
     #[test]

@@ -237,6 +237,38 @@ fn a_bad_task_is_refused_at_its_field() {
 }
 
 #[test]
+fn for_each_names_a_type_of_the_pack_on_activities_only() {
+    let ok = load_with(
+        &manifest().replacen(
+            "          - name: Setup\n",
+            "          - name: Setup\n            for_each: brief\n",
+            1,
+        ),
+        SCHEMA,
+    );
+    let ok = ok.unwrap_or_else(|e| panic!("{e:?}"));
+    let first = &ok.journey("tiny-journey").unwrap().stages[0];
+    assert_eq!(first.activities[0].for_each.as_deref(), Some("brief"));
+    let (p, line) = refused(
+        "          - name: Setup\n",
+        "          - name: Setup\n            for_each: invoice\n",
+    );
+    assert!(
+        has(
+            &p,
+            line + 1,
+            "for_each names `invoice`, which is not a type"
+        ),
+        "{p:?}"
+    );
+    let (p, line) = refused(
+        "            name: Undo\n",
+        "            name: Undo\n            for_each: brief\n",
+    );
+    assert!(has(&p, line + 1, "a rollback unit runs once"), "{p:?}");
+}
+
+#[test]
 fn duplicate_check_names_are_refused() {
     let (p, line) = refused("name: brief_approved", "name: precision");
     assert!(
@@ -570,8 +602,13 @@ fn insurance_migration_runs_discovery_waves_and_validation() {
             artifact_type: "migration_plan".into()
         }));
     let waves = stage(j, "wave_migration");
-    let units: Vec<&str> = waves.activities.iter().map(|u| u.name.as_str()).collect();
-    assert_eq!(units, ["wave_1", "wave_2", "wave_3"]);
+    // One wave unit per approved wave definition.
+    assert_eq!(waves.activities.len(), 1);
+    assert_eq!(waves.activities[0].name, "Wave");
+    assert_eq!(
+        waves.activities[0].for_each.as_deref(),
+        Some("wave_definition")
+    );
     assert_eq!(
         metric(&waves.exit, "waves_reconciled_ratio"),
         (Op::Ge, 1.0, None, None)

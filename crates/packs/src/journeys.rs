@@ -103,6 +103,8 @@ pub(crate) struct CheckManifest {
 pub(crate) struct UnitManifest {
     pub name: Spanned<String>,
     #[serde(default)]
+    pub for_each: Option<Spanned<String>>,
+    #[serde(default)]
     pub tasks: Vec<Spanned<TaskManifest>>,
 }
 
@@ -126,6 +128,10 @@ pub(crate) struct TaskManifest {
     pub timeout_s: Option<Spanned<u32>>,
     #[serde(default)]
     pub backoff: Option<Spanned<Backoff>>,
+    #[serde(default)]
+    pub contract: Option<Spanned<HandoffContract>>,
+    #[serde(default)]
+    pub handoff_from: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -293,7 +299,7 @@ fn load_stages(
         let mut unit_names = BTreeSet::new();
         let mut activities = Vec::with_capacity(s.activities.len());
         for u in &s.activities {
-            if let Some(unit) = load_unit(&ctx, u, problems) {
+            if let Some(unit) = load_unit(&ctx, u, Some(types), problems) {
                 if !unit_names.insert(unit.name.clone()) {
                     problems.push(at(
                         &u.value.name,
@@ -365,7 +371,10 @@ fn load_rollback(
         .iter()
         .filter_map(|t| load_trigger(&ctx, &t.value, problems))
         .collect();
-    let unit = r.unit.as_ref().and_then(|u| load_unit(&ctx, u, problems));
+    let unit = r
+        .unit
+        .as_ref()
+        .and_then(|u| load_unit(&ctx, u, None, problems));
     RollbackDef {
         triggers,
         unit,
@@ -525,13 +534,38 @@ fn load_milestones(
 
 /// A unit of work of a stage (an activity or a rollback unit): its name and its
 /// tasks, checked as `POST /work/units` checks them.
+/// A unit of work as written. `types` are the pack's types for an activity,
+/// which may repeat `for_each` of them; `None` for a rollback unit, which may
+/// not.
 fn load_unit(
     ctx: &str,
     unit: &Spanned<UnitManifest>,
+    types: Option<&BTreeSet<&str>>,
     problems: &mut Vec<Problem>,
 ) -> Option<UnitTemplate> {
     let u = &unit.value;
     let before = problems.len();
+    if let Some(each) = &u.for_each {
+        match types {
+            None => problems.push(at(
+                each,
+                format!(
+                    "{ctx}, unit {}: for_each repeats a stage's activity per artifact; a rollback unit runs once",
+                    u.name.value
+                ),
+            )),
+            Some(types) if !types.contains(each.value.as_str()) => problems.push(at(
+                each,
+                format!(
+                    "{ctx}, unit {}: for_each names `{}`, which is not a type of this pack; declared types: {}",
+                    u.name.value,
+                    each.value,
+                    types.iter().copied().collect::<Vec<_>>().join(", ")
+                ),
+            )),
+            Some(_) => {}
+        }
+    }
     let name = match check_unit_name(&u.name.value) {
         Ok(name) => name,
         Err(_) => {
@@ -562,6 +596,8 @@ fn load_unit(
                 max_attempts: t.max_attempts.as_ref().map(|m| m.value),
                 timeout_s: t.timeout_s.as_ref().map(|m| m.value),
                 backoff: t.backoff.as_ref().map(|b| b.value),
+                contract: t.contract.as_ref().map(|c| c.value.clone()),
+                handoff_from: t.handoff_from.as_ref().map(|h| h.value.clone()),
             }
         })
         .collect();
@@ -577,7 +613,11 @@ fn load_unit(
             ));
         }
     }
-    (problems.len() == before).then_some(UnitTemplate { name, tasks })
+    (problems.len() == before).then_some(UnitTemplate {
+        name,
+        for_each: u.for_each.as_ref().map(|e| e.value.clone()),
+        tasks,
+    })
 }
 
 /// `, task <key>` for an error under `/tasks/<i>`, empty otherwise.
@@ -1122,6 +1162,14 @@ pub fn check_journey(t: &JourneyTemplate) -> Vec<FieldError> {
                     "units of a stage need distinct, non-empty names",
                 ));
             }
+            if let Some(each) = &u.for_each
+                && !is_snake_id(each)
+            {
+                errors.push(FieldError::new(
+                    at(&format!("activities/{j}/for_each")),
+                    "an artifact type: 1-64 lowercase letters, digits and _",
+                ));
+            }
             if let Err(errs) = waymark_domain::work::check_tasks(u.tasks.clone()) {
                 for e in errs {
                     errors.push(FieldError::new(
@@ -1144,6 +1192,12 @@ pub fn check_journey(t: &JourneyTemplate) -> Vec<FieldError> {
                 if let Err(why) = waymark_domain::criteria::check_trigger(tr) {
                     errors.push(FieldError::new(at(&format!("rollback/triggers/{k}")), why));
                 }
+            }
+            if r.unit.as_ref().is_some_and(|u| u.for_each.is_some()) {
+                errors.push(FieldError::new(
+                    at("rollback/unit/for_each"),
+                    "a rollback unit runs once; for_each applies to a stage's activities",
+                ));
             }
             if let Some(u) = &r.unit
                 && let Err(errs) = waymark_domain::work::check_tasks(u.tasks.clone())

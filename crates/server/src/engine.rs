@@ -17,7 +17,6 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::Value;
 use tokio::sync::{Semaphore, mpsc};
 use waymark_domain::work::{ENGINE_LANE, Executor};
 use waymark_store::{Claim, Finish, Leased, Outcome, Store, WriteContext};
@@ -254,8 +253,9 @@ async fn execute(runtime: &Runtime, leased: Leased, lease: Duration) -> Option<F
 
 async fn run_executor(runtime: &Runtime, leased: &Leased) -> Step {
     match Executor::parse(&leased.task.executor) {
+        // `noop` does nothing and hands its input on as its output.
         Ok(Executor::Noop) => Step::Finish(Outcome::Completed {
-            output: Value::Null,
+            output: leased.task.input.clone(),
         }),
         Ok(Executor::LlmGenerate) => crate::generate::run(runtime, leased).await,
         Ok(Executor::HttpWebhook) => crate::hook::run(runtime, leased).await,

@@ -33,6 +33,27 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Json<T> {
     }
 }
 
+/// A JSON body that may be left out: a request without one reads as `{}`.
+pub struct MaybeJson<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for MaybeJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let headers = req.headers();
+        let empty = !headers.contains_key(axum::http::header::TRANSFER_ENCODING)
+            && headers
+                .get(axum::http::header::CONTENT_LENGTH)
+                .is_none_or(|v| v.as_bytes() == b"0");
+        if empty {
+            return from_value(serde_json::json!({})).map(MaybeJson);
+        }
+        Json::<T>::from_request(req, state)
+            .await
+            .map(|Json(v)| MaybeJson(v))
+    }
+}
+
 /// The body limit in force, for the 413 message.
 #[derive(Debug, Clone, Copy)]
 pub struct BodyLimit(pub usize);

@@ -3,21 +3,29 @@
 //! work it starts. Metric observations that cross a rollback trigger's
 //! threshold roll the journey back by themselves.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use serde::Serialize;
 use time::OffsetDateTime;
 use utoipa::ToSchema;
+use waymark_domain::analytics::{
+    ExitAttempt, JourneyAnalytics, JourneyRun, Step, journey_analytics,
+};
 use waymark_domain::criteria::{
     self, CheckOutcome, CheckResult, Facts, Observation, Trigger, ValidationResult,
 };
-use waymark_domain::journey::{self, Event, Gate, JourneyTemplate, Phase, UnitTemplate};
+use waymark_domain::journey::{
+    self, EachArtifact, Event, Gate, JourneyTemplate, Phase, StageDef, UnitTemplate,
+};
 use waymark_domain::lifecycle::ArtifactStatus;
+use waymark_domain::work::TaskStatus;
 use waymark_domain::work::check_tasks;
-use waymark_domain::{FieldError, JourneyId};
+use waymark_domain::{ClientId, FieldError, JourneyId};
 use waymark_store::{
-    ArtifactFilter, Journey, JourneyHistoryEntry, JourneyTransition, JourneyUnit, NewUnit,
-    PageRequest, Signoff, Store, UnitKind, WriteContext,
+    ArtifactFilter, ArtifactSummary, Incident, Journey, JourneyHistoryEntry, JourneyRecords,
+    JourneyTransition, JourneyUnit, NewUnit, PageRequest, Signoff, Store, Task, UnitKind,
+    WriteContext,
 };
 
 use crate::error::ApiError;
@@ -48,6 +56,17 @@ pub async fn detail(store: &dyn Store, id: JourneyId) -> Result<JourneyDetail, A
     let units = store.journey_units(id).await?;
     let history = store.journey_history(id).await?;
     let signoffs = store.signoffs(id).await?;
+    Ok(JourneyDetail {
+        allowed_events: journey::possible(&journey.definition, &journey.position()),
+        progress: progress(&journey),
+        journey,
+        units,
+        history,
+        signoffs,
+    })
+}
+
+fn progress(journey: &Journey) -> Progress {
     let at = journey.position();
     let stages_total = journey.definition.stages.len();
     let stages_done = match at.phase {
@@ -55,17 +74,135 @@ pub async fn detail(store: &dyn Store, id: JourneyId) -> Result<JourneyDetail, A
         Phase::Pending => 0,
         _ => at.stage.unwrap_or(0),
     };
-    Ok(JourneyDetail {
-        allowed_events: journey::possible(&journey.definition, &at),
-        progress: Progress {
-            stages_done,
-            stages_total,
-        },
-        journey,
-        units,
-        history,
-        signoffs,
-    })
+    Progress {
+        stages_done,
+        stages_total,
+    }
+}
+
+/// A client's journeys as operations see them.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Operations {
+    pub client_id: ClientId,
+    /// Newest first (at most 500).
+    pub journeys: Vec<Operation>,
+    /// Journeys by state (`pending`, each stage id, `rolling_back`,
+    /// `completed`, `cancelled`).
+    #[schema(value_type = Object)]
+    pub by_state: BTreeMap<String, usize>,
+    pub open_tasks: usize,
+    pub open_incidents: usize,
+}
+
+/// One journey with its open work: `last_validation` is the last evaluation
+/// of its current stage's exit criteria.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Operation {
+    #[serde(flatten)]
+    pub journey: Journey,
+    pub progress: Progress,
+    pub units: Vec<JourneyUnit>,
+    /// Its current stage's exit validation as promotion would see it now
+    /// (criteria, open units, soak time); `null` unless it is in a stage.
+    pub validation: Option<ValidationResult>,
+    /// Tasks of its units not completed or cancelled yet.
+    pub open_tasks: Vec<Task>,
+    pub open_incidents: Vec<Incident>,
+}
+
+/// Every journey of a client with its open work (404 for an unknown client).
+pub async fn operations(store: &dyn Store, client_id: ClientId) -> Result<Operations, ApiError> {
+    store.get_client(client_id).await?;
+    let journeys = store
+        .list_journeys(
+            Some(client_id),
+            None,
+            PageRequest {
+                limit: 500,
+                ..Default::default()
+            },
+        )
+        .await?
+        .items;
+    let mut out = Operations {
+        client_id,
+        journeys: Vec::with_capacity(journeys.len()),
+        by_state: BTreeMap::new(),
+        open_tasks: 0,
+        open_incidents: 0,
+    };
+    for journey in journeys {
+        *out.by_state.entry(journey.state.clone()).or_default() += 1;
+        let units = store.journey_units(journey.id).await?;
+        let mut open_tasks = Vec::new();
+        let mut open_incidents = Vec::new();
+        for u in units.iter().filter(|u| {
+            !matches!(
+                u.status,
+                waymark_domain::work::UnitStatus::Completed
+                    | waymark_domain::work::UnitStatus::Cancelled
+            )
+        }) {
+            let unit = store.get_unit(u.unit_id).await?;
+            open_tasks.extend(
+                unit.tasks
+                    .into_iter()
+                    .filter(|t| !matches!(t.status, TaskStatus::Completed | TaskStatus::Cancelled)),
+            );
+            open_incidents.extend(
+                unit.incidents
+                    .into_iter()
+                    .filter(|i| i.resolved_at.is_none()),
+            );
+        }
+        out.open_tasks += open_tasks.len();
+        out.open_incidents += open_incidents.len();
+        let validation = match journey.phase {
+            Phase::Active => Some(stage_wait(store, &journey).await?.as_validation()),
+            _ => None,
+        };
+        out.journeys.push(Operation {
+            validation,
+            progress: progress(&journey),
+            journey,
+            units,
+            open_tasks,
+            open_incidents,
+        });
+    }
+    Ok(out)
+}
+
+/// A template's analytics from its journeys' records.
+pub fn analytics(template: &JourneyTemplate, runs: &[JourneyRecords]) -> JourneyAnalytics {
+    let runs: Vec<JourneyRun> = runs
+        .iter()
+        .map(|r| JourneyRun {
+            phase: r.journey.phase,
+            paused: r.journey.paused,
+            steps: r
+                .history
+                .iter()
+                .map(|h| Step {
+                    at: h.at,
+                    event: h.event,
+                    from: h.from.clone(),
+                    to: h.to.clone(),
+                    trigger: h.trigger,
+                })
+                .collect(),
+            attempts: r
+                .attempts
+                .iter()
+                .map(|a| ExitAttempt {
+                    at: a.at,
+                    stage: a.stage.clone(),
+                    passed: a.passed,
+                })
+                .collect(),
+        })
+        .collect();
+    journey_analytics(template, &runs, OffsetDateTime::now_utc())
 }
 
 /// What the criteria of a journey look at.
@@ -88,46 +225,106 @@ async fn known(store: &dyn Store, journey: &Journey) -> Result<Known, ApiError> 
         .into_iter()
         .map(|s| s.name)
         .collect();
-    let mut approved = Vec::new();
-    let mut page = PageRequest {
-        limit: 200,
-        ..Default::default()
-    };
-    loop {
-        let p = store
-            .list_artifacts(
-                ArtifactFilter {
-                    client_id: Some(journey.client_id),
-                    ..Default::default()
-                },
-                page.clone(),
-            )
-            .await?;
-        approved.extend(
-            p.items
-                .into_iter()
-                .filter(|a| {
-                    matches!(
-                        a.status,
-                        ArtifactStatus::Approved
-                            | ArtifactStatus::Implemented
-                            | ArtifactStatus::Active
-                            | ArtifactStatus::Completed
-                    )
-                })
-                .map(|a| a.artifact_type),
-        );
-        match p.next_cursor {
-            Some(c) if approved.len() < 10_000 => page.cursor = Some(c),
-            _ => break,
-        }
-    }
+    let approved = approved_artifacts(
+        store,
+        ArtifactFilter {
+            client_id: Some(journey.client_id),
+            ..Default::default()
+        },
+    )
+    .await?
+    .into_iter()
+    .map(|a| a.artifact_type)
+    .collect();
     Ok(Known {
         observations,
         approved,
         signoffs,
     })
 }
+
+/// Whether an artifact counts as approved for criteria and `for_each`: it
+/// was approved and is not back in draft, stale or cancelled.
+fn counts_as_approved(status: ArtifactStatus) -> bool {
+    matches!(
+        status,
+        ArtifactStatus::Approved
+            | ArtifactStatus::Implemented
+            | ArtifactStatus::Active
+            | ArtifactStatus::Paused
+            | ArtifactStatus::Completed
+    )
+}
+
+/// The approved artifacts a filter selects, oldest first (at most 10,000).
+async fn approved_artifacts(
+    store: &dyn Store,
+    filter: ArtifactFilter,
+) -> Result<Vec<ArtifactSummary>, ApiError> {
+    let mut approved = Vec::new();
+    let mut page = PageRequest {
+        limit: 200,
+        ..Default::default()
+    };
+    loop {
+        let p = store.list_artifacts(filter.clone(), page.clone()).await?;
+        approved.extend(p.items.into_iter().filter(|a| counts_as_approved(a.status)));
+        match p.next_cursor {
+            Some(c) if approved.len() < 10_000 => page.cursor = Some(c),
+            _ => break,
+        }
+    }
+    approved.reverse();
+    Ok(approved)
+}
+
+/// The approved artifacts the stage's `for_each` activities repeat over: of
+/// the engagement of the artifact the journey implements, else the client's.
+async fn each_artifacts(
+    store: &dyn Store,
+    journey: &Journey,
+    stage: &StageDef,
+) -> Result<Vec<EachArtifact>, ApiError> {
+    let types: BTreeSet<&str> = stage
+        .activities
+        .iter()
+        .filter_map(|u| u.for_each.as_deref())
+        .collect();
+    if types.is_empty() {
+        return Ok(vec![]);
+    }
+    let engagement_id = match journey.source_artifact_id {
+        Some(a) => store.get_artifact(a).await?.summary.engagement_id,
+        None => None,
+    };
+    let mut out = Vec::new();
+    for ty in types {
+        let found = approved_artifacts(
+            store,
+            ArtifactFilter {
+                client_id: Some(journey.client_id),
+                engagement_id,
+                artifact_type: Some(ty.to_owned()),
+                ..Default::default()
+            },
+        )
+        .await?;
+        for a in found.into_iter().take(MAX_EACH) {
+            let full = store.get_artifact(a.id).await?;
+            out.push(EachArtifact {
+                id: a.id.to_string(),
+                artifact_type: a.artifact_type,
+                title: a.title,
+                version: a.version,
+                content: full.content,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// At most this many units of one `for_each` activity.
+const MAX_EACH: usize = 100;
 
 fn facts(k: &Known, now: OffsetDateTime) -> Facts<'_> {
     Facts::new(&k.observations, now)
@@ -254,7 +451,7 @@ pub async fn stage_wait(store: &dyn Store, journey: &Journey) -> Result<StageWai
     })
 }
 
-/// Units of work to start from a template's unit definitions.
+/// Units of work to start from unit definitions.
 fn units(
     journey: &Journey,
     stage: &str,
@@ -331,7 +528,7 @@ pub async fn apply_event(
         let wait = stage_wait(store, &journey).await?;
         let v = criteria::apply_overrides(&wait.criteria, &ask.overrides)
             .map_err(|e| ApiError::invalid(FieldError::new("/overrides", e.to_string())))?;
-        store.set_last_validation(id, &v).await?;
+        store.record_exit_validation(id, &v).await?;
         exit = Some(v);
         open_units = wait.open_units;
         soak_left = wait.soak_left;
@@ -395,9 +592,10 @@ pub async fn apply_event(
     // Units the transition starts.
     let started = match ask.event {
         Event::Start | Event::Promote => {
-            let i = to.stage.unwrap_or(0);
-            let s = &def.stages[i];
-            units(&journey, &s.id, &s.activities, UnitKind::Activity)?
+            let s = &def.stages[to.stage.unwrap_or(0)];
+            let each = each_artifacts(store, &journey, s).await?;
+            let defs = journey::stage_units(s, &each, &journey.input);
+            units(&journey, &s.id, &defs, UnitKind::Activity)?
         }
         Event::Rollback => {
             let s = &def.stages[at.stage.unwrap_or(0)];

@@ -25,8 +25,11 @@ pub struct NewJourney {
     /// The template, copied onto the journey: later changes to the template
     /// do not move running journeys.
     pub template: JourneyTemplate,
-    /// The approved artifact it implements, if any.
+    /// The approved artifact it implements, if any: it becomes `implemented`
+    /// with the journey's creation (refused unless it is `approved`).
     pub source_artifact_id: Option<ArtifactId>,
+    /// What it starts with: the first milestone's input (`null`: nothing).
+    pub input: serde_json::Value,
 }
 
 /// A journey and where it stands.
@@ -64,6 +67,9 @@ pub struct Journey {
     pub stage_started_at: Option<OffsetDateTime>,
     #[serde(with = "time::serde::rfc3339::option")]
     pub finished_at: Option<OffsetDateTime>,
+    /// What it started with: the first milestone's input.
+    #[schema(value_type = Object)]
+    pub input: serde_json::Value,
     /// The template as the journey runs it.
     #[serde(skip)]
     pub definition: JourneyTemplate,
@@ -160,6 +166,23 @@ pub struct JourneyUnit {
     pub tasks_done: i64,
 }
 
+/// A journey with what it recorded.
+#[derive(Debug, Clone)]
+pub struct JourneyRecords {
+    pub journey: Journey,
+    pub history: Vec<JourneyHistoryEntry>,
+    pub attempts: Vec<ExitAttemptRecord>,
+}
+
+/// One evaluation of a stage's exit criteria by a promote or complete.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ExitAttemptRecord {
+    pub stage: String,
+    pub passed: bool,
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+}
+
 /// A metric observation to record.
 #[derive(Debug, Clone)]
 pub struct NewObservation {
@@ -216,7 +239,15 @@ pub trait JourneyStore: Send + Sync {
     async fn journey_history(&self, id: JourneyId) -> Result<Vec<JourneyHistoryEntry>>;
     /// The units of work the journey started, oldest first.
     async fn journey_units(&self, id: JourneyId) -> Result<Vec<JourneyUnit>>;
-    async fn set_last_validation(&self, id: JourneyId, v: &ValidationResult) -> Result<()>;
+    /// Records an evaluation of the current stage's exit criteria (a promote
+    /// or complete asked for, allowed or not): the last validation, and an
+    /// exit attempt for the analytics.
+    async fn record_exit_validation(&self, id: JourneyId, v: &ValidationResult) -> Result<()>;
+    /// The newest `limit` journeys of a template with their histories and
+    /// exit attempts (without the validations), for the analytics.
+    async fn template_runs(&self, template: &str, limit: usize) -> Result<Vec<JourneyRecords>>;
+    /// Every exit attempt of the journey, oldest first.
+    async fn exit_attempts(&self, id: JourneyId) -> Result<Vec<ExitAttemptRecord>>;
 
     async fn record_metrics(
         &self,

@@ -8,7 +8,7 @@ use utoipa::ToSchema;
 use waymark_domain::artifact::SourceRef;
 use waymark_domain::cascade::StaleCause;
 use waymark_domain::lifecycle::ArtifactStatus;
-use waymark_domain::{ArtifactId, ClientId, EngagementId, TokenId, UserId};
+use waymark_domain::{ArtifactId, ClientId, EngagementId, JourneyId, TokenId, UserId};
 
 /// Which database a store runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -374,6 +374,8 @@ pub struct Artifact {
     /// Who or what wrote the latest version: `human`, `template`, `ollama:<model>`...
     pub provenance: String,
     pub note: Option<String>,
+    /// The journey that implements it (`POST .../implement`), if any.
+    pub journey_id: Option<JourneyId>,
 }
 
 /// One immutable version of an artifact.

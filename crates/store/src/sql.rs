@@ -20,7 +20,9 @@ use waymark_domain::cascade::{self, Consumer, RootChange, StaleCause};
 use waymark_domain::content::{ContentHash, content_hash};
 use waymark_domain::gating;
 use waymark_domain::lifecycle::{self, ArtifactStatus};
-use waymark_domain::{ArtifactId, ClientId, EngagementId, EventId, FieldError, TokenId, UserId};
+use waymark_domain::{
+    ArtifactId, ClientId, EngagementId, EventId, FieldError, JourneyId, TokenId, UserId,
+};
 
 use crate::log::{Audience, NewEvent};
 use crate::model::*;
@@ -1087,6 +1089,7 @@ struct ArtifactRow {
     inputs_hash: String,
     provenance: String,
     note: Option<String>,
+    journey_id: Option<Uuid>,
 }
 
 #[derive(FromRow)]
@@ -1869,7 +1872,8 @@ impl Store for SqlStore {
     async fn get_artifact(&self, id: ArtifactId) -> Result<Artifact> {
         let row: Option<ArtifactRow> = on_reader!(self, |p| {
             sqlx::query_as(&format!(
-                "SELECT {SUMMARY_COLUMNS}, v.content, v.inputs_hash, v.provenance, v.note \
+                "SELECT {SUMMARY_COLUMNS}, v.content, v.inputs_hash, v.provenance, v.note, \
+                 (SELECT j.id FROM journeys j WHERE j.source_artifact_id = a.id) AS journey_id \
                  FROM artifacts a JOIN artifact_versions v \
                  ON v.artifact_id = a.id AND v.version = a.version WHERE a.id = $1"
             ))
@@ -1887,6 +1891,7 @@ impl Store for SqlStore {
             sources: sources.iter().map(SourceRow::source).collect(),
             provenance: row.provenance,
             note: row.note,
+            journey_id: row.journey_id.map(JourneyId::from_uuid),
         })
     }
 

@@ -149,6 +149,12 @@ pub struct Task {
     pub output: Option<Value>,
     /// Keys of the tasks of its unit it waits on.
     pub depends_on: Vec<String>,
+    /// Fields its output must carry (its handoff contract); empty: none.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub contract: Vec<String>,
+    /// The key of the dependency whose output became its input.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub handoff_from: Option<String>,
     pub priority: i64,
     pub max_attempts: i64,
     /// Attempts started so far.

@@ -89,6 +89,7 @@ async fn transitions_are_recorded_with_their_units_and_history(db: &TestDb) {
                 name: "Medtronic 2026".into(),
                 template: template(),
                 source_artifact_id: None,
+                input: serde_json::Value::Null,
             },
             &ctx("ops"),
         )

@@ -128,6 +128,16 @@ impl TypeRules {
     }
 }
 
+/// The journey template an artifact's type names (`journey:` in its pack).
+pub(crate) async fn journey_of(
+    state: &AppState,
+    a: &ArtifactSummary,
+) -> Result<Option<String>, ApiError> {
+    Ok(rules_of(state, a)
+        .await?
+        .and_then(|r| r.def().journey.clone()))
+}
+
 /// The rules for creating `ty` in `engagement` (which must be the client's):
 /// the type must be one of its pack's.
 async fn rules_for_new(
@@ -585,9 +595,35 @@ pub async fn transition(
             "approval goes through POST /api/v1/artifacts/{id}/approve, which applies the type's approval policy; only an admin may approve directly"
         )));
     }
+    if let Some(journey) = current.journey_id {
+        return Err(ApiError::Conflict {
+            code: "journey_linked",
+            detail: format!(
+                "artifact {id} is implemented by journey {journey} and moves with it: send the journey's events \
+                 (POST /api/v1/journeys/{journey}/events)"
+            ),
+            allowed: None,
+            extra: [("journey_id".to_owned(), Value::from(journey.to_string()))]
+                .into_iter()
+                .collect(),
+        });
+    }
     let reason = parse_note(body.reason.as_deref(), "/reason").map_err(ApiError::invalid)?;
     let ctx = write_context(&caller, &trace, &HeaderMap::new(), None)?;
     let rules = rules_of(&state, &current.summary).await?;
+    if body.to == ArtifactStatus::Implemented
+        && let Some(template) = rules.as_ref().and_then(|r| r.def().journey.clone())
+    {
+        return Err(ApiError::Conflict {
+            code: "implement_instead",
+            detail: format!(
+                "a {} is implemented as a {template} journey: POST /api/v1/artifacts/{id}/implement creates it",
+                current.summary.artifact_type
+            ),
+            allowed: None,
+            extra: Default::default(),
+        });
+    }
     let artifact = state
         .store
         .transition(

@@ -11,17 +11,21 @@ use time::OffsetDateTime;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
+use waymark_domain::analytics::JourneyAnalytics;
 use waymark_domain::criteria::{self, Observation, Trigger, ValidationResult};
 use waymark_domain::journey::{Event, JourneyTemplate};
+use waymark_domain::lifecycle::ArtifactStatus;
 use waymark_domain::{ArtifactId, ClientId, FieldError, JourneyId};
-use waymark_store::{Journey, MetricRecord, NewJourney, NewObservation, Page, Signoff};
+use waymark_store::{
+    Journey, JourneyHistoryEntry, MetricRecord, NewJourney, NewObservation, Page, Signoff,
+};
 
 use super::{PageParams, write_context};
 use crate::AppState;
 use crate::auth::Caller;
 use crate::error::{ApiError, Problem};
 use crate::extract::{Query, from_value, path_id};
-use crate::journeys::{self, AutoRollback, EventAsk, JourneyDetail};
+use crate::journeys::{self, AutoRollback, EventAsk, JourneyDetail, Operations};
 use crate::observe::TraceId;
 
 pub fn routes() -> OpenApiRouter<AppState> {
@@ -33,6 +37,10 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(record_metrics))
         .routes(routes!(sign_off))
         .routes(routes!(get_validation))
+        .routes(routes!(get_history))
+        .routes(routes!(implement))
+        .routes(routes!(client_operations))
+        .routes(routes!(journey_analytics))
 }
 
 /// A journey template and where it comes from.
@@ -128,16 +136,22 @@ pub struct CreateJourney {
     pub client_id: String,
     /// A template's name (`GET /api/v1/journey-templates`).
     pub template: String,
-    /// Shown to people; the template's title and the client's name by default.
+    /// Shown to people; the template's title by default.
     pub name: Option<String>,
-    /// The approved artifact it implements.
+    /// The approved artifact it implements: it becomes `implemented` (the
+    /// implementation bridge; `POST /api/v1/artifacts/{id}/implement` does
+    /// the same with the type's template).
     pub source_artifact_id: Option<String>,
+    /// What it starts with: an object, the first milestone's input.
+    #[schema(value_type = Option<Object>)]
+    pub input: Option<Value>,
 }
 
 /// Create a journey for a client, in `pending`; the `start` event enters its
 /// first stage.
 #[utoipa::path(post, path = "/api/v1/journeys", tag = "journeys", request_body = CreateJourney,
-    responses((status = 201, body = JourneyDetail), (status = 422, body = Problem)), security(("bearer" = [])))]
+    responses((status = 201, body = JourneyDetail), (status = 409, body = Problem), (status = 422, body = Problem)),
+    security(("bearer" = [])))]
 pub async fn create_journey(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -164,17 +178,46 @@ pub async fn create_journey(
             })
         })
         .transpose()?;
+    create(
+        &state,
+        &ctx,
+        Ask {
+            client_id,
+            template: req.template,
+            name: req.name,
+            source_artifact_id,
+            input: req.input,
+        },
+    )
+    .await
+}
+
+/// A journey asked for, before the template is found.
+struct Ask {
+    client_id: ClientId,
+    template: String,
+    name: Option<String>,
+    source_artifact_id: Option<ArtifactId>,
+    input: Option<Value>,
+}
+
+/// Finds the template, checks the name and input, creates the journey.
+async fn create(
+    state: &AppState,
+    ctx: &waymark_store::WriteContext,
+    ask: Ask,
+) -> Result<(StatusCode, JsonOut<JourneyDetail>), ApiError> {
     let templates = crate::catalog::journey_templates(&state.packs, &*state.store).await?;
     let template = templates
         .iter()
-        .find(|(t, _)| t.name == req.template)
+        .find(|(t, _)| t.name == ask.template)
         .map(|(t, _)| t.clone())
         .ok_or_else(|| {
             ApiError::invalid(FieldError::new(
                 "/template",
                 format!(
                     "no journey template `{}`; the templates are {}",
-                    req.template.chars().take(100).collect::<String>(),
+                    ask.template.chars().take(100).collect::<String>(),
                     templates
                         .iter()
                         .map(|(t, _)| t.name.as_str())
@@ -183,7 +226,7 @@ pub async fn create_journey(
                 ),
             ))
         })?;
-    let name = match req.name.map(|n| n.trim().to_owned()) {
+    let name = match ask.name.map(|n| n.trim().to_owned()) {
         Some(n) if !n.is_empty() && n.chars().count() <= 200 => n,
         Some(_) => {
             return Err(ApiError::invalid(FieldError::new(
@@ -193,16 +236,39 @@ pub async fn create_journey(
         }
         None => template.title.clone(),
     };
+    let input = match ask.input {
+        None | Some(Value::Null) => Value::Null,
+        Some(v @ Value::Object(_)) => {
+            if serde_json::to_string(&v).map_or(0, |s| s.len()) > waymark_domain::work::MAX_PAYLOAD
+            {
+                return Err(ApiError::invalid(FieldError::new(
+                    "/input",
+                    format!(
+                        "is larger than {} bytes; store big inputs as artifacts and pass their ids",
+                        waymark_domain::work::MAX_PAYLOAD
+                    ),
+                )));
+            }
+            v
+        }
+        Some(_) => {
+            return Err(ApiError::invalid(FieldError::new(
+                "/input",
+                "must be an object (the first milestone's input)",
+            )));
+        }
+    };
     let created = state
         .store
         .create_journey(
             NewJourney {
-                client_id,
+                client_id: ask.client_id,
                 name,
                 template,
-                source_artifact_id,
+                source_artifact_id: ask.source_artifact_id,
+                input,
             },
-            &ctx,
+            ctx,
         )
         .await?;
     let status = if created.replayed {
@@ -215,6 +281,92 @@ pub async fn create_journey(
         status,
         JsonOut(journeys::detail(&*state.store, created.record.id).await?),
     ))
+}
+
+/// How to implement an artifact; every field may be left out.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ImplementRequest {
+    /// The journey template; the one the artifact's type names by default.
+    pub template: Option<String>,
+    /// The journey's name; the template's title and the artifact's by default.
+    pub name: Option<String>,
+    /// What the journey starts with (an object).
+    #[schema(value_type = Option<Object>)]
+    pub input: Option<Value>,
+}
+
+/// The implementation bridge: turn an approved artifact into its journey (the
+/// template its type names). The artifact becomes `implemented` and links to
+/// the journey; it goes `active` when the journey starts and `completed` with
+/// it. A body is optional.
+#[utoipa::path(post, path = "/api/v1/artifacts/{id}/implement", tag = "journeys", request_body = ImplementRequest,
+    params(("id" = String, Path, description = "An artifact id (art_...)")),
+    responses((status = 201, body = JourneyDetail), (status = 404, body = Problem),
+        (status = 409, body = Problem, description = "Not approved, or its type names no journey template"),
+        (status = 422, body = Problem)),
+    security(("bearer" = [])))]
+pub async fn implement(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Extension(trace): Extension<TraceId>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    crate::extract::MaybeJson(body): crate::extract::MaybeJson<Value>,
+) -> Result<(StatusCode, JsonOut<JourneyDetail>), ApiError> {
+    let id: ArtifactId = path_id(&id)?;
+    let artifact = super::artifacts::visible_artifact(&state, &caller, id).await?;
+    caller.require_staff()?;
+    let ctx = write_context(&caller, &trace, &headers, Some(&body))?;
+    let req: ImplementRequest = from_value(body)?;
+    let a = &artifact.summary;
+    if let Some(journey) = artifact.journey_id {
+        // A replay of the same request answers the journey it created.
+        if ctx.idempotency.is_none() {
+            return Err(ApiError::Conflict {
+                code: "already_implemented",
+                detail: format!("artifact {id} is already implemented by journey {journey}"),
+                allowed: None,
+                extra: [("journey_id".to_owned(), Value::from(journey.to_string()))]
+                    .into_iter()
+                    .collect(),
+            });
+        }
+    } else if a.status != ArtifactStatus::Approved {
+        return Err(ApiError::Conflict {
+            code: "not_approved",
+            detail: format!(
+                "artifact {id} is {}; only an approved artifact is implemented: share it and have it approved first",
+                a.status
+            ),
+            allowed: None,
+            extra: Default::default(),
+        });
+    }
+    let template = match req.template {
+        Some(t) => t,
+        None => super::artifacts::journey_of(&state, a).await?.ok_or_else(|| ApiError::Conflict {
+            code: "no_journey_template",
+            detail: format!(
+                "type {} names no journey template (`journey:` in its pack); name one in `template`",
+                a.artifact_type
+            ),
+            allowed: None,
+            extra: Default::default(),
+        })?,
+    };
+    create(
+        &state,
+        &ctx,
+        Ask {
+            client_id: a.client_id,
+            name: req.name.or_else(|| Some(a.title.clone())),
+            template,
+            source_artifact_id: Some(id),
+            input: req.input,
+        },
+    )
+    .await
 }
 
 /// Which journeys to list.
@@ -473,4 +625,96 @@ pub async fn get_validation(
     let journey = state.store.get_journey(id).await?;
     let wait = journeys::stage_wait(&*state.store, &journey).await?;
     Ok(JsonOut(wait.as_validation()))
+}
+
+/// Every transition of a journey, oldest first, with the validation that
+/// allowed it.
+#[utoipa::path(get, path = "/api/v1/journeys/{id}/history", tag = "journeys",
+    params(("id" = String, Path, description = "A journey id (jrn_...)")),
+    responses((status = 200, body = HistoryList), (status = 404, body = Problem)), security(("bearer" = [])))]
+pub async fn get_history(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> Result<JsonOut<HistoryList>, ApiError> {
+    caller.require_staff()?;
+    let id: JourneyId = path_id(&id)?;
+    Ok(JsonOut(HistoryList {
+        items: state.store.journey_history(id).await?,
+    }))
+}
+
+/// A journey's transitions.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct HistoryList {
+    pub items: Vec<JourneyHistoryEntry>,
+}
+
+/// Every journey of a client: stage, progress, open tasks and incidents, and
+/// the last validation of its current stage.
+#[utoipa::path(get, path = "/api/v1/clients/{id}/operations", tag = "journeys",
+    params(("id" = String, Path, description = "A client id (cli_...)")),
+    responses((status = 200, body = Operations), (status = 404, body = Problem)), security(("bearer" = [])))]
+pub async fn client_operations(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> Result<JsonOut<Operations>, ApiError> {
+    caller.require_staff()?;
+    let id: ClientId = path_id(&id)?;
+    Ok(JsonOut(journeys::operations(&*state.store, id).await?))
+}
+
+/// Which template's analytics.
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct AnalyticsQuery {
+    /// A journey template's name.
+    pub template: Option<String>,
+}
+
+/// Analytics of a journey template from the recorded history of its newest
+/// 10,000 journeys: journeys started, completed, cancelled; time in each
+/// stage (median, p90); time to the last stage; rollback rate; exit-criteria
+/// first-pass rate; the bottleneck stage.
+#[utoipa::path(get, path = "/api/v1/analytics/journeys", tag = "journeys", params(AnalyticsQuery),
+    responses((status = 200, body = JourneyAnalytics), (status = 400, body = Problem)), security(("bearer" = [])))]
+pub async fn journey_analytics(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Query(q): Query<AnalyticsQuery>,
+) -> Result<JsonOut<JourneyAnalytics>, ApiError> {
+    caller.require_staff()?;
+    let templates = crate::catalog::journey_templates(&state.packs, &*state.store).await?;
+    let names = || {
+        templates
+            .iter()
+            .map(|(t, _)| t.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let Some(name) = q.template.map(|t| t.trim().to_owned()) else {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            format!("name a template: ?template= one of {}", names()),
+        ));
+    };
+    let runs = state.store.template_runs(&name, 10_000).await?;
+    // The template as the catalog has it, else as its newest journey ran it.
+    let template = templates
+        .iter()
+        .map(|(t, _)| t)
+        .find(|t| t.name == name)
+        .or_else(|| runs.first().map(|r| &r.journey.definition))
+        .cloned()
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                "invalid_query",
+                format!(
+                    "template: no journey template `{}`; the templates are {}",
+                    name.chars().take(100).collect::<String>(),
+                    names()
+                ),
+            )
+        })?;
+    Ok(JsonOut(journeys::analytics(&template, &runs)))
 }

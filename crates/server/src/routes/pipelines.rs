@@ -544,6 +544,8 @@ pub async fn run_plan(
             max_attempts: DEFAULT_MAX_ATTEMPTS,
             timeout_s: DEFAULT_TIMEOUT_S,
             backoff: Backoff::default(),
+            contract: vec![],
+            handoff_from: None,
         });
     }
     // Jobs of a module already running elsewhere write the same artifact: wait

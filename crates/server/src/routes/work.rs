@@ -419,6 +419,29 @@ async fn finish_one(
             ),
         )));
     }
+    // A caller that can still fix its output is told what the contract
+    // lacks, and nothing changes; the engine's own executors fail instead.
+    if let Outcome::Completed { output } = &outcome {
+        let missing = work::missing_fields(&task.contract, output);
+        if !missing.is_empty() {
+            return Err(ApiError::Invalid {
+                detail: format!(
+                    "the output breaks task {}'s handoff contract (required: {}); complete it with those fields, or fail the task",
+                    task.key,
+                    task.contract.join(", ")
+                ),
+                errors: missing
+                    .iter()
+                    .map(|f| {
+                        FieldError::new(
+                            format!("/output/{}", f.replace('~', "~0").replace('/', "~1")),
+                            "is required by the handoff contract",
+                        )
+                    })
+                    .collect(),
+            });
+        }
+    }
     let ctx = write_context(caller, trace, &HeaderMap::new(), None)?;
     let mut results = state
         .store

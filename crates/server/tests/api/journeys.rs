@@ -21,7 +21,7 @@ const AGENTS: [&str; 3] = [
     "search-quality-agent",
 ];
 
-async fn agent_token(app: &TestApp, agent: &str) -> String {
+pub(crate) async fn agent_token(app: &TestApp, agent: &str) -> String {
     let r = app.post("/api/v1/agents", json!({"id": agent})).await;
     assert!(r.status.is_success(), "{}", r.body);
     let t = app
@@ -32,7 +32,7 @@ async fn agent_token(app: &TestApp, agent: &str) -> String {
 }
 
 /// The agent claims its ready tasks and completes them.
-async fn agent_works(app: &TestApp, agent: &str, token: &str) -> usize {
+pub(crate) async fn agent_works(app: &TestApp, agent: &str, token: &str) -> usize {
     let claimed = app
         .call_as(
             Some(token),
@@ -59,7 +59,7 @@ async fn agent_works(app: &TestApp, agent: &str, token: &str) -> usize {
 }
 
 /// Completes every ready human task of the unit, in dependency order.
-async fn humans_finish(app: &TestApp, unit: &str) {
+pub(crate) async fn humans_finish(app: &TestApp, unit: &str) {
     for _ in 0..10 {
         let u = app.get(&format!("/api/v1/work/units/{unit}")).await;
         let ready: Vec<String> = u.body["tasks"]
@@ -84,12 +84,12 @@ async fn humans_finish(app: &TestApp, unit: &str) {
     }
 }
 
-async fn event(app: &TestApp, j: &str, body: Value) -> crate::helpers::Answer {
+pub(crate) async fn event(app: &TestApp, j: &str, body: Value) -> crate::helpers::Answer {
     app.post(&format!("/api/v1/journeys/{j}/events"), body)
         .await
 }
 
-async fn metrics(app: &TestApp, j: &str, obs: Value) -> Value {
+pub(crate) async fn metrics(app: &TestApp, j: &str, obs: Value) -> Value {
     let r = app
         .post(
             &format!("/api/v1/journeys/{j}/metrics"),
@@ -101,7 +101,7 @@ async fn metrics(app: &TestApp, j: &str, obs: Value) -> Value {
 }
 
 /// The units of the journey's current visit of `stage`, by name.
-fn units_of(detail: &Value, stage: &str, kind: &str) -> Vec<(String, String)> {
+pub(crate) fn units_of(detail: &Value, stage: &str, kind: &str) -> Vec<(String, String)> {
     let out: Vec<(String, String)> = detail["units"]
         .as_array()
         .unwrap()
@@ -117,7 +117,7 @@ fn units_of(detail: &Value, stage: &str, kind: &str) -> Vec<(String, String)> {
     out
 }
 
-async fn approved_artifact(app: &TestApp, client: &str, ty: &str) {
+pub(crate) async fn approved_artifact(app: &TestApp, client: &str, ty: &str) {
     let a = app
         .post(
             "/api/v1/artifacts",
@@ -137,7 +137,7 @@ async fn approved_artifact(app: &TestApp, client: &str, ty: &str) {
     }
 }
 
-async fn wait_unit(app: &TestApp, unit: &str, status: &str) {
+pub(crate) async fn wait_unit(app: &TestApp, unit: &str, status: &str) {
     for _ in 0..300 {
         let u = app.get(&format!("/api/v1/work/units/{unit}")).await;
         if u.body["status"] == status {
@@ -145,7 +145,8 @@ async fn wait_unit(app: &TestApp, unit: &str, status: &str) {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    panic!("unit {unit} never became {status}");
+    let u = app.get(&format!("/api/v1/work/units/{unit}")).await;
+    panic!("unit {unit} never became {status}: {}", u.body);
 }
 
 async fn seed_003_onboarding_replays(app: TestApp) {

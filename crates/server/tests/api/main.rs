@@ -15,6 +15,7 @@ mod mail;
 mod people;
 mod pipelines;
 mod review;
+mod scenarios;
 mod service;
 mod smtp;
 mod webhooks;

@@ -17,7 +17,7 @@ both_backends!(
     incidents_are_resolved_by_a_person,
 );
 
-fn start_engine(app: &TestApp) -> tokio::sync::oneshot::Sender<()> {
+pub(crate) fn start_engine(app: &TestApp) -> tokio::sync::oneshot::Sender<()> {
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(engine::run(
         app.store.clone(),

@@ -22,7 +22,7 @@ use crate::work::*;
 
 const JOURNEY_COLUMNS: &str = "id, client_id, template, definition, name, phase, stage, rollback_to, \
      paused, source_artifact_id, trace_id, last_validation, created_by, created_at, updated_at, \
-     started_at, stage_started_at, finished_at";
+     started_at, stage_started_at, finished_at, input";
 
 #[derive(FromRow)]
 struct JourneyRow {
@@ -44,6 +44,7 @@ struct JourneyRow {
     started_at: Option<i64>,
     stage_started_at: Option<i64>,
     finished_at: Option<i64>,
+    input: Option<Json<Value>>,
 }
 
 fn phase_str(p: Phase) -> &'static str {
@@ -106,9 +107,17 @@ impl JourneyRow {
             started_at: self.started_at.map(at),
             stage_started_at: self.stage_started_at.map(at),
             finished_at: self.finished_at.map(at),
+            input: self.input.map(|i| i.0).unwrap_or(Value::Null),
             definition: def,
         })
     }
+}
+
+#[derive(FromRow)]
+struct RunHistoryRow {
+    journey_id: Uuid,
+    #[sqlx(flatten)]
+    row: HistoryRow,
 }
 
 #[derive(FromRow)]
@@ -125,6 +134,25 @@ struct HistoryRow {
     validation: Option<Json<ValidationResult>>,
     overrides: Option<Json<Vec<String>>>,
     trace_id: Option<String>,
+}
+
+impl HistoryRow {
+    fn entry(self) -> Result<JourneyHistoryEntry> {
+        Ok(JourneyHistoryEntry {
+            seq: self.seq,
+            at: at(self.at),
+            actor: self.actor,
+            event: parse_event(&self.event)?,
+            from: self.from_state,
+            to: self.to_state,
+            reason: self.reason,
+            trigger: self.trigger.as_deref().map(parse_trigger).transpose()?,
+            automatic: self.automatic != 0,
+            validation: self.validation.map(|v| v.0),
+            overrides: self.overrides.map(|o| o.0).unwrap_or_default(),
+            trace_id: self.trace_id,
+        })
+    }
 }
 
 fn parse_event(s: &str) -> Result<Event> {
@@ -222,23 +250,64 @@ impl JourneyStore for SqlStore {
                 Some(existing)
             } else {
                 require_client!(tx, new.client_id);
+                // The implementation bridge: the approved artifact becomes
+                // `implemented`, in the transaction that creates its journey.
+                let mut implemented = None;
                 if let Some(a) = new.source_artifact_id {
-                    let owner: Option<(Uuid,)> =
+                    let exists: Option<(Uuid,)> =
                         sqlx::query_as("SELECT client_id FROM artifacts WHERE id = $1")
                             .bind(a.uuid())
                             .fetch_optional(&mut *tx)
                             .await?;
-                    if owner.map(|o| o.0) != Some(new.client_id.uuid()) {
+                    if exists.map(|o| o.0) != Some(new.client_id.uuid()) {
                         return Err(FieldError::new(
                             "/source_artifact_id",
                             format!("no artifact {a} for client {}", new.client_id),
                         )
                         .into());
                     }
+                    let current = lock_artifact!(tx, self, a);
+                    let from = status(&current.status)?;
+                    if from != ArtifactStatus::Approved {
+                        return Err(StoreError::Conflict(format!(
+                            "artifact {a} is {from}; only an approved artifact is implemented{}",
+                            match from {
+                                ArtifactStatus::Implemented
+                                | ArtifactStatus::Active
+                                | ArtifactStatus::Paused
+                                | ArtifactStatus::Completed => " (it already has its journey)",
+                                _ => " (have it approved first)",
+                            }
+                        )));
+                    }
+                    let reason = Some(format!("implemented as journey {id}"));
+                    let to = ArtifactStatus::Implemented;
+                    let version = apply_transition!(
+                        tx,
+                        self,
+                        a,
+                        current,
+                        from,
+                        to,
+                        reason,
+                        None::<Pipeline>,
+                        ctx,
+                        at(now)
+                    );
+                    implemented = Some(transition_entry(
+                        a,
+                        &current,
+                        from,
+                        to,
+                        version,
+                        &reason,
+                        "artifact.implement",
+                        None,
+                    ));
                 }
                 sqlx::query(&format!(
                     "INSERT INTO journeys ({JOURNEY_COLUMNS}) VALUES ($1, $2, $3, $4, $5, 'pending', NULL, NULL, \
-                     0, $6, $7, NULL, $8, $9, $9, NULL, NULL, NULL)"
+                     0, $6, $7, NULL, $8, $9, $9, NULL, NULL, NULL, $10)"
                 ))
                 .bind(id.uuid())
                 .bind(new.client_id.uuid())
@@ -249,9 +318,13 @@ impl JourneyStore for SqlStore {
                 .bind(&ctx.trace_id)
                 .bind(&ctx.actor)
                 .bind(now)
+                .bind((!new.input.is_null()).then_some(Json(&new.input)))
                 .execute(&mut *tx)
                 .await?;
                 idempotent_record!(tx, ctx, "journey", id.uuid(), at(now));
+                if let Some(entry) = implemented {
+                    append_log!(tx, self, ctx, at(now), entry);
+                }
                 let entry = LogEntry::new("journey.create", Some(new.client_id), id).event(
                     "journey.created",
                     Audience::Staff,
@@ -393,6 +466,38 @@ impl JourneyStore for SqlStore {
             .bind(&ctx.trace_id)
             .execute(&mut *tx)
             .await?;
+            // The artifact it implements follows it: active when it starts,
+            // paused with it, completed or cancelled with it.
+            let mut followed = None;
+            if let Some(a) = row.source_artifact_id.map(ArtifactId::from_uuid) {
+                let current = lock_artifact!(tx, self, a);
+                let from = status(&current.status)?;
+                if let Some(to) = lifecycle::follow_journey(from, t.event) {
+                    let reason = Some(format!("journey {} {}", t.journey_id, t.event));
+                    let version = apply_transition!(
+                        tx,
+                        self,
+                        a,
+                        current,
+                        from,
+                        to,
+                        reason,
+                        None::<Pipeline>,
+                        ctx,
+                        at(now)
+                    );
+                    followed = Some(transition_entry(
+                        a,
+                        &current,
+                        from,
+                        to,
+                        version,
+                        &reason,
+                        "artifact.follow_journey",
+                        None,
+                    ));
+                }
+            }
             // A cancelled journey stops its work; a rolled-back stage stops its
             // activities (they start again when the stage is entered again).
             let stop = match t.event {
@@ -456,12 +561,80 @@ impl JourneyStore for SqlStore {
             )
             .event("journey.transitioned", Audience::Staff, data);
             entry.trace_id = row.trace_id.clone().or_else(|| ctx.trace_id.clone());
-            append_log!(tx, self, ctx, at(now), entry);
+            let entries = std::iter::once(entry).chain(followed).collect();
+            append_logs!(tx, self, ctx, at(now), entries);
             tx.commit().await?;
             Ok::<(), StoreError>(())
         })?;
         self.wake(&woken);
         self.get_journey(t.journey_id).await
+    }
+
+    async fn template_runs(&self, template: &str, limit: usize) -> Result<Vec<JourneyRecords>> {
+        type Rows = (
+            Vec<JourneyRow>,
+            Vec<RunHistoryRow>,
+            Vec<(Uuid, i64, i64, i64)>,
+        );
+        let (journeys, history, attempts): Rows = on_reader!(self, |p| {
+            let journeys: Vec<JourneyRow> = sqlx::query_as(&format!(
+                "SELECT {JOURNEY_COLUMNS} FROM journeys WHERE template = $1 ORDER BY id DESC LIMIT $2"
+            ))
+            .bind(template)
+            .bind(limit as i64)
+            .fetch_all(p)
+            .await?;
+            let oldest = journeys.last().map(|j| j.id).unwrap_or_default();
+            // The histories without their validations: the analytics need the steps.
+            let history: Vec<RunHistoryRow> = sqlx::query_as(
+                "SELECT h.journey_id, h.seq, h.at, h.actor, h.event, h.from_state, h.to_state, h.reason, \
+                 h.trigger, h.automatic, NULL AS validation, h.overrides, h.trace_id \
+                 FROM journey_history h JOIN journeys j ON j.id = h.journey_id \
+                 WHERE j.template = $1 AND j.id >= $2 ORDER BY h.journey_id, h.seq",
+            )
+            .bind(template)
+            .bind(oldest)
+            .fetch_all(p)
+            .await?;
+            let attempts: Vec<(Uuid, i64, i64, i64)> = sqlx::query_as(
+                "SELECT a.journey_id, a.stage, a.passed, a.at FROM journey_attempts a \
+                 JOIN journeys j ON j.id = a.journey_id WHERE j.template = $1 AND j.id >= $2 \
+                 ORDER BY a.journey_id, a.seq",
+            )
+            .bind(template)
+            .bind(oldest)
+            .fetch_all(p)
+            .await?;
+            (journeys, history, attempts)
+        });
+        let mut runs: Vec<JourneyRecords> = Vec::with_capacity(journeys.len());
+        let mut index: HashMap<Uuid, usize> = HashMap::with_capacity(journeys.len());
+        for row in journeys {
+            index.insert(row.id, runs.len());
+            runs.push(JourneyRecords {
+                journey: row.journey()?,
+                history: vec![],
+                attempts: vec![],
+            });
+        }
+        for h in history {
+            if let Some(&i) = index.get(&h.journey_id) {
+                runs[i].history.push(h.row.entry()?);
+            }
+        }
+        for (id, stage, passed, t) in attempts {
+            if let Some(&i) = index.get(&id) {
+                let run = &mut runs[i];
+                if let Some(stage) = stage_id(&run.journey.definition, Some(stage)) {
+                    run.attempts.push(ExitAttemptRecord {
+                        stage,
+                        passed: passed != 0,
+                        at: at(t),
+                    });
+                }
+            }
+        }
+        Ok(runs)
     }
 
     async fn journey_history(&self, id: JourneyId) -> Result<Vec<JourneyHistoryEntry>> {
@@ -475,24 +648,7 @@ impl JourneyStore for SqlStore {
             .fetch_all(p)
             .await?
         });
-        rows.into_iter()
-            .map(|r| {
-                Ok(JourneyHistoryEntry {
-                    seq: r.seq,
-                    at: at(r.at),
-                    actor: r.actor,
-                    event: parse_event(&r.event)?,
-                    from: r.from_state,
-                    to: r.to_state,
-                    reason: r.reason,
-                    trigger: r.trigger.as_deref().map(parse_trigger).transpose()?,
-                    automatic: r.automatic != 0,
-                    validation: r.validation.map(|v| v.0),
-                    overrides: r.overrides.map(|o| o.0).unwrap_or_default(),
-                    trace_id: r.trace_id,
-                })
-            })
-            .collect()
+        rows.into_iter().map(HistoryRow::entry).collect()
     }
 
     async fn journey_units(&self, id: JourneyId) -> Result<Vec<JourneyUnit>> {
@@ -532,15 +688,54 @@ impl JourneyStore for SqlStore {
             .collect()
     }
 
-    async fn set_last_validation(&self, id: JourneyId, v: &ValidationResult) -> Result<()> {
+    async fn record_exit_validation(&self, id: JourneyId, v: &ValidationResult) -> Result<()> {
+        let now = now_us();
         on_writer!(self, |p| {
+            let mut tx = p.begin().await?;
+            let row = lock_journey!(tx, self, id);
             sqlx::query("UPDATE journeys SET last_validation = $2 WHERE id = $1")
                 .bind(id.uuid())
                 .bind(Json(v))
-                .execute(p)
+                .execute(&mut *tx)
                 .await?;
+            if let Some(stage) = row.stage {
+                sqlx::query(
+                    "INSERT INTO journey_attempts (journey_id, seq, stage, passed, at) \
+                     SELECT $1, COALESCE(MAX(seq), 0) + 1, $2, $3, $4 FROM journey_attempts \
+                     WHERE journey_id = $1",
+                )
+                .bind(id.uuid())
+                .bind(stage)
+                .bind(i64::from(v.passed))
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await?;
             Ok(())
         })
+    }
+
+    async fn exit_attempts(&self, id: JourneyId) -> Result<Vec<ExitAttemptRecord>> {
+        let def = self.get_journey(id).await?.definition;
+        let rows: Vec<(i64, i64, i64)> = on_reader!(self, |p| {
+            sqlx::query_as(
+                "SELECT stage, passed, at FROM journey_attempts WHERE journey_id = $1 ORDER BY seq",
+            )
+            .bind(id.uuid())
+            .fetch_all(p)
+            .await?
+        });
+        Ok(rows
+            .into_iter()
+            .filter_map(|(stage, passed, t)| {
+                Some(ExitAttemptRecord {
+                    stage: stage_id(&def, Some(stage))?,
+                    passed: passed != 0,
+                    at: at(t),
+                })
+            })
+            .collect())
     }
 
     async fn record_metrics(

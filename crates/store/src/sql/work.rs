@@ -28,7 +28,7 @@ pub(super) const CHANNEL: &str = "waymark_work";
 pub(super) const TASK_COLUMNS: &str = "id, unit_id, client_id, key, name, executor, lane, status, input, \
      output, depends_on, priority, fair_key, run_at, max_attempts, attempts, timeout_s, \
      backoff_initial_ms, backoff_max_ms, lease_hash, lease_expires_at, claimed_by, started_at, \
-     last_error, trace_id, created_at, updated_at, finished_at";
+     last_error, trace_id, created_at, updated_at, finished_at, contract, handoff_from, hands_off";
 
 #[derive(FromRow, Clone)]
 pub(super) struct TaskRow {
@@ -60,6 +60,9 @@ pub(super) struct TaskRow {
     created_at: i64,
     updated_at: i64,
     finished_at: Option<i64>,
+    contract: Option<Json<Vec<String>>>,
+    handoff_from: Option<String>,
+    hands_off: i64,
 }
 
 pub(super) fn now_us() -> i64 {
@@ -101,6 +104,8 @@ impl TaskRow {
             input: self.input.0,
             output: self.output.map(|o| o.0),
             depends_on: self.depends_on.0,
+            contract: self.contract.map(|c| c.0).unwrap_or_default(),
+            handoff_from: self.handoff_from,
             priority: self.priority,
             max_attempts: self.max_attempts,
             attempts: self.attempts,
@@ -527,10 +532,27 @@ macro_rules! settle {
         let mut completed: Vec<(Uuid, Json<Value>)> = Vec::new();
         let mut done_units: Vec<Uuid> = Vec::new();
         let mut exhausted: Vec<TaskRow> = Vec::new();
+        let mut handoffs: Vec<(Uuid, String, Value)> = Vec::new();
         for (row, outcome) in items {
             let id = TaskId::from_uuid(row.id);
+            // An output that breaks the task's contract fails the handoff:
+            // the attempt fails for good, with an incident to resolve.
+            let outcome = match outcome {
+                Outcome::Completed { output } => match row
+                    .contract
+                    .as_ref()
+                    .and_then(|c| work::contract_breach(&c.0, &output))
+                {
+                    Some(error) => Outcome::Failed { error, retryable: false },
+                    None => Outcome::Completed { output },
+                },
+                failed => failed,
+            };
             match outcome {
                 Outcome::Completed { output } => {
+                    if row.hands_off != 0 {
+                        handoffs.push((row.unit_id, row.key.clone(), output.clone()));
+                    }
                     $entries.push(row.entry(
                         "task.complete",
                         "task.completed",
@@ -615,6 +637,24 @@ macro_rules! settle {
                 });
                 q.push(") AS v WHERE tasks.id = v.column1");
                 q.build().execute(&mut *$tx).await?;
+            }
+            // Handoffs: each task that takes its input from one completed
+            // here gets the output set over its input before it is ready.
+            for (unit, key, output) in &handoffs {
+                let takers: Vec<(Uuid, Json<Value>)> = sqlx::query_as(
+                    "SELECT id, input FROM tasks WHERE unit_id = $1 AND handoff_from = $2",
+                )
+                .bind(unit)
+                .bind(key)
+                .fetch_all(&mut *$tx)
+                .await?;
+                for (taker, input) in takers {
+                    sqlx::query("UPDATE tasks SET input = $2 WHERE id = $1")
+                        .bind(taker)
+                        .bind(Json(work::handoff_input(&input.0, output)))
+                        .execute(&mut *$tx)
+                        .await?;
+                }
             }
             let ids: Vec<Uuid> = completed.iter().map(|c| c.0).collect();
             release_dependents!($tx, $self, &ids, $now, $woken);
@@ -944,12 +984,17 @@ macro_rules! insert_unit_tx {
                 .await?;
         }
         let ids: Vec<Uuid> = new.tasks.iter().map(|_| TaskId::new().uuid()).collect();
+        let mut hands_off = vec![false; new.tasks.len()];
+        for h in new.tasks.iter().filter_map(|t| t.handoff_from) {
+            hands_off[h] = true;
+        }
         let gate = i64::from(waiting > 0);
         for (chunk_no, chunk) in new.tasks.chunks(500).enumerate() {
             let mut q = QueryBuilder::new(
                 "INSERT INTO tasks (id, unit_id, client_id, key, name, executor, lane, status, \
                  input, depends_on, priority, pending_deps, max_attempts, timeout_s, \
-                 backoff_initial_ms, backoff_max_ms, trace_id, created_at, updated_at) ",
+                 backoff_initial_ms, backoff_max_ms, trace_id, created_at, updated_at, \
+                 contract, handoff_from, hands_off) ",
             );
             q.push_values(chunk.iter().enumerate(), |mut b, (i, t)| {
                 let idx = chunk_no * 500 + i;
@@ -976,7 +1021,10 @@ macro_rules! insert_unit_tx {
                     .push_bind((t.backoff.max_s * 1000.0) as i64)
                     .push_bind(&ctx.trace_id)
                     .push_bind(now)
-                    .push_bind(now);
+                    .push_bind(now)
+                    .push_bind((!t.contract.is_empty()).then(|| Json(&t.contract)))
+                    .push_bind(t.handoff_from.map(|h| new.tasks[h].key.as_str()))
+                    .push_bind(i64::from(hands_off[idx]));
             });
             q.build().execute(&mut *$tx).await?;
         }

@@ -1,0 +1,27 @@
+-- Milestones and handoffs, journeys' input, exit attempts, the implementation
+-- bridge.
+--
+-- A task may carry an output contract (the fields its output must have, as a
+-- JSON array) and name the dependency whose output becomes its input
+-- (`handoff_from`); `hands_off` marks the tasks some other task takes its
+-- input from, so completing other tasks costs nothing more.
+
+ALTER TABLE tasks ADD COLUMN contract JSONB;
+ALTER TABLE tasks ADD COLUMN handoff_from TEXT;
+ALTER TABLE tasks ADD COLUMN hands_off BIGINT NOT NULL DEFAULT 0;
+
+-- What a journey was started with: the first milestone's input.
+ALTER TABLE journeys ADD COLUMN input JSONB;
+CREATE UNIQUE INDEX journeys_by_source ON journeys (source_artifact_id)
+    WHERE source_artifact_id IS NOT NULL;
+
+-- Every evaluation of a stage's exit criteria by a promote or complete, passed
+-- or refused: the first-pass rate of the analytics.
+CREATE TABLE journey_attempts (
+    journey_id  UUID NOT NULL REFERENCES journeys (id),
+    seq         BIGINT NOT NULL,
+    stage       BIGINT NOT NULL,
+    passed      BIGINT NOT NULL,
+    at          BIGINT NOT NULL,
+    PRIMARY KEY (journey_id, seq)
+);
