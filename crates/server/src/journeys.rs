@@ -528,7 +528,11 @@ pub async fn apply_event(
         let wait = stage_wait(store, &journey).await?;
         let v = criteria::apply_overrides(&wait.criteria, &ask.overrides)
             .map_err(|e| ApiError::invalid(FieldError::new("/overrides", e.to_string())))?;
-        store.record_exit_validation(id, &v).await?;
+        // An exit attempt counts when the event could be made now: a paused
+        // or rolling-back journey is refused before its criteria matter.
+        if at.phase == Phase::Active && !at.paused {
+            store.record_exit_validation(id, &v).await?;
+        }
         exit = Some(v);
         open_units = wait.open_units;
         soak_left = wait.soak_left;

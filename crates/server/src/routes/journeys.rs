@@ -383,7 +383,8 @@ pub struct JourneyPage {
     pub next_cursor: Option<String>,
 }
 
-/// Journeys, newest first.
+/// Journeys, newest first. A client user sees their client's journeys (their
+/// progress); the team sees every client's.
 #[utoipa::path(get, path = "/api/v1/journeys", tag = "journeys", params(JourneyQuery, PageParams),
     responses((status = 200, body = JourneyPage), (status = 400, body = Problem), (status = 403, body = Problem)),
     security(("bearer" = [])))]
@@ -393,12 +394,22 @@ pub async fn list_journeys(
     Query(q): Query<JourneyQuery>,
     Query(p): Query<PageParams>,
 ) -> Result<JsonOut<Page<Journey>>, ApiError> {
-    caller.require_staff()?;
-    let client = q
+    let mut client = q
         .client_id
         .as_deref()
         .map(path_id::<ClientId>)
         .transpose()?;
+    if !caller.is_staff() {
+        let Some(own) = caller.client_scope().filter(|c| caller.sees_client(*c)) else {
+            return Err(ApiError::Forbidden(
+                "a review link reaches its artifact only; sign in as a client user to follow journeys".into(),
+            ));
+        };
+        if let Some(c) = client {
+            caller.check_client(c)?;
+        }
+        client = Some(own);
+    }
     Ok(JsonOut(
         state
             .store
@@ -407,7 +418,8 @@ pub async fn list_journeys(
     ))
 }
 
-/// A journey with its units of work, history and sign-offs.
+/// A journey with its units of work, history and sign-offs (for a client
+/// user, one of their client's).
 #[utoipa::path(get, path = "/api/v1/journeys/{id}", tag = "journeys",
     params(("id" = String, Path, description = "A journey id (jrn_...)")),
     responses((status = 200, body = JourneyDetail), (status = 404, body = Problem)), security(("bearer" = [])))]
@@ -416,9 +428,23 @@ pub async fn get_journey(
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<JsonOut<JourneyDetail>, ApiError> {
-    caller.require_staff()?;
     let id: JourneyId = path_id(&id)?;
+    visible_journey(&state, &caller, id).await?;
     Ok(JsonOut(journeys::detail(&*state.store, id).await?))
+}
+
+/// The journey, when the caller may see it: the team, or a client user of its
+/// client (404 otherwise, as for a missing one).
+async fn visible_journey(
+    state: &AppState,
+    caller: &Caller,
+    id: JourneyId,
+) -> Result<Journey, ApiError> {
+    let journey = state.store.get_journey(id).await?;
+    if !caller.sees_client(journey.client_id) {
+        return Err(crate::auth::not_found("journey", id));
+    }
+    Ok(journey)
 }
 
 /// An event for a journey.
@@ -637,8 +663,8 @@ pub async fn get_history(
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<JsonOut<HistoryList>, ApiError> {
-    caller.require_staff()?;
     let id: JourneyId = path_id(&id)?;
+    visible_journey(&state, &caller, id).await?;
     Ok(JsonOut(HistoryList {
         items: state.store.journey_history(id).await?,
     }))

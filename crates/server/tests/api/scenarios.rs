@@ -307,6 +307,55 @@ async fn seed_000_insurance_migration_runs_from_plan_to_waves(app: TestApp) {
     assert_eq!(op["validation"]["passed"], false);
     assert_eq!(ops.body["by_state"], json!({"wave_migration": 1}));
 
+    // The client's people follow the journey's progress; another client's do not see it.
+    let mine = app
+        .call_as(Some(&cfo.token), Method::GET, "/api/v1/journeys", None)
+        .await;
+    assert_eq!(mine.status, 200, "{}", mine.body);
+    assert_eq!(mine.body["items"][0]["id"], j.as_str());
+    let seen = app
+        .call_as(
+            Some(&cfo.token),
+            Method::GET,
+            &format!("/api/v1/journeys/{j}"),
+            None,
+        )
+        .await;
+    assert_eq!(seen.body["progress"]["stages_done"], 1, "{}", seen.body);
+    let other = app.client("Other Mutual").await;
+    let stranger = person(&app, "x@other.example", Role::Client, Some(&other)).await;
+    let r = app
+        .call_as(
+            Some(&stranger.token),
+            Method::GET,
+            &format!("/api/v1/journeys/{j}"),
+            None,
+        )
+        .await;
+    r.assert_problem(404, "not_found");
+    let r = app
+        .call_as(Some(&stranger.token), Method::GET, "/api/v1/journeys", None)
+        .await;
+    assert_eq!(r.body["items"], json!([]));
+    let r = app
+        .call_as(
+            Some(&stranger.token),
+            Method::GET,
+            &format!("/api/v1/journeys?client_id={client}"),
+            None,
+        )
+        .await;
+    r.assert_problem(404, "not_found");
+    let r = app
+        .call_as(
+            Some(&cfo.token),
+            Method::GET,
+            &format!("/api/v1/clients/{client}/operations"),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 403, "{}", r.body);
+
     // The waves run; the reconciliation is in; validation, then completion.
     run_units(&app, &wave_units, &agents).await;
     metrics(
