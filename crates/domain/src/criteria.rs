@@ -179,6 +179,21 @@ pub fn check_name(kind: &str, name: &str) -> Result<(), String> {
     }
 }
 
+/// The metric observations a task's output reports: the numeric entries of
+/// its `metrics` object whose names are valid metric names (at most 100);
+/// anything else is not a metric and is left out.
+pub fn output_metrics(output: &serde_json::Value) -> Vec<(String, f64)> {
+    let Some(metrics) = output.get("metrics").and_then(serde_json::Value::as_object) else {
+        return vec![];
+    };
+    metrics
+        .iter()
+        .filter(|(name, _)| check_name("metric", name).is_ok())
+        .filter_map(|(name, v)| Some((name.clone(), v.as_f64().filter(|x| x.is_finite())?)))
+        .take(100)
+        .collect()
+}
+
 /// What a check looks at.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(untagged)]
@@ -1039,6 +1054,22 @@ pub fn check_checks(checks: &[Check]) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_task_output_reports_its_numeric_metrics() {
+        let out = serde_json::json!({"metrics": {
+            "search_precision": 0.83, "bad name": 1, "note": "text", "count": 12
+        }, "other": 1});
+        assert_eq!(
+            output_metrics(&out),
+            [
+                ("count".to_string(), 12.0),
+                ("search_precision".to_string(), 0.83)
+            ]
+        );
+        assert!(output_metrics(&serde_json::json!({"metrics": [1]})).is_empty());
+        assert!(output_metrics(&serde_json::Value::Null).is_empty());
+    }
 
     use proptest::prelude::*;
     use time::macros::datetime;

@@ -291,10 +291,17 @@ async fn commit_loop(store: Arc<dyn Store>, mut done: mpsc::Receiver<Finish>, ct
             match store.finish(batch.clone(), &ctx).await {
                 Ok(results) => {
                     for (f, r) in batch.iter().zip(results) {
-                        if let Err(e) = r {
+                        match r {
+                            Ok(done) => {
+                                if let Some(observed) = &done.observed {
+                                    crate::journeys::watch_reported(&*store, observed, &ctx).await;
+                                }
+                            }
                             // The lease expired or the task was cancelled meanwhile:
                             // someone else owns it now; nothing to record.
-                            tracing::info!(task = %f.task_id, reason = %e, "result not recorded");
+                            Err(e) => {
+                                tracing::info!(task = %f.task_id, reason = %e, "result not recorded")
+                            }
                         }
                     }
                     break;

@@ -24,7 +24,7 @@ use waymark_domain::work::check_tasks;
 use waymark_domain::{ClientId, FieldError, JourneyId};
 use waymark_store::{
     ArtifactFilter, ArtifactSummary, Incident, Journey, JourneyHistoryEntry, JourneyRecords,
-    JourneyTransition, JourneyUnit, NewUnit, PageRequest, Signoff, Store, Task, UnitKind,
+    JourneyTransition, JourneyUnit, NewUnit, Observed, PageRequest, Signoff, Store, Task, UnitKind,
     WriteContext,
 };
 
@@ -638,6 +638,21 @@ pub async fn apply_event(
 pub struct AutoRollback {
     pub trigger: Trigger,
     pub reason: String,
+}
+
+/// After a task's output reported metrics on its journey: checks the
+/// journey's rollback triggers, as for observations sent to the API (a
+/// failure is logged; the observations stay recorded).
+pub async fn watch_reported(store: &dyn Store, observed: &Observed, ctx: &WriteContext) {
+    let seen: Vec<Observation> = observed
+        .metrics
+        .iter()
+        .map(|(name, value)| Observation::new(name.clone(), *value, observed.at))
+        .collect();
+    if let Err(e) = watch_triggers(store, observed.journey_id, &seen, ctx).await {
+        tracing::warn!(journey = %observed.journey_id, error = %e,
+            "the rollback triggers of a task's reported metrics could not be checked");
+    }
 }
 
 /// After observations were recorded: the first that crosses a rollback

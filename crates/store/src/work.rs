@@ -219,11 +219,23 @@ pub struct Finish {
 }
 
 /// What a finish led to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct Finished {
     pub task_id: TaskId,
     /// The task's status afterwards: `completed`, `ready` (retried later) or `failed`.
     pub status: TaskStatus,
+    /// The metrics its output reported, recorded on the journey that started
+    /// its unit (for the caller to check the journey's rollback triggers).
+    #[serde(skip)]
+    pub observed: Option<Observed>,
+}
+
+/// Metric observations a task's output recorded on its journey.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Observed {
+    pub journey_id: waymark_domain::JourneyId,
+    pub at: OffsetDateTime,
+    pub metrics: Vec<(String, f64)>,
 }
 
 /// Which tasks to list.

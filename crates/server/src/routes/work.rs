@@ -456,8 +456,12 @@ async fn finish_one(
         .await?;
     let result = results
         .pop()
-        .ok_or_else(|| ApiError::Internal("no result".into()))?;
-    Ok(JsonOut(result?))
+        .ok_or_else(|| ApiError::Internal("no result".into()))??;
+    if let Some(observed) = &result.observed {
+        crate::journeys::watch_reported(&*state.store, observed, &ctx).await;
+    }
+    state.notify_change();
+    Ok(JsonOut(result))
 }
 
 /// Complete a task: with the lease of its claim, or (a human task) as a person.

@@ -23,6 +23,7 @@ crate::both_backends!(
     seed_002_data_flow_hands_off_through_four_milestones,
     an_agent_cannot_complete_a_milestone_without_its_contract,
     bridge_bad_input_is_refused_and_changes_nothing,
+    task_outputs_report_metrics_that_criteria_and_triggers_see,
 );
 
 const PACK: &str = "insurance-migration";
@@ -806,4 +807,139 @@ async fn bridge_bad_input_is_refused_and_changes_nothing(app: TestApp) {
     app.get("/api/v1/clients/cli_01a1fcd5b0d474a2baf78e0d12c80a27/operations")
         .await
         .assert_problem(404, "not_found");
+}
+
+/// Completes the one ready task of `executor` in the journey's unit with `output`.
+async fn complete_with(
+    app: &TestApp,
+    unit: &str,
+    key: &str,
+    token: Option<&str>,
+    output: Value,
+) -> Value {
+    let u = app.get(&format!("/api/v1/work/units/{unit}")).await.body;
+    let task = u["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["key"] == key)
+        .unwrap()
+        .clone();
+    let id = task["id"].as_str().unwrap();
+    let mut body = json!({"output": output});
+    if let Some(token) = token {
+        let agent = task["executor"].as_str().unwrap();
+        let c = app
+            .call_as(
+                Some(token),
+                Method::POST,
+                &format!("/api/v1/agents/{agent}/claim"),
+                Some(json!({"max": 5, "wait_s": 0})),
+            )
+            .await;
+        let mine = c
+            .body
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["task"]["id"] == id)
+            .unwrap()
+            .clone();
+        body["lease_token"] = mine["lease_token"].clone();
+    }
+    let r = app
+        .call_as(
+            Some(token.unwrap_or(&app.token)),
+            Method::POST,
+            &format!("/api/v1/work/tasks/{id}/complete"),
+            Some(body),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    r.body
+}
+
+async fn task_outputs_report_metrics_that_criteria_and_triggers_see(app: TestApp) {
+    let _engine = start_engine(&app);
+    let client = app.client("Medtronic").await;
+    let created = app
+        .post(
+            "/api/v1/journeys",
+            json!({"client_id": client, "template": "client-onboarding"}),
+        )
+        .await;
+    let j = created.body["id"].as_str().unwrap().to_owned();
+    let started = event(&app, &j, json!({"event": "start"})).await;
+    let units = units_of(&started.body, "sandbox", "activity");
+    let token = agent_token(&app, "connector-installation-agent").await;
+    // An agent's output reports a metric: the exit criteria see it.
+    complete_with(
+        &app,
+        &units[0].1,
+        "install_connectors",
+        Some(&token),
+        json!({"installed": true, "metrics": {"connector_sync_rate": 1.0, "bad name": 3}}),
+    )
+    .await;
+    let v = app
+        .get(&format!("/api/v1/journeys/{j}/validation"))
+        .await
+        .body;
+    let check = v["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "connectors_syncing")
+        .unwrap()
+        .clone();
+    assert_eq!(check["outcome"], "passed", "{check}");
+    let d = app.get(&format!("/api/v1/journeys/{j}")).await.body;
+    assert_eq!(d["state"], "sandbox");
+    // A person's scan reports vulnerabilities: the trigger rolls the journey back.
+    complete_with(
+        &app,
+        &units[1].1,
+        "security_scan",
+        None,
+        json!({"metrics": {"security_vulnerabilities": 2}}),
+    )
+    .await;
+    let d = app.get(&format!("/api/v1/journeys/{j}")).await.body;
+    assert_eq!(d["state"], "rolling_back", "{d}");
+    let last = d["history"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(
+        (last["trigger"].as_str(), last["automatic"].as_bool()),
+        (Some("security_vulnerability"), Some(true)),
+        "{last}"
+    );
+
+    // A built-in executor's output does the same through the embedded workers.
+    let template = json!({"name": "probe", "title": "Probe", "stages": [{
+        "id": "watch", "name": "Watch",
+        "activities": [{"name": "Probe", "tasks": [
+            {"key": "probe", "executor": "noop", "input": {"metrics": {"error_rate": 0.4}}}
+        ]}],
+        "rollback": {"triggers": [{"trigger": "performance_degradation", "metric": "error_rate", "op": ">", "threshold": 0.2}]}
+    }]});
+    let saved = app.post("/api/v1/journey-templates", template).await;
+    assert_eq!(saved.status, 201, "{}", saved.body);
+    let p = app
+        .post(
+            "/api/v1/journeys",
+            json!({"client_id": client, "template": "probe"}),
+        )
+        .await;
+    let pj = p.body["id"].as_str().unwrap().to_owned();
+    event(&app, &pj, json!({"event": "start"})).await;
+    let mut state = Value::Null;
+    for _ in 0..300 {
+        state = app.get(&format!("/api/v1/journeys/{pj}")).await.body;
+        if state["state"] == "rolling_back" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(state["state"], "rolling_back", "{state}");
+    let last = state["history"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(last["trigger"], "performance_degradation");
 }

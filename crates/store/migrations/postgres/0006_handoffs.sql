@@ -15,6 +15,10 @@ ALTER TABLE journeys ADD COLUMN input JSONB;
 CREATE UNIQUE INDEX journeys_by_source ON journeys (source_artifact_id)
     WHERE source_artifact_id IS NOT NULL;
 
+-- The journey a unit of work belongs to: metrics a task's output reports are
+-- recorded on it.
+CREATE INDEX journey_units_by_unit ON journey_units (unit_id);
+
 -- Every evaluation of a stage's exit criteria by a promote or complete, passed
 -- or refused: the first-pass rate of the analytics.
 CREATE TABLE journey_attempts (

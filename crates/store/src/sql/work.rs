@@ -14,10 +14,11 @@ use sqlx::FromRow;
 use sqlx::types::Json;
 use time::OffsetDateTime;
 use uuid::Uuid;
+use waymark_domain::criteria;
 use waymark_domain::work::{
     self, AfterFailure, Backoff, LeaseError, Resolution, TaskStatus, UnitStatus,
 };
-use waymark_domain::{ClientId, FieldError, IncidentId, TaskId, UnitId};
+use waymark_domain::{ClientId, FieldError, IncidentId, JourneyId, TaskId, UnitId};
 
 use super::*;
 use crate::work::*;
@@ -533,6 +534,7 @@ macro_rules! settle {
         let mut done_units: Vec<Uuid> = Vec::new();
         let mut exhausted: Vec<TaskRow> = Vec::new();
         let mut handoffs: Vec<(Uuid, String, Value)> = Vec::new();
+        let mut reported: Vec<(TaskRow, Vec<(String, f64)>)> = Vec::new();
         for (row, outcome) in items {
             let id = TaskId::from_uuid(row.id);
             // An output that breaks the task's contract fails the handoff:
@@ -553,6 +555,10 @@ macro_rules! settle {
                     if row.hands_off != 0 {
                         handoffs.push((row.unit_id, row.key.clone(), output.clone()));
                     }
+                    let metrics = criteria::output_metrics(&output);
+                    if !metrics.is_empty() {
+                        reported.push((row.clone(), metrics));
+                    }
                     $entries.push(row.entry(
                         "task.complete",
                         "task.completed",
@@ -560,7 +566,7 @@ macro_rules! settle {
                     ));
                     completed.push((row.id, Json(output)));
                     done_units.push(row.unit_id);
-                    results.push(Finished { task_id: id, status: TaskStatus::Completed });
+                    results.push(Finished { task_id: id, status: TaskStatus::Completed, observed: None });
                 }
                 Outcome::Failed { error, retryable } => {
                     let error: String = error.chars().take(2000).collect();
@@ -601,7 +607,7 @@ macro_rules! settle {
                             data["error"] = Value::String(error.clone());
                             data["retry_at"] = Value::String(at(run_at).format(&time::format_description::well_known::Rfc3339).unwrap_or_default());
                             $entries.push(row.entry("task.attempt_failed", "task.attempt_failed", data));
-                            results.push(Finished { task_id: id, status: TaskStatus::Ready });
+                            results.push(Finished { task_id: id, status: TaskStatus::Ready, observed: None });
                         }
                         AfterFailure::Exhausted => {
                             sqlx::query(
@@ -616,7 +622,7 @@ macro_rules! settle {
                             let mut r = row.clone();
                             r.last_error = Some(error);
                             exhausted.push(r);
-                            results.push(Finished { task_id: id, status: TaskStatus::Failed });
+                            results.push(Finished { task_id: id, status: TaskStatus::Failed, observed: None });
                         }
                     }
                 }
@@ -658,6 +664,45 @@ macro_rules! settle {
             }
             let ids: Vec<Uuid> = completed.iter().map(|c| c.0).collect();
             release_dependents!($tx, $self, &ids, $now, $woken);
+            // Metrics a journey's task reports are observations of its journey.
+            for (row, metrics) in reported {
+                let journey: Option<(Uuid, Option<i64>)> = sqlx::query_as(
+                    "SELECT j.id, j.stage FROM journey_units ju JOIN journeys j ON j.id = ju.journey_id \
+                     WHERE ju.unit_id = $1",
+                )
+                .bind(row.unit_id)
+                .fetch_optional(&mut *$tx)
+                .await?;
+                let Some((journey, stage)) = journey else { continue };
+                let by = row.claimed_by.clone().unwrap_or_else(|| format!("task:{}", row.key));
+                for (name, value) in &metrics {
+                    sqlx::query(
+                        "INSERT INTO journey_metrics (journey_id, name, value, at, stage, recorded_by, recorded_at) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $4)",
+                    )
+                    .bind(journey)
+                    .bind(name)
+                    .bind(*value)
+                    .bind($now)
+                    .bind(stage)
+                    .bind(&by)
+                    .execute(&mut *$tx)
+                    .await?;
+                }
+                let journey_id = JourneyId::from_uuid(journey);
+                let mut e = LogEntry::new("journey.metrics", Some(ClientId::from_uuid(row.client_id)), journey_id)
+                    .event("journey.metrics_recorded", Audience::Staff, serde_json::json!({
+                        "journey_id": journey_id.to_string(),
+                        "client_id": ClientId::from_uuid(row.client_id).to_string(),
+                        "task_id": TaskId::from_uuid(row.id).to_string(),
+                        "observations": metrics.iter().map(|(n, v)| serde_json::json!({"name": n, "value": v})).collect::<Vec<_>>(),
+                    }));
+                e.trace_id = row.trace_id.clone();
+                $entries.push(e);
+                if let Some(r) = results.iter_mut().find(|r| r.task_id.uuid() == row.id) {
+                    r.observed = Some(Observed { journey_id, at: at($now), metrics });
+                }
+            }
         }
         for row in exhausted {
             let message = format!(
