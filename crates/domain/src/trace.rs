@@ -1,11 +1,23 @@
-//! W3C Trace Context: reading the trace id of an incoming `traceparent`.
+//! W3C Trace Context: reading the trace id (and the caller's span id) of an
+//! incoming `traceparent`.
 //!
 //! ```
-//! use waymark_domain::trace::parse_traceparent;
+//! use waymark_domain::trace::{parse_traceparent, read_traceparent};
 //! let id = parse_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
 //! assert_eq!(id.as_deref(), Some("4bf92f3577b34da6a3ce929d0e0e4736"));
 //! assert_eq!(parse_traceparent("ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"), None);
+//! let ids = read_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01").unwrap();
+//! assert_eq!(ids.parent_id, "00f067aa0ba902b7");
 //! ```
+
+/// The ids a valid `traceparent` carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TraceParent {
+    /// The trace: 32 lowercase hex digits, not all zero.
+    pub trace_id: String,
+    /// The caller's span in that trace: 16 lowercase hex digits, not all zero.
+    pub parent_id: String,
+}
 
 fn is_lower_hex(s: &str) -> bool {
     s.bytes()
@@ -16,6 +28,12 @@ fn is_lower_hex(s: &str) -> bool {
 /// read as far as version 00 defines), or `None` when the value must be ignored
 /// and a new trace started.
 pub fn parse_traceparent(value: &str) -> Option<String> {
+    read_traceparent(value).map(|ids| ids.trace_id)
+}
+
+/// The trace id and parent id of a valid `traceparent`, under the rules of
+/// [`parse_traceparent`].
+pub fn read_traceparent(value: &str) -> Option<TraceParent> {
     let value = value.trim_matches([' ', '\t']);
     if value.len() < 55 || !value.is_ascii() {
         return None;
@@ -47,7 +65,10 @@ pub fn parse_traceparent(value: &str) -> Option<String> {
     } else if !tail.is_empty() && !tail.starts_with('-') {
         return None;
     }
-    Some(trace_id.to_owned())
+    Some(TraceParent {
+        trace_id: trace_id.to_owned(),
+        parent_id: parent_id.to_owned(),
+    })
 }
 
 #[cfg(test)]

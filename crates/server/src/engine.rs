@@ -12,14 +12,19 @@
 //!
 //! `waymark serve` runs one engine beside the HTTP server; `waymark worker` runs
 //! one alone. On PostgreSQL any number of them share the queue.
+//!
+//! Each attempt runs in a `task` span whose OpenTelemetry parent is in the trace
+//! stored on the task (the request that created its unit), see
+//! [`crate::observe::set_remote_parent`].
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{Semaphore, mpsc};
+use tracing::Instrument;
 use waymark_domain::work::{ENGINE_LANE, Executor};
-use waymark_store::{Claim, Finish, Leased, Outcome, Store, WriteContext};
+use waymark_store::{Claim, Finish, Leased, Outcome, Store, Task, WriteContext};
 
 use crate::catalog::PackCatalog;
 use crate::llm::Llm;
@@ -204,8 +209,9 @@ async fn dispatch_loop(
             let runtime = runtime.clone();
             let done = done.clone();
             let lease = settings.lease;
+            let span = task_span(&leased.task);
             tokio::spawn(async move {
-                let finish = execute(&runtime, leased, lease).await;
+                let finish = execute(&runtime, leased, lease).instrument(span).await;
                 drop(permit);
                 if let Some(finish) = finish {
                     let _ = done.send(finish).await;
@@ -213,6 +219,23 @@ async fn dispatch_loop(
             });
         }
     }
+}
+
+/// The span one attempt at a task runs in. With an OpenTelemetry layer it is
+/// exported in the trace of the request that created the task's unit (its
+/// stored trace id), so a journey's tasks show up under that request.
+fn task_span(task: &Task) -> tracing::Span {
+    let span = tracing::info_span!(
+        "task",
+        task_id = %task.id,
+        key = %task.key,
+        executor = %task.executor,
+        unit_id = %task.unit_id,
+    );
+    if let Some(trace_id) = &task.trace_id {
+        crate::observe::set_remote_parent(&span, trace_id, None);
+    }
+    span
 }
 
 /// Runs one claimed task: its executor under its timeout, heartbeating while

@@ -23,6 +23,7 @@
 //! | LLM API key | `llm_api_key` | `WAYMARK_LLM_API_KEY` | — | none |
 //! | LLM call timeout, seconds | `llm_timeout_s` | `WAYMARK_LLM_TIMEOUT_S` | — | `60` |
 //! | stream LLM answers | `llm_stream` | `WAYMARK_LLM_STREAM` | — | `true` |
+//! | OpenTelemetry collector (OTLP/HTTP; spans go to `<URL>/v1/traces`) | `otlp_endpoint` | `WAYMARK_OTLP_ENDPOINT` | `--otlp-endpoint` | none (no span export) |
 //!
 //! The file is `--config FILE`, `WAYMARK_CONFIG`, or `./waymark.toml` when it
 //! exists.
@@ -75,6 +76,9 @@ pub struct Settings {
     pub llm_timeout_s: u64,
     /// Whether to ask the provider to stream its answers.
     pub llm_stream: bool,
+    /// The OpenTelemetry collector spans are exported to over OTLP/HTTP (at
+    /// `<URL>/v1/traces`); no export when unset.
+    pub otlp_endpoint: Option<String>,
 }
 
 impl std::fmt::Debug for Settings {
@@ -109,6 +113,7 @@ impl std::fmt::Debug for Settings {
             )
             .field("llm_timeout_s", &self.llm_timeout_s)
             .field("llm_stream", &self.llm_stream)
+            .field("otlp_endpoint", &self.otlp_endpoint)
             .finish()
     }
 }
@@ -146,6 +151,9 @@ pub struct Overrides {
     /// Where people reach this server, for links in mail [env: WAYMARK_PUBLIC_URL] [default: http://<listen address>]
     #[arg(long)]
     pub public_url: Option<String>,
+    /// Export spans to this OpenTelemetry collector over OTLP/HTTP, at <URL>/v1/traces [env: WAYMARK_OTLP_ENDPOINT] [default: none]
+    #[arg(long)]
+    pub otlp_endpoint: Option<String>,
 }
 
 impl Settings {
@@ -201,7 +209,8 @@ impl Settings {
                     LogFormat::Pretty => "pretty",
                 }),
             )?
-            .set_override_option("public_url", flags.public_url.clone())?;
+            .set_override_option("public_url", flags.public_url.clone())?
+            .set_override_option("otlp_endpoint", flags.otlp_endpoint.clone())?;
         let settings: Settings = builder
             .build()
             .context("reading settings")?
@@ -226,7 +235,37 @@ impl Settings {
             anyhow::bail!("webhook_backoff_ms must be from 1 to 3600000 (an hour)");
         }
         settings.llm()?;
+        settings.otlp_traces_url()?;
         Ok(settings)
+    }
+
+    /// Where spans are exported: `<otlp_endpoint>/v1/traces`, or `None` when no
+    /// endpoint is set (blank counts as unset). The endpoint must be an
+    /// absolute `http` or `https` URL with a host.
+    pub fn otlp_traces_url(&self) -> Result<Option<String>> {
+        let Some(endpoint) = self
+            .otlp_endpoint
+            .as_deref()
+            .map(str::trim)
+            .filter(|e| !e.is_empty())
+        else {
+            return Ok(None);
+        };
+        let ok = reqwest::Url::parse(endpoint).is_ok_and(|parsed| {
+            matches!(parsed.scheme(), "http" | "https")
+                && parsed.host_str().is_some_and(|h| !h.is_empty())
+                && parsed.query().is_none()
+        });
+        if !ok {
+            anyhow::bail!(
+                "otlp_endpoint (WAYMARK_OTLP_ENDPOINT) {endpoint:?} must be an http or https URL \
+                 with a host and no query, such as http://127.0.0.1:4318"
+            );
+        }
+        Ok(Some(format!(
+            "{}/v1/traces",
+            endpoint.trim_end_matches('/')
+        )))
     }
 
     /// The LLM provider to use, if one is set: `llm_provider` must be `ollama`
@@ -387,6 +426,51 @@ mod tests {
             assert!(
                 Settings::load(Some(&file), &Overrides::default()).is_err(),
                 "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn otlp_endpoint() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("w.toml");
+        let load = |toml: &str, flags: &Overrides| {
+            std::fs::write(&file, toml).unwrap();
+            Settings::load(Some(&file), flags)
+        };
+        let none = Overrides::default();
+        assert_eq!(load("", &none).unwrap().otlp_traces_url().unwrap(), None);
+        assert_eq!(
+            load("otlp_endpoint = \"  \"", &none)
+                .unwrap()
+                .otlp_traces_url()
+                .unwrap(),
+            None,
+            "blank is unset"
+        );
+        let s = load("otlp_endpoint = \"http://collector:4318/\"", &none).unwrap();
+        assert_eq!(
+            s.otlp_traces_url().unwrap().as_deref(),
+            Some("http://collector:4318/v1/traces")
+        );
+        let flags = Overrides {
+            otlp_endpoint: Some("https://otel.example.com/otlp".into()),
+            ..Default::default()
+        };
+        let s = load("otlp_endpoint = \"http://collector:4318\"", &flags).unwrap();
+        assert_eq!(
+            s.otlp_traces_url().unwrap().as_deref(),
+            Some("https://otel.example.com/otlp/v1/traces")
+        );
+        for bad in [
+            "collector:4318",
+            "grpc://collector:4317",
+            "http://c:4318/?x=1",
+        ] {
+            let e = load(&format!("otlp_endpoint = \"{bad}\""), &none).unwrap_err();
+            assert!(
+                format!("{e:#}").contains("WAYMARK_OTLP_ENDPOINT"),
+                "{bad}: {e:#}"
             );
         }
     }

@@ -9,6 +9,7 @@ mod config;
 mod packs;
 mod selftest;
 mod serve;
+mod telemetry;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

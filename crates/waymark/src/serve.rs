@@ -1,6 +1,7 @@
 //! `waymark serve` and `waymark migrate`: open the store, migrate, make sure an
 //! admin token exists, serve (and deliver webhooks and mail) until SIGTERM or
-//! ctrl-c.
+//! ctrl-c; on the way out, send the spans still batched when they are exported
+//! (see `telemetry`).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -15,7 +16,8 @@ use waymark_server::mail::Mailer;
 use waymark_server::{AppState, BuildInfo, HttpSettings};
 use waymark_store::{SqlStore, Store, postgres, sqlite};
 
-use crate::config::{LogFormat, Overrides, Settings};
+use crate::config::{Overrides, Settings};
+use crate::telemetry::Telemetry;
 
 pub fn build_info() -> BuildInfo {
     BuildInfo {
@@ -23,23 +25,6 @@ pub fn build_info() -> BuildInfo {
         git_sha: env!("WAYMARK_GIT_SHA").to_owned(),
         build_time: env!("WAYMARK_BUILD_TIME").to_owned(),
     }
-}
-
-fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stdout);
-    let _ = match format {
-        LogFormat::Json => builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(false)
-            .with_span_list(false)
-            .try_init(),
-        LogFormat::Pretty => builder.try_init(),
-    };
 }
 
 /// Opens the store the settings name: PostgreSQL when a URL is given, else
@@ -80,7 +65,14 @@ pub async fn migrate(config: Option<&Path>, flags: &Overrides) -> Result<()> {
 
 pub async fn serve(config: Option<&Path>, flags: &Overrides) -> Result<()> {
     let settings = Settings::load(config, flags)?;
-    init_logging(settings.log_format);
+    let telemetry = Telemetry::init(settings.log_format, settings.otlp_traces_url()?.as_deref())?;
+    let served = serve_until_stopped(settings).await;
+    telemetry.shutdown().await;
+    served
+}
+
+/// The server with its workers and deliveries, until SIGTERM or ctrl-c.
+async fn serve_until_stopped(settings: Settings) -> Result<()> {
     let (store, label) = open_store(&settings).await?;
     store.migrate().await.context("migrations failed")?;
     std::fs::create_dir_all(&settings.data_dir).with_context(|| {
@@ -199,7 +191,14 @@ pub async fn serve(config: Option<&Path>, flags: &Overrides) -> Result<()> {
 /// number of them share a PostgreSQL database's queue.
 pub async fn worker(config: Option<&Path>, flags: &Overrides) -> Result<()> {
     let settings = Settings::load(config, flags)?;
-    init_logging(settings.log_format);
+    let telemetry = Telemetry::init(settings.log_format, settings.otlp_traces_url()?.as_deref())?;
+    let worked = work_until_stopped(settings).await;
+    telemetry.shutdown().await;
+    worked
+}
+
+/// The embedded workers, until SIGTERM or ctrl-c.
+async fn work_until_stopped(settings: Settings) -> Result<()> {
     let (store, label) = open_store(&settings).await?;
     store.migrate().await.context("migrations failed")?;
     let store: Arc<SqlStore> = Arc::new(store);
