@@ -715,9 +715,13 @@ fn the_documented_example_loads() {
     );
     let pack = load_with(&m, SCHEMA).unwrap_or_else(|e| panic!("{e}"));
     let j = pack.journey("client-onboarding").unwrap();
-    assert_eq!(ids(j), ["sandbox", "processing"]);
+    assert_eq!(ids(j), ["sandbox", "integration", "processing"]);
     assert_eq!(j.stages[0].exit.len(), 5);
-    assert_eq!(j.stages[1].milestones.len(), 2);
+    assert_eq!(
+        j.stages[1].activities[0].for_each.as_deref(),
+        Some("integration_spec")
+    );
+    assert_eq!(j.stages[2].milestones.len(), 2);
 }
 
 #[test]
