@@ -750,19 +750,16 @@ impl JourneyStore for SqlStore {
             let row = lock_journey!(tx, self, id);
             let def = row.definition.0.clone();
             for o in &observations {
-                sqlx::query(
-                    "INSERT INTO journey_metrics (journey_id, name, value, at, stage, recorded_by, recorded_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7)",
-                )
-                .bind(id.uuid())
-                .bind(&o.name)
-                .bind(o.value)
-                .bind(to_us(o.at))
-                .bind(row.stage)
-                .bind(&ctx.actor)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
+                sqlx::query(INSERT_METRIC)
+                    .bind(id.uuid())
+                    .bind(&o.name)
+                    .bind(o.value)
+                    .bind(to_us(o.at))
+                    .bind(row.stage)
+                    .bind(&ctx.actor)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
             }
             let mut data = journey_data(&row, "");
             data["observations"] = observations

@@ -31,6 +31,11 @@ pub(super) const TASK_COLUMNS: &str = "id, unit_id, client_id, key, name, execut
      backoff_initial_ms, backoff_max_ms, lease_hash, lease_expires_at, claimed_by, started_at, \
      last_error, trace_id, created_at, updated_at, finished_at, contract, handoff_from, hands_off";
 
+/// Records one metric observation of a journey: journey, name, value, at,
+/// stage, recorded by, recorded at.
+pub(super) const INSERT_METRIC: &str = "INSERT INTO journey_metrics \
+     (journey_id, name, value, at, stage, recorded_by, recorded_at) VALUES ($1, $2, $3, $4, $5, $6, $7)";
+
 #[derive(FromRow, Clone)]
 pub(super) struct TaskRow {
     id: Uuid,
@@ -676,18 +681,16 @@ macro_rules! settle {
                 let Some((journey, stage)) = journey else { continue };
                 let by = row.claimed_by.clone().unwrap_or_else(|| format!("task:{}", row.key));
                 for (name, value) in &metrics {
-                    sqlx::query(
-                        "INSERT INTO journey_metrics (journey_id, name, value, at, stage, recorded_by, recorded_at) \
-                         VALUES ($1, $2, $3, $4, $5, $6, $4)",
-                    )
-                    .bind(journey)
-                    .bind(name)
-                    .bind(*value)
-                    .bind($now)
-                    .bind(stage)
-                    .bind(&by)
-                    .execute(&mut *$tx)
-                    .await?;
+                    sqlx::query(INSERT_METRIC)
+                        .bind(journey)
+                        .bind(name)
+                        .bind(*value)
+                        .bind($now)
+                        .bind(stage)
+                        .bind(&by)
+                        .bind($now)
+                        .execute(&mut *$tx)
+                        .await?;
                 }
                 let journey_id = JourneyId::from_uuid(journey);
                 let mut e = LogEntry::new("journey.metrics", Some(ClientId::from_uuid(row.client_id)), journey_id)
