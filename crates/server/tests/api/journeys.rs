@@ -416,6 +416,46 @@ async fn seed_003_onboarding_replays(app: TestApp) {
     assert!(promotions.iter().all(|h| h["validation"]["passed"] == true));
     let after = event(&app, &j, json!({"event": "cancel"})).await;
     after.assert_problem(409, "transition_refused");
+
+    // The analytics reflect the run: one rollback, sandbox and pilot visited
+    // twice, sandbox's first promotion refused on its exit criteria.
+    let a = app
+        .get("/api/v1/analytics/journeys?template=client-onboarding")
+        .await
+        .body;
+    assert_eq!(
+        (a["started"].as_u64(), a["completed"].as_u64()),
+        (Some(1), Some(1)),
+        "{a}"
+    );
+    assert_eq!(a["rollback_rate"], 1.0);
+    assert_eq!(
+        a["rollbacks_by_trigger"],
+        json!({"user_satisfaction_low": 1})
+    );
+    let stage = |id: &str| {
+        a["stages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["id"] == id)
+            .unwrap()
+            .clone()
+    };
+    let (sandbox, pilot, production) = (stage("sandbox"), stage("pilot"), stage("production"));
+    assert_eq!(
+        (sandbox["visits"].as_u64(), sandbox["entered"].as_u64()),
+        (Some(2), Some(1)),
+        "{sandbox}"
+    );
+    assert_eq!(sandbox["first_pass_rate"], 0.0, "{sandbox}");
+    assert_eq!(
+        (pilot["visits"].as_u64(), pilot["rollbacks"].as_u64()),
+        (Some(2), Some(1)),
+        "{pilot}"
+    );
+    assert_eq!(production["time_in_stage"]["count"], 1, "{production}");
+    assert_eq!(a["time_to_last_stage"]["count"], 1);
 }
 
 async fn bad_journey_input_is_refused_and_changes_nothing(app: TestApp) {
