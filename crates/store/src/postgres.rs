@@ -9,7 +9,8 @@ use sqlx::Connection;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPoolOptions};
 
 use crate::Result;
-use crate::sql::{Db, SqlStore};
+use crate::sql::SqlStore;
+use crate::sql::db::Pools;
 
 pub(crate) static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
@@ -26,7 +27,7 @@ pub async fn connect_with(options: PgConnectOptions, max_connections: u32) -> Re
         .acquire_timeout(Duration::from_secs(30))
         .connect_with(options)
         .await?;
-    Ok(SqlStore::new(Db::Postgres { pool }))
+    Ok(SqlStore::new(Pools::Postgres { pool }))
 }
 
 /// Creates `schema` in the database at `url` and connects with it as the search

@@ -10,7 +10,8 @@ use std::time::Duration;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
 use crate::Result;
-use crate::sql::{Db, SqlStore};
+use crate::sql::SqlStore;
+use crate::sql::db::Pools;
 
 pub(crate) static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
@@ -35,5 +36,5 @@ pub async fn open(path: &Path, read_connections: u32) -> Result<SqlStore> {
         .acquire_timeout(Duration::from_secs(30))
         .connect_with(options.read_only(true))
         .await?;
-    Ok(SqlStore::new(Db::Sqlite { read, write }))
+    Ok(SqlStore::new(Pools::Sqlite { read, write }))
 }

@@ -1,7 +1,7 @@
 //! [`JourneyStore`] on SQL. A transition is one transaction: the journey's row
 //! (locked on PostgreSQL) must still be at the position the caller decided on;
 //! its new position, the history entry, the units of work it starts (through
-//! `insert_unit_tx!`) and the audit record go in together.
+//! `work::insert_unit`) and the audit record go in together.
 
 #![allow(unused_imports)] // the engine's macros name what they use
 
@@ -178,17 +178,16 @@ fn journey_data(j: &JourneyRow, to: &str) -> Value {
     })
 }
 
-macro_rules! lock_journey {
-    ($tx:ident, $self:ident, $id:expr) => {{
-        let row: Option<JourneyRow> = sqlx::query_as(&format!(
-            "SELECT {JOURNEY_COLUMNS} FROM journeys WHERE id = $1{}",
-            $self.lock_clause()
-        ))
-        .bind($id.uuid())
-        .fetch_optional(&mut *$tx)
-        .await?;
-        row.ok_or_else(|| not_found("journey", $id))?
-    }};
+/// Reads a journey's row inside the transaction, locked for this writer.
+async fn lock_journey(tx: &mut Tx, id: JourneyId) -> Result<JourneyRow> {
+    let row: Option<JourneyRow> = sql(format!(
+        "SELECT {JOURNEY_COLUMNS} FROM journeys WHERE id = $1{}",
+        tx.backend().for_update()
+    ))
+    .bind(id.uuid())
+    .fetch_optional(tx)
+    .await?;
+    row.ok_or_else(|| not_found("journey", id))
 }
 
 #[async_trait]
@@ -199,14 +198,14 @@ impl JourneyStore for SqlStore {
         ctx: &WriteContext,
     ) -> Result<bool> {
         let now = now_us();
-        on_writer!(self, |p| {
-            let mut tx = p.begin().await?;
+        {
+            let mut tx = self.db.begin().await?;
             let existing: Option<(String,)> =
-                sqlx::query_as("SELECT name FROM journey_templates WHERE name = $1")
+                sql("SELECT name FROM journey_templates WHERE name = $1")
                     .bind(&template.name)
-                    .fetch_optional(&mut *tx)
+                    .fetch_optional(&mut tx)
                     .await?;
-            sqlx::query(
+            sql(
                 "INSERT INTO journey_templates (name, definition, created_by, created_at, updated_at) \
                  VALUES ($1, $2, $3, $4, $4) ON CONFLICT (name) \
                  DO UPDATE SET definition = excluded.definition, updated_at = excluded.updated_at",
@@ -215,25 +214,27 @@ impl JourneyStore for SqlStore {
             .bind(Json(&template))
             .bind(&ctx.actor)
             .bind(now)
-            .execute(&mut *tx)
+            .execute(&mut tx)
             .await?;
             let entry = LogEntry::new("journey_template.put", None, &template.name).event(
                 "journey_template.saved",
                 Audience::Staff,
                 serde_json::json!({"name": template.name, "stages": template.stages.len()}),
             );
-            append_log!(tx, self, ctx, at(now), entry);
+            append_log(&mut tx, ctx, at(now), entry).await?;
             tx.commit().await?;
             Ok(existing.is_none())
-        })
+        }
     }
 
     async fn list_journey_templates(&self) -> Result<Vec<JourneyTemplate>> {
-        let rows: Vec<(Json<JourneyTemplate>,)> = on_reader!(self, |p| {
-            sqlx::query_as("SELECT definition FROM journey_templates ORDER BY name")
+        let rows: Vec<(Json<JourneyTemplate>,)> = {
+            let p = &mut self.db.reader();
+
+            sql("SELECT definition FROM journey_templates ORDER BY name")
                 .fetch_all(p)
                 .await?
-        });
+        };
         Ok(rows.into_iter().map(|r| r.0.0).collect())
     }
 
@@ -244,20 +245,20 @@ impl JourneyStore for SqlStore {
     ) -> Result<Created<Journey>> {
         let id = JourneyId::new();
         let now = now_us();
-        let replayed = on_writer!(self, |p| {
-            let mut tx = p.begin().await?;
-            if let Some(existing) = idempotent_replay!(tx, ctx, "journey") {
+        let replayed = {
+            let mut tx = self.db.begin().await?;
+            if let Some(existing) = idempotency::replay(&mut tx, ctx, "journey").await? {
                 Some(existing)
             } else {
-                require_client!(tx, new.client_id);
+                require_client(&mut tx, new.client_id).await?;
                 // The implementation bridge: the approved artifact becomes
                 // `implemented`, in the transaction that creates its journey.
                 let mut implemented = None;
                 if let Some(a) = new.source_artifact_id {
                     let exists: Option<(Uuid,)> =
-                        sqlx::query_as("SELECT client_id FROM artifacts WHERE id = $1")
+                        sql("SELECT client_id FROM artifacts WHERE id = $1")
                             .bind(a.uuid())
-                            .fetch_optional(&mut *tx)
+                            .fetch_optional(&mut tx)
                             .await?;
                     if exists.map(|o| o.0) != Some(new.client_id.uuid()) {
                         return Err(FieldError::new(
@@ -266,7 +267,7 @@ impl JourneyStore for SqlStore {
                         )
                         .into());
                     }
-                    let current = lock_artifact!(tx, self, a);
+                    let current = lock_artifact(&mut tx, a).await?;
                     let from = status(&current.status)?;
                     if from != ArtifactStatus::Approved {
                         return Err(StoreError::Conflict(format!(
@@ -282,18 +283,18 @@ impl JourneyStore for SqlStore {
                     }
                     let reason = Some(format!("implemented as journey {id}"));
                     let to = ArtifactStatus::Implemented;
-                    let version = apply_transition!(
-                        tx,
-                        self,
+                    let version = apply_transition(
+                        &mut tx,
                         a,
-                        current,
+                        &current,
                         from,
                         to,
-                        reason,
-                        None::<Pipeline>,
+                        &reason,
+                        None::<Pipeline>.as_ref(),
                         ctx,
-                        at(now)
-                    );
+                        at(now),
+                    )
+                    .await?;
                     implemented = Some(transition_entry(
                         a,
                         &current,
@@ -305,7 +306,7 @@ impl JourneyStore for SqlStore {
                         None,
                     ));
                 }
-                sqlx::query(&format!(
+                sql(format!(
                     "INSERT INTO journeys ({JOURNEY_COLUMNS}) VALUES ($1, $2, $3, $4, $5, 'pending', NULL, NULL, \
                      0, $6, $7, NULL, $8, $9, $9, NULL, NULL, NULL, $10)"
                 ))
@@ -319,11 +320,11 @@ impl JourneyStore for SqlStore {
                 .bind(&ctx.actor)
                 .bind(now)
                 .bind((!new.input.is_null()).then_some(Json(&new.input)))
-                .execute(&mut *tx)
+                .execute(&mut tx)
                 .await?;
-                idempotent_record!(tx, ctx, "journey", id.uuid(), at(now));
+                idempotency::record(&mut tx, ctx, "journey", id.uuid(), at(now)).await?;
                 if let Some(entry) = implemented {
-                    append_log!(tx, self, ctx, at(now), entry);
+                    append_log(&mut tx, ctx, at(now), entry).await?;
                 }
                 let entry = LogEntry::new("journey.create", Some(new.client_id), id).event(
                     "journey.created",
@@ -337,11 +338,11 @@ impl JourneyStore for SqlStore {
                         "source_artifact_id": new.source_artifact_id.map(|a| a.to_string()),
                     }),
                 );
-                append_log!(tx, self, ctx, at(now), entry);
+                append_log(&mut tx, ctx, at(now), entry).await?;
                 tx.commit().await?;
                 None
             }
-        });
+        };
         let record_id = replayed.map(JourneyId::from_uuid).unwrap_or(id);
         Ok(Created {
             record: self.get_journey(record_id).await?,
@@ -350,14 +351,16 @@ impl JourneyStore for SqlStore {
     }
 
     async fn get_journey(&self, id: JourneyId) -> Result<Journey> {
-        let row: Option<JourneyRow> = on_reader!(self, |p| {
-            sqlx::query_as(&format!(
+        let row: Option<JourneyRow> = {
+            let p = &mut self.db.reader();
+
+            sql(format!(
                 "SELECT {JOURNEY_COLUMNS} FROM journeys WHERE id = $1"
             ))
             .bind(id.uuid())
             .fetch_optional(p)
             .await?
-        });
+        };
         row.ok_or_else(|| not_found("journey", id))?.journey()
     }
 
@@ -368,8 +371,10 @@ impl JourneyStore for SqlStore {
         page: PageRequest,
     ) -> Result<Page<Journey>> {
         let after: Option<JourneyId> = id_cursor(&page)?;
-        let rows: Vec<JourneyRow> = on_reader!(self, |p| {
-            let mut q = QueryBuilder::new(format!(
+        let rows: Vec<JourneyRow> = {
+            let p = &mut self.db.reader();
+
+            let mut q = sql(format!(
                 "SELECT {JOURNEY_COLUMNS} FROM journeys WHERE 1 = 1"
             ));
             if let Some(c) = client_id {
@@ -383,8 +388,8 @@ impl JourneyStore for SqlStore {
             }
             q.push(" ORDER BY id DESC LIMIT ")
                 .push_bind(limit_plus_one(&page));
-            q.build_query_as().fetch_all(p).await?
-        });
+            q.fetch_all(p).await?
+        };
         let items = rows
             .into_iter()
             .map(JourneyRow::journey)
@@ -395,9 +400,9 @@ impl JourneyStore for SqlStore {
     async fn journey_event(&self, t: JourneyTransition, ctx: &WriteContext) -> Result<Journey> {
         let now = now_us();
         let mut woken = Woken::default();
-        on_writer!(self, |p| {
-            let mut tx = p.begin().await?;
-            let row = lock_journey!(tx, self, t.journey_id);
+        {
+            let mut tx = self.db.begin().await?;
+            let row = lock_journey(&mut tx, t.journey_id).await?;
             let def = row.definition.0.clone();
             let here = Position {
                 phase: parse_phase(&row.phase)?,
@@ -413,12 +418,11 @@ impl JourneyStore for SqlStore {
                     here.state(&def)
                 )));
             }
-            let (seq,): (i64,) = sqlx::query_as(
-                "SELECT COALESCE(MAX(seq), 0) + 1 FROM journey_history WHERE journey_id = $1",
-            )
-            .bind(t.journey_id.uuid())
-            .fetch_one(&mut *tx)
-            .await?;
+            let (seq,): (i64,) =
+                sql("SELECT COALESCE(MAX(seq), 0) + 1 FROM journey_history WHERE journey_id = $1")
+                    .bind(t.journey_id.uuid())
+                    .fetch_one(&mut tx)
+                    .await?;
             let from_state = here.state(&def).to_owned();
             let to_state = t.to.state(&def).to_owned();
             let enters_stage = matches!(
@@ -426,7 +430,7 @@ impl JourneyStore for SqlStore {
                 Event::Start | Event::Promote | Event::CompleteRollback
             );
             let finished = matches!(t.to.phase, Phase::Completed | Phase::Cancelled);
-            sqlx::query(
+            sql(
                 "UPDATE journeys SET phase = $2, stage = $3, rollback_to = $4, paused = $5, updated_at = $6, \
                  started_at = COALESCE(started_at, CASE WHEN $7 THEN $6 END), \
                  stage_started_at = CASE WHEN $8 THEN $6 ELSE stage_started_at END, \
@@ -442,9 +446,9 @@ impl JourneyStore for SqlStore {
             .bind(t.event == Event::Start)
             .bind(enters_stage)
             .bind(finished)
-            .execute(&mut *tx)
+            .execute(&mut tx)
             .await?;
-            sqlx::query(
+            sql(
                 "INSERT INTO journey_history (journey_id, seq, at, actor, event, from_state, to_state, \
                  from_stage, to_stage, reason, trigger, automatic, validation, overrides, trace_id) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
@@ -464,28 +468,28 @@ impl JourneyStore for SqlStore {
             .bind(t.validation.as_ref().map(Json))
             .bind((!t.overrides.is_empty()).then_some(Json(&t.overrides)))
             .bind(&ctx.trace_id)
-            .execute(&mut *tx)
+            .execute(&mut tx)
             .await?;
             // The artifact it implements follows it: active when it starts,
             // paused with it, completed or cancelled with it.
             let mut followed = None;
             if let Some(a) = row.source_artifact_id.map(ArtifactId::from_uuid) {
-                let current = lock_artifact!(tx, self, a);
+                let current = lock_artifact(&mut tx, a).await?;
                 let from = status(&current.status)?;
                 if let Some(to) = lifecycle::follow_journey(from, t.event) {
                     let reason = Some(format!("journey {} {}", t.journey_id, t.event));
-                    let version = apply_transition!(
-                        tx,
-                        self,
+                    let version = apply_transition(
+                        &mut tx,
                         a,
-                        current,
+                        &current,
                         from,
                         to,
-                        reason,
-                        None::<Pipeline>,
+                        &reason,
+                        None::<Pipeline>.as_ref(),
                         ctx,
-                        at(now)
-                    );
+                        at(now),
+                    )
+                    .await?;
                     followed = Some(transition_entry(
                         a,
                         &current,
@@ -506,7 +510,7 @@ impl JourneyStore for SqlStore {
                 _ => None,
             };
             if let Some((why, stage)) = stop {
-                let mut q = QueryBuilder::new(
+                let mut q = sql(
                     "SELECT u.id FROM journey_units ju JOIN work_units u ON u.id = ju.unit_id \
                      WHERE u.status NOT IN ('completed', 'cancelled') AND ju.journey_id = ",
                 );
@@ -515,17 +519,17 @@ impl JourneyStore for SqlStore {
                     q.push(" AND ju.kind = 'activity' AND ju.stage = ")
                         .push_bind(s as i64);
                 }
-                let open: Vec<(Uuid,)> = q.build_query_as().fetch_all(&mut *tx).await?;
+                let open: Vec<(Uuid,)> = q.fetch_all(&mut tx).await?;
                 for (u,) in open {
-                    cancel_unit_in_tx!(
-                        tx,
-                        self,
+                    cancel_unit_in_tx(
+                        &mut tx,
                         UnitId::from_uuid(u),
                         Some(why.to_owned()),
                         ctx,
                         now,
-                        woken
-                    );
+                        &mut woken,
+                    )
+                    .await?;
                 }
             }
             let stage = t.to.stage.unwrap_or(0) as i64;
@@ -535,8 +539,8 @@ impl JourneyStore for SqlStore {
             unit_ctx.trace_id = row.trace_id.clone().or_else(|| ctx.trace_id.clone());
             for (unit, kind) in &t.units {
                 let uid = UnitId::new();
-                insert_unit_tx!(tx, self, uid, unit, &unit_ctx, now, woken);
-                sqlx::query(
+                insert_unit(&mut tx, uid, unit, &unit_ctx, now, &mut woken).await?;
+                sql(
                     "INSERT INTO journey_units (journey_id, unit_id, stage, kind, entered_seq) \
                      VALUES ($1, $2, $3, $4, $5)",
                 )
@@ -545,10 +549,10 @@ impl JourneyStore for SqlStore {
                 .bind(stage)
                 .bind(kind.as_str())
                 .bind(seq)
-                .execute(&mut *tx)
+                .execute(&mut tx)
                 .await?;
             }
-            notify_lanes!(tx, self, woken);
+            notify_lanes(&mut tx, &woken).await?;
             let mut data = journey_data(&row, &to_state);
             data["event"] = Value::from(t.event.as_str());
             data["from"] = Value::from(from_state.clone());
@@ -562,10 +566,10 @@ impl JourneyStore for SqlStore {
             .event("journey.transitioned", Audience::Staff, data);
             entry.trace_id = row.trace_id.clone().or_else(|| ctx.trace_id.clone());
             let entries = std::iter::once(entry).chain(followed).collect();
-            append_logs!(tx, self, ctx, at(now), entries);
+            append_logs(&mut tx, ctx, at(now), entries).await?;
             tx.commit().await?;
             Ok::<(), StoreError>(())
-        })?;
+        }?;
         self.wake(&woken);
         self.get_journey(t.journey_id).await
     }
@@ -576,8 +580,10 @@ impl JourneyStore for SqlStore {
             Vec<RunHistoryRow>,
             Vec<(Uuid, i64, i64, i64)>,
         );
-        let (journeys, history, attempts): Rows = on_reader!(self, |p| {
-            let journeys: Vec<JourneyRow> = sqlx::query_as(&format!(
+        let (journeys, history, attempts): Rows = {
+            let p = &mut self.db.reader();
+
+            let journeys: Vec<JourneyRow> = sql(format!(
                 "SELECT {JOURNEY_COLUMNS} FROM journeys WHERE template = $1 ORDER BY id DESC LIMIT $2"
             ))
             .bind(template)
@@ -586,7 +592,7 @@ impl JourneyStore for SqlStore {
             .await?;
             let oldest = journeys.last().map(|j| j.id).unwrap_or_default();
             // The histories without their validations: the analytics need the steps.
-            let history: Vec<RunHistoryRow> = sqlx::query_as(
+            let history: Vec<RunHistoryRow> = sql(
                 "SELECT h.journey_id, h.seq, h.at, h.actor, h.event, h.from_state, h.to_state, h.reason, \
                  h.trigger, h.automatic, NULL AS validation, h.overrides, h.trace_id \
                  FROM journey_history h JOIN journeys j ON j.id = h.journey_id \
@@ -596,7 +602,7 @@ impl JourneyStore for SqlStore {
             .bind(oldest)
             .fetch_all(p)
             .await?;
-            let attempts: Vec<(Uuid, i64, i64, i64)> = sqlx::query_as(
+            let attempts: Vec<(Uuid, i64, i64, i64)> = sql(
                 "SELECT a.journey_id, a.stage, a.passed, a.at FROM journey_attempts a \
                  JOIN journeys j ON j.id = a.journey_id WHERE j.template = $1 AND j.id >= $2 \
                  ORDER BY a.journey_id, a.seq",
@@ -606,7 +612,7 @@ impl JourneyStore for SqlStore {
             .fetch_all(p)
             .await?;
             (journeys, history, attempts)
-        });
+        };
         let mut runs: Vec<JourneyRecords> = Vec::with_capacity(journeys.len());
         let mut index: HashMap<Uuid, usize> = HashMap::with_capacity(journeys.len());
         for row in journeys {
@@ -639,22 +645,26 @@ impl JourneyStore for SqlStore {
 
     async fn journey_history(&self, id: JourneyId) -> Result<Vec<JourneyHistoryEntry>> {
         self.get_journey(id).await?;
-        let rows: Vec<HistoryRow> = on_reader!(self, |p| {
-            sqlx::query_as(
+        let rows: Vec<HistoryRow> = {
+            let p = &mut self.db.reader();
+
+            sql(
                 "SELECT seq, at, actor, event, from_state, to_state, reason, trigger, automatic, \
                  validation, overrides, trace_id FROM journey_history WHERE journey_id = $1 ORDER BY seq",
             )
             .bind(id.uuid())
             .fetch_all(p)
             .await?
-        });
+        };
         rows.into_iter().map(HistoryRow::entry).collect()
     }
 
     async fn journey_units(&self, id: JourneyId) -> Result<Vec<JourneyUnit>> {
         let journey = self.get_journey(id).await?;
-        let rows: Vec<(Uuid, String, i64, String, i64, String, i64, i64)> = on_reader!(self, |p| {
-            sqlx::query_as(
+        let rows: Vec<(Uuid, String, i64, String, i64, String, i64, i64)> = {
+            let p = &mut self.db.reader();
+
+            sql(
                 "SELECT ju.unit_id, u.name, ju.stage, ju.kind, ju.entered_seq, u.status, \
                      u.tasks_total, u.tasks_done FROM journey_units ju \
                      JOIN work_units u ON u.id = ju.unit_id \
@@ -663,7 +673,7 @@ impl JourneyStore for SqlStore {
             .bind(id.uuid())
             .fetch_all(p)
             .await?
-        });
+        };
         rows.into_iter()
             .map(
                 |(unit, name, stage, kind, entered_seq, status, total, done)| {
@@ -690,16 +700,16 @@ impl JourneyStore for SqlStore {
 
     async fn record_exit_validation(&self, id: JourneyId, v: &ValidationResult) -> Result<()> {
         let now = now_us();
-        on_writer!(self, |p| {
-            let mut tx = p.begin().await?;
-            let row = lock_journey!(tx, self, id);
-            sqlx::query("UPDATE journeys SET last_validation = $2 WHERE id = $1")
+        {
+            let mut tx = self.db.begin().await?;
+            let row = lock_journey(&mut tx, id).await?;
+            sql("UPDATE journeys SET last_validation = $2 WHERE id = $1")
                 .bind(id.uuid())
                 .bind(Json(v))
-                .execute(&mut *tx)
+                .execute(&mut tx)
                 .await?;
             if let Some(stage) = row.stage {
-                sqlx::query(
+                sql(
                     "INSERT INTO journey_attempts (journey_id, seq, stage, passed, at) \
                      SELECT $1, COALESCE(MAX(seq), 0) + 1, $2, $3, $4 FROM journey_attempts \
                      WHERE journey_id = $1",
@@ -708,24 +718,24 @@ impl JourneyStore for SqlStore {
                 .bind(stage)
                 .bind(i64::from(v.passed))
                 .bind(now)
-                .execute(&mut *tx)
+                .execute(&mut tx)
                 .await?;
             }
             tx.commit().await?;
             Ok(())
-        })
+        }
     }
 
     async fn exit_attempts(&self, id: JourneyId) -> Result<Vec<ExitAttemptRecord>> {
         let def = self.get_journey(id).await?.definition;
-        let rows: Vec<(i64, i64, i64)> = on_reader!(self, |p| {
-            sqlx::query_as(
-                "SELECT stage, passed, at FROM journey_attempts WHERE journey_id = $1 ORDER BY seq",
-            )
-            .bind(id.uuid())
-            .fetch_all(p)
-            .await?
-        });
+        let rows: Vec<(i64, i64, i64)> = {
+            let p = &mut self.db.reader();
+
+            sql("SELECT stage, passed, at FROM journey_attempts WHERE journey_id = $1 ORDER BY seq")
+                .bind(id.uuid())
+                .fetch_all(p)
+                .await?
+        };
         Ok(rows
             .into_iter()
             .filter_map(|(stage, passed, t)| {
@@ -745,12 +755,12 @@ impl JourneyStore for SqlStore {
         ctx: &WriteContext,
     ) -> Result<Vec<MetricRecord>> {
         let now = now_us();
-        on_writer!(self, |p| {
-            let mut tx = p.begin().await?;
-            let row = lock_journey!(tx, self, id);
+        {
+            let mut tx = self.db.begin().await?;
+            let row = lock_journey(&mut tx, id).await?;
             let def = row.definition.0.clone();
             for o in &observations {
-                sqlx::query(INSERT_METRIC)
+                sql(INSERT_METRIC)
                     .bind(id.uuid())
                     .bind(&o.name)
                     .bind(o.value)
@@ -758,7 +768,7 @@ impl JourneyStore for SqlStore {
                     .bind(row.stage)
                     .bind(&ctx.actor)
                     .bind(now)
-                    .execute(&mut *tx)
+                    .execute(&mut tx)
                     .await?;
             }
             let mut data = journey_data(&row, "");
@@ -776,7 +786,7 @@ impl JourneyStore for SqlStore {
                 id,
             )
             .event("journey.metrics_recorded", Audience::Staff, data);
-            append_log!(tx, self, ctx, at(now), entry);
+            append_log(&mut tx, ctx, at(now), entry).await?;
             tx.commit().await?;
             Ok(observations
                 .into_iter()
@@ -788,20 +798,22 @@ impl JourneyStore for SqlStore {
                     recorded_by: ctx.actor.clone(),
                 })
                 .collect())
-        })
+        }
     }
 
     async fn journey_metrics(&self, id: JourneyId) -> Result<Vec<MetricRecord>> {
         let journey = self.get_journey(id).await?;
-        let rows: Vec<(String, f64, i64, Option<i64>, String)> = on_reader!(self, |p| {
-            sqlx::query_as(
+        let rows: Vec<(String, f64, i64, Option<i64>, String)> = {
+            let p = &mut self.db.reader();
+
+            sql(
                 "SELECT name, value, at, stage, recorded_by FROM journey_metrics \
                  WHERE journey_id = $1 ORDER BY at, seq",
             )
             .bind(id.uuid())
             .fetch_all(p)
             .await?
-        });
+        };
         Ok(rows
             .into_iter()
             .map(|(name, value, t, stage, by)| MetricRecord {
@@ -822,16 +834,16 @@ impl JourneyStore for SqlStore {
         ctx: &WriteContext,
     ) -> Result<Signoff> {
         let now = now_us();
-        on_writer!(self, |p| {
-            let mut tx = p.begin().await?;
-            let row = lock_journey!(tx, self, id);
+        {
+            let mut tx = self.db.begin().await?;
+            let row = lock_journey(&mut tx, id).await?;
             let def = row.definition.0.clone();
-            let existing: Option<(Option<i64>, String, Option<String>, i64)> = sqlx::query_as(
+            let existing: Option<(Option<i64>, String, Option<String>, i64)> = sql(
                 "SELECT stage, signed_by, note, at FROM journey_signoffs WHERE journey_id = $1 AND name = $2",
             )
             .bind(id.uuid())
             .bind(&name)
-            .fetch_optional(&mut *tx)
+            .fetch_optional(&mut tx)
             .await?;
             if let Some((stage, by, note, t)) = existing {
                 return Ok(Signoff {
@@ -842,7 +854,7 @@ impl JourneyStore for SqlStore {
                     at: at(t),
                 });
             }
-            sqlx::query(
+            sql(
                 "INSERT INTO journey_signoffs (journey_id, name, stage, signed_by, note, at) \
                  VALUES ($1, $2, $3, $4, $5, $6)",
             )
@@ -852,7 +864,7 @@ impl JourneyStore for SqlStore {
             .bind(&ctx.actor)
             .bind(&note)
             .bind(now)
-            .execute(&mut *tx)
+            .execute(&mut tx)
             .await?;
             let mut data = journey_data(&row, "");
             data["signoff"] = Value::from(name.clone());
@@ -865,7 +877,7 @@ impl JourneyStore for SqlStore {
                 id,
             )
             .event("journey.signed_off", Audience::Staff, data);
-            append_log!(tx, self, ctx, at(now), entry);
+            append_log(&mut tx, ctx, at(now), entry).await?;
             tx.commit().await?;
             Ok(Signoff {
                 name,
@@ -874,20 +886,22 @@ impl JourneyStore for SqlStore {
                 note,
                 at: at(now),
             })
-        })
+        }
     }
 
     async fn signoffs(&self, id: JourneyId) -> Result<Vec<Signoff>> {
         let journey = self.get_journey(id).await?;
-        let rows: Vec<(String, Option<i64>, String, Option<String>, i64)> = on_reader!(self, |p| {
-            sqlx::query_as(
+        let rows: Vec<(String, Option<i64>, String, Option<String>, i64)> = {
+            let p = &mut self.db.reader();
+
+            sql(
                 "SELECT name, stage, signed_by, note, at FROM journey_signoffs \
                      WHERE journey_id = $1 ORDER BY at, name",
             )
             .bind(id.uuid())
             .fetch_all(p)
             .await?
-        });
+        };
         Ok(rows
             .into_iter()
             .map(|(name, stage, by, note, t)| Signoff {

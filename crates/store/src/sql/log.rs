@@ -6,7 +6,7 @@
 //! event before it, and a cursor (a subscription's, a stream's) never skips one.
 
 use async_trait::async_trait;
-use sqlx::{FromRow, QueryBuilder};
+use sqlx::FromRow;
 use time::OffsetDateTime;
 use uuid::Uuid;
 use waymark_domain::audit::AuditRecord;
@@ -169,9 +169,10 @@ impl LogStore for SqlStore {
             None => None,
             Some(_) => Some(number_cursor(&page)?),
         };
-        let rows: Vec<AuditRow> = on_reader!(self, |p| {
-            let mut qb =
-                QueryBuilder::new(format!("SELECT {AUDIT_COLUMNS} FROM audit_log WHERE 1 = 1"));
+        let rows: Vec<AuditRow> = {
+            let p = &mut self.db.reader();
+
+            let mut qb = sql(format!("SELECT {AUDIT_COLUMNS} FROM audit_log WHERE 1 = 1"));
             if let Some(c) = filter.client_id {
                 qb.push(" AND client_id = ").push_bind(c.to_string());
             }
@@ -192,8 +193,8 @@ impl LogStore for SqlStore {
             }
             qb.push(" ORDER BY seq DESC LIMIT ")
                 .push_bind(limit_plus_one(&page));
-            qb.build_query_as().fetch_all(p).await?
-        });
+            qb.fetch_all(p).await?
+        };
         let entries = rows.into_iter().map(AuditRow::into_entry).collect();
         Ok(paginate(entries, &page, |e: &AuditEntry| {
             e.record.seq.to_string()
@@ -201,24 +202,28 @@ impl LogStore for SqlStore {
     }
 
     async fn audit_chain(&self, after_seq: i64, limit: i64) -> Result<Vec<AuditRecord>> {
-        let rows: Vec<AuditRow> = on_reader!(self, |p| {
-            sqlx::query_as(&format!(
+        let rows: Vec<AuditRow> = {
+            let p = &mut self.db.reader();
+
+            sql(format!(
                 "SELECT {AUDIT_COLUMNS} FROM audit_log WHERE seq > $1 ORDER BY seq LIMIT $2"
             ))
             .bind(after_seq)
             .bind(limit)
             .fetch_all(p)
             .await?
-        });
+        };
         Ok(rows.into_iter().map(|r| r.into_entry().record).collect())
     }
 
     async fn audit_head(&self) -> Result<AuditHead> {
-        let (seq, hash): (i64, String) = on_reader!(self, |p| {
-            sqlx::query_as("SELECT audit_seq, audit_hash FROM log_head WHERE id = 1")
+        let (seq, hash): (i64, String) = {
+            let p = &mut self.db.reader();
+
+            sql("SELECT audit_seq, audit_hash FROM log_head WHERE id = 1")
                 .fetch_one(p)
                 .await?
-        });
+        };
         Ok(AuditHead { seq, hash })
     }
 
@@ -228,9 +233,10 @@ impl LogStore for SqlStore {
         scope: EventScope,
         limit: i64,
     ) -> Result<Vec<Event>> {
-        let rows: Vec<EventRow> = on_reader!(self, |p| {
-            let mut qb =
-                QueryBuilder::new(format!("SELECT {EVENT_COLUMNS} FROM events WHERE seq > "));
+        let rows: Vec<EventRow> = {
+            let p = &mut self.db.reader();
+
+            let mut qb = sql(format!("SELECT {EVENT_COLUMNS} FROM events WHERE seq > "));
             qb.push_bind(after_seq);
             match scope {
                 EventScope::All => {}
@@ -244,43 +250,47 @@ impl LogStore for SqlStore {
             }
             qb.push(" ORDER BY seq LIMIT ")
                 .push_bind(limit.clamp(1, 1000));
-            qb.build_query_as().fetch_all(p).await?
-        });
+            qb.fetch_all(p).await?
+        };
         rows.into_iter().map(Event::try_from).collect()
     }
 
     async fn event_seq(&self, id: EventId) -> Result<Option<i64>> {
-        let row: Option<(i64,)> = on_reader!(self, |p| {
-            sqlx::query_as("SELECT seq FROM events WHERE id = $1")
+        let row: Option<(i64,)> = {
+            let p = &mut self.db.reader();
+
+            sql("SELECT seq FROM events WHERE id = $1")
                 .bind(id.uuid())
                 .fetch_optional(p)
                 .await?
-        });
+        };
         Ok(row.map(|r| r.0))
     }
 
     async fn last_event_seq(&self) -> Result<i64> {
-        let (seq,): (i64,) = on_reader!(self, |p| {
-            sqlx::query_as("SELECT event_seq FROM log_head WHERE id = 1")
+        let (seq,): (i64,) = {
+            let p = &mut self.db.reader();
+
+            sql("SELECT event_seq FROM log_head WHERE id = 1")
                 .fetch_one(p)
                 .await?
-        });
+        };
         Ok(seq)
     }
 
     async fn create_webhook(&self, new: NewWebhook, ctx: &WriteContext) -> Result<Webhook> {
         let id = WebhookId::new();
         let at = now();
-        on_writer!(self, |p| {
-            let mut tx = p.begin().await?;
+        {
+            let mut tx = self.db.begin().await?;
             if let Some(c) = new.client_id {
-                require_client!(tx, c);
+                require_client(&mut tx, c).await?;
             }
             // A subscription receives the events after its creation.
-            let (cursor,): (i64,) = sqlx::query_as("SELECT event_seq FROM log_head WHERE id = 1")
-                .fetch_one(&mut *tx)
+            let (cursor,): (i64,) = sql("SELECT event_seq FROM log_head WHERE id = 1")
+                .fetch_one(&mut tx)
                 .await?;
-            sqlx::query(
+            sql(
                 "INSERT INTO webhooks (id, url, event_types, client_id, secret, description, cursor, \
                  created_by, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
             )
@@ -293,7 +303,7 @@ impl LogStore for SqlStore {
             .bind(cursor)
             .bind(&ctx.actor)
             .bind(at)
-            .execute(&mut *tx)
+            .execute(&mut tx)
             .await?;
             let entry = LogEntry::new("webhook.create", new.client_id, id).event(
                 "webhook.created",
@@ -304,36 +314,40 @@ impl LogStore for SqlStore {
                     "event_types": new.event_types,
                 }),
             );
-            append_log!(tx, self, ctx, at, entry);
+            append_log(&mut tx, ctx, at, entry).await?;
             // ... and not its own creation.
-            sqlx::query(
+            sql(
                 "UPDATE webhooks SET cursor = (SELECT event_seq FROM log_head WHERE id = 1) \
                  WHERE id = $1",
             )
             .bind(id.uuid())
-            .execute(&mut *tx)
+            .execute(&mut tx)
             .await?;
             tx.commit().await?;
-        });
+        };
         self.get_webhook(id).await
     }
 
     async fn get_webhook(&self, id: WebhookId) -> Result<Webhook> {
-        let row: Option<WebhookRow> = on_reader!(self, |p| {
-            sqlx::query_as(&format!(
+        let row: Option<WebhookRow> = {
+            let p = &mut self.db.reader();
+
+            sql(format!(
                 "SELECT {WEBHOOK_COLUMNS} FROM webhooks WHERE id = $1 AND disabled_at IS NULL"
             ))
             .bind(id.uuid())
             .fetch_optional(p)
             .await?
-        });
+        };
         Ok(row.ok_or_else(|| not_found("webhook", id))?.into())
     }
 
     async fn list_webhooks(&self, page: PageRequest) -> Result<Page<Webhook>> {
         let cursor = id_cursor::<WebhookId>(&page)?;
-        let rows: Vec<WebhookRow> = on_reader!(self, |p| {
-            let mut qb = QueryBuilder::new(format!(
+        let rows: Vec<WebhookRow> = {
+            let p = &mut self.db.reader();
+
+            let mut qb = sql(format!(
                 "SELECT {WEBHOOK_COLUMNS} FROM webhooks WHERE disabled_at IS NULL"
             ));
             if let Some(c) = cursor {
@@ -341,44 +355,43 @@ impl LogStore for SqlStore {
             }
             qb.push(" ORDER BY id DESC LIMIT ")
                 .push_bind(limit_plus_one(&page));
-            qb.build_query_as().fetch_all(p).await?
-        });
+            qb.fetch_all(p).await?
+        };
         let hooks = rows.into_iter().map(Webhook::from).collect();
         Ok(paginate(hooks, &page, |w: &Webhook| w.id.to_string()))
     }
 
     async fn delete_webhook(&self, id: WebhookId, ctx: &WriteContext) -> Result<()> {
         let at = now();
-        on_writer!(self, |p| {
-            let mut tx = p.begin().await?;
-            let found: Option<(Option<Uuid>,)> = sqlx::query_as(
-                "SELECT client_id FROM webhooks WHERE id = $1 AND disabled_at IS NULL",
-            )
-            .bind(id.uuid())
-            .fetch_optional(&mut *tx)
-            .await?;
+        {
+            let mut tx = self.db.begin().await?;
+            let found: Option<(Option<Uuid>,)> =
+                sql("SELECT client_id FROM webhooks WHERE id = $1 AND disabled_at IS NULL")
+                    .bind(id.uuid())
+                    .fetch_optional(&mut tx)
+                    .await?;
             let (client,) = found.ok_or_else(|| not_found("webhook", id))?;
-            sqlx::query("UPDATE webhooks SET disabled_at = $2 WHERE id = $1")
+            sql("UPDATE webhooks SET disabled_at = $2 WHERE id = $1")
                 .bind(id.uuid())
                 .bind(at)
-                .execute(&mut *tx)
+                .execute(&mut tx)
                 .await?;
             // Nothing more is sent to a deleted subscription.
-            sqlx::query(
+            sql(
                 "UPDATE webhook_deliveries SET status = 'failed', next_attempt_at = NULL, \
                  last_error = 'the webhook was deleted' WHERE webhook_id = $1 AND status = 'pending'",
             )
             .bind(id.uuid())
-            .execute(&mut *tx)
+            .execute(&mut tx)
             .await?;
             let entry = LogEntry::new("webhook.delete", client.map(ClientId::from_uuid), id).event(
                 "webhook.deleted",
                 Audience::Admin,
                 serde_json::json!({ "webhook_id": id.to_string() }),
             );
-            append_log!(tx, self, ctx, at, entry);
+            append_log(&mut tx, ctx, at, entry).await?;
             tx.commit().await?;
-        });
+        };
         Ok(())
     }
 
@@ -388,8 +401,10 @@ impl LogStore for SqlStore {
             None => None,
             Some(_) => Some(number_cursor(&page)?),
         };
-        let (rows, attempts): (Vec<DeliveryRow>, Vec<AttemptRow>) = on_reader!(self, |p| {
-            let mut qb = QueryBuilder::new(
+        let (rows, attempts): (Vec<DeliveryRow>, Vec<AttemptRow>) = {
+            let p = &mut self.db.reader();
+
+            let mut qb = sql(
                 "SELECT d.id, d.webhook_id, e.id AS event_id, e.type AS event_type, d.status, \
                  d.attempts, d.next_attempt_at, d.last_status, d.last_error, d.created_at, \
                  d.delivered_at FROM webhook_deliveries d JOIN events e ON e.seq = d.event_seq \
@@ -401,12 +416,12 @@ impl LogStore for SqlStore {
             }
             qb.push(" ORDER BY d.id DESC LIMIT ")
                 .push_bind(limit_plus_one(&page));
-            let rows: Vec<DeliveryRow> = qb.build_query_as().fetch_all(p).await?;
+            let rows: Vec<DeliveryRow> = qb.fetch_all(p).await?;
             let (lo, hi) = (
                 rows.iter().map(|r| r.id).min().unwrap_or(0),
                 rows.iter().map(|r| r.id).max().unwrap_or(-1),
             );
-            let attempts = sqlx::query_as(
+            let attempts = sql(
                 "SELECT a.delivery_id, a.attempt, a.at, a.status_code, a.error, a.duration_ms \
                  FROM webhook_attempts a JOIN webhook_deliveries d ON d.id = a.delivery_id \
                  WHERE d.webhook_id = $1 AND a.delivery_id >= $2 AND a.delivery_id <= $3 \
@@ -418,7 +433,7 @@ impl LogStore for SqlStore {
             .fetch_all(p)
             .await?;
             (rows, attempts)
-        });
+        };
         let deliveries = rows
             .into_iter()
             .map(|r| {
@@ -455,23 +470,23 @@ impl LogStore for SqlStore {
     async fn fan_out_webhooks(&self, limit: i64) -> Result<u64> {
         let at = now();
         let skip = self.skip_locked_clause();
-        on_writer!(self, |p| {
-            let mut tx = p.begin().await?;
-            let hooks: Vec<(Uuid, Json<Vec<String>>, Option<Uuid>, i64)> = sqlx::query_as(&format!(
+        {
+            let mut tx = self.db.begin().await?;
+            let hooks: Vec<(Uuid, Json<Vec<String>>, Option<Uuid>, i64)> = sql(format!(
                 "SELECT id, event_types, client_id, cursor FROM webhooks \
                  WHERE disabled_at IS NULL AND cursor < (SELECT event_seq FROM log_head WHERE id = 1) \
                  ORDER BY id{skip}"
             ))
-            .fetch_all(&mut *tx)
+            .fetch_all(&mut tx)
             .await?;
             let mut made = 0u64;
             for (hook, types, client, cursor) in hooks {
-                let events: Vec<(i64, String, Option<Uuid>)> = sqlx::query_as(
+                let events: Vec<(i64, String, Option<Uuid>)> = sql(
                     "SELECT seq, type, client_id FROM events WHERE seq > $1 ORDER BY seq LIMIT $2",
                 )
                 .bind(cursor)
                 .bind(limit.clamp(1, 10_000))
-                .fetch_all(&mut *tx)
+                .fetch_all(&mut tx)
                 .await?;
                 let Some(last) = events.last().map(|e| e.0) else {
                     continue;
@@ -480,7 +495,7 @@ impl LogStore for SqlStore {
                     let wanted = types.0.is_empty() || types.0.iter().any(|t| t == ty || t == "*");
                     let of_client = client.is_none() || client == *ev_client;
                     if wanted && of_client {
-                        sqlx::query(
+                        sql(
                             "INSERT INTO webhook_deliveries (webhook_id, event_seq, status, attempts, \
                              next_attempt_at, created_at) VALUES ($1, $2, 'pending', 0, $3, $3) \
                              ON CONFLICT (webhook_id, event_seq) DO NOTHING",
@@ -488,20 +503,20 @@ impl LogStore for SqlStore {
                         .bind(hook)
                         .bind(seq)
                         .bind(at)
-                        .execute(&mut *tx)
+                        .execute(&mut tx)
                         .await?;
                         made += 1;
                     }
                 }
-                sqlx::query("UPDATE webhooks SET cursor = $2 WHERE id = $1")
+                sql("UPDATE webhooks SET cursor = $2 WHERE id = $1")
                     .bind(hook)
                     .bind(last)
-                    .execute(&mut *tx)
+                    .execute(&mut tx)
                     .await?;
             }
             tx.commit().await?;
             Ok(made)
-        })
+        }
     }
 
     async fn claim_deliveries(
@@ -511,9 +526,9 @@ impl LogStore for SqlStore {
         limit: i64,
     ) -> Result<Vec<DeliveryJob>> {
         let skip = self.skip_locked_clause();
-        let rows: Vec<JobRow> = on_writer!(self, |p| {
-            let mut tx = p.begin().await?;
-            let ids: Vec<(i64,)> = sqlx::query_as(&format!(
+        let rows: Vec<JobRow> = {
+            let mut tx = self.db.begin().await?;
+            let ids: Vec<(i64,)> = sql(format!(
                 "UPDATE webhook_deliveries SET locked_until = $2 WHERE id IN ( \
                    SELECT id FROM webhook_deliveries WHERE status = 'pending' \
                    AND next_attempt_at <= $1 AND (locked_until IS NULL OR locked_until < $1) \
@@ -522,24 +537,24 @@ impl LogStore for SqlStore {
             .bind(now_at)
             .bind(lease_until)
             .bind(limit)
-            .fetch_all(&mut *tx)
+            .fetch_all(&mut tx)
             .await?;
             let mut jobs = Vec::with_capacity(ids.len());
             for (id,) in ids {
-                let job: JobRow = sqlx::query_as(
+                let job: JobRow = sql(
                     "SELECT d.id AS delivery_id, w.url, w.secret, d.attempts, \
                      e.seq, e.id, e.type, e.subject, e.time, e.client_id, e.audience, e.data, e.trace_id \
                      FROM webhook_deliveries d JOIN webhooks w ON w.id = d.webhook_id \
                      JOIN events e ON e.seq = d.event_seq WHERE d.id = $1"
                 )
                 .bind(id)
-                .fetch_one(&mut *tx)
+                .fetch_one(&mut tx)
                 .await?;
                 jobs.push(job);
             }
             tx.commit().await?;
             jobs
-        });
+        };
         rows.into_iter()
             .map(|r| {
                 Ok(DeliveryJob {
@@ -554,17 +569,17 @@ impl LogStore for SqlStore {
     }
 
     async fn finish_delivery(&self, delivery_id: i64, outcome: AttemptOutcome) -> Result<()> {
-        on_writer!(self, |p| {
-            let mut tx = p.begin().await?;
-            let (attempts,): (i64,) = sqlx::query_as(&format!(
+        {
+            let mut tx = self.db.begin().await?;
+            let (attempts,): (i64,) = sql(format!(
                 "SELECT attempts FROM webhook_deliveries WHERE id = $1{}",
                 self.lock_clause()
             ))
             .bind(delivery_id)
-            .fetch_one(&mut *tx)
+            .fetch_one(&mut tx)
             .await?;
             let attempt = attempts + 1;
-            sqlx::query(
+            sql(
                 "INSERT INTO webhook_attempts (delivery_id, attempt, at, status_code, error, duration_ms) \
                  VALUES ($1, $2, $3, $4, $5, $6)",
             )
@@ -574,7 +589,7 @@ impl LogStore for SqlStore {
             .bind(outcome.status_code)
             .bind(&outcome.error)
             .bind(outcome.duration_ms)
-            .execute(&mut *tx)
+            .execute(&mut tx)
             .await?;
             let status = if outcome.delivered {
                 DeliveryStatus::Delivered
@@ -583,7 +598,7 @@ impl LogStore for SqlStore {
             } else {
                 DeliveryStatus::Failed
             };
-            sqlx::query(
+            sql(
                 "UPDATE webhook_deliveries SET attempts = $2, status = $3, next_attempt_at = $4, \
                  locked_until = NULL, last_status = $5, last_error = $6, delivered_at = $7 WHERE id = $1",
             )
@@ -594,29 +609,29 @@ impl LogStore for SqlStore {
             .bind(outcome.status_code)
             .bind(&outcome.error)
             .bind(outcome.delivered.then_some(outcome.at))
-            .execute(&mut *tx)
+            .execute(&mut tx)
             .await?;
             tx.commit().await?;
-        });
+        };
         Ok(())
     }
 
     async fn event_cursor(&self, name: &str) -> Result<i64> {
-        on_writer!(self, |p| {
+        {
+            let p = &mut self.db.writer();
+
             // A new consumer starts at the newest event: it does not replay history.
-            sqlx::query(
-                "INSERT INTO event_cursors (name, seq) \
-                 SELECT $1, event_seq FROM log_head WHERE id = 1 ON CONFLICT (name) DO NOTHING",
-            )
+            sql("INSERT INTO event_cursors (name, seq) \
+                 SELECT $1, event_seq FROM log_head WHERE id = 1 ON CONFLICT (name) DO NOTHING")
             .bind(name)
             .execute(p)
             .await?;
-            let (seq,): (i64,) = sqlx::query_as("SELECT seq FROM event_cursors WHERE name = $1")
+            let (seq,): (i64,) = sql("SELECT seq FROM event_cursors WHERE name = $1")
                 .bind(name)
                 .fetch_one(p)
                 .await?;
             Ok(seq)
-        })
+        }
     }
 
     async fn enqueue_mail(
@@ -627,20 +642,19 @@ impl LogStore for SqlStore {
         mails: Vec<NewMail>,
     ) -> Result<bool> {
         let at = now();
-        on_writer!(self, |p| {
-            let mut tx = p.begin().await?;
-            let moved =
-                sqlx::query("UPDATE event_cursors SET seq = $3 WHERE name = $1 AND seq = $2")
-                    .bind(name)
-                    .bind(from_seq)
-                    .bind(to_seq)
-                    .execute(&mut *tx)
-                    .await?;
-            if moved.rows_affected() != 1 {
+        {
+            let mut tx = self.db.begin().await?;
+            let moved = sql("UPDATE event_cursors SET seq = $3 WHERE name = $1 AND seq = $2")
+                .bind(name)
+                .bind(from_seq)
+                .bind(to_seq)
+                .execute(&mut tx)
+                .await?;
+            if moved != 1 {
                 return Ok(false);
             }
             for m in &mails {
-                sqlx::query(
+                sql(
                     "INSERT INTO mail_outbox (event_seq, recipient, subject, body, status, attempts, \
                      next_attempt_at, created_at) VALUES ($1, $2, $3, $4, 'pending', 0, $5, $5)",
                 )
@@ -649,12 +663,12 @@ impl LogStore for SqlStore {
                 .bind(&m.subject)
                 .bind(&m.body)
                 .bind(at)
-                .execute(&mut *tx)
+                .execute(&mut tx)
                 .await?;
             }
             tx.commit().await?;
             Ok(true)
-        })
+        }
     }
 
     async fn claim_mail(
@@ -664,8 +678,10 @@ impl LogStore for SqlStore {
         limit: i64,
     ) -> Result<Vec<MailJob>> {
         let skip = self.skip_locked_clause();
-        let rows: Vec<MailRow> = on_writer!(self, |p| {
-            sqlx::query_as(&format!(
+        let rows: Vec<MailRow> = {
+            let p = &mut self.db.writer();
+
+            sql(format!(
                 "UPDATE mail_outbox SET locked_until = $2 WHERE id IN ( \
                    SELECT id FROM mail_outbox WHERE status = 'pending' \
                    AND next_attempt_at <= $1 AND (locked_until IS NULL OR locked_until < $1) \
@@ -677,7 +693,7 @@ impl LogStore for SqlStore {
             .bind(limit)
             .fetch_all(p)
             .await?
-        });
+        };
         Ok(rows
             .into_iter()
             .map(|r| MailJob {
@@ -702,8 +718,10 @@ impl LogStore for SqlStore {
             (Some(_), Some(_)) => "pending",
             (Some(_), None) => "failed",
         };
-        on_writer!(self, |p| {
-            sqlx::query(
+        {
+            let p = &mut self.db.writer();
+
+            sql(
                 "UPDATE mail_outbox SET status = $2, attempts = attempts + 1, next_attempt_at = $3, \
                  locked_until = NULL, last_error = $4, sent_at = $5 WHERE id = $1",
             )
@@ -714,7 +732,7 @@ impl LogStore for SqlStore {
             .bind(error.is_none().then_some(at))
             .execute(p)
             .await?;
-        });
+        };
         Ok(())
     }
 }

@@ -1,7 +1,7 @@
 //! [`PeopleStore`] on SQL: users, tokens, failed sign-ins, shared server keys.
 
 use async_trait::async_trait;
-use sqlx::{FromRow, QueryBuilder};
+use sqlx::FromRow;
 use time::OffsetDateTime;
 use uuid::Uuid;
 use waymark_domain::{ClientId, FieldError, TokenId, UserId};
@@ -42,14 +42,14 @@ impl PeopleStore for SqlStore {
     async fn create_user(&self, new: NewUser, ctx: &WriteContext) -> Result<User> {
         let id = UserId::new();
         let at = now();
-        on_writer!(self, |p| {
-            let mut tx = p.begin().await?;
+        {
+            let mut tx = self.db.begin().await?;
             if let Some(c) = new.client_id {
-                require_client!(tx, c);
+                require_client(&mut tx, c).await?;
             }
-            let taken: Option<(Uuid,)> = sqlx::query_as("SELECT id FROM users WHERE email = $1")
+            let taken: Option<(Uuid,)> = sql("SELECT id FROM users WHERE email = $1")
                 .bind(&new.email)
-                .fetch_optional(&mut *tx)
+                .fetch_optional(&mut tx)
                 .await?;
             if taken.is_some() {
                 return Err(FieldError::new(
@@ -58,7 +58,7 @@ impl PeopleStore for SqlStore {
                 )
                 .into());
             }
-            sqlx::query(
+            sql(
                 "INSERT INTO users (id, email, name, role, client_id, password_hash, created_at) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7)",
             )
@@ -69,7 +69,7 @@ impl PeopleStore for SqlStore {
             .bind(new.client_id.map(|c| c.uuid()))
             .bind(&new.password_hash)
             .bind(at)
-            .execute(&mut *tx)
+            .execute(&mut tx)
             .await?;
             let entry = LogEntry::new("user.create", new.client_id, id).event(
                 "user.created",
@@ -81,26 +81,30 @@ impl PeopleStore for SqlStore {
                     "client_id": new.client_id.map(|c| c.to_string()),
                 }),
             );
-            append_log!(tx, self, ctx, at, entry);
+            append_log(&mut tx, ctx, at, entry).await?;
             tx.commit().await?;
-        });
+        };
         self.get_user(id).await
     }
 
     async fn get_user(&self, id: UserId) -> Result<User> {
-        let row: Option<UserRow> = on_reader!(self, |p| {
-            sqlx::query_as(&format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1"))
+        let row: Option<UserRow> = {
+            let p = &mut self.db.reader();
+
+            sql(format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1"))
                 .bind(id.uuid())
                 .fetch_optional(p)
                 .await?
-        });
+        };
         Ok(row.ok_or_else(|| not_found("user", id))?.into_user()?.0)
     }
 
     async fn list_users(&self, filter: UserFilter, page: PageRequest) -> Result<Page<User>> {
         let cursor = id_cursor::<UserId>(&page)?;
-        let rows: Vec<UserRow> = on_reader!(self, |p| {
-            let mut qb = QueryBuilder::new(format!("SELECT {USER_COLUMNS} FROM users WHERE 1 = 1"));
+        let rows: Vec<UserRow> = {
+            let p = &mut self.db.reader();
+
+            let mut qb = sql(format!("SELECT {USER_COLUMNS} FROM users WHERE 1 = 1"));
             if let Some(c) = filter.client_id {
                 qb.push(" AND client_id = ").push_bind(c.uuid());
             }
@@ -112,8 +116,8 @@ impl PeopleStore for SqlStore {
             }
             qb.push(" ORDER BY id DESC LIMIT ")
                 .push_bind(limit_plus_one(&page));
-            qb.build_query_as().fetch_all(p).await?
-        });
+            qb.fetch_all(p).await?
+        };
         let users = rows
             .into_iter()
             .map(|r| r.into_user().map(|u| u.0))
@@ -122,48 +126,54 @@ impl PeopleStore for SqlStore {
     }
 
     async fn user_credentials(&self, email: &str) -> Result<Option<(User, Option<String>)>> {
-        let row: Option<UserRow> = on_reader!(self, |p| {
-            sqlx::query_as(&format!(
+        let row: Option<UserRow> = {
+            let p = &mut self.db.reader();
+
+            sql(format!(
                 "SELECT {USER_COLUMNS} FROM users WHERE email = $1 AND disabled_at IS NULL"
             ))
             .bind(email)
             .fetch_optional(p)
             .await?
-        });
+        };
         row.map(UserRow::into_user).transpose()
     }
 
     async fn count_client_users(&self, client_id: ClientId) -> Result<i64> {
-        let n: (i64,) = on_reader!(self, |p| {
-            sqlx::query_as(
+        let n: (i64,) = {
+            let p = &mut self.db.reader();
+
+            sql(
                 "SELECT COUNT(*) FROM users WHERE client_id = $1 AND role = 'client' \
                  AND disabled_at IS NULL",
             )
             .bind(client_id.uuid())
             .fetch_one(p)
             .await?
-        });
+        };
         Ok(n.0)
     }
 
     async fn create_token(&self, token: NewToken, ctx: &WriteContext) -> Result<TokenRecord> {
         let id = TokenId::new();
         let at = now();
-        on_writer!(self, |p| {
-            let mut tx = p.begin().await?;
-            insert_token!(tx, self, id, &token, ctx, at);
+        {
+            let mut tx = self.db.begin().await?;
+            insert_token(&mut tx, id, &token, ctx, at).await?;
             tx.commit().await?;
-        });
+        };
         self.get_token(id).await
     }
 
     async fn get_token(&self, id: TokenId) -> Result<TokenRecord> {
-        let row: Option<TokenRow> = on_reader!(self, |p| {
-            sqlx::query_as(&format!("SELECT {TOKEN_COLUMNS} FROM tokens WHERE id = $1"))
+        let row: Option<TokenRow> = {
+            let p = &mut self.db.reader();
+
+            sql(format!("SELECT {TOKEN_COLUMNS} FROM tokens WHERE id = $1"))
                 .bind(id.uuid())
                 .fetch_optional(p)
                 .await?
-        });
+        };
         row.ok_or_else(|| not_found("token", id))?.try_into()
     }
 
@@ -173,9 +183,10 @@ impl PeopleStore for SqlStore {
         page: PageRequest,
     ) -> Result<Page<TokenInfo>> {
         let cursor = id_cursor::<TokenId>(&page)?;
-        let rows: Vec<TokenRow> = on_reader!(self, |p| {
-            let mut qb =
-                QueryBuilder::new(format!("SELECT {TOKEN_COLUMNS} FROM tokens WHERE 1 = 1"));
+        let rows: Vec<TokenRow> = {
+            let p = &mut self.db.reader();
+
+            let mut qb = sql(format!("SELECT {TOKEN_COLUMNS} FROM tokens WHERE 1 = 1"));
             if let Some(u) = user_id {
                 qb.push(" AND user_id = ").push_bind(u.uuid());
             }
@@ -184,8 +195,8 @@ impl PeopleStore for SqlStore {
             }
             qb.push(" ORDER BY id DESC LIMIT ")
                 .push_bind(limit_plus_one(&page));
-            qb.build_query_as().fetch_all(p).await?
-        });
+            qb.fetch_all(p).await?
+        };
         let tokens = rows
             .into_iter()
             .map(|r| TokenRecord::try_from(r).map(|t| TokenInfo::from(&t)))
@@ -195,94 +206,102 @@ impl PeopleStore for SqlStore {
 
     async fn revoke_token(&self, id: TokenId, ctx: &WriteContext) -> Result<TokenRecord> {
         let at = now();
-        on_writer!(self, |p| {
-            let mut tx = p.begin().await?;
-            let row: Option<TokenRow> = sqlx::query_as(&format!(
+        {
+            let mut tx = self.db.begin().await?;
+            let row: Option<TokenRow> = sql(format!(
                 "SELECT {TOKEN_COLUMNS} FROM tokens WHERE id = $1{}",
                 self.lock_clause()
             ))
             .bind(id.uuid())
-            .fetch_optional(&mut *tx)
+            .fetch_optional(&mut tx)
             .await?;
             let token: TokenRecord = row.ok_or_else(|| not_found("token", id))?.try_into()?;
             if token.revoked_at.is_none() {
-                sqlx::query("UPDATE tokens SET revoked_at = $2 WHERE id = $1")
+                sql("UPDATE tokens SET revoked_at = $2 WHERE id = $1")
                     .bind(id.uuid())
                     .bind(at)
-                    .execute(&mut *tx)
+                    .execute(&mut tx)
                     .await?;
                 let entry = LogEntry::new("token.revoke", token.client_id, id).event(
                     "token.revoked",
                     Audience::Admin,
                     serde_json::json!({ "token_id": id.to_string(), "name": token.name }),
                 );
-                append_log!(tx, self, ctx, at, entry);
+                append_log(&mut tx, ctx, at, entry).await?;
                 tx.commit().await?;
             }
-        });
+        };
         self.get_token(id).await
     }
 
     async fn record_login_failure(&self, email: &str, since: OffsetDateTime) -> Result<i64> {
         let at = now();
-        let n: (i64,) = on_writer!(self, |p| {
-            let mut tx = p.begin().await?;
-            sqlx::query("INSERT INTO login_failures (email, at) VALUES ($1, $2)")
+        let n: (i64,) = {
+            let mut tx = self.db.begin().await?;
+            sql("INSERT INTO login_failures (email, at) VALUES ($1, $2)")
                 .bind(email)
                 .bind(at)
-                .execute(&mut *tx)
+                .execute(&mut tx)
                 .await?;
             // Old failures no longer count; keep the table small.
-            sqlx::query("DELETE FROM login_failures WHERE email = $1 AND at < $2")
+            sql("DELETE FROM login_failures WHERE email = $1 AND at < $2")
                 .bind(email)
                 .bind(since)
-                .execute(&mut *tx)
+                .execute(&mut tx)
                 .await?;
-            let n = sqlx::query_as("SELECT COUNT(*) FROM login_failures WHERE email = $1")
+            let n = sql("SELECT COUNT(*) FROM login_failures WHERE email = $1")
                 .bind(email)
-                .fetch_one(&mut *tx)
+                .fetch_one(&mut tx)
                 .await?;
             tx.commit().await?;
             n
-        });
+        };
         Ok(n.0)
     }
 
     async fn login_failures_since(&self, email: &str, since: OffsetDateTime) -> Result<i64> {
-        let n: (i64,) = on_reader!(self, |p| {
-            sqlx::query_as("SELECT COUNT(*) FROM login_failures WHERE email = $1 AND at >= $2")
+        let n: (i64,) = {
+            let p = &mut self.db.reader();
+
+            sql("SELECT COUNT(*) FROM login_failures WHERE email = $1 AND at >= $2")
                 .bind(email)
                 .bind(since)
                 .fetch_one(p)
                 .await?
-        });
+        };
         Ok(n.0)
     }
 
     async fn clear_login_failures(&self, email: &str) -> Result<()> {
-        on_writer!(self, |p| {
-            sqlx::query("DELETE FROM login_failures WHERE email = $1")
+        {
+            let p = &mut self.db.writer();
+
+            sql("DELETE FROM login_failures WHERE email = $1")
                 .bind(email)
                 .execute(p)
                 .await?;
-        });
+        };
         Ok(())
     }
 
     async fn server_key(&self, name: &str) -> Result<Vec<u8>> {
-        let found: Option<(Vec<u8>,)> = on_reader!(self, |p| {
-            sqlx::query_as("SELECT value FROM server_keys WHERE name = $1")
+        let found: Option<(Vec<u8>,)> = {
+            let p = &mut self.db.reader();
+
+            sql("SELECT value FROM server_keys WHERE name = $1")
                 .bind(name)
                 .fetch_optional(p)
                 .await?
-        });
+        };
         if let Some((k,)) = found {
             return Ok(k);
         }
         let key: [u8; 32] = rand::random();
-        on_writer!(self, |p| {
+        {
+            let p = &mut self.db.writer();
+
             // Two servers starting together: the first insert wins, both read it.
-            sqlx::query(
+            sql(
                 "INSERT INTO server_keys (name, value, created_at) VALUES ($1, $2, $3) \
                  ON CONFLICT (name) DO NOTHING",
             )
@@ -291,11 +310,11 @@ impl PeopleStore for SqlStore {
             .bind(now())
             .execute(p)
             .await?;
-            let (k,): (Vec<u8>,) = sqlx::query_as("SELECT value FROM server_keys WHERE name = $1")
+            let (k,): (Vec<u8>,) = sql("SELECT value FROM server_keys WHERE name = $1")
                 .bind(name)
                 .fetch_one(p)
                 .await?;
             Ok(k)
-        })
+        }
     }
 }

@@ -127,31 +127,29 @@ impl From<LinkRow> for ReviewLink {
 }
 
 /// Inserts a comment inside the transaction.
-macro_rules! insert_comment {
-    ($tx:ident, $c:expr) => {{
-        let c: &Comment = $c;
-        sqlx::query(&format!(
-            "INSERT INTO comments ({COMMENT_COLUMNS}) \
+async fn insert_comment(tx: &mut Tx, c: &Comment) -> Result<()> {
+    sql(format!(
+        "INSERT INTO comments ({COMMENT_COLUMNS}) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
-        ))
-        .bind(c.id.uuid())
-        .bind(c.artifact_id.uuid())
-        .bind(c.client_id.uuid())
-        .bind(c.version)
-        .bind(&c.section)
-        .bind(c.parent_id.map(|p| p.uuid()))
-        .bind(&c.body)
-        .bind(c.kind.as_str())
-        .bind(c.internal)
-        .bind(&c.author)
-        .bind(&c.author_name)
-        .bind(c.author_kind.as_str())
-        .bind(c.created_at)
-        .bind(c.resolved_at)
-        .bind(&c.resolved_by)
-        .execute(&mut *$tx)
-        .await?;
-    }};
+    ))
+    .bind(c.id.uuid())
+    .bind(c.artifact_id.uuid())
+    .bind(c.client_id.uuid())
+    .bind(c.version)
+    .bind(&c.section)
+    .bind(c.parent_id.map(|p| p.uuid()))
+    .bind(&c.body)
+    .bind(c.kind.as_str())
+    .bind(c.internal)
+    .bind(&c.author)
+    .bind(&c.author_name)
+    .bind(c.author_kind.as_str())
+    .bind(c.created_at)
+    .bind(c.resolved_at)
+    .bind(&c.resolved_by)
+    .execute(tx)
+    .await?;
+    Ok(())
 }
 
 /// What events say about a comment.
@@ -220,16 +218,26 @@ impl ReviewStore for SqlStore {
         by: &Reviewer,
         ctx: &WriteContext,
     ) -> Result<Artifact> {
-        on_writer!(self, |p| {
-            let mut tx = p.begin().await?;
-            let current = lock_artifact!(tx, self, id);
+        {
+            let mut tx = self.db.begin().await?;
+            let current = lock_artifact(&mut tx, id).await?;
             let from = status(&current.status)?;
             let to = ArtifactStatus::InReview;
             lifecycle::check_transition(from, to)?;
             let at = now();
             let pipeline: Option<Pipeline> = None;
-            let version =
-                apply_transition!(tx, self, id, current, from, to, message, pipeline, ctx, at);
+            let version = apply_transition(
+                &mut tx,
+                id,
+                &current,
+                from,
+                to,
+                &message,
+                pipeline.as_ref(),
+                ctx,
+                at,
+            )
+            .await?;
             let mut entry = transition_entry(
                 id,
                 &current,
@@ -242,15 +250,15 @@ impl ReviewStore for SqlStore {
             );
             if let Some(m) = &message {
                 let c = new_comment(id, &current, version, CommentKind::Share, m.clone(), by, at);
-                insert_comment!(tx, &c);
+                insert_comment(&mut tx, &c).await?;
                 if let Some(e) = entry.events.first_mut() {
                     e.data["comment_id"] = Value::String(c.id.to_string());
                     e.data["message"] = Value::String(m.clone());
                 }
             }
-            append_log!(tx, self, ctx, at, entry);
+            append_log(&mut tx, ctx, at, entry).await?;
             tx.commit().await?;
-        });
+        };
         self.get_artifact(id).await
     }
 
@@ -263,24 +271,22 @@ impl ReviewStore for SqlStore {
         policy: ApprovalPolicy,
         ctx: &WriteContext,
     ) -> Result<Approved> {
-        let decision = on_writer!(self, |p| {
-            let mut tx = p.begin().await?;
-            let current = lock_artifact!(tx, self, id);
+        let decision = {
+            let mut tx = self.db.begin().await?;
+            let current = lock_artifact(&mut tx, id).await?;
             let from = status(&current.status)?;
-            let done: Vec<(String,)> = sqlx::query_as(
-                "SELECT approver FROM approvals WHERE artifact_id = $1 AND round = $2",
-            )
-            .bind(id.uuid())
-            .bind(current.review_round)
-            .fetch_all(&mut *tx)
-            .await?;
-            let (version_author,): (String,) = sqlx::query_as(
-                "SELECT author FROM artifact_versions WHERE artifact_id = $1 AND version = $2",
-            )
-            .bind(id.uuid())
-            .bind(current.version)
-            .fetch_one(&mut *tx)
-            .await?;
+            let done: Vec<(String,)> =
+                sql("SELECT approver FROM approvals WHERE artifact_id = $1 AND round = $2")
+                    .bind(id.uuid())
+                    .bind(current.review_round)
+                    .fetch_all(&mut tx)
+                    .await?;
+            let (version_author,): (String,) =
+                sql("SELECT author FROM artifact_versions WHERE artifact_id = $1 AND version = $2")
+                    .bind(id.uuid())
+                    .bind(current.version)
+                    .fetch_one(&mut tx)
+                    .await?;
             let done: Vec<&str> = done.iter().map(|d| d.0.as_str()).collect();
             let authors = [current.created_by.as_str(), version_author.as_str()];
             let decision = ApprovalRequest {
@@ -297,7 +303,7 @@ impl ReviewStore for SqlStore {
             }
             .decide()?;
             let at = now();
-            sqlx::query(
+            sql(
                 "INSERT INTO approvals (artifact_id, round, approver, approver_name, approver_kind, \
                  version, content_hash, at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
             )
@@ -309,7 +315,7 @@ impl ReviewStore for SqlStore {
             .bind(current.version)
             .bind(&current.content_hash)
             .bind(at)
-            .execute(&mut *tx)
+            .execute(&mut tx)
             .await?;
             let entry = match decision {
                 Decision::Approved { count } => {
@@ -320,9 +326,18 @@ impl ReviewStore for SqlStore {
                         policy.required.max(1)
                     ));
                     let pipeline: Option<Pipeline> = None;
-                    let v = apply_transition!(
-                        tx, self, id, current, from, to, reason, pipeline, ctx, at
-                    );
+                    let v = apply_transition(
+                        &mut tx,
+                        id,
+                        &current,
+                        from,
+                        to,
+                        &reason,
+                        pipeline.as_ref(),
+                        ctx,
+                        at,
+                    )
+                    .await?;
                     let mut e = transition_entry(
                         id,
                         &current,
@@ -363,10 +378,10 @@ impl ReviewStore for SqlStore {
                     )
                 }
             };
-            append_log!(tx, self, ctx, at, entry);
+            append_log(&mut tx, ctx, at, entry).await?;
             tx.commit().await?;
             decision
-        });
+        };
         Ok(Approved {
             artifact: self.get_artifact(id).await?,
             decision,
@@ -381,9 +396,9 @@ impl ReviewStore for SqlStore {
         policy: ApprovalPolicy,
         ctx: &WriteContext,
     ) -> Result<(Artifact, Comment)> {
-        let comment = on_writer!(self, |p| {
-            let mut tx = p.begin().await?;
-            let current = lock_artifact!(tx, self, id);
+        let comment = {
+            let mut tx = self.db.begin().await?;
+            let current = lock_artifact(&mut tx, id).await?;
             let from = status(&current.status)?;
             ApprovalRequest {
                 status: from,
@@ -402,7 +417,18 @@ impl ReviewStore for SqlStore {
             let to = ArtifactStatus::Draft;
             let why = Some(format!("Rejected by {}: {reason}", by.name));
             let pipeline: Option<Pipeline> = None;
-            let v = apply_transition!(tx, self, id, current, from, to, why, pipeline, ctx, at);
+            let v = apply_transition(
+                &mut tx,
+                id,
+                &current,
+                from,
+                to,
+                &why,
+                pipeline.as_ref(),
+                ctx,
+                at,
+            )
+            .await?;
             let c = new_comment(
                 id,
                 &current,
@@ -412,7 +438,7 @@ impl ReviewStore for SqlStore {
                 by,
                 at,
             );
-            insert_comment!(tx, &c);
+            insert_comment(&mut tx, &c).await?;
             let mut entry = transition_entry(
                 id,
                 &current,
@@ -428,38 +454,37 @@ impl ReviewStore for SqlStore {
                 ev.data["rejected_by"] = Value::String(by.id.clone());
                 ev.data["rejected_by_name"] = Value::String(by.name.clone());
             }
-            append_log!(tx, self, ctx, at, entry);
+            append_log(&mut tx, ctx, at, entry).await?;
             tx.commit().await?;
             c
-        });
+        };
         Ok((self.get_artifact(id).await?, comment))
     }
 
     async fn review_state(&self, id: ArtifactId, policy: ApprovalPolicy) -> Result<ReviewState> {
         let a = self.get_artifact(id).await?;
-        let (round, rows, links): (i64, Vec<ApprovalRow>, (i64,)) = on_reader!(self, |p| {
-            let (round,): (i64,) =
-                sqlx::query_as("SELECT review_round FROM artifacts WHERE id = $1")
-                    .bind(id.uuid())
-                    .fetch_one(p)
-                    .await?;
-            let rows = sqlx::query_as(APPROVALS_OF_ROUND)
+        let (round, rows, links): (i64, Vec<ApprovalRow>, (i64,)) = {
+            let p = &mut self.db.reader();
+
+            let (round,): (i64,) = sql("SELECT review_round FROM artifacts WHERE id = $1")
+                .bind(id.uuid())
+                .fetch_one(p)
+                .await?;
+            let rows = sql(APPROVALS_OF_ROUND)
                 .bind(id.uuid())
                 .bind(round)
                 .fetch_all(p)
                 .await?;
-            let links = sqlx::query_as(
-                "SELECT COUNT(DISTINCT reviewer_email) FROM review_links \
+            let links = sql("SELECT COUNT(DISTINCT reviewer_email) FROM review_links \
                  WHERE artifact_id = $1 AND revoked_at IS NULL AND expires_at > $2 \
-                 AND reviewer_email NOT IN (SELECT email FROM users WHERE client_id = $3)",
-            )
+                 AND reviewer_email NOT IN (SELECT email FROM users WHERE client_id = $3)")
             .bind(id.uuid())
             .bind(now())
             .bind(a.summary.client_id.uuid())
             .fetch_one(p)
             .await?;
             (round, rows, links)
-        });
+        };
         let users = self.count_client_users(a.summary.client_id).await?;
         Ok(ReviewState {
             artifact_id: id,
@@ -484,21 +509,21 @@ impl ReviewStore for SqlStore {
         by: &Reviewer,
         ctx: &WriteContext,
     ) -> Result<Comment> {
-        let lock = format!("{LOCK_ARTIFACT}{}", self.share_clause());
-        on_writer!(self, |p| {
-            let mut tx = p.begin().await?;
-            let a: LockedArtifact = sqlx::query_as(&lock)
+        let lock = format!("{LOCK_ARTIFACT}{}", self.db.backend().for_share());
+        {
+            let mut tx = self.db.begin().await?;
+            let a: LockedArtifact = sql(&lock)
                 .bind(id.uuid())
-                .fetch_optional(&mut *tx)
+                .fetch_optional(&mut tx)
                 .await?
                 .ok_or_else(|| not_found("artifact", id))?;
             let version = new.version.unwrap_or(a.version);
-            let content: Option<(Json<Value>,)> = sqlx::query_as(
+            let content: Option<(Json<Value>,)> = sql(
                 "SELECT content FROM artifact_versions WHERE artifact_id = $1 AND version = $2",
             )
             .bind(id.uuid())
             .bind(version)
-            .fetch_optional(&mut *tx)
+            .fetch_optional(&mut tx)
             .await?;
             let Some((content,)) = content else {
                 return Err(FieldError::new(
@@ -512,9 +537,9 @@ impl ReviewStore for SqlStore {
             }
             if let Some(parent) = new.parent_id {
                 let found: Option<(Uuid, bool)> =
-                    sqlx::query_as("SELECT artifact_id, internal FROM comments WHERE id = $1")
+                    sql("SELECT artifact_id, internal FROM comments WHERE id = $1")
                         .bind(parent.uuid())
-                        .fetch_optional(&mut *tx)
+                        .fetch_optional(&mut tx)
                         .await?;
                 match found {
                     Some((art, internal)) if art == id.uuid() => {
@@ -540,16 +565,16 @@ impl ReviewStore for SqlStore {
             c.section = new.section.filter(|s| !s.is_empty());
             c.parent_id = new.parent_id;
             c.internal = new.internal;
-            insert_comment!(tx, &c);
+            insert_comment(&mut tx, &c).await?;
             let entry = LogEntry::new("comment.create", Some(c.client_id), c.id).event(
                 "comment.created",
                 comment_audience(&c, &a)?,
                 comment_data(&c),
             );
-            append_log!(tx, self, ctx, at, entry);
+            append_log(&mut tx, ctx, at, entry).await?;
             tx.commit().await?;
             Ok(c)
-        })
+        }
     }
 
     async fn list_comments(
@@ -560,8 +585,10 @@ impl ReviewStore for SqlStore {
     ) -> Result<Page<Comment>> {
         self.artifact_exists(id).await?;
         let cursor = id_cursor::<CommentId>(&page)?;
-        let rows: Vec<CommentRow> = on_reader!(self, |p| {
-            let mut qb = QueryBuilder::new(format!(
+        let rows: Vec<CommentRow> = {
+            let p = &mut self.db.reader();
+
+            let mut qb = sql(format!(
                 "SELECT {COMMENT_COLUMNS} FROM comments WHERE artifact_id = "
             ));
             qb.push_bind(id.uuid());
@@ -573,8 +600,8 @@ impl ReviewStore for SqlStore {
             }
             qb.push(" ORDER BY id LIMIT ")
                 .push_bind(limit_plus_one(&page));
-            qb.build_query_as().fetch_all(p).await?
-        });
+            qb.fetch_all(p).await?
+        };
         let comments = rows
             .into_iter()
             .map(Comment::try_from)
@@ -583,39 +610,41 @@ impl ReviewStore for SqlStore {
     }
 
     async fn get_comment(&self, id: CommentId) -> Result<Comment> {
-        let row: Option<CommentRow> = on_reader!(self, |p| {
-            sqlx::query_as(&format!(
+        let row: Option<CommentRow> = {
+            let p = &mut self.db.reader();
+
+            sql(format!(
                 "SELECT {COMMENT_COLUMNS} FROM comments WHERE id = $1"
             ))
             .bind(id.uuid())
             .fetch_optional(p)
             .await?
-        });
+        };
         row.ok_or_else(|| not_found("comment", id))?.try_into()
     }
 
     async fn resolve_comment(&self, id: CommentId, ctx: &WriteContext) -> Result<Comment> {
         let at = now();
-        on_writer!(self, |p| {
-            let mut tx = p.begin().await?;
-            let row: Option<CommentRow> = sqlx::query_as(&format!(
+        {
+            let mut tx = self.db.begin().await?;
+            let row: Option<CommentRow> = sql(format!(
                 "SELECT {COMMENT_COLUMNS} FROM comments WHERE id = $1{}",
                 self.lock_clause()
             ))
             .bind(id.uuid())
-            .fetch_optional(&mut *tx)
+            .fetch_optional(&mut tx)
             .await?;
             let mut c: Comment = row.ok_or_else(|| not_found("comment", id))?.try_into()?;
             if c.resolved_at.is_none() {
-                let a: LockedArtifact = sqlx::query_as(LOCK_ARTIFACT)
+                let a: LockedArtifact = sql(LOCK_ARTIFACT)
                     .bind(c.artifact_id.uuid())
-                    .fetch_one(&mut *tx)
+                    .fetch_one(&mut tx)
                     .await?;
-                sqlx::query("UPDATE comments SET resolved_at = $2, resolved_by = $3 WHERE id = $1")
+                sql("UPDATE comments SET resolved_at = $2, resolved_by = $3 WHERE id = $1")
                     .bind(id.uuid())
                     .bind(at)
                     .bind(&ctx.actor)
-                    .execute(&mut *tx)
+                    .execute(&mut tx)
                     .await?;
                 c.resolved_at = Some(at);
                 c.resolved_by = Some(ctx.actor.clone());
@@ -624,11 +653,11 @@ impl ReviewStore for SqlStore {
                     comment_audience(&c, &a)?,
                     comment_data(&c),
                 );
-                append_log!(tx, self, ctx, at, entry);
+                append_log(&mut tx, ctx, at, entry).await?;
                 tx.commit().await?;
             }
             Ok(c)
-        })
+        }
     }
 
     async fn create_review_link(
@@ -638,14 +667,14 @@ impl ReviewStore for SqlStore {
     ) -> Result<ReviewLink> {
         let id = ReviewLinkId::new();
         let at = now();
-        on_writer!(self, |p| {
-            let mut tx = p.begin().await?;
-            let a: LockedArtifact = sqlx::query_as(LOCK_ARTIFACT)
+        {
+            let mut tx = self.db.begin().await?;
+            let a: LockedArtifact = sql(LOCK_ARTIFACT)
                 .bind(new.artifact_id.uuid())
-                .fetch_optional(&mut *tx)
+                .fetch_optional(&mut tx)
                 .await?
                 .ok_or_else(|| not_found("artifact", new.artifact_id))?;
-            sqlx::query(&format!(
+            sql(format!(
                 "INSERT INTO review_links ({LINK_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, NULL, $7, $8)"
             ))
             .bind(id.uuid())
@@ -656,7 +685,7 @@ impl ReviewStore for SqlStore {
             .bind(new.expires_at)
             .bind(&ctx.actor)
             .bind(at)
-            .execute(&mut *tx)
+            .execute(&mut tx)
             .await?;
             let client = ClientId::from_uuid(a.client_id);
             let entry = LogEntry::new("review_link.create", Some(client), id).event(
@@ -671,54 +700,58 @@ impl ReviewStore for SqlStore {
                     "expires_at": new.expires_at.format(&time::format_description::well_known::Rfc3339).ok(),
                 }),
             );
-            append_log!(tx, self, ctx, at, entry);
+            append_log(&mut tx, ctx, at, entry).await?;
             tx.commit().await?;
-        });
+        };
         self.get_review_link(id).await
     }
 
     async fn get_review_link(&self, id: ReviewLinkId) -> Result<ReviewLink> {
-        let row: Option<LinkRow> = on_reader!(self, |p| {
-            sqlx::query_as(&format!(
+        let row: Option<LinkRow> = {
+            let p = &mut self.db.reader();
+
+            sql(format!(
                 "SELECT {LINK_COLUMNS} FROM review_links WHERE id = $1"
             ))
             .bind(id.uuid())
             .fetch_optional(p)
             .await?
-        });
+        };
         Ok(row.ok_or_else(|| not_found("review link", id))?.into())
     }
 
     async fn list_review_links(&self, artifact_id: ArtifactId) -> Result<Vec<ReviewLink>> {
         self.artifact_exists(artifact_id).await?;
-        let rows: Vec<LinkRow> = on_reader!(self, |p| {
-            sqlx::query_as(&format!(
+        let rows: Vec<LinkRow> = {
+            let p = &mut self.db.reader();
+
+            sql(format!(
                 "SELECT {LINK_COLUMNS} FROM review_links WHERE artifact_id = $1 ORDER BY id"
             ))
             .bind(artifact_id.uuid())
             .fetch_all(p)
             .await?
-        });
+        };
         Ok(rows.into_iter().map(ReviewLink::from).collect())
     }
 
     async fn revoke_review_link(&self, id: ReviewLinkId, ctx: &WriteContext) -> Result<ReviewLink> {
         let at = now();
-        on_writer!(self, |p| {
-            let mut tx = p.begin().await?;
-            let row: Option<LinkRow> = sqlx::query_as(&format!(
+        {
+            let mut tx = self.db.begin().await?;
+            let row: Option<LinkRow> = sql(format!(
                 "SELECT {LINK_COLUMNS} FROM review_links WHERE id = $1{}",
                 self.lock_clause()
             ))
             .bind(id.uuid())
-            .fetch_optional(&mut *tx)
+            .fetch_optional(&mut tx)
             .await?;
             let link: ReviewLink = row.ok_or_else(|| not_found("review link", id))?.into();
             if link.revoked_at.is_none() {
-                sqlx::query("UPDATE review_links SET revoked_at = $2 WHERE id = $1")
+                sql("UPDATE review_links SET revoked_at = $2 WHERE id = $1")
                     .bind(id.uuid())
                     .bind(at)
-                    .execute(&mut *tx)
+                    .execute(&mut tx)
                     .await?;
                 let entry = LogEntry::new("review_link.revoke", Some(link.client_id), id).event(
                     "review_link.revoked",
@@ -728,10 +761,10 @@ impl ReviewStore for SqlStore {
                         "artifact_id": link.artifact_id.to_string(),
                     }),
                 );
-                append_log!(tx, self, ctx, at, entry);
+                append_log(&mut tx, ctx, at, entry).await?;
                 tx.commit().await?;
             }
-        });
+        };
         self.get_review_link(id).await
     }
 }

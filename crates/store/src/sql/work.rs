@@ -286,567 +286,598 @@ pub(super) struct Woken {
     pub(super) lanes: BTreeSet<String>,
 }
 
-/// Appends `, $n, $n+1 ...` placeholders for `ids` to a query builder as `(…)`.
-macro_rules! push_ids {
-    ($q:ident, $ids:expr) => {{
-        let mut sep = $q.separated(", ");
-        for id in $ids {
-            sep.push_bind(*id);
-        }
-        $q.push(")");
-    }};
-}
-
 /// Loads task rows by id (locked for this writer on PostgreSQL).
-macro_rules! load_tasks {
-    ($tx:ident, $self:ident, $ids:expr) => {{
-        let ids: &[Uuid] = $ids;
-        let mut rows: Vec<TaskRow> = Vec::with_capacity(ids.len());
-        for chunk in ids.chunks(1000) {
-            let mut q =
-                QueryBuilder::new(format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id IN ("));
-            push_ids!(q, chunk);
-            q.push($self.lock_clause());
-            let part: Vec<TaskRow> = q.build_query_as().fetch_all(&mut *$tx).await?;
-            rows.extend(part);
-        }
-        rows
-    }};
+pub(super) async fn load_tasks(tx: &mut Tx, ids: &[Uuid]) -> Result<Vec<TaskRow>> {
+    let mut rows: Vec<TaskRow> = Vec::with_capacity(ids.len());
+    for chunk in ids.chunks(1000) {
+        let mut q = sql(format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id IN "));
+        q.push_list(chunk.iter().copied());
+        q.push(tx.backend().for_update());
+        let part: Vec<TaskRow> = q.fetch_all(tx).await?;
+        rows.extend(part);
+    }
+    Ok(rows)
 }
 
 /// Makes pending tasks ready: each client's get consecutive fair keys from its
 /// clock (see `work::fair_keys`), in priority order. Records the lanes woken.
-macro_rules! make_ready {
-    ($tx:ident, $self:ident, $ids:expr, $now:expr, $woken:expr) => {{
-        let ids: Vec<Uuid> = $ids;
-        for chunk in ids.chunks(1000) {
-            let mut q = QueryBuilder::new("SELECT id, client_id, lane FROM tasks WHERE id IN (");
-            push_ids!(q, chunk);
-            q.push(" ORDER BY priority, id");
-            let rows: Vec<(Uuid, Uuid, String)> = q.build_query_as().fetch_all(&mut *$tx).await?;
-            let mut by_client: BTreeMap<Uuid, Vec<(Uuid, String)>> = BTreeMap::new();
-            for (id, client, lane) in rows {
-                by_client.entry(client).or_default().push((id, lane));
-            }
-            let mut keyed: Vec<(Uuid, i64)> = Vec::with_capacity(chunk.len());
-            for (client, tasks) in by_client {
-                let clock: Option<(i64,)> = sqlx::query_as(&format!(
-                    "SELECT clock FROM work_clients WHERE client_id = $1{}",
-                    $self.lock_clause()
-                ))
-                .bind(client)
-                .fetch_optional(&mut *$tx)
-                .await?;
-                let lane = tasks[0].1.clone();
-                let head: Option<(i64,)> = sqlx::query_as(
-                    "SELECT fair_key FROM tasks WHERE lane = $1 AND status = 'ready' \
-                     ORDER BY priority, fair_key, id LIMIT 1",
-                )
-                .bind(&lane)
-                .fetch_optional(&mut *$tx)
-                .await?;
-                let (first, next) = work::fair_keys(
-                    clock.map(|c| c.0).unwrap_or(0),
-                    head.map(|h| h.0).unwrap_or(0),
-                    tasks.len(),
-                );
-                sqlx::query(
-                    "INSERT INTO work_clients (client_id, clock) VALUES ($1, $2) \
-                     ON CONFLICT (client_id) DO UPDATE SET clock = excluded.clock",
-                )
-                .bind(client)
-                .bind(next)
-                .execute(&mut *$tx)
-                .await?;
-                for (i, (id, lane)) in tasks.into_iter().enumerate() {
-                    keyed.push((id, first + i as i64));
-                    $woken.lanes.insert(lane);
-                }
-            }
-            if !keyed.is_empty() {
-                let mut q = QueryBuilder::new(
-                    "UPDATE tasks SET status = 'ready', run_at = 0, updated_at = ",
-                );
-                q.push_bind($now);
-                q.push(", fair_key = v.column2 FROM (");
-                q.push_values(&keyed, |mut b, (id, key)| {
-                    b.push_bind(*id).push_bind(*key);
-                });
-                // `VALUES` as a table: both databases name its columns column1, column2.
-                q.push(") AS v WHERE tasks.id = v.column1");
-                q.build().execute(&mut *$tx).await?;
+async fn make_ready(tx: &mut Tx, ids: Vec<Uuid>, now: i64, woken: &mut Woken) -> Result<()> {
+    for chunk in ids.chunks(1000) {
+        let mut q = sql("SELECT id, client_id, lane FROM tasks WHERE id IN ");
+        q.push_list(chunk.iter().copied());
+        q.push(" ORDER BY priority, id");
+        let rows: Vec<(Uuid, Uuid, String)> = q.fetch_all(tx).await?;
+        let mut by_client: BTreeMap<Uuid, Vec<(Uuid, String)>> = BTreeMap::new();
+        for (id, client, lane) in rows {
+            by_client.entry(client).or_default().push((id, lane));
+        }
+        let mut keyed: Vec<(Uuid, i64)> = Vec::with_capacity(chunk.len());
+        for (client, tasks) in by_client {
+            let clock: Option<(i64,)> = sql(format!(
+                "SELECT clock FROM work_clients WHERE client_id = $1{}",
+                tx.backend().for_update()
+            ))
+            .bind(client)
+            .fetch_optional(tx)
+            .await?;
+            let lane = tasks[0].1.clone();
+            let head: Option<(i64,)> = sql(
+                "SELECT fair_key FROM tasks WHERE lane = $1 AND status = 'ready' \
+                 ORDER BY priority, fair_key, id LIMIT 1",
+            )
+            .bind(&lane)
+            .fetch_optional(tx)
+            .await?;
+            let (first, next) = work::fair_keys(
+                clock.map(|c| c.0).unwrap_or(0),
+                head.map(|h| h.0).unwrap_or(0),
+                tasks.len(),
+            );
+            sql(
+                "INSERT INTO work_clients (client_id, clock) VALUES ($1, $2) \
+                 ON CONFLICT (client_id) DO UPDATE SET clock = excluded.clock",
+            )
+            .bind(client)
+            .bind(next)
+            .execute(tx)
+            .await?;
+            for (i, (id, lane)) in tasks.into_iter().enumerate() {
+                keyed.push((id, first + i as i64));
+                woken.lanes.insert(lane);
             }
         }
-    }};
+        if !keyed.is_empty() {
+            let mut q = sql("UPDATE tasks SET status = 'ready', run_at = 0, updated_at = ");
+            q.push_bind(now);
+            q.push(", fair_key = v.column2 FROM (");
+            q.push_values(&keyed, |mut b, (id, key)| {
+                b.push_bind(*id).push_bind(*key);
+            });
+            // `VALUES` as a table: both databases name its columns column1, column2.
+            q.push(") AS v WHERE tasks.id = v.column1");
+            q.execute(tx).await?;
+        }
+    }
+    Ok(())
 }
 
 /// Counts `done` as finished dependencies of their dependents; the ones left
 /// with none pending become ready.
-macro_rules! release_dependents {
-    ($tx:ident, $self:ident, $done:expr, $now:expr, $woken:expr) => {{
-        let done: &[Uuid] = $done;
-        let mut ready: Vec<Uuid> = Vec::new();
-        for chunk in done.chunks(1000) {
-            let mut q = QueryBuilder::new(
-                "UPDATE tasks SET pending_deps = tasks.pending_deps - d.n FROM \
-                 (SELECT task_id, count(*) AS n FROM task_deps WHERE depends_on IN (",
-            );
-            push_ids!(q, chunk);
-            q.push(
-                " GROUP BY task_id) AS d WHERE tasks.id = d.task_id AND tasks.status = 'pending' \
-                 RETURNING tasks.id, tasks.pending_deps",
-            );
-            let rows: Vec<(Uuid, i64)> = q.build_query_as().fetch_all(&mut *$tx).await?;
-            ready.extend(rows.into_iter().filter(|r| r.1 == 0).map(|r| r.0));
-        }
-        if !ready.is_empty() {
-            make_ready!($tx, $self, ready, $now, $woken);
-        }
-    }};
+async fn release_dependents(tx: &mut Tx, done: &[Uuid], now: i64, woken: &mut Woken) -> Result<()> {
+    let mut ready: Vec<Uuid> = Vec::new();
+    for chunk in done.chunks(1000) {
+        let mut q = sql(
+            "UPDATE tasks SET pending_deps = tasks.pending_deps - d.n FROM \
+             (SELECT task_id, count(*) AS n FROM task_deps WHERE depends_on IN ",
+        );
+        q.push_list(chunk.iter().copied());
+        q.push(
+            " GROUP BY task_id) AS d WHERE tasks.id = d.task_id AND tasks.status = 'pending' \
+             RETURNING tasks.id, tasks.pending_deps",
+        );
+        let rows: Vec<(Uuid, i64)> = q.fetch_all(tx).await?;
+        ready.extend(rows.into_iter().filter(|r| r.1 == 0).map(|r| r.0));
+    }
+    if !ready.is_empty() {
+        make_ready(tx, ready, now, woken).await?;
+    }
+    Ok(())
 }
 
-/// Moves every task downstream of `$roots` whose status is one of `$from` to
-/// `$to`; answers (id, unit) of each moved.
-macro_rules! move_downstream {
-    ($tx:ident, $roots:expr, $from:expr, $to:expr, $now:expr) => {{
-        let roots: &[Uuid] = $roots;
-        let mut moved: Vec<(Uuid, Uuid)> = Vec::new();
-        if !roots.is_empty() {
-            let mut q = QueryBuilder::new(
-                "WITH RECURSIVE down(id) AS (SELECT task_id FROM task_deps WHERE depends_on IN (",
-            );
-            push_ids!(q, roots);
-            q.push(
-                " UNION SELECT d.task_id FROM task_deps d JOIN down ON d.depends_on = down.id) \
-                 UPDATE tasks SET status = ",
-            );
-            q.push_bind($to);
-            q.push(", updated_at = ");
-            q.push_bind($now);
-            q.push(" WHERE id IN (SELECT id FROM down) AND status IN (");
-            push_ids!(q, $from);
-            q.push(" RETURNING id, unit_id");
-            moved = q.build_query_as().fetch_all(&mut *$tx).await?;
-        }
-        moved
-    }};
+/// Moves every task downstream of `roots` whose status is one of `from` to
+/// `to`; answers (id, unit) of each moved.
+async fn move_downstream(
+    tx: &mut Tx,
+    roots: &[Uuid],
+    from: &[TaskStatus],
+    to: TaskStatus,
+    now: i64,
+) -> Result<Vec<(Uuid, Uuid)>> {
+    if roots.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut q =
+        sql("WITH RECURSIVE down(id) AS (SELECT task_id FROM task_deps WHERE depends_on IN ");
+    q.push_list(roots.iter().copied());
+    q.push(
+        " UNION SELECT d.task_id FROM task_deps d JOIN down ON d.depends_on = down.id) \
+         UPDATE tasks SET status = ",
+    );
+    q.push_bind(to.as_str());
+    q.push(", updated_at = ");
+    q.push_bind(now);
+    q.push(" WHERE id IN (SELECT id FROM down) AND status IN ");
+    q.push_list(from.iter().map(|s| s.as_str()));
+    q.push(" RETURNING id, unit_id");
+    q.fetch_all(tx).await
 }
 
 /// Counts tasks done or cancelled on their units; closes each unit whose tasks
 /// are all finished, and releases the units waiting on it.
-macro_rules! count_on_units {
-    ($tx:ident, $self:ident, $done:expr, $cancelled:expr, $now:expr, $woken:expr, $entries:expr) => {{
-        let mut per_unit: BTreeMap<Uuid, (i64, i64)> = BTreeMap::new();
-        for u in $done {
-            per_unit.entry(*u).or_default().0 += 1;
-        }
-        for u in $cancelled {
-            per_unit.entry(*u).or_default().1 += 1;
-        }
-        let mut finished_units: Vec<Uuid> = Vec::new();
-        for (unit, (d, c)) in per_unit {
-            let row: (i64, i64, i64, Uuid, Option<String>) = sqlx::query_as(
-                "UPDATE work_units SET tasks_done = tasks_done + $2, tasks_cancelled = tasks_cancelled + $3, \
-                 updated_at = $4 WHERE id = $1 \
-                 RETURNING tasks_done, tasks_cancelled, tasks_total, client_id, trace_id",
-            )
-            .bind(unit)
-            .bind(d)
-            .bind(c)
-            .bind($now)
-            .fetch_one(&mut *$tx)
-            .await?;
-            if row.0 + row.1 >= row.2 {
-                let status = if row.1 == 0 {
-                    UnitStatus::Completed
-                } else {
-                    UnitStatus::Cancelled
-                };
-                sqlx::query(
-                    "UPDATE work_units SET status = $2, finished_at = $3 WHERE id = $1",
-                )
+async fn count_on_units(
+    tx: &mut Tx,
+    done: &[Uuid],
+    cancelled: &[Uuid],
+    now: i64,
+    woken: &mut Woken,
+    entries: &mut Vec<LogEntry>,
+) -> Result<()> {
+    let mut per_unit: BTreeMap<Uuid, (i64, i64)> = BTreeMap::new();
+    for u in done {
+        per_unit.entry(*u).or_default().0 += 1;
+    }
+    for u in cancelled {
+        per_unit.entry(*u).or_default().1 += 1;
+    }
+    let mut finished_units: Vec<Uuid> = Vec::new();
+    for (unit, (d, c)) in per_unit {
+        let row: (i64, i64, i64, Uuid, Option<String>) = sql(
+            "UPDATE work_units SET tasks_done = tasks_done + $2, tasks_cancelled = tasks_cancelled + $3, \
+             updated_at = $4 WHERE id = $1 \
+             RETURNING tasks_done, tasks_cancelled, tasks_total, client_id, trace_id",
+        )
+        .bind(unit)
+        .bind(d)
+        .bind(c)
+        .bind(now)
+        .fetch_one(tx)
+        .await?;
+        if row.0 + row.1 >= row.2 {
+            let status = if row.1 == 0 {
+                UnitStatus::Completed
+            } else {
+                UnitStatus::Cancelled
+            };
+            sql("UPDATE work_units SET status = $2, finished_at = $3 WHERE id = $1")
                 .bind(unit)
                 .bind(status.as_str())
-                .bind($now)
-                .execute(&mut *$tx)
+                .bind(now)
+                .execute(tx)
                 .await?;
-                let mut e = LogEntry::new(
-                    if status == UnitStatus::Completed { "unit.complete" } else { "unit.cancel" },
-                    Some(ClientId::from_uuid(row.3)),
-                    UnitId::from_uuid(unit),
-                )
-                .event(
-                    if status == UnitStatus::Completed { "unit.completed" } else { "unit.cancelled" },
-                    Audience::Staff,
-                    serde_json::json!({
-                        "unit_id": UnitId::from_uuid(unit).to_string(),
-                        "client_id": ClientId::from_uuid(row.3).to_string(),
-                        "status": status.as_str(),
-                        "tasks_done": row.0,
-                        "tasks_cancelled": row.1,
-                    }),
-                );
-                e.trace_id = row.4;
-                $entries.push(e);
-                if status == UnitStatus::Completed {
-                    finished_units.push(unit);
-                }
-            }
-        }
-        for unit in finished_units {
-            let released: Vec<(Uuid, i64)> = sqlx::query_as(
-                "UPDATE work_units SET waiting_units = waiting_units - 1, updated_at = $2 \
-                 WHERE id IN (SELECT unit_id FROM work_unit_deps WHERE depends_on = $1) \
-                 RETURNING id, waiting_units",
+            let completed = status == UnitStatus::Completed;
+            let mut e = LogEntry::new(
+                if completed {
+                    "unit.complete"
+                } else {
+                    "unit.cancel"
+                },
+                Some(ClientId::from_uuid(row.3)),
+                UnitId::from_uuid(unit),
             )
-            .bind(unit)
-            .bind($now)
-            .fetch_all(&mut *$tx)
-            .await?;
-            for (waiting, left) in released {
-                if left > 0 {
-                    continue;
-                }
-                sqlx::query("UPDATE work_units SET status = 'running' WHERE id = $1 AND status = 'pending'")
-                    .bind(waiting)
-                    .execute(&mut *$tx)
-                    .await?;
-                let rows: Vec<(Uuid, i64)> = sqlx::query_as(
-                    "UPDATE tasks SET pending_deps = pending_deps - 1 \
-                     WHERE unit_id = $1 AND status = 'pending' RETURNING id, pending_deps",
-                )
-                .bind(waiting)
-                .fetch_all(&mut *$tx)
-                .await?;
-                let ready: Vec<Uuid> = rows.into_iter().filter(|r| r.1 == 0).map(|r| r.0).collect();
-                if !ready.is_empty() {
-                    make_ready!($tx, $self, ready, $now, $woken);
-                }
+            .event(
+                if completed {
+                    "unit.completed"
+                } else {
+                    "unit.cancelled"
+                },
+                Audience::Staff,
+                serde_json::json!({
+                    "unit_id": UnitId::from_uuid(unit).to_string(),
+                    "client_id": ClientId::from_uuid(row.3).to_string(),
+                    "status": status.as_str(),
+                    "tasks_done": row.0,
+                    "tasks_cancelled": row.1,
+                }),
+            );
+            e.trace_id = row.4;
+            entries.push(e);
+            if completed {
+                finished_units.push(unit);
             }
         }
-    }};
+    }
+    for unit in finished_units {
+        let released: Vec<(Uuid, i64)> = sql(
+            "UPDATE work_units SET waiting_units = waiting_units - 1, updated_at = $2 \
+             WHERE id IN (SELECT unit_id FROM work_unit_deps WHERE depends_on = $1) \
+             RETURNING id, waiting_units",
+        )
+        .bind(unit)
+        .bind(now)
+        .fetch_all(tx)
+        .await?;
+        for (waiting, left) in released {
+            if left > 0 {
+                continue;
+            }
+            sql("UPDATE work_units SET status = 'running' WHERE id = $1 AND status = 'pending'")
+                .bind(waiting)
+                .execute(tx)
+                .await?;
+            let rows: Vec<(Uuid, i64)> = sql("UPDATE tasks SET pending_deps = pending_deps - 1 \
+                 WHERE unit_id = $1 AND status = 'pending' RETURNING id, pending_deps")
+            .bind(waiting)
+            .fetch_all(tx)
+            .await?;
+            let ready: Vec<Uuid> = rows.into_iter().filter(|r| r.1 == 0).map(|r| r.0).collect();
+            if !ready.is_empty() {
+                make_ready(tx, ready, now, woken).await?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Applies the ends of attempts (already checked) inside the transaction:
 /// completions release dependents and count on units; failures are retried
 /// after their backoff or, exhausted, fail the task, block what is downstream
 /// and open an incident. Answers the results; pushes audit records.
-macro_rules! settle {
-    ($tx:ident, $self:ident, $items:expr, $now:expr, $woken:expr, $entries:expr) => {{
-        let items: Vec<(TaskRow, Outcome)> = $items;
-        let mut results: Vec<Finished> = Vec::with_capacity(items.len());
-        let mut completed: Vec<(Uuid, Json<Value>)> = Vec::new();
-        let mut done_units: Vec<Uuid> = Vec::new();
-        let mut exhausted: Vec<TaskRow> = Vec::new();
-        let mut handoffs: Vec<(Uuid, String, Value)> = Vec::new();
-        let mut reported: Vec<(TaskRow, Vec<(String, f64)>)> = Vec::new();
-        for (row, outcome) in items {
-            let id = TaskId::from_uuid(row.id);
-            // An output that breaks the task's contract fails the handoff:
-            // the attempt fails for good, with an incident to resolve.
-            let outcome = match outcome {
-                Outcome::Completed { output } => match row
-                    .contract
-                    .as_ref()
-                    .and_then(|c| work::contract_breach(&c.0, &output))
-                {
-                    Some(error) => Outcome::Failed { error, retryable: false },
-                    None => Outcome::Completed { output },
+async fn settle(
+    tx: &mut Tx,
+    items: Vec<(TaskRow, Outcome)>,
+    now: i64,
+    woken: &mut Woken,
+    entries: &mut Vec<LogEntry>,
+) -> Result<Vec<Finished>> {
+    let mut results: Vec<Finished> = Vec::with_capacity(items.len());
+    let mut completed: Vec<(Uuid, Json<Value>)> = Vec::new();
+    let mut done_units: Vec<Uuid> = Vec::new();
+    let mut exhausted: Vec<TaskRow> = Vec::new();
+    let mut handoffs: Vec<(Uuid, String, Value)> = Vec::new();
+    let mut reported: Vec<(TaskRow, Vec<(String, f64)>)> = Vec::new();
+    for (row, outcome) in items {
+        let id = TaskId::from_uuid(row.id);
+        // An output that breaks the task's contract fails the handoff:
+        // the attempt fails for good, with an incident to resolve.
+        let outcome = match outcome {
+            Outcome::Completed { output } => match row
+                .contract
+                .as_ref()
+                .and_then(|c| work::contract_breach(&c.0, &output))
+            {
+                Some(error) => Outcome::Failed {
+                    error,
+                    retryable: false,
                 },
-                failed => failed,
-            };
-            match outcome {
-                Outcome::Completed { output } => {
-                    if row.hands_off != 0 {
-                        handoffs.push((row.unit_id, row.key.clone(), output.clone()));
-                    }
-                    let metrics = criteria::output_metrics(&output);
-                    if !metrics.is_empty() {
-                        reported.push((row.clone(), metrics));
-                    }
-                    $entries.push(row.entry(
-                        "task.complete",
-                        "task.completed",
-                        row.data(TaskStatus::Completed),
-                    ));
-                    completed.push((row.id, Json(output)));
-                    done_units.push(row.unit_id);
-                    results.push(Finished { task_id: id, status: TaskStatus::Completed, observed: None });
+                None => Outcome::Completed { output },
+            },
+            failed => failed,
+        };
+        match outcome {
+            Outcome::Completed { output } => {
+                if row.hands_off != 0 {
+                    handoffs.push((row.unit_id, row.key.clone(), output.clone()));
                 }
-                Outcome::Failed { error, retryable } => {
-                    let error: String = error.chars().take(2000).collect();
-                    sqlx::query(
-                        "INSERT INTO task_attempts (task_id, attempt, started_at, ended_at, outcome, error, worker) \
-                         VALUES ($1, $2, $3, $4, 'failed', $5, $6) ON CONFLICT (task_id, attempt) DO NOTHING",
-                    )
-                    .bind(row.id)
-                    .bind(row.attempts)
-                    .bind(row.started_at)
-                    .bind($now)
-                    .bind(&error)
-                    .bind(&row.claimed_by)
-                    .execute(&mut *$tx)
-                    .await?;
-                    let decision = work::after_failure(
-                        &row.backoff(),
-                        row.attempts.max(0) as u32,
-                        row.max_attempts.max(0) as u32,
-                        retryable,
-                        rand::random::<f64>(),
-                    );
-                    match decision {
-                        AfterFailure::Retry(delay) => {
-                            let run_at = $now + delay.as_micros() as i64;
-                            sqlx::query(
-                                "UPDATE tasks SET status = 'ready', run_at = $2, last_error = $3, \
-                                 lease_hash = NULL, lease_expires_at = NULL, updated_at = $4 WHERE id = $1",
-                            )
-                            .bind(row.id)
-                            .bind(run_at)
-                            .bind(&error)
-                            .bind($now)
-                            .execute(&mut *$tx)
-                            .await?;
-                            $woken.lanes.insert(row.lane.clone());
-                            let mut data = row.data(TaskStatus::Ready);
-                            data["error"] = Value::String(error.clone());
-                            data["retry_at"] = Value::String(at(run_at).format(&time::format_description::well_known::Rfc3339).unwrap_or_default());
-                            $entries.push(row.entry("task.attempt_failed", "task.attempt_failed", data));
-                            results.push(Finished { task_id: id, status: TaskStatus::Ready, observed: None });
-                        }
-                        AfterFailure::Exhausted => {
-                            sqlx::query(
-                                "UPDATE tasks SET status = 'failed', last_error = $2, lease_hash = NULL, \
-                                 lease_expires_at = NULL, updated_at = $3 WHERE id = $1",
-                            )
-                            .bind(row.id)
-                            .bind(&error)
-                            .bind($now)
-                            .execute(&mut *$tx)
-                            .await?;
-                            let mut r = row.clone();
-                            r.last_error = Some(error);
-                            exhausted.push(r);
-                            results.push(Finished { task_id: id, status: TaskStatus::Failed, observed: None });
-                        }
-                    }
+                let metrics = criteria::output_metrics(&output);
+                if !metrics.is_empty() {
+                    reported.push((row.clone(), metrics));
                 }
-            }
-        }
-        if !completed.is_empty() {
-            for chunk in completed.chunks(500) {
-                let mut q = QueryBuilder::new(
-                    "UPDATE tasks SET status = 'completed', lease_hash = NULL, lease_expires_at = NULL, \
-                     last_error = NULL, finished_at = ",
-                );
-                q.push_bind($now);
-                q.push(", updated_at = ");
-                q.push_bind($now);
-                q.push(", output = v.column2 FROM (");
-                q.push_values(chunk, |mut b, (id, out)| {
-                    b.push_bind(*id).push_bind(out);
+                entries.push(row.entry(
+                    "task.complete",
+                    "task.completed",
+                    row.data(TaskStatus::Completed),
+                ));
+                completed.push((row.id, Json(output)));
+                done_units.push(row.unit_id);
+                results.push(Finished {
+                    task_id: id,
+                    status: TaskStatus::Completed,
+                    observed: None,
                 });
-                q.push(") AS v WHERE tasks.id = v.column1");
-                q.build().execute(&mut *$tx).await?;
             }
-            // Handoffs: each task that takes its input from one completed
-            // here gets the output set over its input before it is ready.
-            for (unit, key, output) in &handoffs {
-                let takers: Vec<(Uuid, Json<Value>)> = sqlx::query_as(
-                    "SELECT id, input FROM tasks WHERE unit_id = $1 AND handoff_from = $2",
-                )
-                .bind(unit)
-                .bind(key)
-                .fetch_all(&mut *$tx)
+            Outcome::Failed { error, retryable } => {
+                let error: String = error.chars().take(2000).collect();
+                sql("INSERT INTO task_attempts (task_id, attempt, started_at, ended_at, outcome, error, worker) \
+                     VALUES ($1, $2, $3, $4, 'failed', $5, $6) ON CONFLICT (task_id, attempt) DO NOTHING")
+                .bind(row.id)
+                .bind(row.attempts)
+                .bind(row.started_at)
+                .bind(now)
+                .bind(&error)
+                .bind(&row.claimed_by)
+                .execute(tx)
                 .await?;
-                for (taker, input) in takers {
-                    sqlx::query("UPDATE tasks SET input = $2 WHERE id = $1")
-                        .bind(taker)
-                        .bind(Json(work::handoff_input(&input.0, output)))
-                        .execute(&mut *$tx)
+                let decision = work::after_failure(
+                    &row.backoff(),
+                    row.attempts.max(0) as u32,
+                    row.max_attempts.max(0) as u32,
+                    retryable,
+                    rand::random::<f64>(),
+                );
+                match decision {
+                    AfterFailure::Retry(delay) => {
+                        let run_at = now + delay.as_micros() as i64;
+                        sql("UPDATE tasks SET status = 'ready', run_at = $2, last_error = $3, \
+                             lease_hash = NULL, lease_expires_at = NULL, updated_at = $4 WHERE id = $1")
+                        .bind(row.id)
+                        .bind(run_at)
+                        .bind(&error)
+                        .bind(now)
+                        .execute(tx)
                         .await?;
-                }
-            }
-            let ids: Vec<Uuid> = completed.iter().map(|c| c.0).collect();
-            release_dependents!($tx, $self, &ids, $now, $woken);
-            // Metrics a journey's task reports are observations of its journey.
-            for (row, metrics) in reported {
-                let journey: Option<(Uuid, Option<i64>)> = sqlx::query_as(
-                    "SELECT j.id, j.stage FROM journey_units ju JOIN journeys j ON j.id = ju.journey_id \
-                     WHERE ju.unit_id = $1",
-                )
-                .bind(row.unit_id)
-                .fetch_optional(&mut *$tx)
-                .await?;
-                let Some((journey, stage)) = journey else { continue };
-                let by = row.claimed_by.clone().unwrap_or_else(|| format!("task:{}", row.key));
-                for (name, value) in &metrics {
-                    sqlx::query(INSERT_METRIC)
-                        .bind(journey)
-                        .bind(name)
-                        .bind(*value)
-                        .bind($now)
-                        .bind(stage)
-                        .bind(&by)
-                        .bind($now)
-                        .execute(&mut *$tx)
+                        woken.lanes.insert(row.lane.clone());
+                        let mut data = row.data(TaskStatus::Ready);
+                        data["error"] = Value::String(error.clone());
+                        data["retry_at"] = Value::String(
+                            at(run_at)
+                                .format(&time::format_description::well_known::Rfc3339)
+                                .unwrap_or_default(),
+                        );
+                        entries.push(row.entry("task.attempt_failed", "task.attempt_failed", data));
+                        results.push(Finished {
+                            task_id: id,
+                            status: TaskStatus::Ready,
+                            observed: None,
+                        });
+                    }
+                    AfterFailure::Exhausted => {
+                        sql("UPDATE tasks SET status = 'failed', last_error = $2, lease_hash = NULL, \
+                             lease_expires_at = NULL, updated_at = $3 WHERE id = $1")
+                        .bind(row.id)
+                        .bind(&error)
+                        .bind(now)
+                        .execute(tx)
                         .await?;
-                }
-                let journey_id = JourneyId::from_uuid(journey);
-                let mut e = LogEntry::new("journey.metrics", Some(ClientId::from_uuid(row.client_id)), journey_id)
-                    .event("journey.metrics_recorded", Audience::Staff, serde_json::json!({
-                        "journey_id": journey_id.to_string(),
-                        "client_id": ClientId::from_uuid(row.client_id).to_string(),
-                        "task_id": TaskId::from_uuid(row.id).to_string(),
-                        "observations": metrics.iter().map(|(n, v)| serde_json::json!({"name": n, "value": v})).collect::<Vec<_>>(),
-                    }));
-                e.trace_id = row.trace_id.clone();
-                $entries.push(e);
-                if let Some(r) = results.iter_mut().find(|r| r.task_id.uuid() == row.id) {
-                    r.observed = Some(Observed { journey_id, at: at($now), metrics });
+                        let mut r = row.clone();
+                        r.last_error = Some(error);
+                        exhausted.push(r);
+                        results.push(Finished {
+                            task_id: id,
+                            status: TaskStatus::Failed,
+                            observed: None,
+                        });
+                    }
                 }
             }
         }
-        for row in exhausted {
-            let message = format!(
-                "task {} failed after {} attempt(s): {}",
-                row.key,
-                row.attempts,
-                row.last_error.as_deref().unwrap_or("no error given")
+    }
+    if !completed.is_empty() {
+        for chunk in completed.chunks(500) {
+            let mut q = sql(
+                "UPDATE tasks SET status = 'completed', lease_hash = NULL, lease_expires_at = NULL, \
+                 last_error = NULL, finished_at = ",
             );
-            let incident = IncidentId::new();
-            sqlx::query(
-                "INSERT INTO incidents (id, unit_id, task_id, client_id, message, opened_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6)",
-            )
-            .bind(incident.uuid())
-            .bind(row.unit_id)
-            .bind(row.id)
-            .bind(row.client_id)
-            .bind(&message)
-            .bind($now)
-            .execute(&mut *$tx)
-            .await?;
-            move_downstream!($tx, &[row.id], &["pending"], "blocked", $now);
-            sqlx::query("UPDATE work_units SET status = 'failed', updated_at = $2 WHERE id = $1")
-                .bind(row.unit_id)
-                .bind($now)
-                .execute(&mut *$tx)
-                .await?;
-            let mut data = row.data(TaskStatus::Failed);
-            data["error"] = Value::String(row.last_error.clone().unwrap_or_default());
-            data["incident_id"] = Value::String(incident.to_string());
-            data["message"] = Value::String(message);
-            let mut e = row.entry("task.fail", "task.failed", data.clone());
-            e.events.push(NewEvent {
-                event_type: "incident.opened",
-                subject: incident.to_string(),
-                client_id: Some(ClientId::from_uuid(row.client_id)),
-                audience: Audience::Staff,
-                data,
+            q.push_bind(now);
+            q.push(", updated_at = ");
+            q.push_bind(now);
+            q.push(", output = v.column2 FROM (");
+            q.push_values(chunk, |mut b, (id, out)| {
+                b.push_bind(*id).push_bind(Json(&out.0));
             });
-            $entries.push(e);
+            q.push(") AS v WHERE tasks.id = v.column1");
+            q.execute(tx).await?;
         }
-        let no_cancelled: Vec<Uuid> = Vec::new();
-        count_on_units!($tx, $self, &done_units, &no_cancelled, $now, $woken, $entries);
-        results
-    }};
+        // Handoffs: each task that takes its input from one completed
+        // here gets the output set over its input before it is ready.
+        for (unit, key, output) in &handoffs {
+            let takers: Vec<(Uuid, Json<Value>)> =
+                sql("SELECT id, input FROM tasks WHERE unit_id = $1 AND handoff_from = $2")
+                    .bind(*unit)
+                    .bind(key)
+                    .fetch_all(tx)
+                    .await?;
+            for (taker, input) in takers {
+                sql("UPDATE tasks SET input = $2 WHERE id = $1")
+                    .bind(taker)
+                    .bind(Json(work::handoff_input(&input.0, output)))
+                    .execute(tx)
+                    .await?;
+            }
+        }
+        let ids: Vec<Uuid> = completed.iter().map(|c| c.0).collect();
+        release_dependents(tx, &ids, now, woken).await?;
+        // Metrics a journey's task reports are observations of its journey.
+        for (row, metrics) in reported {
+            let journey: Option<(Uuid, Option<i64>)> = sql(
+                "SELECT j.id, j.stage FROM journey_units ju JOIN journeys j ON j.id = ju.journey_id \
+                 WHERE ju.unit_id = $1",
+            )
+            .bind(row.unit_id)
+            .fetch_optional(tx)
+            .await?;
+            let Some((journey, stage)) = journey else {
+                continue;
+            };
+            let by = row
+                .claimed_by
+                .clone()
+                .unwrap_or_else(|| format!("task:{}", row.key));
+            for (name, value) in &metrics {
+                sql(INSERT_METRIC)
+                    .bind(journey)
+                    .bind(name)
+                    .bind(*value)
+                    .bind(now)
+                    .bind(stage)
+                    .bind(&by)
+                    .bind(now)
+                    .execute(tx)
+                    .await?;
+            }
+            let journey_id = JourneyId::from_uuid(journey);
+            let mut e = LogEntry::new(
+                "journey.metrics",
+                Some(ClientId::from_uuid(row.client_id)),
+                journey_id,
+            )
+            .event(
+                "journey.metrics_recorded",
+                Audience::Staff,
+                serde_json::json!({
+                    "journey_id": journey_id.to_string(),
+                    "client_id": ClientId::from_uuid(row.client_id).to_string(),
+                    "task_id": TaskId::from_uuid(row.id).to_string(),
+                    "observations": metrics.iter().map(|(n, v)| serde_json::json!({"name": n, "value": v})).collect::<Vec<_>>(),
+                }),
+            );
+            e.trace_id = row.trace_id.clone();
+            entries.push(e);
+            if let Some(r) = results.iter_mut().find(|r| r.task_id.uuid() == row.id) {
+                r.observed = Some(Observed {
+                    journey_id,
+                    at: at(now),
+                    metrics,
+                });
+            }
+        }
+    }
+    for row in exhausted {
+        let message = format!(
+            "task {} failed after {} attempt(s): {}",
+            row.key,
+            row.attempts,
+            row.last_error.as_deref().unwrap_or("no error given")
+        );
+        let incident = IncidentId::new();
+        sql(
+            "INSERT INTO incidents (id, unit_id, task_id, client_id, message, opened_at) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(incident.uuid())
+        .bind(row.unit_id)
+        .bind(row.id)
+        .bind(row.client_id)
+        .bind(&message)
+        .bind(now)
+        .execute(tx)
+        .await?;
+        move_downstream(
+            tx,
+            &[row.id],
+            &[TaskStatus::Pending],
+            TaskStatus::Blocked,
+            now,
+        )
+        .await?;
+        sql("UPDATE work_units SET status = 'failed', updated_at = $2 WHERE id = $1")
+            .bind(row.unit_id)
+            .bind(now)
+            .execute(tx)
+            .await?;
+        let mut data = row.data(TaskStatus::Failed);
+        data["error"] = Value::String(row.last_error.clone().unwrap_or_default());
+        data["incident_id"] = Value::String(incident.to_string());
+        data["message"] = Value::String(message);
+        let mut e = row.entry("task.fail", "task.failed", data.clone());
+        e.events.push(NewEvent {
+            event_type: "incident.opened",
+            subject: incident.to_string(),
+            client_id: Some(ClientId::from_uuid(row.client_id)),
+            audience: Audience::Staff,
+            data,
+        });
+        entries.push(e);
+    }
+    count_on_units(tx, &done_units, &[], now, woken, entries).await?;
+    Ok(results)
 }
 
 /// Sets a unit back to `running` when no incident of it is open any more.
-macro_rules! refresh_unit_status {
-    ($tx:ident, $unit:expr, $now:expr) => {
-        sqlx::query(
-            "UPDATE work_units SET status = 'running', updated_at = $2 WHERE id = $1 \
-             AND status = 'failed' AND NOT EXISTS \
-             (SELECT 1 FROM incidents WHERE unit_id = $1 AND resolved_at IS NULL)",
-        )
-        .bind($unit)
-        .bind($now)
-        .execute(&mut *$tx)
-        .await?;
-    };
+async fn refresh_unit_status(tx: &mut Tx, unit: Uuid, now: i64) -> Result<()> {
+    sql(
+        "UPDATE work_units SET status = 'running', updated_at = $2 WHERE id = $1 \
+         AND status = 'failed' AND NOT EXISTS \
+         (SELECT 1 FROM incidents WHERE unit_id = $1 AND resolved_at IS NULL)",
+    )
+    .bind(unit)
+    .bind(now)
+    .execute(tx)
+    .await?;
+    Ok(())
 }
 
 /// Cancels every task of a unit not yet done, closes its incidents and the unit.
-macro_rules! cancel_unit_in_tx {
-    ($tx:ident, $self:ident, $id:expr, $reason:expr, $ctx:expr, $now:expr, $woken:expr) => {{
-        let id: UnitId = $id;
-        let reason: Option<String> = $reason;
-        let row: Option<(Uuid, String, Option<String>)> = sqlx::query_as(&format!(
-            "SELECT client_id, status, trace_id FROM work_units WHERE id = $1{}",
-            $self.lock_clause()
-        ))
-        .bind(id.uuid())
-        .fetch_optional(&mut *$tx)
-        .await?;
-        let (client, status, trace) = row.ok_or_else(|| not_found("unit of work", id))?;
-        if status == "completed" || status == "cancelled" {
-            return Err(StoreError::Refused {
-                code: "unit_finished",
-                detail: format!("unit {id} is {status}; only a unit not yet done can be cancelled"),
-            });
-        }
-        let n: Vec<(Uuid,)> = sqlx::query_as(
-            "UPDATE tasks SET status = 'cancelled', lease_hash = NULL, lease_expires_at = NULL, \
-             finished_at = $2, updated_at = $2 \
-             WHERE unit_id = $1 AND status IN ('pending', 'ready', 'running', 'blocked', 'failed') \
-             RETURNING id",
-        )
-        .bind(id.uuid())
-        .bind($now)
-        .fetch_all(&mut *$tx)
-        .await?;
-        sqlx::query(
-            "UPDATE incidents SET resolved_at = $2, resolution = 'cancel', resolved_by = $3, \
-             note = COALESCE(note, $4) WHERE unit_id = $1 AND resolved_at IS NULL",
-        )
-        .bind(id.uuid())
-        .bind($now)
-        .bind(&$ctx.actor)
-        .bind(&reason)
-        .execute(&mut *$tx)
-        .await?;
-        sqlx::query(
-            "UPDATE work_units SET status = 'cancelled', tasks_cancelled = tasks_cancelled + $2, \
-             finished_at = $3, updated_at = $3 WHERE id = $1",
-        )
-        .bind(id.uuid())
-        .bind(n.len() as i64)
-        .bind($now)
-        .execute(&mut *$tx)
-        .await?;
-        let mut e = LogEntry::new("unit.cancel", Some(ClientId::from_uuid(client)), id).event(
-            "unit.cancelled",
-            Audience::Staff,
-            serde_json::json!({
-                "unit_id": id.to_string(),
-                "client_id": ClientId::from_uuid(client).to_string(),
-                "status": "cancelled",
-                "tasks_cancelled": n.len(),
-                "reason": reason,
-            }),
-        );
-        e.trace_id = trace;
-        notify_lanes!($tx, $self, $woken);
-        append_log!($tx, $self, $ctx, at($now), e);
-    }};
+pub(super) async fn cancel_unit_in_tx(
+    tx: &mut Tx,
+    id: UnitId,
+    reason: Option<String>,
+    ctx: &WriteContext,
+    now: i64,
+    woken: &mut Woken,
+) -> Result<()> {
+    let row: Option<(Uuid, String, Option<String>)> = sql(format!(
+        "SELECT client_id, status, trace_id FROM work_units WHERE id = $1{}",
+        tx.backend().for_update()
+    ))
+    .bind(id.uuid())
+    .fetch_optional(tx)
+    .await?;
+    let (client, status, trace) = row.ok_or_else(|| not_found("unit of work", id))?;
+    if status == "completed" || status == "cancelled" {
+        return Err(StoreError::Refused {
+            code: "unit_finished",
+            detail: format!("unit {id} is {status}; only a unit not yet done can be cancelled"),
+        });
+    }
+    let n: Vec<(Uuid,)> = sql(
+        "UPDATE tasks SET status = 'cancelled', lease_hash = NULL, lease_expires_at = NULL, \
+         finished_at = $2, updated_at = $2 \
+         WHERE unit_id = $1 AND status IN ('pending', 'ready', 'running', 'blocked', 'failed') \
+         RETURNING id",
+    )
+    .bind(id.uuid())
+    .bind(now)
+    .fetch_all(tx)
+    .await?;
+    sql(
+        "UPDATE incidents SET resolved_at = $2, resolution = 'cancel', resolved_by = $3, \
+         note = COALESCE(note, $4) WHERE unit_id = $1 AND resolved_at IS NULL",
+    )
+    .bind(id.uuid())
+    .bind(now)
+    .bind(&ctx.actor)
+    .bind(&reason)
+    .execute(tx)
+    .await?;
+    sql(
+        "UPDATE work_units SET status = 'cancelled', tasks_cancelled = tasks_cancelled + $2, \
+         finished_at = $3, updated_at = $3 WHERE id = $1",
+    )
+    .bind(id.uuid())
+    .bind(n.len() as i64)
+    .bind(now)
+    .execute(tx)
+    .await?;
+    let mut e = LogEntry::new("unit.cancel", Some(ClientId::from_uuid(client)), id).event(
+        "unit.cancelled",
+        Audience::Staff,
+        serde_json::json!({
+            "unit_id": id.to_string(),
+            "client_id": ClientId::from_uuid(client).to_string(),
+            "status": "cancelled",
+            "tasks_cancelled": n.len(),
+            "reason": reason,
+        }),
+    );
+    e.trace_id = trace;
+    notify_lanes(tx, woken).await?;
+    append_log(tx, ctx, at(now), e).await
 }
 
-/// Wakes workers after a commit: locally, and other processes through the
-/// `NOTIFY` the transaction sent.
-macro_rules! notify_lanes {
-    ($tx:ident, $self:ident, $woken:expr) => {
-        if $self.backend() == Backend::Postgres {
-            for lane in &$woken.lanes {
-                sqlx::query("SELECT pg_notify($1, $2)")
-                    .bind(CHANNEL)
-                    .bind(lane)
-                    .execute(&mut *$tx)
-                    .await?;
-            }
+/// Wakes workers of other processes after the commit, through the `NOTIFY`
+/// the transaction sends (PostgreSQL); this process's are woken by
+/// [`SqlStore::wake`].
+pub(super) async fn notify_lanes(tx: &mut Tx, woken: &Woken) -> Result<()> {
+    if tx.backend() == Backend::Postgres {
+        for lane in &woken.lanes {
+            sql("SELECT pg_notify($1, $2)")
+                .bind(CHANNEL)
+                .bind(lane)
+                .execute(tx)
+                .await?;
         }
-    };
+    }
+    Ok(())
 }
 
 impl SqlStore {
@@ -857,22 +888,23 @@ impl SqlStore {
     }
 
     async fn unit_row(&self, id: UnitId) -> Result<Unit> {
-        on_reader!(self, |p| {
-            let row: Option<UnitRow> = sqlx::query_as(&format!(
+        {
+            let p = &mut self.db.reader();
+
+            let row: Option<UnitRow> = sql(format!(
                 "SELECT {UNIT_COLUMNS} FROM work_units WHERE id = $1"
             ))
             .bind(id.uuid())
             .fetch_optional(p)
             .await?;
             let row = row.ok_or_else(|| not_found("unit of work", id))?;
-            let deps: Vec<(Uuid,)> = sqlx::query_as(
-                "SELECT depends_on FROM work_unit_deps WHERE unit_id = $1 ORDER BY depends_on",
-            )
-            .bind(id.uuid())
-            .fetch_all(p)
-            .await?;
+            let deps: Vec<(Uuid,)> =
+                sql("SELECT depends_on FROM work_unit_deps WHERE unit_id = $1 ORDER BY depends_on")
+                    .bind(id.uuid())
+                    .fetch_all(p)
+                    .await?;
             row.into_unit(deps.into_iter().map(|d| UnitId::from_uuid(d.0)).collect())
-        })
+        }
     }
 
     /// Settles attempts whose leases expired: failed attempts, retried or exhausted.
@@ -880,16 +912,16 @@ impl SqlStore {
         let now = now_us();
         let ctx = WriteContext::new("system");
         let mut woken = Woken::default();
-        let n = on_writer!(self, |p| {
-            let mut tx = p.begin().await?;
-            let rows: Vec<TaskRow> = sqlx::query_as(&format!(
+        let n = {
+            let mut tx = self.db.begin().await?;
+            let rows: Vec<TaskRow> = sql(format!(
                 "SELECT {TASK_COLUMNS} FROM tasks WHERE status = 'running' AND lease_expires_at <= $1 \
                  ORDER BY lease_expires_at LIMIT $2{}",
                 self.skip_locked_clause()
             ))
             .bind(now)
             .bind(limit as i64)
-            .fetch_all(&mut *tx)
+            .fetch_all(&mut tx)
             .await?;
             let n = rows.len();
             if n == 0 {
@@ -911,12 +943,12 @@ impl SqlStore {
                 })
                 .collect();
             let mut entries = Vec::new();
-            settle!(tx, self, items, now, woken, entries);
-            notify_lanes!(tx, self, woken);
-            append_logs!(tx, self, ctx, at(now), entries);
+            settle(&mut tx, items, now, &mut woken, &mut entries).await?;
+            notify_lanes(&mut tx, &woken).await?;
+            append_logs(&mut tx, &ctx, at(now), entries).await?;
             tx.commit().await?;
             n
-        });
+        };
         self.wake(&woken);
         Ok(n)
     }
@@ -962,216 +994,215 @@ pub(super) fn describe_base(base: Option<(ArtifactId, i64)>) -> String {
 
 /// Inserts a unit of work with its tasks and edges inside the transaction, as
 /// [`WorkStore::submit_unit`] does (client and unit-dependency checks, plan
-/// links, roots made ready, audit); `$woken` collects the lanes to wake.
-macro_rules! insert_unit_tx {
-    ($tx:ident, $self:ident, $id:expr, $new:expr, $ctx:expr, $now:expr, $woken:ident) => {{
-        let id: UnitId = $id;
-        let new: &NewUnit = $new;
-        let ctx: &WriteContext = $ctx;
-        let now: i64 = $now;
-        require_client!($tx, new.client_id);
-        if let Some(link) = &new.plan {
-            check_plan_link!($tx, $self, link, new.client_id);
-        }
-        let mut waiting = 0i64;
-        for (i, dep) in new.depends_on_units.iter().enumerate() {
-            let row: Option<(Uuid, String)> =
-                sqlx::query_as("SELECT client_id, status FROM work_units WHERE id = $1")
-                    .bind(dep.uuid())
-                    .fetch_optional(&mut *$tx)
-                    .await?;
-            match row {
-                Some((client, status)) if client == new.client_id.uuid() => {
-                    if status == "cancelled" {
-                        return Err(FieldError::new(
-                            format!("/depends_on_units/{i}"),
-                            format!("unit {dep} was cancelled; it will never complete"),
-                        )
-                        .into());
-                    }
-                    if status != "completed" {
-                        waiting += 1;
-                    }
-                }
-                _ => {
+/// links, roots made ready, audit); `woken` collects the lanes to wake.
+pub(super) async fn insert_unit(
+    tx: &mut Tx,
+    id: UnitId,
+    new: &NewUnit,
+    ctx: &WriteContext,
+    now: i64,
+    woken: &mut Woken,
+) -> Result<()> {
+    require_client(tx, new.client_id).await?;
+    if let Some(link) = &new.plan {
+        check_plan_link(tx, link, new.client_id).await?;
+    }
+    let mut waiting = 0i64;
+    for (i, dep) in new.depends_on_units.iter().enumerate() {
+        let row: Option<(Uuid, String)> =
+            sql("SELECT client_id, status FROM work_units WHERE id = $1")
+                .bind(dep.uuid())
+                .fetch_optional(tx)
+                .await?;
+        match row {
+            Some((client, status)) if client == new.client_id.uuid() => {
+                if status == "cancelled" {
                     return Err(FieldError::new(
                         format!("/depends_on_units/{i}"),
-                        format!("no unit of work {dep} for this client"),
+                        format!("unit {dep} was cancelled; it will never complete"),
                     )
                     .into());
                 }
+                if status != "completed" {
+                    waiting += 1;
+                }
+            }
+            _ => {
+                return Err(FieldError::new(
+                    format!("/depends_on_units/{i}"),
+                    format!("no unit of work {dep} for this client"),
+                )
+                .into());
             }
         }
-        let status = if waiting > 0 {
-            UnitStatus::Pending
-        } else {
-            UnitStatus::Running
-        };
-        sqlx::query(
-            "INSERT INTO work_units (id, client_id, name, status, tasks_total, waiting_units, \
+    }
+    let status = if waiting > 0 {
+        UnitStatus::Pending
+    } else {
+        UnitStatus::Running
+    };
+    sql(
+        "INSERT INTO work_units (id, client_id, name, status, tasks_total, waiting_units, \
              origin, trace_id, created_by, created_at, updated_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10)",
-        )
-        .bind(id.uuid())
-        .bind(new.client_id.uuid())
-        .bind(&new.name)
-        .bind(status.as_str())
-        .bind(new.tasks.len() as i64)
-        .bind(waiting)
-        .bind(new.origin.as_ref().map(Json))
-        .bind(&ctx.trace_id)
-        .bind(&ctx.actor)
-        .bind(now)
-        .execute(&mut *$tx)
-        .await?;
-        for dep in &new.depends_on_units {
-            sqlx::query("INSERT INTO work_unit_deps (depends_on, unit_id) VALUES ($1, $2)")
-                .bind(dep.uuid())
-                .bind(id.uuid())
-                .execute(&mut *$tx)
-                .await?;
-        }
-        let ids: Vec<Uuid> = new.tasks.iter().map(|_| TaskId::new().uuid()).collect();
-        let mut hands_off = vec![false; new.tasks.len()];
-        for h in new.tasks.iter().filter_map(|t| t.handoff_from) {
-            hands_off[h] = true;
-        }
-        let gate = i64::from(waiting > 0);
-        for (chunk_no, chunk) in new.tasks.chunks(500).enumerate() {
-            let mut q = QueryBuilder::new(
-                "INSERT INTO tasks (id, unit_id, client_id, key, name, executor, lane, status, \
+    )
+    .bind(id.uuid())
+    .bind(new.client_id.uuid())
+    .bind(&new.name)
+    .bind(status.as_str())
+    .bind(new.tasks.len() as i64)
+    .bind(waiting)
+    .bind(new.origin.as_ref().map(Json))
+    .bind(&ctx.trace_id)
+    .bind(&ctx.actor)
+    .bind(now)
+    .execute(tx)
+    .await?;
+    for dep in &new.depends_on_units {
+        sql("INSERT INTO work_unit_deps (depends_on, unit_id) VALUES ($1, $2)")
+            .bind(dep.uuid())
+            .bind(id.uuid())
+            .execute(tx)
+            .await?;
+    }
+    let ids: Vec<Uuid> = new.tasks.iter().map(|_| TaskId::new().uuid()).collect();
+    let mut hands_off = vec![false; new.tasks.len()];
+    for h in new.tasks.iter().filter_map(|t| t.handoff_from) {
+        hands_off[h] = true;
+    }
+    let gate = i64::from(waiting > 0);
+    for (chunk_no, chunk) in new.tasks.chunks(500).enumerate() {
+        let mut q = sql(
+            "INSERT INTO tasks (id, unit_id, client_id, key, name, executor, lane, status, \
                  input, depends_on, priority, pending_deps, max_attempts, timeout_s, \
                  backoff_initial_ms, backoff_max_ms, trace_id, created_at, updated_at, \
                  contract, handoff_from, hands_off) ",
-            );
-            q.push_values(chunk.iter().enumerate(), |mut b, (i, t)| {
-                let idx = chunk_no * 500 + i;
-                let deps: Vec<&str> = t
-                    .depends_on
-                    .iter()
-                    .map(|&d| new.tasks[d].key.as_str())
-                    .collect();
-                b.push_bind(ids[idx])
-                    .push_bind(id.uuid())
-                    .push_bind(new.client_id.uuid())
-                    .push_bind(&t.key)
-                    .push_bind(&t.name)
-                    .push_bind(t.executor.name())
-                    .push_bind(t.executor.lane())
-                    .push_bind("pending")
-                    .push_bind(Json(&t.input))
-                    .push_bind(Json(deps))
-                    .push_bind(t.priority)
-                    .push_bind(t.depends_on.len() as i64 + gate)
-                    .push_bind(i64::from(t.max_attempts))
-                    .push_bind(i64::from(t.timeout_s))
-                    .push_bind((t.backoff.initial_s * 1000.0) as i64)
-                    .push_bind((t.backoff.max_s * 1000.0) as i64)
-                    .push_bind(&ctx.trace_id)
-                    .push_bind(now)
-                    .push_bind(now)
-                    .push_bind((!t.contract.is_empty()).then(|| Json(&t.contract)))
-                    .push_bind(t.handoff_from.map(|h| new.tasks[h].key.as_str()))
-                    .push_bind(i64::from(hands_off[idx]));
-            });
-            q.build().execute(&mut *$tx).await?;
+        );
+        q.push_values(chunk.iter().enumerate(), |mut b, (i, t)| {
+            let idx = chunk_no * 500 + i;
+            let deps: Vec<&str> = t
+                .depends_on
+                .iter()
+                .map(|&d| new.tasks[d].key.as_str())
+                .collect();
+            b.push_bind(ids[idx])
+                .push_bind(id.uuid())
+                .push_bind(new.client_id.uuid())
+                .push_bind(&t.key)
+                .push_bind(&t.name)
+                .push_bind(t.executor.name())
+                .push_bind(t.executor.lane())
+                .push_bind("pending")
+                .push_bind(Json(&t.input))
+                .push_bind(Json(deps))
+                .push_bind(t.priority)
+                .push_bind(t.depends_on.len() as i64 + gate)
+                .push_bind(i64::from(t.max_attempts))
+                .push_bind(i64::from(t.timeout_s))
+                .push_bind((t.backoff.initial_s * 1000.0) as i64)
+                .push_bind((t.backoff.max_s * 1000.0) as i64)
+                .push_bind(&ctx.trace_id)
+                .push_bind(now)
+                .push_bind(now)
+                .push_bind((!t.contract.is_empty()).then_some(Json(&t.contract)))
+                .push_bind(t.handoff_from.map(|h| new.tasks[h].key.as_str()))
+                .push_bind(i64::from(hands_off[idx]));
+        });
+        q.execute(tx).await?;
+    }
+    let edges: Vec<(Uuid, Uuid)> = new
+        .tasks
+        .iter()
+        .enumerate()
+        .flat_map(|(i, t)| t.depends_on.iter().map(move |&d| (d, i)))
+        .map(|(d, i)| (ids[d], ids[i]))
+        .collect();
+    for chunk in edges.chunks(5000) {
+        let mut q = sql("INSERT INTO task_deps (depends_on, task_id) ");
+        q.push_values(chunk, |mut b, (d, t)| {
+            b.push_bind(*d).push_bind(*t);
+        });
+        q.execute(tx).await?;
+    }
+    if let Some(link) = &new.plan {
+        for (task, job) in &link.jobs {
+            sql(
+                "INSERT INTO plan_jobs (engagement_id, job_key, task_id, updated_at) \
+                     VALUES ($1, $2, $3, $4) ON CONFLICT (engagement_id, job_key) \
+                     DO UPDATE SET task_id = excluded.task_id, updated_at = excluded.updated_at",
+            )
+            .bind(link.engagement_id.uuid())
+            .bind(job)
+            .bind(ids[*task])
+            .bind(now)
+            .execute(tx)
+            .await?;
         }
-        let edges: Vec<(Uuid, Uuid)> = new
+    }
+    if waiting == 0 {
+        let roots: Vec<Uuid> = new
             .tasks
             .iter()
             .enumerate()
-            .flat_map(|(i, t)| t.depends_on.iter().map(move |&d| (d, i)))
-            .map(|(d, i)| (ids[d], ids[i]))
+            .filter(|(_, t)| t.depends_on.is_empty())
+            .map(|(i, _)| ids[i])
             .collect();
-        for chunk in edges.chunks(5000) {
-            let mut q = QueryBuilder::new("INSERT INTO task_deps (depends_on, task_id) ");
-            q.push_values(chunk, |mut b, (d, t)| {
-                b.push_bind(*d).push_bind(*t);
-            });
-            q.build().execute(&mut *$tx).await?;
-        }
-        if let Some(link) = &new.plan {
-            for (task, job) in &link.jobs {
-                sqlx::query(
-                    "INSERT INTO plan_jobs (engagement_id, job_key, task_id, updated_at) \
-                     VALUES ($1, $2, $3, $4) ON CONFLICT (engagement_id, job_key) \
-                     DO UPDATE SET task_id = excluded.task_id, updated_at = excluded.updated_at",
-                )
-                .bind(link.engagement_id.uuid())
-                .bind(job)
-                .bind(ids[*task])
-                .bind(now)
-                .execute(&mut *$tx)
-                .await?;
-            }
-        }
-        if waiting == 0 {
-            let roots: Vec<Uuid> = new
-                .tasks
-                .iter()
-                .enumerate()
-                .filter(|(_, t)| t.depends_on.is_empty())
-                .map(|(i, _)| ids[i])
-                .collect();
-            make_ready!($tx, $self, roots, now, $woken);
-        }
-        let entry = LogEntry::new("unit.create", Some(new.client_id), id).event(
-            "unit.created",
-            Audience::Staff,
-            serde_json::json!({
-                "unit_id": id.to_string(),
-                "client_id": new.client_id.to_string(),
-                "name": new.name,
-                "tasks": new.tasks.len(),
-                "status": status.as_str(),
-            }),
-        );
-        append_log!($tx, $self, ctx, at(now), entry);
-    }};
+        make_ready(tx, roots, now, woken).await?;
+    }
+    let entry = LogEntry::new("unit.create", Some(new.client_id), id).event(
+        "unit.created",
+        Audience::Staff,
+        serde_json::json!({
+            "unit_id": id.to_string(),
+            "client_id": new.client_id.to_string(),
+            "name": new.name,
+            "tasks": new.tasks.len(),
+            "status": status.as_str(),
+        }),
+    );
+    append_log(tx, ctx, at(now), entry).await
 }
 
 /// Checks a plan run's unit inside the transaction: the engagement is the
 /// client's, and none of its jobs has a task still queued or running. Locks the
 /// engagement's row (PostgreSQL), so plan runs of one engagement take turns.
-macro_rules! check_plan_link {
-    ($tx:ident, $self:ident, $link:expr, $client:expr) => {{
-        let link: &PlanLink = $link;
-        let owner: Option<(Uuid,)> = sqlx::query_as(&format!(
-            "SELECT client_id FROM engagements WHERE id = $1{}",
-            $self.lock_clause()
-        ))
-        .bind(link.engagement_id.uuid())
-        .fetch_optional(&mut *$tx)
-        .await?;
-        if owner.map(|(c,)| c) != Some($client.uuid()) {
-            return Err(FieldError::new(
-                "/engagement_id",
-                format!("no engagement {} for client {}", link.engagement_id, $client),
-            )
-            .into());
-        }
-        let active: Vec<(String, Uuid, String)> = sqlx::query_as(
-            "SELECT p.job_key, t.id, t.status FROM plan_jobs p JOIN tasks t ON t.id = p.task_id \
-             WHERE p.engagement_id = $1 AND t.status IN ('pending', 'ready', 'running', 'blocked')",
+async fn check_plan_link(tx: &mut Tx, link: &PlanLink, client: ClientId) -> Result<()> {
+    let owner: Option<(Uuid,)> = sql(format!(
+        "SELECT client_id FROM engagements WHERE id = $1{}",
+        tx.backend().for_update()
+    ))
+    .bind(link.engagement_id.uuid())
+    .fetch_optional(tx)
+    .await?;
+    if owner.map(|(c,)| c) != Some(client.uuid()) {
+        return Err(FieldError::new(
+            "/engagement_id",
+            format!("no engagement {} for client {}", link.engagement_id, client),
         )
-        .bind(link.engagement_id.uuid())
-        .fetch_all(&mut *$tx)
-        .await?;
-        let busy: Vec<String> = active
-            .iter()
-            .filter(|(job, _, _)| link.jobs.iter().any(|(_, j)| j == job))
-            .map(|(job, task, status)| format!("{job} (task {}, {status})", TaskId::from_uuid(*task)))
-            .collect();
-        if !busy.is_empty() {
-            return Err(StoreError::Refused {
-                code: "plan_job_queued",
-                detail: format!(
-                    "these jobs already have a task that has not finished: {}; wait for it, or cancel it first",
-                    busy.join(", ")
-                ),
-            });
-        }
-    }};
+        .into());
+    }
+    let active: Vec<(String, Uuid, String)> = sql(
+        "SELECT p.job_key, t.id, t.status FROM plan_jobs p JOIN tasks t ON t.id = p.task_id \
+             WHERE p.engagement_id = $1 AND t.status IN ('pending', 'ready', 'running', 'blocked')",
+    )
+    .bind(link.engagement_id.uuid())
+    .fetch_all(tx)
+    .await?;
+    let busy: Vec<String> = active
+        .iter()
+        .filter(|(job, _, _)| link.jobs.iter().any(|(_, j)| j == job))
+        .map(|(job, task, status)| format!("{job} (task {}, {status})", TaskId::from_uuid(*task)))
+        .collect();
+    if !busy.is_empty() {
+        return Err(StoreError::Refused {
+            code: "plan_job_queued",
+            detail: format!(
+                "these jobs already have a task that has not finished: {}; wait for it, or cancel it first",
+                busy.join(", ")
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// Whether `lease_token` may finish the task: the lease of its running attempt
@@ -1214,18 +1245,18 @@ impl WorkStore for SqlStore {
         let now = now_us();
         let id = UnitId::new();
         let mut woken = Woken::default();
-        let replayed = on_writer!(self, |p| {
-            let mut tx = p.begin().await?;
-            if let Some(existing) = idempotent_replay!(tx, ctx, "unit") {
+        let replayed = {
+            let mut tx = self.db.begin().await?;
+            if let Some(existing) = idempotency::replay(&mut tx, ctx, "unit").await? {
                 Some(existing)
             } else {
-                insert_unit_tx!(tx, self, id, &new, ctx, now, woken);
-                idempotent_record!(tx, ctx, "unit", id.uuid(), at(now));
-                notify_lanes!(tx, self, woken);
+                insert_unit(&mut tx, id, &new, ctx, now, &mut woken).await?;
+                idempotency::record(&mut tx, ctx, "unit", id.uuid(), at(now)).await?;
+                notify_lanes(&mut tx, &woken).await?;
                 tx.commit().await?;
                 None
             }
-        });
+        };
         self.wake(&woken);
         match replayed {
             Some(existing) => Ok(Created {
@@ -1242,14 +1273,16 @@ impl WorkStore for SqlStore {
     async fn get_unit(&self, id: UnitId) -> Result<UnitDetail> {
         let unit = self.unit_row(id).await?;
         let counts = self.count_tasks(Some(id)).await?;
-        on_reader!(self, |p| {
-            let rows: Vec<TaskRow> = sqlx::query_as(&format!(
+        {
+            let p = &mut self.db.reader();
+
+            let rows: Vec<TaskRow> = sql(format!(
                 "SELECT {TASK_COLUMNS} FROM tasks WHERE unit_id = $1 ORDER BY id LIMIT 1000"
             ))
             .bind(id.uuid())
             .fetch_all(p)
             .await?;
-            let incidents: Vec<IncidentRow> = sqlx::query_as(&format!(
+            let incidents: Vec<IncidentRow> = sql(format!(
                 "{INCIDENT_SELECT} WHERE i.unit_id = $1 ORDER BY i.id"
             ))
             .bind(id.uuid())
@@ -1270,7 +1303,7 @@ impl WorkStore for SqlStore {
                     .map(IncidentRow::into_incident)
                     .collect(),
             })
-        })
+        }
     }
 
     async fn list_units(
@@ -1279,9 +1312,10 @@ impl WorkStore for SqlStore {
         page: PageRequest,
     ) -> Result<Page<Unit>> {
         let after: Option<UnitId> = id_cursor(&page)?;
-        let rows: Vec<UnitRow> = on_reader!(self, |p| {
-            let mut q =
-                QueryBuilder::new(format!("SELECT {UNIT_COLUMNS} FROM work_units WHERE 1 = 1"));
+        let rows: Vec<UnitRow> = {
+            let p = &mut self.db.reader();
+
+            let mut q = sql(format!("SELECT {UNIT_COLUMNS} FROM work_units WHERE 1 = 1"));
             if let Some(c) = client_id {
                 q.push(" AND client_id = ").push_bind(c.uuid());
             }
@@ -1290,21 +1324,21 @@ impl WorkStore for SqlStore {
             }
             q.push(" ORDER BY id DESC LIMIT ")
                 .push_bind(limit_plus_one(&page));
-            q.build_query_as().fetch_all(p).await?
-        });
+            q.fetch_all(p).await?
+        };
         // Each unit with the units it waits on, read in one query for the page.
         let ids: Vec<Uuid> = rows.iter().map(|r| r.id).collect();
         let edges: Vec<(Uuid, Uuid)> = if ids.is_empty() {
             Vec::new()
         } else {
-            on_reader!(self, |p| {
-                let mut q = QueryBuilder::new(
-                    "SELECT unit_id, depends_on FROM work_unit_deps WHERE unit_id IN (",
-                );
-                push_ids!(q, &ids);
+            {
+                let p = &mut self.db.reader();
+
+                let mut q = sql("SELECT unit_id, depends_on FROM work_unit_deps WHERE unit_id IN ");
+                q.push_list(ids.iter().copied());
                 q.push(" ORDER BY depends_on");
-                q.build_query_as().fetch_all(p).await?
-            })
+                q.fetch_all(p).await?
+            }
         };
         let mut deps: HashMap<Uuid, Vec<UnitId>> = HashMap::new();
         for (unit, on) in edges {
@@ -1321,19 +1355,23 @@ impl WorkStore for SqlStore {
     }
 
     async fn get_task(&self, id: TaskId) -> Result<Task> {
-        let row: Option<TaskRow> = on_reader!(self, |p| {
-            sqlx::query_as(&format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = $1"))
+        let row: Option<TaskRow> = {
+            let p = &mut self.db.reader();
+
+            sql(format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = $1"))
                 .bind(id.uuid())
                 .fetch_optional(p)
                 .await?
-        });
+        };
         row.ok_or_else(|| not_found("task", id))?.into_task()
     }
 
     async fn list_tasks(&self, filter: TaskFilter, page: PageRequest) -> Result<Page<Task>> {
         let after: Option<TaskId> = id_cursor(&page)?;
-        let rows: Vec<TaskRow> = on_reader!(self, |p| {
-            let mut q = QueryBuilder::new(format!("SELECT {TASK_COLUMNS} FROM tasks WHERE 1 = 1"));
+        let rows: Vec<TaskRow> = {
+            let p = &mut self.db.reader();
+
+            let mut q = sql(format!("SELECT {TASK_COLUMNS} FROM tasks WHERE 1 = 1"));
             if let Some(c) = filter.client_id {
                 q.push(" AND client_id = ").push_bind(c.uuid());
             }
@@ -1351,8 +1389,8 @@ impl WorkStore for SqlStore {
             }
             q.push(" ORDER BY id LIMIT ")
                 .push_bind(limit_plus_one(&page));
-            q.build_query_as().fetch_all(p).await?
-        });
+            q.fetch_all(p).await?
+        };
         let tasks = rows
             .into_iter()
             .map(TaskRow::into_task)
@@ -1361,23 +1399,23 @@ impl WorkStore for SqlStore {
     }
 
     async fn count_tasks(&self, unit_id: Option<UnitId>) -> Result<Vec<(TaskStatus, i64)>> {
-        let rows: Vec<(String, i64)> = on_reader!(self, |p| {
+        let rows: Vec<(String, i64)> = {
+            let p = &mut self.db.reader();
+
             match unit_id {
                 Some(u) => {
-                    sqlx::query_as(
-                        "SELECT status, count(*) FROM tasks WHERE unit_id = $1 GROUP BY status",
-                    )
-                    .bind(u.uuid())
-                    .fetch_all(p)
-                    .await?
+                    sql("SELECT status, count(*) FROM tasks WHERE unit_id = $1 GROUP BY status")
+                        .bind(u.uuid())
+                        .fetch_all(p)
+                        .await?
                 }
                 None => {
-                    sqlx::query_as("SELECT status, count(*) FROM tasks GROUP BY status")
+                    sql("SELECT status, count(*) FROM tasks GROUP BY status")
                         .fetch_all(p)
                         .await?
                 }
             }
-        });
+        };
         rows.into_iter()
             .map(|(s, n)| Ok((task_status(&s)?, n)))
             .collect()
@@ -1391,9 +1429,9 @@ impl WorkStore for SqlStore {
         let token = work::new_lease_token();
         let hash = work::lease_hash(&token);
         let lease_until = now + claim.lease.as_micros() as i64;
-        let mut rows: Vec<TaskRow> = on_writer!(self, |p| {
-            let mut tx = p.begin().await?;
-            let rows: Vec<TaskRow> = sqlx::query_as(&format!(
+        let mut rows: Vec<TaskRow> = {
+            let mut tx = self.db.begin().await?;
+            let rows: Vec<TaskRow> = sql(format!(
                 "UPDATE tasks SET status = 'running', lease_hash = $1, \
                  deadline_at = $2 + timeout_s * 1000000, \
                  lease_expires_at = CASE WHEN $3 < $2 + timeout_s * 1000000 THEN $3 \
@@ -1410,11 +1448,11 @@ impl WorkStore for SqlStore {
             .bind(&claim.worker)
             .bind(&claim.lane)
             .bind(claim.max as i64)
-            .fetch_all(&mut *tx)
+            .fetch_all(&mut tx)
             .await?;
             tx.commit().await?;
             rows
-        });
+        };
         rows.sort_by_key(|r| (r.priority, r.fair_key, r.id));
         rows.into_iter()
             .map(|r| {
@@ -1436,29 +1474,29 @@ impl WorkStore for SqlStore {
     ) -> Result<OffsetDateTime> {
         let now = now_us();
         let hash = work::lease_hash(lease_token);
-        on_writer!(self, |p| {
-            let mut tx = p.begin().await?;
+        {
+            let mut tx = self.db.begin().await?;
             let row: Option<(String, Option<String>, Option<i64>, Option<i64>)> =
-                sqlx::query_as(&format!(
+                sql(format!(
                     "SELECT status, lease_hash, lease_expires_at, deadline_at FROM tasks WHERE id = $1{}",
                     self.lock_clause()
                 ))
                 .bind(task_id.uuid())
-                .fetch_optional(&mut *tx)
+                .fetch_optional(&mut tx)
                 .await?;
             let (status, held, expires, deadline) =
                 row.ok_or_else(|| not_found("task", task_id))?;
             work::check_lease(task_status(&status)?, held.as_deref(), expires, &hash, now)
                 .map_err(refused)?;
             let until = work::lease_until(now, lease, deadline.unwrap_or(i64::MAX));
-            sqlx::query("UPDATE tasks SET lease_expires_at = $2 WHERE id = $1")
+            sql("UPDATE tasks SET lease_expires_at = $2 WHERE id = $1")
                 .bind(task_id.uuid())
                 .bind(until)
-                .execute(&mut *tx)
+                .execute(&mut tx)
                 .await?;
             tx.commit().await?;
             Ok(at(until))
-        })
+        }
     }
 
     async fn finish(
@@ -1469,9 +1507,9 @@ impl WorkStore for SqlStore {
         let now = now_us();
         let mut woken = Woken::default();
         let ids: Vec<Uuid> = finishes.iter().map(|f| f.task_id.uuid()).collect();
-        let answers = on_writer!(self, |p| {
-            let mut tx = p.begin().await?;
-            let rows = load_tasks!(tx, self, &ids);
+        let answers = {
+            let mut tx = self.db.begin().await?;
+            let rows = load_tasks(&mut tx, &ids).await?;
             let by_id: HashMap<Uuid, TaskRow> = rows.into_iter().map(|r| (r.id, r)).collect();
             let mut answers: Vec<Option<std::result::Result<Finished, StoreError>>> =
                 Vec::with_capacity(finishes.len());
@@ -1502,16 +1540,16 @@ impl WorkStore for SqlStore {
             }
             if !accepted.is_empty() {
                 let mut entries = Vec::new();
-                let results = settle!(tx, self, accepted, now, woken, entries);
-                notify_lanes!(tx, self, woken);
-                append_logs!(tx, self, ctx, at(now), entries);
+                let results = settle(&mut tx, accepted, now, &mut woken, &mut entries).await?;
+                notify_lanes(&mut tx, &woken).await?;
+                append_logs(&mut tx, ctx, at(now), entries).await?;
                 tx.commit().await?;
                 for (i, r) in order.into_iter().zip(results) {
                     answers[i] = Some(Ok(r));
                 }
             }
             answers
-        });
+        };
         self.wake(&woken);
         Ok(answers
             .into_iter()
@@ -1525,15 +1563,17 @@ impl WorkStore for SqlStore {
 
     async fn next_run_at(&self, lane: &str) -> Result<Option<OffsetDateTime>> {
         let now = now_us();
-        let row: (Option<i64>,) = on_reader!(self, |p| {
-            sqlx::query_as(
+        let row: (Option<i64>,) = {
+            let p = &mut self.db.reader();
+
+            sql(
                 "SELECT min(run_at) FROM tasks WHERE lane = $1 AND status = 'ready' AND run_at > $2",
             )
             .bind(lane)
             .bind(now)
             .fetch_one(p)
             .await?
-        });
+        };
         Ok(row.0.map(at))
     }
 
@@ -1545,9 +1585,9 @@ impl WorkStore for SqlStore {
     ) -> Result<Task> {
         let now = now_us();
         let mut woken = Woken::default();
-        on_writer!(self, |p| {
-            let mut tx = p.begin().await?;
-            let rows = load_tasks!(tx, self, &[id.uuid()]);
+        {
+            let mut tx = self.db.begin().await?;
+            let rows = load_tasks(&mut tx, &[id.uuid()]).await?;
             let row = rows
                 .into_iter()
                 .next()
@@ -1559,24 +1599,25 @@ impl WorkStore for SqlStore {
                     detail: format!("task {id} is {st}; only a task not yet done can be cancelled"),
                 });
             }
-            sqlx::query(
+            sql(
                 "UPDATE tasks SET status = 'cancelled', lease_hash = NULL, lease_expires_at = NULL, \
                  last_error = COALESCE($2, last_error), finished_at = $3, updated_at = $3 WHERE id = $1",
             )
             .bind(id.uuid())
             .bind(&reason)
             .bind(now)
-            .execute(&mut *tx)
+            .execute(&mut tx)
             .await?;
-            let moved = move_downstream!(
-                tx,
+            let moved = move_downstream(
+                &mut tx,
                 &[id.uuid()],
-                &["pending", "ready", "blocked"],
-                "cancelled",
-                now
-            );
+                &[TaskStatus::Pending, TaskStatus::Ready, TaskStatus::Blocked],
+                TaskStatus::Cancelled,
+                now,
+            )
+            .await?;
             // A failed task's incident is settled by its cancellation.
-            sqlx::query(
+            sql(
                 "UPDATE incidents SET resolved_at = $2, resolution = 'cancel', resolved_by = $3, note = $4 \
                  WHERE task_id = $1 AND resolved_at IS NULL",
             )
@@ -1584,7 +1625,7 @@ impl WorkStore for SqlStore {
             .bind(now)
             .bind(&ctx.actor)
             .bind(&reason)
-            .execute(&mut *tx)
+            .execute(&mut tx)
             .await?;
             let mut cancelled: Vec<Uuid> = vec![row.unit_id];
             cancelled.extend(moved.iter().map(|m| m.1));
@@ -1593,13 +1634,13 @@ impl WorkStore for SqlStore {
             data["reason"] = reason.clone().map(Value::String).unwrap_or(Value::Null);
             data["downstream_cancelled"] = Value::from(moved.len());
             entries.push(row.entry("task.cancel", "task.cancelled", data));
-            refresh_unit_status!(tx, row.unit_id, now);
+            refresh_unit_status(&mut tx, row.unit_id, now).await?;
             let no_done: Vec<Uuid> = Vec::new();
-            count_on_units!(tx, self, &no_done, &cancelled, now, woken, entries);
-            notify_lanes!(tx, self, woken);
-            append_logs!(tx, self, ctx, at(now), entries);
+            count_on_units(&mut tx, &no_done, &cancelled, now, &mut woken, &mut entries).await?;
+            notify_lanes(&mut tx, &woken).await?;
+            append_logs(&mut tx, ctx, at(now), entries).await?;
             tx.commit().await?;
-        });
+        };
         self.wake(&woken);
         self.get_task(id).await
     }
@@ -1611,23 +1652,25 @@ impl WorkStore for SqlStore {
         ctx: &WriteContext,
     ) -> Result<Unit> {
         let now = now_us();
-        let woken = Woken::default();
-        on_writer!(self, |p| {
-            let mut tx = p.begin().await?;
-            cancel_unit_in_tx!(tx, self, id, reason, ctx, now, woken);
+        let mut woken = Woken::default();
+        {
+            let mut tx = self.db.begin().await?;
+            cancel_unit_in_tx(&mut tx, id, reason, ctx, now, &mut woken).await?;
             tx.commit().await?;
-        });
+        };
         self.wake(&woken);
         self.unit_row(id).await
     }
 
     async fn get_incident(&self, id: IncidentId) -> Result<Incident> {
-        let row: Option<IncidentRow> = on_reader!(self, |p| {
-            sqlx::query_as(&format!("{INCIDENT_SELECT} WHERE i.id = $1"))
+        let row: Option<IncidentRow> = {
+            let p = &mut self.db.reader();
+
+            sql(format!("{INCIDENT_SELECT} WHERE i.id = $1"))
                 .bind(id.uuid())
                 .fetch_optional(p)
                 .await?
-        });
+        };
         Ok(row
             .ok_or_else(|| not_found("incident", id))?
             .into_incident())
@@ -1640,8 +1683,10 @@ impl WorkStore for SqlStore {
         page: PageRequest,
     ) -> Result<Page<Incident>> {
         let after: Option<IncidentId> = id_cursor(&page)?;
-        let rows: Vec<IncidentRow> = on_reader!(self, |p| {
-            let mut q = QueryBuilder::new(format!("{INCIDENT_SELECT} WHERE 1 = 1"));
+        let rows: Vec<IncidentRow> = {
+            let p = &mut self.db.reader();
+
+            let mut q = sql(format!("{INCIDENT_SELECT} WHERE 1 = 1"));
             if open_only {
                 q.push(" AND i.resolved_at IS NULL");
             }
@@ -1653,8 +1698,8 @@ impl WorkStore for SqlStore {
             }
             q.push(" ORDER BY i.id DESC LIMIT ")
                 .push_bind(limit_plus_one(&page));
-            q.build_query_as().fetch_all(p).await?
-        });
+            q.fetch_all(p).await?
+        };
         let items = rows.into_iter().map(IncidentRow::into_incident).collect();
         Ok(paginate(items, &page, |i| i.id.to_string()))
     }
@@ -1668,14 +1713,14 @@ impl WorkStore for SqlStore {
     ) -> Result<Incident> {
         let now = now_us();
         let mut woken = Woken::default();
-        on_writer!(self, |p| {
-            let mut tx = p.begin().await?;
-            let found: Option<(Uuid, Uuid, Option<i64>)> = sqlx::query_as(&format!(
+        {
+            let mut tx = self.db.begin().await?;
+            let found: Option<(Uuid, Uuid, Option<i64>)> = sql(format!(
                 "SELECT task_id, unit_id, resolved_at FROM incidents WHERE id = $1{}",
                 self.lock_clause()
             ))
             .bind(id.uuid())
-            .fetch_optional(&mut *tx)
+            .fetch_optional(&mut tx)
             .await?;
             let (task, unit, resolved) = found.ok_or_else(|| not_found("incident", id))?;
             if resolved.is_some() {
@@ -1684,12 +1729,12 @@ impl WorkStore for SqlStore {
                     detail: format!("incident {id} is already resolved"),
                 });
             }
-            let rows = load_tasks!(tx, self, &[task]);
+            let rows = load_tasks(&mut tx, &[task]).await?;
             let row = rows
                 .into_iter()
                 .next()
                 .ok_or_else(|| not_found("task", task))?;
-            sqlx::query(
+            sql(
                 "UPDATE incidents SET resolved_at = $2, resolution = $3, resolved_by = $4, note = $5 WHERE id = $1",
             )
             .bind(id.uuid())
@@ -1697,7 +1742,7 @@ impl WorkStore for SqlStore {
             .bind(resolution.as_str())
             .bind(&ctx.actor)
             .bind(&note)
-            .execute(&mut *tx)
+            .execute(&mut tx)
             .await?;
             let mut entries = vec![{
                 let mut e = LogEntry::new(
@@ -1727,16 +1772,21 @@ impl WorkStore for SqlStore {
                             detail: format!("task {} is {}, not failed", row.key, row.status),
                         });
                     }
-                    sqlx::query(
-                        "UPDATE tasks SET attempts = 0, run_at = 0, updated_at = $2 WHERE id = $1",
+                    sql("UPDATE tasks SET attempts = 0, run_at = 0, updated_at = $2 WHERE id = $1")
+                        .bind(row.id)
+                        .bind(now)
+                        .execute(&mut tx)
+                        .await?;
+                    move_downstream(
+                        &mut tx,
+                        &[row.id],
+                        &[TaskStatus::Blocked],
+                        TaskStatus::Pending,
+                        now,
                     )
-                    .bind(row.id)
-                    .bind(now)
-                    .execute(&mut *tx)
                     .await?;
-                    move_downstream!(tx, &[row.id], &["blocked"], "pending", now);
-                    make_ready!(tx, self, vec![row.id], now, woken);
-                    refresh_unit_status!(tx, unit, now);
+                    make_ready(&mut tx, vec![row.id], now, &mut woken).await?;
+                    refresh_unit_status(&mut tx, unit, now).await?;
                 }
                 Resolution::Skip => {
                     if row.status()? != TaskStatus::Failed {
@@ -1745,18 +1795,33 @@ impl WorkStore for SqlStore {
                             detail: format!("task {} is {}, not failed", row.key, row.status),
                         });
                     }
-                    sqlx::query(
+                    sql(
                         "UPDATE tasks SET status = 'skipped', finished_at = $2, updated_at = $2 WHERE id = $1",
                     )
                     .bind(row.id)
                     .bind(now)
-                    .execute(&mut *tx)
+                    .execute(&mut tx)
                     .await?;
-                    move_downstream!(tx, &[row.id], &["blocked"], "pending", now);
-                    release_dependents!(tx, self, &[row.id], now, woken);
-                    refresh_unit_status!(tx, unit, now);
+                    move_downstream(
+                        &mut tx,
+                        &[row.id],
+                        &[TaskStatus::Blocked],
+                        TaskStatus::Pending,
+                        now,
+                    )
+                    .await?;
+                    release_dependents(&mut tx, &[row.id], now, &mut woken).await?;
+                    refresh_unit_status(&mut tx, unit, now).await?;
                     let no_cancelled: Vec<Uuid> = Vec::new();
-                    count_on_units!(tx, self, &[unit], &no_cancelled, now, woken, entries);
+                    count_on_units(
+                        &mut tx,
+                        &[unit],
+                        &no_cancelled,
+                        now,
+                        &mut woken,
+                        &mut entries,
+                    )
+                    .await?;
                 }
                 Resolution::Cancel => {
                     let reason = Some(format!(
@@ -1765,30 +1830,38 @@ impl WorkStore for SqlStore {
                             .map(|n| format!(": {n}"))
                             .unwrap_or_default()
                     ));
-                    cancel_unit_in_tx!(tx, self, UnitId::from_uuid(unit), reason, ctx, now, woken);
+                    cancel_unit_in_tx(
+                        &mut tx,
+                        UnitId::from_uuid(unit),
+                        reason,
+                        ctx,
+                        now,
+                        &mut woken,
+                    )
+                    .await?;
                 }
             }
-            notify_lanes!(tx, self, woken);
-            append_logs!(tx, self, ctx, at(now), entries);
+            notify_lanes(&mut tx, &woken).await?;
+            append_logs(&mut tx, ctx, at(now), entries).await?;
             tx.commit().await?;
-        });
+        };
         self.wake(&woken);
         self.get_incident(id).await
     }
 
     async fn register_agent(&self, agent: NewAgent, ctx: &WriteContext) -> Result<(Agent, bool)> {
         let now = now_us();
-        let created = on_writer!(self, |p| {
-            let mut tx = p.begin().await?;
-            let existing: Option<(String,)> = sqlx::query_as(&format!(
+        let created = {
+            let mut tx = self.db.begin().await?;
+            let existing: Option<(String,)> = sql(format!(
                 "SELECT id FROM agents WHERE id = $1{}",
                 self.lock_clause()
             ))
             .bind(&agent.id)
-            .fetch_optional(&mut *tx)
+            .fetch_optional(&mut tx)
             .await?;
             if existing.is_some() {
-                sqlx::query(
+                sql(
                     "UPDATE agents SET description = $2, capabilities = $3, updated_at = $4, \
                      last_seen_at = $4 WHERE id = $1",
                 )
@@ -1796,10 +1869,10 @@ impl WorkStore for SqlStore {
                 .bind(&agent.description)
                 .bind(Json(&agent.capabilities))
                 .bind(now)
-                .execute(&mut *tx)
+                .execute(&mut tx)
                 .await?;
             } else {
-                sqlx::query(
+                sql(
                     "INSERT INTO agents (id, description, capabilities, created_by, created_at, updated_at, last_seen_at) \
                      VALUES ($1, $2, $3, $4, $5, $5, $5)",
                 )
@@ -1808,7 +1881,7 @@ impl WorkStore for SqlStore {
                 .bind(Json(&agent.capabilities))
                 .bind(&ctx.actor)
                 .bind(now)
-                .execute(&mut *tx)
+                .execute(&mut tx)
                 .await?;
             }
             let entry = LogEntry::new("agent.register", None, &agent.id).event(
@@ -1820,53 +1893,61 @@ impl WorkStore for SqlStore {
                     "description": agent.description,
                 }),
             );
-            append_log!(tx, self, ctx, at(now), entry);
+            append_log(&mut tx, ctx, at(now), entry).await?;
             tx.commit().await?;
             existing.is_none()
-        });
+        };
         Ok((self.get_agent(&agent.id).await?, created))
     }
 
     async fn get_agent(&self, id: &str) -> Result<Agent> {
-        let row: Option<AgentRow> = on_reader!(self, |p| {
-            sqlx::query_as(
+        let row: Option<AgentRow> = {
+            let p = &mut self.db.reader();
+
+            sql(
                 "SELECT id, description, capabilities, created_by, created_at, updated_at, last_seen_at \
                  FROM agents WHERE id = $1",
             )
             .bind(id)
             .fetch_optional(p)
             .await?
-        });
+        };
         Ok(row.ok_or_else(|| not_found("agent", id))?.into())
     }
 
     async fn list_agents(&self) -> Result<Vec<Agent>> {
-        let rows: Vec<AgentRow> = on_reader!(self, |p| {
-            sqlx::query_as(
+        let rows: Vec<AgentRow> = {
+            let p = &mut self.db.reader();
+
+            sql(
                 "SELECT id, description, capabilities, created_by, created_at, updated_at, last_seen_at \
                  FROM agents ORDER BY id LIMIT 1000",
             )
             .fetch_all(p)
             .await?
-        });
+        };
         Ok(rows.into_iter().map(Agent::from).collect())
     }
 
     async fn touch_agent(&self, id: &str) -> Result<()> {
         let now = now_us();
-        on_writer!(self, |p| {
-            sqlx::query("UPDATE agents SET last_seen_at = $2 WHERE id = $1")
+        {
+            let p = &mut self.db.writer();
+
+            sql("UPDATE agents SET last_seen_at = $2 WHERE id = $1")
                 .bind(id)
                 .bind(now)
                 .execute(p)
                 .await?;
-        });
+        };
         Ok(())
     }
 
     async fn plan_jobs(&self, engagement_id: EngagementId) -> Result<Vec<PlanJobRecord>> {
-        let rows: Vec<PlanJobRow> = on_reader!(self, |p| {
-            sqlx::query_as(
+        let rows: Vec<PlanJobRow> = {
+            let p = &mut self.db.reader();
+
+            sql(
                 "SELECT p.job_key, p.inputs_hash, p.artifact_id, p.version, p.provenance, p.task_id, \
                  t.unit_id, t.status AS task_status, t.last_error AS task_error, p.updated_at \
                  FROM plan_jobs p LEFT JOIN tasks t ON t.id = p.task_id \
@@ -1875,7 +1956,7 @@ impl WorkStore for SqlStore {
             .bind(engagement_id.uuid())
             .fetch_all(p)
             .await?
-        });
+        };
         rows.into_iter().map(PlanJobRow::record).collect()
     }
 
@@ -1883,31 +1964,30 @@ impl WorkStore for SqlStore {
         let now = now_us();
         let mut woken = Woken::default();
         let created = ArtifactId::new();
-        let done = on_writer!(self, |p| {
-            let mut tx = p.begin().await?;
+        let done = {
+            let mut tx = self.db.begin().await?;
             // Generation results of one engagement commit one at a time (on
             // PostgreSQL the engagement's row is the lock): each reads every
             // current artifact of the engagement, then writes one.
-            sqlx::query(&format!(
+            sql(format!(
                 "SELECT id FROM engagements WHERE id = $1{}",
                 self.lock_clause()
             ))
             .bind(g.engagement_id.uuid())
-            .fetch_optional(&mut *tx)
+            .fetch_optional::<(Uuid,)>(&mut tx)
             .await?;
-            let rows = load_tasks!(tx, self, &[g.task_id.uuid()]);
+            let rows = load_tasks(&mut tx, &[g.task_id.uuid()]).await?;
             let row = rows
                 .into_iter()
                 .next()
                 .ok_or_else(|| not_found("task", g.task_id))?;
             check_finisher(&row, Some(&g.lease_token), g.task_id, now)?;
-            let latest: Option<(Option<Uuid>,)> = sqlx::query_as(
-                "SELECT task_id FROM plan_jobs WHERE engagement_id = $1 AND job_key = $2",
-            )
-            .bind(g.engagement_id.uuid())
-            .bind(&g.job_key)
-            .fetch_optional(&mut *tx)
-            .await?;
+            let latest: Option<(Option<Uuid>,)> =
+                sql("SELECT task_id FROM plan_jobs WHERE engagement_id = $1 AND job_key = $2")
+                    .bind(g.engagement_id.uuid())
+                    .bind(&g.job_key)
+                    .fetch_optional(&mut tx)
+                    .await?;
             if latest.and_then(|l| l.0) != Some(row.id) {
                 return Err(StoreError::Refused {
                     code: "job_superseded",
@@ -1917,7 +1997,7 @@ impl WorkStore for SqlStore {
                     ),
                 });
             }
-            let current = current_in_engagement!(tx, self, g.engagement_id.uuid());
+            let current = current_in_engagement(&mut tx, g.engagement_id.uuid()).await?;
             let now_base = current
                 .get(&g.artifact_type)
                 .map(|c| (ArtifactId::from_uuid(c.id), c.version));
@@ -1945,7 +2025,8 @@ impl WorkStore for SqlStore {
                         provenance: g.provenance.clone(),
                         pipeline: Some(g.pipeline.clone()),
                     });
-                    let (flagged, version) = write_version_tx!(tx, self, id, expected, input, ctx);
+                    let (flagged, version) =
+                        artifacts::write_version(&mut tx, id, expected, input, ctx).await?;
                     (id, version, flagged)
                 }
                 None => {
@@ -1960,18 +2041,18 @@ impl WorkStore for SqlStore {
                         provenance: g.provenance.clone(),
                         pipeline: Some(g.pipeline.clone()),
                     };
-                    create_artifact_tx!(tx, self, created, &new, ctx, at(now));
+                    artifacts::create_artifact(&mut tx, created, &new, ctx, at(now)).await?;
                     (created, 1, Vec::new())
                 }
             };
-            let (inputs_hash,): (String,) = sqlx::query_as(
+            let (inputs_hash,): (String,) = sql(
                 "SELECT inputs_hash FROM artifact_versions WHERE artifact_id = $1 AND version = $2",
             )
             .bind(artifact_id.uuid())
             .bind(version)
-            .fetch_one(&mut *tx)
+            .fetch_one(&mut tx)
             .await?;
-            sqlx::query(
+            sql(
                 "UPDATE plan_jobs SET inputs_hash = $3, artifact_id = $4, version = $5, provenance = $6, \
                  updated_at = $7 WHERE engagement_id = $1 AND job_key = $2",
             )
@@ -1982,7 +2063,7 @@ impl WorkStore for SqlStore {
             .bind(version)
             .bind(&g.provenance)
             .bind(now)
-            .execute(&mut *tx)
+            .execute(&mut tx)
             .await?;
             let mut output = match g.output {
                 Value::Object(m) => m,
@@ -1993,21 +2074,21 @@ impl WorkStore for SqlStore {
             output.insert("inputs_hash".into(), Value::from(inputs_hash.clone()));
             output.insert("provenance".into(), Value::from(g.provenance.clone()));
             let mut entries = Vec::new();
-            settle!(
-                tx,
-                self,
+            settle(
+                &mut tx,
                 vec![(
                     row,
                     Outcome::Completed {
-                        output: Value::Object(output)
-                    }
+                        output: Value::Object(output),
+                    },
                 )],
                 now,
-                woken,
-                entries
-            );
-            notify_lanes!(tx, self, woken);
-            append_logs!(tx, self, ctx, at(now), entries);
+                &mut woken,
+                &mut entries,
+            )
+            .await?;
+            notify_lanes(&mut tx, &woken).await?;
+            append_logs(&mut tx, ctx, at(now), entries).await?;
             tx.commit().await?;
             GenerationDone {
                 artifact_id,
@@ -2015,13 +2096,13 @@ impl WorkStore for SqlStore {
                 inputs_hash,
                 flagged,
             }
-        });
+        };
         self.wake(&woken);
         Ok(done)
     }
 
     fn work_signal(&self) -> tokio::sync::watch::Receiver<u64> {
-        if let Db::Postgres { pool } = &self.db {
+        if let Pools::Postgres { pool } = &self.db {
             self.listening.get_or_init(|| {
                 let pool = pool.clone();
                 let signal = self.work.clone();

@@ -1,0 +1,162 @@
+//! The stale cascade, inside the transaction of the write that changed an
+//! artifact's content hash: one recursive query finds every candidate
+//! downstream with its sources, `waymark_domain::cascade` decides, and two
+//! set-based statements (one per dialect: `json_each` on SQLite,
+//! `jsonb_to_recordset` on PostgreSQL) write every mark and its history entry.
+//! Three statements whatever the graph's size.
+
+use serde_json::Value;
+use sqlx::FromRow;
+use sqlx::types::Json;
+use time::OffsetDateTime;
+use uuid::Uuid;
+use waymark_domain::ArtifactId;
+use waymark_domain::cascade::{self, Consumer, RootChange, StaleCause};
+
+use super::db::{Conn, Tx, sql};
+use super::status;
+use crate::{Backend, Flagged, Result, WriteContext};
+
+/// Runs the cascade from `root` inside the transaction; answers what it flagged.
+pub(super) async fn run(
+    tx: &mut Tx,
+    root: &RootChange,
+    ctx: &WriteContext,
+    at: OffsetDateTime,
+) -> Result<Vec<Flagged>> {
+    let rows: Vec<CascadeRow> = sql(CASCADE_CANDIDATES)
+        .bind(root.artifact_id.uuid())
+        .bind(root.to_version)
+        .fetch_all(tx)
+        .await?;
+    let (consumers, info) = consumers_of(rows)?;
+    let marks = cascade::plan(root, &consumers);
+    if marks.is_empty() {
+        return Ok(Vec::new());
+    }
+    let payload: Vec<Value> = marks
+        .iter()
+        .map(|m| {
+            serde_json::json!({
+                "id": m.artifact_id.uuid().simple().to_string(),
+                "reason": m.reason,
+                "causes": m.causes,
+                "from_status": m.from_status.as_str(),
+                "version": info.get(&m.artifact_id).map(|i| i.1).unwrap_or(0),
+                "history": cascade::reason(&m.new_causes),
+            })
+        })
+        .collect();
+    let payload = Value::Array(payload).to_string();
+    let (mark_sql, history_sql) = match tx.backend() {
+        Backend::Sqlite => (SQLITE_MARK_STALE, SQLITE_STALE_HISTORY),
+        Backend::Postgres => (POSTGRES_MARK_STALE, POSTGRES_STALE_HISTORY),
+    };
+    sql(mark_sql).bind(&payload).bind(at).execute(tx).await?;
+    sql(history_sql)
+        .bind(&payload)
+        .bind(at)
+        .bind(&ctx.actor)
+        .bind(&ctx.trace_id)
+        .execute(tx)
+        .await?;
+    Ok(marks
+        .into_iter()
+        .map(|m| Flagged {
+            artifact_type: info
+                .get(&m.artifact_id)
+                .map(|i| i.0.clone())
+                .unwrap_or_default(),
+            artifact_id: m.artifact_id,
+            reason: m.reason,
+        })
+        .collect())
+}
+
+/// Every artifact downstream of `$1` that can go stale, reached through the
+/// sources of latest versions (the first step only through versions older than
+/// `$2`), with all the sources of its latest version. `CROSS JOIN` fixes the
+/// join order on SQLite (whose planner would otherwise scan artifacts by status
+/// for every row of the recursion); PostgreSQL plans it as an inner join.
+const CASCADE_CANDIDATES: &str = "WITH RECURSIVE down(id) AS ( \
+       SELECT a.id FROM version_sources vs \
+       CROSS JOIN artifacts a \
+       WHERE vs.source_id = $1 AND vs.source_version < $2 \
+         AND a.id = vs.artifact_id AND a.version = vs.version AND a.id <> $1 \
+         AND a.status IN ('draft', 'in_review', 'approved', 'stale') \
+       UNION \
+       SELECT a.id FROM down \
+       CROSS JOIN version_sources vs \
+       CROSS JOIN artifacts a \
+       WHERE vs.source_id = down.id AND a.id = vs.artifact_id AND a.version = vs.version \
+         AND a.id <> $1 AND a.status IN ('draft', 'in_review', 'approved', 'stale') \
+     ) \
+     SELECT a.id, a.type, a.status, a.version, a.stale_causes, \
+            vs.source_id, s.type AS source_type, vs.source_version \
+     FROM down \
+     CROSS JOIN artifacts a \
+     CROSS JOIN version_sources vs \
+     CROSS JOIN artifacts s \
+     WHERE a.id = down.id AND vs.artifact_id = a.id AND vs.version = a.version \
+       AND s.id = vs.source_id \
+     ORDER BY a.id, vs.position";
+
+const SQLITE_MARK_STALE: &str = "UPDATE artifacts SET status = 'stale', \
+     stale_reason = m.value ->> 'reason', stale_causes = m.value ->> 'causes', updated_at = $2 \
+     FROM json_each($1) AS m WHERE artifacts.id = unhex(m.value ->> 'id')";
+const SQLITE_STALE_HISTORY: &str = "INSERT INTO artifact_history \
+     (artifact_id, at, actor, action, from_status, to_status, version, reason, trace_id) \
+     SELECT unhex(m.value ->> 'id'), $2, $3, 'marked_stale', m.value ->> 'from_status', 'stale', \
+            m.value ->> 'version', m.value ->> 'history', $4 \
+     FROM json_each($1) AS m ORDER BY m.key";
+const POSTGRES_MARK_STALE: &str = "UPDATE artifacts a SET status = 'stale', \
+     stale_reason = m.reason, stale_causes = m.causes, updated_at = $2 \
+     FROM jsonb_to_recordset($1::jsonb) AS m(id uuid, reason text, causes jsonb) \
+     WHERE a.id = m.id";
+const POSTGRES_STALE_HISTORY: &str = "INSERT INTO artifact_history \
+     (artifact_id, at, actor, action, from_status, to_status, version, reason, trace_id) \
+     SELECT m.id, $2, $3, 'marked_stale', m.from_status, 'stale', m.version, m.history, $4 \
+     FROM jsonb_to_recordset($1::jsonb) AS m(id uuid, from_status text, version bigint, history text)";
+
+#[derive(FromRow)]
+struct CascadeRow {
+    id: Uuid,
+    #[sqlx(rename = "type")]
+    artifact_type: String,
+    status: String,
+    version: i64,
+    stale_causes: Option<Json<Vec<StaleCause>>>,
+    source_id: Uuid,
+    source_type: String,
+    source_version: i64,
+}
+
+/// Each cascade candidate's type and latest version.
+type CandidateInfo = std::collections::HashMap<ArtifactId, (String, i64)>;
+
+/// Groups the candidate rows (ordered by artifact) into consumers, with each
+/// one's type and latest version.
+fn consumers_of(rows: Vec<CascadeRow>) -> Result<(Vec<Consumer>, CandidateInfo)> {
+    let mut consumers: Vec<Consumer> = Vec::new();
+    let mut info = std::collections::HashMap::new();
+    for r in rows {
+        let id = ArtifactId::from_uuid(r.id);
+        if consumers.last().map(|c| c.artifact_id) != Some(id) {
+            info.insert(id, (r.artifact_type.clone(), r.version));
+            consumers.push(Consumer {
+                artifact_id: id,
+                status: status(&r.status)?,
+                causes: r.stale_causes.map(|c| c.0).unwrap_or_default(),
+                sources: vec![],
+            });
+        }
+        if let Some(c) = consumers.last_mut() {
+            c.sources.push(cascade::Source {
+                artifact_id: ArtifactId::from_uuid(r.source_id),
+                artifact_type: r.source_type,
+                version: r.source_version,
+            });
+        }
+    }
+    Ok((consumers, info))
+}

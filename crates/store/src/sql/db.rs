@@ -1,0 +1,700 @@
+//! The one place that knows there are two databases.
+//!
+//! Every statement of the store is written once, with `$n` parameters (both
+//! SQLite and PostgreSQL accept them), built with [`sql`] and run on a
+//! [`Conn`]: a write transaction ([`Tx`]) or a pool ([`Pool`]). The statement
+//! keeps its arguments as [`Arg`]s and binds them for the backend it runs on
+//! when it runs, so the code around it is compiled once, is not generic, and
+//! names no sqlx bound: rows are read into any [`Record`] (a type that is
+//! `FromRow` for both backends). The few places where the dialects differ ask
+//! the connection's [`Backend`] through [`Dialect`] (`FOR UPDATE`, `SKIP
+//! LOCKED`, the set-based statements of the cascade, the database's clock).
+
+use std::borrow::Cow;
+
+use serde::Serialize;
+use sqlx::postgres::{PgArguments, PgConnection, PgPool, PgRow, Postgres};
+use sqlx::sqlite::{SqliteArguments, SqliteConnection, SqlitePool, SqliteRow};
+use sqlx::types::{Json, JsonRawValue};
+use sqlx::{Arguments, Executor, FromRow, Sqlite};
+use time::{Date, OffsetDateTime};
+use uuid::Uuid;
+
+use crate::{Backend, Result, StoreError};
+
+/// The pools of a store.
+pub(crate) enum Pools {
+    /// SQLite: one connection writes (SQLite has one writer; queueing in the
+    /// pool avoids busy errors), a read-only pool reads.
+    Sqlite {
+        read: SqlitePool,
+        write: SqlitePool,
+    },
+    Postgres {
+        pool: PgPool,
+    },
+}
+
+impl Pools {
+    pub(crate) fn backend(&self) -> Backend {
+        match self {
+            Pools::Sqlite { .. } => Backend::Sqlite,
+            Pools::Postgres { .. } => Backend::Postgres,
+        }
+    }
+
+    /// Starts a write transaction.
+    pub(crate) async fn begin(&self) -> Result<Tx> {
+        Ok(match self {
+            Pools::Sqlite { write, .. } => Tx::Sqlite(write.begin().await?),
+            Pools::Postgres { pool } => Tx::Postgres(pool.begin().await?),
+        })
+    }
+
+    /// The pool that serves reads.
+    pub(crate) fn reader(&self) -> Pool<'_> {
+        match self {
+            Pools::Sqlite { read, .. } => Pool::Sqlite(read),
+            Pools::Postgres { pool } => Pool::Postgres(pool),
+        }
+    }
+
+    /// The pool that serves single-statement writes outside a transaction.
+    pub(crate) fn writer(&self) -> Pool<'_> {
+        match self {
+            Pools::Sqlite { write, .. } => Pool::Sqlite(write),
+            Pools::Postgres { pool } => Pool::Postgres(pool),
+        }
+    }
+}
+
+/// What differs between the two dialects, beyond the statements they share.
+pub(crate) trait Dialect {
+    /// ` FOR UPDATE` on PostgreSQL, so a writer locks the rows it read to change
+    /// them; nothing on SQLite, which has one writer.
+    fn for_update(self) -> &'static str;
+    /// ` FOR SHARE` on PostgreSQL: the rows a write depends on stay as read
+    /// until it commits.
+    fn for_share(self) -> &'static str;
+    /// ` FOR UPDATE SKIP LOCKED` on PostgreSQL, so concurrent claimers take
+    /// different rows.
+    fn skip_locked(self) -> &'static str;
+}
+
+impl Dialect for Backend {
+    fn for_update(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "",
+            Backend::Postgres => " FOR UPDATE",
+        }
+    }
+
+    fn for_share(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "",
+            Backend::Postgres => " FOR SHARE",
+        }
+    }
+
+    fn skip_locked(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "",
+            Backend::Postgres => " FOR UPDATE SKIP LOCKED",
+        }
+    }
+}
+
+/// A write transaction. Dropped without [`Tx::commit`], it rolls back.
+pub(crate) enum Tx {
+    Sqlite(sqlx::Transaction<'static, Sqlite>),
+    Postgres(sqlx::Transaction<'static, Postgres>),
+}
+
+impl Tx {
+    pub(crate) async fn commit(self) -> Result<()> {
+        match self {
+            Tx::Sqlite(tx) => tx.commit().await?,
+            Tx::Postgres(tx) => tx.commit().await?,
+        }
+        Ok(())
+    }
+}
+
+/// A pool, for statements that need no transaction.
+#[derive(Clone, Copy)]
+pub(crate) enum Pool<'a> {
+    Sqlite(&'a SqlitePool),
+    Postgres(&'a PgPool),
+}
+
+/// Where a statement runs: a transaction or a pool.
+pub(crate) trait Conn: Send {
+    fn backend(&self) -> Backend;
+    #[doc(hidden)]
+    fn target(&mut self) -> Target<'_>;
+}
+
+#[doc(hidden)]
+pub(crate) enum Target<'a> {
+    SqliteConn(&'a mut SqliteConnection),
+    SqlitePool(&'a SqlitePool),
+    PgConn(&'a mut PgConnection),
+    PgPool(&'a PgPool),
+}
+
+impl Conn for Tx {
+    fn backend(&self) -> Backend {
+        match self {
+            Tx::Sqlite(_) => Backend::Sqlite,
+            Tx::Postgres(_) => Backend::Postgres,
+        }
+    }
+
+    fn target(&mut self) -> Target<'_> {
+        match self {
+            Tx::Sqlite(tx) => Target::SqliteConn(tx),
+            Tx::Postgres(tx) => Target::PgConn(tx),
+        }
+    }
+}
+
+impl Conn for Pool<'_> {
+    fn backend(&self) -> Backend {
+        match self {
+            Pool::Sqlite(_) => Backend::Sqlite,
+            Pool::Postgres(_) => Backend::Postgres,
+        }
+    }
+
+    fn target(&mut self) -> Target<'_> {
+        match *self {
+            Pool::Sqlite(p) => Target::SqlitePool(p),
+            Pool::Postgres(p) => Target::PgPool(p),
+        }
+    }
+}
+
+/// A row type both backends can read: the sqlx bounds, written once.
+pub(crate) trait Record:
+    for<'r> FromRow<'r, SqliteRow> + for<'r> FromRow<'r, PgRow> + Send + Unpin
+{
+}
+
+impl<T> Record for T where
+    T: for<'r> FromRow<'r, SqliteRow> + for<'r> FromRow<'r, PgRow> + Send + Unpin
+{
+}
+
+/// One argument of a statement, typed as the column it goes to (a `NULL`
+/// keeps its type, which PostgreSQL needs).
+#[derive(Debug, Clone)]
+pub(crate) enum Arg<'q> {
+    Uuid(Option<Uuid>),
+    Text(Option<Cow<'q, str>>),
+    I64(Option<i64>),
+    I32(Option<i32>),
+    F64(Option<f64>),
+    Bool(Option<bool>),
+    Bytes(Option<Cow<'q, [u8]>>),
+    Time(Option<OffsetDateTime>),
+    Date(Option<Date>),
+    /// JSON, already serialized (TEXT on SQLite, JSONB on PostgreSQL).
+    Json(Option<String>),
+    /// A value that could not be serialized: running the statement fails.
+    Invalid(String),
+}
+
+/// A value that binds as itself (its `NULL` typed as it).
+pub(crate) trait Scalar: Copy {
+    fn arg(value: Option<Self>) -> Arg<'static>;
+}
+
+impl Scalar for Uuid {
+    fn arg(value: Option<Self>) -> Arg<'static> {
+        Arg::Uuid(value)
+    }
+}
+
+impl Scalar for i64 {
+    fn arg(value: Option<Self>) -> Arg<'static> {
+        Arg::I64(value)
+    }
+}
+
+impl Scalar for i32 {
+    fn arg(value: Option<Self>) -> Arg<'static> {
+        Arg::I32(value)
+    }
+}
+
+impl Scalar for f64 {
+    fn arg(value: Option<Self>) -> Arg<'static> {
+        Arg::F64(value)
+    }
+}
+
+impl Scalar for bool {
+    fn arg(value: Option<Self>) -> Arg<'static> {
+        Arg::Bool(value)
+    }
+}
+
+impl Scalar for OffsetDateTime {
+    fn arg(value: Option<Self>) -> Arg<'static> {
+        Arg::Time(value)
+    }
+}
+
+impl Scalar for Date {
+    fn arg(value: Option<Self>) -> Arg<'static> {
+        Arg::Date(value)
+    }
+}
+
+impl<T: Scalar> From<T> for Arg<'_> {
+    fn from(v: T) -> Self {
+        T::arg(Some(v))
+    }
+}
+
+impl<T: Scalar> From<Option<T>> for Arg<'_> {
+    fn from(v: Option<T>) -> Self {
+        T::arg(v)
+    }
+}
+
+// By reference: the scalars bound from fields of borrowed records.
+impl From<&Uuid> for Arg<'_> {
+    fn from(v: &Uuid) -> Self {
+        Uuid::arg(Some(*v))
+    }
+}
+
+impl From<&Option<Uuid>> for Arg<'_> {
+    fn from(v: &Option<Uuid>) -> Self {
+        Uuid::arg(*v)
+    }
+}
+
+impl From<&i64> for Arg<'_> {
+    fn from(v: &i64) -> Self {
+        i64::arg(Some(*v))
+    }
+}
+
+impl From<&Option<i64>> for Arg<'_> {
+    fn from(v: &Option<i64>) -> Self {
+        i64::arg(*v)
+    }
+}
+
+impl From<&f64> for Arg<'_> {
+    fn from(v: &f64) -> Self {
+        f64::arg(Some(*v))
+    }
+}
+
+impl From<&Option<f64>> for Arg<'_> {
+    fn from(v: &Option<f64>) -> Self {
+        f64::arg(*v)
+    }
+}
+
+impl From<&bool> for Arg<'_> {
+    fn from(v: &bool) -> Self {
+        bool::arg(Some(*v))
+    }
+}
+
+impl From<&Option<bool>> for Arg<'_> {
+    fn from(v: &Option<bool>) -> Self {
+        bool::arg(*v)
+    }
+}
+
+impl From<&OffsetDateTime> for Arg<'_> {
+    fn from(v: &OffsetDateTime) -> Self {
+        OffsetDateTime::arg(Some(*v))
+    }
+}
+
+impl From<&Option<OffsetDateTime>> for Arg<'_> {
+    fn from(v: &Option<OffsetDateTime>) -> Self {
+        OffsetDateTime::arg(*v)
+    }
+}
+
+impl From<&Date> for Arg<'_> {
+    fn from(v: &Date) -> Self {
+        Date::arg(Some(*v))
+    }
+}
+
+impl From<&Option<Date>> for Arg<'_> {
+    fn from(v: &Option<Date>) -> Self {
+        Date::arg(*v)
+    }
+}
+
+impl From<String> for Arg<'_> {
+    fn from(v: String) -> Self {
+        Arg::Text(Some(Cow::Owned(v)))
+    }
+}
+
+impl From<Option<String>> for Arg<'_> {
+    fn from(v: Option<String>) -> Self {
+        Arg::Text(v.map(Cow::Owned))
+    }
+}
+
+impl From<Vec<u8>> for Arg<'_> {
+    fn from(v: Vec<u8>) -> Self {
+        Arg::Bytes(Some(Cow::Owned(v)))
+    }
+}
+
+impl<'q> From<&'q str> for Arg<'q> {
+    fn from(v: &'q str) -> Self {
+        Arg::Text(Some(Cow::Borrowed(v)))
+    }
+}
+
+impl<'q> From<&'q String> for Arg<'q> {
+    fn from(v: &'q String) -> Self {
+        Arg::Text(Some(Cow::Borrowed(v.as_str())))
+    }
+}
+
+impl<'q> From<Option<&'q str>> for Arg<'q> {
+    fn from(v: Option<&'q str>) -> Self {
+        Arg::Text(v.map(Cow::Borrowed))
+    }
+}
+
+impl<'q> From<&'q Option<String>> for Arg<'q> {
+    fn from(v: &'q Option<String>) -> Self {
+        Arg::Text(v.as_deref().map(Cow::Borrowed))
+    }
+}
+
+impl<'q> From<&'q [u8]> for Arg<'q> {
+    fn from(v: &'q [u8]) -> Self {
+        Arg::Bytes(Some(Cow::Borrowed(v)))
+    }
+}
+
+impl<'q> From<&'q Vec<u8>> for Arg<'q> {
+    fn from(v: &'q Vec<u8>) -> Self {
+        Arg::Bytes(Some(Cow::Borrowed(v.as_slice())))
+    }
+}
+
+impl<'q, T: Serialize> From<Json<T>> for Arg<'q> {
+    fn from(v: Json<T>) -> Self {
+        match serde_json::to_string(&v.0) {
+            Ok(s) => Arg::Json(Some(s)),
+            Err(e) => Arg::Invalid(e.to_string()),
+        }
+    }
+}
+
+impl<'q, T: Serialize> From<Option<Json<T>>> for Arg<'q> {
+    fn from(v: Option<Json<T>>) -> Self {
+        match v {
+            Some(j) => j.into(),
+            None => Arg::Json(None),
+        }
+    }
+}
+
+fn encode_error(e: sqlx::error::BoxDynError) -> StoreError {
+    StoreError::Database(sqlx::Error::Encode(e))
+}
+
+fn sqlite_args<'a>(args: &'a [Arg<'_>]) -> Result<SqliteArguments<'a>> {
+    let mut out = SqliteArguments::default();
+    for a in args {
+        match a {
+            Arg::Uuid(v) => out.add(*v),
+            Arg::Text(v) => out.add(v.as_deref()),
+            Arg::I64(v) => out.add(*v),
+            Arg::I32(v) => out.add(*v),
+            Arg::F64(v) => out.add(*v),
+            Arg::Bool(v) => out.add(*v),
+            Arg::Bytes(v) => out.add(v.as_deref()),
+            Arg::Time(v) => out.add(*v),
+            Arg::Date(v) => out.add(*v),
+            Arg::Json(v) => out.add(v.as_deref()),
+            Arg::Invalid(e) => return Err(encode_error(e.clone().into())),
+        }
+        .map_err(encode_error)?;
+    }
+    Ok(out)
+}
+
+fn pg_args(args: &[Arg<'_>]) -> Result<PgArguments> {
+    let mut out = PgArguments::default();
+    for a in args {
+        match a {
+            Arg::Uuid(v) => out.add(*v),
+            Arg::Text(v) => out.add(v.as_deref()),
+            Arg::I64(v) => out.add(*v),
+            Arg::I32(v) => out.add(*v),
+            Arg::F64(v) => out.add(*v),
+            Arg::Bool(v) => out.add(*v),
+            Arg::Bytes(v) => out.add(v.as_deref()),
+            Arg::Time(v) => out.add(*v),
+            Arg::Date(v) => out.add(*v),
+            Arg::Json(v) => {
+                let raw = v
+                    .as_deref()
+                    .map(|s| JsonRawValue::from_string(s.to_owned()))
+                    .transpose()
+                    .map_err(|e| encode_error(e.into()))?;
+                out.add(raw.map(Json))
+            }
+            Arg::Invalid(e) => return Err(encode_error(e.clone().into())),
+        }
+        .map_err(encode_error)?;
+    }
+    Ok(out)
+}
+
+/// A statement and its arguments; see the module docs.
+///
+/// ```ignore
+/// let row: Option<(String,)> = sql("SELECT name FROM clients WHERE id = $1")
+///     .bind(id.uuid())
+///     .fetch_optional(&mut tx)
+///     .await?;
+/// ```
+#[must_use = "a statement does nothing until it runs"]
+pub(crate) struct Sql<'q> {
+    text: Cow<'q, str>,
+    args: Vec<Arg<'q>>,
+}
+
+/// A statement to run: its text, then `.bind(..)` each `$n` in order.
+pub(crate) fn sql<'q>(text: impl Into<Cow<'q, str>>) -> Sql<'q> {
+    Sql {
+        text: text.into(),
+        args: Vec::new(),
+    }
+}
+
+impl<'q> Sql<'q> {
+    /// Binds the next `$n`.
+    pub(crate) fn bind(mut self, value: impl Into<Arg<'q>>) -> Self {
+        self.args.push(value.into());
+        self
+    }
+
+    /// Appends text to the statement.
+    pub(crate) fn push(&mut self, text: impl AsRef<str>) -> &mut Self {
+        self.text.to_mut().push_str(text.as_ref());
+        self
+    }
+
+    /// Appends the placeholder of a new argument (`$n`) and binds it.
+    pub(crate) fn push_bind(&mut self, value: impl Into<Arg<'q>>) -> &mut Self {
+        self.args.push(value.into());
+        let n = self.args.len();
+        let text = self.text.to_mut();
+        text.push('$');
+        text.push_str(&n.to_string());
+        self
+    }
+
+    /// Appends `(a, b, ...)`, one bound argument per item (for `IN`).
+    pub(crate) fn push_list<A: Into<Arg<'q>>>(
+        &mut self,
+        items: impl IntoIterator<Item = A>,
+    ) -> &mut Self {
+        self.push("(");
+        for (i, item) in items.into_iter().enumerate() {
+            if i > 0 {
+                self.push(", ");
+            }
+            self.push_bind(item);
+        }
+        self.push(")")
+    }
+
+    /// Appends `VALUES (..), (..)`: `row` binds the columns of one item.
+    pub(crate) fn push_values<I>(
+        &mut self,
+        items: impl IntoIterator<Item = I>,
+        mut row: impl FnMut(Values<'_, 'q>, I),
+    ) -> &mut Self {
+        self.push("VALUES ");
+        for (i, item) in items.into_iter().enumerate() {
+            if i > 0 {
+                self.push(", ");
+            }
+            self.push("(");
+            row(
+                Values {
+                    sql: self,
+                    first: true,
+                },
+                item,
+            );
+            self.push(")");
+        }
+        self
+    }
+
+    /// The statement's text so far.
+    #[cfg(test)]
+    pub(crate) fn text(&self) -> &str {
+        &self.text
+    }
+
+    /// Runs it; answers how many rows it changed.
+    pub(crate) async fn execute(self, conn: &mut impl Conn) -> Result<u64> {
+        let text: &str = &self.text;
+        Ok(match conn.target() {
+            Target::SqliteConn(c) => run_sqlite(text, &self.args, c).await?,
+            Target::SqlitePool(p) => run_sqlite(text, &self.args, p).await?,
+            Target::PgConn(c) => run_pg(text, &self.args, c).await?,
+            Target::PgPool(p) => run_pg(text, &self.args, p).await?,
+        })
+    }
+
+    /// Runs it; answers every row.
+    pub(crate) async fn fetch_all<T: Record>(self, conn: &mut impl Conn) -> Result<Vec<T>> {
+        let text: &str = &self.text;
+        match conn.target() {
+            Target::SqliteConn(c) => all_sqlite(text, &self.args, c).await,
+            Target::SqlitePool(p) => all_sqlite(text, &self.args, p).await,
+            Target::PgConn(c) => all_pg(text, &self.args, c).await,
+            Target::PgPool(p) => all_pg(text, &self.args, p).await,
+        }
+    }
+
+    /// Runs it; answers the first row, if any.
+    pub(crate) async fn fetch_optional<T: Record>(self, conn: &mut impl Conn) -> Result<Option<T>> {
+        let text: &str = &self.text;
+        match conn.target() {
+            Target::SqliteConn(c) => optional_sqlite(text, &self.args, c).await,
+            Target::SqlitePool(p) => optional_sqlite(text, &self.args, p).await,
+            Target::PgConn(c) => optional_pg(text, &self.args, c).await,
+            Target::PgPool(p) => optional_pg(text, &self.args, p).await,
+        }
+    }
+
+    /// Runs it; answers the first row, which must exist.
+    pub(crate) async fn fetch_one<T: Record>(self, conn: &mut impl Conn) -> Result<T> {
+        self.fetch_optional(conn)
+            .await?
+            .ok_or(StoreError::Database(sqlx::Error::RowNotFound))
+    }
+}
+
+/// The columns of one row of [`Sql::push_values`].
+pub(crate) struct Values<'s, 'q> {
+    sql: &'s mut Sql<'q>,
+    first: bool,
+}
+
+impl<'q> Values<'_, 'q> {
+    /// Binds the next column.
+    pub(crate) fn push_bind(&mut self, value: impl Into<Arg<'q>>) -> &mut Self {
+        if !self.first {
+            self.sql.push(", ");
+        }
+        self.first = false;
+        self.sql.push_bind(value);
+        self
+    }
+}
+
+async fn run_sqlite<'e>(
+    text: &str,
+    args: &[Arg<'_>],
+    ex: impl Executor<'e, Database = Sqlite>,
+) -> Result<u64> {
+    let args = sqlite_args(args)?;
+    Ok(sqlx::query_with(text, args)
+        .execute(ex)
+        .await?
+        .rows_affected())
+}
+
+async fn run_pg<'e>(
+    text: &str,
+    args: &[Arg<'_>],
+    ex: impl Executor<'e, Database = Postgres>,
+) -> Result<u64> {
+    let args = pg_args(args)?;
+    Ok(sqlx::query_with(text, args)
+        .execute(ex)
+        .await?
+        .rows_affected())
+}
+
+async fn all_sqlite<'e, T: Record>(
+    text: &str,
+    args: &[Arg<'_>],
+    ex: impl Executor<'e, Database = Sqlite>,
+) -> Result<Vec<T>> {
+    let args = sqlite_args(args)?;
+    Ok(sqlx::query_as_with::<_, T, _>(text, args)
+        .fetch_all(ex)
+        .await?)
+}
+
+async fn all_pg<'e, T: Record>(
+    text: &str,
+    args: &[Arg<'_>],
+    ex: impl Executor<'e, Database = Postgres>,
+) -> Result<Vec<T>> {
+    let args = pg_args(args)?;
+    Ok(sqlx::query_as_with::<_, T, _>(text, args)
+        .fetch_all(ex)
+        .await?)
+}
+
+async fn optional_sqlite<'e, T: Record>(
+    text: &str,
+    args: &[Arg<'_>],
+    ex: impl Executor<'e, Database = Sqlite>,
+) -> Result<Option<T>> {
+    let args = sqlite_args(args)?;
+    Ok(sqlx::query_as_with::<_, T, _>(text, args)
+        .fetch_optional(ex)
+        .await?)
+}
+
+async fn optional_pg<'e, T: Record>(
+    text: &str,
+    args: &[Arg<'_>],
+    ex: impl Executor<'e, Database = Postgres>,
+) -> Result<Option<T>> {
+    let args = pg_args(args)?;
+    Ok(sqlx::query_as_with::<_, T, _>(text, args)
+        .fetch_optional(ex)
+        .await?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placeholders_follow_the_arguments_bound() {
+        let mut q = sql("SELECT id FROM tasks WHERE lane = $1").bind("engine");
+        q.push(" AND id IN ").push_list([Uuid::nil(), Uuid::max()]);
+        q.push(" ORDER BY id LIMIT ").push_bind(10i64);
+        assert_eq!(
+            q.text(),
+            "SELECT id FROM tasks WHERE lane = $1 AND id IN ($2, $3) ORDER BY id LIMIT $4"
+        );
+        let mut v = sql("INSERT INTO t (a, b) ");
+        v.push_values([(1i64, "x"), (2, "y")], |mut b, (n, s)| {
+            b.push_bind(n).push_bind(s);
+        });
+        assert_eq!(v.text(), "INSERT INTO t (a, b) VALUES ($1, $2), ($3, $4)");
+    }
+}
