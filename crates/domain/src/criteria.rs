@@ -14,7 +14,8 @@
 //! - [`apply_overrides`] lets a person promote over inconclusive checks (and
 //!   only those).
 //! - [`fired`] tells which rollback trigger an incoming observation fires.
-//! - [`check_checks`], [`check_trigger`] and [`check_cel`] validate templates.
+//! - [`check_checks`], [`check_trigger`] and [`check_cel`] validate templates;
+//!   CEL goes through [`cel_guard`], its limits and its budget.
 //!
 //! ```
 //! use waymark_domain::criteria::{evaluate, Check, Facts, Observation};
@@ -37,10 +38,12 @@ use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 use std::time::Duration;
 
-use cel::{Context, ExecutionError, Program, Value as Cel};
+use cel::{ExecutionError, Value as Cel};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use time::OffsetDateTime;
+
+use crate::cel_guard::{self, ExprError};
 
 /// A comparison of a metric's value with a threshold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -787,36 +790,30 @@ fn metric_series(
 /// The variables a criteria CEL expression may read.
 const CEL_VARIABLES: [&str; 3] = ["metrics", "signoffs", "approved"];
 
-fn compile_cel(expr: &str) -> Result<Program, String> {
-    Program::compile(expr).map_err(|e| match e.errors.first() {
-        Some(p) if p.pos.0 >= 0 && p.pos.1 >= 0 => {
-            format!("line {}, column {}: {}", p.pos.0, p.pos.1 + 1, p.msg)
-        }
-        Some(p) => p.msg.clone(),
-        None => e.to_string(),
-    })
-}
-
 /// Compiles a criteria CEL expression without running it (for template
-/// validation). It may read `metrics` (a map from metric name to its latest
-/// value, a double), `signoffs` and `approved` (lists of names).
+/// validation), within the limits of [`cel_guard`]. It may read `metrics` (a
+/// map from metric name to its latest value, a double), `signoffs` and
+/// `approved` (lists of names). The error says where: `line 1, column 12: ...`.
 pub fn check_cel(expr: &str) -> Result<(), String> {
-    if expr.trim().is_empty() {
-        return Err("the expression is empty".to_owned());
-    }
-    compile_cel(expr).map(|_| ())
+    cel_guard::compile(expr)
+        .map(|_| ())
+        .map_err(|e| e.located())
 }
 
+/// A CEL check: `passed` when the expression is true, `failed` when it is
+/// false, gives something else, cannot run, or is stopped by its evaluation
+/// budget (a person cannot override that: the check did not run);
+/// `inconclusive` when it reads a metric that has no observation yet.
 fn cel_check(expr: &str, facts: &Facts) -> Found {
     let expected = json!(expr);
-    let program = match compile_cel(expr) {
-        Ok(p) => p,
+    let compiled = match cel_guard::compile(expr) {
+        Ok(c) => c,
         Err(e) => {
             return (
                 CheckOutcome::Failed,
                 Value::Null,
                 expected,
-                format!("the expression does not compile: {e}"),
+                format!("the expression does not compile: {}", e.located()),
             );
         }
     };
@@ -827,11 +824,12 @@ fn cel_check(expr: &str, facts: &Facts) -> Found {
         .collect();
     let names =
         |set: &BTreeSet<&str>| Cel::from(set.iter().map(|s| Cel::from(*s)).collect::<Vec<_>>());
-    let mut context = Context::default();
-    context.add_variable_from_value(CEL_VARIABLES[0], metrics);
-    context.add_variable_from_value(CEL_VARIABLES[1], names(&facts.signoffs));
-    context.add_variable_from_value(CEL_VARIABLES[2], names(&facts.approved));
-    match program.execute(&context) {
+    let variables = vec![
+        (CEL_VARIABLES[0], Cel::from(metrics)),
+        (CEL_VARIABLES[1], names(&facts.signoffs)),
+        (CEL_VARIABLES[2], names(&facts.approved)),
+    ];
+    match cel_guard::evaluate(&compiled, variables) {
         Ok(Cel::Bool(true)) => (
             CheckOutcome::Passed,
             json!(true),
@@ -850,7 +848,7 @@ fn cel_check(expr: &str, facts: &Facts) -> Found {
             expected,
             format!("`{expr}` gives {other:?}, not a boolean"),
         ),
-        Err(ExecutionError::NoSuchKey(key)) => (
+        Err(ExprError::Runtime(ExecutionError::NoSuchKey(key))) => (
             CheckOutcome::Inconclusive,
             Value::Null,
             expected,
@@ -1389,6 +1387,30 @@ mod tests {
         let r = run("metrics.search_precision >=");
         assert_eq!(r.outcome, CheckOutcome::Failed);
         assert!(r.message.contains("does not compile"), "{}", r.message);
+    }
+
+    #[test]
+    fn a_cel_check_over_its_limits_or_its_budget_fails() {
+        let names: Vec<String> = (0..300).map(|i| format!("s{i}")).collect();
+        let facts = Facts::new(&[], NOW).with_signoffs(names.iter().map(String::as_str));
+        let run = |expr: &str| evaluate(&[cel(expr)], &facts).checks.remove(0);
+        let r = run("signoffs.all(a, signoffs.all(b, signoffs.all(c, a + b + c != '')))");
+        assert_eq!(r.outcome, CheckOutcome::Failed, "{}", r.message);
+        assert!(r.blocks());
+        assert!(
+            r.message.contains("cannot be evaluated: stopped after"),
+            "{}",
+            r.message
+        );
+        let r = run(&vec!["metrics.m"; 5_000].join(" + "));
+        assert_eq!(r.outcome, CheckOutcome::Failed);
+        assert!(
+            r.message.starts_with(
+                "the expression does not compile: line 1, column 779: more than 64 operators"
+            ),
+            "{}",
+            r.message
+        );
     }
 
     #[test]
