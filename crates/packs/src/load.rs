@@ -181,7 +181,8 @@ pub fn load(files: &PackFiles) -> Result<Pack, PackError> {
         PlanDef { modules, jobs }
     });
 
-    let journeys = crate::journeys::load_journeys(&manifest.journeys, &declared, &mut problems);
+    let journeys =
+        crate::journeys::load_journeys(&manifest.journeys, &declared, text, &mut problems);
     let templates: BTreeSet<&str> = journeys.iter().map(|j| j.name.as_str()).collect();
     for t in &manifest.types {
         let Some(j) = &t.journey else { continue };
