@@ -304,3 +304,37 @@ fn a_rule_over_its_budget_warns_instead_of_holding_the_write() {
         "{large:?}"
     );
 }
+
+#[test]
+fn the_documented_limits_of_cel_are_the_real_ones() {
+    use waymark_domain::cel_guard::{MAX_CHAIN, MAX_CHARS, MAX_DEPTH, MAX_LOOPS, MAX_NESTING};
+    let doc = include_str!("../../../docs/PACKS.md");
+    let section = &doc[doc.find("## Limits of CEL").unwrap()..];
+    let section = &section[..section.find("\n## ").unwrap()];
+    for (label, value) in [
+        ("| characters |", MAX_CHARS),
+        ("| brackets open at once", MAX_NESTING),
+        ("| operators in one chain", MAX_CHAIN),
+        ("| levels of the parsed expression |", MAX_DEPTH),
+        ("nested in the body of one another |", MAX_LOOPS),
+    ] {
+        let row = section
+            .lines()
+            .find(|l| l.contains(label))
+            .unwrap_or_else(|| panic!("no row {label}"));
+        assert!(row.contains(&format!("| {value} |")), "{row}");
+    }
+    let steps = waymark_domain::cel_guard::MAX_STEPS;
+    let written = steps
+        .to_string()
+        .as_bytes()
+        .rchunks(3)
+        .rev()
+        .map(|c| std::str::from_utf8(c).unwrap())
+        .collect::<Vec<_>>()
+        .join(",");
+    assert!(
+        section.contains(&format!("may spend\n{written}")),
+        "{written}"
+    );
+}
