@@ -14,7 +14,8 @@
 //! - [`apply_overrides`] lets a person promote over inconclusive checks (and
 //!   only those).
 //! - [`fired`] tells which rollback trigger an incoming observation fires.
-//! - [`check_checks`], [`check_trigger`] and [`check_cel`] validate templates.
+//! - [`check_checks`], [`check_trigger`] and [`check_cel`] validate templates;
+//!   CEL goes through [`cel_guard`], its limits and its budget.
 //!
 //! ```
 //! use waymark_domain::criteria::{evaluate, Check, Facts, Observation};
@@ -37,10 +38,13 @@ use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 use std::time::Duration;
 
-use cel::{Context, ExecutionError, Program, Value as Cel};
+use cel::{ExecutionError, Value as Cel};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use time::OffsetDateTime;
+
+use crate::FieldError;
+use crate::cel_guard::{self, ExprError};
 
 /// A comparison of a metric's value with a threshold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -787,36 +791,30 @@ fn metric_series(
 /// The variables a criteria CEL expression may read.
 const CEL_VARIABLES: [&str; 3] = ["metrics", "signoffs", "approved"];
 
-fn compile_cel(expr: &str) -> Result<Program, String> {
-    Program::compile(expr).map_err(|e| match e.errors.first() {
-        Some(p) if p.pos.0 >= 0 && p.pos.1 >= 0 => {
-            format!("line {}, column {}: {}", p.pos.0, p.pos.1 + 1, p.msg)
-        }
-        Some(p) => p.msg.clone(),
-        None => e.to_string(),
-    })
-}
-
 /// Compiles a criteria CEL expression without running it (for template
-/// validation). It may read `metrics` (a map from metric name to its latest
-/// value, a double), `signoffs` and `approved` (lists of names).
+/// validation), within the limits of [`cel_guard`]. It may read `metrics` (a
+/// map from metric name to its latest value, a double), `signoffs` and
+/// `approved` (lists of names). The error says where: `line 1, column 12: ...`.
 pub fn check_cel(expr: &str) -> Result<(), String> {
-    if expr.trim().is_empty() {
-        return Err("the expression is empty".to_owned());
-    }
-    compile_cel(expr).map(|_| ())
+    cel_guard::compile(expr)
+        .map(|_| ())
+        .map_err(|e| e.located())
 }
 
+/// A CEL check: `passed` when the expression is true, `failed` when it is
+/// false, gives something else, cannot run, or is stopped by its evaluation
+/// budget (a person cannot override that: the check did not run);
+/// `inconclusive` when it reads a metric that has no observation yet.
 fn cel_check(expr: &str, facts: &Facts) -> Found {
     let expected = json!(expr);
-    let program = match compile_cel(expr) {
-        Ok(p) => p,
+    let compiled = match cel_guard::compile(expr) {
+        Ok(c) => c,
         Err(e) => {
             return (
                 CheckOutcome::Failed,
                 Value::Null,
                 expected,
-                format!("the expression does not compile: {e}"),
+                format!("the expression does not compile: {}", e.located()),
             );
         }
     };
@@ -827,11 +825,12 @@ fn cel_check(expr: &str, facts: &Facts) -> Found {
         .collect();
     let names =
         |set: &BTreeSet<&str>| Cel::from(set.iter().map(|s| Cel::from(*s)).collect::<Vec<_>>());
-    let mut context = Context::default();
-    context.add_variable_from_value(CEL_VARIABLES[0], metrics);
-    context.add_variable_from_value(CEL_VARIABLES[1], names(&facts.signoffs));
-    context.add_variable_from_value(CEL_VARIABLES[2], names(&facts.approved));
-    match program.execute(&context) {
+    let variables = vec![
+        (CEL_VARIABLES[0], Cel::from(metrics)),
+        (CEL_VARIABLES[1], names(&facts.signoffs)),
+        (CEL_VARIABLES[2], names(&facts.approved)),
+    ];
+    match cel_guard::evaluate(&compiled, variables) {
         Ok(Cel::Bool(true)) => (
             CheckOutcome::Passed,
             json!(true),
@@ -850,7 +849,7 @@ fn cel_check(expr: &str, facts: &Facts) -> Found {
             expected,
             format!("`{expr}` gives {other:?}, not a boolean"),
         ),
-        Err(ExecutionError::NoSuchKey(key)) => (
+        Err(ExprError::Runtime(ExecutionError::NoSuchKey(key))) => (
             CheckOutcome::Inconclusive,
             Value::Null,
             expected,
@@ -961,28 +960,48 @@ pub fn check_trigger(spec: &TriggerSpec) -> Result<(), String> {
 // Template validation
 // ---------------------------------------------------------------------------
 
-/// What is wrong with a stage's checks, one sentence each (empty when
-/// nothing is).
+/// What is wrong with one list of checks (a stage's `entry` or its `exit`),
+/// each problem at a JSON Pointer into the list: `/<index>/<field>`, or
+/// `/<index>/name`. Empty when nothing is. The one validator of criteria:
+/// packs put each problem at its line in `pack.yaml`, the API answers the
+/// pointer under the template's.
 ///
-/// Beyond the obvious (unique, non-empty names; non-empty metric, artifact
-/// type and sign-off names; finite thresholds; CEL that compiles):
-/// `count >= 1`; `interval` and `failure_limit` only with `count`;
-/// `failure_limit < count`; `aggregate` not with `count` (each observation is
-/// compared on its own); windows and intervals longer than zero. `aggregate`
-/// without `window` is allowed: it aggregates every observation so far.
-pub fn check_checks(checks: &[Check]) -> Vec<String> {
-    let mut problems = Vec::new();
-    let mut seen = BTreeSet::new();
-    for c in checks {
-        let name = c.name.as_str();
-        if name.trim().is_empty() {
-            problems.push("a check has an empty name".to_owned());
-        } else if !seen.insert(name) {
-            problems.push(format!(
-                "two checks are named {name}; check names must be unique"
-            ));
+/// - names present, and unique within the list;
+/// - a metric check: a metric name (see [`check_name`]), a finite threshold,
+///   a window and an interval longer than zero, `count` at least 1,
+///   `interval` and `failure_limit` only with `count`, `failure_limit` less
+///   than `count`, and `aggregate` not with `count` (each observation is
+///   compared on its own). `aggregate` without `window` is allowed: it
+///   aggregates every observation so far;
+/// - an approval and a sign-off name something;
+/// - a CEL expression compiles within the limits of [`cel_guard`].
+pub fn check_checks(checks: &[Check]) -> Vec<FieldError> {
+    let mut errors = Vec::new();
+    let mut names: HashMap<&str, usize> = HashMap::new();
+    for (i, c) in checks.iter().enumerate() {
+        let mut problem = |field: &str, message: String| {
+            errors.push(FieldError::new(format!("/{i}/{field}"), message))
+        };
+        let name = c.name.trim();
+        if name.is_empty() {
+            problem(
+                "name",
+                "the check has an empty name; a check needs a name (shown in validation results), \
+                 e.g. search_precision"
+                    .to_owned(),
+            );
+        } else if let Some(first) = names.get(name) {
+            problem(
+                "name",
+                format!(
+                    "the name `{name}` is already used by check {} of this list; check names are \
+                     unique within a stage's entry (or exit) criteria",
+                    first + 1
+                ),
+            );
+        } else {
+            names.insert(name, i);
         }
-        let mut problem = |text: String| problems.push(format!("check {name}: {text}"));
         match &c.kind {
             CheckKind::Metric {
                 metric,
@@ -995,60 +1014,108 @@ pub fn check_checks(checks: &[Check]) -> Vec<String> {
                 ..
             } => {
                 if metric.trim().is_empty() {
-                    problem("the metric name is empty".to_owned());
+                    problem(
+                        "metric",
+                        "the metric name is empty; name the metric, e.g. search_precision"
+                            .to_owned(),
+                    );
+                } else if let Err(why) = check_name("metric", metric) {
+                    problem("metric", why);
                 }
                 if !threshold.is_finite() {
-                    problem("the threshold must be a finite number".to_owned());
+                    problem("threshold", "threshold must be a finite number".to_owned());
                 }
                 if window.is_some_and(|w| w.0.is_zero()) {
-                    problem("the window must be longer than 0s".to_owned());
+                    problem(
+                        "window",
+                        "the window must be longer than zero, e.g. 7d".to_owned(),
+                    );
                 }
-                if interval.is_some_and(|i| i.0.is_zero()) {
-                    problem("the interval must be longer than 0s".to_owned());
+                if interval.is_some_and(|w| w.0.is_zero()) {
+                    problem(
+                        "interval",
+                        "the interval must be longer than zero, e.g. 1d".to_owned(),
+                    );
                 }
                 match count {
-                    Some(0) => problem("count must be at least 1".to_owned()),
+                    Some(0) => problem(
+                        "count",
+                        "count must be at least 1 (the number of observations to evaluate)"
+                            .to_owned(),
+                    ),
                     Some(n) => {
-                        if failure_limit.is_some_and(|f| f >= *n) {
-                            problem(format!(
-                                "failure_limit must be less than count ({n}), or the check can never fail"
-                            ));
+                        if let Some(limit) = failure_limit
+                            && limit >= n
+                        {
+                            problem(
+                                "failure_limit",
+                                format!(
+                                    "failure_limit ({limit}) must be less than count ({n}), \
+                                     or the check could never fail"
+                                ),
+                            );
                         }
                         if aggregate.is_some() {
                             problem(
-                                "aggregate has no effect with count (each observation is compared on its own); remove one"
+                                "aggregate",
+                                "aggregate has no effect with count (each observation is compared \
+                                 on its own); remove one"
                                     .to_owned(),
                             );
                         }
                     }
                     None => {
                         if interval.is_some() {
-                            problem("interval needs count".to_owned());
+                            problem(
+                                "interval",
+                                "interval spaces out the `count` observations; give count too"
+                                    .to_owned(),
+                            );
                         }
                         if failure_limit.is_some() {
-                            problem("failure_limit needs count".to_owned());
+                            problem(
+                                "failure_limit",
+                                "failure_limit is how many of `count` observations may fail; \
+                                 give count too"
+                                    .to_owned(),
+                            );
                         }
                     }
                 }
             }
             CheckKind::Artifact { artifact_type } => {
                 if artifact_type.trim().is_empty() {
-                    problem("the artifact type is empty".to_owned());
+                    problem(
+                        "artifact_approved",
+                        "the artifact type is empty; name the artifact type that must be \
+                         approved, e.g. pilot_plan"
+                            .to_owned(),
+                    );
                 }
             }
             CheckKind::Signoff { signoff } => {
                 if signoff.trim().is_empty() {
-                    problem("the sign-off name is empty".to_owned());
+                    problem(
+                        "signoff",
+                        "the sign-off name is empty; name the sign-off, e.g. client_stakeholder_demo"
+                            .to_owned(),
+                    );
                 }
             }
             CheckKind::Cel { cel } => {
-                if let Err(e) = check_cel(cel) {
-                    problem(format!("CEL: {e}"));
+                if cel.trim().is_empty() {
+                    problem(
+                        "cel",
+                        "the CEL expression must not be empty, e.g. metrics.search_precision >= 0.8"
+                            .to_owned(),
+                    );
+                } else if let Err(why) = check_cel(cel) {
+                    problem("cel", why);
                 }
             }
         }
     }
-    problems
+    errors
 }
 
 #[cfg(test)]
@@ -1392,6 +1459,30 @@ mod tests {
     }
 
     #[test]
+    fn a_cel_check_over_its_limits_or_its_budget_fails() {
+        let names: Vec<String> = (0..300).map(|i| format!("s{i}")).collect();
+        let facts = Facts::new(&[], NOW).with_signoffs(names.iter().map(String::as_str));
+        let run = |expr: &str| evaluate(&[cel(expr)], &facts).checks.remove(0);
+        let r = run("signoffs.all(a, signoffs.all(b, signoffs.all(c, a + b + c != '')))");
+        assert_eq!(r.outcome, CheckOutcome::Failed, "{}", r.message);
+        assert!(r.blocks());
+        assert!(
+            r.message.contains("cannot be evaluated: stopped after"),
+            "{}",
+            r.message
+        );
+        let r = run(&vec!["metrics.m"; 5_000].join(" + "));
+        assert_eq!(r.outcome, CheckOutcome::Failed);
+        assert!(
+            r.message.starts_with(
+                "the expression does not compile: line 1, column 779: more than 64 operators"
+            ),
+            "{}",
+            r.message
+        );
+    }
+
+    #[test]
     fn cel_compiles_for_template_validation() {
         assert!(check_cel("metrics.search_precision >= 0.8").is_ok());
         let e = check_cel("metrics.a >= ").unwrap_err();
@@ -1602,64 +1693,108 @@ mod tests {
             from_json(json!({"name": "e", "signoff": "demo"})),
             from_json(json!({"name": "f", "artifact_approved": "plan"})),
         ];
-        assert_eq!(check_checks(&good), Vec::<String>::new());
+        assert_eq!(check_checks(&good), vec![]);
+        let plus = vec!["metrics.m"; 5_000].join(" + ");
+        let and = vec!["metrics.m > 0.0"; 5_000].join(" && ");
         let bad = [
             (
                 json!({"name": "a", "metric": "", "op": ">=", "threshold": 1}),
+                "/0/metric",
                 "metric name is empty",
             ),
             (
+                json!({"name": "a", "metric": "bad name", "op": ">=", "threshold": 1}),
+                "/0/metric",
+                "must be 1-128 letters",
+            ),
+            (
                 json!({"name": "a", "metric": "m", "op": ">=", "threshold": 1, "count": 0}),
+                "/0/count",
                 "count must be at least 1",
             ),
             (
                 json!({"name": "a", "metric": "m", "op": ">=", "threshold": 1, "count": 2, "failure_limit": 2}),
-                "failure_limit must be less than count",
+                "/0/failure_limit",
+                "failure_limit (2) must be less than count (2)",
             ),
             (
                 json!({"name": "a", "metric": "m", "op": ">=", "threshold": 1, "interval": "1d"}),
-                "interval needs count",
+                "/0/interval",
+                "interval spaces out the `count` observations; give count too",
             ),
             (
                 json!({"name": "a", "metric": "m", "op": ">=", "threshold": 1, "failure_limit": 1}),
-                "failure_limit needs count",
+                "/0/failure_limit",
+                "failure_limit is how many of `count` observations may fail; give count too",
             ),
             (
                 json!({"name": "a", "metric": "m", "op": ">=", "threshold": 1, "count": 2, "aggregate": "avg"}),
+                "/0/aggregate",
                 "aggregate has no effect",
             ),
             (
                 json!({"name": "a", "metric": "m", "op": ">=", "threshold": 1, "window": "0d"}),
+                "/0/window",
                 "window must be longer",
             ),
             (
+                json!({"name": "a", "metric": "m", "op": ">=", "threshold": 1, "count": 2, "interval": "0s"}),
+                "/0/interval",
+                "interval must be longer",
+            ),
+            (
                 json!({"name": "a", "cel": "metrics.m >"}),
-                "check a: CEL: line 1",
+                "/0/cel",
+                "line 1, column",
+            ),
+            (
+                json!({"name": "a", "cel": plus}),
+                "/0/cel",
+                "line 1, column 779: more than 64 operators in one chain",
+            ),
+            (
+                json!({"name": "a", "cel": and}),
+                "/0/cel",
+                "more than 64 operators in one chain",
+            ),
+            (
+                json!({"name": "a", "cel": " "}),
+                "/0/cel",
+                "must not be empty",
             ),
             (
                 json!({"name": "a", "signoff": " "}),
+                "/0/signoff",
                 "sign-off name is empty",
             ),
             (
                 json!({"name": "a", "artifact_approved": ""}),
+                "/0/artifact_approved",
                 "artifact type is empty",
             ),
-            (json!({"name": "", "signoff": "x"}), "empty name"),
+            (json!({"name": "", "signoff": "x"}), "/0/name", "empty name"),
         ];
-        for (check, want) in bad {
+        for (check, pointer, want) in bad {
             let problems = check_checks(&[from_json(check.clone())]);
             assert!(
-                problems.len() == 1 && problems[0].contains(want),
+                problems.len() == 1
+                    && problems[0].pointer == pointer
+                    && problems[0].message.contains(want),
                 "{check}: {problems:?}"
             );
         }
         let mut inf = metric("x", "m", Op::Ge, f64::INFINITY);
         inf.name = "x".to_owned();
-        assert!(check_checks(&[inf])[0].contains("finite"));
+        assert!(check_checks(&[inf])[0].message.contains("finite"));
         let twice = [good[4].clone(), good[4].clone()];
-        assert_eq!(
-            check_checks(&twice),
-            ["two checks are named e; check names must be unique"]
+        let problems = check_checks(&twice);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert_eq!(problems[0].pointer, "/1/name");
+        assert!(
+            problems[0]
+                .message
+                .contains("the name `e` is already used by check 1"),
+            "{problems:?}"
         );
     }
 

@@ -18,11 +18,14 @@
 //! - [`work`]: units of work and tasks: validation, executors, retries with
 //!   backoff, leases, fair claiming order, incident resolutions.
 //! - [`analytics`]: journey analytics per template from recorded history.
+//! - [`cel_guard`]: CEL (pack rules, journey criteria) compiled within limits and
+//!   evaluated within a budget, on threads of its own.
 
 pub mod analytics;
 pub mod artifact;
 pub mod audit;
 pub mod cascade;
+pub mod cel_guard;
 pub mod client;
 pub mod content;
 pub mod criteria;

@@ -759,3 +759,79 @@ fn templates_from_the_api_are_checked_like_the_packs() {
         "{pointers:?}"
     );
 }
+
+#[test]
+fn an_over_long_criterion_is_refused_at_its_line_and_column() {
+    for (term, op, inside) in [("metrics.m", "+", 779), ("true", "&&", 518)] {
+        let chain = vec![term; 5_000].join(&format!(" {op} "));
+        let (p, line) = refused(
+            r#"{ name: precision, metric: search_precision, op: ">=", threshold: 0.8 }"#,
+            &format!(r#"{{ name: precision, cel: "{chain}" }}"#),
+        );
+        assert_eq!(p.len(), 1, "{op}: {p:?}");
+        assert!(
+            has(
+                &p,
+                line,
+                &format!(
+                    "journey tiny-journey, stage first, exit: check precision: line 1, column {inside}: \
+                     more than 64 operators in one chain"
+                )
+            ),
+            "{op}: {p:?}"
+        );
+        let text = manifest().replacen(
+            r#"{ name: precision, metric: search_precision, op: ">=", threshold: 0.8 }"#,
+            &format!(r#"{{ name: precision, cel: "{chain}" }}"#),
+            1,
+        );
+        let written = text.lines().nth(line as usize - 1).unwrap();
+        assert_eq!(
+            p[0].column,
+            Some(crate::tests::column_of(written, op, 65)),
+            "{op}: {p:?}"
+        );
+    }
+}
+
+#[test]
+fn templates_from_the_api_are_refused_at_the_pointer_of_the_field() {
+    use waymark_domain::criteria::Check;
+    let mut t = crate::builtin()
+        .iter()
+        .find_map(|p| p.journey("client-onboarding"))
+        .unwrap()
+        .clone();
+    let first = t.stages[0].exit.len();
+    let check = |v: serde_json::Value| -> Check { serde_json::from_value(v).unwrap() };
+    t.stages[0].exit.extend([
+        check(serde_json::json!({"name": "long_sum", "cel": vec!["metrics.m"; 5_000].join(" + ")})),
+        check(serde_json::json!({"name": "long_and", "cel": vec!["true"; 5_000].join(" && ")})),
+        check(serde_json::json!({"name": "zero_window", "metric": "m", "op": ">=", "threshold": 1, "window": "0s"})),
+        check(serde_json::json!({"name": "series", "metric": "m", "op": ">=", "threshold": 1, "count": 3, "aggregate": "avg"})),
+    ]);
+    let errors = crate::check_journey(&t);
+    let at = |i: usize, field: &str| {
+        let pointer = format!("/stages/0/exit/{}/{field}", first + i);
+        errors
+            .iter()
+            .find(|e| e.pointer == pointer)
+            .unwrap_or_else(|| panic!("nothing at {pointer}: {errors:?}"))
+            .message
+            .clone()
+    };
+    assert!(
+        at(0, "cel").starts_with("line 1, column 779: more than 64 operators in one chain"),
+        "{errors:?}"
+    );
+    assert!(
+        at(1, "cel").starts_with("line 1, column 518: more than 64 operators in one chain"),
+        "{errors:?}"
+    );
+    assert!(at(2, "window").contains("longer than zero"), "{errors:?}");
+    assert!(
+        at(3, "aggregate").contains("no effect with count"),
+        "{errors:?}"
+    );
+    assert_eq!(errors.len(), 4, "{errors:?}");
+}

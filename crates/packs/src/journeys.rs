@@ -12,8 +12,11 @@ use serde::Deserialize;
 use serde_json::Value;
 use serde_saphyr::Spanned;
 use waymark_domain::FieldError;
+use waymark_domain::cel_guard;
 use waymark_domain::client::parse_pack_name;
-use waymark_domain::criteria::{Aggregate, Check, CheckKind, Op, Span, Trigger, TriggerSpec};
+use waymark_domain::criteria::{
+    Aggregate, Check, CheckKind, Op, Span, Trigger, TriggerSpec, check_checks,
+};
 use waymark_domain::journey::{
     HandoffContract, JourneyTemplate, MilestoneDef, RollbackDef, StageDef, UnitTemplate,
 };
@@ -22,7 +25,7 @@ use waymark_domain::work::{
 };
 
 use crate::Problem;
-use crate::load::at;
+use crate::load::{at, position_in_scalar};
 
 /// States of a journey that are not stages of its template: no stage may take
 /// these ids.
@@ -181,11 +184,13 @@ pub(crate) struct ContractManifest {
 // ---------------------------------------------------------------------------
 
 /// Checks the pack's journey templates and builds them. `types` are the pack's
-/// artifact types (what `artifact_approved` may name). Problems go to `problems`;
-/// the templates answered are only meaningful when none were added.
+/// artifact types (what `artifact_approved` may name); `manifest` is the text of
+/// `pack.yaml`, to point inside CEL expressions. Problems go to `problems`; the
+/// templates answered are only meaningful when none were added.
 pub(crate) fn load_journeys(
     journeys: &[Spanned<JourneyManifest>],
     types: &BTreeSet<&str>,
+    manifest: &str,
     problems: &mut Vec<Problem>,
 ) -> Vec<JourneyTemplate> {
     let mut names = BTreeSet::new();
@@ -225,7 +230,7 @@ pub(crate) fn load_journeys(
                 ),
             ));
         }
-        let stages = load_stages(name, &j.stages, types, problems);
+        let stages = load_stages(name, &j.stages, types, manifest, problems);
         out.push(JourneyTemplate {
             name: name.to_owned(),
             title: j.title.value.trim().to_owned(),
@@ -240,6 +245,7 @@ fn load_stages(
     journey: &str,
     stages: &[Spanned<StageManifest>],
     types: &BTreeSet<&str>,
+    manifest: &str,
     problems: &mut Vec<Problem>,
 ) -> Vec<StageDef> {
     // Stage ids in order, for rollback targets (first occurrence wins).
@@ -293,8 +299,14 @@ fn load_stages(
             .min_soak
             .as_ref()
             .and_then(|d| span(d, &ctx, "min_soak", problems));
-        let entry = load_checks(&format!("{ctx}, entry"), &s.entry, types, problems);
-        let exit = load_checks(&format!("{ctx}, exit"), &s.exit, types, problems);
+        let entry = load_checks(
+            &format!("{ctx}, entry"),
+            &s.entry,
+            types,
+            manifest,
+            problems,
+        );
+        let exit = load_checks(&format!("{ctx}, exit"), &s.exit, types, manifest, problems);
 
         let mut unit_names = BTreeSet::new();
         let mut activities = Vec::with_capacity(s.activities.len());
@@ -690,12 +702,13 @@ fn describe(e: &FieldError) -> String {
 }
 
 /// Reads a manifest check into the domain's [`Check`], reporting what is missing
-/// or mixed, then runs [`check_criteria`] on the list and checks that approvals
-/// name types of the pack.
+/// or mixed, then runs [`check_checks`] on the list (each problem at the line of
+/// its field) and checks that approvals name types of the pack.
 fn load_checks(
     ctx: &str,
     checks: &[Spanned<CheckManifest>],
     types: &BTreeSet<&str>,
+    manifest: &str,
     problems: &mut Vec<Problem>,
 ) -> Vec<Check> {
     let mut built = Vec::with_capacity(checks.len());
@@ -707,7 +720,7 @@ fn load_checks(
             source.push(&c.value);
         }
     }
-    for e in check_criteria(&built) {
+    for e in check_checks(&built) {
         let (index, field) = split_check_pointer(&e.pointer);
         let Some(c) = index.and_then(|i| source.get(i)) else {
             let first = checks.first().map(|c| &c.value.name);
@@ -717,7 +730,16 @@ fn load_checks(
             });
             continue;
         };
-        let (line, column) = check_field_position(c, field);
+        let (line, column) = match (field, &c.cel) {
+            // A refused expression: at the character where it goes wrong.
+            ("cel", Some(cel)) => {
+                let inside = cel_guard::compile(&cel.value)
+                    .err()
+                    .and_then(|e| e.position());
+                position_in_scalar(manifest, cel, inside)
+            }
+            _ => check_field_position(c, field),
+        };
         problems.push(Problem::at(
             crate::load::MANIFEST,
             line,
@@ -908,122 +930,6 @@ fn read_check(ctx: &str, c: &CheckManifest, problems: &mut Vec<Problem>) -> Opti
     })
 }
 
-// ===========================================================================
-// THE CRITERIA CHECK — single call site, to be swapped for
-// `waymark_domain::criteria::check_checks` once it exists. It takes one list of
-// checks (a stage's `entry` or its `exit`) and answers every problem as a
-// FieldError whose pointer is `/<index>/<field>` into that list (`/<index>` for
-// the check as a whole); `load_checks` puts each at its line in pack.yaml.
-// ===========================================================================
-
-/// Basic checks of one list of criteria: names present and unique in the list;
-/// metric checks with a metric name, a finite threshold, `count >= 1`,
-/// `interval` and `failure_limit` only with a `count`, `failure_limit < count`;
-/// approvals, sign-offs and CEL expressions not empty.
-fn check_criteria(checks: &[Check]) -> Vec<FieldError> {
-    let mut errors = Vec::new();
-    let mut names: BTreeMap<&str, usize> = BTreeMap::new();
-    for (i, c) in checks.iter().enumerate() {
-        let name = c.name.trim();
-        if name.is_empty() {
-            errors.push(FieldError::new(
-                format!("/{i}/name"),
-                "a check needs a name (shown in validation results), e.g. search_precision",
-            ));
-        } else if let Some(first) = names.insert(name, i) {
-            names.insert(name, first);
-            errors.push(FieldError::new(
-                format!("/{i}/name"),
-                format!(
-                    "the name `{name}` is already used by check {} of this list; check names are unique \
-                     within a stage's entry (or exit) criteria",
-                    first + 1
-                ),
-            ));
-        }
-        match &c.kind {
-            CheckKind::Metric {
-                metric,
-                threshold,
-                count,
-                interval,
-                failure_limit,
-                ..
-            } => {
-                if let Err(why) = check_metric_name(metric) {
-                    errors.push(FieldError::new(format!("/{i}/metric"), why));
-                }
-                if !threshold.is_finite() {
-                    errors.push(FieldError::new(
-                        format!("/{i}/threshold"),
-                        "threshold must be a finite number",
-                    ));
-                }
-                match count {
-                    Some(0) => errors.push(FieldError::new(
-                        format!("/{i}/count"),
-                        "count must be at least 1 (the number of observations to evaluate)",
-                    )),
-                    Some(n) => {
-                        if let Some(limit) = failure_limit
-                            && limit >= n
-                        {
-                            errors.push(FieldError::new(
-                                format!("/{i}/failure_limit"),
-                                format!(
-                                    "failure_limit ({limit}) must be less than count ({n}), \
-                                     or the check could never fail"
-                                ),
-                            ));
-                        }
-                    }
-                    None => {
-                        if interval.is_some() {
-                            errors.push(FieldError::new(
-                                format!("/{i}/interval"),
-                                "interval spaces out the `count` observations; give count too",
-                            ));
-                        }
-                        if failure_limit.is_some() {
-                            errors.push(FieldError::new(
-                                format!("/{i}/failure_limit"),
-                                "failure_limit is how many of `count` observations may fail; give count too",
-                            ));
-                        }
-                    }
-                }
-            }
-            CheckKind::Artifact { artifact_type } => {
-                if artifact_type.trim().is_empty() {
-                    errors.push(FieldError::new(
-                        format!("/{i}/artifact_approved"),
-                        "name the artifact type that must be approved, e.g. pilot_plan",
-                    ));
-                }
-            }
-            CheckKind::Signoff { signoff } => {
-                if signoff.trim().is_empty() {
-                    errors.push(FieldError::new(
-                        format!("/{i}/signoff"),
-                        "name the sign-off, e.g. client_stakeholder_demo",
-                    ));
-                }
-            }
-            CheckKind::Cel { cel } => {
-                if cel.trim().is_empty() {
-                    errors.push(FieldError::new(
-                        format!("/{i}/cel"),
-                        "the CEL expression must not be empty, e.g. metrics.search_precision >= 0.8",
-                    ));
-                } else if let Err(why) = waymark_domain::criteria::check_cel(cel) {
-                    errors.push(FieldError::new(format!("/{i}/cel"), why));
-                }
-            }
-        }
-    }
-    errors
-}
-
 // ---------------------------------------------------------------------------
 // Small parsers
 // ---------------------------------------------------------------------------
@@ -1147,7 +1053,7 @@ pub fn check_journey(t: &JourneyTemplate) -> Vec<FieldError> {
             errors.push(FieldError::new(at("name"), "must not be empty"));
         }
         for (list, checks) in [("entry", &s.entry), ("exit", &s.exit)] {
-            for e in check_criteria(checks) {
+            for e in check_checks(checks) {
                 errors.push(FieldError::new(
                     at(&format!("{list}{}", e.pointer)),
                     e.message,

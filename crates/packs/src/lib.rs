@@ -161,13 +161,23 @@ const MAX_ERRORS: usize = 50;
 impl TypeDef {
     /// Checks `content` against the schema (errors, with JSON Pointers under
     /// `prefix`) and, when it is valid, against the rules (warnings).
+    ///
+    /// A rule that fails on the content (it reads a field the content lacks,
+    /// say) does not fire. A rule stopped by its evaluation budget gives a
+    /// warning of its own, naming the rule: it was not checked.
     pub fn check(&self, content: &Value, prefix: &str) -> Checked {
         let errors = schema_errors(&self.validator, content, prefix);
         let warnings = if errors.is_empty() {
             self.rules
                 .iter()
-                .filter(|r| r.fires(content).unwrap_or(false))
-                .map(|r| r.message.clone())
+                .filter_map(|r| match r.fires(content) {
+                    Ok(true) => Some(r.message.clone()),
+                    Ok(false) => None,
+                    Err(e) if e.over_limit => {
+                        Some(format!("Rule {} was not checked: {}", r.name, e.message))
+                    }
+                    Err(_) => None,
+                })
                 .collect()
         } else {
             vec![]

@@ -181,7 +181,8 @@ pub fn load(files: &PackFiles) -> Result<Pack, PackError> {
         PlanDef { modules, jobs }
     });
 
-    let journeys = crate::journeys::load_journeys(&manifest.journeys, &declared, &mut problems);
+    let journeys =
+        crate::journeys::load_journeys(&manifest.journeys, &declared, text, &mut problems);
     let templates: BTreeSet<&str> = journeys.iter().map(|j| j.name.as_str()).collect();
     for t in &manifest.types {
         let Some(j) = &t.journey else { continue };
@@ -292,23 +293,19 @@ fn load_type(files: &PackFiles, t: &TypeManifest, problems: &mut Vec<Problem>) -
     for r in &t.rules {
         match Rule::compile(&r.name, &r.when.value, &r.message) {
             Err(e) => {
-                let (line, col) = match e.position {
-                    Some((l, c)) => (
-                        r.when.referenced.line() + l as u64 - 1,
-                        if l == 1 {
-                            r.when.referenced.column() + c as u64 - 1
-                        } else {
-                            c as u64
-                        },
-                    ),
-                    None => (r.when.referenced.line(), r.when.referenced.column()),
+                let manifest = files.get(MANIFEST).unwrap_or_default();
+                let (line, col) = position_in_scalar(manifest, &r.when, e.position);
+                let what = if e.over_limit {
+                    "is too complex"
+                } else {
+                    "is not valid CEL"
                 };
                 problems.push(Problem::at(
                     MANIFEST,
                     line,
                     col,
                     format!(
-                        "rule {} of type {} is not valid CEL: {}",
+                        "rule {} of type {} {what}: {}",
                         r.name, t.name.value, e.message
                     ),
                 ));
@@ -317,10 +314,15 @@ fn load_type(files: &PackFiles, t: &TypeManifest, problems: &mut Vec<Problem>) -
                 if let Some((_, example)) = &example
                     && let Err(e) = rule.fires(example)
                 {
+                    let hint = if e.over_limit {
+                        ""
+                    } else {
+                        "; guard optional fields with has(...)"
+                    };
                     problems.push(at(
                         &r.when,
                         format!(
-                            "rule {} of type {} fails on the example: {}; guard optional fields with has(...)",
+                            "rule {} of type {} fails on the example: {}{hint}",
                             r.name, t.name.value, e.message
                         ),
                     ));
@@ -426,6 +428,89 @@ fn read_json(
             None
         }
     }
+}
+
+/// Where in `manifest` the character at `position` (1-based line and column
+/// inside the string, as a CEL error gives it) of the scalar `span` was
+/// written: the scalar's text is walked from its start, skipping its quotes,
+/// its escapes and the line breaks and indentation that folding turned into
+/// spaces. The start of the scalar when the walk loses its way.
+pub(crate) fn position_in_scalar(
+    manifest: &str,
+    span: &Spanned<String>,
+    position: Option<(usize, usize)>,
+) -> (u64, u64) {
+    let start = (span.referenced.line(), span.referenced.column());
+    let Some((line, column)) = position else {
+        return start;
+    };
+    // The character's index in the string.
+    let mut target = None;
+    let (mut l, mut c) = (1, 1);
+    for (i, ch) in span.value.chars().enumerate() {
+        if (l, c) == (line, column) {
+            target = Some(i);
+            break;
+        }
+        (l, c) = if ch == '\n' { (l + 1, 1) } else { (l, c + 1) };
+    }
+    let Some(target) = target else { return start };
+    // The manifest's characters from the scalar's start, with their positions.
+    let mut raw = manifest
+        .lines()
+        .enumerate()
+        .skip(
+            usize::try_from(start.0)
+                .unwrap_or(usize::MAX)
+                .saturating_sub(1),
+        )
+        .flat_map(|(i, text)| {
+            text.chars()
+                .chain(std::iter::once('\n'))
+                .enumerate()
+                .map(move |(j, ch)| (ch, (i as u64 + 1, j as u64 + 1)))
+        })
+        .skip(
+            usize::try_from(start.1)
+                .unwrap_or(usize::MAX)
+                .saturating_sub(1),
+        )
+        .peekable();
+    match raw.peek() {
+        Some(('\'' | '"', _)) => {
+            raw.next();
+        }
+        Some(('>' | '|', _)) => {
+            // A block scalar's header: its text starts on the next line.
+            for (ch, _) in raw.by_ref() {
+                if ch == '\n' {
+                    break;
+                }
+            }
+        }
+        _ => {}
+    }
+    let mut chars = span.value.chars();
+    for index in 0..=target {
+        let Some(ch) = chars.next() else {
+            return start;
+        };
+        loop {
+            let Some((r, at)) = raw.next() else {
+                return start;
+            };
+            if r == ch || (ch == ' ' && r == '\n') {
+                if index == target {
+                    return at;
+                }
+                break;
+            }
+            if !(r.is_whitespace() || matches!(r, '\'' | '"' | '\\')) {
+                return start;
+            }
+        }
+    }
+    start
 }
 
 pub(crate) fn at<T>(span: &Spanned<T>, message: impl Into<String>) -> Problem {

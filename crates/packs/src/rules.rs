@@ -1,9 +1,13 @@
 //! Validation rules: CEL expressions over an artifact's content that give warnings.
+//!
+//! A rule is compiled and evaluated through [`waymark_domain::cel_guard`]: within
+//! its limits of size and nesting, and within its evaluation budget.
 
 use std::collections::HashMap;
 
-use cel::{Context, Program, Value as Cel};
+use cel::Value as Cel;
 use serde_json::Value;
+use waymark_domain::cel_guard::{self, Compiled, ExprError};
 
 /// A compiled rule.
 pub struct Rule {
@@ -13,7 +17,7 @@ pub struct Rule {
     pub when: String,
     /// The warning it gives when `when` is true.
     pub message: String,
-    program: Program,
+    expr: Compiled,
 }
 
 impl std::fmt::Debug for Rule {
@@ -32,45 +36,43 @@ pub struct RuleError {
     /// 1-based line and column inside the expression, when known.
     pub position: Option<(usize, usize)>,
     pub message: String,
+    /// The expression is valid CEL but over one of the limits of
+    /// [`cel_guard`] (its size, its nesting, or its evaluation budget).
+    pub over_limit: bool,
+}
+
+impl From<ExprError> for RuleError {
+    fn from(e: ExprError) -> Self {
+        RuleError {
+            position: e.position(),
+            message: e.to_string(),
+            over_limit: e.over_limit(),
+        }
+    }
 }
 
 impl Rule {
-    /// Compiles `when`.
+    /// Compiles `when`, refusing it beyond the limits of [`cel_guard`].
     pub fn compile(name: &str, when: &str, message: &str) -> Result<Self, RuleError> {
-        let program = Program::compile(when).map_err(|e| {
-            let first = e.errors.first();
-            RuleError {
-                position: first.and_then(|p| {
-                    let (line, col) = p.pos;
-                    (line >= 0 && col >= 0).then_some((line as usize, col as usize + 1))
-                }),
-                message: first
-                    .map(|p| p.msg.clone())
-                    .unwrap_or_else(|| e.to_string()),
-            }
-        })?;
+        let expr = cel_guard::compile(when)?;
         Ok(Self {
             name: name.to_owned(),
             when: when.to_owned(),
             message: message.to_owned(),
-            program,
+            expr,
         })
     }
 
     /// Whether the rule fires on `content`. An expression that fails at run time
-    /// (a field read without `has()`, say) or gives a non-boolean is an error.
+    /// (a field read without `has()`, say), gives a non-boolean, or would take
+    /// more than its budget on this content is an error.
     pub fn fires(&self, content: &Value) -> Result<bool, RuleError> {
-        let mut context = Context::default();
-        context.add_variable_from_value("content", to_cel(content));
-        match self.program.execute(&context) {
-            Ok(Cel::Bool(b)) => Ok(b),
-            Ok(other) => Err(RuleError {
+        match cel_guard::evaluate(&self.expr, vec![("content", to_cel(content))])? {
+            Cel::Bool(b) => Ok(b),
+            other => Err(RuleError {
                 position: None,
                 message: format!("gives {other:?}, not a boolean"),
-            }),
-            Err(e) => Err(RuleError {
-                position: None,
-                message: e.to_string(),
+                over_limit: false,
             }),
         }
     }
@@ -133,6 +135,23 @@ mod tests {
             rule.fires(&json!({"price": 2500, "audience": "University Students", "ratio": 0.25}))
                 .unwrap()
         );
+    }
+
+    #[test]
+    fn over_long_chains_are_refused_with_a_position() {
+        for op in ["+", "&&"] {
+            let chain = vec!["content.a"; 5_000].join(&format!(" {op} "));
+            let err = Rule::compile("r", &chain, "m").unwrap_err();
+            assert!(err.over_limit, "{err:?}");
+            assert_eq!(
+                err.position,
+                Some((1, 65 * 9 + 64 * (op.len() + 2) + 2)),
+                "{err:?}"
+            );
+            assert!(err.message.contains("more than 64 operators"), "{err:?}");
+        }
+        let err = Rule::compile("r", "content.a ==", "m").unwrap_err();
+        assert!(!err.over_limit);
     }
 
     #[test]

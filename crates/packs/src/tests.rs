@@ -229,3 +229,112 @@ fn every_builtin_pack_loads() {
         }
     }
 }
+
+/// The 1-based column of the `n`th ` op ` in `line`.
+pub(crate) fn column_of(line: &str, op: &str, n: usize) -> u64 {
+    let needle = format!(" {op} ");
+    let mut from = 0;
+    for _ in 0..n {
+        from += line[from..].find(&needle).expect("not that many operators") + 1;
+    }
+    // `from` is the operator's 0-based index.
+    from as u64 + 1
+}
+
+#[test]
+fn an_over_long_rule_is_refused_at_its_line_and_column() {
+    for (term, op) in [("1", "+"), ("true", "&&")] {
+        let chain = vec![term; 5_000].join(&format!(" {op} "));
+        // On one line, quoted.
+        let m = MANIFEST.replace("'size(content.name) < 3'", &format!("'{chain}'"));
+        let p = problems(&m, SCHEMA);
+        assert_eq!(p.len(), 1, "{op}: {p:?}");
+        let line = m.lines().nth(10).unwrap();
+        assert_eq!(
+            (p[0].line, p[0].column),
+            (Some(11), Some(column_of(line, op, 65))),
+            "{op}: {p:?}"
+        );
+        assert!(
+            p[0].message.starts_with(
+                "rule short_name of type brief is too complex: more than 64 operators in one chain"
+            ),
+            "{p:?}"
+        );
+        assert!(p[0].message.contains("split it"), "{p:?}");
+        // Folded over two lines, as the built-in packs write rules: the 65th
+        // operator is on the second.
+        let m = MANIFEST.replace(
+            "'size(content.name) < 3'",
+            &format!(">-\n          size(content.name) < 3\n          && {chain}"),
+        );
+        let p = problems(&m, SCHEMA);
+        let line = m.lines().nth(12).unwrap();
+        // `<` and `&&` come first: the 63rd operator of the chain.
+        let expected = column_of(line, op, if op == "&&" { 64 } else { 63 });
+        assert_eq!(
+            (p[0].line, p[0].column),
+            (Some(13), Some(expected)),
+            "{op}: {p:?}"
+        );
+        let shown = PackError { problems: p }.to_string();
+        assert!(
+            shown.contains(&format!("pack.yaml:13:{expected}: rule short_name")),
+            "{shown}"
+        );
+    }
+}
+
+#[test]
+fn a_rule_over_its_budget_warns_instead_of_holding_the_write() {
+    let m = MANIFEST.replace(
+        "'size(content.name) < 3'",
+        "'has(content.items) && content.items.all(x, content.items.all(y, content.items.all(z, x + y + z >= 0)))'",
+    );
+    let pack = load_with(&m, r#"{"type": "object"}"#).unwrap();
+    let brief = pack.artifact_type("brief").unwrap();
+    let small = brief.check(&json!({"items": [1, 2, 3]}), "");
+    assert_eq!(small.warnings, ["The name is very short."]);
+    let items: Vec<u32> = (0..300).collect();
+    let large = brief.check(&json!({ "items": items }), "");
+    assert!(large.errors.is_empty());
+    assert_eq!(large.warnings.len(), 1, "{large:?}");
+    assert!(
+        large.warnings[0].starts_with("Rule short_name was not checked: stopped after"),
+        "{large:?}"
+    );
+}
+
+#[test]
+fn the_documented_limits_of_cel_are_the_real_ones() {
+    use waymark_domain::cel_guard::{MAX_CHAIN, MAX_CHARS, MAX_DEPTH, MAX_LOOPS, MAX_NESTING};
+    let doc = include_str!("../../../docs/PACKS.md");
+    let section = &doc[doc.find("## Limits of CEL").unwrap()..];
+    let section = &section[..section.find("\n## ").unwrap()];
+    for (label, value) in [
+        ("| characters |", MAX_CHARS),
+        ("| brackets open at once", MAX_NESTING),
+        ("| operators in one chain", MAX_CHAIN),
+        ("| levels of the parsed expression |", MAX_DEPTH),
+        ("nested in the body of one another |", MAX_LOOPS),
+    ] {
+        let row = section
+            .lines()
+            .find(|l| l.contains(label))
+            .unwrap_or_else(|| panic!("no row {label}"));
+        assert!(row.contains(&format!("| {value} |")), "{row}");
+    }
+    let steps = waymark_domain::cel_guard::MAX_STEPS;
+    let written = steps
+        .to_string()
+        .as_bytes()
+        .rchunks(3)
+        .rev()
+        .map(|c| std::str::from_utf8(c).unwrap())
+        .collect::<Vec<_>>()
+        .join(",");
+    assert!(
+        section.contains(&format!("may spend\n{written}")),
+        "{written}"
+    );
+}
