@@ -228,13 +228,10 @@ impl JourneyStore for SqlStore {
     }
 
     async fn list_journey_templates(&self) -> Result<Vec<JourneyTemplate>> {
-        let rows: Vec<(Json<JourneyTemplate>,)> = {
-            let p = &mut self.db.reader();
-
+        let rows: Vec<(Json<JourneyTemplate>,)> =
             sql("SELECT definition FROM journey_templates ORDER BY name")
-                .fetch_all(p)
-                .await?
-        };
+                .fetch_all(&mut self.db.reader())
+                .await?;
         Ok(rows.into_iter().map(|r| r.0.0).collect())
     }
 
@@ -351,16 +348,12 @@ impl JourneyStore for SqlStore {
     }
 
     async fn get_journey(&self, id: JourneyId) -> Result<Journey> {
-        let row: Option<JourneyRow> = {
-            let p = &mut self.db.reader();
-
-            sql(format!(
-                "SELECT {JOURNEY_COLUMNS} FROM journeys WHERE id = $1"
-            ))
-            .bind(id.uuid())
-            .fetch_optional(p)
-            .await?
-        };
+        let row: Option<JourneyRow> = sql(format!(
+            "SELECT {JOURNEY_COLUMNS} FROM journeys WHERE id = $1"
+        ))
+        .bind(id.uuid())
+        .fetch_optional(&mut self.db.reader())
+        .await?;
         row.ok_or_else(|| not_found("journey", id))?.journey()
     }
 
@@ -373,7 +366,6 @@ impl JourneyStore for SqlStore {
         let after: Option<JourneyId> = id_cursor(&page)?;
         let rows: Vec<JourneyRow> = {
             let p = &mut self.db.reader();
-
             let mut q = sql(format!(
                 "SELECT {JOURNEY_COLUMNS} FROM journeys WHERE 1 = 1"
             ));
@@ -582,7 +574,6 @@ impl JourneyStore for SqlStore {
         );
         let (journeys, history, attempts): Rows = {
             let p = &mut self.db.reader();
-
             let journeys: Vec<JourneyRow> = sql(format!(
                 "SELECT {JOURNEY_COLUMNS} FROM journeys WHERE template = $1 ORDER BY id DESC LIMIT $2"
             ))
@@ -645,35 +636,27 @@ impl JourneyStore for SqlStore {
 
     async fn journey_history(&self, id: JourneyId) -> Result<Vec<JourneyHistoryEntry>> {
         self.get_journey(id).await?;
-        let rows: Vec<HistoryRow> = {
-            let p = &mut self.db.reader();
-
-            sql(
+        let rows: Vec<HistoryRow> = sql(
                 "SELECT seq, at, actor, event, from_state, to_state, reason, trigger, automatic, \
                  validation, overrides, trace_id FROM journey_history WHERE journey_id = $1 ORDER BY seq",
             )
             .bind(id.uuid())
-            .fetch_all(p)
-            .await?
-        };
+            .fetch_all(&mut self.db.reader())
+            .await?;
         rows.into_iter().map(HistoryRow::entry).collect()
     }
 
     async fn journey_units(&self, id: JourneyId) -> Result<Vec<JourneyUnit>> {
         let journey = self.get_journey(id).await?;
-        let rows: Vec<(Uuid, String, i64, String, i64, String, i64, i64)> = {
-            let p = &mut self.db.reader();
-
-            sql(
-                "SELECT ju.unit_id, u.name, ju.stage, ju.kind, ju.entered_seq, u.status, \
+        let rows: Vec<(Uuid, String, i64, String, i64, String, i64, i64)> = sql(
+            "SELECT ju.unit_id, u.name, ju.stage, ju.kind, ju.entered_seq, u.status, \
                      u.tasks_total, u.tasks_done FROM journey_units ju \
                      JOIN work_units u ON u.id = ju.unit_id \
                      WHERE ju.journey_id = $1 ORDER BY ju.entered_seq, ju.unit_id",
-            )
-            .bind(id.uuid())
-            .fetch_all(p)
-            .await?
-        };
+        )
+        .bind(id.uuid())
+        .fetch_all(&mut self.db.reader())
+        .await?;
         rows.into_iter()
             .map(
                 |(unit, name, stage, kind, entered_seq, status, total, done)| {
@@ -728,14 +711,12 @@ impl JourneyStore for SqlStore {
 
     async fn exit_attempts(&self, id: JourneyId) -> Result<Vec<ExitAttemptRecord>> {
         let def = self.get_journey(id).await?.definition;
-        let rows: Vec<(i64, i64, i64)> = {
-            let p = &mut self.db.reader();
-
-            sql("SELECT stage, passed, at FROM journey_attempts WHERE journey_id = $1 ORDER BY seq")
-                .bind(id.uuid())
-                .fetch_all(p)
-                .await?
-        };
+        let rows: Vec<(i64, i64, i64)> = sql(
+            "SELECT stage, passed, at FROM journey_attempts WHERE journey_id = $1 ORDER BY seq",
+        )
+        .bind(id.uuid())
+        .fetch_all(&mut self.db.reader())
+        .await?;
         Ok(rows
             .into_iter()
             .filter_map(|(stage, passed, t)| {
@@ -803,17 +784,13 @@ impl JourneyStore for SqlStore {
 
     async fn journey_metrics(&self, id: JourneyId) -> Result<Vec<MetricRecord>> {
         let journey = self.get_journey(id).await?;
-        let rows: Vec<(String, f64, i64, Option<i64>, String)> = {
-            let p = &mut self.db.reader();
-
-            sql(
-                "SELECT name, value, at, stage, recorded_by FROM journey_metrics \
+        let rows: Vec<(String, f64, i64, Option<i64>, String)> = sql(
+            "SELECT name, value, at, stage, recorded_by FROM journey_metrics \
                  WHERE journey_id = $1 ORDER BY at, seq",
-            )
-            .bind(id.uuid())
-            .fetch_all(p)
-            .await?
-        };
+        )
+        .bind(id.uuid())
+        .fetch_all(&mut self.db.reader())
+        .await?;
         Ok(rows
             .into_iter()
             .map(|(name, value, t, stage, by)| MetricRecord {
@@ -891,17 +868,13 @@ impl JourneyStore for SqlStore {
 
     async fn signoffs(&self, id: JourneyId) -> Result<Vec<Signoff>> {
         let journey = self.get_journey(id).await?;
-        let rows: Vec<(String, Option<i64>, String, Option<String>, i64)> = {
-            let p = &mut self.db.reader();
-
-            sql(
-                "SELECT name, stage, signed_by, note, at FROM journey_signoffs \
+        let rows: Vec<(String, Option<i64>, String, Option<String>, i64)> = sql(
+            "SELECT name, stage, signed_by, note, at FROM journey_signoffs \
                      WHERE journey_id = $1 ORDER BY at, name",
-            )
-            .bind(id.uuid())
-            .fetch_all(p)
-            .await?
-        };
+        )
+        .bind(id.uuid())
+        .fetch_all(&mut self.db.reader())
+        .await?;
         Ok(rows
             .into_iter()
             .map(|(name, stage, by, note, t)| Signoff {

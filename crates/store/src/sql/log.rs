@@ -171,7 +171,6 @@ impl LogStore for SqlStore {
         };
         let rows: Vec<AuditRow> = {
             let p = &mut self.db.reader();
-
             let mut qb = sql(format!("SELECT {AUDIT_COLUMNS} FROM audit_log WHERE 1 = 1"));
             if let Some(c) = filter.client_id {
                 qb.push(" AND client_id = ").push_bind(c.to_string());
@@ -202,28 +201,21 @@ impl LogStore for SqlStore {
     }
 
     async fn audit_chain(&self, after_seq: i64, limit: i64) -> Result<Vec<AuditRecord>> {
-        let rows: Vec<AuditRow> = {
-            let p = &mut self.db.reader();
-
-            sql(format!(
-                "SELECT {AUDIT_COLUMNS} FROM audit_log WHERE seq > $1 ORDER BY seq LIMIT $2"
-            ))
-            .bind(after_seq)
-            .bind(limit)
-            .fetch_all(p)
-            .await?
-        };
+        let rows: Vec<AuditRow> = sql(format!(
+            "SELECT {AUDIT_COLUMNS} FROM audit_log WHERE seq > $1 ORDER BY seq LIMIT $2"
+        ))
+        .bind(after_seq)
+        .bind(limit)
+        .fetch_all(&mut self.db.reader())
+        .await?;
         Ok(rows.into_iter().map(|r| r.into_entry().record).collect())
     }
 
     async fn audit_head(&self) -> Result<AuditHead> {
-        let (seq, hash): (i64, String) = {
-            let p = &mut self.db.reader();
-
+        let (seq, hash): (i64, String) =
             sql("SELECT audit_seq, audit_hash FROM log_head WHERE id = 1")
-                .fetch_one(p)
-                .await?
-        };
+                .fetch_one(&mut self.db.reader())
+                .await?;
         Ok(AuditHead { seq, hash })
     }
 
@@ -235,7 +227,6 @@ impl LogStore for SqlStore {
     ) -> Result<Vec<Event>> {
         let rows: Vec<EventRow> = {
             let p = &mut self.db.reader();
-
             let mut qb = sql(format!("SELECT {EVENT_COLUMNS} FROM events WHERE seq > "));
             qb.push_bind(after_seq);
             match scope {
@@ -256,25 +247,17 @@ impl LogStore for SqlStore {
     }
 
     async fn event_seq(&self, id: EventId) -> Result<Option<i64>> {
-        let row: Option<(i64,)> = {
-            let p = &mut self.db.reader();
-
-            sql("SELECT seq FROM events WHERE id = $1")
-                .bind(id.uuid())
-                .fetch_optional(p)
-                .await?
-        };
+        let row: Option<(i64,)> = sql("SELECT seq FROM events WHERE id = $1")
+            .bind(id.uuid())
+            .fetch_optional(&mut self.db.reader())
+            .await?;
         Ok(row.map(|r| r.0))
     }
 
     async fn last_event_seq(&self) -> Result<i64> {
-        let (seq,): (i64,) = {
-            let p = &mut self.db.reader();
-
-            sql("SELECT event_seq FROM log_head WHERE id = 1")
-                .fetch_one(p)
-                .await?
-        };
+        let (seq,): (i64,) = sql("SELECT event_seq FROM log_head WHERE id = 1")
+            .fetch_one(&mut self.db.reader())
+            .await?;
         Ok(seq)
     }
 
@@ -329,16 +312,12 @@ impl LogStore for SqlStore {
     }
 
     async fn get_webhook(&self, id: WebhookId) -> Result<Webhook> {
-        let row: Option<WebhookRow> = {
-            let p = &mut self.db.reader();
-
-            sql(format!(
-                "SELECT {WEBHOOK_COLUMNS} FROM webhooks WHERE id = $1 AND disabled_at IS NULL"
-            ))
-            .bind(id.uuid())
-            .fetch_optional(p)
-            .await?
-        };
+        let row: Option<WebhookRow> = sql(format!(
+            "SELECT {WEBHOOK_COLUMNS} FROM webhooks WHERE id = $1 AND disabled_at IS NULL"
+        ))
+        .bind(id.uuid())
+        .fetch_optional(&mut self.db.reader())
+        .await?;
         Ok(row.ok_or_else(|| not_found("webhook", id))?.into())
     }
 
@@ -346,7 +325,6 @@ impl LogStore for SqlStore {
         let cursor = id_cursor::<WebhookId>(&page)?;
         let rows: Vec<WebhookRow> = {
             let p = &mut self.db.reader();
-
             let mut qb = sql(format!(
                 "SELECT {WEBHOOK_COLUMNS} FROM webhooks WHERE disabled_at IS NULL"
             ));
@@ -403,7 +381,6 @@ impl LogStore for SqlStore {
         };
         let (rows, attempts): (Vec<DeliveryRow>, Vec<AttemptRow>) = {
             let p = &mut self.db.reader();
-
             let mut qb = sql(
                 "SELECT d.id, d.webhook_id, e.id AS event_id, e.type AS event_type, d.status, \
                  d.attempts, d.next_attempt_at, d.last_status, d.last_error, d.created_at, \
@@ -619,7 +596,6 @@ impl LogStore for SqlStore {
     async fn event_cursor(&self, name: &str) -> Result<i64> {
         {
             let p = &mut self.db.writer();
-
             // A new consumer starts at the newest event: it does not replay history.
             sql("INSERT INTO event_cursors (name, seq) \
                  SELECT $1, event_seq FROM log_head WHERE id = 1 ON CONFLICT (name) DO NOTHING")
@@ -678,22 +654,18 @@ impl LogStore for SqlStore {
         limit: i64,
     ) -> Result<Vec<MailJob>> {
         let skip = self.skip_locked_clause();
-        let rows: Vec<MailRow> = {
-            let p = &mut self.db.writer();
-
-            sql(format!(
-                "UPDATE mail_outbox SET locked_until = $2 WHERE id IN ( \
+        let rows: Vec<MailRow> = sql(format!(
+            "UPDATE mail_outbox SET locked_until = $2 WHERE id IN ( \
                    SELECT id FROM mail_outbox WHERE status = 'pending' \
                    AND next_attempt_at <= $1 AND (locked_until IS NULL OR locked_until < $1) \
                    ORDER BY id LIMIT $3{skip}) \
                  RETURNING id, recipient, subject, body, attempts"
-            ))
-            .bind(now_at)
-            .bind(lease_until)
-            .bind(limit)
-            .fetch_all(p)
-            .await?
-        };
+        ))
+        .bind(now_at)
+        .bind(lease_until)
+        .bind(limit)
+        .fetch_all(&mut self.db.writer())
+        .await?;
         Ok(rows
             .into_iter()
             .map(|r| MailJob {
@@ -718,21 +690,17 @@ impl LogStore for SqlStore {
             (Some(_), Some(_)) => "pending",
             (Some(_), None) => "failed",
         };
-        {
-            let p = &mut self.db.writer();
-
-            sql(
-                "UPDATE mail_outbox SET status = $2, attempts = attempts + 1, next_attempt_at = $3, \
+        sql(
+            "UPDATE mail_outbox SET status = $2, attempts = attempts + 1, next_attempt_at = $3, \
                  locked_until = NULL, last_error = $4, sent_at = $5 WHERE id = $1",
-            )
-            .bind(id)
-            .bind(status)
-            .bind(if error.is_some() { retry_at } else { None })
-            .bind(&error)
-            .bind(error.is_none().then_some(at))
-            .execute(p)
-            .await?;
-        };
+        )
+        .bind(id)
+        .bind(status)
+        .bind(if error.is_some() { retry_at } else { None })
+        .bind(&error)
+        .bind(error.is_none().then_some(at))
+        .execute(&mut self.db.writer())
+        .await?;
         Ok(())
     }
 }

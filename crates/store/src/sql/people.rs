@@ -10,6 +10,82 @@ use super::*;
 use crate::people::{NewUser, PeopleStore, User, UserFilter};
 
 #[derive(FromRow)]
+pub(crate) struct TokenRow {
+    id: Uuid,
+    name: String,
+    role: String,
+    secret_hash: Vec<u8>,
+    user_id: Option<Uuid>,
+    agent_id: Option<String>,
+    client_id: Option<Uuid>,
+    kind: String,
+    created_at: OffsetDateTime,
+    expires_at: Option<OffsetDateTime>,
+    revoked_at: Option<OffsetDateTime>,
+}
+
+pub(crate) const TOKEN_COLUMNS: &str = "id, name, role, secret_hash, user_id, agent_id, client_id, \
+     kind, created_at, expires_at, revoked_at";
+
+/// Inserts a token row inside the transaction, with its audit record.
+pub(crate) async fn insert_token(
+    tx: &mut Tx,
+    id: TokenId,
+    token: &NewToken,
+    ctx: &WriteContext,
+    at: OffsetDateTime,
+) -> Result<()> {
+    sql(
+        "INSERT INTO tokens (id, name, secret_hash, role, user_id, agent_id, client_id, kind, \
+         created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+    )
+    .bind(id.uuid())
+    .bind(&token.name)
+    .bind(&token.secret_hash)
+    .bind(token.role.as_str())
+    .bind(token.user_id.map(|u| u.uuid()))
+    .bind(&token.agent_id)
+    .bind(token.client_id.map(|c| c.uuid()))
+    .bind(token.kind.as_str())
+    .bind(at)
+    .bind(token.expires_at)
+    .execute(tx)
+    .await?;
+    let entry = LogEntry::new("token.create", token.client_id, id).event(
+        "token.created",
+        Audience::Admin,
+        serde_json::json!({
+            "token_id": id.to_string(),
+            "name": token.name,
+            "role": token.role.as_str(),
+            "kind": token.kind.as_str(),
+            "user_id": token.user_id.map(|u| u.to_string()),
+            "agent_id": token.agent_id,
+        }),
+    );
+    append_log(tx, ctx, at, entry).await
+}
+
+impl TryFrom<TokenRow> for TokenRecord {
+    type Error = StoreError;
+    fn try_from(r: TokenRow) -> Result<Self> {
+        Ok(TokenRecord {
+            id: TokenId::from_uuid(r.id),
+            name: r.name,
+            role: Role::parse(&r.role).ok_or_else(|| decode_error("role", &r.role))?,
+            secret_hash: r.secret_hash,
+            user_id: r.user_id.map(UserId::from_uuid),
+            agent_id: r.agent_id,
+            client_id: r.client_id.map(ClientId::from_uuid),
+            kind: TokenKind::parse(&r.kind).ok_or_else(|| decode_error("token kind", &r.kind))?,
+            created_at: r.created_at,
+            expires_at: r.expires_at,
+            revoked_at: r.revoked_at,
+        })
+    }
+}
+
+#[derive(FromRow)]
 struct UserRow {
     id: Uuid,
     email: String,
@@ -88,14 +164,10 @@ impl PeopleStore for SqlStore {
     }
 
     async fn get_user(&self, id: UserId) -> Result<User> {
-        let row: Option<UserRow> = {
-            let p = &mut self.db.reader();
-
-            sql(format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1"))
-                .bind(id.uuid())
-                .fetch_optional(p)
-                .await?
-        };
+        let row: Option<UserRow> = sql(format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1"))
+            .bind(id.uuid())
+            .fetch_optional(&mut self.db.reader())
+            .await?;
         Ok(row.ok_or_else(|| not_found("user", id))?.into_user()?.0)
     }
 
@@ -103,7 +175,6 @@ impl PeopleStore for SqlStore {
         let cursor = id_cursor::<UserId>(&page)?;
         let rows: Vec<UserRow> = {
             let p = &mut self.db.reader();
-
             let mut qb = sql(format!("SELECT {USER_COLUMNS} FROM users WHERE 1 = 1"));
             if let Some(c) = filter.client_id {
                 qb.push(" AND client_id = ").push_bind(c.uuid());
@@ -126,31 +197,23 @@ impl PeopleStore for SqlStore {
     }
 
     async fn user_credentials(&self, email: &str) -> Result<Option<(User, Option<String>)>> {
-        let row: Option<UserRow> = {
-            let p = &mut self.db.reader();
-
-            sql(format!(
-                "SELECT {USER_COLUMNS} FROM users WHERE email = $1 AND disabled_at IS NULL"
-            ))
-            .bind(email)
-            .fetch_optional(p)
-            .await?
-        };
+        let row: Option<UserRow> = sql(format!(
+            "SELECT {USER_COLUMNS} FROM users WHERE email = $1 AND disabled_at IS NULL"
+        ))
+        .bind(email)
+        .fetch_optional(&mut self.db.reader())
+        .await?;
         row.map(UserRow::into_user).transpose()
     }
 
     async fn count_client_users(&self, client_id: ClientId) -> Result<i64> {
-        let n: (i64,) = {
-            let p = &mut self.db.reader();
-
-            sql(
-                "SELECT COUNT(*) FROM users WHERE client_id = $1 AND role = 'client' \
+        let n: (i64,) = sql(
+            "SELECT COUNT(*) FROM users WHERE client_id = $1 AND role = 'client' \
                  AND disabled_at IS NULL",
-            )
-            .bind(client_id.uuid())
-            .fetch_one(p)
-            .await?
-        };
+        )
+        .bind(client_id.uuid())
+        .fetch_one(&mut self.db.reader())
+        .await?;
         Ok(n.0)
     }
 
@@ -166,14 +229,11 @@ impl PeopleStore for SqlStore {
     }
 
     async fn get_token(&self, id: TokenId) -> Result<TokenRecord> {
-        let row: Option<TokenRow> = {
-            let p = &mut self.db.reader();
-
+        let row: Option<TokenRow> =
             sql(format!("SELECT {TOKEN_COLUMNS} FROM tokens WHERE id = $1"))
                 .bind(id.uuid())
-                .fetch_optional(p)
-                .await?
-        };
+                .fetch_optional(&mut self.db.reader())
+                .await?;
         row.ok_or_else(|| not_found("token", id))?.try_into()
     }
 
@@ -185,7 +245,6 @@ impl PeopleStore for SqlStore {
         let cursor = id_cursor::<TokenId>(&page)?;
         let rows: Vec<TokenRow> = {
             let p = &mut self.db.reader();
-
             let mut qb = sql(format!("SELECT {TOKEN_COLUMNS} FROM tokens WHERE 1 = 1"));
             if let Some(u) = user_id {
                 qb.push(" AND user_id = ").push_bind(u.uuid());
@@ -260,46 +319,33 @@ impl PeopleStore for SqlStore {
     }
 
     async fn login_failures_since(&self, email: &str, since: OffsetDateTime) -> Result<i64> {
-        let n: (i64,) = {
-            let p = &mut self.db.reader();
-
-            sql("SELECT COUNT(*) FROM login_failures WHERE email = $1 AND at >= $2")
-                .bind(email)
-                .bind(since)
-                .fetch_one(p)
-                .await?
-        };
+        let n: (i64,) = sql("SELECT COUNT(*) FROM login_failures WHERE email = $1 AND at >= $2")
+            .bind(email)
+            .bind(since)
+            .fetch_one(&mut self.db.reader())
+            .await?;
         Ok(n.0)
     }
 
     async fn clear_login_failures(&self, email: &str) -> Result<()> {
-        {
-            let p = &mut self.db.writer();
-
-            sql("DELETE FROM login_failures WHERE email = $1")
-                .bind(email)
-                .execute(p)
-                .await?;
-        };
+        sql("DELETE FROM login_failures WHERE email = $1")
+            .bind(email)
+            .execute(&mut self.db.writer())
+            .await?;
         Ok(())
     }
 
     async fn server_key(&self, name: &str) -> Result<Vec<u8>> {
-        let found: Option<(Vec<u8>,)> = {
-            let p = &mut self.db.reader();
-
-            sql("SELECT value FROM server_keys WHERE name = $1")
-                .bind(name)
-                .fetch_optional(p)
-                .await?
-        };
+        let found: Option<(Vec<u8>,)> = sql("SELECT value FROM server_keys WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&mut self.db.reader())
+            .await?;
         if let Some((k,)) = found {
             return Ok(k);
         }
         let key: [u8; 32] = rand::random();
         {
             let p = &mut self.db.writer();
-
             // Two servers starting together: the first insert wins, both read it.
             sql(
                 "INSERT INTO server_keys (name, value, created_at) VALUES ($1, $2, $3) \
@@ -317,4 +363,58 @@ impl PeopleStore for SqlStore {
             Ok(k)
         }
     }
+}
+
+pub(crate) async fn token_by_hash(
+    store: &SqlStore,
+    secret_hash: &[u8],
+) -> Result<Option<TokenRecord>> {
+    let row: Option<TokenRow> = sql(format!(
+        "SELECT {TOKEN_COLUMNS} FROM tokens WHERE secret_hash = $1"
+    ))
+    .bind(secret_hash)
+    .fetch_optional(&mut store.db.reader())
+    .await?;
+    row.map(TokenRecord::try_from).transpose()
+}
+
+pub(crate) async fn replace_named_token(store: &SqlStore, token: NewToken) -> Result<bool> {
+    let at = now();
+    {
+        let mut tx = store.db.begin().await?;
+        let live: Vec<(Vec<u8>,)> =
+            sql("SELECT secret_hash FROM tokens WHERE name = $1 AND revoked_at IS NULL")
+                .bind(&token.name)
+                .fetch_all(&mut tx)
+                .await?;
+        if live.iter().any(|(h,)| *h == token.secret_hash) {
+            return Ok(false);
+        }
+        sql("UPDATE tokens SET revoked_at = $2 WHERE name = $1 AND revoked_at IS NULL")
+            .bind(&token.name)
+            .bind(at)
+            .execute(&mut tx)
+            .await?;
+        // The same secret used again after a rotation: the old row goes.
+        sql("DELETE FROM tokens WHERE name = $1 AND secret_hash = $2")
+            .bind(&token.name)
+            .bind(&token.secret_hash)
+            .execute(&mut tx)
+            .await?;
+        let ctx = WriteContext::new("system");
+        let id = TokenId::new();
+        insert_token(&mut tx, id, &token, &ctx, at).await?;
+        tx.commit().await?;
+    };
+    Ok(true)
+}
+
+pub(crate) async fn live_token_named(store: &SqlStore, name: &str) -> Result<bool> {
+    let rows: Vec<(Option<OffsetDateTime>,)> =
+        sql("SELECT expires_at FROM tokens WHERE name = $1 AND revoked_at IS NULL")
+            .bind(name)
+            .fetch_all(&mut store.db.reader())
+            .await?;
+    let at = now();
+    Ok(rows.iter().any(|(e,)| e.is_none_or(|e| e > at)))
 }

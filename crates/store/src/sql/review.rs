@@ -465,7 +465,6 @@ impl ReviewStore for SqlStore {
         let a = self.get_artifact(id).await?;
         let (round, rows, links): (i64, Vec<ApprovalRow>, (i64,)) = {
             let p = &mut self.db.reader();
-
             let (round,): (i64,) = sql("SELECT review_round FROM artifacts WHERE id = $1")
                 .bind(id.uuid())
                 .fetch_one(p)
@@ -587,7 +586,6 @@ impl ReviewStore for SqlStore {
         let cursor = id_cursor::<CommentId>(&page)?;
         let rows: Vec<CommentRow> = {
             let p = &mut self.db.reader();
-
             let mut qb = sql(format!(
                 "SELECT {COMMENT_COLUMNS} FROM comments WHERE artifact_id = "
             ));
@@ -610,16 +608,12 @@ impl ReviewStore for SqlStore {
     }
 
     async fn get_comment(&self, id: CommentId) -> Result<Comment> {
-        let row: Option<CommentRow> = {
-            let p = &mut self.db.reader();
-
-            sql(format!(
-                "SELECT {COMMENT_COLUMNS} FROM comments WHERE id = $1"
-            ))
-            .bind(id.uuid())
-            .fetch_optional(p)
-            .await?
-        };
+        let row: Option<CommentRow> = sql(format!(
+            "SELECT {COMMENT_COLUMNS} FROM comments WHERE id = $1"
+        ))
+        .bind(id.uuid())
+        .fetch_optional(&mut self.db.reader())
+        .await?;
         row.ok_or_else(|| not_found("comment", id))?.try_into()
     }
 
@@ -707,31 +701,23 @@ impl ReviewStore for SqlStore {
     }
 
     async fn get_review_link(&self, id: ReviewLinkId) -> Result<ReviewLink> {
-        let row: Option<LinkRow> = {
-            let p = &mut self.db.reader();
-
-            sql(format!(
-                "SELECT {LINK_COLUMNS} FROM review_links WHERE id = $1"
-            ))
-            .bind(id.uuid())
-            .fetch_optional(p)
-            .await?
-        };
+        let row: Option<LinkRow> = sql(format!(
+            "SELECT {LINK_COLUMNS} FROM review_links WHERE id = $1"
+        ))
+        .bind(id.uuid())
+        .fetch_optional(&mut self.db.reader())
+        .await?;
         Ok(row.ok_or_else(|| not_found("review link", id))?.into())
     }
 
     async fn list_review_links(&self, artifact_id: ArtifactId) -> Result<Vec<ReviewLink>> {
         self.artifact_exists(artifact_id).await?;
-        let rows: Vec<LinkRow> = {
-            let p = &mut self.db.reader();
-
-            sql(format!(
-                "SELECT {LINK_COLUMNS} FROM review_links WHERE artifact_id = $1 ORDER BY id"
-            ))
-            .bind(artifact_id.uuid())
-            .fetch_all(p)
-            .await?
-        };
+        let rows: Vec<LinkRow> = sql(format!(
+            "SELECT {LINK_COLUMNS} FROM review_links WHERE artifact_id = $1 ORDER BY id"
+        ))
+        .bind(artifact_id.uuid())
+        .fetch_all(&mut self.db.reader())
+        .await?;
         Ok(rows.into_iter().map(ReviewLink::from).collect())
     }
 

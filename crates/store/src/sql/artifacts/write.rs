@@ -17,12 +17,10 @@ use waymark_domain::content::{ContentHash, content_hash};
 use waymark_domain::lifecycle::{self, ArtifactStatus};
 use waymark_domain::{ArtifactId, ClientId, EngagementId, FieldError, gating};
 
-use super::append::{LogEntry, append_log};
-use super::db::{Conn, Dialect, Tx, sql};
-use super::{
-    INSERT_HISTORY, SOURCES_OF_VERSION, SourceRow, VersionRow, not_found, now, require_client,
-    status, version_by_number,
-};
+use super::super::append::{LogEntry, append_log};
+use super::super::db::{Conn, Dialect, Tx, sql};
+use super::super::{not_found, now, require_client, status};
+use super::{INSERT_HISTORY, SOURCES_OF_VERSION, SourceRow, VersionRow, version_by_number};
 use crate::log::Audience;
 use crate::model::*;
 use crate::{Result, StoreError};
@@ -375,7 +373,7 @@ pub(crate) async fn apply_transition(
 /// Creates an artifact at version 1 inside the transaction, as
 /// [`Store::create_artifact`](crate::Store::create_artifact) does (client and
 /// engagement checks, gating with a pipeline, sources, history, audit).
-pub(crate) async fn create_artifact(
+pub(crate) async fn insert_artifact(
     tx: &mut Tx,
     id: ArtifactId,
     new: &NewArtifact,

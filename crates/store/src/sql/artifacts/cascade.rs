@@ -13,12 +13,12 @@ use uuid::Uuid;
 use waymark_domain::ArtifactId;
 use waymark_domain::cascade::{self, Consumer, RootChange, StaleCause};
 
-use super::db::{Conn, Tx, sql};
-use super::status;
+use super::super::db::{Conn, Tx, sql};
+use super::super::status;
 use crate::{Backend, Flagged, Result, WriteContext};
 
 /// Runs the cascade from `root` inside the transaction; answers what it flagged.
-pub(super) async fn run(
+pub(crate) async fn run(
     tx: &mut Tx,
     root: &RootChange,
     ctx: &WriteContext,

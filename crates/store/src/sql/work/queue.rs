@@ -1,0 +1,288 @@
+//! The steps that move tasks through the queue inside a write transaction:
+//! readiness (fair keys), dependents, downstream moves, unit counts, wake-ups.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use uuid::Uuid;
+use waymark_domain::work::{self, TaskStatus, UnitStatus};
+use waymark_domain::{ClientId, UnitId};
+
+use super::*;
+
+/// What a transaction did to the queue, to wake workers after it commits.
+#[derive(Default)]
+pub(crate) struct Woken {
+    pub(crate) lanes: BTreeSet<String>,
+}
+
+/// Loads task rows by id (locked for this writer on PostgreSQL).
+pub(crate) async fn load_tasks(tx: &mut Tx, ids: &[Uuid]) -> Result<Vec<TaskRow>> {
+    let mut rows: Vec<TaskRow> = Vec::with_capacity(ids.len());
+    for chunk in ids.chunks(1000) {
+        let mut q = sql(format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id IN "));
+        q.push_list(chunk.iter().copied());
+        q.push(tx.backend().for_update());
+        let part: Vec<TaskRow> = q.fetch_all(tx).await?;
+        rows.extend(part);
+    }
+    Ok(rows)
+}
+
+/// Makes pending tasks ready: each client's get consecutive fair keys from its
+/// clock (see `work::fair_keys`), in priority order. Records the lanes woken.
+pub(crate) async fn make_ready(
+    tx: &mut Tx,
+    ids: Vec<Uuid>,
+    now: i64,
+    woken: &mut Woken,
+) -> Result<()> {
+    for chunk in ids.chunks(1000) {
+        let mut q = sql("SELECT id, client_id, lane FROM tasks WHERE id IN ");
+        q.push_list(chunk.iter().copied());
+        q.push(" ORDER BY priority, id");
+        let rows: Vec<(Uuid, Uuid, String)> = q.fetch_all(tx).await?;
+        let mut by_client: BTreeMap<Uuid, Vec<(Uuid, String)>> = BTreeMap::new();
+        for (id, client, lane) in rows {
+            by_client.entry(client).or_default().push((id, lane));
+        }
+        let mut keyed: Vec<(Uuid, i64)> = Vec::with_capacity(chunk.len());
+        for (client, tasks) in by_client {
+            let clock: Option<(i64,)> = sql(format!(
+                "SELECT clock FROM work_clients WHERE client_id = $1{}",
+                tx.backend().for_update()
+            ))
+            .bind(client)
+            .fetch_optional(tx)
+            .await?;
+            let lane = tasks[0].1.clone();
+            let head: Option<(i64,)> = sql(
+                "SELECT fair_key FROM tasks WHERE lane = $1 AND status = 'ready' \
+                 ORDER BY priority, fair_key, id LIMIT 1",
+            )
+            .bind(&lane)
+            .fetch_optional(tx)
+            .await?;
+            let (first, next) = work::fair_keys(
+                clock.map(|c| c.0).unwrap_or(0),
+                head.map(|h| h.0).unwrap_or(0),
+                tasks.len(),
+            );
+            sql(
+                "INSERT INTO work_clients (client_id, clock) VALUES ($1, $2) \
+                 ON CONFLICT (client_id) DO UPDATE SET clock = excluded.clock",
+            )
+            .bind(client)
+            .bind(next)
+            .execute(tx)
+            .await?;
+            for (i, (id, lane)) in tasks.into_iter().enumerate() {
+                keyed.push((id, first + i as i64));
+                woken.lanes.insert(lane);
+            }
+        }
+        if !keyed.is_empty() {
+            let mut q = sql("UPDATE tasks SET status = 'ready', run_at = 0, updated_at = ");
+            q.push_bind(now);
+            q.push(", fair_key = v.column2 FROM (");
+            q.push_values(&keyed, |mut b, (id, key)| {
+                b.push_bind(*id).push_bind(*key);
+            });
+            // `VALUES` as a table: both databases name its columns column1, column2.
+            q.push(") AS v WHERE tasks.id = v.column1");
+            q.execute(tx).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Counts `done` as finished dependencies of their dependents; the ones left
+/// with none pending become ready.
+pub(crate) async fn release_dependents(
+    tx: &mut Tx,
+    done: &[Uuid],
+    now: i64,
+    woken: &mut Woken,
+) -> Result<()> {
+    let mut ready: Vec<Uuid> = Vec::new();
+    for chunk in done.chunks(1000) {
+        let mut q = sql(
+            "UPDATE tasks SET pending_deps = tasks.pending_deps - d.n FROM \
+             (SELECT task_id, count(*) AS n FROM task_deps WHERE depends_on IN ",
+        );
+        q.push_list(chunk.iter().copied());
+        q.push(
+            " GROUP BY task_id) AS d WHERE tasks.id = d.task_id AND tasks.status = 'pending' \
+             RETURNING tasks.id, tasks.pending_deps",
+        );
+        let rows: Vec<(Uuid, i64)> = q.fetch_all(tx).await?;
+        ready.extend(rows.into_iter().filter(|r| r.1 == 0).map(|r| r.0));
+    }
+    if !ready.is_empty() {
+        make_ready(tx, ready, now, woken).await?;
+    }
+    Ok(())
+}
+
+/// Moves every task downstream of `roots` whose status is one of `from` to
+/// `to`; answers (id, unit) of each moved.
+pub(crate) async fn move_downstream(
+    tx: &mut Tx,
+    roots: &[Uuid],
+    from: &[TaskStatus],
+    to: TaskStatus,
+    now: i64,
+) -> Result<Vec<(Uuid, Uuid)>> {
+    if roots.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut q =
+        sql("WITH RECURSIVE down(id) AS (SELECT task_id FROM task_deps WHERE depends_on IN ");
+    q.push_list(roots.iter().copied());
+    q.push(
+        " UNION SELECT d.task_id FROM task_deps d JOIN down ON d.depends_on = down.id) \
+         UPDATE tasks SET status = ",
+    );
+    q.push_bind(to.as_str());
+    q.push(", updated_at = ");
+    q.push_bind(now);
+    q.push(" WHERE id IN (SELECT id FROM down) AND status IN ");
+    q.push_list(from.iter().map(|s| s.as_str()));
+    q.push(" RETURNING id, unit_id");
+    q.fetch_all(tx).await
+}
+
+/// Counts tasks done or cancelled on their units; closes each unit whose tasks
+/// are all finished, and releases the units waiting on it.
+pub(crate) async fn count_on_units(
+    tx: &mut Tx,
+    done: &[Uuid],
+    cancelled: &[Uuid],
+    now: i64,
+    woken: &mut Woken,
+    entries: &mut Vec<LogEntry>,
+) -> Result<()> {
+    let mut per_unit: BTreeMap<Uuid, (i64, i64)> = BTreeMap::new();
+    for u in done {
+        per_unit.entry(*u).or_default().0 += 1;
+    }
+    for u in cancelled {
+        per_unit.entry(*u).or_default().1 += 1;
+    }
+    let mut finished_units: Vec<Uuid> = Vec::new();
+    for (unit, (d, c)) in per_unit {
+        let row: (i64, i64, i64, Uuid, Option<String>) = sql(
+            "UPDATE work_units SET tasks_done = tasks_done + $2, tasks_cancelled = tasks_cancelled + $3, \
+             updated_at = $4 WHERE id = $1 \
+             RETURNING tasks_done, tasks_cancelled, tasks_total, client_id, trace_id",
+        )
+        .bind(unit)
+        .bind(d)
+        .bind(c)
+        .bind(now)
+        .fetch_one(tx)
+        .await?;
+        if row.0 + row.1 >= row.2 {
+            let status = if row.1 == 0 {
+                UnitStatus::Completed
+            } else {
+                UnitStatus::Cancelled
+            };
+            sql("UPDATE work_units SET status = $2, finished_at = $3 WHERE id = $1")
+                .bind(unit)
+                .bind(status.as_str())
+                .bind(now)
+                .execute(tx)
+                .await?;
+            let completed = status == UnitStatus::Completed;
+            let mut e = LogEntry::new(
+                if completed {
+                    "unit.complete"
+                } else {
+                    "unit.cancel"
+                },
+                Some(ClientId::from_uuid(row.3)),
+                UnitId::from_uuid(unit),
+            )
+            .event(
+                if completed {
+                    "unit.completed"
+                } else {
+                    "unit.cancelled"
+                },
+                Audience::Staff,
+                serde_json::json!({
+                    "unit_id": UnitId::from_uuid(unit).to_string(),
+                    "client_id": ClientId::from_uuid(row.3).to_string(),
+                    "status": status.as_str(),
+                    "tasks_done": row.0,
+                    "tasks_cancelled": row.1,
+                }),
+            );
+            e.trace_id = row.4;
+            entries.push(e);
+            if completed {
+                finished_units.push(unit);
+            }
+        }
+    }
+    for unit in finished_units {
+        let released: Vec<(Uuid, i64)> = sql(
+            "UPDATE work_units SET waiting_units = waiting_units - 1, updated_at = $2 \
+             WHERE id IN (SELECT unit_id FROM work_unit_deps WHERE depends_on = $1) \
+             RETURNING id, waiting_units",
+        )
+        .bind(unit)
+        .bind(now)
+        .fetch_all(tx)
+        .await?;
+        for (waiting, left) in released {
+            if left > 0 {
+                continue;
+            }
+            sql("UPDATE work_units SET status = 'running' WHERE id = $1 AND status = 'pending'")
+                .bind(waiting)
+                .execute(tx)
+                .await?;
+            let rows: Vec<(Uuid, i64)> = sql("UPDATE tasks SET pending_deps = pending_deps - 1 \
+                 WHERE unit_id = $1 AND status = 'pending' RETURNING id, pending_deps")
+            .bind(waiting)
+            .fetch_all(tx)
+            .await?;
+            let ready: Vec<Uuid> = rows.into_iter().filter(|r| r.1 == 0).map(|r| r.0).collect();
+            if !ready.is_empty() {
+                make_ready(tx, ready, now, woken).await?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Sets a unit back to `running` when no incident of it is open any more.
+pub(crate) async fn refresh_unit_status(tx: &mut Tx, unit: Uuid, now: i64) -> Result<()> {
+    sql(
+        "UPDATE work_units SET status = 'running', updated_at = $2 WHERE id = $1 \
+         AND status = 'failed' AND NOT EXISTS \
+         (SELECT 1 FROM incidents WHERE unit_id = $1 AND resolved_at IS NULL)",
+    )
+    .bind(unit)
+    .bind(now)
+    .execute(tx)
+    .await?;
+    Ok(())
+}
+
+/// Wakes workers of other processes after the commit, through the `NOTIFY`
+/// the transaction sends (PostgreSQL); this process's are woken by
+/// [`SqlStore::wake`].
+pub(crate) async fn notify_lanes(tx: &mut Tx, woken: &Woken) -> Result<()> {
+    if tx.backend() == Backend::Postgres {
+        for lane in &woken.lanes {
+            sql("SELECT pg_notify($1, $2)")
+                .bind(CHANNEL)
+                .bind(lane)
+                .execute(tx)
+                .await?;
+        }
+    }
+    Ok(())
+}
