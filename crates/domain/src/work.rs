@@ -133,6 +133,53 @@ impl FromStr for TaskStatus {
     }
 }
 
+/// How one attempt at a task ended (or that it is still running). An
+/// attempt opens when a worker or agent claims the task, or when a person
+/// finishes a human task nobody claimed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AttemptOutcome {
+    /// Its holder still has the lease.
+    Running,
+    Completed,
+    /// Its executor reported a failure (or its output broke the handoff contract).
+    Failed,
+    /// Its lease ran out: no heartbeat or result in time.
+    Expired,
+    /// The task (or its unit) was cancelled while it ran.
+    Cancelled,
+}
+
+impl AttemptOutcome {
+    pub const ALL: [AttemptOutcome; 5] = [
+        AttemptOutcome::Running,
+        AttemptOutcome::Completed,
+        AttemptOutcome::Failed,
+        AttemptOutcome::Expired,
+        AttemptOutcome::Cancelled,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AttemptOutcome::Running => "running",
+            AttemptOutcome::Completed => "completed",
+            AttemptOutcome::Failed => "failed",
+            AttemptOutcome::Expired => "expired",
+            AttemptOutcome::Cancelled => "cancelled",
+        }
+    }
+}
+
+impl FromStr for AttemptOutcome {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        AttemptOutcome::ALL
+            .into_iter()
+            .find(|t| t.as_str() == s)
+            .ok_or_else(|| format!("unknown attempt outcome `{s}`"))
+    }
+}
+
 /// Where a unit of work stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]

@@ -188,13 +188,8 @@ async fn dispatch_loop(
         };
         if claimed.is_empty() {
             drop(permits);
-            let wait = match store.next_run_at(ENGINE_LANE).await {
-                Ok(Some(t)) => {
-                    let left = t - time::OffsetDateTime::now_utc();
-                    Duration::try_from(left)
-                        .unwrap_or(Duration::ZERO)
-                        .min(settings.idle_check)
-                }
+            let wait = match store.next_run_in(ENGINE_LANE).await {
+                Ok(Some(wait)) => wait.min(settings.idle_check),
                 _ => settings.idle_check,
             };
             tokio::select! {

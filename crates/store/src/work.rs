@@ -16,7 +16,9 @@ use serde_json::Value;
 use time::OffsetDateTime;
 use utoipa::ToSchema;
 use waymark_domain::artifact::SourceRef;
-use waymark_domain::work::{Backoff, CheckedTask, Resolution, TaskStatus, UnitStatus};
+use waymark_domain::work::{
+    AttemptOutcome, Backoff, CheckedTask, Resolution, TaskStatus, UnitStatus,
+};
 use waymark_domain::{ArtifactId, ClientId, EngagementId, IncidentId, TaskId, UnitId};
 
 use crate::{Created, Flagged, Page, PageRequest, Pipeline, Result, StoreError, WriteContext};
@@ -180,11 +182,31 @@ pub struct Task {
     pub finished_at: Option<OffsetDateTime>,
 }
 
+/// One attempt at a task: who ran it, when, for how long, and how it ended.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct TaskAttempt {
+    /// Its number among the task's attempts, from 1 (never reused, even after
+    /// a person retries the task).
+    pub attempt: i64,
+    pub outcome: AttemptOutcome,
+    /// The worker or agent that claimed it, or the person who finished it.
+    pub worker: Option<String>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub started_at: Option<OffsetDateTime>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub ended_at: Option<OffsetDateTime>,
+    /// From start to end, once it ended.
+    pub duration_ms: Option<i64>,
+    /// Why it failed, expired or was cancelled.
+    pub error: Option<String>,
+}
+
 /// A claimed task and the lease that lets its holder finish it.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct Leased {
     pub task: Task,
-    /// Present it to heartbeat, complete or fail the task.
+    /// Present it to heartbeat, complete or fail this task (and no other):
+    /// every task of a claim has its own.
     pub lease_token: String,
     #[serde(with = "time::serde::rfc3339")]
     pub lease_expires_at: OffsetDateTime,
@@ -302,12 +324,14 @@ pub trait WorkStore: Send + Sync {
         page: PageRequest,
     ) -> Result<Page<Unit>>;
     async fn get_task(&self, id: TaskId) -> Result<Task>;
+    /// The attempts at a task, oldest first.
+    async fn task_attempts(&self, id: TaskId) -> Result<Vec<TaskAttempt>>;
     async fn list_tasks(&self, filter: TaskFilter, page: PageRequest) -> Result<Page<Task>>;
     /// Counts the tasks of a unit (or of every unit) in each status.
     async fn count_tasks(&self, unit_id: Option<UnitId>) -> Result<Vec<(TaskStatus, i64)>>;
 
     /// Claims up to `max` ready tasks of a lane, fairly across clients, each
-    /// with a lease.
+    /// with a lease of its own, and opens an attempt for each.
     async fn claim(&self, claim: Claim) -> Result<Vec<Leased>>;
     /// Extends a lease (never past the attempt's timeout).
     async fn heartbeat(
@@ -327,8 +351,9 @@ pub trait WorkStore: Send + Sync {
     /// Counts every running task whose lease expired as a failed attempt.
     /// Answers how many.
     async fn expire_leases(&self, limit: usize) -> Result<usize>;
-    /// When the next task of a lane that waits for its retry time becomes claimable.
-    async fn next_run_at(&self, lane: &str) -> Result<Option<OffsetDateTime>>;
+    /// How long until the next task of a lane that waits for its retry time
+    /// becomes claimable (by the database's clock on PostgreSQL).
+    async fn next_run_in(&self, lane: &str) -> Result<Option<Duration>>;
     /// Cancels a task and everything downstream of it.
     async fn cancel_task(
         &self,

@@ -47,6 +47,8 @@ contract!(
     agents_register_and_are_seen,
     a_replayed_submission_creates_nothing,
     generation_results_are_written_once_with_their_completion,
+    every_claimed_task_has_a_lease_of_its_own,
+    attempts_are_rows_with_their_outcomes,
 );
 
 fn ctx(actor: &str) -> WriteContext {
@@ -1038,4 +1040,228 @@ async fn generation_results_are_written_once_with_their_completion(db: &TestDb) 
         }
     }
     assert!(v.last_seq() > 0);
+}
+
+async fn every_claimed_task_has_a_lease_of_its_own(db: &TestDb) {
+    let store: Arc<dyn Store> = db.store.clone();
+    let a = client(&store, "Acme").await;
+    let b = client(&store, "Globex").await;
+    for c in [a, b] {
+        store
+            .submit_unit(
+                unit(
+                    c,
+                    json!([{"key": "x", "executor": "noop"}, {"key": "y", "executor": "noop"}]),
+                ),
+                &ctx("ops"),
+            )
+            .await
+            .unwrap();
+    }
+    let claimed = store.claim(engine(10)).await.unwrap();
+    assert_eq!(claimed.len(), 4);
+    let tokens: BTreeSet<&str> = claimed.iter().map(|l| l.lease_token.as_str()).collect();
+    assert_eq!(tokens.len(), 4, "one token per task, not one per claim");
+    let (one, two) = (&claimed[0], &claimed[1]);
+    assert_ne!(one.task.client_id, two.task.client_id);
+
+    // One task's token neither completes, fails nor heartbeats another task.
+    for outcome in [
+        Outcome::Completed { output: json!({}) },
+        Outcome::Failed {
+            error: "no".into(),
+            retryable: false,
+        },
+    ] {
+        let answer = store
+            .finish(
+                vec![Finish {
+                    task_id: two.task.id,
+                    lease_token: Some(one.lease_token.clone()),
+                    outcome,
+                }],
+                &ctx("w"),
+            )
+            .await
+            .unwrap();
+        assert!(
+            matches!(
+                &answer[0],
+                Err(StoreError::Refused {
+                    code: "lease_foreign",
+                    ..
+                })
+            ),
+            "{answer:?}"
+        );
+    }
+    let err = store
+        .heartbeat(two.task.id, &one.lease_token, Duration::from_secs(5))
+        .await
+        .unwrap_err();
+    assert!(matches!(
+        err,
+        StoreError::Refused {
+            code: "lease_foreign",
+            ..
+        }
+    ));
+    let untouched = store.get_task(two.task.id).await.unwrap();
+    assert_eq!(untouched.status, TaskStatus::Running);
+    assert_eq!(untouched.lease_expires_at, Some(two.lease_expires_at));
+    assert_eq!(untouched.output, None);
+
+    // Each token finishes its own task.
+    let out = finish_ok(&store, claimed.iter().map(done).collect()).await;
+    assert!(out.iter().all(|f| f.status == TaskStatus::Completed));
+}
+
+async fn attempts_are_rows_with_their_outcomes(db: &TestDb) {
+    let store: Arc<dyn Store> = db.store.clone();
+    let c = client(&store, "Acme").await;
+    let u = store
+        .submit_unit(
+            unit(
+                c,
+                json!([
+                    {"key": "flaky", "executor": "noop", "max_attempts": 5,
+                     "backoff": {"initial_s": 0, "max_s": 0}},
+                    {"key": "slow", "executor": "noop", "max_attempts": 3,
+                     "backoff": {"initial_s": 0, "max_s": 0}},
+                    {"key": "ask", "executor": "human"},
+                    {"key": "stop", "executor": "noop", "backoff": {"initial_s": 0, "max_s": 0}},
+                ]),
+            ),
+            &ctx("ops"),
+        )
+        .await
+        .unwrap()
+        .record;
+    let id_of = |key: &str, claimed: &[Leased]| claimed.iter().find(|l| l.task.key == key).cloned();
+
+    // flaky fails twice, then completes: three attempts.
+    let mut slow = None;
+    let mut stop = None;
+    for round in 0..3 {
+        let mut claim = engine(10);
+        claim.worker = format!("worker-{round}");
+        claim.lease = Duration::from_millis(if round == 0 { 200 } else { 30_000 });
+        let claimed = store.claim(claim).await.unwrap();
+        if round == 0 {
+            slow = id_of("slow", &claimed);
+            stop = id_of("stop", &claimed);
+        }
+        let flaky = id_of("flaky", &claimed).expect("flaky is claimed again");
+        let finish = if round < 2 {
+            failed(&flaky, true)
+        } else {
+            done(&flaky)
+        };
+        finish_ok(&store, vec![finish]).await;
+    }
+    let flaky = store
+        .get_unit(u.id)
+        .await
+        .unwrap()
+        .tasks
+        .into_iter()
+        .find(|t| t.key == "flaky")
+        .unwrap();
+    let log = store.task_attempts(flaky.id).await.unwrap();
+    let outcomes: Vec<_> = log.iter().map(|a| a.outcome).collect();
+    use waymark_domain::work::AttemptOutcome as A;
+    assert_eq!(outcomes, vec![A::Failed, A::Failed, A::Completed]);
+    assert_eq!(
+        log.iter().map(|a| a.attempt).collect::<Vec<_>>(),
+        vec![1, 2, 3]
+    );
+    assert_eq!(log[0].error.as_deref(), Some("boom"));
+    assert_eq!(log[2].error, None);
+    for (i, a) in log.iter().enumerate() {
+        assert_eq!(a.worker.as_deref(), Some(format!("worker-{i}").as_str()));
+        let (start, end) = (a.started_at.unwrap(), a.ended_at.unwrap());
+        assert!(end >= start);
+        assert!(a.duration_ms.is_some());
+    }
+
+    // slow's and stop's leases (200 ms) run out: an expired attempt each,
+    // then a running one.
+    let slow = slow.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(store.expire_leases(100).await.unwrap(), 2);
+    let again = store.claim(engine(10)).await.unwrap();
+    let slow2 = id_of("slow", &again).unwrap();
+    let stop2 = id_of("stop", &again).unwrap();
+    let log = store.task_attempts(slow.task.id).await.unwrap();
+    assert_eq!(
+        log.iter().map(|a| a.outcome).collect::<Vec<_>>(),
+        vec![A::Expired, A::Running]
+    );
+    assert!(log[0].error.as_deref().unwrap().contains("lease expired"));
+    assert_eq!(log[1].ended_at, None);
+    assert_eq!(log[1].duration_ms, None);
+    // The expired attempt's lease cannot write the running one.
+    let answer = store.finish(vec![done(&slow)], &ctx("w")).await.unwrap();
+    assert!(matches!(
+        &answer[0],
+        Err(StoreError::Refused {
+            code: "lease_foreign",
+            ..
+        })
+    ));
+    finish_ok(&store, vec![done(&slow2)]).await;
+
+    // stop is cancelled while its second attempt runs: that attempt closes
+    // as cancelled.
+    let stop = stop.unwrap();
+    store
+        .cancel_task(stop.task.id, Some("not needed".into()), &ctx("ops"))
+        .await
+        .unwrap();
+    let log = store.task_attempts(stop.task.id).await.unwrap();
+    assert_eq!(
+        log.iter().map(|a| a.outcome).collect::<Vec<_>>(),
+        vec![A::Expired, A::Cancelled]
+    );
+    assert_eq!(log[1].error.as_deref(), Some("not needed"));
+    // ... and its lease can no longer finish it.
+    let answer = store.finish(vec![done(&stop2)], &ctx("w")).await.unwrap();
+    assert!(answer[0].is_err());
+
+    // A person completes the human task nobody claimed: one attempt, theirs.
+    let ask = store
+        .get_unit(u.id)
+        .await
+        .unwrap()
+        .tasks
+        .into_iter()
+        .find(|t| t.key == "ask")
+        .unwrap();
+    assert!(store.task_attempts(ask.id).await.unwrap().is_empty());
+    store
+        .finish(
+            vec![Finish {
+                task_id: ask.id,
+                lease_token: None,
+                outcome: Outcome::Completed {
+                    output: json!({"answer": 42}),
+                },
+            }],
+            &ctx("usr_ana"),
+        )
+        .await
+        .unwrap()
+        .remove(0)
+        .unwrap();
+    let log = store.task_attempts(ask.id).await.unwrap();
+    assert_eq!(log.len(), 1);
+    assert_eq!(log[0].outcome, A::Completed);
+    assert_eq!(log[0].worker.as_deref(), Some("usr_ana"));
+
+    // A task that does not exist has no attempts to list.
+    let missing = waymark_domain::TaskId::new();
+    assert!(matches!(
+        store.task_attempts(missing).await,
+        Err(StoreError::NotFound { .. })
+    ));
 }

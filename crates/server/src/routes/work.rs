@@ -21,7 +21,7 @@ use waymark_domain::work::{self, Executor, Resolution, TaskSpec, TaskStatus};
 use waymark_domain::{ClientId, FieldError, IncidentId, TaskId, UnitId};
 use waymark_store::{
     Agent, Claim, Finish, Finished, Incident, Leased, NewAgent, NewUnit, Outcome, Page, Role, Task,
-    TaskFilter, Unit, UnitDetail,
+    TaskAttempt, TaskFilter, Unit, UnitDetail,
 };
 
 use super::{PageParams, write_context};
@@ -298,20 +298,30 @@ pub async fn list_tasks(
     Ok(JsonOut(state.store.list_tasks(filter, p.page()?).await?))
 }
 
-/// One task.
+/// A task with every attempt at it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TaskDetail {
+    #[serde(flatten)]
+    pub task: Task,
+    /// Each attempt, oldest first: who ran it, when, for how long, how it ended.
+    pub attempt_log: Vec<TaskAttempt>,
+}
+
+/// One task, with its attempts.
 #[utoipa::path(get, path = "/api/v1/work/tasks/{id}", tag = "work",
     params(("id" = String, Path, description = "A task id (tsk_...)")),
-    responses((status = 200, body = Task), (status = 404, body = Problem)), security(("bearer" = [])))]
+    responses((status = 200, body = TaskDetail), (status = 404, body = Problem)), security(("bearer" = [])))]
 pub async fn get_task(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
-) -> Result<JsonOut<Task>, ApiError> {
+) -> Result<JsonOut<TaskDetail>, ApiError> {
     caller.require_staff()?;
     let id: TaskId = path_id(&id)?;
     let task = state.store.get_task(id).await?;
     own_task(&caller, &task)?;
-    Ok(JsonOut(task))
+    let attempt_log = state.store.task_attempts(id).await?;
+    Ok(JsonOut(TaskDetail { task, attempt_log }))
 }
 
 /// An agent's token reaches only its own tasks (404 like a missing one otherwise).
@@ -873,11 +883,8 @@ pub async fn claim(
         }
         // Wake on new ready work (any process on PostgreSQL), a retry coming
         // due, or the deadline.
-        let retry = match state.store.next_run_at(&agent_id).await? {
-            Some(t) => {
-                tokio::time::Instant::now()
-                    + Duration::try_from(t - OffsetDateTime::now_utc()).unwrap_or(Duration::ZERO)
-            }
+        let retry = match state.store.next_run_in(&agent_id).await? {
+            Some(wait) => tokio::time::Instant::now() + wait,
             None => deadline,
         };
         tokio::select! {

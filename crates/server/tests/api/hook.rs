@@ -9,7 +9,10 @@ use waymark_server::engine::{self, EngineSettings};
 use crate::helpers::TestApp;
 use crate::webhooks::Receiver;
 
-crate::both_backends!(webhook_tasks_are_posted_signed_and_completed_by_callback);
+crate::both_backends!(
+    webhook_tasks_are_posted_signed_and_completed_by_callback,
+    webhook_tasks_of_two_clients_carry_tokens_that_finish_only_their_own,
+);
 
 fn start_engine(app: &TestApp) -> tokio::sync::oneshot::Sender<()> {
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -179,6 +182,20 @@ async fn webhook_tasks_are_posted_signed_and_completed_by_callback(app: TestApp)
     assert_eq!(p["status"], "completed");
     let done = wait_task(&app, &task_id, "completed").await;
     assert_eq!(done["output"], json!({"published": 3}));
+    // Both attempts are on the task: the one the receiver refused, then the
+    // one its callback completed.
+    let log = done["attempt_log"].as_array().unwrap();
+    assert_eq!(log.len(), 2, "{done}");
+    assert_eq!(log[0]["outcome"], "failed");
+    assert!(
+        log[0]["error"].as_str().unwrap().contains("503"),
+        "{}",
+        log[0]
+    );
+    assert_eq!(log[1]["outcome"], "completed");
+    assert_eq!(log[1]["attempt"], 2);
+    assert_eq!(log[1]["worker"], "hook-worker");
+    assert!(log[1]["duration_ms"].is_i64());
     let u = app.get(&format!("/api/v1/work/units/{unit_id}")).await;
     for _ in 0..200 {
         if app.get(&format!("/api/v1/work/units/{unit_id}")).await.body["status"] == "completed" {
@@ -221,4 +238,75 @@ async fn webhook_tasks_are_posted_signed_and_completed_by_callback(app: TestApp)
         "{}",
         incidents.body
     );
+}
+
+async fn webhook_tasks_of_two_clients_carry_tokens_that_finish_only_their_own(app: TestApp) {
+    let acme = app.client("Acme").await;
+    let globex = app.client("Globex").await;
+    let (to_acme, to_globex) = (Receiver::start().await, Receiver::start().await);
+    let _engine = start_engine(&app);
+    let mut tasks = Vec::new();
+    for (client, receiver) in [(&acme, &to_acme), (&globex, &to_globex)] {
+        let unit = app
+            .post(
+                "/api/v1/work/units",
+                json!({"client_id": client, "name": "Notify", "tasks": [
+                    {"key": "notify", "executor": "http.webhook", "input": {"url": receiver.url()}}]}),
+            )
+            .await;
+        assert_eq!(unit.status, 201, "{}", unit.body);
+        tasks.push(unit.body["tasks"][0]["id"].as_str().unwrap().to_owned());
+    }
+    let mut leases = Vec::new();
+    for (receiver, task) in [(&to_acme, &tasks[0]), (&to_globex, &tasks[1])] {
+        let got = receiver
+            .wait_until("the task's POST", |r| !r.is_empty())
+            .await;
+        let body = got[0].json();
+        assert_eq!(
+            body["task"]["id"],
+            task.as_str(),
+            "each receiver gets its own task only"
+        );
+        leases.push(body["lease_token"].as_str().unwrap().to_owned());
+        wait_task(&app, task, "running").await;
+    }
+    assert_ne!(leases[0], leases[1]);
+
+    // Acme's receiver cannot finish Globex's task, nor the other way round.
+    for (lease, other) in [(&leases[0], &tasks[1]), (&leases[1], &tasks[0])] {
+        for action in ["complete", "fail", "heartbeat"] {
+            let (status, p) = as_lease(
+                &app,
+                reqwest::Method::POST,
+                &format!("{}/api/v1/work/tasks/{other}/{action}", app.base),
+                lease,
+                match action {
+                    "complete" => json!({"output": {"stolen": true}}),
+                    "fail" => json!({"error": "stolen"}),
+                    _ => json!({}),
+                },
+            )
+            .await;
+            assert_eq!(status, 409, "{action} with another task's lease: {p}");
+            assert_eq!(p["code"], "lease_foreign");
+        }
+        let t = app.get(&format!("/api/v1/work/tasks/{other}")).await.body;
+        assert_eq!(t["status"], "running", "{t}");
+        assert_eq!(t["output"], Value::Null);
+    }
+    // Each finishes its own.
+    for (lease, task) in [(&leases[0], &tasks[0]), (&leases[1], &tasks[1])] {
+        let (status, p) = as_lease(
+            &app,
+            reqwest::Method::POST,
+            &format!("{}/api/v1/work/tasks/{task}/complete", app.base),
+            lease,
+            json!({"output": {"delivered": true}}),
+        )
+        .await;
+        assert_eq!(status, 200, "{p}");
+        let done = wait_task(&app, task, "completed").await;
+        assert_eq!(done["output"], json!({"delivered": true}));
+    }
 }

@@ -15,6 +15,7 @@ both_backends!(
     agents_claim_heartbeat_and_complete_with_their_lease,
     bad_work_input_is_refused_and_changes_nothing,
     incidents_are_resolved_by_a_person,
+    two_tasks_claimed_together_have_leases_of_their_own,
 );
 
 pub(crate) fn start_engine(app: &TestApp) -> tokio::sync::oneshot::Sender<()> {
@@ -430,4 +431,84 @@ async fn incidents_are_resolved_by_a_person(app: TestApp) {
     let u = app.get(&format!("/api/v1/work/units/{uid}")).await;
     assert_eq!(u.body["status"], "running");
     assert_eq!(u.body["incidents"][0]["resolution"], "skip");
+}
+
+async fn two_tasks_claimed_together_have_leases_of_their_own(app: TestApp) {
+    let reg = app
+        .post(
+            "/api/v1/agents",
+            json!({"id": "sync-agent", "capabilities": ["sync"]}),
+        )
+        .await;
+    assert_eq!(reg.status, 201, "{}", reg.body);
+    let secret = agent_token(&app, "sync-agent").await;
+    for name in ["Acme", "Globex"] {
+        let client = app.client(name).await;
+        let unit = app
+            .post(
+                "/api/v1/work/units",
+                json!({"client_id": client, "name": "sync", "tasks": [
+                    {"key": "sync", "executor": "sync-agent", "input": {"client": name}}]}),
+            )
+            .await;
+        assert_eq!(unit.status, 201, "{}", unit.body);
+    }
+    let claimed = app
+        .call_as(
+            Some(&secret),
+            Method::POST,
+            "/api/v1/agents/sync-agent/claim",
+            Some(json!({"max": 10, "wait_s": 0})),
+        )
+        .await;
+    assert_eq!(claimed.status, 200, "{}", claimed.body);
+    let claimed = claimed.body.as_array().unwrap().clone();
+    assert_eq!(claimed.len(), 2);
+    let ids: Vec<String> = claimed
+        .iter()
+        .map(|c| c["task"]["id"].as_str().unwrap().to_owned())
+        .collect();
+    let leases: Vec<String> = claimed
+        .iter()
+        .map(|c| c["lease_token"].as_str().unwrap().to_owned())
+        .collect();
+    assert_ne!(leases[0], leases[1], "one lease per task");
+
+    // The first task's lease on the second: refused with 409, nothing changes.
+    for action in ["complete", "fail", "heartbeat"] {
+        let r = app
+            .call_as(
+                Some(&secret),
+                Method::POST,
+                &format!("/api/v1/work/tasks/{}/{action}", ids[1]),
+                Some(match action {
+                    "complete" => json!({"lease_token": leases[0], "output": {"done": true}}),
+                    "fail" => json!({"lease_token": leases[0], "error": "stolen"}),
+                    _ => json!({"lease_token": leases[0]}),
+                }),
+            )
+            .await;
+        r.assert_problem(409, "lease_foreign");
+    }
+    let second = app
+        .get(&format!("/api/v1/work/tasks/{}", ids[1]))
+        .await
+        .body;
+    assert_eq!(second["status"], "running");
+    assert_eq!(second["output"], Value::Null);
+    assert_eq!(second["attempt_log"][0]["outcome"], "running");
+    assert_eq!(second["attempt_log"][0]["worker"], "sync-agent");
+
+    for (id, lease) in ids.iter().zip(&leases) {
+        let r = app
+            .call_as(
+                Some(&secret),
+                Method::POST,
+                &format!("/api/v1/work/tasks/{id}/complete"),
+                Some(json!({"lease_token": lease, "output": {"done": true}})),
+            )
+            .await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert_eq!(r.body["status"], "completed");
+    }
 }

@@ -28,11 +28,11 @@ pub(crate) async fn finish_generation(
     g: Generated,
     ctx: &WriteContext,
 ) -> Result<GenerationDone> {
-    let now = now_us();
     let mut woken = Woken::default();
     let created = ArtifactId::new();
     let done = {
         let mut tx = store.db.begin().await?;
+        let now = engine_now(&mut tx).await?;
         // Generation results of one engagement commit one at a time (on
         // PostgreSQL the engagement's row is the lock): each reads every
         // current artifact of the engagement, then writes one.
@@ -149,7 +149,11 @@ pub(crate) async fn finish_generation(
                     output: Value::Object(output),
                 },
             )],
-            now,
+            &Ends {
+                now,
+                finisher: &ctx.actor,
+                expired: false,
+            },
             &mut woken,
             &mut entries,
         )

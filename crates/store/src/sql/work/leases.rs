@@ -1,11 +1,12 @@
 //! Claims and leases: claiming a lane's ready tasks, heartbeats, expiry,
 //! and who may finish a task.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use time::OffsetDateTime;
 use waymark_domain::TaskId;
-use waymark_domain::work::{self, LeaseError, TaskStatus};
+use waymark_domain::work::{self, AttemptOutcome, LeaseError, TaskStatus};
 
 use super::*;
 
@@ -44,92 +45,127 @@ pub(crate) fn check_finisher(
 }
 
 impl SqlStore {
-    /// Settles attempts whose leases expired: failed attempts, retried or exhausted.
+    /// Settles attempts whose leases expired: expired attempts, retried or
+    /// exhausted.
     pub(crate) async fn expire_batch(&self, limit: usize) -> Result<usize> {
-        let now = now_us();
         let ctx = WriteContext::new("system");
         let mut woken = Woken::default();
-        let n = {
-            let mut tx = self.db.begin().await?;
-            let rows: Vec<TaskRow> = sql(format!(
-                "SELECT {TASK_COLUMNS} FROM tasks WHERE status = 'running' AND lease_expires_at <= $1 \
-                 ORDER BY lease_expires_at LIMIT $2{}",
-                self.skip_locked_clause()
-            ))
-            .bind(now)
-            .bind(limit as i64)
-            .fetch_all(&mut tx)
-            .await?;
-            let n = rows.len();
-            if n == 0 {
-                return Ok(0);
-            }
-            let items = rows
-                .into_iter()
-                .map(|r| {
-                    let by = r.claimed_by.clone().unwrap_or_else(|| "a worker".into());
-                    (
-                        r,
-                        Outcome::Failed {
-                            error: format!(
-                                "lease expired: {by} sent no heartbeat or result in time"
-                            ),
-                            retryable: true,
-                        },
-                    )
-                })
-                .collect();
-            let mut entries = Vec::new();
-            settle(&mut tx, items, now, &mut woken, &mut entries).await?;
-            notify_lanes(&mut tx, &woken).await?;
-            append_logs(&mut tx, &ctx, at(now), entries).await?;
-            tx.commit().await?;
-            n
+        let mut tx = self.db.begin().await?;
+        let now = engine_now(&mut tx).await?;
+        let rows: Vec<TaskRow> = sql(format!(
+            "SELECT {TASK_COLUMNS} FROM tasks WHERE status = 'running' AND lease_expires_at <= $1 \
+             ORDER BY lease_expires_at LIMIT $2{}",
+            self.skip_locked_clause()
+        ))
+        .bind(now)
+        .bind(limit as i64)
+        .fetch_all(&mut tx)
+        .await?;
+        let n = rows.len();
+        if n == 0 {
+            return Ok(0);
+        }
+        let items = rows
+            .into_iter()
+            .map(|r| {
+                let by = r.claimed_by.clone().unwrap_or_else(|| "a worker".into());
+                (
+                    r,
+                    Outcome::Failed {
+                        error: format!("lease expired: {by} sent no heartbeat or result in time"),
+                        retryable: true,
+                    },
+                )
+            })
+            .collect();
+        let mut entries = Vec::new();
+        let ends = Ends {
+            now,
+            finisher: &ctx.actor,
+            expired: true,
         };
+        settle(&mut tx, items, &ends, &mut woken, &mut entries).await?;
+        notify_lanes(&mut tx, &woken).await?;
+        append_logs(&mut tx, &ctx, at(now), entries).await?;
+        tx.commit().await?;
         self.wake(&woken);
         Ok(n)
     }
 }
 
+/// Most tasks one claim takes.
+pub(crate) const MAX_CLAIM: usize = 500;
+
+/// Claims up to `claim.max` ready tasks of a lane in one statement: each gets
+/// a lease token of its own (their hashes are bound to the rows in claim
+/// order), and an attempt opens for each.
 pub(crate) async fn claim(store: &SqlStore, claim: Claim) -> Result<Vec<Leased>> {
-    if claim.max == 0 {
+    let max = claim.max.min(MAX_CLAIM);
+    if max == 0 {
         return Ok(vec![]);
     }
-    let now = now_us();
-    let token = work::new_lease_token();
-    let hash = work::lease_hash(&token);
-    let lease_until = now + claim.lease.as_micros() as i64;
-    let mut rows: Vec<TaskRow> = {
-        let mut tx = store.db.begin().await?;
-        let rows: Vec<TaskRow> = sql(format!(
-            "UPDATE tasks SET status = 'running', lease_hash = $1, \
-             deadline_at = $2 + timeout_s * 1000000, \
-             lease_expires_at = CASE WHEN $3 < $2 + timeout_s * 1000000 THEN $3 \
-                                ELSE $2 + timeout_s * 1000000 END, \
-             attempts = attempts + 1, claimed_by = $4, started_at = $2, updated_at = $2 \
-             WHERE id IN (SELECT id FROM tasks WHERE lane = $5 AND status = 'ready' AND run_at <= $2 \
-                          ORDER BY priority, fair_key, id LIMIT $6{}) \
-             RETURNING {TASK_COLUMNS}",
-            store.skip_locked_clause()
-        ))
-        .bind(&hash)
-        .bind(now)
-        .bind(lease_until)
+    let tokens: HashMap<String, String> = (0..max)
+        .map(|_| {
+            let token = work::new_lease_token();
+            (work::lease_hash(&token), token)
+        })
+        .collect();
+    let backend = store.db.backend();
+    let now = now_sql(backend);
+    let mut q = sql(format!(
+        "UPDATE tasks SET status = 'running', lease_hash = v.column2, \
+         started_at = {now}, updated_at = {now}, deadline_at = {now} + timeout_s * 1000000, \
+         lease_expires_at = {now} + CASE WHEN $1 < timeout_s * 1000000 THEN $1 \
+                                         ELSE timeout_s * 1000000 END, \
+         attempts = attempts + 1, attempt_seq = attempt_seq + 1, claimed_by = $2 \
+         FROM (SELECT c.id AS picked_id, \
+                      row_number() OVER (ORDER BY c.priority, c.fair_key, c.id) AS n \
+               FROM (SELECT id, priority, fair_key FROM tasks \
+                     WHERE lane = $3 AND status = 'ready' AND run_at <= {now} \
+                     ORDER BY priority, fair_key, id LIMIT $4{}) AS c) AS picked \
+         JOIN (",
+        backend.skip_locked()
+    ));
+    q = q
+        .bind(claim.lease.as_micros() as i64)
         .bind(&claim.worker)
         .bind(&claim.lane)
-        .bind(claim.max as i64)
-        .fetch_all(&mut tx)
-        .await?;
-        tx.commit().await?;
-        rows
-    };
+        .bind(max as i64);
+    // `VALUES` as a table: both databases name its columns column1, column2.
+    q.push_values(tokens.keys().enumerate(), |mut b, (i, hash)| {
+        b.push_bind(i as i64 + 1).push_bind(hash.as_str());
+    });
+    q.push(format!(
+        ") AS v ON v.column1 = picked.n WHERE tasks.id = picked.picked_id RETURNING {TASK_COLUMNS}"
+    ));
+    let mut tx = store.db.begin().await?;
+    let mut rows: Vec<TaskRow> = q.fetch_all(&mut tx).await?;
+    if !rows.is_empty() {
+        let mut attempts =
+            sql("INSERT INTO task_attempts (task_id, attempt, started_at, outcome, worker) ");
+        attempts.push_values(&rows, |mut b, r| {
+            b.push_bind(r.id)
+                .push_bind(r.attempt_seq)
+                .push_bind(r.started_at)
+                .push_bind(AttemptOutcome::Running.as_str())
+                .push_bind(&claim.worker);
+        });
+        attempts.execute(&mut tx).await?;
+    }
+    tx.commit().await?;
     rows.sort_by_key(|r| (r.priority, r.fair_key, r.id));
     rows.into_iter()
         .map(|r| {
-            let expires = at(r.lease_expires_at.unwrap_or(lease_until));
+            let token = r
+                .lease_hash
+                .as_ref()
+                .and_then(|h| tokens.get(h))
+                .cloned()
+                .ok_or_else(|| StoreError::Conflict("a claimed task lost its lease".into()))?;
+            let expires = at(r.lease_expires_at.unwrap_or_default());
             Ok(Leased {
                 task: r.into_task()?,
-                lease_token: token.clone(),
+                lease_token: token,
                 lease_expires_at: expires,
             })
         })
@@ -145,42 +181,58 @@ pub(crate) async fn heartbeat(
     lease_token: &str,
     lease: Duration,
 ) -> Result<OffsetDateTime> {
-    let now = now_us();
     let hash = work::lease_hash(lease_token);
-    {
-        let mut tx = store.db.begin().await?;
-        let row: Option<HeldLease> = sql(format!(
-            "SELECT status, lease_hash, lease_expires_at, deadline_at FROM tasks WHERE id = $1{}",
-            store.lock_clause()
-        ))
+    let mut tx = store.db.begin().await?;
+    let now = engine_now(&mut tx).await?;
+    let row: Option<HeldLease> = sql(format!(
+        "SELECT status, lease_hash, lease_expires_at, deadline_at FROM tasks WHERE id = $1{}",
+        store.lock_clause()
+    ))
+    .bind(task_id.uuid())
+    .fetch_optional(&mut tx)
+    .await?;
+    let (status, held, expires, deadline) = row.ok_or_else(|| not_found("task", task_id))?;
+    work::check_lease(task_status(&status)?, held.as_deref(), expires, &hash, now)
+        .map_err(refused)?;
+    let until = work::lease_until(now, lease, deadline.unwrap_or(i64::MAX));
+    sql("UPDATE tasks SET lease_expires_at = $2 WHERE id = $1")
         .bind(task_id.uuid())
-        .fetch_optional(&mut tx)
+        .bind(until)
+        .execute(&mut tx)
         .await?;
-        let (status, held, expires, deadline) = row.ok_or_else(|| not_found("task", task_id))?;
-        work::check_lease(task_status(&status)?, held.as_deref(), expires, &hash, now)
-            .map_err(refused)?;
-        let until = work::lease_until(now, lease, deadline.unwrap_or(i64::MAX));
-        sql("UPDATE tasks SET lease_expires_at = $2 WHERE id = $1")
-            .bind(task_id.uuid())
-            .bind(until)
-            .execute(&mut tx)
-            .await?;
-        tx.commit().await?;
-        Ok(at(until))
-    }
+    tx.commit().await?;
+    Ok(at(until))
 }
 
 pub(crate) async fn expire_leases(store: &SqlStore, limit: usize) -> Result<usize> {
     store.expire_batch(limit).await
 }
 
-pub(crate) async fn next_run_at(store: &SqlStore, lane: &str) -> Result<Option<OffsetDateTime>> {
-    let now = now_us();
-    let row: (Option<i64>,) =
-        sql("SELECT min(run_at) FROM tasks WHERE lane = $1 AND status = 'ready' AND run_at > $2")
-            .bind(lane)
-            .bind(now)
-            .fetch_one(&mut store.db.reader())
-            .await?;
-    Ok(row.0.map(at))
+pub(crate) async fn next_run_in(store: &SqlStore, lane: &str) -> Result<Option<Duration>> {
+    let now = now_sql(store.db.backend());
+    let row: (Option<i64>,) = sql(format!(
+        "SELECT min(run_at) - {now} FROM tasks WHERE lane = $1 AND status = 'ready' \
+         AND run_at > {now}"
+    ))
+    .bind(lane)
+    .fetch_one(&mut store.db.reader())
+    .await?;
+    Ok(row
+        .0
+        .map(|us| Duration::from_micros(u64::try_from(us).unwrap_or(0))))
+}
+
+pub(crate) async fn task_attempts(store: &SqlStore, id: TaskId) -> Result<Vec<TaskAttempt>> {
+    let rows: Vec<AttemptRow> = sql(
+        "SELECT attempt, started_at, ended_at, outcome, error, worker FROM task_attempts \
+         WHERE task_id = $1 ORDER BY attempt",
+    )
+    .bind(id.uuid())
+    .fetch_all(&mut store.db.reader())
+    .await?;
+    if rows.is_empty() {
+        // Tell a task without attempts from a task that does not exist.
+        super::units::get_task(store, id).await?;
+    }
+    rows.into_iter().map(AttemptRow::into_attempt).collect()
 }

@@ -29,7 +29,7 @@ use leases::check_finisher;
 use queue::*;
 pub(super) use queue::{Woken, notify_lanes};
 pub(super) use rows::*;
-use settle::settle;
+use settle::{Ends, settle};
 pub(super) use units::{cancel_unit_in_tx, insert_unit};
 
 impl SqlStore {
@@ -56,6 +56,10 @@ impl WorkStore for SqlStore {
         page: PageRequest,
     ) -> Result<Page<Unit>> {
         units::list_units(self, client_id, page).await
+    }
+
+    async fn task_attempts(&self, id: TaskId) -> Result<Vec<TaskAttempt>> {
+        leases::task_attempts(self, id).await
     }
 
     async fn get_task(&self, id: TaskId) -> Result<Task> {
@@ -95,8 +99,8 @@ impl WorkStore for SqlStore {
         leases::expire_leases(self, limit).await
     }
 
-    async fn next_run_at(&self, lane: &str) -> Result<Option<OffsetDateTime>> {
-        leases::next_run_at(self, lane).await
+    async fn next_run_in(&self, lane: &str) -> Result<Option<Duration>> {
+        leases::next_run_in(self, lane).await
     }
 
     async fn cancel_task(

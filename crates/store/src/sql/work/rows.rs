@@ -17,7 +17,8 @@ pub(crate) const CHANNEL: &str = "waymark_work";
 pub(crate) const TASK_COLUMNS: &str = "id, unit_id, client_id, key, name, executor, lane, status, input, \
      output, depends_on, priority, fair_key, run_at, max_attempts, attempts, timeout_s, \
      backoff_initial_ms, backoff_max_ms, lease_hash, lease_expires_at, claimed_by, started_at, \
-     last_error, trace_id, created_at, updated_at, finished_at, contract, handoff_from, hands_off";
+     last_error, trace_id, created_at, updated_at, finished_at, contract, handoff_from, hands_off, \
+     attempt_seq";
 
 /// Records one metric observation of a journey: journey, name, value, at,
 /// stage, recorded by, recorded at.
@@ -57,10 +58,37 @@ pub(crate) struct TaskRow {
     pub(crate) contract: Option<Json<Vec<String>>>,
     pub(crate) handoff_from: Option<String>,
     pub(crate) hands_off: i64,
+    /// The number of its latest attempt row (never reset).
+    pub(crate) attempt_seq: i64,
 }
 
 pub(crate) fn now_us() -> i64 {
     unix_micros(OffsetDateTime::now_utc())
+}
+
+/// The database's clock in microseconds since the Unix epoch, as SQL (constant
+/// within one statement).
+pub(crate) fn now_sql(backend: Backend) -> &'static str {
+    match backend {
+        Backend::Sqlite => "CAST(unixepoch('subsec') * 1000000 AS INTEGER)",
+        Backend::Postgres => "CAST(EXTRACT(EPOCH FROM statement_timestamp()) * 1000000 AS BIGINT)",
+    }
+}
+
+/// The engine's "now", in microseconds: on PostgreSQL the database's clock, so
+/// servers and workers on several hosts agree on lease expiry, deadlines and
+/// retry times whatever their own clocks say; on SQLite (one process) this
+/// process's.
+pub(crate) async fn engine_now(conn: &mut impl Conn) -> Result<i64> {
+    match conn.backend() {
+        Backend::Sqlite => Ok(now_us()),
+        Backend::Postgres => {
+            let (now,): (i64,) = sql(format!("SELECT {}", now_sql(Backend::Postgres)))
+                .fetch_one(conn)
+                .await?;
+            Ok(now)
+        }
+    }
 }
 
 pub(crate) fn at(us: i64) -> OffsetDateTime {
@@ -142,6 +170,38 @@ impl TaskRow {
         .event(event, Audience::Staff, data);
         e.trace_id = self.trace_id.clone();
         e
+    }
+}
+
+#[derive(FromRow)]
+pub(crate) struct AttemptRow {
+    pub(crate) attempt: i64,
+    pub(crate) started_at: Option<i64>,
+    pub(crate) ended_at: Option<i64>,
+    pub(crate) outcome: String,
+    pub(crate) error: Option<String>,
+    pub(crate) worker: Option<String>,
+}
+
+impl AttemptRow {
+    pub(crate) fn into_attempt(self) -> Result<TaskAttempt> {
+        let started_at = self.started_at.map(at);
+        let ended_at = self.ended_at.map(at);
+        Ok(TaskAttempt {
+            attempt: self.attempt,
+            outcome: self
+                .outcome
+                .parse()
+                .map_err(|_| decode_error("attempt outcome", &self.outcome))?,
+            worker: self.worker,
+            duration_ms: match (self.started_at, self.ended_at) {
+                (Some(s), Some(e)) => Some((e - s).max(0) / 1000),
+                _ => None,
+            },
+            started_at,
+            ended_at,
+            error: self.error,
+        })
     }
 }
 

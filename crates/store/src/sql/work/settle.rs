@@ -7,22 +7,39 @@ use serde_json::Value;
 use sqlx::types::Json;
 use uuid::Uuid;
 use waymark_domain::criteria;
-use waymark_domain::work::{self, AfterFailure, TaskStatus};
+use waymark_domain::work::{self, AfterFailure, AttemptOutcome, TaskStatus};
 use waymark_domain::{ClientId, IncidentId, JourneyId, TaskId};
 
 use super::*;
 
+/// When and how a batch of attempts ended.
+pub(crate) struct Ends<'a> {
+    /// The engine's clock (see [`engine_now`]).
+    pub(crate) now: i64,
+    /// Who ended the attempts nobody had claimed (a person finishing a human task).
+    pub(crate) finisher: &'a str,
+    /// Their leases ran out: the attempts expired rather than failed.
+    pub(crate) expired: bool,
+}
+
 /// Applies the ends of attempts (already checked) inside the transaction:
-/// completions release dependents and count on units; failures are retried
-/// after their backoff or, exhausted, fail the task, block what is downstream
-/// and open an incident. Answers the results; pushes audit records.
+/// each attempt row closes with its outcome (a task finished without a claim
+/// gets one opened and closed at once); completions release dependents and
+/// count on units; failures are retried after their backoff or, exhausted,
+/// fail the task, block what is downstream and open an incident. Answers the
+/// results; pushes audit records.
 pub(crate) async fn settle(
     tx: &mut Tx,
     items: Vec<(TaskRow, Outcome)>,
-    now: i64,
+    ends: &Ends<'_>,
     woken: &mut Woken,
     entries: &mut Vec<LogEntry>,
 ) -> Result<Vec<Finished>> {
+    let now = ends.now;
+    // (task, attempt, outcome, error) of the attempts to close, and of those
+    // to record whole (nobody claimed them).
+    let mut closed: Vec<(Uuid, i64, AttemptOutcome, Option<String>)> = Vec::new();
+    let mut unclaimed: Vec<(Uuid, i64, AttemptOutcome, Option<String>)> = Vec::new();
     let mut results: Vec<Finished> = Vec::with_capacity(items.len());
     let mut completed: Vec<(Uuid, Json<Value>)> = Vec::new();
     let mut done_units: Vec<Uuid> = Vec::new();
@@ -47,6 +64,22 @@ pub(crate) async fn settle(
             },
             failed => failed,
         };
+        let (attempt_outcome, attempt_error) = match &outcome {
+            Outcome::Completed { .. } => (AttemptOutcome::Completed, None),
+            Outcome::Failed { error, .. } if ends.expired => (
+                AttemptOutcome::Expired,
+                Some(error.chars().take(2000).collect()),
+            ),
+            Outcome::Failed { error, .. } => (
+                AttemptOutcome::Failed,
+                Some(error.chars().take(2000).collect()),
+            ),
+        };
+        if row.status == TaskStatus::Running.as_str() {
+            closed.push((row.id, row.attempt_seq, attempt_outcome, attempt_error));
+        } else {
+            unclaimed.push((row.id, row.attempt_seq + 1, attempt_outcome, attempt_error));
+        }
         match outcome {
             Outcome::Completed { output } => {
                 if row.hands_off != 0 {
@@ -71,16 +104,6 @@ pub(crate) async fn settle(
             }
             Outcome::Failed { error, retryable } => {
                 let error: String = error.chars().take(2000).collect();
-                sql("INSERT INTO task_attempts (task_id, attempt, started_at, ended_at, outcome, error, worker) \
-                     VALUES ($1, $2, $3, $4, 'failed', $5, $6) ON CONFLICT (task_id, attempt) DO NOTHING")
-                .bind(row.id)
-                .bind(row.attempts)
-                .bind(row.started_at)
-                .bind(now)
-                .bind(&error)
-                .bind(&row.claimed_by)
-                .execute(tx)
-                .await?;
                 let decision = work::after_failure(
                     &row.backoff(),
                     row.attempts.max(0) as u32,
@@ -135,6 +158,7 @@ pub(crate) async fn settle(
             }
         }
     }
+    close_attempts(tx, &closed, &unclaimed, ends).await?;
     if !completed.is_empty() {
         for chunk in completed.chunks(500) {
             let mut q = sql(
@@ -281,11 +305,11 @@ pub(crate) async fn finish(
     finishes: Vec<Finish>,
     ctx: &WriteContext,
 ) -> Result<Vec<std::result::Result<Finished, StoreError>>> {
-    let now = now_us();
     let mut woken = Woken::default();
     let ids: Vec<Uuid> = finishes.iter().map(|f| f.task_id.uuid()).collect();
     let answers = {
         let mut tx = store.db.begin().await?;
+        let now = engine_now(&mut tx).await?;
         let rows = load_tasks(&mut tx, &ids).await?;
         let by_id: HashMap<Uuid, TaskRow> = rows.into_iter().map(|r| (r.id, r)).collect();
         let mut answers: Vec<Option<std::result::Result<Finished, StoreError>>> =
@@ -317,7 +341,12 @@ pub(crate) async fn finish(
         }
         if !accepted.is_empty() {
             let mut entries = Vec::new();
-            let results = settle(&mut tx, accepted, now, &mut woken, &mut entries).await?;
+            let ends = Ends {
+                now,
+                finisher: &ctx.actor,
+                expired: false,
+            };
+            let results = settle(&mut tx, accepted, &ends, &mut woken, &mut entries).await?;
             notify_lanes(&mut tx, &woken).await?;
             append_logs(&mut tx, ctx, at(now), entries).await?;
             tx.commit().await?;
@@ -356,6 +385,7 @@ pub(crate) async fn cancel_task(
                 detail: format!("task {id} is {st}; only a task not yet done can be cancelled"),
             });
         }
+        cancel_attempts(&mut tx, &[id.uuid()], reason.as_deref(), now).await?;
         sql(
             "UPDATE tasks SET status = 'cancelled', lease_hash = NULL, lease_expires_at = NULL, \
              last_error = COALESCE($2, last_error), finished_at = $3, updated_at = $3 WHERE id = $1",
@@ -400,4 +430,69 @@ pub(crate) async fn cancel_task(
     };
     store.wake(&woken);
     store.get_task(id).await
+}
+
+/// Closes the attempts that ended, and records whole those nobody had claimed
+/// (numbering them after the task's last).
+async fn close_attempts(
+    tx: &mut Tx,
+    closed: &[(Uuid, i64, AttemptOutcome, Option<String>)],
+    unclaimed: &[(Uuid, i64, AttemptOutcome, Option<String>)],
+    ends: &Ends<'_>,
+) -> Result<()> {
+    for chunk in closed.chunks(500) {
+        let mut q = sql(
+            "UPDATE task_attempts SET ended_at = $1, outcome = v.column3, error = v.column4 FROM (",
+        )
+        .bind(ends.now);
+        q.push_values(chunk, |mut b, (task, attempt, outcome, error)| {
+            b.push_bind(*task)
+                .push_bind(*attempt)
+                .push_bind(outcome.as_str())
+                .push_bind(error.as_deref());
+        });
+        q.push(
+            ") AS v WHERE task_attempts.task_id = v.column1 AND task_attempts.attempt = v.column2 \
+             AND task_attempts.outcome = 'running'",
+        );
+        q.execute(tx).await?;
+    }
+    if !unclaimed.is_empty() {
+        let mut q = sql(
+            "INSERT INTO task_attempts (task_id, attempt, started_at, ended_at, outcome, error, worker) ",
+        );
+        q.push_values(unclaimed, |mut b, (task, attempt, outcome, error)| {
+            b.push_bind(*task)
+                .push_bind(*attempt)
+                .push_bind(ends.now)
+                .push_bind(ends.now)
+                .push_bind(outcome.as_str())
+                .push_bind(error.as_deref())
+                .push_bind(ends.finisher);
+        });
+        q.execute(tx).await?;
+        let mut q = sql("UPDATE tasks SET attempt_seq = attempt_seq + 1 WHERE id IN ");
+        q.push_list(unclaimed.iter().map(|u| u.0));
+        q.execute(tx).await?;
+    }
+    Ok(())
+}
+
+/// Closes, as cancelled, the running attempts of these tasks.
+pub(crate) async fn cancel_attempts(
+    tx: &mut Tx,
+    tasks: &[Uuid],
+    reason: Option<&str>,
+    now: i64,
+) -> Result<()> {
+    let mut q = sql(
+        "UPDATE task_attempts SET outcome = 'cancelled', ended_at = $1, \
+                     error = COALESCE($2, 'the task was cancelled') \
+                     WHERE outcome = 'running' AND task_id IN ",
+    )
+    .bind(now)
+    .bind(reason);
+    q.push_list(tasks.iter().copied());
+    q.execute(tx).await?;
+    Ok(())
 }
