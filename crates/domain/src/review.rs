@@ -32,7 +32,11 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use subtle::ConstantTimeEq;
+use time::OffsetDateTime;
+
 use crate::FieldError;
+use crate::ReviewLinkId;
 use crate::lifecycle::ArtifactStatus;
 
 /// Who may approve a type's artifacts.
@@ -276,9 +280,82 @@ pub fn check_section(content: &Value, section: &str) -> Result<(), FieldError> {
     Ok(())
 }
 
+// ---------------------------------------------------------------------------
+// Review links
+// ---------------------------------------------------------------------------
+
+/// Prefix of review-link tokens.
+pub const LINK_PREFIX: &str = "wmr_";
+
+/// The name of the server key review links are signed with.
+pub const LINK_KEY: &str = "review-links";
+
+/// A review link's token: `wmr_<link uuid>.<expiry>.<signature>`, the signature an
+/// HMAC-SHA256 of the rest under the servers' shared key.
+pub fn sign_link(key: &[u8], link: ReviewLinkId, expires_at: OffsetDateTime) -> String {
+    let payload = format!("{}.{}", link.uuid().simple(), expires_at.unix_timestamp());
+    format!(
+        "{LINK_PREFIX}{payload}.{}",
+        hex::encode(link_mac(key, &payload))
+    )
+}
+
+fn link_mac(key: &[u8], payload: &str) -> Vec<u8> {
+    use hmac::{Hmac, Mac};
+    let mut mac =
+        <Hmac<sha2::Sha256> as Mac>::new_from_slice(key).expect("HMAC takes any key length");
+    mac.update(payload.as_bytes());
+    mac.finalize().into_bytes().to_vec()
+}
+
+/// Checks a review-link token's signature and expiry (not revocation: that is
+/// the stored link's). Answers the link it names.
+pub fn verify_link(key: &[u8], token: &str, now: OffsetDateTime) -> Option<ReviewLinkId> {
+    let rest = token.strip_prefix(LINK_PREFIX)?;
+    let (payload, sig) = rest.rsplit_once('.')?;
+    let sig = hex::decode(sig).ok()?;
+    if !bool::from(link_mac(key, payload).ct_eq(sig.as_slice())) {
+        return None;
+    }
+    let (uuid, expiry) = payload.split_once('.')?;
+    let expiry: i64 = expiry.parse().ok()?;
+    if expiry <= now.unix_timestamp() {
+        return None;
+    }
+    let uuid = uuid::Uuid::try_parse(uuid).ok()?;
+    Some(ReviewLinkId::from_uuid(uuid))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn review_link_tokens_are_signed_and_expire() {
+        let key = b"a key shared by every server";
+        let link = ReviewLinkId::new();
+        let now = OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap();
+        let token = sign_link(key, link, now + time::Duration::days(7));
+        assert!(token.starts_with(LINK_PREFIX));
+        assert_eq!(verify_link(key, &token, now), Some(link));
+        assert_eq!(
+            verify_link(b"another key", &token, now),
+            None,
+            "another key"
+        );
+        assert_eq!(
+            verify_link(key, &token, now + time::Duration::days(8)),
+            None,
+            "expired"
+        );
+        let forged = token.replacen(
+            &link.uuid().simple().to_string(),
+            &ReviewLinkId::new().uuid().simple().to_string(),
+            1,
+        );
+        assert_eq!(verify_link(key, &forged, now), None, "another link");
+        assert_eq!(verify_link(key, "wmr_nonsense", now), None);
+    }
     use serde_json::json;
 
     fn request<'a>(

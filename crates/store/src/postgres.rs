@@ -27,7 +27,10 @@ pub async fn connect_with(options: PgConnectOptions, max_connections: u32) -> Re
         .acquire_timeout(Duration::from_secs(30))
         .connect_with(options)
         .await?;
-    Ok(SqlStore::new(Pools::Postgres { pool }))
+    Ok(SqlStore::new(Pools::Postgres {
+        pool,
+        sealer: Default::default(),
+    }))
 }
 
 /// Creates `schema` in the database at `url` and connects with it as the search

@@ -1,21 +1,42 @@
 //! The last step of every write: its audit record, chained to the previous
-//! one, and its events, appended inside the write's transaction.
+//! one, and its events.
 //!
-//! The log's head row (`log_head`: the last audit sequence number and hash,
-//! the last event sequence number) is locked for this (on PostgreSQL; SQLite
-//! has one writer), so it comes last, just before commit: numbers are taken in
-//! commit order, and an event reader that has seen event n has seen every
-//! event before it.
+//! Records and events are numbered in one order, the order they become
+//! visible: an event reader that has seen event n has seen every event
+//! before it and never skips one, and each audit record is chained to the
+//! previous one's hash. The heads are the last rows of `audit_log` and
+//! `events` (`log_head` keeps the genesis hash and is the sealers' lock).
+//!
+//! - **SQLite** has one writer: a write numbers, chains and inserts its own
+//!   records and events in its transaction (three statements).
+//! - **PostgreSQL** has many: numbering in the writer's transaction would make
+//!   every writer of every client wait on one lock until it commits. A write
+//!   instead queues its entries (`log_pending`, one row per transaction) and
+//!   commits without a global lock; a sealer then takes the queued rows that
+//!   committed, in order, under the `log_head` row lock, numbers and chains
+//!   them, and moves them into `audit_log` and `events` in one transaction
+//!   (any number of processes may seal; they take turns). Each process's
+//!   sealer wakes after its own logged commits; every reader of the log first
+//!   seals what committed before it asked ([`Sealer::seal_now`]), so reading
+//!   your own writes holds.
 
+use std::sync::Arc;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use sqlx::postgres::PgPool;
 use sqlx::types::Json;
 use time::OffsetDateTime;
+use uuid::Uuid;
 use waymark_domain::audit::{self, AuditRecord};
 use waymark_domain::{ClientId, EventId};
 
-use super::db::{Conn, Dialect, Tx, sql};
+use super::db::{Conn, Pool, Tx, sql};
 use crate::log::{Audience, NewEvent};
-use crate::{Result, WriteContext};
+use crate::{Backend, Result, WriteContext};
 
 /// One audit record and the events of a change (see [`append_logs`]).
 pub(crate) struct LogEntry {
@@ -86,9 +107,9 @@ pub(crate) async fn append_log(
     append_logs(tx, ctx, at, vec![entry]).await
 }
 
-/// Appends, inside the transaction, one audit record per change, chained in
-/// order, and every event, with multi-row inserts. Locks the log's head row
-/// (on PostgreSQL), so it comes last, just before commit.
+/// Appends, with the write, one audit record per change (chained in order)
+/// and every event: numbered and inserted now on SQLite, queued for the
+/// sealer on PostgreSQL (see the module docs).
 pub(crate) async fn append_logs(
     tx: &mut Tx,
     ctx: &WriteContext,
@@ -98,37 +119,120 @@ pub(crate) async fn append_logs(
     if entries.is_empty() {
         return Ok(());
     }
-    let head: (i64, String, i64) = sql(format!(
-        "SELECT audit_seq, audit_hash, event_seq FROM log_head WHERE id = 1{}",
-        tx.backend().for_update()
-    ))
-    .fetch_one(tx)
-    .await?;
-    let mut prev = head.1;
-    let mut seq = head.0;
-    let mut records = Vec::with_capacity(entries.len());
+    let batch = Batch {
+        at,
+        actor: ctx.actor.clone(),
+        entries: entries.into_iter().map(|e| e.queued(ctx)).collect(),
+    };
+    match tx.backend() {
+        Backend::Sqlite => seal(tx, vec![batch]).await,
+        Backend::Postgres => {
+            sql("INSERT INTO log_pending (batch) VALUES ($1)")
+                .bind(Json(&batch))
+                .execute(tx)
+                .await?;
+            tx.logged();
+            Ok(())
+        }
+    }
+}
+
+/// The entries one write transaction appended, before they are numbered.
+#[derive(Serialize, Deserialize)]
+struct Batch {
+    #[serde(with = "time::serde::rfc3339")]
+    at: OffsetDateTime,
+    actor: String,
+    entries: Vec<Queued>,
+}
+
+/// One change's audit record and events, before they are numbered.
+#[derive(Serialize, Deserialize)]
+struct Queued {
+    action: String,
+    trace_id: Option<String>,
+    client_id: Option<String>,
+    target: String,
+    before_hash: Option<String>,
+    after_hash: Option<String>,
+    events: Vec<QueuedEvent>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct QueuedEvent {
+    event_type: String,
+    subject: String,
+    client_id: Option<Uuid>,
+    audience: String,
+    data: Value,
+}
+
+impl LogEntry {
+    fn queued(self, ctx: &WriteContext) -> Queued {
+        Queued {
+            action: self.action.to_owned(),
+            trace_id: self.trace_id.or_else(|| ctx.trace_id.clone()),
+            client_id: self.client_id.map(|c| c.to_string()),
+            target: self.target,
+            before_hash: self.before_hash,
+            after_hash: self.after_hash,
+            events: self
+                .events
+                .into_iter()
+                .map(|e| QueuedEvent {
+                    event_type: e.event_type.to_owned(),
+                    subject: e.subject,
+                    client_id: e.client_id.map(|c| c.uuid()),
+                    audience: e.audience.as_str().to_owned(),
+                    data: e.data,
+                })
+                .collect(),
+        }
+    }
+}
+
+/// The last audit record's number and hash (the genesis hash before the
+/// first), and the last event's number.
+pub(crate) async fn heads(conn: &mut impl Conn) -> Result<(i64, String, i64)> {
+    sql("SELECT \
+              COALESCE((SELECT seq FROM audit_log ORDER BY seq DESC LIMIT 1), 0), \
+              COALESCE((SELECT hash FROM audit_log ORDER BY seq DESC LIMIT 1), \
+                       (SELECT audit_hash FROM log_head WHERE id = 1)), \
+              COALESCE((SELECT seq FROM events ORDER BY seq DESC LIMIT 1), 0)")
+    .fetch_one(conn)
+    .await
+}
+
+/// Numbers and chains `batches` after the heads, in order, and inserts their
+/// records and events. The caller holds the log: SQLite's one writer, or the
+/// `log_head` row lock on PostgreSQL.
+async fn seal(tx: &mut Tx, batches: Vec<Batch>) -> Result<()> {
+    let (mut seq, mut prev, mut event_seq) = heads(tx).await?;
+    let mut records = Vec::new();
     let mut events = Vec::new();
-    for entry in entries {
-        seq += 1;
-        let trace_id = entry.trace_id.clone().or_else(|| ctx.trace_id.clone());
-        let mut record = AuditRecord {
-            seq,
-            at_us: unix_micros(at),
-            actor: ctx.actor.clone(),
-            client_id: entry.client_id.map(|c| c.to_string()),
-            action: entry.action.to_string(),
-            target: entry.target,
-            before_hash: entry.before_hash,
-            after_hash: entry.after_hash,
-            trace_id: trace_id.clone(),
-            prev_hash: prev,
-            hash: String::new(),
-        };
-        record.hash = audit::chain_hash(&record);
-        prev = record.hash.clone();
-        records.push(record);
-        for e in entry.events {
-            events.push((e, trace_id.clone()));
+    for batch in batches {
+        for entry in batch.entries {
+            seq += 1;
+            let mut record = AuditRecord {
+                seq,
+                at_us: unix_micros(batch.at),
+                actor: batch.actor.clone(),
+                client_id: entry.client_id,
+                action: entry.action,
+                target: entry.target,
+                before_hash: entry.before_hash,
+                after_hash: entry.after_hash,
+                trace_id: entry.trace_id,
+                prev_hash: prev,
+                hash: String::new(),
+            };
+            record.hash = audit::chain_hash(&record);
+            prev = record.hash.clone();
+            for e in entry.events {
+                event_seq += 1;
+                events.push((event_seq, batch.at, e, record.trace_id.clone()));
+            }
+            records.push((batch.at, record));
         }
     }
     for chunk in records.chunks(500) {
@@ -136,9 +240,9 @@ pub(crate) async fn append_logs(
             "INSERT INTO audit_log (seq, at, actor, client_id, action, target, before_hash, \
              after_hash, trace_id, prev_hash, hash) ",
         );
-        q.push_values(chunk, |mut b, r| {
+        q.push_values(chunk, |mut b, (at, r)| {
             b.push_bind(r.seq)
-                .push_bind(at)
+                .push_bind(*at)
                 .push_bind(&r.actor)
                 .push_bind(&r.client_id)
                 .push_bind(&r.action)
@@ -151,36 +255,113 @@ pub(crate) async fn append_logs(
         });
         q.execute(tx).await?;
     }
-    let mut event_seq = head.2;
-    let numbered: Vec<(i64, NewEvent, Option<String>)> = events
-        .into_iter()
-        .map(|(e, t)| {
-            event_seq += 1;
-            (event_seq, e, t)
-        })
-        .collect();
-    for chunk in numbered.chunks(1000) {
+    for chunk in events.chunks(1000) {
         let mut q = sql(
             "INSERT INTO events (seq, id, type, subject, time, client_id, audience, data, trace_id) ",
         );
-        q.push_values(chunk, |mut b, (n, e, t)| {
+        q.push_values(chunk, |mut b, (n, at, e, t)| {
             b.push_bind(*n)
                 .push_bind(EventId::new().uuid())
-                .push_bind(e.event_type)
+                .push_bind(e.event_type.as_str())
                 .push_bind(&e.subject)
-                .push_bind(at)
-                .push_bind(e.client_id.map(|c| c.uuid()))
+                .push_bind(*at)
+                .push_bind(e.client_id)
                 .push_bind(e.audience.as_str())
                 .push_bind(Json(&e.data))
                 .push_bind(t);
         });
         q.execute(tx).await?;
     }
-    sql("UPDATE log_head SET audit_seq = $1, audit_hash = $2, event_seq = $3 WHERE id = 1")
-        .bind(seq)
-        .bind(&prev)
-        .bind(event_seq)
-        .execute(tx)
-        .await?;
     Ok(())
+}
+
+/// Batches sealed per transaction.
+const SEAL_BATCH: i64 = 500;
+
+/// PostgreSQL's sealer (see the module docs): one per store.
+#[derive(Default)]
+pub(crate) struct Sealer {
+    /// Tickets handed to callers of [`Sealer::seal_now`].
+    asked: AtomicU64,
+    /// Every ticket up to this one is covered by a finished pass.
+    done: AtomicU64,
+    /// One pass at a time in this process (processes take turns on the
+    /// `log_head` row).
+    pass: tokio::sync::Mutex<()>,
+    /// Wakes the background pass after a logged commit.
+    wake: tokio::sync::Notify,
+    started: OnceLock<()>,
+}
+
+impl Sealer {
+    /// After a commit that queued entries: the background pass seals them soon.
+    pub(crate) fn commit_logged(self: &Arc<Self>, pool: &PgPool) {
+        self.started.get_or_init(|| {
+            let sealer = Arc::clone(self);
+            let pool = pool.clone();
+            tokio::spawn(async move {
+                loop {
+                    sealer.wake.notified().await;
+                    if pool.is_closed() {
+                        return;
+                    }
+                    if let Err(e) = sealer.seal_now(&pool).await {
+                        tracing::warn!(error = %e, "sealing the audit log failed; retrying");
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        sealer.wake.notify_one();
+                    }
+                }
+            });
+        });
+        self.wake.notify_one();
+    }
+
+    /// Seals every entry that committed before this call (and possibly more).
+    pub(crate) async fn seal_now(&self, pool: &PgPool) -> Result<()> {
+        let ticket = self.asked.fetch_add(1, Ordering::SeqCst) + 1;
+        let _pass = self.pass.lock().await;
+        if self.done.load(Ordering::SeqCst) >= ticket {
+            return Ok(());
+        }
+        // This pass starts after every ticket handed out so far: it sees
+        // every commit made before one was asked for.
+        let covers = self.asked.load(Ordering::SeqCst);
+        let mut reader = Pool::Postgres(pool);
+        let any: Option<(i64,)> = sql("SELECT id FROM log_pending LIMIT 1")
+            .fetch_optional(&mut reader)
+            .await?;
+        if any.is_some() {
+            while seal_pending(pool).await? == SEAL_BATCH as usize {}
+        }
+        self.done.fetch_max(covers, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+/// One sealing transaction: the oldest queued batches, numbered, chained and
+/// moved into `audit_log` and `events`. Answers how many batches it took.
+async fn seal_pending(pool: &PgPool) -> Result<usize> {
+    let mut tx = Tx::Postgres {
+        tx: pool.begin().await?,
+        sealer: None,
+        logged: false,
+    };
+    sql("SELECT id FROM log_head WHERE id = 1 FOR UPDATE")
+        .fetch_one::<(i32,)>(&mut tx)
+        .await?;
+    let rows: Vec<(i64, Json<Batch>)> =
+        sql("SELECT id, batch FROM log_pending ORDER BY id LIMIT $1")
+            .bind(SEAL_BATCH)
+            .fetch_all(&mut tx)
+            .await?;
+    let n = rows.len();
+    if n > 0 {
+        let ids: Vec<i64> = rows.iter().map(|r| r.0).collect();
+        seal(&mut tx, rows.into_iter().map(|r| r.1.0).collect()).await?;
+        let mut q = sql("DELETE FROM log_pending WHERE id IN ");
+        q.push_list(ids);
+        q.execute(&mut tx).await?;
+    }
+    tx.commit().await?;
+    Ok(n)
 }

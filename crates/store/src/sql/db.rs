@@ -11,6 +11,7 @@
 //! LOCKED`, the set-based statements of the cascade, the database's clock).
 
 use std::borrow::Cow;
+use std::sync::Arc;
 
 use serde::Serialize;
 use sqlx::postgres::{PgArguments, PgConnection, PgPool, PgRow, Postgres};
@@ -20,19 +21,17 @@ use sqlx::{Arguments, Executor, FromRow, Sqlite};
 use time::{Date, OffsetDateTime};
 use uuid::Uuid;
 
+use super::append::Sealer;
 use crate::{Backend, Result, StoreError};
 
 /// The pools of a store.
 pub(crate) enum Pools {
     /// SQLite: one connection writes (SQLite has one writer; queueing in the
     /// pool avoids busy errors), a read-only pool reads.
-    Sqlite {
-        read: SqlitePool,
-        write: SqlitePool,
-    },
-    Postgres {
-        pool: PgPool,
-    },
+    Sqlite { read: SqlitePool, write: SqlitePool },
+    /// PostgreSQL: one pool, and the sealer of the audit log and events (see
+    /// [`super::append`]).
+    Postgres { pool: PgPool, sealer: Arc<Sealer> },
 }
 
 impl Pools {
@@ -47,7 +46,11 @@ impl Pools {
     pub(crate) async fn begin(&self) -> Result<Tx> {
         Ok(match self {
             Pools::Sqlite { write, .. } => Tx::Sqlite(write.begin().await?),
-            Pools::Postgres { pool } => Tx::Postgres(pool.begin().await?),
+            Pools::Postgres { pool, sealer } => Tx::Postgres {
+                tx: pool.begin().await?,
+                sealer: Some((sealer.clone(), pool.clone())),
+                logged: false,
+            },
         })
     }
 
@@ -55,7 +58,17 @@ impl Pools {
     pub(crate) fn reader(&self) -> Pool<'_> {
         match self {
             Pools::Sqlite { read, .. } => Pool::Sqlite(read),
-            Pools::Postgres { pool } => Pool::Postgres(pool),
+            Pools::Postgres { pool, .. } => Pool::Postgres(pool),
+        }
+    }
+
+    /// Waits until every audit record and event committed before the call is
+    /// numbered and readable (PostgreSQL seals them after their writes
+    /// commit; SQLite writes them numbered).
+    pub(crate) async fn sealed(&self) -> Result<()> {
+        match self {
+            Pools::Sqlite { .. } => Ok(()),
+            Pools::Postgres { pool, sealer } => sealer.seal_now(pool).await,
         }
     }
 
@@ -63,7 +76,7 @@ impl Pools {
     pub(crate) fn writer(&self) -> Pool<'_> {
         match self {
             Pools::Sqlite { write, .. } => Pool::Sqlite(write),
-            Pools::Postgres { pool } => Pool::Postgres(pool),
+            Pools::Postgres { pool, .. } => Pool::Postgres(pool),
         }
     }
 }
@@ -107,16 +120,34 @@ impl Dialect for Backend {
 /// A write transaction. Dropped without [`Tx::commit`], it rolls back.
 pub(crate) enum Tx {
     Sqlite(sqlx::Transaction<'static, Sqlite>),
-    Postgres(sqlx::Transaction<'static, Postgres>),
+    Postgres {
+        tx: sqlx::Transaction<'static, Postgres>,
+        /// Woken when a transaction that queued log entries commits.
+        sealer: Option<(Arc<Sealer>, PgPool)>,
+        /// Whether it queued log entries.
+        logged: bool,
+    },
 }
 
 impl Tx {
     pub(crate) async fn commit(self) -> Result<()> {
         match self {
             Tx::Sqlite(tx) => tx.commit().await?,
-            Tx::Postgres(tx) => tx.commit().await?,
+            Tx::Postgres { tx, sealer, logged } => {
+                tx.commit().await?;
+                if let (true, Some((sealer, pool))) = (logged, sealer) {
+                    sealer.commit_logged(&pool);
+                }
+            }
         }
         Ok(())
+    }
+
+    /// Notes that the transaction queued log entries for the sealer.
+    pub(crate) fn logged(&mut self) {
+        if let Tx::Postgres { logged, .. } = self {
+            *logged = true;
+        }
     }
 }
 
@@ -146,14 +177,14 @@ impl Conn for Tx {
     fn backend(&self) -> Backend {
         match self {
             Tx::Sqlite(_) => Backend::Sqlite,
-            Tx::Postgres(_) => Backend::Postgres,
+            Tx::Postgres { .. } => Backend::Postgres,
         }
     }
 
     fn target(&mut self) -> Target<'_> {
         match self {
             Tx::Sqlite(tx) => Target::SqliteConn(tx),
-            Tx::Postgres(tx) => Target::PgConn(tx),
+            Tx::Postgres { tx, .. } => Target::PgConn(tx),
         }
     }
 }

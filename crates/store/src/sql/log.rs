@@ -1,9 +1,11 @@
 //! [`LogStore`] on SQL: reading the audit chain and the event outbox, webhook
 //! subscriptions and their deliveries, and the mail queue.
 //!
-//! Events get their sequence numbers under the lock of the log's head row, so
-//! sequence order is commit order: a reader that sees event n has seen every
-//! event before it, and a cursor (a subscription's, a stream's) never skips one.
+//! Records and events are numbered in the order they become readable (see
+//! [`super::append`]): a reader that sees event n has seen every event before
+//! it, and a cursor (a subscription's, a stream's) never skips one. Every
+//! reader of the log first waits until what committed before it asked is
+//! sealed (PostgreSQL), so a caller reads its own writes.
 
 use async_trait::async_trait;
 use sqlx::FromRow;
@@ -12,6 +14,7 @@ use uuid::Uuid;
 use waymark_domain::audit::AuditRecord;
 use waymark_domain::{ClientId, EventId, WebhookId};
 
+use super::append::heads;
 use super::*;
 use crate::log::*;
 
@@ -169,6 +172,7 @@ impl LogStore for SqlStore {
             None => None,
             Some(_) => Some(number_cursor(&page)?),
         };
+        self.db.sealed().await?;
         let rows: Vec<AuditRow> = {
             let p = &mut self.db.reader();
             let mut qb = sql(format!("SELECT {AUDIT_COLUMNS} FROM audit_log WHERE 1 = 1"));
@@ -201,6 +205,7 @@ impl LogStore for SqlStore {
     }
 
     async fn audit_chain(&self, after_seq: i64, limit: i64) -> Result<Vec<AuditRecord>> {
+        self.db.sealed().await?;
         let rows: Vec<AuditRow> = sql(format!(
             "SELECT {AUDIT_COLUMNS} FROM audit_log WHERE seq > $1 ORDER BY seq LIMIT $2"
         ))
@@ -212,10 +217,8 @@ impl LogStore for SqlStore {
     }
 
     async fn audit_head(&self) -> Result<AuditHead> {
-        let (seq, hash): (i64, String) =
-            sql("SELECT audit_seq, audit_hash FROM log_head WHERE id = 1")
-                .fetch_one(&mut self.db.reader())
-                .await?;
+        self.db.sealed().await?;
+        let (seq, hash, _) = heads(&mut self.db.reader()).await?;
         Ok(AuditHead { seq, hash })
     }
 
@@ -225,6 +228,7 @@ impl LogStore for SqlStore {
         scope: EventScope,
         limit: i64,
     ) -> Result<Vec<Event>> {
+        self.db.sealed().await?;
         let rows: Vec<EventRow> = {
             let p = &mut self.db.reader();
             let mut qb = sql(format!("SELECT {EVENT_COLUMNS} FROM events WHERE seq > "));
@@ -247,6 +251,7 @@ impl LogStore for SqlStore {
     }
 
     async fn event_seq(&self, id: EventId) -> Result<Option<i64>> {
+        self.db.sealed().await?;
         let row: Option<(i64,)> = sql("SELECT seq FROM events WHERE id = $1")
             .bind(id.uuid())
             .fetch_optional(&mut self.db.reader())
@@ -255,13 +260,13 @@ impl LogStore for SqlStore {
     }
 
     async fn last_event_seq(&self) -> Result<i64> {
-        let (seq,): (i64,) = sql("SELECT event_seq FROM log_head WHERE id = 1")
-            .fetch_one(&mut self.db.reader())
-            .await?;
+        self.db.sealed().await?;
+        let (_, _, seq) = heads(&mut self.db.reader()).await?;
         Ok(seq)
     }
 
     async fn create_webhook(&self, new: NewWebhook, ctx: &WriteContext) -> Result<Webhook> {
+        self.db.sealed().await?;
         let id = WebhookId::new();
         let at = now();
         {
@@ -269,10 +274,9 @@ impl LogStore for SqlStore {
             if let Some(c) = new.client_id {
                 require_client(&mut tx, c).await?;
             }
-            // A subscription receives the events after its creation.
-            let (cursor,): (i64,) = sql("SELECT event_seq FROM log_head WHERE id = 1")
-                .fetch_one(&mut tx)
-                .await?;
+            // A subscription receives the events numbered after its
+            // creation (its own `webhook.created` excepted, see fan-out).
+            let (_, _, cursor) = heads(&mut tx).await?;
             sql(
                 "INSERT INTO webhooks (id, url, event_types, client_id, secret, description, cursor, \
                  created_by, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
@@ -298,16 +302,9 @@ impl LogStore for SqlStore {
                 }),
             );
             append_log(&mut tx, ctx, at, entry).await?;
-            // ... and not its own creation.
-            sql(
-                "UPDATE webhooks SET cursor = (SELECT event_seq FROM log_head WHERE id = 1) \
-                 WHERE id = $1",
-            )
-            .bind(id.uuid())
-            .execute(&mut tx)
-            .await?;
             tx.commit().await?;
         };
+
         self.get_webhook(id).await
     }
 
@@ -445,21 +442,24 @@ impl LogStore for SqlStore {
     }
 
     async fn fan_out_webhooks(&self, limit: i64) -> Result<u64> {
+        self.db.sealed().await?;
         let at = now();
         let skip = self.skip_locked_clause();
         {
             let mut tx = self.db.begin().await?;
             let hooks: Vec<(Uuid, Json<Vec<String>>, Option<Uuid>, i64)> = sql(format!(
                 "SELECT id, event_types, client_id, cursor FROM webhooks \
-                 WHERE disabled_at IS NULL AND cursor < (SELECT event_seq FROM log_head WHERE id = 1) \
+                 WHERE disabled_at IS NULL \
+                 AND cursor < (SELECT COALESCE(max(seq), 0) FROM events) \
                  ORDER BY id{skip}"
             ))
             .fetch_all(&mut tx)
             .await?;
             let mut made = 0u64;
             for (hook, types, client, cursor) in hooks {
-                let events: Vec<(i64, String, Option<Uuid>)> = sql(
-                    "SELECT seq, type, client_id FROM events WHERE seq > $1 ORDER BY seq LIMIT $2",
+                let events: Vec<(i64, String, Option<Uuid>, String)> = sql(
+                    "SELECT seq, type, client_id, subject FROM events WHERE seq > $1 \
+                     ORDER BY seq LIMIT $2",
                 )
                 .bind(cursor)
                 .bind(limit.clamp(1, 10_000))
@@ -468,10 +468,14 @@ impl LogStore for SqlStore {
                 let Some(last) = events.last().map(|e| e.0) else {
                     continue;
                 };
-                for (seq, ty, ev_client) in &events {
+                // A subscription is told of what happens after its creation,
+                // not of its own creation.
+                let itself = WebhookId::from_uuid(hook).to_string();
+                for (seq, ty, ev_client, subject) in &events {
                     let wanted = types.0.is_empty() || types.0.iter().any(|t| t == ty || t == "*");
                     let of_client = client.is_none() || client == *ev_client;
-                    if wanted && of_client {
+                    let own_creation = ty == "webhook.created" && *subject == itself;
+                    if wanted && of_client && !own_creation {
                         sql(
                             "INSERT INTO webhook_deliveries (webhook_id, event_seq, status, attempts, \
                              next_attempt_at, created_at) VALUES ($1, $2, 'pending', 0, $3, $3) \
@@ -594,11 +598,13 @@ impl LogStore for SqlStore {
     }
 
     async fn event_cursor(&self, name: &str) -> Result<i64> {
+        self.db.sealed().await?;
         {
             let p = &mut self.db.writer();
             // A new consumer starts at the newest event: it does not replay history.
             sql("INSERT INTO event_cursors (name, seq) \
-                 SELECT $1, event_seq FROM log_head WHERE id = 1 ON CONFLICT (name) DO NOTHING")
+                 SELECT $1, COALESCE(max(seq), 0) FROM events WHERE true \
+                 ON CONFLICT (name) DO NOTHING")
             .bind(name)
             .execute(p)
             .await?;

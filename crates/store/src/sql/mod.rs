@@ -136,7 +136,7 @@ impl SqlStore {
     pub async fn migrate(&self) -> Result<()> {
         match &self.db {
             Pools::Sqlite { write, .. } => crate::sqlite::MIGRATOR.run(write).await?,
-            Pools::Postgres { pool } => crate::postgres::MIGRATOR.run(pool).await?,
+            Pools::Postgres { pool, .. } => crate::postgres::MIGRATOR.run(pool).await?,
         }
         Ok(())
     }
@@ -192,7 +192,7 @@ impl Store for SqlStore {
                     max: write.options().get_max_connections(),
                 },
             ],
-            Pools::Postgres { pool } => vec![PoolStats {
+            Pools::Postgres { pool, .. } => vec![PoolStats {
                 name: "main",
                 size: pool.size(),
                 idle: pool.num_idle() as u32,
@@ -207,7 +207,7 @@ impl Store for SqlStore {
                 read.close().await;
                 write.close().await;
             }
-            Pools::Postgres { pool } => pool.close().await,
+            Pools::Postgres { pool, .. } => pool.close().await,
         }
     }
 

@@ -178,12 +178,9 @@ impl SqlStore {
         ctx: &WriteContext,
     ) -> Result<Written> {
         let mut tx = self.db.begin().await?;
-        let (flagged, _) = write::write_version(&mut tx, id, expected_version, input, ctx).await?;
+        let written = write::write_version(&mut tx, id, expected_version, input, ctx).await?;
         tx.commit().await?;
-        Ok(Written {
-            artifact: self.get_artifact(id).await?,
-            flagged,
-        })
+        Ok(written)
     }
 
     async fn sources_of(&self, id: Uuid, from: i64, to: i64) -> Result<Vec<SourceRow>> {
@@ -221,21 +218,20 @@ pub(crate) async fn create_artifact(
 ) -> Result<Created<Artifact>> {
     let id = ArtifactId::new();
     let at = now();
-    let replayed = {
-        let mut tx = store.db.begin().await?;
-        if let Some(existing) = idempotency::replay(&mut tx, ctx, "artifact").await? {
-            Some(existing)
-        } else {
-            insert_artifact(&mut tx, id, &new, ctx, at).await?;
-            idempotency::record(&mut tx, ctx, "artifact", id.uuid(), at).await?;
-            tx.commit().await?;
-            None
-        }
-    };
-    let record_id = replayed.map(ArtifactId::from_uuid).unwrap_or(id);
+    let mut tx = store.db.begin().await?;
+    if let Some(existing) = idempotency::replay(&mut tx, ctx, "artifact").await? {
+        drop(tx);
+        return Ok(Created {
+            record: store.get_artifact(ArtifactId::from_uuid(existing)).await?,
+            replayed: true,
+        });
+    }
+    let artifact = insert_artifact(&mut tx, id, &new, ctx, at).await?;
+    idempotency::record(&mut tx, ctx, "artifact", id.uuid(), at).await?;
+    tx.commit().await?;
     Ok(Created {
-        record: store.get_artifact(record_id).await?,
-        replayed: replayed.is_some(),
+        record: artifact,
+        replayed: false,
     })
 }
 

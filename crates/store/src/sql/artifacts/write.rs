@@ -74,11 +74,12 @@ pub(crate) struct LockedArtifact {
     pub(crate) shared_at: Option<OffsetDateTime>,
     pub(crate) review_round: i64,
     pub(crate) created_by: String,
+    pub(crate) created_at: OffsetDateTime,
 }
 
 /// Locks an artifact's row for a writer (SQLite has one writer and needs no lock).
 pub(crate) const LOCK_ARTIFACT: &str = "SELECT client_id, engagement_id, type, title, status, version, \
-     content_hash, shared_at, review_round, created_by FROM artifacts WHERE id = $1";
+     content_hash, shared_at, review_round, created_by, created_at FROM artifacts WHERE id = $1";
 
 /// Whether a client's users may see an artifact: it was shared and is not
 /// back in draft.
@@ -379,7 +380,7 @@ pub(crate) async fn insert_artifact(
     new: &NewArtifact,
     ctx: &WriteContext,
     at: OffsetDateTime,
-) -> Result<()> {
+) -> Result<Artifact> {
     require_client(tx, new.client_id).await?;
     if let Some(eng) = new.engagement_id {
         let owner: Option<(Uuid,)> = sql("SELECT client_id FROM engagements WHERE id = $1")
@@ -438,12 +439,13 @@ pub(crate) async fn insert_artifact(
     .bind(at)
     .execute(tx)
     .await?;
+    let inputs = inputs_hash(&new.artifact_type, &generator, &resolved).to_string();
     let v = VersionInsert {
         artifact_id: id.uuid(),
         version: 1,
         content: new.content.clone(),
         content_hash: hash.to_string(),
-        inputs_hash: inputs_hash(&new.artifact_type, &generator, &resolved).to_string(),
+        inputs_hash: inputs.clone(),
         provenance: new.provenance.clone(),
         author: ctx.actor.clone(),
         note: new.note.clone(),
@@ -473,7 +475,31 @@ pub(crate) async fn insert_artifact(
                 "content_hash": hash.as_str(),
             }),
         );
-    append_log(tx, ctx, at, entry).await
+    append_log(tx, ctx, at, entry).await?;
+    Ok(Artifact {
+        summary: ArtifactSummary {
+            id,
+            client_id: new.client_id,
+            engagement_id: new.engagement_id,
+            artifact_type: new.artifact_type.clone(),
+            title: new.title.clone(),
+            status: ArtifactStatus::Draft,
+            version: 1,
+            content_hash: hash.to_string(),
+            stale_reason: None,
+            stale_causes: Vec::new(),
+            shared_at: None,
+            created_by: ctx.actor.clone(),
+            created_at: at,
+            updated_at: at,
+        },
+        content: new.content.clone(),
+        inputs_hash: inputs,
+        sources: resolved.iter().map(|r| r.source).collect(),
+        provenance: new.provenance.clone(),
+        note: new.note.clone(),
+        journey_id: None,
+    })
 }
 
 /// Writes a new version of an artifact inside the transaction, as
@@ -487,7 +513,7 @@ pub(crate) async fn write_version(
     expected_version: i64,
     input: VersionInput,
     ctx: &WriteContext,
-) -> Result<(Vec<Flagged>, i64)> {
+) -> Result<Written> {
     let current = lock_artifact(tx, id).await?;
     if current.version != expected_version {
         return Err(StoreError::VersionMismatch {
@@ -578,6 +604,7 @@ pub(crate) async fn write_version(
         note: note.clone(),
         at,
     };
+    let sources: Vec<SourceRef> = resolved.iter().map(|r| r.source).collect();
     let h = HistoryInsert {
         action,
         from: None,
@@ -650,5 +677,30 @@ pub(crate) async fn write_version(
         .hashes(Some(current.content_hash.clone()), Some(hash.to_string()))
         .event(event_type, Audience::Staff, data);
     append_log(tx, ctx, at, entry).await?;
-    Ok((flagged, version))
+    // Only draft and stale artifacts take content, and neither has a journey.
+    let artifact = Artifact {
+        summary: ArtifactSummary {
+            id,
+            client_id: ClientId::from_uuid(current.client_id),
+            engagement_id: current.engagement_id.map(EngagementId::from_uuid),
+            artifact_type: current.artifact_type,
+            title: current.title,
+            status: new_status,
+            version,
+            content_hash: v.content_hash,
+            stale_reason: None,
+            stale_causes: Vec::new(),
+            shared_at: current.shared_at,
+            created_by: current.created_by,
+            created_at: current.created_at,
+            updated_at: at,
+        },
+        content: v.content,
+        inputs_hash: v.inputs_hash,
+        sources,
+        provenance: v.provenance,
+        note: v.note,
+        journey_id: None,
+    };
+    Ok(Written { artifact, flagged })
 }

@@ -83,7 +83,7 @@ pub(crate) async fn finish_generation(
         if !gate.allowed {
             return Err(StoreError::Gated(gate));
         }
-        let (artifact_id, version, flagged) = match g.base {
+        let (artifact, flagged) = match g.base {
             Some((id, expected)) => {
                 let input = VersionInput::New(NewVersion {
                     content: g.content.clone(),
@@ -92,9 +92,8 @@ pub(crate) async fn finish_generation(
                     provenance: g.provenance.clone(),
                     pipeline: Some(g.pipeline.clone()),
                 });
-                let (flagged, version) =
-                    artifacts::write_version(&mut tx, id, expected, input, ctx).await?;
-                (id, version, flagged)
+                let written = artifacts::write_version(&mut tx, id, expected, input, ctx).await?;
+                (written.artifact, written.flagged)
             }
             None => {
                 let new = NewArtifact {
@@ -108,17 +107,14 @@ pub(crate) async fn finish_generation(
                     provenance: g.provenance.clone(),
                     pipeline: Some(g.pipeline.clone()),
                 };
-                artifacts::insert_artifact(&mut tx, created, &new, ctx, at(now)).await?;
-                (created, 1, Vec::new())
+                let artifact =
+                    artifacts::insert_artifact(&mut tx, created, &new, ctx, at(now)).await?;
+                (artifact, Vec::new())
             }
         };
-        let (inputs_hash,): (String,) = sql(
-            "SELECT inputs_hash FROM artifact_versions WHERE artifact_id = $1 AND version = $2",
-        )
-        .bind(artifact_id.uuid())
-        .bind(version)
-        .fetch_one(&mut tx)
-        .await?;
+        let artifact_id = artifact.summary.id;
+        let version = artifact.summary.version;
+        let inputs_hash = artifact.inputs_hash;
         sql(
             "UPDATE plan_jobs SET inputs_hash = $3, artifact_id = $4, version = $5, provenance = $6, \
              updated_at = $7 WHERE engagement_id = $1 AND job_key = $2",

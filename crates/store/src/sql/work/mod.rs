@@ -169,7 +169,7 @@ impl WorkStore for SqlStore {
     }
 
     fn work_signal(&self) -> tokio::sync::watch::Receiver<u64> {
-        if let Pools::Postgres { pool } = &self.db {
+        if let Pools::Postgres { pool, .. } = &self.db {
             self.listening.get_or_init(|| {
                 let pool = pool.clone();
                 let signal = self.work.clone();

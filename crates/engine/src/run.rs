@@ -1,0 +1,426 @@
+//! The embedded workers: they claim tasks of the `engine` lane, run their
+//! executors, and record the results.
+//!
+//! One dispatcher claims as many tasks as there are free slots (`concurrency`)
+//! in one transaction; each task runs in its own tokio task, with its timeout
+//! and, when it runs long, heartbeats that extend its lease; a committer records
+//! finished attempts in batches (whatever finished while the previous batch was
+//! committing goes in the next transaction). The dispatcher sleeps until the
+//! store signals new ready tasks (on PostgreSQL through `LISTEN`, from any
+//! process), a retry comes due, or a slot frees up: no busy polling. A sweeper
+//! turns expired leases into failed attempts.
+//!
+//! `waymark serve` runs one engine beside the HTTP server; `waymark worker` runs
+//! one alone. On PostgreSQL any number of them share the queue.
+//!
+//! [`Engine::run_once`] is one step of the same work, whole: expire leases,
+//! claim what is ready, run it, record it. Tests drive the engine with it (and
+//! [`Engine::run_until_idle`]) instead of sleeping until a status changes.
+//!
+//! Each attempt runs in a `task` span whose OpenTelemetry parent is in the trace
+//! stored on the task (the request that created its unit), see
+//! [`crate::trace::set_remote_parent`].
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{Semaphore, mpsc};
+use tracing::Instrument;
+use waymark_domain::work::{ENGINE_LANE, Executor};
+use waymark_store::{Claim, Finish, Leased, Outcome, Store, StoreError, Task, WriteContext};
+
+use crate::catalog::PackCatalog;
+use waymark_llm::Llm;
+
+/// How the embedded workers run.
+#[derive(Debug, Clone)]
+pub struct EngineSettings {
+    /// Tasks run at once.
+    pub concurrency: usize,
+    /// How long a claim's lease lasts before a heartbeat must extend it.
+    pub lease: Duration,
+    /// The worker's name, recorded on the tasks it claims.
+    pub name: String,
+    /// How often expired leases are looked for.
+    pub sweep_every: Duration,
+    /// The longest sleep without a wake-up (a safety net, not the mechanism).
+    pub idle_check: Duration,
+    /// The LLM provider `llm.generate` asks (none: the template provider).
+    pub llm: Llm,
+    /// The server's public URL, for the callback links of `http.webhook` POSTs.
+    pub public_url: Option<String>,
+}
+
+/// Tasks run at once by default.
+pub const DEFAULT_CONCURRENCY: usize = 16;
+
+impl Default for EngineSettings {
+    fn default() -> Self {
+        Self {
+            concurrency: DEFAULT_CONCURRENCY,
+            lease: Duration::from_secs(30),
+            name: default_name(),
+            sweep_every: Duration::from_secs(5),
+            idle_check: Duration::from_secs(30),
+            llm: Llm::new(None),
+            public_url: None,
+        }
+    }
+}
+
+/// `<host>:<pid>`, so a task's `claimed_by` names the process.
+pub fn default_name() -> String {
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "worker".into());
+    format!("{host}:{}", std::process::id())
+}
+
+/// The executors this engine runs; others (`human`, agents) finish through the API.
+pub fn runs(executor: &Executor) -> bool {
+    matches!(
+        executor,
+        Executor::Noop | Executor::LlmGenerate | Executor::HttpWebhook
+    )
+}
+
+/// What the executors need: the store, the packs and the LLM provider.
+pub(crate) struct Runtime {
+    pub store: Arc<dyn Store>,
+    pub packs: PackCatalog,
+    pub llm: Llm,
+    /// Who the engine's writes are recorded as.
+    pub ctx: WriteContext,
+    /// The client `http.webhook` POSTs with.
+    pub http: reqwest::Client,
+    pub public_url: Option<String>,
+}
+
+/// How an executor ended an attempt.
+pub(crate) enum Step {
+    /// Record this outcome (in the committer's next batch).
+    Finish(Outcome),
+    /// The executor recorded the attempt's end itself (or lost the lease, and
+    /// there is nothing to record).
+    Recorded,
+}
+
+/// The embedded workers of one process. See the module docs.
+pub struct Engine {
+    runtime: Arc<Runtime>,
+    settings: EngineSettings,
+}
+
+impl Engine {
+    pub fn new(store: Arc<dyn Store>, settings: EngineSettings) -> Self {
+        let ctx = WriteContext::new(format!("worker:{}", settings.name));
+        let runtime = Arc::new(Runtime {
+            store: store.clone(),
+            packs: PackCatalog::new(store),
+            llm: settings.llm.clone(),
+            ctx,
+            http: reqwest::Client::builder()
+                .connect_timeout(Duration::from_secs(10))
+                .redirect(reqwest::redirect::Policy::none())
+                .user_agent(concat!("waymark/", env!("CARGO_PKG_VERSION")))
+                .build()
+                .unwrap_or_default(),
+            public_url: settings.public_url.clone(),
+        });
+        Self { runtime, settings }
+    }
+
+    /// One step of the engine, whole: expired leases become failed attempts,
+    /// then the ready tasks of the `engine` lane (up to `concurrency`) are
+    /// claimed, run concurrently to their ends, and recorded in one
+    /// transaction, with the rollback triggers of the metrics they reported.
+    /// Answers how many tasks ran (0: nothing was ready).
+    pub async fn run_once(&self) -> Result<usize, StoreError> {
+        let store = &self.runtime.store;
+        while store.expire_leases(500).await? == 500 {}
+        let claimed = store
+            .claim(Claim {
+                lane: ENGINE_LANE.into(),
+                max: self.settings.concurrency.max(1),
+                lease: self.settings.lease,
+                worker: self.settings.name.clone(),
+            })
+            .await?;
+        let ran = claimed.len();
+        let runs = claimed.into_iter().map(|leased| {
+            let span = task_span(&leased.task);
+            execute(&self.runtime, leased, self.settings.lease).instrument(span)
+        });
+        let finished: Vec<Finish> = futures::future::join_all(runs)
+            .await
+            .into_iter()
+            .flatten()
+            .collect();
+        if !finished.is_empty() {
+            record(store, &finished, &self.runtime.ctx).await?;
+        }
+        Ok(ran)
+    }
+
+    /// Steps until a step finds nothing ready; answers how many tasks ran. A
+    /// task waiting for its retry time is not ready.
+    pub async fn run_until_idle(&self) -> Result<usize, StoreError> {
+        let mut total = 0;
+        loop {
+            match self.run_once().await? {
+                0 => return Ok(total),
+                n => total += n,
+            }
+        }
+    }
+
+    /// Runs until `shutdown` resolves; then stops claiming, lets running tasks
+    /// finish (at most until their timeouts) and records them.
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) {
+        let Engine { runtime, settings } = self;
+        let store = runtime.store.clone();
+        let concurrency = settings.concurrency.max(1);
+        let slots = Arc::new(Semaphore::new(concurrency));
+        let (done_tx, done_rx) = mpsc::channel::<Finish>(concurrency * 4 + 64);
+        let committer = tokio::spawn(commit_loop(store.clone(), done_rx, runtime.ctx.clone()));
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            shutdown.await;
+            let _ = stop_tx.send(true);
+        });
+        let sweeper = tokio::spawn(sweep_loop(
+            store.clone(),
+            settings.sweep_every,
+            stop_rx.clone(),
+        ));
+        dispatch_loop(runtime, &settings, slots.clone(), done_tx.clone(), stop_rx).await;
+        // Wait for the tasks in flight, then for their results to be recorded.
+        let _ = slots.acquire_many(concurrency as u32).await;
+        drop(done_tx);
+        let _ = committer.await;
+        sweeper.abort();
+    }
+}
+
+/// Runs an engine until `shutdown` resolves (see [`Engine::run`]).
+pub async fn run(
+    store: Arc<dyn Store>,
+    settings: EngineSettings,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) {
+    Engine::new(store, settings).run(shutdown).await
+}
+
+async fn dispatch_loop(
+    runtime: Arc<Runtime>,
+    settings: &EngineSettings,
+    slots: Arc<Semaphore>,
+    done: mpsc::Sender<Finish>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let store = runtime.store.clone();
+    let mut signal = store.work_signal();
+    loop {
+        if *stop.borrow() {
+            return;
+        }
+        // Hold one slot, then every other free one: claim that many at once.
+        let first = tokio::select! {
+            p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
+            _ = stop.changed() => return,
+        };
+        let mut permits = vec![first];
+        while let Ok(p) = slots.clone().try_acquire_owned() {
+            permits.push(p);
+        }
+        signal.borrow_and_update();
+        let claimed = match store
+            .claim(Claim {
+                lane: ENGINE_LANE.into(),
+                max: permits.len(),
+                lease: settings.lease,
+                worker: settings.name.clone(),
+            })
+            .await
+        {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "claiming failed; retrying in 1 s");
+                drop(permits);
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    _ = stop.changed() => return,
+                }
+                continue;
+            }
+        };
+        if claimed.is_empty() {
+            drop(permits);
+            let wait = match store.next_run_in(ENGINE_LANE).await {
+                Ok(Some(wait)) => wait.min(settings.idle_check),
+                _ => settings.idle_check,
+            };
+            tokio::select! {
+                _ = signal.changed() => {}
+                _ = tokio::time::sleep(wait) => {}
+                _ = stop.changed() => return,
+            }
+            continue;
+        }
+        permits.truncate(claimed.len());
+        for (leased, permit) in claimed.into_iter().zip(permits) {
+            let runtime = runtime.clone();
+            let done = done.clone();
+            let lease = settings.lease;
+            let span = task_span(&leased.task);
+            tokio::spawn(async move {
+                let finish = execute(&runtime, leased, lease).instrument(span).await;
+                drop(permit);
+                if let Some(finish) = finish {
+                    let _ = done.send(finish).await;
+                }
+            });
+        }
+    }
+}
+
+/// The span one attempt at a task runs in. With an OpenTelemetry layer it is
+/// exported in the trace of the request that created the task's unit (its
+/// stored trace id), so a journey's tasks show up under that request.
+fn task_span(task: &Task) -> tracing::Span {
+    let span = tracing::info_span!(
+        "task",
+        task_id = %task.id,
+        key = %task.key,
+        executor = %task.executor,
+        unit_id = %task.unit_id,
+    );
+    if let Some(trace_id) = &task.trace_id {
+        crate::trace::set_remote_parent(&span, trace_id, None);
+    }
+    span
+}
+
+/// Runs one claimed task: its executor under its timeout, heartbeating while
+/// it runs longer than a third of the lease. Answers what is left to record.
+async fn execute(runtime: &Runtime, leased: Leased, lease: Duration) -> Option<Finish> {
+    let store = &runtime.store;
+    let deadline = Duration::from_secs(leased.task.timeout_s.max(1) as u64);
+    let work = run_executor(runtime, &leased);
+    tokio::pin!(work);
+    let timeout = tokio::time::sleep(deadline);
+    tokio::pin!(timeout);
+    let beat = lease / 3;
+    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + beat, beat);
+    let outcome = loop {
+        tokio::select! {
+            step = &mut work => match step {
+                Step::Finish(outcome) => break outcome,
+                Step::Recorded => return None,
+            },
+            _ = &mut timeout => break Outcome::Failed {
+                error: format!("timed out after {} s", leased.task.timeout_s),
+                retryable: true,
+            },
+            _ = ticker.tick() => {
+                if let Err(e) = store.heartbeat(leased.task.id, &leased.lease_token, lease).await {
+                    tracing::warn!(task = %leased.task.id, error = %e, "heartbeat refused; giving up the attempt");
+                    break Outcome::Failed { error: format!("lost the lease: {e}"), retryable: true };
+                }
+            }
+        }
+    };
+    Some(Finish {
+        task_id: leased.task.id,
+        lease_token: Some(leased.lease_token.clone()),
+        outcome,
+    })
+}
+
+async fn run_executor(runtime: &Runtime, leased: &Leased) -> Step {
+    match Executor::parse(&leased.task.executor) {
+        // `noop` does nothing and hands its input on as its output.
+        Ok(Executor::Noop) => Step::Finish(Outcome::Completed {
+            output: leased.task.input.clone(),
+        }),
+        Ok(Executor::LlmGenerate) => crate::generate::run(runtime, leased).await,
+        Ok(Executor::HttpWebhook) => crate::hook::run(runtime, leased).await,
+        Ok(other) => Step::Finish(Outcome::Failed {
+            error: format!(
+                "executor {} does not run in the embedded workers",
+                other.name()
+            ),
+            retryable: false,
+        }),
+        Err(e) => Step::Finish(Outcome::Failed {
+            error: e,
+            retryable: false,
+        }),
+    }
+}
+
+/// Records finished attempts in batches: everything that finished while the
+/// previous batch was committing goes into the next transaction.
+async fn commit_loop(store: Arc<dyn Store>, mut done: mpsc::Receiver<Finish>, ctx: WriteContext) {
+    const MAX_BATCH: usize = 512;
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while let Some(first) = done.recv().await {
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match done.try_recv() {
+                Ok(f) => batch.push(f),
+                Err(_) => break,
+            }
+        }
+        let mut delay = Duration::from_millis(100);
+        // The database is unreachable: keep the results and retry; if the
+        // leases expire meanwhile, the tasks are retried elsewhere.
+        while let Err(e) = record(&store, &batch, &ctx).await {
+            tracing::warn!(error = %e, "recording results failed; retrying");
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(5));
+        }
+        batch.clear();
+    }
+}
+
+/// Records a batch of finished attempts in one transaction, then checks the
+/// rollback triggers of the metrics their outputs reported.
+async fn record(store: &Arc<dyn Store>, batch: &[Finish], ctx: &WriteContext) -> Result<(), StoreError> {
+    let results = store.finish(batch.to_vec(), ctx).await?;
+    for (f, r) in batch.iter().zip(results) {
+        match r {
+            Ok(done) => {
+                if let Some(observed) = &done.observed {
+                    crate::journeys::watch_reported(&**store, observed, ctx).await;
+                }
+            }
+            // The lease expired or the task was cancelled meanwhile: someone
+            // else owns it now; nothing to record.
+            Err(e) => tracing::info!(task = %f.task_id, reason = %e, "result not recorded"),
+        }
+    }
+    Ok(())
+}
+
+async fn sweep_loop(
+    store: Arc<dyn Store>,
+    every: Duration,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        loop {
+            match store.expire_leases(500).await {
+                Ok(500) => continue,
+                Ok(_) => break,
+                Err(e) => {
+                    tracing::warn!(error = %e, "expiring leases failed");
+                    break;
+                }
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = stop.changed() => return,
+        }
+    }
+}
