@@ -315,10 +315,14 @@ impl ApiClient {
         id: &str,
         to: &str,
         reason: Option<&str>,
+        override_policy: bool,
     ) -> Result<Value, CliError> {
         let mut body = json!({ "to": to });
         if let Some(reason) = reason {
             body["reason"] = json!(reason);
+        }
+        if override_policy {
+            body["override"] = json!(true);
         }
         let req = self
             .request(Method::POST, &["artifacts", id, "transitions"])

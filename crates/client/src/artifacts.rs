@@ -121,6 +121,10 @@ pub enum ArtifactCommand {
         /// Why, kept in the artifact's history
         #[arg(long)]
         reason: Option<String>,
+        /// Admins only, with --reason: approve past the type's approval policy
+        /// (recorded as an override); otherwise approvals go through the client
+        #[arg(long = "override")]
+        override_policy: bool,
     },
     /// Show an artifact's status changes and edits
     History {
@@ -339,9 +343,16 @@ pub(crate) async fn execute(
             };
             (api.rollback(&id, to_version, version).await?, summary)
         }
-        ArtifactCommand::Transition { id, to, reason } => {
-            (api.transition(&id, &to, reason.as_deref()).await?, summary)
-        }
+        ArtifactCommand::Transition {
+            id,
+            to,
+            reason,
+            override_policy,
+        } => (
+            api.transition(&id, &to, reason.as_deref(), override_policy)
+                .await?,
+            summary,
+        ),
         ArtifactCommand::History { id, paging } => (
             paging
                 .fetch(async |page| api.history(&id, page).await)

@@ -281,6 +281,69 @@ pub fn check_section(content: &Value, section: &str) -> Result<(), FieldError> {
 }
 
 // ---------------------------------------------------------------------------
+// Approving by a transition
+// ---------------------------------------------------------------------------
+
+/// How an artifact reaches `approved` by a transition (not by approvals).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DirectApproval {
+    /// Re-approved as still valid after it went stale (its upstream must be
+    /// approved), or approved by the team where the policy needs no approval.
+    Plain,
+    /// An admin approved past the type's policy, with a reason: recorded as
+    /// an override.
+    Override,
+}
+
+/// Why a transition to `approved` is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DirectApprovalError {
+    /// The policy asks for approvals: `POST .../approve` records them.
+    #[error(
+        "this type needs {required} approval(s) from {}: they go through POST /api/v1/artifacts/{{id}}/approve; \
+         an admin may override the policy with {{\"to\": \"approved\", \"override\": true, \"reason\": \"...\"}}",
+        approvers_text(*.approvers)
+    )]
+    ThroughApprovals { required: u32, approvers: Approvers },
+    /// Only an admin overrides the approval policy.
+    #[error("only an admin may override the approval policy")]
+    OverrideNotAllowed,
+    /// An override says why.
+    #[error("an override of the approval policy needs a reason, recorded with it")]
+    OverrideWithoutReason,
+}
+
+/// Decides a transition to `approved` from `from`: a stale artifact is
+/// re-approved by the team (gating is checked where the upstream is read);
+/// from review, the policy's approvals are needed, unless it needs none, or an
+/// admin overrides it with a reason. Other origins are the lifecycle's to
+/// refuse.
+pub fn check_direct_approval(
+    policy: &ApprovalPolicy,
+    from: ArtifactStatus,
+    admin: bool,
+    override_policy: bool,
+    reason: Option<&str>,
+) -> Result<DirectApproval, DirectApprovalError> {
+    if override_policy {
+        if !admin {
+            return Err(DirectApprovalError::OverrideNotAllowed);
+        }
+        if reason.is_none_or(|r| r.trim().is_empty()) {
+            return Err(DirectApprovalError::OverrideWithoutReason);
+        }
+        return Ok(DirectApproval::Override);
+    }
+    if from == ArtifactStatus::InReview && policy.required > 0 {
+        return Err(DirectApprovalError::ThroughApprovals {
+            required: policy.required,
+            approvers: policy.approvers,
+        });
+    }
+    Ok(DirectApproval::Plain)
+}
+
+// ---------------------------------------------------------------------------
 // Review links
 // ---------------------------------------------------------------------------
 
@@ -329,6 +392,46 @@ pub fn verify_link(key: &[u8], token: &str, now: OffsetDateTime) -> Option<Revie
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn approved_is_reached_through_the_policy_or_an_admins_override() {
+        use ArtifactStatus::*;
+        let policy = ApprovalPolicy::default();
+        // From review: approvals, not a transition, for operators and admins alike.
+        for admin in [false, true] {
+            assert!(matches!(
+                check_direct_approval(&policy, InReview, admin, false, Some("looks fine")),
+                Err(DirectApprovalError::ThroughApprovals { required: 1, .. })
+            ));
+        }
+        // An admin overrides, with a reason; nobody else does.
+        assert_eq!(
+            check_direct_approval(&policy, InReview, true, true, Some("signed on paper")),
+            Ok(DirectApproval::Override)
+        );
+        assert_eq!(
+            check_direct_approval(&policy, InReview, true, true, Some("  ")),
+            Err(DirectApprovalError::OverrideWithoutReason)
+        );
+        assert_eq!(
+            check_direct_approval(&policy, InReview, false, true, Some("why not")),
+            Err(DirectApprovalError::OverrideNotAllowed)
+        );
+        // Re-approving a stale artifact is the team's.
+        assert_eq!(
+            check_direct_approval(&policy, Stale, false, false, None),
+            Ok(DirectApproval::Plain)
+        );
+        // A type whose policy needs no approval is approved by the team.
+        let none = ApprovalPolicy {
+            required: 0,
+            approvers: Approvers::Any,
+        };
+        assert_eq!(
+            check_direct_approval(&none, InReview, false, false, None),
+            Ok(DirectApproval::Plain)
+        );
+    }
 
     #[test]
     fn review_link_tokens_are_signed_and_expire() {

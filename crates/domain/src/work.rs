@@ -48,6 +48,8 @@ pub enum TaskStatus {
     Pending,
     /// Can be claimed (once its `run_at` has come, after a failed attempt).
     Ready,
+    /// Would be ready, but its journey is paused: not claimed until it resumes.
+    Held,
     /// Claimed: a worker or agent holds its lease.
     Running,
     Completed,
@@ -61,9 +63,10 @@ pub enum TaskStatus {
 }
 
 impl TaskStatus {
-    pub const ALL: [TaskStatus; 8] = [
+    pub const ALL: [TaskStatus; 9] = [
         TaskStatus::Pending,
         TaskStatus::Ready,
+        TaskStatus::Held,
         TaskStatus::Running,
         TaskStatus::Completed,
         TaskStatus::Failed,
@@ -76,6 +79,7 @@ impl TaskStatus {
         match self {
             TaskStatus::Pending => "pending",
             TaskStatus::Ready => "ready",
+            TaskStatus::Held => "held",
             TaskStatus::Running => "running",
             TaskStatus::Completed => "completed",
             TaskStatus::Failed => "failed",
@@ -104,6 +108,7 @@ impl TaskStatus {
             self,
             TaskStatus::Pending
                 | TaskStatus::Ready
+                | TaskStatus::Held
                 | TaskStatus::Running
                 | TaskStatus::Blocked
                 | TaskStatus::Failed

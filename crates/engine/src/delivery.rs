@@ -61,6 +61,8 @@ pub struct DeliverySettings {
     /// The address people reach the server at: links in mail, and the
     /// `source` of delivered events.
     pub public_url: String,
+    /// The `User-Agent` of webhook POSTs: `waymark/<version>`.
+    pub user_agent: String,
 }
 
 impl Default for DeliverySettings {
@@ -74,6 +76,7 @@ impl Default for DeliverySettings {
             smtp_url: None,
             mail_from: "Waymark <waymark@localhost>".into(),
             public_url: "http://127.0.0.1:8080".into(),
+            user_agent: concat!("waymark/", env!("CARGO_PKG_VERSION")).into(),
         }
     }
 }
@@ -194,7 +197,7 @@ impl Worker {
             .timeout(settings.request_timeout)
             .connect_timeout(settings.request_timeout)
             .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("waymark/", env!("CARGO_PKG_VERSION")))
+            .user_agent(settings.user_agent.clone())
             .build()
             .map_err(|e| format!("cannot build the HTTP client: {}", error_chain(&e)))?;
         // A bad SMTP setting stops mail, not webhooks (`waymark serve` checks

@@ -18,10 +18,9 @@ use waymark_domain::criteria::{
 use waymark_domain::journey::{
     self, EachArtifact, Event, Gate, JourneyTemplate, Phase, StageDef, UnitTemplate,
 };
-use waymark_domain::lifecycle::ArtifactStatus;
 use waymark_domain::work::TaskStatus;
 use waymark_domain::work::check_tasks;
-use waymark_domain::{ClientId, FieldError, JourneyId};
+use waymark_domain::{ClientId, FieldError, JourneyId, gating};
 use waymark_store::{
     ArtifactFilter, ArtifactSummary, Incident, Journey, JourneyHistoryEntry, JourneyRecords,
     JourneyTransition, JourneyUnit, NewUnit, Observed, PageRequest, Signoff, Store, Task, UnitKind,
@@ -243,19 +242,6 @@ async fn known(store: &dyn Store, journey: &Journey) -> Result<Known, EngineErro
     })
 }
 
-/// Whether an artifact counts as approved for criteria and `for_each`: it
-/// was approved and is not back in draft, stale or cancelled.
-fn counts_as_approved(status: ArtifactStatus) -> bool {
-    matches!(
-        status,
-        ArtifactStatus::Approved
-            | ArtifactStatus::Implemented
-            | ArtifactStatus::Active
-            | ArtifactStatus::Paused
-            | ArtifactStatus::Completed
-    )
-}
-
 /// The approved artifacts a filter selects, oldest first (at most 10,000).
 async fn approved_artifacts(
     store: &dyn Store,
@@ -268,7 +254,9 @@ async fn approved_artifacts(
     };
     loop {
         let p = store.list_artifacts(filter.clone(), page.clone()).await?;
-        approved.extend(p.items.into_iter().filter(|a| counts_as_approved(a.status)));
+        // Approved for criteria and `for_each` as for gating: approved, or
+        // implemented and on from there.
+        approved.extend(p.items.into_iter().filter(|a| gating::satisfies(a.status)));
         match p.next_cursor {
             Some(c) if approved.len() < 10_000 => page.cursor = Some(c),
             _ => break,

@@ -385,7 +385,11 @@ async fn commit_loop(store: Arc<dyn Store>, mut done: mpsc::Receiver<Finish>, ct
 
 /// Records a batch of finished attempts in one transaction, then checks the
 /// rollback triggers of the metrics their outputs reported.
-async fn record(store: &Arc<dyn Store>, batch: &[Finish], ctx: &WriteContext) -> Result<(), StoreError> {
+async fn record(
+    store: &Arc<dyn Store>,
+    batch: &[Finish],
+    ctx: &WriteContext,
+) -> Result<(), StoreError> {
     let results = store.finish(batch.to_vec(), ctx).await?;
     for (f, r) in batch.iter().zip(results) {
         match r {

@@ -48,7 +48,6 @@ mod stream;
 
 use stream::{StreamEvent, StreamParser};
 
-
 /// An error with its sources, `outer: inner: innermost`.
 fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut out = e.to_string();
@@ -322,7 +321,7 @@ fn error_message(body: &str) -> String {
 }
 
 /// The first characters of `text`, for messages.
-fn quote(text: &str) -> String {
+pub(crate) fn quote(text: &str) -> String {
     let mut out: String = text.chars().take(QUOTE_CHARS).collect();
     if out.len() < text.len() {
         out.push('…');

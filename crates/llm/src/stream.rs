@@ -4,7 +4,7 @@
 
 use serde_json::Value;
 
-use crate::ProviderKind;
+use crate::{ProviderKind, quote};
 
 /// One thing a provider's stream said.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -260,4 +260,3 @@ impl SseParser {
         Ok(())
     }
 }
-

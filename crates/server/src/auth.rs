@@ -181,46 +181,7 @@ pub fn generate_secret() -> String {
 /// The name of the session cookie the web UI signs in with.
 pub const SESSION_COOKIE: &str = "waymark_session";
 
-/// Prefix of review-link tokens.
-pub const LINK_PREFIX: &str = "wmr_";
-
-/// The name of the server key review links are signed with.
-pub const LINK_KEY: &str = "review-links";
-
-/// A review link's token: `wmr_<link uuid>.<expiry>.<signature>`, the signature an
-/// HMAC-SHA256 of the rest under the servers' shared key.
-pub fn sign_link(key: &[u8], link: ReviewLinkId, expires_at: OffsetDateTime) -> String {
-    let payload = format!("{}.{}", link.uuid().simple(), expires_at.unix_timestamp());
-    format!(
-        "{LINK_PREFIX}{payload}.{}",
-        hex::encode(link_mac(key, &payload))
-    )
-}
-
-fn link_mac(key: &[u8], payload: &str) -> Vec<u8> {
-    use hmac::{Hmac, Mac};
-    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC takes any key length");
-    mac.update(payload.as_bytes());
-    mac.finalize().into_bytes().to_vec()
-}
-
-/// Checks a review-link token's signature and expiry (not revocation: that is
-/// the stored link's). Answers the link it names.
-pub fn verify_link(key: &[u8], token: &str, now: OffsetDateTime) -> Option<ReviewLinkId> {
-    let rest = token.strip_prefix(LINK_PREFIX)?;
-    let (payload, sig) = rest.rsplit_once('.')?;
-    let sig = hex::decode(sig).ok()?;
-    if !bool::from(link_mac(key, payload).ct_eq(&sig)) {
-        return None;
-    }
-    let (uuid, expiry) = payload.split_once('.')?;
-    let expiry: i64 = expiry.parse().ok()?;
-    if expiry <= now.unix_timestamp() {
-        return None;
-    }
-    let uuid = uuid::Uuid::try_parse(uuid).ok()?;
-    Some(ReviewLinkId::from_uuid(uuid))
-}
+pub use waymark_domain::review::{LINK_KEY, LINK_PREFIX, sign_link, verify_link};
 
 /// The bearer token of a request: the `Authorization` header, or the session
 /// cookie of the web UI.

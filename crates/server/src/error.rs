@@ -8,6 +8,7 @@ use serde_json::Value;
 use utoipa::ToSchema;
 use waymark_domain::FieldError;
 use waymark_domain::lifecycle::ArtifactStatus;
+use waymark_engine::EngineError;
 use waymark_store::StoreError;
 
 /// An RFC 9457 problem detail.
@@ -229,16 +230,25 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// An error and its causes on one line.
-pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        out.push_str(": ");
-        out.push_str(&c.to_string());
-        cur = c.source();
+pub use waymark_engine::error_chain;
+
+impl From<EngineError> for ApiError {
+    fn from(e: EngineError) -> Self {
+        match e {
+            EngineError::Store(e) => e.into(),
+            EngineError::Invalid { detail, errors } => ApiError::Invalid { detail, errors },
+            EngineError::Refused {
+                code,
+                detail,
+                extra,
+            } => ApiError::Conflict {
+                code,
+                detail,
+                allowed: None,
+                extra,
+            },
+        }
     }
-    out
 }
 
 impl From<StoreError> for ApiError {

@@ -9,16 +9,8 @@
 //! store, render) → [`ApiError`] renders any failure as problem+json.
 
 pub mod auth;
-pub mod catalog;
-pub mod delivery;
-pub mod engine;
 pub mod error;
 pub mod extract;
-pub(crate) mod generate;
-pub mod hook;
-pub mod journeys;
-pub mod llm;
-pub mod mail;
 pub mod observe;
 pub mod openapi;
 pub mod routes;
@@ -36,6 +28,7 @@ use tokio::net::TcpListener;
 use tower_http::catch_panic::CatchPanicLayer;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
+use waymark_engine::catalog::PackCatalog;
 use waymark_store::Store;
 
 pub use error::ApiError;
@@ -70,7 +63,7 @@ pub struct AppState {
     pub build: BuildInfo,
     pub metrics: PrometheusHandle,
     /// Built-in and installed packs.
-    pub packs: Arc<catalog::PackCatalog>,
+    pub packs: Arc<PackCatalog>,
     /// Bumped after every accepted change, so event streams and deliveries wake
     /// at once instead of polling.
     pub changes: Arc<tokio::sync::watch::Sender<u64>>,
@@ -81,7 +74,7 @@ pub struct AppState {
 impl AppState {
     pub fn new(store: Arc<dyn Store>, http: HttpSettings, build: BuildInfo) -> Self {
         Self {
-            packs: Arc::new(catalog::PackCatalog::new(store.clone())),
+            packs: Arc::new(PackCatalog::new(store.clone())),
             store,
             http: Arc::new(http),
             build,

@@ -105,6 +105,8 @@ pub trait Store:
     ) -> Result<Created<Artifact>>;
     /// The artifact with its latest version.
     async fn get_artifact(&self, id: ArtifactId) -> Result<Artifact>;
+    /// The artifact without its content and sources (one cheap read).
+    async fn get_artifact_summary(&self, id: ArtifactId) -> Result<ArtifactSummary>;
     async fn list_artifacts(
         &self,
         filter: ArtifactFilter,
@@ -133,14 +135,19 @@ pub trait Store:
     async fn list_versions(&self, id: ArtifactId, page: PageRequest) -> Result<Page<Version>>;
     async fn get_version(&self, id: ArtifactId, version: i64) -> Result<Version>;
     /// Moves the artifact to `to` when the lifecycle allows it. Re-approving a
-    /// stale artifact re-bases it: a new version with the same content, built on
-    /// the latest version of each of its sources.
+    /// stale artifact is refused while an upstream artifact is not approved
+    /// ([`StoreError::Gated`]); it re-bases the artifact: a new version with
+    /// the same content, built on the latest version of each of its sources.
+    /// `overridden`: an admin approves past the type's approval policy, which
+    /// history (`approval_overridden`) and the audit log
+    /// (`artifact.approval_override`) record as such.
     async fn transition(
         &self,
         id: ArtifactId,
         to: ArtifactStatus,
         reason: Option<String>,
         pipeline: Option<Pipeline>,
+        overridden: bool,
         ctx: &WriteContext,
     ) -> Result<Artifact>;
     async fn history(&self, id: ArtifactId, page: PageRequest) -> Result<Page<HistoryEntry>>;

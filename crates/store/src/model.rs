@@ -478,6 +478,8 @@ pub enum HistoryAction {
     MarkedStale,
     /// Re-approval wrote a version with the same content on current sources.
     Rebased,
+    /// An admin approved it past its type's approval policy (with a reason).
+    ApprovalOverridden,
 }
 
 impl HistoryAction {
@@ -489,6 +491,7 @@ impl HistoryAction {
             HistoryAction::Transition => "transition",
             HistoryAction::MarkedStale => "marked_stale",
             HistoryAction::Rebased => "rebased",
+            HistoryAction::ApprovalOverridden => "approval_overridden",
         }
     }
 
@@ -500,6 +503,7 @@ impl HistoryAction {
             HistoryAction::Transition,
             HistoryAction::MarkedStale,
             HistoryAction::Rebased,
+            HistoryAction::ApprovalOverridden,
         ]
         .into_iter()
         .find(|a| a.as_str() == s)

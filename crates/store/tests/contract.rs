@@ -33,6 +33,7 @@ macro_rules! contract {
 }
 
 contract!(
+    status_columns_refuse_values_the_domain_does_not_know,
     clients_round_trip_and_paginate,
     client_patch_sets_and_clears,
     engagements_belong_to_a_client,
@@ -330,7 +331,7 @@ async fn artifact_versions_are_gap_free_and_guarded(db: &TestDb) {
 
     // Approved content is not editable.
     for to in [ArtifactStatus::InReview, ArtifactStatus::Approved] {
-        s.transition(a.summary.id, to, None, None, &ctx())
+        s.transition(a.summary.id, to, None, None, false, &ctx())
             .await
             .unwrap();
     }
@@ -382,7 +383,7 @@ async fn transitions_follow_the_lifecycle(db: &TestDb) {
         .summary
         .id;
     let refused = s
-        .transition(id, ArtifactStatus::Approved, None, None, &ctx())
+        .transition(id, ArtifactStatus::Approved, None, None, false, &ctx())
         .await;
     match refused {
         Err(StoreError::Transition(t)) => assert_eq!(
@@ -396,7 +397,7 @@ async fn transitions_follow_the_lifecycle(db: &TestDb) {
         other => panic!("expected a refused transition, got {other:?}"),
     }
     assert!(matches!(
-        s.transition(id, ArtifactStatus::Stale, None, None, &ctx())
+        s.transition(id, ArtifactStatus::Stale, None, None, false, &ctx())
             .await,
         Err(StoreError::Transition(_))
     ));
@@ -407,6 +408,7 @@ async fn transitions_follow_the_lifecycle(db: &TestDb) {
         ArtifactStatus::InReview,
         Some("ready for the client".into()),
         None,
+        false,
         &w,
     )
     .await
@@ -416,6 +418,7 @@ async fn transitions_follow_the_lifecycle(db: &TestDb) {
         ArtifactStatus::Draft,
         Some("withdrawn".into()),
         None,
+        false,
         &w,
     )
     .await
@@ -610,7 +613,7 @@ async fn artifact_list_filters(db: &TestDb) {
     s.create_artifact(new_artifact(b, "intake", json!({})), &ctx())
         .await
         .unwrap();
-    s.transition(second, ArtifactStatus::InReview, None, None, &ctx())
+    s.transition(second, ArtifactStatus::InReview, None, None, false, &ctx())
         .await
         .unwrap();
 
@@ -924,10 +927,10 @@ async fn in_pipeline(
 }
 
 async fn approve(s: &dyn Store, id: ArtifactId) -> Artifact {
-    s.transition(id, ArtifactStatus::InReview, None, None, &ctx())
+    s.transition(id, ArtifactStatus::InReview, None, None, false, &ctx())
         .await
         .unwrap();
-    s.transition(id, ArtifactStatus::Approved, None, None, &ctx())
+    s.transition(id, ArtifactStatus::Approved, None, None, false, &ctx())
         .await
         .unwrap()
 }
@@ -957,6 +960,7 @@ async fn reopen_and_edit(s: &dyn Store, a: &Artifact, content: serde_json::Value
         ArtifactStatus::Draft,
         Some("changes".into()),
         None,
+        false,
         &ctx(),
     )
     .await
@@ -1089,12 +1093,40 @@ async fn reapproval_rebases_sources(db: &TestDb) {
     let s = store(db);
     let (intake, strategy, creatives) = approved_chain(&*s).await;
     reopen_and_edit(&*s, &intake, json!({"about": "intake, revised"})).await;
+    // Not while the revised intake is a draft: that would re-base the
+    // strategy onto an unapproved input.
+    let early = s
+        .transition(
+            strategy.summary.id,
+            ArtifactStatus::Approved,
+            Some("still valid".into()),
+            pipe(&["intake"]),
+            false,
+            &ctx(),
+        )
+        .await;
+    match early {
+        Err(StoreError::Gated(g)) => {
+            assert_eq!(g.reasons, ["intake (draft - must be approved)"]);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        s.get_artifact(strategy.summary.id)
+            .await
+            .unwrap()
+            .summary
+            .status,
+        ArtifactStatus::Stale
+    );
+    approve(&*s, intake.summary.id).await;
     let rebased = s
         .transition(
             strategy.summary.id,
             ArtifactStatus::Approved,
             Some("still valid".into()),
             pipe(&["intake"]),
+            false,
             &ctx(),
         )
         .await
@@ -1116,6 +1148,7 @@ async fn reapproval_rebases_sources(db: &TestDb) {
             ArtifactStatus::Approved,
             None,
             None,
+            false,
             &ctx(),
         )
         .await
@@ -1233,4 +1266,52 @@ async fn plans_and_installed_packs_round_trip(db: &TestDb) {
         Some("sha256:bb")
     );
     assert_eq!(s.list_installed_packs().await.unwrap().len(), 1);
+}
+
+async fn status_columns_refuse_values_the_domain_does_not_know(db: &TestDb) {
+    let s: Arc<dyn Store> = db.store.clone();
+    let c = s
+        .create_client(
+            NewClient {
+                name: "Acme".into(),
+                ..Default::default()
+            },
+            &ctx(),
+        )
+        .await
+        .unwrap()
+        .record;
+    let a = s
+        .create_artifact(
+            NewArtifact {
+                client_id: c.id,
+                engagement_id: None,
+                artifact_type: "plan".into(),
+                title: "Plan".into(),
+                content: serde_json::json!({}),
+                sources: None,
+                note: None,
+                provenance: "human".into(),
+                pipeline: None,
+            },
+            &ctx(),
+        )
+        .await
+        .unwrap()
+        .record;
+    for statement in [
+        "UPDATE artifacts SET status = 'nearly_approved'",
+        "UPDATE artifacts SET status = 'Approved'",
+    ] {
+        assert!(db.execute_raw(statement).await.is_err(), "{statement}");
+    }
+    assert!(
+        db.execute_raw("UPDATE artifacts SET status = 'in_review'")
+            .await
+            .is_ok()
+    );
+    assert_eq!(
+        s.get_artifact(a.summary.id).await.unwrap().summary.status,
+        waymark_domain::lifecycle::ArtifactStatus::InReview
+    );
 }

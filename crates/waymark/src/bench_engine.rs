@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use serde_json::json;
 use waymark_domain::work::{TaskSpec, check_tasks};
-use waymark_server::engine::{self, EngineSettings};
+use waymark_engine::run::{self as engine, EngineSettings};
 use waymark_store::{NewClient, NewUnit, PageRequest, Store, WriteContext};
 
 use crate::bench::{BenchBackend, BenchDb};

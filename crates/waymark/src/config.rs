@@ -33,7 +33,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
-use waymark_server::llm::{LlmSettings, ProviderKind};
+use waymark_llm::{LlmSettings, ProviderKind};
 
 /// Where the server's data lives and how it listens.
 #[derive(Deserialize)]

@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
+use waymark_engine::catalog::{InstallError, PackCatalog};
 use waymark_packs::{Pack, PackFiles, load};
-use waymark_server::catalog::{InstallError, PackCatalog};
 use waymark_store::Store;
 
 use crate::config::{Overrides, Settings};

@@ -75,12 +75,15 @@ impl Api {
         .await
     }
 
+    /// Shares the artifact, then approves it as the admin, overriding the
+    /// approval policy (recorded as such): the check is of the pipeline's
+    /// wiring, not of client review.
     async fn approve(&self, id: &str) -> Result<Value> {
         for to in ["in_review", "approved"] {
             self.ok(
                 Method::POST,
                 &format!("/artifacts/{id}/transitions"),
-                Some(json!({"to": to, "reason": "selftest"})),
+                Some(json!({"to": to, "reason": "selftest", "override": to == "approved"})),
             )
             .await?;
         }

@@ -9,10 +9,10 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use secrecy::ExposeSecret;
+use waymark_engine::delivery::{self, DeliverySettings};
+use waymark_engine::mail::Mailer;
+use waymark_engine::run::{self as engine, EngineSettings};
 use waymark_server::auth::{AdminToken, bootstrap_admin};
-use waymark_server::delivery::{self, DeliverySettings};
-use waymark_server::engine::{self, EngineSettings};
-use waymark_server::mail::Mailer;
 use waymark_server::{AppState, BuildInfo, HttpSettings};
 use waymark_store::{SqlStore, Store, postgres, sqlite};
 
@@ -133,6 +133,8 @@ async fn serve_until_stopped(settings: Settings) -> Result<()> {
         backoff_base: Duration::from_millis(settings.webhook_backoff_ms),
         smtp_url,
         mail_from: settings.mail_from.clone(),
+        public_url: public_url.clone(),
+        user_agent: format!("waymark/{}", build_info().version),
         ..DeliverySettings::default()
     };
     // One signal stops both the server and the delivery loop.
@@ -156,7 +158,8 @@ async fn serve_until_stopped(settings: Settings) -> Result<()> {
         ))
     });
     let delivering = tokio::spawn(delivery::run(
-        state.clone(),
+        store.clone(),
+        state.changes.subscribe(),
         deliveries,
         until_stopped(stopped.clone()),
     ));
@@ -220,7 +223,7 @@ fn engine_settings(settings: &Settings, concurrency: usize) -> Result<EngineSett
     Ok(EngineSettings {
         concurrency,
         lease: Duration::from_secs(settings.worker_lease_s),
-        llm: waymark_server::llm::Llm::new(settings.llm()?),
+        llm: waymark_llm::Llm::new(settings.llm()?),
         // A worker has no address of its own: the servers' public URL, if set.
         public_url: settings
             .public_url

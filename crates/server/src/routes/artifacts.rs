@@ -12,6 +12,7 @@ use waymark_domain::artifact::{
 };
 use waymark_domain::content::diff;
 use waymark_domain::lifecycle::ArtifactStatus;
+use waymark_domain::review;
 use waymark_domain::{ArtifactId, ClientId, EngagementId, FieldError};
 use waymark_packs::{Pack, TypeDef};
 use waymark_store::{
@@ -24,10 +25,10 @@ use std::sync::Arc;
 
 use crate::AppState;
 use crate::auth::Caller;
-use crate::catalog::{engagement_pack, pipeline_of};
 use crate::error::{ApiError, Problem};
 use crate::extract::{IfMatch, Json, Query, from_value, path_id, query_id};
 use crate::observe::TraceId;
+use waymark_engine::catalog::{engagement_pack, pipeline_of};
 
 /// An artifact to create, at version 1 in `draft`.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -71,6 +72,10 @@ pub struct Rollback {
 pub struct Transition {
     pub to: ArtifactStatus,
     pub reason: Option<String>,
+    /// Admins only, with a `reason`: approve past the type's approval policy,
+    /// recorded as an override in history and the audit log.
+    #[serde(default, rename = "override")]
+    pub override_policy: bool,
 }
 
 /// An artifact as a write answers it: with the warnings of its type's rules.
@@ -197,6 +202,17 @@ pub async fn visible_artifact(
 ) -> Result<Artifact, ApiError> {
     let a = state.store.get_artifact(id).await?;
     caller.check_artifact(&a.summary)?;
+    Ok(a)
+}
+
+/// The artifact without its content, or 404 as [`visible_artifact`] answers.
+pub async fn visible_summary(
+    state: &AppState,
+    caller: &Caller,
+    id: ArtifactId,
+) -> Result<ArtifactSummary, ApiError> {
+    let a = state.store.get_artifact_summary(id).await?;
+    caller.check_artifact(&a)?;
     Ok(a)
 }
 
@@ -448,11 +464,11 @@ pub async fn write_content(
     Json(body): Json<WriteContent>,
 ) -> Result<Response, ApiError> {
     let id: ArtifactId = path_id(&id)?;
-    let current = visible_artifact(&state, &caller, id).await?;
+    let current = visible_summary(&state, &caller, id).await?;
     caller.require_staff()?;
     check_content(&body.content, "/content").map_err(ApiError::invalid)?;
     check_sources_opt(body.sources.as_deref(), Some(id)).map_err(ApiError::invalid)?;
-    let rules = rules_of(&state, &current.summary).await?;
+    let rules = rules_of(&state, &current).await?;
     let warnings = check(rules.as_ref(), &body.content)?;
     let write = NewVersion {
         content: body.content,
@@ -587,14 +603,31 @@ pub async fn transition(
     let id: ArtifactId = path_id(&id)?;
     let current = visible_artifact(&state, &caller, id).await?;
     caller.require_staff()?;
-    if body.to == ArtifactStatus::Approved
-        && current.summary.status == ArtifactStatus::InReview
-        && caller.role != waymark_store::Role::Admin
-    {
-        return Err(ApiError::Forbidden(format!(
-            "approval goes through POST /api/v1/artifacts/{id}/approve, which applies the type's approval policy; only an admin may approve directly"
+    let reason = parse_note(body.reason.as_deref(), "/reason").map_err(ApiError::invalid)?;
+    let rules = rules_of(&state, &current.summary).await?;
+    let kind = if body.to == ArtifactStatus::Approved {
+        let policy = rules.as_ref().map(|r| r.def().approval).unwrap_or_default();
+        review::check_direct_approval(
+            &policy,
+            current.summary.status,
+            caller.role == waymark_store::Role::Admin,
+            body.override_policy,
+            reason.as_deref(),
+        )
+        .map_err(|e| match e {
+            review::DirectApprovalError::OverrideWithoutReason => {
+                ApiError::invalid(FieldError::new("/reason", e.to_string()))
+            }
+            e => ApiError::Forbidden(e.to_string().replace("{id}", &id.to_string())),
+        })?
+    } else if body.override_policy {
+        return Err(ApiError::invalid(FieldError::new(
+            "/override",
+            "override applies to moving an artifact to approved",
         )));
-    }
+    } else {
+        review::DirectApproval::Plain
+    };
     if let Some(journey) = current.journey_id {
         return Err(ApiError::Conflict {
             code: "journey_linked",
@@ -608,9 +641,7 @@ pub async fn transition(
                 .collect(),
         });
     }
-    let reason = parse_note(body.reason.as_deref(), "/reason").map_err(ApiError::invalid)?;
     let ctx = write_context(&caller, &trace, &HeaderMap::new(), None)?;
-    let rules = rules_of(&state, &current.summary).await?;
     if body.to == ArtifactStatus::Implemented
         && let Some(template) = rules.as_ref().and_then(|r| r.def().journey.clone())
     {
@@ -631,6 +662,7 @@ pub async fn transition(
             body.to,
             reason,
             rules.as_ref().map(|r| pipeline_of(r.def())),
+            kind == review::DirectApproval::Override,
             &ctx,
         )
         .await?;

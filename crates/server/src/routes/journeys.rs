@@ -1,6 +1,6 @@
 //! Journeys over HTTP: templates, journeys and their events, metric
 //! observations, sign-offs and the current stage's validation. The decisions
-//! are in `crate::journeys` and the domain; handlers parse and answer.
+//! are in `waymark_engine::journeys` and the domain; handlers parse and answer.
 
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -25,8 +25,9 @@ use crate::AppState;
 use crate::auth::Caller;
 use crate::error::{ApiError, Problem};
 use crate::extract::{Query, from_value, path_id};
-use crate::journeys::{self, AutoRollback, EventAsk, JourneyDetail, Operations};
 use crate::observe::TraceId;
+use waymark_engine::catalog;
+use waymark_engine::journeys::{self, AutoRollback, EventAsk, JourneyDetail, Operations};
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -66,7 +67,7 @@ pub async fn list_templates(
     Extension(caller): Extension<Caller>,
 ) -> Result<JsonOut<TemplateList>, ApiError> {
     caller.require_staff()?;
-    let items = crate::catalog::journey_templates(&state.packs, &*state.store)
+    let items = catalog::journey_templates(&state.packs, &*state.store)
         .await?
         .into_iter()
         .map(|(template, source)| TemplateView { template, source })
@@ -96,7 +97,7 @@ pub async fn save_template(
             errors: problems,
         });
     }
-    let existing = crate::catalog::journey_templates(&state.packs, &*state.store).await?;
+    let existing = catalog::journey_templates(&state.packs, &*state.store).await?;
     if let Some((_, source)) = existing
         .iter()
         .find(|(t, s)| t.name == template.name && s != "api")
@@ -207,7 +208,7 @@ async fn create(
     ctx: &waymark_store::WriteContext,
     ask: Ask,
 ) -> Result<(StatusCode, JsonOut<JourneyDetail>), ApiError> {
-    let templates = crate::catalog::journey_templates(&state.packs, &*state.store).await?;
+    let templates = catalog::journey_templates(&state.packs, &*state.store).await?;
     let template = templates
         .iter()
         .find(|(t, _)| t.name == ask.template)
@@ -710,7 +711,7 @@ pub async fn journey_analytics(
     Query(q): Query<AnalyticsQuery>,
 ) -> Result<JsonOut<JourneyAnalytics>, ApiError> {
     caller.require_staff()?;
-    let templates = crate::catalog::journey_templates(&state.packs, &*state.store).await?;
+    let templates = catalog::journey_templates(&state.packs, &*state.store).await?;
     let names = || {
         templates
             .iter()

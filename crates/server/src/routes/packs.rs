@@ -14,9 +14,9 @@ use waymark_packs::{Family, Generator, Pack, PackFiles, Problem as PackProblem};
 
 use crate::AppState;
 use crate::auth::Caller;
-use crate::catalog::InstallError;
 use crate::error::{ApiError, Problem};
 use crate::extract::Json;
+use waymark_engine::catalog::InstallError;
 
 /// A pack as the list shows it.
 #[derive(Debug, Serialize, ToSchema)]

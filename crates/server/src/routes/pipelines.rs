@@ -26,10 +26,10 @@ use waymark_store::{ArtifactSummary, Engagement, NewUnit, PlanJobRecord, PlanLin
 use super::write_context;
 use crate::AppState;
 use crate::auth::Caller;
-use crate::catalog::engagement_pack;
 use crate::error::{ApiError, Problem};
 use crate::extract::{Query, from_value, path_id};
 use crate::observe::TraceId;
+use waymark_engine::catalog::engagement_pack;
 
 /// The type to gate.
 #[derive(Debug, Deserialize, IntoParams)]
@@ -266,7 +266,9 @@ impl JobStates {
             return JobRun::NotRun;
         };
         match r.task_status {
-            Some(TaskStatus::Pending | TaskStatus::Ready) => return JobRun::Queued,
+            Some(TaskStatus::Pending | TaskStatus::Ready | TaskStatus::Held) => {
+                return JobRun::Queued;
+            }
             Some(TaskStatus::Running) => return JobRun::Running,
             Some(TaskStatus::Failed) => {
                 return JobRun::Failed(format!(

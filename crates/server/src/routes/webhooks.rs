@@ -3,7 +3,7 @@
 //! A subscription names a URL, the event types it wants (none: all) and,
 //! optionally, one client. Every event after its creation that it wants is
 //! POSTed to the URL as a CloudEvent, signed per Standard Webhooks with the
-//! subscription's secret, by [`crate::delivery`]. The secret is answered once,
+//! subscription's secret, by `waymark_engine::delivery`. The secret is answered once,
 //! at creation.
 
 use axum::extract::{Path, State};

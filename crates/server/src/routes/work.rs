@@ -137,7 +137,7 @@ pub async fn submit_unit(
                  POST /api/v1/engagements/{id}/plan/run"
                     .to_owned(),
             ),
-            e if crate::engine::runs(e) => None,
+            e if waymark_engine::runs(e) => None,
             e => Some(format!(
                 "the {} executor is not available on this server yet; use noop, human or an agent id",
                 e.name()
@@ -468,7 +468,7 @@ async fn finish_one(
         .pop()
         .ok_or_else(|| ApiError::Internal("no result".into()))??;
     if let Some(observed) = &result.observed {
-        crate::journeys::watch_reported(&*state.store, observed, &ctx).await;
+        waymark_engine::journeys::watch_reported(&*state.store, observed, &ctx).await;
     }
     state.notify_change();
     Ok(JsonOut(result))
@@ -910,7 +910,7 @@ pub async fn webhook_secret(
     Extension(caller): Extension<Caller>,
 ) -> Result<JsonOut<TaskWebhookSecret>, ApiError> {
     caller.require_admin()?;
-    let secret = crate::hook::secret(&*state.store).await?;
+    let secret = waymark_engine::hook::secret(&*state.store).await?;
     Ok(JsonOut(TaskWebhookSecret {
         secret: secret.serialized(),
     }))

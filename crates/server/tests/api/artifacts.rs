@@ -118,12 +118,13 @@ async fn versioned_artifact_walkthrough(app: TestApp) {
     assert_eq!(rb.body["content"], contents[0]);
     assert_eq!(rb.body["content_hash"], v2.body["content_hash"]);
 
-    // draft -> in_review -> approved.
+    // draft -> in_review -> approved (the admin overriding the approval
+    // policy, with a reason).
     for to in ["in_review", "approved"] {
         let t = app
             .post(
                 &format!("/api/v1/artifacts/{id}/transitions"),
-                json!({"to": to, "reason": "looks good"}),
+                json!({"to": to, "reason": "looks good", "override": to == "approved"}),
             )
             .await;
         assert_eq!(t.status, 200, "{}", t.body);
@@ -145,7 +146,7 @@ async fn versioned_artifact_walkthrough(app: TestApp) {
             "content_updated",
             "rolled_back",
             "transition",
-            "transition"
+            "approval_overridden"
         ]
     );
     let last = &history.body["items"][6];
@@ -256,7 +257,7 @@ async fn approved_content_is_not_editable(app: TestApp) {
         assert_eq!(
             app.post(
                 &format!("/api/v1/artifacts/{id}/transitions"),
-                json!({"to": to})
+                crate::helpers::transition_body(to)
             )
             .await
             .status,

@@ -29,7 +29,7 @@ use futures::StreamExt;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
-use waymark_server::llm::{Llm, LlmSettings, ProviderKind};
+use waymark_llm::{Llm, LlmSettings, ProviderKind};
 
 /// Computes the reply text from the request's JSON body.
 pub type ReplyFn = Arc<dyn Fn(&Value) -> String + Send + Sync>;

@@ -8,8 +8,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use waymark_server::engine::{self, EngineSettings};
-use waymark_server::llm::Llm;
+use waymark_engine::run::{self as engine, EngineSettings};
+use waymark_llm::Llm;
 
 use crate::fake_llm::{FakeLlm, user_message};
 use crate::helpers::TestApp;
@@ -80,7 +80,7 @@ async fn move_to(app: &TestApp, id: &str, to: &str) {
     let a = app
         .post(
             &format!("/api/v1/artifacts/{id}/transitions"),
-            json!({"to": to}),
+            crate::helpers::transition_body(to),
         )
         .await;
     assert_eq!(a.status, 200, "{}", a.body);

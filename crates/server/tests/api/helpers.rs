@@ -285,8 +285,18 @@ impl Drop for DeliveryLoop {
 }
 
 /// Delivery settings for tests: quick retries and polling, short timeouts.
-pub fn fast_delivery() -> waymark_server::delivery::DeliverySettings {
-    waymark_server::delivery::DeliverySettings {
+/// The body of a transition to `to`; to `approved`, an admin's recorded
+/// override of the approval policy (the tests' shortcut past client review).
+pub fn transition_body(to: &str) -> Value {
+    if to == "approved" {
+        json!({"to": to, "override": true, "reason": "approved by the admin for this test"})
+    } else {
+        json!({"to": to})
+    }
+}
+
+pub fn fast_delivery() -> waymark_engine::delivery::DeliverySettings {
+    waymark_engine::delivery::DeliverySettings {
         max_attempts: 12,
         backoff_base: std::time::Duration::from_millis(40),
         backoff_max: std::time::Duration::from_millis(300),
@@ -302,24 +312,29 @@ impl TestApp {
     /// placed first, so every event after this call is considered for mail.
     pub async fn start_delivery(
         &self,
-        settings: waymark_server::delivery::DeliverySettings,
+        mut settings: waymark_engine::delivery::DeliverySettings,
     ) -> DeliveryLoop {
+        // As `waymark serve` runs it: the app's version in the user agent.
+        settings.user_agent = "waymark/0.0.0-test".into();
         if settings.smtp_url.is_some() {
             self.store
-                .event_cursor(waymark_server::delivery::MAIL_CURSOR)
+                .event_cursor(waymark_engine::delivery::MAIL_CURSOR)
                 .await
                 .unwrap();
         }
-        let build = BuildInfo {
-            version: "0.0.0-test".into(),
-            git_sha: "testsha".into(),
-            build_time: "2026-01-01T00:00:00Z".into(),
-        };
-        let state = AppState::new(self.store.clone(), HttpSettings::default(), build);
+        // Deliveries find new work by polling here (`fast_delivery` polls
+        // often); the server's change signal is not shared with tests.
+        let (_changed, changes) = tokio::sync::watch::channel(0u64);
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(waymark_server::delivery::run(state, settings, async move {
-            let _ = stopped.await;
-        }));
+        let task = tokio::spawn(waymark_engine::delivery::run(
+            self.store.clone(),
+            changes,
+            settings,
+            async move {
+                let _ = stopped.await;
+                drop(_changed);
+            },
+        ));
         DeliveryLoop {
             stop: Some(stop),
             task: Some(task),

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use waymark_server::engine::{self, EngineSettings};
+use waymark_engine::run::{self as engine, EngineSettings};
 
 use crate::helpers::TestApp;
 use crate::webhooks::Receiver;

@@ -13,6 +13,7 @@ use crate::helpers::TestApp;
 crate::both_backends!(
     seed_003_onboarding_replays,
     bad_journey_input_is_refused_and_changes_nothing,
+    a_paused_journey_holds_its_work_until_it_resumes,
 );
 
 const AGENTS: [&str; 3] = [
@@ -130,7 +131,7 @@ pub(crate) async fn approved_artifact(app: &TestApp, client: &str, ty: &str) {
         let t = app
             .post(
                 &format!("/api/v1/artifacts/{id}/transitions"),
-                json!({"to": to}),
+                crate::helpers::transition_body(to),
             )
             .await;
         assert_eq!(t.status, 200, "{}", t.body);
@@ -567,4 +568,116 @@ async fn bad_journey_input_is_refused_and_changes_nothing(app: TestApp) {
             .iter()
             .any(|t| t["name"] == "quick-check" && t["source"] == "api")
     );
+}
+
+async fn a_paused_journey_holds_its_work_until_it_resumes(app: TestApp) {
+    let client = app.client("Acme").await;
+    let token = agent_token(&app, "probe-agent").await;
+    let t = app
+        .post(
+            "/api/v1/journey-templates",
+            json!({"name": "probe", "title": "Probe", "stages": [
+                {"id": "probe", "name": "Probe", "activities": [{"name": "Probes", "tasks": [
+                    {"key": "first", "executor": "probe-agent"},
+                    {"key": "second", "executor": "probe-agent"},
+                    {"key": "after", "executor": "probe-agent", "depends_on": ["first"]}]}]}]}),
+        )
+        .await;
+    assert_eq!(t.status, 201, "{}", t.body);
+    let j = app
+        .post(
+            "/api/v1/journeys",
+            json!({"client_id": client, "template": "probe"}),
+        )
+        .await;
+    assert_eq!(j.status, 201, "{}", j.body);
+    let jid = j.body["id"].as_str().unwrap().to_owned();
+    let started = app
+        .post(
+            &format!("/api/v1/journeys/{jid}/events"),
+            json!({"event": "start"}),
+        )
+        .await;
+    assert_eq!(started.status, 200, "{}", started.body);
+    let claim = |max: u32| {
+        let app = &app;
+        let token = token.clone();
+        async move {
+            let r = app
+                .call_as(
+                    Some(&token),
+                    reqwest::Method::POST,
+                    "/api/v1/agents/probe-agent/claim",
+                    Some(json!({"max": max, "wait_s": 0})),
+                )
+                .await;
+            assert_eq!(r.status, 200, "{}", r.body);
+            r.body.as_array().unwrap().clone()
+        }
+    };
+    // One task runs when the journey is paused; the other is held.
+    let running = claim(1).await;
+    assert_eq!(running.len(), 1);
+    let paused = app
+        .post(
+            &format!("/api/v1/journeys/{jid}/events"),
+            json!({"event": "pause"}),
+        )
+        .await;
+    assert_eq!(paused.status, 200, "{}", paused.body);
+    assert!(
+        claim(10).await.is_empty(),
+        "nothing of a paused journey is claimed"
+    );
+    let tasks = app
+        .get(&format!("/api/v1/work/tasks?client_id={client}"))
+        .await;
+    let status_of = |tasks: &Value, key: &str| {
+        tasks["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["key"] == key)
+            .unwrap()["status"]
+            .clone()
+    };
+    let held_key = if running[0]["task"]["key"] == "first" {
+        "second"
+    } else {
+        "first"
+    };
+    assert_eq!(status_of(&tasks.body, held_key), "held");
+    // The task that was running finishes; what it readies is held too.
+    let done = app
+        .call_as(
+            Some(&token),
+            reqwest::Method::POST,
+            &format!(
+                "/api/v1/work/tasks/{}/complete",
+                running[0]["task"]["id"].as_str().unwrap()
+            ),
+            Some(json!({"lease_token": running[0]["lease_token"], "output": {}})),
+        )
+        .await;
+    assert_eq!(done.status, 200, "{}", done.body);
+    assert!(claim(10).await.is_empty());
+    // Resumed, everything ready is claimed again.
+    let resumed = app
+        .post(
+            &format!("/api/v1/journeys/{jid}/events"),
+            json!({"event": "resume"}),
+        )
+        .await;
+    assert_eq!(resumed.status, 200, "{}", resumed.body);
+    let after = claim(10).await;
+    let expected = if running[0]["task"]["key"] == "first" {
+        2
+    } else {
+        1
+    };
+    assert_eq!(after.len(), expected, "{after:?}");
+    let tasks = app
+        .get(&format!("/api/v1/work/tasks?client_id={client}"))
+        .await;
+    assert_eq!(status_of(&tasks.body, held_key), "running");
 }

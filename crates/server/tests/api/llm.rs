@@ -4,9 +4,7 @@
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use waymark_server::llm::{
-    Completion, Llm, LlmError, LlmSettings, Prompt, ProviderKind, json_object,
-};
+use waymark_llm::{Completion, Llm, LlmError, LlmSettings, Prompt, ProviderKind, json_object};
 
 use crate::fake_llm::{FakeLlm, pieces};
 

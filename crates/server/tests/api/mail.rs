@@ -2,7 +2,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
-use waymark_server::mail::{MailError, Mailer};
+use waymark_engine::mail::{MailError, Mailer};
 
 use crate::smtp::FakeSmtp;
 

@@ -65,7 +65,7 @@ async fn move_to(app: &TestApp, id: &str, to: &str) -> Value {
     let a = app
         .post(
             &format!("/api/v1/artifacts/{id}/transitions"),
-            json!({"to": to}),
+            crate::helpers::transition_body(to),
         )
         .await;
     assert_eq!(a.status, 200, "{}", a.body);
@@ -303,6 +303,23 @@ async fn gating_and_the_stale_cascade(app: TestApp) {
             "creatives (stale - must be re-approved)"
         ])
     );
+    // Re-approving the strategy while the new intake is a draft would
+    // re-base it onto an unapproved input: refused, with the reasons, and
+    // nothing changes.
+    let before = app.footprint().await;
+    let early = app
+        .post(
+            &format!("/api/v1/artifacts/{strategy}/transitions"),
+            json!({"to": "approved", "reason": "still valid"}),
+        )
+        .await;
+    early.assert_problem(409, "gated");
+    assert_eq!(
+        early.body["reasons"],
+        json!(["intake (draft - must be approved)"])
+    );
+    assert_eq!(app.footprint().await, before);
+    approve(&app, &intake).await;
     let rebased = move_to(&app, &strategy, "approved").await;
     assert_eq!(rebased["version"], 2, "re-approval re-bases onto intake v2");
     assert_eq!(

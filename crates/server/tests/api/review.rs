@@ -17,6 +17,7 @@ use crate::helpers::TestApp;
 both_backends!(
     a_client_user_reviews_what_was_shared_and_nothing_else,
     approval_binds_to_the_version_and_rejection_keeps_the_reason,
+    only_an_admin_overrides_the_approval_policy_and_it_is_recorded,
     a_review_link_reaches_one_artifact_until_it_expires_or_is_revoked,
     review_actions_arrive_on_the_event_stream,
 );
@@ -615,4 +616,80 @@ async fn review_actions_arrive_on_the_event_stream(app: TestApp) {
     );
     assert_eq!(all[0].1["data"]["title"], "Plan B");
     assert_eq!(all[2].1["data"]["title"], "Draft A");
+}
+
+async fn only_an_admin_overrides_the_approval_policy_and_it_is_recorded(app: TestApp) {
+    let a = app.client("Acme").await;
+    let op = person(&app, "op@team.example", Role::Operator, None).await;
+    let id = artifact_by(&app, &op.token, &a, "Plan", false).await;
+    let share = post_as(
+        &app,
+        &op.token,
+        &format!("/api/v1/artifacts/{id}/transitions"),
+        json!({"to": "in_review"}),
+    )
+    .await;
+    assert_eq!(share.status, 200, "{}", share.body);
+    let before = app.footprint().await;
+    let transition = |body: Value| {
+        let app = &app;
+        let id = id.clone();
+        async move {
+            app.post(&format!("/api/v1/artifacts/{id}/transitions"), body)
+                .await
+        }
+    };
+    // The admin too goes through the client's approvals...
+    let plain = transition(json!({"to": "approved", "reason": "looks right"})).await;
+    plain.assert_problem(403, "forbidden");
+    assert!(
+        plain.body["detail"].as_str().unwrap().contains("/approve"),
+        "{}",
+        plain.body
+    );
+    // ... unless overriding, with a reason.
+    transition(json!({"to": "approved", "override": true}))
+        .await
+        .assert_problem(422, "invalid");
+    transition(json!({"to": "approved", "override": true, "reason": " "}))
+        .await
+        .assert_problem(422, "invalid");
+    // An operator cannot override.
+    post_as(
+        &app,
+        &op.token,
+        &format!("/api/v1/artifacts/{id}/transitions"),
+        json!({"to": "approved", "override": true, "reason": "the client said yes"}),
+    )
+    .await
+    .assert_problem(403, "forbidden");
+    // Override is for approving only.
+    transition(json!({"to": "draft", "override": true, "reason": "x"}))
+        .await
+        .assert_problem(422, "invalid");
+    assert_eq!(app.footprint().await, before, "refusals change nothing");
+
+    let ok = transition(json!({"to": "approved", "override": true,
+        "reason": "approved by the CFO on the phone"}))
+    .await;
+    assert_eq!(ok.status, 200, "{}", ok.body);
+    assert_eq!(ok.body["status"], "approved");
+    let history = app.get(&format!("/api/v1/artifacts/{id}/history")).await;
+    let last = history.body["items"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .clone();
+    assert_eq!(last["action"], "approval_overridden");
+    assert_eq!(last["to_status"], "approved");
+    assert_eq!(last["reason"], "approved by the CFO on the phone");
+    let audit = app.get(&format!("/api/v1/audit?target={id}")).await;
+    let actions: Vec<&str> = audit.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(actions[0], "artifact.approval_override", "{actions:?}");
 }

@@ -57,13 +57,14 @@ async fn artifact(
     a.body["id"].as_str().unwrap().to_owned()
 }
 
-/// Shares and approves (as the admin) an artifact.
+/// Shares and approves (as the admin, overriding the approval policy) an
+/// artifact.
 async fn approve(app: &TestApp, id: &str) {
     for to in ["in_review", "approved"] {
         let t = app
             .post(
                 &format!("/api/v1/artifacts/{id}/transitions"),
-                json!({"to": to}),
+                crate::helpers::transition_body(to),
             )
             .await;
         assert_eq!(t.status, 200, "{}", t.body);

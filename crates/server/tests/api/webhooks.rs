@@ -12,8 +12,8 @@ use reqwest::Method;
 use serde_json::{Value, json};
 use waymark_domain::webhook::{self, WebhookSecret};
 use waymark_domain::{ClientId, UserId};
+use waymark_engine::delivery::DeliverySettings;
 use waymark_server::auth::{generate_secret, hash_secret};
-use waymark_server::delivery::DeliverySettings;
 use waymark_store::{NewToken, NewUser, Role, TokenKind, WriteContext};
 
 use crate::helpers::{TestApp, fast_delivery};
@@ -587,7 +587,7 @@ async fn subscriptions_get_only_their_event_types(app: TestApp) {
         let a = app
             .post(
                 &format!("/api/v1/artifacts/{art}/transitions"),
-                json!({"to": to}),
+                crate::helpers::transition_body(to),
             )
             .await;
         assert_eq!(a.status, 200, "{}", a.body);

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use reqwest::Method;
 use serde_json::{Value, json};
-use waymark_server::engine::{self, EngineSettings};
+use waymark_engine::run::{self as engine, EngineSettings};
 
 use crate::both_backends;
 use crate::helpers::TestApp;

@@ -284,8 +284,7 @@ impl JourneyStore for SqlStore {
                         &mut tx,
                         a,
                         &current,
-                        from,
-                        to,
+                        (from, to, HistoryAction::Transition),
                         &reason,
                         None::<Pipeline>.as_ref(),
                         ctx,
@@ -474,8 +473,7 @@ impl JourneyStore for SqlStore {
                         &mut tx,
                         a,
                         &current,
-                        from,
-                        to,
+                        (from, to, HistoryAction::Transition),
                         &reason,
                         None::<Pipeline>.as_ref(),
                         ctx,
@@ -493,6 +491,19 @@ impl JourneyStore for SqlStore {
                         None,
                     ));
                 }
+            }
+            // A paused journey holds its open units (nothing of it is
+            // claimed) until it resumes.
+            if matches!(t.event, Event::Pause | Event::Resume) {
+                let open: Vec<(Uuid,)> = sql(
+                    "SELECT u.id FROM journey_units ju JOIN work_units u ON u.id = ju.unit_id \
+                     WHERE u.status NOT IN ('completed', 'cancelled') AND ju.journey_id = $1",
+                )
+                .bind(t.journey_id.uuid())
+                .fetch_all(&mut tx)
+                .await?;
+                let open: Vec<Uuid> = open.into_iter().map(|u| u.0).collect();
+                hold_units(&mut tx, &open, t.event == Event::Pause, now, &mut woken).await?;
             }
             // A cancelled journey stops its work; a rolled-back stage stops its
             // activities (they start again when the stage is entered again).

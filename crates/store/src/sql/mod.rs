@@ -272,6 +272,10 @@ impl Store for SqlStore {
         artifacts::create_artifact(self, new, ctx).await
     }
 
+    async fn get_artifact_summary(&self, id: ArtifactId) -> Result<ArtifactSummary> {
+        artifacts::get_artifact_summary(self, id).await
+    }
+
     async fn get_artifact(&self, id: ArtifactId) -> Result<Artifact> {
         artifacts::get_artifact(self, id).await
     }
@@ -326,9 +330,10 @@ impl Store for SqlStore {
         to: ArtifactStatus,
         reason: Option<String>,
         pipeline: Option<Pipeline>,
+        overridden: bool,
         ctx: &WriteContext,
     ) -> Result<Artifact> {
-        artifacts::transition(self, id, to, reason, pipeline, ctx).await
+        artifacts::transition(self, id, to, reason, pipeline, overridden, ctx).await
     }
 
     async fn history(&self, id: ArtifactId, page: PageRequest) -> Result<Page<HistoryEntry>> {

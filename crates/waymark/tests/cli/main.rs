@@ -152,12 +152,37 @@ async fn cli_walkthrough(backend: Backend) {
     let err = String::from_utf8_lossy(&illegal.stderr);
     assert!(err.contains("409") && err.contains("in_review"), "{err}");
 
-    for to in ["in_review", "approved"] {
-        assert_eq!(
-            json_of(&cli(&["artifact", "transition", &id, "--to", to, "--json"]))["status"],
-            to
-        );
-    }
+    assert_eq!(
+        json_of(&cli(&[
+            "artifact",
+            "transition",
+            &id,
+            "--to",
+            "in_review",
+            "--json"
+        ]))["status"],
+        "in_review"
+    );
+    // Approving goes through the client's approvals; an admin overrides,
+    // with a reason.
+    let through = cli(&["artifact", "transition", &id, "--to", "approved"]);
+    assert_eq!(through.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&through.stderr);
+    assert!(err.contains("403") && err.contains("/approve"), "{err}");
+    assert_eq!(
+        json_of(&cli(&[
+            "artifact",
+            "transition",
+            &id,
+            "--to",
+            "approved",
+            "--override",
+            "--reason",
+            "signed off in the workshop",
+            "--json"
+        ]))["status"],
+        "approved"
+    );
     let refused = cli(&["artifact", "update", &id, "--content", r#"{"goals":[]}"#]);
     assert_eq!(refused.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&refused.stderr).contains("approved"));

@@ -85,9 +85,25 @@ async fn a_plan_runs_from_the_cli(backend: Backend) {
         )
         .await;
     let intake = intake["id"].as_str().unwrap().to_owned();
-    for to in ["in_review", "approved"] {
-        ok_json(&server.cli(&["artifact", "transition", &intake, "--to", to, "--json"]));
-    }
+    ok_json(&server.cli(&[
+        "artifact",
+        "transition",
+        &intake,
+        "--to",
+        "in_review",
+        "--json",
+    ]));
+    ok_json(&server.cli(&[
+        "artifact",
+        "transition",
+        &intake,
+        "--to",
+        "approved",
+        "--override",
+        "--reason",
+        "approved on the kick-off call",
+        "--json",
+    ]));
 
     let run = ok_json(&server.cli(&["engagement", "run-plan", &eng, "--all", "--wait", "--json"]));
     assert_eq!(run["run"]["queued"].as_array().unwrap().len(), 7, "{run}");

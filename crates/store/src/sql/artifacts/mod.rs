@@ -235,6 +235,19 @@ pub(crate) async fn create_artifact(
     })
 }
 
+pub(crate) async fn get_artifact_summary(
+    store: &SqlStore,
+    id: ArtifactId,
+) -> Result<ArtifactSummary> {
+    let row: Option<SummaryRow> = sql(format!(
+        "SELECT {SUMMARY_COLUMNS} FROM artifacts a WHERE a.id = $1"
+    ))
+    .bind(id.uuid())
+    .fetch_optional(&mut store.db.reader())
+    .await?;
+    row.ok_or_else(|| not_found("artifact", id))?.try_into()
+}
+
 pub(crate) async fn get_artifact(store: &SqlStore, id: ArtifactId) -> Result<Artifact> {
     let row: Option<ArtifactRow> = sql(format!(
         "SELECT {SUMMARY_COLUMNS}, v.content, v.inputs_hash, v.provenance, v.note, \
@@ -368,6 +381,7 @@ pub(crate) async fn transition(
     to: ArtifactStatus,
     reason: Option<String>,
     pipeline: Option<Pipeline>,
+    overridden: bool,
     ctx: &WriteContext,
 ) -> Result<Artifact> {
     {
@@ -375,29 +389,45 @@ pub(crate) async fn transition(
         let current = lock_artifact(&mut tx, id).await?;
         let from = status(&current.status)?;
         lifecycle::check_transition(from, to)?;
+        if from == ArtifactStatus::Stale && to == ArtifactStatus::Approved {
+            check_upstream_approved(&mut tx, id, &current, pipeline.as_ref()).await?;
+        }
         let at = now();
+        let action = if overridden {
+            HistoryAction::ApprovalOverridden
+        } else {
+            HistoryAction::Transition
+        };
         let version = apply_transition(
             &mut tx,
             id,
             &current,
-            from,
-            to,
+            (from, to, action),
             &reason,
             pipeline.as_ref(),
             ctx,
             at,
         )
         .await?;
-        let entry = transition_entry(
+        let mut entry = transition_entry(
             id,
             &current,
             from,
             to,
             version,
             &reason,
-            "artifact.transition",
+            if overridden {
+                "artifact.approval_override"
+            } else {
+                "artifact.transition"
+            },
             None,
         );
+        if overridden {
+            for e in &mut entry.events {
+                e.data["override"] = serde_json::Value::Bool(true);
+            }
+        }
         append_log(&mut tx, ctx, at, entry).await?;
         tx.commit().await?;
     };

@@ -75,11 +75,16 @@ pub(crate) struct LockedArtifact {
     pub(crate) review_round: i64,
     pub(crate) created_by: String,
     pub(crate) created_at: OffsetDateTime,
+    /// Whether any version of another artifact was built on it (else a new
+    /// version of it can make nothing stale).
+    pub(crate) has_consumers: bool,
 }
 
 /// Locks an artifact's row for a writer (SQLite has one writer and needs no lock).
 pub(crate) const LOCK_ARTIFACT: &str = "SELECT client_id, engagement_id, type, title, status, version, \
-     content_hash, shared_at, review_round, created_by, created_at FROM artifacts WHERE id = $1";
+     content_hash, shared_at, review_round, created_by, created_at, \
+     EXISTS (SELECT 1 FROM version_sources vs WHERE vs.source_id = artifacts.id) AS has_consumers \
+     FROM artifacts WHERE id = $1";
 
 /// Whether a client's users may see an artifact: it was shared and is not
 /// back in draft.
@@ -277,8 +282,7 @@ pub(crate) async fn apply_transition(
     tx: &mut Tx,
     id: ArtifactId,
     current: &LockedArtifact,
-    from: ArtifactStatus,
-    to: ArtifactStatus,
+    (from, to, action): (ArtifactStatus, ArtifactStatus, HistoryAction),
     reason: &Option<String>,
     pipeline: Option<&Pipeline>,
     ctx: &WriteContext,
@@ -353,7 +357,7 @@ pub(crate) async fn apply_transition(
         .bind(id.uuid())
         .bind(at)
         .bind(&ctx.actor)
-        .bind(HistoryAction::Transition.as_str())
+        .bind(action.as_str())
         .bind(from.as_str())
         .bind(to.as_str())
         .bind(version)
@@ -369,6 +373,50 @@ pub(crate) async fn apply_transition(
             .await?;
     }
     Ok(version)
+}
+
+/// Refuses ([`StoreError::Gated`], with the reasons) to re-approve a stale
+/// artifact while something upstream is not approved: in an engagement, the
+/// current artifact of each type its pipeline requires; outside one, each of
+/// its sources.
+pub(crate) async fn check_upstream_approved(
+    tx: &mut Tx,
+    id: ArtifactId,
+    current: &LockedArtifact,
+    pipeline: Option<&Pipeline>,
+) -> Result<()> {
+    let gate = match (pipeline, current.engagement_id) {
+        (Some(pipe), Some(eng)) => {
+            let upstream = current_in_engagement(tx, eng).await?;
+            gating::evaluate(&current.artifact_type, &pipe.requires, |t| {
+                upstream.get(t).and_then(|c| status(&c.status).ok())
+            })
+        }
+        _ => {
+            let rows: Vec<(String, String)> = sql(
+                "SELECT a.type, a.status FROM version_sources vs JOIN artifacts a ON a.id = vs.source_id \
+                 WHERE vs.artifact_id = $1 AND vs.version = $2 ORDER BY vs.position",
+            )
+            .bind(id.uuid())
+            .bind(current.version)
+            .fetch_all(tx)
+            .await?;
+            let reasons: Vec<String> = rows
+                .iter()
+                .filter_map(|(ty, st)| gating::reason(ty, status(st).ok()))
+                .collect();
+            gating::Gating {
+                artifact_type: current.artifact_type.clone(),
+                allowed: reasons.is_empty(),
+                reasons,
+            }
+        }
+    };
+    if gate.allowed {
+        Ok(())
+    } else {
+        Err(StoreError::Gated(gate))
+    }
 }
 
 /// Creates an artifact at version 1 inside the transaction, as
@@ -643,7 +691,7 @@ pub(crate) async fn write_version(
             .execute(tx)
             .await?;
     }
-    let flagged = if hash.as_str() != current.content_hash {
+    let flagged = if hash.as_str() != current.content_hash && current.has_consumers {
         let root = RootChange {
             artifact_id: id,
             artifact_type: current.artifact_type.clone(),

@@ -27,7 +27,7 @@ mod units;
 
 use leases::check_finisher;
 use queue::*;
-pub(super) use queue::{Woken, notify_lanes};
+pub(super) use queue::{Woken, hold_units, notify_lanes};
 pub(super) use rows::*;
 use settle::{Ends, settle};
 pub(super) use units::{cancel_unit_in_tx, insert_unit};

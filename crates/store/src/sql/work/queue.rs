@@ -81,7 +81,9 @@ pub(crate) async fn make_ready(
             }
         }
         if !keyed.is_empty() {
-            let mut q = sql("UPDATE tasks SET status = 'ready', run_at = 0, updated_at = ");
+            let mut q = sql(format!(
+                "UPDATE tasks SET status = {READY_OR_HELD}, run_at = 0, updated_at = "
+            ));
             q.push_bind(now);
             q.push(", fair_key = v.column2 FROM (");
             q.push_values(&keyed, |mut b, (id, key)| {
@@ -91,6 +93,46 @@ pub(crate) async fn make_ready(
             q.push(") AS v WHERE tasks.id = v.column1");
             q.execute(tx).await?;
         }
+    }
+    Ok(())
+}
+
+/// The status a task that may run takes: `held` while its unit is held (its
+/// journey is paused), else `ready`.
+pub(crate) const READY_OR_HELD: &str = "CASE WHEN EXISTS (SELECT 1 FROM work_units h \
+     WHERE h.id = tasks.unit_id AND h.held) THEN 'held' ELSE 'ready' END";
+
+/// Holds (or releases) units: their ready tasks wait as `held`, unclaimed,
+/// and tasks that become ready meanwhile are held too; released, they are
+/// ready again. A paused journey holds its open units.
+pub(crate) async fn hold_units(
+    tx: &mut Tx,
+    units: &[Uuid],
+    held: bool,
+    now: i64,
+    woken: &mut Woken,
+) -> Result<()> {
+    if units.is_empty() {
+        return Ok(());
+    }
+    let mut q = sql("UPDATE work_units SET held = $1 WHERE id IN ").bind(held);
+    q.push_list(units.iter().copied());
+    q.execute(tx).await?;
+    let (from, to) = if held {
+        (TaskStatus::Ready, TaskStatus::Held)
+    } else {
+        (TaskStatus::Held, TaskStatus::Ready)
+    };
+    let mut q =
+        sql("UPDATE tasks SET status = $1, updated_at = $2 WHERE status = $3 AND unit_id IN ")
+            .bind(to.as_str())
+            .bind(now)
+            .bind(from.as_str());
+    q.push_list(units.iter().copied());
+    q.push(" RETURNING lane");
+    let lanes: Vec<(String,)> = q.fetch_all(tx).await?;
+    if !held {
+        woken.lanes.extend(lanes.into_iter().map(|l| l.0));
     }
     Ok(())
 }

@@ -114,8 +114,10 @@ pub(crate) async fn settle(
                 match decision {
                     AfterFailure::Retry(delay) => {
                         let run_at = now + delay.as_micros() as i64;
-                        sql("UPDATE tasks SET status = 'ready', run_at = $2, last_error = $3, \
-                             lease_hash = NULL, lease_expires_at = NULL, updated_at = $4 WHERE id = $1")
+                        sql(format!(
+                            "UPDATE tasks SET status = {READY_OR_HELD}, run_at = $2, last_error = $3, \
+                             lease_hash = NULL, lease_expires_at = NULL, updated_at = $4 WHERE id = $1"
+                        ))
                         .bind(row.id)
                         .bind(run_at)
                         .bind(&error)
@@ -398,7 +400,12 @@ pub(crate) async fn cancel_task(
         let moved = move_downstream(
             &mut tx,
             &[id.uuid()],
-            &[TaskStatus::Pending, TaskStatus::Ready, TaskStatus::Blocked],
+            &[
+                TaskStatus::Pending,
+                TaskStatus::Ready,
+                TaskStatus::Held,
+                TaskStatus::Blocked,
+            ],
             TaskStatus::Cancelled,
             now,
         )

@@ -201,7 +201,7 @@ pub(crate) async fn check_plan_link(tx: &mut Tx, link: &PlanLink, client: Client
     }
     let active: Vec<(String, Uuid, String)> = sql(
         "SELECT p.job_key, t.id, t.status FROM plan_jobs p JOIN tasks t ON t.id = p.task_id \
-             WHERE p.engagement_id = $1 AND t.status IN ('pending', 'ready', 'running', 'blocked')",
+             WHERE p.engagement_id = $1 AND t.status IN ('pending', 'ready', 'held', 'running', 'blocked')",
     )
     .bind(link.engagement_id.uuid())
     .fetch_all(tx)
@@ -259,7 +259,7 @@ pub(crate) async fn cancel_unit_in_tx(
     let n: Vec<(Uuid,)> = sql(
         "UPDATE tasks SET status = 'cancelled', lease_hash = NULL, lease_expires_at = NULL, \
          finished_at = $2, updated_at = $2 \
-         WHERE unit_id = $1 AND status IN ('pending', 'ready', 'running', 'blocked', 'failed') \
+         WHERE unit_id = $1 AND status IN ('pending', 'ready', 'held', 'running', 'blocked', 'failed') \
          RETURNING id",
     )
     .bind(id.uuid())
