@@ -10,7 +10,8 @@
 //! ```
 //! use waymark_domain::audit::{AuditRecord, GENESIS, Verifier, chain_hash};
 //! let mut r = AuditRecord {
-//!     seq: 1, at_us: 1_700_000_000_000_000, actor: "usr_1".into(), client_id: None,
+//!     seq: 1, at_us: 1_700_000_000_000_000, actor: "usr_1".into(),
+//!     actor_name: Some("Ana <ana@northwind.example>".into()), client_id: None,
 //!     action: "client.create".into(), target: "cli_1".into(),
 //!     before_hash: None, after_hash: Some("ab".into()), trace_id: None,
 //!     prev_hash: GENESIS.into(), hash: String::new(),
@@ -37,6 +38,10 @@ pub struct AuditRecord {
     pub at_us: i64,
     /// Who: a user id, a token id, a review link id, or `system`.
     pub actor: String,
+    /// Who, for people: the person's name and email, the agent's id, the
+    /// token's name (records written before names were kept have none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub actor_name: Option<String>,
     /// The client the change concerns, if any.
     pub client_id: Option<String>,
     /// What was done, e.g. `artifact.approve`.
@@ -61,6 +66,8 @@ struct Hashed<'a> {
     seq: i64,
     at_us: i64,
     actor: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    actor_name: Option<&'a str>,
     client_id: Option<&'a str>,
     action: &'a str,
     target: &'a str,
@@ -77,6 +84,7 @@ pub fn chain_hash(r: &AuditRecord) -> String {
         seq: r.seq,
         at_us: r.at_us,
         actor: &r.actor,
+        actor_name: r.actor_name.as_deref(),
         client_id: r.client_id.as_deref(),
         action: &r.action,
         target: &r.target,
@@ -222,6 +230,7 @@ mod tests {
                     seq,
                     at_us: 1_700_000_000_000_000 + seq,
                     actor: format!("usr_{seq}"),
+                    actor_name: (seq % 3 == 0).then(|| format!("Person {seq}")),
                     client_id: (seq % 2 == 0).then(|| "cli_x".to_string()),
                     action: "artifact.approve".into(),
                     target: format!("art_{seq}"),

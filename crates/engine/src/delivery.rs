@@ -13,10 +13,11 @@
 //!    drop duplicates). A 2xx answer is delivered; anything else is retried
 //!    after [`backoff`], until `max_attempts`, then the delivery is `failed`.
 //!    Every attempt is kept in the delivery log.
-//! 3. **Mail** (when an SMTP URL is set): events are read with the cursor
-//!    `mail`, composed into messages, and queued atomically with the cursor's
-//!    move ([`LogStore::enqueue_mail`]); queued mail is then claimed and sent,
-//!    with retries.
+//! 3. **Mail**: events are read with the cursor `mail`, composed into
+//!    messages, and queued atomically with the cursor's move
+//!    ([`LogStore::enqueue_mail`]); with an SMTP URL set, queued mail is then
+//!    claimed and sent, with retries; without one it is kept in the outbox as
+//!    `unsent`, for admins to read (`GET /api/v1/mail`).
 //!
 //! Then it sleeps until the next accepted write on this server (the
 //! `changes` signal the server bumps), the next retry that is due, the poll interval (for
@@ -232,13 +233,15 @@ impl Worker {
         if let Err(e) = self.deliver(&mut pass).await {
             tracing::warn!(error = %error_chain(&e), "delivery: webhook deliveries failed");
         }
-        if let Some(mailer) = &self.mailer {
-            if let Err(e) = self.compose_mail(&mut pass).await {
-                tracing::warn!(error = %e, "delivery: composing mail failed");
-            }
-            if let Err(e) = self.send_mail(mailer, &mut pass).await {
-                tracing::warn!(error = %error_chain(&e), "delivery: sending mail failed");
-            }
+        // Mail is composed whether or not it can be sent: without an SMTP
+        // relay it is kept in the outbox (`unsent`) for admins to read.
+        if let Err(e) = self.compose_mail(&mut pass).await {
+            tracing::warn!(error = %e, "delivery: composing mail failed");
+        }
+        if let Some(mailer) = &self.mailer
+            && let Err(e) = self.send_mail(mailer, &mut pass).await
+        {
+            tracing::warn!(error = %error_chain(&e), "delivery: sending mail failed");
         }
         pass
     }
@@ -391,7 +394,7 @@ impl Worker {
                 mails.extend(self.compose(event).await?);
             }
             if !store
-                .enqueue_mail(MAIL_CURSOR, from, to, mails)
+                .enqueue_mail(MAIL_CURSOR, from, to, mails, self.mailer.is_some())
                 .await
                 .map_err(db)?
             {

@@ -30,6 +30,8 @@ pub struct Caller {
     pub client_id: Option<ClientId>,
     /// A name to show beside the caller's comments and approvals.
     pub name: String,
+    /// The person's email, for a user or a review link's reviewer.
+    pub email: Option<String>,
     /// Set when the caller acts through a review link.
     pub link: Option<LinkGrant>,
     /// The agent an agent's token acts for.
@@ -67,6 +69,16 @@ impl Caller {
             l.link_id.to_string()
         } else {
             self.token_id.map(|t| t.to_string()).unwrap_or_default()
+        }
+    }
+
+    /// Who the caller is, for people to read beside [`Caller::actor`]: a
+    /// person's name and email, an agent's id, a token's name.
+    pub fn actor_name(&self) -> String {
+        match &self.email {
+            Some(email) if self.link.is_some() => format!("{} <{email}> (review link)", self.name),
+            Some(email) => format!("{} <{email}>", self.name),
+            None => self.name.clone(),
         }
     }
 
@@ -176,6 +188,23 @@ pub fn hash_secret(secret: &str) -> Vec<u8> {
 pub fn generate_secret() -> String {
     let bytes: [u8; 32] = rand::random();
     format!("wm_{}", hex::encode(bytes))
+}
+
+/// The name of the server key idempotent token secrets are derived with.
+pub const TOKEN_SECRET_KEY: &str = "idempotent-token-secrets";
+
+/// The secret of a token created with an idempotency key: derived from the
+/// key (with its scope and request) under a server key, so a replay answers
+/// the secret the first request answered, and no secret is stored.
+pub fn idempotent_secret(server_key: &[u8], key: &waymark_store::IdempotencyKey) -> String {
+    use hmac::{Hmac, Mac};
+    let mut mac =
+        <Hmac<Sha256> as Mac>::new_from_slice(server_key).expect("HMAC takes any key length");
+    for part in [&key.scope, &key.key, &key.request_hash] {
+        mac.update(part.as_bytes());
+        mac.update(&[0]);
+    }
+    format!("wm_{}", hex::encode(mac.finalize().into_bytes()))
 }
 
 /// The name of the session cookie the web UI signs in with.
@@ -310,6 +339,7 @@ fn lease_caller(secret: &str, method: &Method, path: &str) -> Result<Caller, Api
         user_id: None,
         client_id: None,
         name: format!("lease of {task_id}"),
+        email: None,
         link: None,
         agent_id: None,
         lease: Some(LeaseGrant {
@@ -336,13 +366,13 @@ async fn token_caller(
     else {
         return Err(unknown_token());
     };
-    let name = match t.user_id {
+    let (name, email) = match t.user_id {
         Some(u) => match state.store.get_user(u).await {
-            Ok(user) => user.name,
+            Ok(user) => (user.name, Some(user.email)),
             Err(StoreError::NotFound { .. }) => return Err(unknown_token()),
             Err(e) => return Err(e.into()),
         },
-        None => t.agent_id.clone().unwrap_or_else(|| t.name.clone()),
+        None => (t.agent_id.clone().unwrap_or_else(|| t.name.clone()), None),
     };
     Ok(Caller {
         token_id: Some(t.id),
@@ -350,6 +380,7 @@ async fn token_caller(
         user_id: t.user_id,
         client_id: t.client_id,
         name,
+        email,
         link: None,
         agent_id: t.agent_id.clone(),
         lease: None,
@@ -380,6 +411,7 @@ async fn link_caller(
         user_id: None,
         client_id: Some(link.client_id),
         name: link.reviewer_name.clone(),
+        email: Some(link.reviewer_email.clone()),
         link: Some(LinkGrant {
             link_id: link.id,
             artifact_id: link.artifact_id,

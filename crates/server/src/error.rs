@@ -82,6 +82,9 @@ pub enum ApiError {
         allowed: Option<Vec<ArtifactStatus>>,
         extra: serde_json::Map<String, Value>,
     },
+    /// 422: an `Idempotency-Key` sent again with another request.
+    #[error("{0}")]
+    IdempotencyKeyReused(String),
     /// 413: the body is larger than the limit.
     #[error("the request body is larger than the limit of {limit} bytes")]
     PayloadTooLarge { limit: usize },
@@ -118,7 +121,9 @@ impl ApiError {
         match self {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
-            ApiError::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::Invalid { .. } | ApiError::IdempotencyKeyReused(_) => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
@@ -138,6 +143,7 @@ impl ApiError {
             ApiError::NotFound(_) => "not_found",
             ApiError::BadRequest { code, .. } => code,
             ApiError::Invalid { .. } => "invalid",
+            ApiError::IdempotencyKeyReused(_) => "idempotency_key_reused",
             ApiError::Unauthorized(_) => "unauthorized",
             ApiError::Forbidden(_) => "forbidden",
             ApiError::TooManyRequests { .. } => "too_many_attempts",
@@ -298,12 +304,9 @@ impl From<StoreError> for ApiError {
                     extra,
                 }
             }
-            StoreError::IdempotencyMismatch { .. } => ApiError::Conflict {
-                code: "idempotency_key_reused",
-                detail: format!("{e}; use a new key for a new request"),
-                allowed: None,
-                extra: Default::default(),
-            },
+            StoreError::IdempotencyMismatch { .. } => {
+                ApiError::IdempotencyKeyReused(format!("{e}; use a new key for a new request"))
+            }
             StoreError::Conflict(_) => ApiError::Conflict {
                 code: "conflict",
                 detail: e.to_string(),

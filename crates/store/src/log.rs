@@ -259,6 +259,24 @@ pub struct NewMail {
     pub body: String,
 }
 
+/// A mail of the outbox, as admins read it.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Mail {
+    pub id: i64,
+    pub recipient: String,
+    pub subject: String,
+    pub body: String,
+    /// `pending` (to be sent), `sent`, `failed` (every attempt failed), or
+    /// `unsent` (no SMTP relay is configured: it is kept here).
+    pub status: String,
+    pub attempts: i64,
+    pub last_error: Option<String>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub sent_at: Option<OffsetDateTime>,
+}
+
 /// A mail claimed for sending.
 #[derive(Debug, Clone)]
 pub struct MailJob {
@@ -313,13 +331,20 @@ pub trait LogStore: Send + Sync {
     /// Queues mails made from events up to `to_seq` and moves the cursor of
     /// `name` from `from_seq` to `to_seq`, in one transaction; answers false
     /// (queuing nothing) when another process moved the cursor first.
+    /// Queues the mail composed from the events `from_seq` (exclusive) to
+    /// `to_seq`, moving the cursor `name` in the same transaction (refused,
+    /// `false`, when another process moved it first). Without a relay to send
+    /// it (`sendable` false), mail is kept as `unsent`.
     async fn enqueue_mail(
         &self,
         name: &str,
         from_seq: i64,
         to_seq: i64,
         mails: Vec<NewMail>,
+        sendable: bool,
     ) -> Result<bool>;
+    /// The outbox, newest first.
+    async fn list_mail(&self, page: PageRequest) -> Result<Page<Mail>>;
     async fn claim_mail(
         &self,
         now: OffsetDateTime,

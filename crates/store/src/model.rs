@@ -40,8 +40,12 @@ pub struct PoolStats {
 /// Who is writing and under which trace, recorded with every change.
 #[derive(Debug, Clone)]
 pub struct WriteContext {
-    /// The actor: a token id today, a user id once people exist.
+    /// The actor: a user id, a token id, a review link id, `worker:<name>`...
     pub actor: String,
+    /// Who the actor is, for people to read: a person's name and email, an
+    /// agent's id, a token's name. Recorded beside `actor` in history and the
+    /// audit log.
+    pub actor_name: Option<String>,
     /// The W3C trace id of the request.
     pub trace_id: Option<String>,
     /// An `Idempotency-Key` sent with a create.
@@ -52,6 +56,7 @@ impl WriteContext {
     pub fn new(actor: impl Into<String>) -> Self {
         Self {
             actor: actor.into(),
+            actor_name: None,
             trace_id: None,
             idempotency: None,
         }
@@ -521,6 +526,8 @@ pub struct HistoryEntry {
     pub version: Option<i64>,
     pub reason: Option<String>,
     pub actor: String,
+    /// Who the actor is, for people to read (see [`WriteContext::actor_name`]).
+    pub actor_name: Option<String>,
     pub trace_id: Option<String>,
     #[serde(with = "time::serde::rfc3339")]
     pub at: OffsetDateTime,

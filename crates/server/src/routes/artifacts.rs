@@ -20,7 +20,7 @@ use waymark_store::{
     NewVersion, Page, StoreError, Version,
 };
 
-use super::{PageParams, write_context};
+use super::{PageParams, creating_context, write_context};
 use std::sync::Arc;
 
 use crate::AppState;
@@ -349,7 +349,7 @@ pub async fn create_artifact(
     Json(body): Json<Value>,
 ) -> Result<Response, ApiError> {
     caller.require_staff()?;
-    let ctx = write_context(&caller, &trace, &headers, Some(&body))?;
+    let ctx = creating_context(&caller, &trace, &headers, "/api/v1/artifacts", &body)?;
     let input: CreateArtifact = from_value(body)?;
     let mut new = input.validate().map_err(ApiError::invalid)?;
     let rules = rules_for_new(&state, new.client_id, new.engagement_id, &new.artifact_type).await?;
@@ -477,7 +477,7 @@ pub async fn write_content(
         provenance: "human".into(),
         pipeline: rules.as_ref().map(|r| pipeline_of(r.def())),
     };
-    let ctx = write_context(&caller, &trace, &HeaderMap::new(), None)?;
+    let ctx = write_context(&caller, &trace)?;
     let w = state.store.write_content(id, expected, write, &ctx).await?;
     Ok(written(StatusCode::OK, w.artifact, warnings, w.flagged))
 }
@@ -570,7 +570,7 @@ pub async fn rollback(
             "versions start at 1",
         )));
     }
-    let ctx = write_context(&caller, &trace, &HeaderMap::new(), None)?;
+    let ctx = write_context(&caller, &trace)?;
     let rules = rules_of(&state, &current.summary).await?;
     let w = state
         .store
@@ -641,7 +641,7 @@ pub async fn transition(
                 .collect(),
         });
     }
-    let ctx = write_context(&caller, &trace, &HeaderMap::new(), None)?;
+    let ctx = write_context(&caller, &trace)?;
     if body.to == ArtifactStatus::Implemented
         && let Some(template) = rules.as_ref().and_then(|r| r.def().journey.clone())
     {

@@ -10,7 +10,7 @@ use waymark_domain::client::{check_arr, check_attributes, check_score, parse_nam
 use waymark_domain::{ClientId, FieldError};
 use waymark_store::{Client, ClientPatch, NewClient, Page};
 
-use super::{PageParams, write_context};
+use super::{PageParams, creating_context, write_context};
 use crate::AppState;
 use crate::auth::Caller;
 use crate::error::{ApiError, Problem};
@@ -155,7 +155,7 @@ pub async fn create_client(
     Json(body): Json<Value>,
 ) -> Result<(StatusCode, JsonOut<Client>), ApiError> {
     caller.require_staff()?;
-    let ctx = write_context(&caller, &trace, &headers, Some(&body))?;
+    let ctx = creating_context(&caller, &trace, &headers, "/api/v1/clients", &body)?;
     let input: CreateClient = from_value(body)?;
     let new = input.validate().map_err(ApiError::invalid)?;
     let created = state.store.create_client(new, &ctx).await?;
@@ -216,7 +216,7 @@ pub async fn update_client(
     let id: ClientId = path_id(&id)?;
     caller.check_client(id)?;
     caller.require_staff()?;
-    let ctx = write_context(&caller, &trace, &HeaderMap::new(), None)?;
+    let ctx = write_context(&caller, &trace)?;
     let patch = body.validate().map_err(ApiError::invalid)?;
     Ok(JsonOut(state.store.update_client(id, patch, &ctx).await?))
 }

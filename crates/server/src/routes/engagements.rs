@@ -10,7 +10,7 @@ use waymark_domain::client::{parse_name, parse_pack_name};
 use waymark_domain::{ClientId, EngagementId, FieldError};
 use waymark_store::{Engagement, NewEngagement, Page};
 
-use super::{PageParams, write_context};
+use super::{PageParams, creating_context};
 use crate::AppState;
 use crate::auth::Caller;
 use crate::error::{ApiError, Problem};
@@ -59,7 +59,7 @@ pub async fn create_engagement(
     crate::extract::Json(body): crate::extract::Json<Value>,
 ) -> Result<(StatusCode, JsonOut<Engagement>), ApiError> {
     caller.require_staff()?;
-    let ctx = write_context(&caller, &trace, &headers, Some(&body))?;
+    let ctx = creating_context(&caller, &trace, &headers, "/api/v1/engagements", &body)?;
     let input: CreateEngagement = from_value(body)?;
     let new = input.validate().map_err(ApiError::invalid)?;
     if state.packs.get(&new.pack).await?.is_none() {

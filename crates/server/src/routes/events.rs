@@ -14,7 +14,7 @@ use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use waymark_domain::{ClientId, EventId};
-use waymark_store::{AuditEntry, AuditFilter, EventScope, Page, Role};
+use waymark_store::{AuditEntry, AuditFilter, EventScope, Mail, Page, Role};
 
 use super::PageParams;
 use crate::AppState;
@@ -27,6 +27,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(stream_events))
         .routes(routes!(list_audit))
+        .routes(routes!(list_mail))
 }
 
 /// Where to resume a stream.
@@ -196,4 +197,20 @@ pub async fn list_audit(
     }
     .page()?;
     Ok(JsonOut(state.store.list_audit(filter, page).await?))
+}
+
+/// The mail outbox, newest first (admins only): every mail Waymark composed
+/// (review requests, comments, decisions), with its status. Without an SMTP
+/// relay (`smtp_url`), mail is kept here as `unsent`, so what a reviewer would
+/// receive can be read.
+#[utoipa::path(get, path = "/api/v1/mail", tag = "events", params(PageParams),
+    responses((status = 200, body = Page<Mail>), (status = 403, body = Problem)),
+    security(("bearer" = [])))]
+pub async fn list_mail(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Query(p): Query<PageParams>,
+) -> Result<JsonOut<Page<Mail>>, ApiError> {
+    caller.require_admin()?;
+    Ok(JsonOut(state.store.list_mail(p.page()?).await?))
 }

@@ -20,7 +20,7 @@ use waymark_store::{
     Journey, JourneyHistoryEntry, MetricRecord, NewJourney, NewObservation, Page, Signoff,
 };
 
-use super::{PageParams, write_context};
+use super::{PageParams, creating_context, write_context};
 use crate::AppState;
 use crate::auth::Caller;
 use crate::error::{ApiError, Problem};
@@ -85,10 +85,17 @@ pub async fn save_template(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     Extension(trace): Extension<TraceId>,
+    headers: HeaderMap,
     crate::extract::Json(body): crate::extract::Json<Value>,
 ) -> Result<(StatusCode, JsonOut<TemplateView>), ApiError> {
     caller.require_staff()?;
-    let ctx = write_context(&caller, &trace, &HeaderMap::new(), None)?;
+    let ctx = creating_context(
+        &caller,
+        &trace,
+        &headers,
+        "/api/v1/journey-templates",
+        &body,
+    )?;
     let template: JourneyTemplate = from_value(body)?;
     let problems = waymark_packs::check_journey(&template);
     if !problems.is_empty() {
@@ -161,7 +168,7 @@ pub async fn create_journey(
     crate::extract::Json(body): crate::extract::Json<Value>,
 ) -> Result<(StatusCode, JsonOut<JourneyDetail>), ApiError> {
     caller.require_staff()?;
-    let ctx = write_context(&caller, &trace, &headers, Some(&body))?;
+    let ctx = creating_context(&caller, &trace, &headers, "/api/v1/journeys", &body)?;
     let req: CreateJourney = from_value(body)?;
     let client_id: ClientId =
         req.client_id
@@ -272,11 +279,8 @@ async fn create(
             ctx,
         )
         .await?;
-    let status = if created.replayed {
-        StatusCode::OK
-    } else {
-        StatusCode::CREATED
-    };
+    // A replay answers as the first request did.
+    let status = StatusCode::CREATED;
     state.notify_change();
     Ok((
         status,
@@ -318,7 +322,13 @@ pub async fn implement(
     let id: ArtifactId = path_id(&id)?;
     let artifact = super::artifacts::visible_artifact(&state, &caller, id).await?;
     caller.require_staff()?;
-    let ctx = write_context(&caller, &trace, &headers, Some(&body))?;
+    let ctx = creating_context(
+        &caller,
+        &trace,
+        &headers,
+        &format!("/api/v1/artifacts/{id}/implement"),
+        &body,
+    )?;
     let req: ImplementRequest = from_value(body)?;
     let a = &artifact.summary;
     if let Some(journey) = artifact.journey_id {
@@ -477,7 +487,7 @@ pub async fn journey_event(
 ) -> Result<JsonOut<JourneyDetail>, ApiError> {
     caller.require_staff()?;
     let id: JourneyId = path_id(&id)?;
-    let ctx = write_context(&caller, &trace, &HeaderMap::new(), None)?;
+    let ctx = write_context(&caller, &trace)?;
     let req: EventRequest = from_value(body)?;
     let reason = waymark_domain::artifact::parse_note(req.reason.as_deref(), "/reason")
         .map_err(ApiError::invalid)?;
@@ -540,12 +550,19 @@ pub async fn record_metrics(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     Extension(trace): Extension<TraceId>,
+    headers: HeaderMap,
     Path(id): Path<String>,
     crate::extract::Json(body): crate::extract::Json<Value>,
 ) -> Result<(StatusCode, JsonOut<MetricsAnswer>), ApiError> {
     caller.require_staff()?;
     let id: JourneyId = path_id(&id)?;
-    let ctx = write_context(&caller, &trace, &HeaderMap::new(), None)?;
+    let ctx = creating_context(
+        &caller,
+        &trace,
+        &headers,
+        &format!("/api/v1/journeys/{id}/metrics"),
+        &body,
+    )?;
     let req: MetricsRequest = from_value(body)?;
     if req.observations.is_empty() || req.observations.len() > 1000 {
         return Err(ApiError::invalid(FieldError::new(
@@ -620,12 +637,19 @@ pub async fn sign_off(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     Extension(trace): Extension<TraceId>,
+    headers: HeaderMap,
     Path(id): Path<String>,
     crate::extract::Json(body): crate::extract::Json<Value>,
 ) -> Result<(StatusCode, JsonOut<Signoff>), ApiError> {
     caller.require_staff()?;
     let id: JourneyId = path_id(&id)?;
-    let ctx = write_context(&caller, &trace, &HeaderMap::new(), None)?;
+    let ctx = creating_context(
+        &caller,
+        &trace,
+        &headers,
+        &format!("/api/v1/journeys/{id}/signoffs"),
+        &body,
+    )?;
     let req: SignoffRequest = from_value(body)?;
     let name = req.name.trim().to_owned();
     criteria::check_name("sign-off", &name)

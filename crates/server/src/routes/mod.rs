@@ -49,16 +49,27 @@ impl PageParams {
     }
 }
 
-/// The context of a write: who, under which trace, with which idempotency key.
-pub fn write_context(
+/// The context of a write: who, under which trace.
+pub fn write_context(caller: &Caller, trace: &TraceId) -> Result<WriteContext, ApiError> {
+    let mut ctx = WriteContext::new(caller.actor());
+    ctx.actor_name = Some(caller.actor_name());
+    ctx.trace_id = Some(trace.0.clone());
+    Ok(ctx)
+}
+
+/// The context of a creating request: [`write_context`] with its
+/// `Idempotency-Key`, when sent, bound to the request (its path and its body,
+/// as canonical JSON). The same key with the same request answers what the
+/// first answered; with another request, it is refused.
+pub fn creating_context(
     caller: &Caller,
     trace: &TraceId,
     headers: &HeaderMap,
-    body_for_key: Option<&serde_json::Value>,
+    path: &str,
+    body: &impl serde::Serialize,
 ) -> Result<WriteContext, ApiError> {
-    let mut ctx = WriteContext::new(caller.actor());
-    ctx.trace_id = Some(trace.0.clone());
-    if let (Some(key), Some(body)) = (headers.get("idempotency-key"), body_for_key) {
+    let mut ctx = write_context(caller, trace)?;
+    if let Some(key) = headers.get("idempotency-key") {
         let key = key.to_str().unwrap_or("").trim();
         if key.is_empty() || key.len() > 255 {
             return Err(ApiError::bad_request(
@@ -66,11 +77,16 @@ pub fn write_context(
                 "Idempotency-Key must be 1 to 255 visible characters",
             ));
         }
-        let canonical = waymark_domain::content::canonical_json(body);
+        let body = serde_json::to_value(body).map_err(|e| ApiError::Internal(Box::new(e)))?;
+        let canonical = waymark_domain::content::canonical_json(&body);
+        let mut hash = Sha256::new();
+        hash.update(path.as_bytes());
+        hash.update(b"\n");
+        hash.update(canonical.as_bytes());
         ctx.idempotency = Some(IdempotencyKey {
             scope: caller.actor(),
             key: key.to_owned(),
-            request_hash: hex::encode(Sha256::digest(canonical.as_bytes())),
+            request_hash: hex::encode(hash.finalize()),
         });
     }
     Ok(ctx)

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
 use waymark_domain::FieldError;
+use waymark_domain::journey::JourneyTemplate;
 use waymark_packs::{Family, Generator, Pack, PackFiles, Problem as PackProblem};
 
 use crate::AppState;
@@ -103,16 +104,16 @@ pub struct PackDetail {
     pub summary: PackSummary,
     pub artifact_types: Vec<TypeView>,
     pub plan: Option<PlanView>,
-    /// Journey templates (none yet in any pack).
-    #[schema(value_type = Vec<Object>)]
-    pub journey_templates: Vec<Value>,
+    /// The pack's journey templates (stages, criteria, activities, rollback,
+    /// milestones), as `POST /api/v1/journeys` uses them by name.
+    pub journey_templates: Vec<JourneyTemplate>,
     /// Queue rules (none yet in any pack).
     #[schema(value_type = Vec<Object>)]
     pub queue_rules: Vec<Value>,
 }
 
 /// A pack to install: its files by path relative to the pack folder.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct InstallPack {
     /// `pack.yaml`, `schemas/...`, `examples/...`: path to text.
@@ -179,7 +180,7 @@ pub fn detail(p: &Pack, builtin: bool) -> PackDetail {
                 })
                 .collect(),
         }),
-        journey_templates: vec![],
+        journey_templates: p.journeys.clone(),
         queue_rules: vec![],
     }
 }
@@ -228,10 +229,11 @@ pub async fn install_pack(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     Extension(trace): Extension<crate::observe::TraceId>,
+    headers: axum::http::HeaderMap,
     Json(body): Json<InstallPack>,
 ) -> Result<(StatusCode, JsonOut<PackDetail>), ApiError> {
     caller.require_admin()?;
-    let ctx = super::write_context(&caller, &trace, &axum::http::HeaderMap::new(), None)?;
+    let ctx = super::creating_context(&caller, &trace, &headers, "/api/v1/packs", &body)?;
     let files = PackFiles::from_map(body.files).map_err(|p| refused(vec![p]))?;
     match state.packs.install(files, &ctx).await {
         Ok(pack) => Ok((StatusCode::CREATED, JsonOut(detail(&pack, false)))),

@@ -28,9 +28,11 @@ use waymark_store::{
     WriteContext,
 };
 
-use super::{PageParams, write_context};
+use super::{PageParams, creating_context, write_context};
 use crate::AppState;
-use crate::auth::{Caller, SESSION_COOKIE, generate_secret, hash_secret, not_found};
+use crate::auth::{
+    Caller, SESSION_COOKIE, generate_secret, hash_secret, idempotent_secret, not_found,
+};
 use crate::error::{ApiError, Problem};
 use crate::extract::{Json, Query, path_id, query_id};
 use crate::observe::TraceId;
@@ -73,7 +75,7 @@ const DUMMY_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$qcToB4Ewhbi5ydSXU1g4uQ$
 // Users
 
 /// A user to create.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateUser {
     /// Their email, which they sign in with (kept lowercased).
@@ -218,10 +220,11 @@ pub async fn create_user(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     Extension(trace): Extension<TraceId>,
+    headers: HeaderMap,
     Json(body): Json<CreateUser>,
 ) -> Result<(StatusCode, JsonOut<User>), ApiError> {
     caller.require_admin()?;
-    let ctx = write_context(&caller, &trace, &HeaderMap::new(), None)?;
+    let ctx = creating_context(&caller, &trace, &headers, "/api/v1/users", &body)?;
     let ValidUser { mut new, password } = body.validate().map_err(ApiError::invalid)?;
     if let Some(p) = password {
         new.password_hash = Some(hash_password(p).await?);
@@ -320,7 +323,7 @@ pub async fn me(
 // Tokens
 
 /// A token to make.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateToken {
     /// What the token is for, e.g. `ci` or `laptop`.
@@ -476,6 +479,7 @@ pub async fn create_token(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     Extension(trace): Extension<TraceId>,
+    headers: HeaderMap,
     Json(body): Json<CreateToken>,
 ) -> Result<(StatusCode, JsonOut<CreatedToken>), ApiError> {
     let target = token_target(&caller, &body)?;
@@ -487,7 +491,19 @@ pub async fn create_token(
         .map(|e| parse_expiry(e, now))
         .transpose()
         .map_err(ApiError::invalid)?;
-    let secret = generate_secret();
+    let ctx = creating_context(&caller, &trace, &headers, "/api/v1/tokens", &body)?;
+    // With an idempotency key, the secret is derived from it (and a server
+    // key), so a replay answers the same secret without storing it.
+    let secret = match &ctx.idempotency {
+        Some(key) => idempotent_secret(
+            &state
+                .store
+                .server_key(crate::auth::TOKEN_SECRET_KEY)
+                .await?,
+            key,
+        ),
+        None => generate_secret(),
+    };
     let mut new = NewToken::standalone(name, Role::Operator, hash_secret(&secret));
     new.expires_at = expires_at;
     let asked_role = body
@@ -527,7 +543,6 @@ pub async fn create_token(
         }
         new.role = role;
     }
-    let ctx = write_context(&caller, &trace, &HeaderMap::new(), None)?;
     let token = state.store.create_token(new, &ctx).await?;
     Ok((
         StatusCode::CREATED,
@@ -604,7 +619,7 @@ pub async fn revoke_token(
             return Err(not_found("token", id));
         }
     }
-    let ctx = write_context(&caller, &trace, &HeaderMap::new(), None)?;
+    let ctx = write_context(&caller, &trace)?;
     let token = state.store.revoke_token(id, &ctx).await?;
     Ok(JsonOut(TokenInfo::from(&token)))
 }
@@ -682,6 +697,7 @@ pub async fn sign_in(
     new.user_id = Some(user.id);
     new.client_id = user.client_id;
     let mut ctx = WriteContext::new(user.id.to_string());
+    ctx.actor_name = Some(format!("{} <{}>", user.name, user.email));
     ctx.trace_id = Some(trace.0.clone());
     state.store.create_token(new, &ctx).await?;
 
@@ -714,7 +730,7 @@ pub async fn sign_out(
             "this request came without a token of its own to revoke".into(),
         ));
     };
-    let ctx = write_context(&caller, &trace, &HeaderMap::new(), None)?;
+    let ctx = write_context(&caller, &trace)?;
     state.store.revoke_token(id, &ctx).await?;
     let cookie = session_cookie("", 0)?;
     Ok((StatusCode::NO_CONTENT, [(header::SET_COOKIE, cookie)]).into_response())

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::{Extension, Json as JsonOut};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -412,7 +412,7 @@ pub async fn save_plan(
     Path(id): Path<String>,
     crate::extract::Json(body): crate::extract::Json<Value>,
 ) -> Result<(StatusCode, JsonOut<Plan>), ApiError> {
-    let ctx = write_context(&caller, &trace, &HeaderMap::new(), None)?;
+    let ctx = write_context(&caller, &trace)?;
     let req: PlanRequest = from_value(body)?;
     let (engagement, pack, current) = pipeline(&state, &caller, &id).await?;
     let mut deliverables = req.deliverables;
@@ -496,7 +496,7 @@ pub async fn run_plan(
     Path(id): Path<String>,
     crate::extract::Json(body): crate::extract::Json<Value>,
 ) -> Result<(StatusCode, JsonOut<PlanRun>), ApiError> {
-    let ctx = write_context(&caller, &trace, &HeaderMap::new(), None)?;
+    let ctx = write_context(&caller, &trace)?;
     let req: PlanRunRequest = from_value(body)?;
     let (engagement, pack, current) = pipeline(&state, &caller, &id).await?;
     let (deliverables, at) = saved_selection(&state, &engagement).await?;

@@ -18,7 +18,7 @@ use waymark_domain::{ArtifactId, CommentId, FieldError, ReviewLinkId};
 use waymark_store::{Artifact, Comment, NewComment, NewReviewLink, Page, ReviewLink, ReviewState};
 
 use super::artifacts::{policy_of, visible_artifact};
-use super::{PageParams, write_context};
+use super::{PageParams, creating_context, write_context};
 use crate::AppState;
 use crate::auth::{Caller, not_found, sign_link};
 use crate::error::{ApiError, Problem};
@@ -65,7 +65,7 @@ pub struct RejectRequest {
 }
 
 /// A comment to add.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CommentRequest {
     pub body: String,
@@ -101,7 +101,7 @@ pub struct RejectAnswer {
 }
 
 /// A review link to make.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReviewLinkRequest {
     pub reviewer_email: String,
@@ -128,7 +128,7 @@ pub struct ReviewLinks {
 }
 
 fn ctx_of(caller: &Caller, trace: &TraceId) -> Result<waymark_store::WriteContext, ApiError> {
-    write_context(caller, trace, &HeaderMap::new(), None)
+    write_context(caller, trace)
 }
 
 /// Share a draft with the client (→ `in_review`), with a message.
@@ -250,6 +250,7 @@ pub async fn add_comment(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     Extension(trace): Extension<TraceId>,
+    headers: HeaderMap,
     Path(id): Path<String>,
     Json(body): Json<CommentRequest>,
 ) -> Result<(StatusCode, JsonOut<Comment>), ApiError> {
@@ -293,7 +294,13 @@ pub async fn add_comment(
             "is longer than 1000 characters",
         )));
     }
-    let ctx = ctx_of(&caller, &trace)?;
+    let ctx = creating_context(
+        &caller,
+        &trace,
+        &headers,
+        &format!("/api/v1/artifacts/{id}/comments"),
+        &body,
+    )?;
     let comment = state
         .store
         .add_comment(
@@ -363,6 +370,7 @@ pub async fn create_review_link(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     Extension(trace): Extension<TraceId>,
+    headers: HeaderMap,
     Path(id): Path<String>,
     Json(body): Json<ReviewLinkRequest>,
 ) -> Result<(StatusCode, JsonOut<ReviewLinkCreated>), ApiError> {
@@ -396,7 +404,13 @@ pub async fn create_review_link(
     }
     let expires_at = OffsetDateTime::now_utc() + Duration::hours(hours);
     let expires_at = expires_at.replace_nanosecond(0).unwrap_or(expires_at);
-    let ctx = ctx_of(&caller, &trace)?;
+    let ctx = creating_context(
+        &caller,
+        &trace,
+        &headers,
+        &format!("/api/v1/artifacts/{id}/review-links"),
+        &body,
+    )?;
     let link = state
         .store
         .create_review_link(

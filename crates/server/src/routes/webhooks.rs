@@ -7,7 +7,7 @@
 //! at creation.
 
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::{Extension, Json as JsonOut};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -17,7 +17,7 @@ use waymark_domain::webhook::WebhookSecret;
 use waymark_domain::{ClientId, FieldError, WebhookId};
 use waymark_store::{Delivery, NewWebhook, Page, Webhook};
 
-use super::{PageParams, write_context};
+use super::{PageParams, creating_context, write_context};
 use crate::AppState;
 use crate::auth::Caller;
 use crate::error::{ApiError, Problem};
@@ -42,7 +42,7 @@ const MAX_TYPE_LEN: usize = 100;
 const MAX_DESCRIPTION: usize = 500;
 
 /// A subscription to create.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateWebhook {
     /// Where events are POSTed: an absolute `http` or `https` URL.
@@ -192,12 +192,12 @@ pub async fn create_webhook(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     Extension(trace): Extension<TraceId>,
+    headers: HeaderMap,
     Json(body): Json<CreateWebhook>,
 ) -> Result<(StatusCode, JsonOut<WebhookCreated>), ApiError> {
     caller.require_admin()?;
+    let ctx = creating_context(&caller, &trace, &headers, "/api/v1/webhooks", &body)?;
     let new = body.validate().map_err(ApiError::invalid)?;
-    // No idempotency key: a replay could not answer the secret again.
-    let ctx = write_context(&caller, &trace, &Default::default(), None)?;
     let secret = new.secret.clone();
     let webhook = state.store.create_webhook(new, &ctx).await?;
     Ok((
@@ -248,7 +248,7 @@ pub async fn delete_webhook(
 ) -> Result<StatusCode, ApiError> {
     caller.require_admin()?;
     let id: WebhookId = path_id(&id)?;
-    let ctx = write_context(&caller, &trace, &Default::default(), None)?;
+    let ctx = write_context(&caller, &trace)?;
     state.store.delete_webhook(id, &ctx).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -24,7 +24,7 @@ use waymark_store::{
     TaskAttempt, TaskFilter, Unit, UnitDetail,
 };
 
-use super::{PageParams, write_context};
+use super::{PageParams, creating_context, write_context};
 use crate::AppState;
 use crate::auth::Caller;
 use crate::error::{ApiError, Problem};
@@ -93,7 +93,7 @@ pub async fn submit_unit(
     Json(body): Json<Value>,
 ) -> Result<(StatusCode, JsonOut<UnitDetail>), ApiError> {
     team_only(&caller)?;
-    let ctx = write_context(&caller, &trace, &headers, Some(&body))?;
+    let ctx = creating_context(&caller, &trace, &headers, "/api/v1/work/units", &body)?;
     let req: SubmitUnit = from_value(body)?;
     let client_id: ClientId =
         req.client_id
@@ -168,11 +168,8 @@ pub async fn submit_unit(
         )
         .await?;
     let detail = state.store.get_unit(created.record.id).await?;
-    let status = if created.replayed {
-        StatusCode::OK
-    } else {
-        StatusCode::CREATED
-    };
+    // A replay answers as the first request did.
+    let status = StatusCode::CREATED;
     Ok((status, JsonOut(detail)))
 }
 
@@ -242,7 +239,7 @@ pub async fn cancel_unit(
 ) -> Result<JsonOut<Unit>, ApiError> {
     team_only(&caller)?;
     let id: UnitId = path_id(&id)?;
-    let ctx = write_context(&caller, &trace, &HeaderMap::new(), None)?;
+    let ctx = write_context(&caller, &trace)?;
     Ok(JsonOut(
         state
             .store
@@ -452,7 +449,7 @@ async fn finish_one(
             });
         }
     }
-    let ctx = write_context(caller, trace, &HeaderMap::new(), None)?;
+    let ctx = write_context(caller, trace)?;
     let mut results = state
         .store
         .finish(
@@ -584,7 +581,7 @@ pub async fn cancel_task(
 ) -> Result<JsonOut<Task>, ApiError> {
     team_only(&caller)?;
     let id: TaskId = path_id(&id)?;
-    let ctx = write_context(&caller, &trace, &HeaderMap::new(), None)?;
+    let ctx = write_context(&caller, &trace)?;
     Ok(JsonOut(
         state
             .store
@@ -665,7 +662,7 @@ pub async fn resolve_incident(
 ) -> Result<JsonOut<Incident>, ApiError> {
     team_only(&caller)?;
     let id: IncidentId = path_id(&id)?;
-    let ctx = write_context(&caller, &trace, &HeaderMap::new(), None)?;
+    let ctx = write_context(&caller, &trace)?;
     Ok(JsonOut(
         state
             .store
@@ -680,7 +677,7 @@ pub async fn resolve_incident(
 }
 
 /// An agent to register.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RegisterAgent {
     /// The id its tasks name as their executor.
@@ -737,8 +734,10 @@ pub async fn register_agent(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     Extension(trace): Extension<TraceId>,
+    headers: HeaderMap,
     Json(body): Json<RegisterAgent>,
 ) -> Result<(StatusCode, JsonOut<AgentView>), ApiError> {
+    let ctx = creating_context(&caller, &trace, &headers, "/api/v1/agents", &body)?;
     let id = work::check_agent_id(body.id.trim())
         .map_err(|m| ApiError::invalid(FieldError::new("/id", m)))?;
     check_agent_access(&caller, &id)?;
@@ -775,7 +774,6 @@ pub async fn register_agent(
             "must be at most 2000 characters",
         )));
     }
-    let ctx = write_context(&caller, &trace, &HeaderMap::new(), None)?;
     let (agent, created) = state
         .store
         .register_agent(

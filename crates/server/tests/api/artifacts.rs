@@ -357,7 +357,7 @@ async fn idempotency_key_replays_creates(app: TestApp) {
             &[("Idempotency-Key", "abc-1")],
         )
         .await;
-    reused.assert_problem(409, "idempotency_key_reused");
+    reused.assert_problem(422, "idempotency_key_reused");
     assert_eq!(
         app.get("/api/v1/artifacts").await.body["items"]
             .as_array()

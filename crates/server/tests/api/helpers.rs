@@ -316,12 +316,12 @@ impl TestApp {
     ) -> DeliveryLoop {
         // As `waymark serve` runs it: the app's version in the user agent.
         settings.user_agent = "waymark/0.0.0-test".into();
-        if settings.smtp_url.is_some() {
-            self.store
-                .event_cursor(waymark_engine::delivery::MAIL_CURSOR)
-                .await
-                .unwrap();
-        }
+        // Mail is composed with or without a relay (kept in the outbox
+        // without one): every event after this call is considered for it.
+        self.store
+            .event_cursor(waymark_engine::delivery::MAIL_CURSOR)
+            .await
+            .unwrap();
         // Deliveries find new work by polling here (`fast_delivery` polls
         // often); the server's change signal is not shared with tests.
         let (_changed, changes) = tokio::sync::watch::channel(0u64);

@@ -564,6 +564,25 @@ async fn packs_are_listed_installed_and_checked(app: TestApp) {
         assert!(types.contains(&t), "{t}");
     }
     assert_eq!(app.get("/api/v1/packs/nope").await.status, 404);
+    // A pack lists its journey templates, whole.
+    let onboarding = app.get("/api/v1/packs/client-onboarding").await;
+    let templates = onboarding.body["journey_templates"].as_array().unwrap();
+    assert_eq!(templates.len(), 1, "{}", onboarding.body);
+    assert_eq!(templates[0]["name"], "client-onboarding");
+    let stages: Vec<&str> = templates[0]["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(stages, ["sandbox", "pilot", "production"]);
+    assert!(
+        templates[0]["stages"][0]["exit"]
+            .as_array()
+            .is_some_and(|e| !e.is_empty())
+    );
+    let marketing = app.get("/api/v1/packs/marketing-engagement").await;
+    assert_eq!(marketing.body["journey_templates"], json!([]));
 
     // Install a pack of one's own, then use it.
     let schema = json!({"$schema": "https://json-schema.org/draft/2020-12/schema", "type": "object",

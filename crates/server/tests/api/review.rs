@@ -684,6 +684,29 @@ async fn only_an_admin_overrides_the_approval_policy_and_it_is_recorded(app: Tes
     assert_eq!(last["action"], "approval_overridden");
     assert_eq!(last["to_status"], "approved");
     assert_eq!(last["reason"], "approved by the CFO on the phone");
+    // Actors are named for people beside their ids: the operator who shared
+    // it by name and email, the admin's token by its name.
+    let items = history.body["items"].as_array().unwrap();
+    let shared = items
+        .iter()
+        .find(|h| h["to_status"] == "in_review")
+        .unwrap();
+    assert!(
+        shared["actor"].as_str().unwrap().starts_with("usr_"),
+        "{shared}"
+    );
+    assert!(
+        shared["actor_name"]
+            .as_str()
+            .unwrap()
+            .ends_with("<op@team.example>"),
+        "{shared}"
+    );
+    assert!(
+        last["actor"].as_str().unwrap().starts_with("tok_"),
+        "{last}"
+    );
+    assert!(last["actor_name"].is_string(), "{last}");
     let audit = app.get(&format!("/api/v1/audit?target={id}")).await;
     let actions: Vec<&str> = audit.body["items"]
         .as_array()
@@ -692,4 +715,26 @@ async fn only_an_admin_overrides_the_approval_policy_and_it_is_recorded(app: Tes
         .map(|e| e["action"].as_str().unwrap())
         .collect();
     assert_eq!(actions[0], "artifact.approval_override", "{actions:?}");
+    let by_op = audit.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["action"] == "artifact.transition")
+        .unwrap();
+    assert!(
+        by_op["actor"].as_str().unwrap().starts_with("usr_"),
+        "{by_op}"
+    );
+    assert!(
+        by_op["actor_name"]
+            .as_str()
+            .unwrap()
+            .ends_with("<op@team.example>"),
+        "{by_op}"
+    );
+    assert!(
+        audit.body["items"][0]["actor_name"].is_string(),
+        "{}",
+        audit.body
+    );
 }

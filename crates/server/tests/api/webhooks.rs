@@ -27,6 +27,7 @@ crate::both_backends!(
     subscriptions_get_only_their_event_types,
     a_restart_loses_nothing_and_repeats_nothing,
     sharing_mails_the_client_users,
+    without_smtp_mail_is_kept_in_the_outbox,
 );
 
 /// How long any wait for a delivery may take before the test fails.
@@ -845,4 +846,60 @@ async fn sharing_mails_the_client_users(app: TestApp) {
     }
     assert_eq!(smtp.messages().len(), 5);
     delivery.stop().await;
+}
+
+async fn without_smtp_mail_is_kept_in_the_outbox(app: TestApp) {
+    let client = app.client("Kept Ltd").await;
+    let client_id: ClientId = client.parse().unwrap();
+    app.store
+        .create_user(
+            NewUser {
+                email: "ana@kept.example".into(),
+                name: "Ana".into(),
+                role: Role::Client,
+                client_id: Some(client_id),
+                password_hash: None,
+            },
+            &WriteContext::new("system"),
+        )
+        .await
+        .unwrap();
+    let delivery = app.start_delivery(fast_delivery()).await;
+    let art = app.artifact(&client, "note", json!({"text": "plan"})).await;
+    let shared = app
+        .post(
+            &format!("/api/v1/artifacts/{art}/share"),
+            json!({"message": "Here is the plan."}),
+        )
+        .await;
+    assert_eq!(shared.status, 200, "{}", shared.body);
+    let mut outbox = Value::Null;
+    for _ in 0..500 {
+        outbox = app.get("/api/v1/mail").await.body;
+        if outbox["items"].as_array().is_some_and(|i| !i.is_empty()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let items = outbox["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1, "{outbox}");
+    let mail = &items[0];
+    assert_eq!(mail["recipient"], "ana@kept.example");
+    assert_eq!(mail["status"], "unsent");
+    assert_eq!(mail["attempts"], 0);
+    assert!(mail["last_error"].as_str().unwrap().contains("smtp_url"));
+    assert!(mail["body"].as_str().unwrap().contains("Here is the plan."));
+    assert!(
+        mail["body"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("/artifacts/{art}"))
+    );
+    // Admins only.
+    let ana_token = client_token(&app, &client, None).await;
+    let refused = app
+        .call_as(Some(&ana_token), Method::GET, "/api/v1/mail", None)
+        .await;
+    refused.assert_problem(403, "forbidden");
+    drop(delivery);
 }

@@ -16,4 +16,4 @@ ALTER TABLE incidents ADD CONSTRAINT incidents_resolution_check CHECK (resolutio
 ALTER TABLE webhook_deliveries ADD CONSTRAINT webhook_deliveries_status_check CHECK (status IN (
     'pending', 'delivered', 'failed'));
 ALTER TABLE mail_outbox ADD CONSTRAINT mail_outbox_status_check CHECK (status IN (
-    'pending', 'sent', 'failed'));
+    'pending', 'sent', 'failed', 'unsent'));

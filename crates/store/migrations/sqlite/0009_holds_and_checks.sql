@@ -36,8 +36,8 @@ CREATE TRIGGER webhook_deliveries_status_check_update BEFORE UPDATE OF status ON
 WHEN NEW.status NOT IN ('pending', 'delivered', 'failed')
 BEGIN SELECT RAISE(ABORT, 'CHECK constraint failed: webhook_deliveries.status'); END;
 CREATE TRIGGER mail_outbox_status_check_insert BEFORE INSERT ON mail_outbox
-WHEN NEW.status NOT IN ('pending', 'sent', 'failed')
+WHEN NEW.status NOT IN ('pending', 'sent', 'failed', 'unsent')
 BEGIN SELECT RAISE(ABORT, 'CHECK constraint failed: mail_outbox.status'); END;
 CREATE TRIGGER mail_outbox_status_check_update BEFORE UPDATE OF status ON mail_outbox
-WHEN NEW.status NOT IN ('pending', 'sent', 'failed')
+WHEN NEW.status NOT IN ('pending', 'sent', 'failed', 'unsent')
 BEGIN SELECT RAISE(ABORT, 'CHECK constraint failed: mail_outbox.status'); END;

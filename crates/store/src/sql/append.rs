@@ -122,6 +122,7 @@ pub(crate) async fn append_logs(
     let batch = Batch {
         at,
         actor: ctx.actor.clone(),
+        actor_name: ctx.actor_name.clone(),
         entries: entries.into_iter().map(|e| e.queued(ctx)).collect(),
     };
     match tx.backend() {
@@ -143,6 +144,8 @@ struct Batch {
     #[serde(with = "time::serde::rfc3339")]
     at: OffsetDateTime,
     actor: String,
+    #[serde(default)]
+    actor_name: Option<String>,
     entries: Vec<Queued>,
 }
 
@@ -217,6 +220,7 @@ async fn seal(tx: &mut Tx, batches: Vec<Batch>) -> Result<()> {
                 seq,
                 at_us: unix_micros(batch.at),
                 actor: batch.actor.clone(),
+                actor_name: batch.actor_name.clone(),
                 client_id: entry.client_id,
                 action: entry.action,
                 target: entry.target,
@@ -237,13 +241,14 @@ async fn seal(tx: &mut Tx, batches: Vec<Batch>) -> Result<()> {
     }
     for chunk in records.chunks(500) {
         let mut q = sql(
-            "INSERT INTO audit_log (seq, at, actor, client_id, action, target, before_hash, \
-             after_hash, trace_id, prev_hash, hash) ",
+            "INSERT INTO audit_log (seq, at, actor, actor_name, client_id, action, target, \
+             before_hash, after_hash, trace_id, prev_hash, hash) ",
         );
         q.push_values(chunk, |mut b, (at, r)| {
             b.push_bind(r.seq)
                 .push_bind(*at)
                 .push_bind(&r.actor)
+                .push_bind(&r.actor_name)
                 .push_bind(&r.client_id)
                 .push_bind(&r.action)
                 .push_bind(&r.target)

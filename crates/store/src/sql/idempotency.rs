@@ -12,11 +12,29 @@ use crate::{Result, StoreError, WriteContext};
 /// when the same request already created a record of `kind`, an error when
 /// the key was used for another request.
 pub(crate) async fn replay(tx: &mut Tx, ctx: &WriteContext, kind: &str) -> Result<Option<Uuid>> {
+    Ok(replay_of(tx, ctx, &[kind]).await?.map(|r| r.resource_id))
+}
+
+/// What an earlier request with the same key did.
+pub(crate) struct Replay {
+    pub(crate) resource_id: Uuid,
+    /// Which of the kinds asked for it was (a create can end in more than one
+    /// way: an agent registered or updated).
+    pub(crate) kind: String,
+    pub(crate) at: OffsetDateTime,
+}
+
+/// [`replay`] for a request that may have ended as any of `kinds`.
+pub(crate) async fn replay_of(
+    tx: &mut Tx,
+    ctx: &WriteContext,
+    kinds: &[&str],
+) -> Result<Option<Replay>> {
     let Some(k) = &ctx.idempotency else {
         return Ok(None);
     };
-    let row: Option<(String, String, Uuid)> = sql(
-        "SELECT kind, request_hash, resource_id FROM idempotency_keys \
+    let row: Option<(String, String, Uuid, OffsetDateTime)> = sql(
+        "SELECT kind, request_hash, resource_id, created_at FROM idempotency_keys \
          WHERE scope = $1 AND key = $2",
     )
     .bind(&k.scope)
@@ -24,10 +42,14 @@ pub(crate) async fn replay(tx: &mut Tx, ctx: &WriteContext, kind: &str) -> Resul
     .fetch_optional(tx)
     .await?;
     match row {
-        Some((found, hash, _)) if found != kind || hash != k.request_hash => {
+        Some((found, hash, _, _)) if !kinds.contains(&found.as_str()) || hash != k.request_hash => {
             Err(StoreError::IdempotencyMismatch { key: k.key.clone() })
         }
-        Some((_, _, id)) => Ok(Some(id)),
+        Some((kind, _, resource_id, at)) => Ok(Some(Replay {
+            resource_id,
+            kind,
+            at,
+        })),
         None => Ok(None),
     }
 }

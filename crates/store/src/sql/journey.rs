@@ -200,6 +200,15 @@ impl JourneyStore for SqlStore {
         let now = now_us();
         {
             let mut tx = self.db.begin().await?;
+            if let Some(r) = idempotency::replay_of(
+                &mut tx,
+                ctx,
+                &["journey_template.created", "journey_template.replaced"],
+            )
+            .await?
+            {
+                return Ok(r.kind == "journey_template.created");
+            }
             let existing: Option<(String,)> =
                 sql("SELECT name FROM journey_templates WHERE name = $1")
                     .bind(&template.name)
@@ -222,6 +231,12 @@ impl JourneyStore for SqlStore {
                 serde_json::json!({"name": template.name, "stages": template.stages.len()}),
             );
             append_log(&mut tx, ctx, at(now), entry).await?;
+            let kind = if existing.is_none() {
+                "journey_template.created"
+            } else {
+                "journey_template.replaced"
+            };
+            idempotency::record(&mut tx, ctx, kind, Uuid::nil(), at(now)).await?;
             tx.commit().await?;
             Ok(existing.is_none())
         }
@@ -749,8 +764,32 @@ impl JourneyStore for SqlStore {
         let now = now_us();
         {
             let mut tx = self.db.begin().await?;
+            if let Some(r) = idempotency::replay_of(&mut tx, ctx, &["metrics"]).await? {
+                // The same observations, as the first request recorded them.
+                let journey = lock_journey(&mut tx, id).await?;
+                let rows: Vec<(String, f64, i64, Option<i64>, String)> = sql(
+                    "SELECT name, value, at, stage, recorded_by FROM journey_metrics \
+                     WHERE journey_id = $1 AND recorded_at = $2 AND recorded_by = $3 ORDER BY seq",
+                )
+                .bind(id.uuid())
+                .bind(to_us(r.at))
+                .bind(&ctx.actor)
+                .fetch_all(&mut tx)
+                .await?;
+                return Ok(rows
+                    .into_iter()
+                    .map(|(name, value, t, stage, by)| MetricRecord {
+                        name,
+                        value,
+                        at: at(t),
+                        stage: stage_id(&journey.definition.0, stage),
+                        recorded_by: by,
+                    })
+                    .collect());
+            }
             let row = lock_journey(&mut tx, id).await?;
             let def = row.definition.0.clone();
+            idempotency::record(&mut tx, ctx, "metrics", id.uuid(), at(now)).await?;
             for o in &observations {
                 sql(INSERT_METRIC)
                     .bind(id.uuid())
@@ -785,7 +824,8 @@ impl JourneyStore for SqlStore {
                 .map(|o| MetricRecord {
                     name: o.name,
                     value: o.value,
-                    at: o.at,
+                    // As stored: to the microsecond.
+                    at: at(to_us(o.at)),
                     stage: stage_id(&def, row.stage),
                     recorded_by: ctx.actor.clone(),
                 })
@@ -824,6 +864,8 @@ impl JourneyStore for SqlStore {
         let now = now_us();
         {
             let mut tx = self.db.begin().await?;
+            // A sign-off is given once: the same one is answered again.
+            idempotency::replay(&mut tx, ctx, "signoff").await?;
             let row = lock_journey(&mut tx, id).await?;
             let def = row.definition.0.clone();
             let existing: Option<(Option<i64>, String, Option<String>, i64)> = sql(
@@ -854,6 +896,7 @@ impl JourneyStore for SqlStore {
             .bind(now)
             .execute(&mut tx)
             .await?;
+            idempotency::record(&mut tx, ctx, "signoff", id.uuid(), at(now)).await?;
             let mut data = journey_data(&row, "");
             data["signoff"] = Value::from(name.clone());
             if let Some(obj) = data.as_object_mut() {

@@ -23,6 +23,7 @@ struct AuditRow {
     seq: i64,
     at: OffsetDateTime,
     actor: String,
+    actor_name: Option<String>,
     client_id: Option<String>,
     action: String,
     target: String,
@@ -33,7 +34,7 @@ struct AuditRow {
     hash: String,
 }
 
-const AUDIT_COLUMNS: &str = "seq, at, actor, client_id, action, target, before_hash, after_hash, \
+const AUDIT_COLUMNS: &str = "seq, at, actor, actor_name, client_id, action, target, before_hash, after_hash, \
      trace_id, prev_hash, hash";
 
 impl AuditRow {
@@ -44,6 +45,7 @@ impl AuditRow {
                 seq: self.seq,
                 at_us: unix_micros(self.at),
                 actor: self.actor,
+                actor_name: self.actor_name,
                 client_id: self.client_id,
                 action: self.action,
                 target: self.target,
@@ -154,6 +156,19 @@ struct JobRow {
     attempts: i64,
     #[sqlx(flatten)]
     event: EventRow,
+}
+
+#[derive(FromRow)]
+struct OutboxRow {
+    id: i64,
+    recipient: String,
+    subject: String,
+    body: String,
+    status: String,
+    attempts: i64,
+    last_error: Option<String>,
+    created_at: OffsetDateTime,
+    sent_at: Option<OffsetDateTime>,
 }
 
 #[derive(FromRow)]
@@ -271,6 +286,11 @@ impl LogStore for SqlStore {
         let at = now();
         {
             let mut tx = self.db.begin().await?;
+            if let Some(existing) = idempotency::replay(&mut tx, ctx, "webhook").await? {
+                drop(tx);
+                return self.get_webhook(WebhookId::from_uuid(existing)).await;
+            }
+            idempotency::record(&mut tx, ctx, "webhook", id.uuid(), at).await?;
             if let Some(c) = new.client_id {
                 require_client(&mut tx, c).await?;
             }
@@ -622,8 +642,18 @@ impl LogStore for SqlStore {
         from_seq: i64,
         to_seq: i64,
         mails: Vec<NewMail>,
+        sendable: bool,
     ) -> Result<bool> {
         let at = now();
+        let (status, why, next) = if sendable {
+            ("pending", None, Some(at))
+        } else {
+            (
+                "unsent",
+                Some("no SMTP relay is configured (smtp_url); the mail is kept in the outbox"),
+                None,
+            )
+        };
         {
             let mut tx = self.db.begin().await?;
             let moved = sql("UPDATE event_cursors SET seq = $3 WHERE name = $1 AND seq = $2")
@@ -638,12 +668,15 @@ impl LogStore for SqlStore {
             for m in &mails {
                 sql(
                     "INSERT INTO mail_outbox (event_seq, recipient, subject, body, status, attempts, \
-                     next_attempt_at, created_at) VALUES ($1, $2, $3, $4, 'pending', 0, $5, $5)",
+                     next_attempt_at, last_error, created_at) VALUES ($1, $2, $3, $4, $5, 0, $6, $7, $8)",
                 )
                 .bind(m.event_seq)
                 .bind(&m.recipient)
                 .bind(&m.subject)
                 .bind(&m.body)
+                .bind(status)
+                .bind(next)
+                .bind(why)
                 .bind(at)
                 .execute(&mut tx)
                 .await?;
@@ -651,6 +684,38 @@ impl LogStore for SqlStore {
             tx.commit().await?;
             Ok(true)
         }
+    }
+
+    async fn list_mail(&self, page: PageRequest) -> Result<Page<Mail>> {
+        let cursor = match page.cursor.as_deref() {
+            None => None,
+            Some(_) => Some(number_cursor(&page)?),
+        };
+        let mut q = sql(
+            "SELECT id, recipient, subject, body, status, attempts, last_error, created_at, sent_at \
+             FROM mail_outbox WHERE 1 = 1",
+        );
+        if let Some(c) = cursor {
+            q.push(" AND id < ").push_bind(c);
+        }
+        q.push(" ORDER BY id DESC LIMIT ")
+            .push_bind(limit_plus_one(&page));
+        let rows: Vec<OutboxRow> = q.fetch_all(&mut self.db.reader()).await?;
+        let mails = rows
+            .into_iter()
+            .map(|r| Mail {
+                id: r.id,
+                recipient: r.recipient,
+                subject: r.subject,
+                body: r.body,
+                status: r.status,
+                attempts: r.attempts,
+                last_error: r.last_error,
+                created_at: r.created_at,
+                sent_at: r.sent_at,
+            })
+            .collect();
+        Ok(paginate(mails, &page, |m: &Mail| m.id.to_string()))
     }
 
     async fn claim_mail(

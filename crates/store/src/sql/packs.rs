@@ -113,6 +113,10 @@ pub(crate) async fn install_pack(
 ) -> Result<()> {
     {
         let mut tx = store.db.begin().await?;
+        if idempotency::replay(&mut tx, ctx, "pack").await?.is_some() {
+            return Ok(());
+        }
+        idempotency::record(&mut tx, ctx, "pack", Uuid::nil(), pack.installed_at).await?;
         sql(
             "INSERT INTO installed_packs (name, version, digest, files, installed_by, installed_at) \
              VALUES ($1, $2, $3, $4, $5, $6) \

@@ -120,6 +120,11 @@ impl PeopleStore for SqlStore {
         let at = now();
         {
             let mut tx = self.db.begin().await?;
+            if let Some(existing) = idempotency::replay(&mut tx, ctx, "user").await? {
+                drop(tx);
+                return self.get_user(UserId::from_uuid(existing)).await;
+            }
+            idempotency::record(&mut tx, ctx, "user", id.uuid(), at).await?;
             if let Some(c) = new.client_id {
                 require_client(&mut tx, c).await?;
             }
@@ -222,7 +227,12 @@ impl PeopleStore for SqlStore {
         let at = now();
         {
             let mut tx = self.db.begin().await?;
+            if let Some(existing) = idempotency::replay(&mut tx, ctx, "token").await? {
+                drop(tx);
+                return self.get_token(TokenId::from_uuid(existing)).await;
+            }
             insert_token(&mut tx, id, &token, ctx, at).await?;
+            idempotency::record(&mut tx, ctx, "token", id.uuid(), at).await?;
             tx.commit().await?;
         };
         self.get_token(id).await

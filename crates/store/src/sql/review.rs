@@ -508,6 +508,10 @@ impl ReviewStore for SqlStore {
         let lock = format!("{LOCK_ARTIFACT}{}", self.db.backend().for_share());
         {
             let mut tx = self.db.begin().await?;
+            if let Some(existing) = idempotency::replay(&mut tx, ctx, "comment").await? {
+                drop(tx);
+                return self.get_comment(CommentId::from_uuid(existing)).await;
+            }
             let a: LockedArtifact = sql(&lock)
                 .bind(id.uuid())
                 .fetch_optional(&mut tx)
@@ -562,6 +566,7 @@ impl ReviewStore for SqlStore {
             c.parent_id = new.parent_id;
             c.internal = new.internal;
             insert_comment(&mut tx, &c).await?;
+            idempotency::record(&mut tx, ctx, "comment", c.id.uuid(), at).await?;
             let entry = LogEntry::new("comment.create", Some(c.client_id), c.id).event(
                 "comment.created",
                 comment_audience(&c, &a)?,
@@ -660,6 +665,13 @@ impl ReviewStore for SqlStore {
         let at = now();
         {
             let mut tx = self.db.begin().await?;
+            if let Some(existing) = idempotency::replay(&mut tx, ctx, "review_link").await? {
+                drop(tx);
+                return self
+                    .get_review_link(ReviewLinkId::from_uuid(existing))
+                    .await;
+            }
+            idempotency::record(&mut tx, ctx, "review_link", id.uuid(), at).await?;
             let a: LockedArtifact = sql(LOCK_ARTIFACT)
                 .bind(new.artifact_id.uuid())
                 .fetch_optional(&mut tx)

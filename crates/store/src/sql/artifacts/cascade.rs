@@ -58,6 +58,7 @@ pub(crate) async fn run(
         .bind(at)
         .bind(&ctx.actor)
         .bind(&ctx.trace_id)
+        .bind(&ctx.actor_name)
         .execute(tx)
         .await?;
     Ok(marks
@@ -105,17 +106,17 @@ const SQLITE_MARK_STALE: &str = "UPDATE artifacts SET status = 'stale', \
      stale_reason = m.value ->> 'reason', stale_causes = m.value ->> 'causes', updated_at = $2 \
      FROM json_each($1) AS m WHERE artifacts.id = unhex(m.value ->> 'id')";
 const SQLITE_STALE_HISTORY: &str = "INSERT INTO artifact_history \
-     (artifact_id, at, actor, action, from_status, to_status, version, reason, trace_id) \
+     (artifact_id, at, actor, action, from_status, to_status, version, reason, trace_id, actor_name) \
      SELECT unhex(m.value ->> 'id'), $2, $3, 'marked_stale', m.value ->> 'from_status', 'stale', \
-            m.value ->> 'version', m.value ->> 'history', $4 \
+            m.value ->> 'version', m.value ->> 'history', $4, $5 \
      FROM json_each($1) AS m ORDER BY m.key";
 const POSTGRES_MARK_STALE: &str = "UPDATE artifacts a SET status = 'stale', \
      stale_reason = m.reason, stale_causes = m.causes, updated_at = $2 \
      FROM jsonb_to_recordset($1::jsonb) AS m(id uuid, reason text, causes jsonb) \
      WHERE a.id = m.id";
 const POSTGRES_STALE_HISTORY: &str = "INSERT INTO artifact_history \
-     (artifact_id, at, actor, action, from_status, to_status, version, reason, trace_id) \
-     SELECT m.id, $2, $3, 'marked_stale', m.from_status, 'stale', m.version, m.history, $4 \
+     (artifact_id, at, actor, action, from_status, to_status, version, reason, trace_id, actor_name) \
+     SELECT m.id, $2, $3, 'marked_stale', m.from_status, 'stale', m.version, m.history, $4, $5 \
      FROM jsonb_to_recordset($1::jsonb) AS m(id uuid, from_status text, version bigint, history text)";
 
 #[derive(FromRow)]

@@ -92,8 +92,8 @@ const SOURCES_OF_VERSION: &str = "SELECT version, source_id, source_version FROM
      WHERE artifact_id = $1 AND version = $2 ORDER BY position";
 
 const INSERT_HISTORY: &str = "INSERT INTO artifact_history \
-     (artifact_id, at, actor, action, from_status, to_status, version, reason, trace_id) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)";
+     (artifact_id, at, actor, action, from_status, to_status, version, reason, trace_id, actor_name) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)";
 
 const VERSION_COLUMNS: &str = "artifact_id, version, content, content_hash, inputs_hash, \
      provenance, author, note, created_at";
@@ -147,6 +147,7 @@ struct HistoryRow {
     version: Option<i64>,
     reason: Option<String>,
     actor: String,
+    actor_name: Option<String>,
     trace_id: Option<String>,
     at: OffsetDateTime,
 }
@@ -163,6 +164,7 @@ impl TryFrom<HistoryRow> for HistoryEntry {
             version: r.version,
             reason: r.reason,
             actor: r.actor,
+            actor_name: r.actor_name,
             trace_id: r.trace_id,
             at: r.at,
         })
@@ -442,7 +444,7 @@ pub(crate) async fn history(
     store.artifact_exists(id).await?;
     let after = number_cursor(&page)?;
     let rows: Vec<HistoryRow> = sql(
-        "SELECT seq, action, from_status, to_status, version, reason, actor, trace_id, at \
+        "SELECT seq, action, from_status, to_status, version, reason, actor, actor_name, trace_id, at \
              FROM artifact_history WHERE artifact_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
     )
     .bind(id.uuid())

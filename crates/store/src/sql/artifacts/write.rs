@@ -47,6 +47,7 @@ pub(crate) struct VersionInsert {
 }
 
 pub(crate) struct HistoryInsert {
+    pub(crate) actor_name: Option<String>,
     pub(crate) action: HistoryAction,
     pub(crate) from: Option<ArtifactStatus>,
     pub(crate) to: Option<ArtifactStatus>,
@@ -246,6 +247,7 @@ pub(crate) async fn insert_version(
         .bind(v.version)
         .bind(&h.reason)
         .bind(&h.trace_id)
+        .bind(&h.actor_name)
         .execute(tx)
         .await?;
     Ok(())
@@ -334,6 +336,7 @@ pub(crate) async fn apply_transition(
                 at,
             };
             let h = HistoryInsert {
+                actor_name: ctx.actor_name.clone(),
                 action: HistoryAction::Rebased,
                 from: None,
                 to: None,
@@ -363,6 +366,7 @@ pub(crate) async fn apply_transition(
         .bind(version)
         .bind(reason)
         .bind(&ctx.trace_id)
+        .bind(&ctx.actor_name)
         .execute(tx)
         .await?;
     if to == ArtifactStatus::InReview {
@@ -500,6 +504,7 @@ pub(crate) async fn insert_artifact(
         at,
     };
     let h = HistoryInsert {
+        actor_name: ctx.actor_name.clone(),
         action: HistoryAction::Created,
         from: None,
         to: Some(ArtifactStatus::Draft),
@@ -654,6 +659,7 @@ pub(crate) async fn write_version(
     };
     let sources: Vec<SourceRef> = resolved.iter().map(|r| r.source).collect();
     let h = HistoryInsert {
+        actor_name: ctx.actor_name.clone(),
         action,
         from: None,
         to: None,
@@ -688,6 +694,7 @@ pub(crate) async fn write_version(
             .bind(version)
             .bind("New content written; it needs approving again")
             .bind(&ctx.trace_id)
+            .bind(&ctx.actor_name)
             .execute(tx)
             .await?;
     }

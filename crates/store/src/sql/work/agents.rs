@@ -2,6 +2,8 @@
 
 use sqlx::types::Json;
 
+use uuid::Uuid;
+
 use super::*;
 
 pub(crate) async fn register_agent(
@@ -12,6 +14,16 @@ pub(crate) async fn register_agent(
     let now = now_us();
     let created = {
         let mut tx = store.db.begin().await?;
+        // A replay answers as the first request did: registered, or updated.
+        if let Some(r) =
+            idempotency::replay_of(&mut tx, ctx, &["agent.registered", "agent.updated"]).await?
+        {
+            drop(tx);
+            return Ok((
+                store.get_agent(&agent.id).await?,
+                r.kind == "agent.registered",
+            ));
+        }
         let existing: Option<(String,)> = sql(format!(
             "SELECT id FROM agents WHERE id = $1{}",
             store.lock_clause()
@@ -53,6 +65,12 @@ pub(crate) async fn register_agent(
             }),
         );
         append_log(&mut tx, ctx, at(now), entry).await?;
+        let kind = if existing.is_none() {
+            "agent.registered"
+        } else {
+            "agent.updated"
+        };
+        idempotency::record(&mut tx, ctx, kind, Uuid::nil(), at(now)).await?;
         tx.commit().await?;
         existing.is_none()
     };
