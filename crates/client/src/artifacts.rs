@@ -56,7 +56,7 @@ pub enum ArtifactCommand {
         /// Only artifacts in this status, e.g. `approved`
         #[arg(long)]
         status: Option<String>,
-        /// Full-text search
+        /// Only artifacts whose title contains every word given (case-insensitive)
         #[arg(long)]
         q: Option<String>,
         #[command(flatten)]

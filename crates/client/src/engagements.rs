@@ -95,7 +95,7 @@ pub(crate) async fn execute(
                 .await?;
             let plan = match run["unit_id"].as_str() {
                 Some(unit) if wait => {
-                    wait_for_unit(api, unit, !json).await?;
+                    wait_for_unit(api, unit).await?;
                     api.get_plan(&id).await?
                 }
                 _ => run["plan"].clone(),
@@ -159,28 +159,21 @@ fn run_summary(body: &Value) -> String {
     out
 }
 
-/// Polls the unit until it completes, with a progress bar on a terminal.
-/// An incident (a job out of attempts) or a cancelled unit ends the wait with
-/// an error saying what to do.
-async fn wait_for_unit(api: &ApiClient, unit: &str, show: bool) -> Result<(), CliError> {
-    let bar = if show {
-        indicatif::ProgressBar::new(0)
-    } else {
-        indicatif::ProgressBar::hidden()
-    };
-    bar.set_style(
-        indicatif::ProgressStyle::with_template("{spinner} {msg} [{bar:30}] {pos}/{len} jobs")
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-            .progress_chars("=> "),
-    );
-    bar.set_message(format!("running {unit}"));
+/// Polls the unit until it completes, with progress on standard error (a bar
+/// on a terminal, a plain line at each change otherwise). An incident (a job
+/// out of attempts) or a cancelled unit ends the wait with an error saying
+/// what to do.
+async fn wait_for_unit(api: &ApiClient, unit: &str) -> Result<(), CliError> {
+    let bar = crate::progress::Progress::new(&format!("running {unit}"), 0, "jobs done", false);
     loop {
         let u = api.get_unit(unit).await?;
-        bar.set_length(u["tasks_total"].as_u64().unwrap_or(0));
-        bar.set_position(u["tasks_done"].as_u64().unwrap_or(0));
+        bar.set(
+            u["tasks_done"].as_u64().unwrap_or(0),
+            u["tasks_total"].as_u64().unwrap_or(0),
+        );
         match u["status"].as_str() {
             Some("completed") => {
-                bar.finish_and_clear();
+                bar.finish();
                 return Ok(());
             }
             Some(status @ ("cancelled" | "failed")) => {

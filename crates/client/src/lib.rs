@@ -23,6 +23,7 @@ mod engagements;
 mod error;
 mod paging;
 mod people;
+pub mod progress;
 mod render;
 #[cfg(test)]
 mod tests;

@@ -1,15 +1,15 @@
 //! `waymark audit verify`: walks the whole audit chain in the database, record by
 //! record, and names the first one that does not hold.
 
-use std::io::IsTerminal;
 use std::path::Path;
 
 use anyhow::{Context, Result};
+use waymark_client::progress::Progress;
 use waymark_domain::audit::Verifier;
 use waymark_store::Store;
 
 use crate::config::{Overrides, Settings};
-use crate::serve::open_store;
+use crate::serve::open_existing_store;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum AuditCommand {
@@ -25,7 +25,7 @@ const PAGE: i64 = 5_000;
 pub async fn run(config: Option<&Path>, command: AuditCommand) -> Result<bool> {
     let AuditCommand::Verify(flags) = command;
     let settings = Settings::load(config, &flags)?;
-    let (store, label) = open_store(&settings).await?;
+    let (store, label) = open_existing_store(&settings).await?;
     store.migrate().await.context("migrations failed")?;
     let outcome = verify(&store).await;
     store.close().await;
@@ -54,19 +54,8 @@ pub async fn verify(
         .await
         .context("cannot read the audit head")?;
     let total = u64::try_from(head.seq).unwrap_or(0);
-    let bar = std::io::stderr().is_terminal().then(|| {
-        let b = indicatif::ProgressBar::new(total);
-        b.set_style(
-            indicatif::ProgressStyle::with_template("verifying [{bar:40}] {pos}/{len} records")
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-        );
-        b
-    });
-    let finish = || {
-        if let Some(b) = &bar {
-            b.finish_and_clear();
-        }
-    };
+    let bar = Progress::new("verifying", total, "records", false);
+    let finish = || bar.finish();
     let mut v = Verifier::new();
     // Up to the head read at the start: writes that land meanwhile are left
     // for the next run, so a busy database does not keep the walk going.
@@ -85,10 +74,7 @@ pub async fn verify(
             }
         }
         let done = u64::try_from(v.last_seq()).unwrap_or(0);
-        match &bar {
-            Some(b) => b.set_position(done),
-            None => eprintln!("audit: verified {done}/{total} records"),
-        }
+        bar.set(done, total);
     }
     finish();
     Ok(v.finish(head.seq, &head.hash).map(|n| (n, head.hash)))

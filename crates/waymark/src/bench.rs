@@ -2,12 +2,12 @@
 //! stack (an in-process server on a loopback port, a pooled HTTP client), on a
 //! fresh SQLite file or a fresh PostgreSQL schema, at several concurrency levels.
 
-use std::io::IsTerminal;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
+use waymark_client::progress::Progress;
 use waymark_server::auth::{generate_secret, hash_secret};
 use waymark_server::{AppState, HttpSettings};
 use waymark_store::{NewToken, Role, SqlStore, Store, postgres, sqlite};
@@ -106,7 +106,7 @@ async fn api(args: ApiBench) -> Result<()> {
         .to_owned();
 
     let total = args.concurrency.len() * 3 * args.requests;
-    let progress = Progress::new(total as u64);
+    let progress = Arc::new(Progress::new("bench", total as u64, "requests", false));
     let mut results = vec![];
     for &c in &args.concurrency {
         let ctx = Arc::new(Ctx {
@@ -306,7 +306,7 @@ async fn phase<F, Fut>(
     name: &'static str,
     concurrency: usize,
     requests: usize,
-    progress: &Progress,
+    progress: &Arc<Progress>,
     op: F,
 ) -> Result<(Result1, Vec<String>)>
 where
@@ -390,57 +390,4 @@ async fn get(http: &reqwest::Client, base: &str, secret: &str, path: &str) -> Re
         bail!("GET {path} answered {}", res.status());
     }
     Ok(res.json().await?)
-}
-
-/// A progress bar on a terminal, a line per tenth otherwise.
-#[derive(Clone)]
-pub(crate) struct Progress {
-    bar: Option<indicatif::ProgressBar>,
-    done: Arc<std::sync::atomic::AtomicU64>,
-    total: u64,
-}
-
-impl Progress {
-    pub(crate) fn new(total: u64) -> Self {
-        let bar = std::io::stderr().is_terminal().then(|| {
-            let b = indicatif::ProgressBar::new(total);
-            b.set_style(
-                indicatif::ProgressStyle::with_template(
-                    "{msg:>14} [{bar:40}] {pos}/{len} ({per_sec})",
-                )
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-            );
-            b
-        });
-        Self {
-            bar,
-            done: Arc::new(std::sync::atomic::AtomicU64::new(0)),
-            total,
-        }
-    }
-
-    pub(crate) fn set_message(&self, msg: String) {
-        match &self.bar {
-            Some(b) => b.set_message(msg),
-            None => eprintln!("bench: {msg}"),
-        }
-    }
-
-    pub(crate) fn inc(&self) {
-        let n = self.done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
-        match &self.bar {
-            Some(b) => b.inc(1),
-            None => {
-                if n.is_multiple_of((self.total / 10).max(1)) {
-                    eprintln!("bench: {n}/{}", self.total);
-                }
-            }
-        }
-    }
-
-    pub(crate) fn finish(&self) {
-        if let Some(b) = &self.bar {
-            b.finish_and_clear();
-        }
-    }
 }

@@ -17,7 +17,9 @@ use waymark_domain::artifact::SourceRef;
 use waymark_domain::{ArtifactId, ClientId};
 use waymark_store::{NewArtifact, NewClient, NewVersion, Store, WriteContext};
 
-use crate::bench::{BenchBackend, BenchDb, Progress, ms};
+use waymark_client::progress::Progress;
+
+use crate::bench::{BenchBackend, BenchDb, ms};
 
 #[derive(Debug, clap::Args)]
 pub struct CascadeBench {
@@ -94,7 +96,12 @@ pub async fn run(args: CascadeBench) -> Result<()> {
         .record
         .id;
 
-    let progress = Progress::new(args.artifacts as u64);
+    let progress = Arc::new(Progress::new(
+        "bench cascade",
+        args.artifacts as u64,
+        "artifacts",
+        false,
+    ));
     progress.set_message("building graph".into());
     let started = Instant::now();
     let gate = Arc::new(Semaphore::new(args.concurrency));

@@ -10,7 +10,7 @@ use waymark_packs::{Pack, PackFiles, load};
 use waymark_store::Store;
 
 use crate::config::{Overrides, Settings};
-use crate::serve::open_store;
+use crate::serve::open_existing_store;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum PackCommand {
@@ -39,6 +39,23 @@ pub async fn run(config: Option<&Path>, command: PackCommand) -> Result<()> {
             Ok(())
         }
         PackCommand::List(flags) => {
+            let settings = Settings::load(config, &flags)?;
+            if settings.database_url.is_none() && !settings.data_dir.join("waymark.db").is_file() {
+                for pack in waymark_packs::builtin() {
+                    println!(
+                        "{:<22} {:<8} {:<9} {}",
+                        pack.name,
+                        pack.version,
+                        "built-in",
+                        pack.type_names().join(", ")
+                    );
+                }
+                println!(
+                    "(no Waymark data in {}: installed packs are listed where `waymark serve` keeps its data)",
+                    settings.data_dir.display()
+                );
+                return Ok(());
+            }
             let catalog = catalog(config, &flags).await?;
             let packs = catalog
                 .list()
@@ -103,7 +120,7 @@ fn describe(pack: &Pack) -> String {
 
 async fn catalog(config: Option<&Path>, flags: &Overrides) -> Result<PackCatalog> {
     let settings = Settings::load(config, flags)?;
-    let (store, _) = open_store(&settings).await?;
+    let (store, _) = open_existing_store(&settings).await?;
     store.migrate().await.context("migrations failed")?;
     let store: Arc<dyn Store> = Arc::new(store);
     Ok(PackCatalog::new(store))

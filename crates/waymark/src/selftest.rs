@@ -23,8 +23,11 @@ use crate::serve::build_info;
 
 #[derive(Debug, clap::Args)]
 pub struct SelftestArgs {
-    /// Check this running server instead of a temporary one
-    #[arg(long, env = "WAYMARK_SERVER")]
+    /// Check this running server instead of a temporary one (it writes a
+    /// client, an engagement and artifacts there). Only this flag names it:
+    /// WAYMARK_SERVER does not, so a plain `waymark selftest` never writes
+    /// into a live server.
+    #[arg(long)]
     server: Option<String>,
     /// API token for --server
     #[arg(long, env = "WAYMARK_TOKEN", hide_env_values = true)]

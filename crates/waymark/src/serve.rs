@@ -7,7 +7,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use secrecy::ExposeSecret;
 use waymark_engine::delivery::{self, DeliverySettings};
 use waymark_engine::mail::Mailer;
@@ -53,6 +53,33 @@ pub async fn open_store(settings: &Settings) -> Result<(SqlStore, String)> {
             Ok((store, format!("sqlite {}", path.display())))
         }
     }
+}
+
+/// Opens the store of an existing installation, for the local commands that
+/// read or change its data (`audit verify`, `pack install`): a data folder
+/// without a database, or a database Waymark never migrated, is refused with
+/// what to do, instead of being made into an empty installation.
+pub async fn open_existing_store(settings: &Settings) -> Result<(SqlStore, String)> {
+    if settings.database_url.is_none() {
+        let path = settings.data_dir.join("waymark.db");
+        if !path.is_file() {
+            bail!(
+                "no Waymark data in {}: there is no waymark.db there. Run this where `waymark serve` \
+                 keeps its data, or name that folder with --data-dir (WAYMARK_DATA_DIR); \
+                 `waymark migrate` makes a new, empty installation",
+                settings.data_dir.display()
+            );
+        }
+    }
+    let (store, label) = open_store(settings).await?;
+    if !store.holds_data().await? {
+        store.close().await;
+        bail!(
+            "the database ({label}) holds no Waymark data: check --database-url \
+             (WAYMARK_DATABASE_URL), or run `waymark migrate` to make a new, empty installation"
+        );
+    }
+    Ok((store, label))
 }
 
 pub async fn migrate(config: Option<&Path>, flags: &Overrides) -> Result<()> {

@@ -132,6 +132,21 @@ impl SqlStore {
         }
     }
 
+    /// Whether the database holds a Waymark installation (migrations were
+    /// applied to it at least once).
+    pub async fn holds_data(&self) -> Result<bool> {
+        let found: std::result::Result<Option<(i64,)>, StoreError> =
+            sql("SELECT version FROM _sqlx_migrations ORDER BY version LIMIT 1")
+                .fetch_optional(&mut self.db.reader())
+                .await;
+        match found {
+            Ok(row) => Ok(row.is_some()),
+            // No migrations table: nothing of Waymark's here.
+            Err(StoreError::Database(sqlx::Error::Database(_))) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Applies the migrations this binary knows that the database lacks.
     pub async fn migrate(&self) -> Result<()> {
         match &self.db {

@@ -357,6 +357,52 @@ fn selftest_runs_on_a_temporary_database() {
 }
 
 #[test]
+fn selftest_writes_into_a_server_only_when_its_command_line_names_one() {
+    // WAYMARK_SERVER (set for the client commands) names a server that does
+    // not answer: selftest ignores it and checks a temporary database.
+    let out = waymark(
+        &["selftest"],
+        &[
+            ("WAYMARK_SERVER", "http://127.0.0.1:9"),
+            ("WAYMARK_TOKEN", "wm_x"),
+        ],
+    );
+    assert_selftest_passed(&out);
+}
+
+#[test]
+fn local_commands_refuse_a_folder_without_waymark_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("not-here");
+    let data_flag = data.to_str().unwrap();
+    let out = waymark(&["audit", "verify", "--data-dir", data_flag], &[]);
+    assert_eq!(out.status.code(), Some(1));
+    let (_, stderr) = text(&out);
+    assert!(stderr.contains("no Waymark data"), "{stderr}");
+    assert!(stderr.contains("--data-dir"), "{stderr}");
+    let pack = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../packs/renewal");
+    let out = waymark(
+        &[
+            "pack",
+            "install",
+            pack.to_str().unwrap(),
+            "--data-dir",
+            data_flag,
+        ],
+        &[],
+    );
+    assert!(!out.status.success());
+    assert!(text(&out).1.contains("no Waymark data"));
+    // Listing the packs shows the built-in ones and says why nothing more.
+    let out = waymark(&["pack", "list", "--data-dir", data_flag], &[]);
+    assert!(out.status.success());
+    let (stdout, _) = text(&out);
+    assert!(stdout.contains("marketing-engagement"), "{stdout}");
+    assert!(stdout.contains("no Waymark data"), "{stdout}");
+    assert!(!data.exists(), "nothing was created");
+}
+
+#[test]
 fn selftest_fails_without_a_server_to_talk_to() {
     let out = waymark(
         &[

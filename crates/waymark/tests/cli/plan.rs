@@ -105,7 +105,16 @@ async fn a_plan_runs_from_the_cli(backend: Backend) {
         "--json",
     ]));
 
-    let run = ok_json(&server.cli(&["engagement", "run-plan", &eng, "--all", "--wait", "--json"]));
+    let out = server.cli(&["engagement", "run-plan", &eng, "--all", "--wait", "--json"]);
+    // Not on a terminal, the wait shows plain progress lines on stderr.
+    let progress = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        progress
+            .lines()
+            .any(|l| l.starts_with("running uow_") && l.ends_with("/7 jobs done")),
+        "{progress}"
+    );
+    let run = ok_json(&out);
     assert_eq!(run["run"]["queued"].as_array().unwrap().len(), 7, "{run}");
     let jobs = run["plan"]["jobs"].as_array().unwrap();
     let done: Vec<&Value> = jobs.iter().filter(|j| j["status"] == "completed").collect();
