@@ -16,7 +16,8 @@
 //! use waymark_domain::cascade::{plan, Consumer, RootChange, Source};
 //! use waymark_domain::{ArtifactId, ArtifactStatus::*};
 //! let (intake, strategy, creatives) = (ArtifactId::new(), ArtifactId::new(), ArtifactId::new());
-//! let root = RootChange { artifact_id: intake, artifact_type: "intake".into(), from_version: 1, to_version: 2 };
+//! let root = RootChange { artifact_id: intake, artifact_type: "intake".into(), from_version: 1, to_version: 2,
+//!                        generator_changed: false };
 //! let consumers = vec![
 //!     Consumer { artifact_id: strategy, status: Approved, causes: vec![],
 //!                sources: vec![Source { artifact_id: intake, artifact_type: "intake".into(), version: 1 }] },
@@ -47,7 +48,9 @@ pub enum StaleCategory {
     GeneratorChanged,
 }
 
-/// The upstream change that started a cascade.
+/// The change that started a cascade: an upstream's new version, or (with
+/// `generator_changed`) a new generator for the artifact's type, which makes
+/// the artifact itself stale at its current version.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RootChange {
     pub artifact_id: ArtifactId,
@@ -57,6 +60,23 @@ pub struct RootChange {
     pub from_version: i64,
     /// The new version.
     pub to_version: i64,
+    /// The pack changed the generator that built the root's current version.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub generator_changed: bool,
+}
+
+impl RootChange {
+    /// What happened to the root, as the end of a sentence.
+    fn what(&self) -> String {
+        if self.generator_changed {
+            format!("the {} generator changed", self.artifact_type)
+        } else {
+            format!(
+                "{} changed from v{} to v{}",
+                self.artifact_type, self.from_version, self.to_version
+            )
+        }
+    }
 }
 
 /// One machine-readable cause of staleness.
@@ -87,12 +107,14 @@ impl StaleCause {
                 self.to_version.unwrap_or(root.to_version)
             ),
             StaleCategory::UpstreamStale => format!(
-                "Upstream {} is stale ({} changed from v{} to v{})",
-                self.dependency_type, root.artifact_type, root.from_version, root.to_version
+                "Upstream {} is stale ({})",
+                self.dependency_type,
+                root.what()
             ),
-            StaleCategory::GeneratorChanged => {
-                format!("The {} generator changed", self.dependency_type)
-            }
+            StaleCategory::GeneratorChanged => format!(
+                "The {} generator changed since v{} was generated",
+                self.dependency_type, self.from_version
+            ),
         }
     }
 
@@ -150,6 +172,81 @@ pub fn can_go_stale(status: ArtifactStatus) -> bool {
 /// The artifacts among `consumers` that `root` makes stale, in the order they are
 /// reached (breadth first), each with its causes.
 pub fn plan(root: &RootChange, consumers: &[Consumer]) -> Vec<StaleMark> {
+    spread(root, consumers)
+}
+
+/// The marks when the pack changed the generator of `generated`'s type: the
+/// artifact itself (`generator_changed`, if it was generated and can go
+/// stale), then everything built on it (`upstream_stale`), as [`plan`] walks.
+///
+/// ```
+/// use waymark_domain::cascade::{plan_generator_change, Consumer, Source};
+/// use waymark_domain::{ArtifactId, ArtifactStatus::*};
+/// let (strategy, creatives) = (ArtifactId::new(), ArtifactId::new());
+/// let generated = Consumer { artifact_id: strategy, status: Approved, causes: vec![], sources: vec![] };
+/// let consumers = vec![Consumer { artifact_id: creatives, status: Draft, causes: vec![],
+///     sources: vec![Source { artifact_id: strategy, artifact_type: "strategy".into(), version: 3 }] }];
+/// let marks = plan_generator_change(&generated, "strategy", 3, &consumers);
+/// assert_eq!(marks[0].reason, "The strategy generator changed since v3 was generated");
+/// assert_eq!(marks[1].reason, "Upstream strategy is stale (the strategy generator changed)");
+/// ```
+pub fn plan_generator_change(
+    generated: &Consumer,
+    artifact_type: &str,
+    version: i64,
+    consumers: &[Consumer],
+) -> Vec<StaleMark> {
+    if !can_go_stale(generated.status) {
+        return Vec::new();
+    }
+    let root = RootChange {
+        artifact_id: generated.artifact_id,
+        artifact_type: artifact_type.to_owned(),
+        from_version: version,
+        to_version: version,
+        generator_changed: true,
+    };
+    let own = StaleCause {
+        category: StaleCategory::GeneratorChanged,
+        dependency: generated.artifact_id,
+        dependency_type: artifact_type.to_owned(),
+        from_version: version,
+        to_version: None,
+        root: root.clone(),
+    };
+    let mut marks = vec![mark(generated, vec![own])];
+    marks.extend(spread(&root, consumers));
+    marks
+}
+
+/// `c` made stale by `new_causes`, keeping the causes it carries already.
+fn mark(c: &Consumer, new_causes: Vec<StaleCause>) -> StaleMark {
+    let mut seen: HashSet<_> = HashSet::new();
+    let mut causes: Vec<StaleCause> = Vec::new();
+    let old = if c.status == Stale {
+        &c.causes[..]
+    } else {
+        &[]
+    };
+    for cause in old.iter().chain(&new_causes) {
+        if seen.insert(cause.key()) {
+            causes.push(cause.clone());
+        }
+    }
+    StaleMark {
+        artifact_id: c.artifact_id,
+        from_status: c.status,
+        reason: reason(&causes),
+        causes,
+        new_causes,
+    }
+}
+
+/// The breadth-first walk from `root` through the consumers' sources. From a
+/// new version, the first step reaches only what was built on an older one
+/// (`upstream_changed`); from a root that went stale itself, everything built
+/// on it (`upstream_stale`).
+fn spread(root: &RootChange, consumers: &[Consumer]) -> Vec<StaleMark> {
     let mut by_source: HashMap<ArtifactId, Vec<usize>> = HashMap::new();
     for (i, c) in consumers.iter().enumerate() {
         if c.artifact_id == root.artifact_id || !can_go_stale(c.status) {
@@ -159,11 +256,11 @@ pub fn plan(root: &RootChange, consumers: &[Consumer]) -> Vec<StaleMark> {
             by_source.entry(s.artifact_id).or_default().push(i);
         }
     }
-    let built_on_old_root = |c: &Consumer| {
-        c.sources
-            .iter()
-            .any(|s| s.artifact_id == root.artifact_id && s.version < root.to_version)
+    let changed_root = |s: &Source| {
+        s.artifact_id == root.artifact_id && !root.generator_changed && s.version < root.to_version
     };
+    let built_on_old_root =
+        |c: &Consumer| root.generator_changed || c.sources.iter().any(changed_root);
 
     let mut order: Vec<usize> = Vec::new();
     let mut marked: HashSet<ArtifactId> = HashSet::new();
@@ -189,7 +286,7 @@ pub fn plan(root: &RootChange, consumers: &[Consumer]) -> Vec<StaleMark> {
             let c = &consumers[i];
             let mut new_causes = Vec::new();
             for s in &c.sources {
-                if s.artifact_id == root.artifact_id && s.version < root.to_version {
+                if changed_root(s) {
                     new_causes.push(StaleCause {
                         category: StaleCategory::UpstreamChanged,
                         dependency: s.artifact_id,
@@ -198,7 +295,9 @@ pub fn plan(root: &RootChange, consumers: &[Consumer]) -> Vec<StaleMark> {
                         to_version: Some(root.to_version),
                         root: root.clone(),
                     });
-                } else if marked.contains(&s.artifact_id) {
+                } else if marked.contains(&s.artifact_id)
+                    || (root.generator_changed && s.artifact_id == root.artifact_id)
+                {
                     new_causes.push(StaleCause {
                         category: StaleCategory::UpstreamStale,
                         dependency: s.artifact_id,
@@ -209,25 +308,7 @@ pub fn plan(root: &RootChange, consumers: &[Consumer]) -> Vec<StaleMark> {
                     });
                 }
             }
-            let mut seen: HashSet<_> = HashSet::new();
-            let mut causes: Vec<StaleCause> = Vec::new();
-            let old = if c.status == Stale {
-                &c.causes[..]
-            } else {
-                &[]
-            };
-            for cause in old.iter().chain(&new_causes) {
-                if seen.insert(cause.key()) {
-                    causes.push(cause.clone());
-                }
-            }
-            StaleMark {
-                artifact_id: c.artifact_id,
-                from_status: c.status,
-                reason: reason(&causes),
-                causes,
-                new_causes,
-            }
+            mark(c, new_causes)
         })
         .collect()
 }
@@ -260,6 +341,7 @@ mod tests {
             artifact_type: "intake".into(),
             from_version: from,
             to_version: to,
+            generator_changed: false,
         }
     }
 
@@ -295,6 +377,7 @@ mod tests {
                 artifact_type: "brief".into(),
                 from_version: 3,
                 to_version: 4,
+                generator_changed: false,
             },
             &[consumer(
                 a,

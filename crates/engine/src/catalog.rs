@@ -78,6 +78,10 @@ impl PackCatalog {
         if builtin().iter().any(|p| p.name == pack.name) {
             return Err(InstallError::Builtin(pack.name));
         }
+        let changed_generators = match self.get(&pack.name).await? {
+            Some(old) => changed_generators(&old, &pack),
+            None => Vec::new(),
+        };
         self.store
             .install_pack(
                 InstalledPack {
@@ -88,6 +92,7 @@ impl PackCatalog {
                     installed_by: ctx.actor.clone(),
                     installed_at: OffsetDateTime::now_utc(),
                 },
+                &changed_generators,
                 ctx,
             )
             .await?;
@@ -126,6 +131,21 @@ impl PackCatalog {
             }
         }
     }
+}
+
+/// The types of `new` whose generator differs from the one `old` gave them
+/// (their generated artifacts go stale when `new` replaces `old`).
+pub fn changed_generators(old: &Pack, new: &Pack) -> Vec<String> {
+    new.types
+        .iter()
+        .filter(|t| {
+            old.types
+                .iter()
+                .find(|o| o.name == t.name)
+                .is_some_and(|o| o.generator_fingerprint() != t.generator_fingerprint())
+        })
+        .map(|t| t.name.clone())
+        .collect()
 }
 
 /// The store's view of a type's pack rules.
@@ -168,4 +188,33 @@ pub async fn journey_templates(
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The marketing pack with `edit` applied to its files.
+    fn marketing_with(edit: impl FnOnce(&mut std::collections::BTreeMap<String, String>)) -> Pack {
+        let base = builtin()
+            .iter()
+            .find(|p| p.name == "marketing-engagement")
+            .unwrap();
+        let mut files = base.files.as_map().clone();
+        edit(&mut files);
+        load(&PackFiles::from_map(files).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn a_changed_prompt_changes_its_types_generator_only() {
+        let old = marketing_with(|_| {});
+        let same = marketing_with(|_| {});
+        assert!(changed_generators(&old, &same).is_empty());
+        let new = marketing_with(|f| {
+            f.get_mut("prompts/strategy.md")
+                .unwrap()
+                .push_str("\nName the two riskiest assumptions.\n");
+        });
+        assert_eq!(changed_generators(&old, &new), ["strategy"]);
+    }
 }

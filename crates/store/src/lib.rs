@@ -170,8 +170,15 @@ pub trait Store:
 
     // --- packs -----------------------------------------------------------------
 
-    /// Installs a pack, replacing an installed one of the same name.
-    async fn install_pack(&self, pack: InstalledPack, ctx: &WriteContext) -> Result<()>;
+    /// Installs a pack, replacing an installed one of the same name. The
+    /// generated artifacts of `changed_generators` (types whose generator the
+    /// new pack changed) go stale with everything built on them; answers them.
+    async fn install_pack(
+        &self,
+        pack: InstalledPack,
+        changed_generators: &[String],
+        ctx: &WriteContext,
+    ) -> Result<Vec<Flagged>>;
     async fn installed_pack(&self, name: &str) -> Result<Option<InstalledPack>>;
     /// The digest of the installed pack `name`, to tell whether a cached copy is current.
     async fn installed_pack_digest(&self, name: &str) -> Result<Option<String>>;

@@ -143,6 +143,16 @@ impl Tx {
         Ok(())
     }
 
+    /// Rolls back now, releasing its row locks before the caller answers (a
+    /// dropped transaction rolls back only when its connection is next used).
+    pub(crate) async fn rollback(self) -> Result<()> {
+        match self {
+            Tx::Sqlite(tx) => tx.rollback().await?,
+            Tx::Postgres { tx, .. } => tx.rollback().await?,
+        }
+        Ok(())
+    }
+
     /// Notes that the transaction queued log entries for the sealer.
     pub(crate) fn logged(&mut self) {
         if let Tx::Postgres { logged, .. } = self {

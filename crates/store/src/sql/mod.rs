@@ -376,8 +376,13 @@ impl Store for SqlStore {
         packs::get_plan(self, engagement_id).await
     }
 
-    async fn install_pack(&self, pack: InstalledPack, ctx: &WriteContext) -> Result<()> {
-        packs::install_pack(self, pack, ctx).await
+    async fn install_pack(
+        &self,
+        pack: InstalledPack,
+        changed_generators: &[String],
+        ctx: &WriteContext,
+    ) -> Result<Vec<Flagged>> {
+        packs::install_pack(self, pack, changed_generators, ctx).await
     }
 
     async fn installed_pack(&self, name: &str) -> Result<Option<InstalledPack>> {

@@ -109,12 +109,13 @@ pub(crate) async fn get_plan(
 pub(crate) async fn install_pack(
     store: &SqlStore,
     pack: InstalledPack,
+    changed_generators: &[String],
     ctx: &WriteContext,
-) -> Result<()> {
+) -> Result<Vec<Flagged>> {
     {
         let mut tx = store.db.begin().await?;
         if idempotency::replay(&mut tx, ctx, "pack").await?.is_some() {
-            return Ok(());
+            return Ok(Vec::new());
         }
         idempotency::record(&mut tx, ctx, "pack", Uuid::nil(), pack.installed_at).await?;
         sql(
@@ -132,15 +133,36 @@ pub(crate) async fn install_pack(
         .bind(pack.installed_at)
         .execute(&mut tx)
         .await?;
+        let flagged = super::artifacts::cascade::generators_changed(
+            &mut tx,
+            &pack.name,
+            changed_generators,
+            ctx,
+            pack.installed_at,
+        )
+        .await?;
+        let stale: Vec<Value> = flagged
+            .iter()
+            .take(100)
+            .map(|f| {
+                serde_json::json!({
+                    "artifact_id": f.artifact_id.to_string(),
+                    "type": f.artifact_type,
+                    "reason": f.reason,
+                })
+            })
+            .collect();
         let entry = LogEntry::new("pack.install", None, format!("pack:{}", pack.name)).event(
             "pack.installed",
             Audience::Staff,
-            serde_json::json!({ "name": pack.name, "version": pack.version, "digest": pack.digest }),
+            serde_json::json!({ "name": pack.name, "version": pack.version, "digest": pack.digest,
+                "changed_generators": changed_generators,
+                "flagged_count": flagged.len(), "flagged": stale }),
         );
         append_log(&mut tx, ctx, pack.installed_at, entry).await?;
         tx.commit().await?;
-    };
-    Ok(())
+        Ok(flagged)
+    }
 }
 
 pub(crate) async fn installed_pack(store: &SqlStore, name: &str) -> Result<Option<InstalledPack>> {

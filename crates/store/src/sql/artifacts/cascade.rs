@@ -4,6 +4,9 @@
 //! set-based statements (one per dialect: `json_each` on SQLite,
 //! `jsonb_to_recordset` on PostgreSQL) write every mark and its history entry.
 //! Three statements whatever the graph's size.
+//!
+//! A pack that changes a type's generator starts the same walk from each
+//! artifact that generator built ([`generators_changed`]).
 
 use serde_json::Value;
 use sqlx::FromRow;
@@ -24,13 +27,91 @@ pub(crate) async fn run(
     ctx: &WriteContext,
     at: OffsetDateTime,
 ) -> Result<Vec<Flagged>> {
+    let (consumers, info) = candidates(tx, root.artifact_id, root.to_version).await?;
+    let marks = cascade::plan(root, &consumers);
+    write_marks(tx, marks, &info, ctx, at).await
+}
+
+/// Marks stale every generated artifact of `types` in the engagements of
+/// `pack` (its current version not written by a person), and everything built
+/// on them: the pack changed those types' generators.
+pub(crate) async fn generators_changed(
+    tx: &mut Tx,
+    pack: &str,
+    types: &[String],
+    ctx: &WriteContext,
+    at: OffsetDateTime,
+) -> Result<Vec<Flagged>> {
+    if types.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut q = sql("SELECT a.id, a.type, a.status, a.version, a.stale_causes \
+         FROM engagements e \
+         CROSS JOIN artifacts a \
+         CROSS JOIN artifact_versions v \
+         WHERE e.pack = ");
+    q.push_bind(pack);
+    q.push(
+        " AND a.engagement_id = e.id AND v.artifact_id = a.id AND v.version = a.version \
+         AND v.provenance <> 'human' \
+         AND a.status IN ('draft', 'in_review', 'approved', 'stale') AND a.type IN ",
+    );
+    q.push_list(types);
+    q.push(" ORDER BY a.id");
+    let generated: Vec<GeneratedRow> = q.fetch_all(&mut *tx).await?;
+    let mut flagged = Vec::new();
+    for g in generated {
+        let id = ArtifactId::from_uuid(g.id);
+        // Read after the marks before: an artifact reached twice keeps both causes.
+        let current: Option<GeneratedRow> =
+            sql("SELECT id, type, status, version, stale_causes FROM artifacts WHERE id = $1")
+                .bind(g.id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let Some(current) = current else { continue };
+        let (consumers, mut info) = candidates(tx, id, i64::MAX).await?;
+        info.insert(id, (current.artifact_type.clone(), current.version));
+        let itself = Consumer {
+            artifact_id: id,
+            status: status(&current.status)?,
+            causes: current.stale_causes.map(|c| c.0).unwrap_or_default(),
+            sources: vec![],
+        };
+        let marks = cascade::plan_generator_change(
+            &itself,
+            &current.artifact_type,
+            current.version,
+            &consumers,
+        );
+        flagged.extend(write_marks(tx, marks, &info, ctx, at).await?);
+    }
+    Ok(flagged)
+}
+
+/// Every artifact downstream of `root` that can go stale, as consumers, the
+/// first step only through versions older than `below`.
+async fn candidates(
+    tx: &mut Tx,
+    root: ArtifactId,
+    below: i64,
+) -> Result<(Vec<Consumer>, CandidateInfo)> {
     let rows: Vec<CascadeRow> = sql(CASCADE_CANDIDATES)
-        .bind(root.artifact_id.uuid())
-        .bind(root.to_version)
+        .bind(root.uuid())
+        .bind(below)
         .fetch_all(tx)
         .await?;
-    let (consumers, info) = consumers_of(rows)?;
-    let marks = cascade::plan(root, &consumers);
+    consumers_of(rows)
+}
+
+/// Writes `marks` (the status, the reason and causes, a history entry each);
+/// answers them as flagged.
+async fn write_marks(
+    tx: &mut Tx,
+    marks: Vec<cascade::StaleMark>,
+    info: &CandidateInfo,
+    ctx: &WriteContext,
+    at: OffsetDateTime,
+) -> Result<Vec<Flagged>> {
     if marks.is_empty() {
         return Ok(Vec::new());
     }
@@ -118,6 +199,16 @@ const POSTGRES_STALE_HISTORY: &str = "INSERT INTO artifact_history \
      (artifact_id, at, actor, action, from_status, to_status, version, reason, trace_id, actor_name) \
      SELECT m.id, $2, $3, 'marked_stale', m.from_status, 'stale', m.version, m.history, $4, $5 \
      FROM jsonb_to_recordset($1::jsonb) AS m(id uuid, from_status text, version bigint, history text)";
+
+#[derive(FromRow)]
+struct GeneratedRow {
+    id: Uuid,
+    #[sqlx(rename = "type")]
+    artifact_type: String,
+    status: String,
+    version: i64,
+    stale_causes: Option<Json<Vec<StaleCause>>>,
+}
 
 #[derive(FromRow)]
 struct CascadeRow {

@@ -2,7 +2,7 @@
 //! versions, history) and the [`Store`] methods that write them, through the
 //! in-transaction steps of [`write`].
 
-mod cascade;
+pub(crate) mod cascade;
 mod lineage;
 mod write;
 

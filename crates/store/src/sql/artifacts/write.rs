@@ -704,6 +704,7 @@ pub(crate) async fn write_version(
             artifact_type: current.artifact_type.clone(),
             from_version: current.version,
             to_version: version,
+            generator_changed: false,
         };
         super::cascade::run(tx, &root, ctx, at).await?
     } else {

@@ -192,8 +192,10 @@ pub(crate) async fn heartbeat(
     .fetch_optional(&mut tx)
     .await?;
     let (status, held, expires, deadline) = row.ok_or_else(|| not_found("task", task_id))?;
-    work::check_lease(task_status(&status)?, held.as_deref(), expires, &hash, now)
-        .map_err(refused)?;
+    if let Err(e) = work::check_lease(task_status(&status)?, held.as_deref(), expires, &hash, now) {
+        tx.rollback().await?;
+        return Err(refused(e));
+    }
     let until = work::lease_until(now, lease, deadline.unwrap_or(i64::MAX));
     sql("UPDATE tasks SET lease_expires_at = $2 WHERE id = $1")
         .bind(task_id.uuid())

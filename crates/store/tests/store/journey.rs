@@ -11,29 +11,6 @@ use waymark_domain::work::{TaskSpec, UnitStatus, check_tasks};
 use waymark_store::testing::{self, TestDb};
 use waymark_store::*;
 
-macro_rules! contract {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    let db = super::testing::sqlite().await;
-                    super::$name(&db).await;
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    let Some(db) = super::testing::postgres().await else { return };
-                    super::$name(&db).await;
-                }
-            )*
-        }
-    };
-}
-
 contract!(transitions_are_recorded_with_their_units_and_history);
 
 fn ctx(actor: &str) -> WriteContext {

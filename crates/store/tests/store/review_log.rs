@@ -11,29 +11,6 @@ use waymark_domain::{ArtifactId, ClientId};
 use waymark_store::testing::{self, TestDb};
 use waymark_store::*;
 
-macro_rules! contract {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    let db = super::testing::sqlite().await;
-                    super::$name(&db).await;
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    let Some(db) = super::testing::postgres().await else { return };
-                    super::$name(&db).await;
-                }
-            )*
-        }
-    };
-}
-
 contract!(
     approvals_follow_the_policy_and_bind_to_the_version,
     rejection_returns_to_draft_with_the_reason,

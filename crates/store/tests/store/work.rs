@@ -11,29 +11,6 @@ use waymark_domain::work::{Resolution, TaskSpec, TaskStatus, UnitStatus, check_t
 use waymark_store::testing::{self, TestDb};
 use waymark_store::*;
 
-macro_rules! contract {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    let db = super::testing::sqlite().await;
-                    super::$name(&db).await;
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    let Some(db) = super::testing::postgres().await else { return };
-                    super::$name(&db).await;
-                }
-            )*
-        }
-    };
-}
-
 contract!(
     a_dag_runs_in_dependency_order,
     leases_refuse_foreign_and_expired_tokens,

@@ -9,29 +9,6 @@ use waymark_domain::{ArtifactId, ClientId};
 use waymark_store::testing::{self, TestDb};
 use waymark_store::*;
 
-macro_rules! contract {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test]
-                async fn $name() {
-                    let db = super::testing::sqlite().await;
-                    super::$name(&db).await;
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test]
-                async fn $name() {
-                    let Some(db) = super::testing::postgres().await else { return };
-                    super::$name(&db).await;
-                }
-            )*
-        }
-    };
-}
-
 contract!(
     status_columns_refuse_values_the_domain_does_not_know,
     clients_round_trip_and_paginate,
@@ -53,6 +30,7 @@ contract!(
     new_content_clears_stale,
     lineage_walks_both_ways,
     plans_and_installed_packs_round_trip,
+    a_changed_generator_makes_what_it_built_stale,
 );
 
 fn ctx() -> WriteContext {
@@ -1255,10 +1233,10 @@ async fn plans_and_installed_packs_round_trip(db: &TestDb) {
             .replace_nanosecond(0)
             .unwrap(),
     };
-    s.install_pack(pack.clone(), &ctx()).await.unwrap();
+    s.install_pack(pack.clone(), &[], &ctx()).await.unwrap();
     pack.version = "1.1.0".into();
     pack.digest = "sha256:bb".into();
-    s.install_pack(pack.clone(), &ctx()).await.unwrap();
+    s.install_pack(pack.clone(), &[], &ctx()).await.unwrap();
     let got = s.installed_pack("tiny").await.unwrap().unwrap();
     assert_eq!((got.version.as_str(), got.files.len()), ("1.1.0", 1));
     assert_eq!(
@@ -1266,6 +1244,101 @@ async fn plans_and_installed_packs_round_trip(db: &TestDb) {
         Some("sha256:bb")
     );
     assert_eq!(s.list_installed_packs().await.unwrap().len(), 1);
+}
+
+/// An engagement on the pack `tiny` with intake (a person's), strategy (from
+/// `strategy_by`) and creatives (a person's on the strategy), all approved.
+async fn tiny_chain(s: &dyn Store, c: ClientId, strategy_by: &str) -> [ArtifactId; 3] {
+    let e = s
+        .create_engagement(
+            NewEngagement {
+                client_id: c,
+                name: format!("Tiny by {strategy_by}"),
+                pack: "tiny".into(),
+            },
+            &ctx(),
+        )
+        .await
+        .unwrap()
+        .record
+        .id;
+    let mut ids = Vec::new();
+    for (ty, requires, provenance) in [
+        ("intake", vec![], "human"),
+        ("strategy", vec!["intake"], strategy_by),
+        ("creatives", vec!["strategy"], "human"),
+    ] {
+        let mut new = new_artifact(c, ty, json!({"about": ty}));
+        new.engagement_id = Some(e);
+        new.pipeline = pipe(&requires);
+        new.provenance = provenance.into();
+        let a = s.create_artifact(new, &ctx()).await.unwrap().record;
+        approve(s, a.summary.id).await;
+        ids.push(a.summary.id);
+    }
+    [ids[0], ids[1], ids[2]]
+}
+
+async fn a_changed_generator_makes_what_it_built_stale(db: &TestDb) {
+    let s = store(db);
+    let c = client(&*s, "Acme").await;
+    let [intake, strategy, creatives] = tiny_chain(&*s, c, "template").await;
+    let [_, written, on_written] = tiny_chain(&*s, c, "human").await;
+    let pack = InstalledPack {
+        name: "tiny".into(),
+        version: "1.0.0".into(),
+        digest: "sha256:aa".into(),
+        files: Default::default(),
+        installed_by: "tok_test".into(),
+        installed_at: time::OffsetDateTime::now_utc(),
+    };
+    let none = s.install_pack(pack.clone(), &[], &ctx()).await.unwrap();
+    assert!(none.is_empty(), "{none:?}");
+    let flagged = s
+        .install_pack(pack, &["strategy".to_owned()], &ctx())
+        .await
+        .unwrap();
+    let ids: Vec<ArtifactId> = flagged.iter().map(|f| f.artifact_id).collect();
+    assert_eq!(
+        ids,
+        [strategy, creatives],
+        "only what the generator built, and what is built on it"
+    );
+
+    let st = s.get_artifact(strategy).await.unwrap().summary;
+    assert_eq!(st.status, ArtifactStatus::Stale);
+    assert_eq!(
+        st.stale_reason.as_deref(),
+        Some("The strategy generator changed since v1 was generated")
+    );
+    assert_eq!(
+        st.stale_causes[0].category,
+        waymark_domain::cascade::StaleCategory::GeneratorChanged
+    );
+    assert!(st.stale_causes[0].root.generator_changed);
+    let cr = s.get_artifact(creatives).await.unwrap().summary;
+    assert_eq!(cr.status, ArtifactStatus::Stale);
+    assert_eq!(
+        cr.stale_reason.as_deref(),
+        Some("Upstream strategy is stale (the strategy generator changed)")
+    );
+    assert_eq!(
+        cr.stale_causes[0].category,
+        waymark_domain::cascade::StaleCategory::UpstreamStale
+    );
+    for untouched in [intake, written, on_written] {
+        assert_eq!(
+            s.get_artifact(untouched).await.unwrap().summary.status,
+            ArtifactStatus::Approved
+        );
+    }
+    let history = s.history(strategy, PageRequest::default()).await.unwrap();
+    let last = history.items.last().unwrap();
+    assert_eq!(last.action, HistoryAction::MarkedStale);
+    assert_eq!(
+        last.reason.as_deref(),
+        Some("The strategy generator changed since v1 was generated")
+    );
 }
 
 async fn status_columns_refuse_values_the_domain_does_not_know(db: &TestDb) {
