@@ -11,6 +11,7 @@
 pub mod auth;
 pub mod error;
 pub mod extract;
+pub mod listener;
 pub mod observe;
 pub mod openapi;
 pub mod routes;
@@ -145,15 +146,16 @@ fn public_api_routes() -> OpenApiRouter<AppState> {
     routes::people::public_routes()
 }
 
-/// The OpenAPI document of the API.
-pub fn openapi_document() -> utoipa::openapi::OpenApi {
+/// The OpenAPI document of the API, completed with the refusals every route
+/// shares (see [`openapi::complete`]).
+pub fn openapi_document() -> serde_json::Value {
     let (_, api) = OpenApiRouter::with_openapi(openapi::base())
         .merge(api_routes())
         .merge(public_api_routes())
         .routes(routes!(routes::service::healthz))
         .routes(routes!(routes::service::readyz))
         .split_for_parts();
-    api
+    openapi::complete(&api)
 }
 
 /// The whole application.
@@ -169,7 +171,7 @@ pub fn router(state: AppState) -> Router {
             notify_changes,
         ));
     let (public_api, _) = public_api_routes().split_for_parts();
-    let document = Arc::new(openapi_document());
+    let document = openapi_document();
     let limit = state.http.body_limit;
     Router::new()
         .merge(api)
@@ -181,6 +183,7 @@ pub fn router(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))
+        .layer(middleware::from_fn(refuse_long_uris))
         .layer(middleware::from_fn(move |mut req: Request, next: Next| {
             req.extensions_mut().insert(BodyLimit(limit));
             next.run(req)
@@ -190,6 +193,22 @@ pub fn router(state: AppState) -> Router {
             ApiError::Internal("a handler panicked".into()).into_response()
         }))
         .with_state(state)
+}
+
+/// The longest URI (path and query) the API reads.
+pub const MAX_URI: usize = 8192;
+
+/// 414 for a URI over [`MAX_URI`]: no id, cursor or filter is that long.
+async fn refuse_long_uris(req: Request, next: Next) -> axum::response::Response {
+    let length = req.uri().path_and_query().map_or(0, |p| p.as_str().len());
+    if length > MAX_URI {
+        return ApiError::UriTooLong {
+            length,
+            limit: MAX_URI,
+        }
+        .into_response();
+    }
+    next.run(req).await
 }
 
 /// Wakes event streams and deliveries after every accepted change.
@@ -227,7 +246,7 @@ pub async fn serve(
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
+    axum::serve(listener::ProblemListener(listener), router(state))
         .with_graceful_shutdown(shutdown)
         .await
 }

@@ -1,9 +1,8 @@
 //! The OpenAPI 3.1 document, generated from the handlers' annotations, and the
 //! docs page that renders it (Swagger UI, bundled in the binary).
 
-use std::sync::Arc;
-
 use axum::Router;
+use serde_json::{Value, json};
 use utoipa::Modify;
 use utoipa::OpenApi;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -41,6 +40,100 @@ impl Modify for BearerAuth {
     }
 }
 
+/// Completes the generated document with what every route shares: each
+/// problem response is `application/problem+json`, and each operation lists
+/// the refusals any route of its kind answers (malformed requests, tokens,
+/// roles, ids in the path, bodies, the URI limit, an unavailable database),
+/// each with the problem body.
+pub fn complete(doc: &utoipa::openapi::OpenApi) -> Value {
+    let mut value = serde_json::to_value(doc).expect("the OpenAPI document serializes");
+    complete_value(&mut value);
+    value
+}
+
+const PROBLEM: &str = "application/problem+json";
+
+fn complete_value(doc: &mut Value) {
+    let problem = json!({"schema": {"$ref": "#/components/schemas/Problem"}});
+    let Some(paths) = doc.get_mut("paths").and_then(Value::as_object_mut) else {
+        return;
+    };
+    for (path, item) in paths.iter_mut() {
+        let has_path_params = path.contains('{');
+        let Some(item) = item.as_object_mut() else {
+            continue;
+        };
+        for (method, op) in item.iter_mut() {
+            if !matches!(
+                method.as_str(),
+                "get" | "put" | "post" | "delete" | "patch" | "head" | "options"
+            ) {
+                continue;
+            }
+            let secured = op
+                .get("security")
+                .and_then(Value::as_array)
+                .is_some_and(|s| !s.is_empty());
+            let has_body = op.get("requestBody").is_some();
+            let has_query = op
+                .get("parameters")
+                .and_then(Value::as_array)
+                .is_some_and(|ps| ps.iter().any(|p| p["in"] == "query"));
+            let Some(responses) = op.get_mut("responses").and_then(Value::as_object_mut) else {
+                continue;
+            };
+            // Problems are problem+json.
+            for response in responses.values_mut() {
+                let Some(content) = response.get_mut("content").and_then(Value::as_object_mut)
+                else {
+                    continue;
+                };
+                let is_problem = content.get("application/json").is_some_and(|c| {
+                    c.pointer("/schema/$ref")
+                        .and_then(Value::as_str)
+                        .is_some_and(|r| r.ends_with("/Problem"))
+                });
+                if is_problem && let Some(c) = content.remove("application/json") {
+                    content.insert(PROBLEM.into(), c);
+                }
+            }
+            let mut shared: Vec<(&str, &str)> = vec![
+                (
+                    "400",
+                    "The request is malformed (JSON, a query parameter or a header)",
+                ),
+                ("414", "The URI is longer than the API reads"),
+                ("500", "An unexpected failure; the trace id is in the log"),
+                ("503", "The database is unavailable; try again shortly"),
+            ];
+            if secured {
+                shared.push(("401", "No usable bearer token"));
+                shared.push(("403", "The token may not do this"));
+            }
+            if has_path_params {
+                shared.push(("404", "No such record, or one the caller may not see"));
+            }
+            if has_body {
+                shared.push(("413", "The body is larger than the limit"));
+                shared.push(("415", "The body is not JSON"));
+            }
+            if has_body || has_query || has_path_params {
+                shared.push((
+                    "422",
+                    "A field is invalid: `errors` names each with a JSON Pointer",
+                ));
+            }
+            for (status, description) in shared {
+                responses.entry(status).or_insert_with(|| {
+                    let mut content = serde_json::Map::new();
+                    content.insert(PROBLEM.into(), problem.clone());
+                    json!({"description": description, "content": content})
+                });
+            }
+        }
+    }
+}
+
 /// The document's fixed parts (info, security scheme, shared schemas).
 pub fn base() -> utoipa::openapi::OpenApi {
     let mut doc = ApiDoc::openapi();
@@ -49,6 +142,7 @@ pub fn base() -> utoipa::openapi::OpenApi {
 }
 
 /// `/api/openapi.json` and the docs page at `/api/docs`.
-pub fn docs_routes(document: Arc<utoipa::openapi::OpenApi>) -> Router<AppState> {
-    Router::new().merge(SwaggerUi::new("/api/docs").url("/api/openapi.json", (*document).clone()))
+pub fn docs_routes(document: Value) -> Router<AppState> {
+    Router::new()
+        .merge(SwaggerUi::new("/api/docs").external_url_unchecked("/api/openapi.json", document))
 }

@@ -9,6 +9,8 @@ crate::both_backends!(
     every_error_is_a_problem_and_writes_nothing,
     tokens_are_required,
     ids_of_another_kind_and_missing_records,
+    long_uris_and_unparseable_requests_are_problems,
+    error_bodies_are_as_snapshotted,
 );
 
 async fn every_error_is_a_problem_and_writes_nothing(app: TestApp) {
@@ -340,4 +342,172 @@ async fn ids_of_another_kind_and_missing_records(app: TestApp) {
             .len(),
         1
     );
+}
+
+/// Sends `raw` on a new connection; answers the status and the parsed body.
+async fn raw_request(app: &TestApp, raw: &[u8]) -> (u16, String, serde_json::Value) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = app.base.trim_start_matches("http://");
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(raw).await.unwrap();
+    let mut answer = Vec::new();
+    tcp.read_to_end(&mut answer).await.unwrap();
+    let text = String::from_utf8_lossy(&answer).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = serde_json::from_str(body).unwrap_or(serde_json::Value::Null);
+    (status, head.to_lowercase(), body)
+}
+
+async fn long_uris_and_unparseable_requests_are_problems(app: TestApp) {
+    let before = app.footprint().await;
+    // Over the API's limit: the router answers.
+    app.get(&format!("/api/v1/artifacts/art_{}", "0".repeat(10_000)))
+        .await
+        .assert_problem(414, "uri_too_long");
+    app.get(&format!("/api/v1/artifacts?cursor={}", "c".repeat(10_000)))
+        .await
+        .assert_problem(414, "uri_too_long");
+    // Over what HTTP parsing reads at all (a 100,000-byte request line, longer
+    // than any client library will send): refused before the router, still a
+    // problem.
+    let line = format!(
+        "GET /api/v1/artifacts?cursor={} HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {}\r\n\r\n",
+        "c".repeat(100_000),
+        app.token
+    );
+    let (status, head, body) = raw_request(&app, line.as_bytes()).await;
+    assert_eq!(status, 414, "{head}");
+    assert!(
+        head.contains("content-type: application/problem+json"),
+        "{head}"
+    );
+    assert_eq!(body["code"], "uri_too_long", "{body}");
+    let (status, head, body) = raw_request(&app, b"NOT HTTP AT ALL\r\n\r\n").await;
+    assert_eq!(status, 400, "{head}");
+    assert!(
+        head.contains("content-type: application/problem+json"),
+        "{head}"
+    );
+    assert_eq!(body["code"], "malformed_request", "{body}");
+    // A well-formed request on a new connection is served as ever.
+    let (status, _, body) = raw_request(
+        &app,
+        format!(
+            "GET /api/v1/clients HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {}\r\nconnection: close\r\n\r\n",
+            app.token
+        )
+        .as_bytes(),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(app.footprint().await, before, "nothing was written");
+}
+
+/// The problem bodies of the common refusals, kept in `snapshots/` (the same
+/// on both backends): a change to what clients read shows in review.
+async fn error_bodies_are_as_snapshotted(app: TestApp) {
+    let client = app.client("Snap").await;
+    let art = app.artifact(&client, "plan", json!({"a": 1})).await;
+    let missing = ArtifactId::new().to_string();
+    let raw = |method: Method, path: &str, body: &'static str, ctype: &'static str| {
+        app.http
+            .request(method, format!("{}{path}", app.base))
+            .bearer_auth(&app.token)
+            .header("content-type", ctype)
+            .body(body)
+    };
+    let mut bodies = serde_json::Map::new();
+    let mut keep = |name: &str, a: crate::helpers::Answer| {
+        let text = a
+            .body
+            .to_string()
+            .replace(&client, "<client>")
+            .replace(&art, "<artifact>")
+            .replace(&missing, "<missing>");
+        bodies.insert(name.into(), serde_json::from_str(&text).unwrap());
+    };
+    let send =
+        |r: reqwest::RequestBuilder| async move { TestApp::answer(r.send().await.unwrap()).await };
+    keep(
+        "400 malformed JSON",
+        send(raw(
+            Method::POST,
+            "/api/v1/clients",
+            "{\"name\": ",
+            "application/json",
+        ))
+        .await,
+    );
+    keep(
+        "415 not JSON",
+        send(raw(Method::POST, "/api/v1/clients", "name=x", "text/plain")).await,
+    );
+    keep(
+        "422 missing field",
+        app.post("/api/v1/clients", json!({})).await,
+    );
+    keep(
+        "422 wrong type",
+        app.post("/api/v1/clients", json!({"name": 7})).await,
+    );
+    keep("404 no route", app.get("/api/v1/nowhere").await);
+    keep(
+        "405 method",
+        app.call(Method::DELETE, "/api/v1/artifacts", None, &[])
+            .await,
+    );
+    keep(
+        "401 no token",
+        TestApp::answer(
+            app.http
+                .get(format!("{}/api/v1/clients", app.base))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await,
+    );
+    keep(
+        "404 missing record",
+        app.get(&format!("/api/v1/artifacts/{missing}")).await,
+    );
+    keep(
+        "428 no If-Match",
+        app.call(
+            Method::PUT,
+            &format!("/api/v1/artifacts/{art}/content"),
+            Some(json!({"content": {"a": 2}})),
+            &[],
+        )
+        .await,
+    );
+    keep(
+        "412 stale If-Match",
+        app.call(
+            Method::PUT,
+            &format!("/api/v1/artifacts/{art}/content"),
+            Some(json!({"content": {"a": 2}})),
+            &[("If-Match", "\"7\"")],
+        )
+        .await,
+    );
+    keep(
+        "409 illegal transition",
+        app.post(
+            &format!("/api/v1/artifacts/{art}/transitions"),
+            json!({"to": "implemented"}),
+        )
+        .await,
+    );
+    keep(
+        "414 long URI",
+        app.get(&format!("/api/v1/artifacts?cursor={}", "c".repeat(9_000)))
+            .await,
+    );
+    insta::assert_json_snapshot!("error_bodies", bodies);
 }

@@ -90,6 +90,7 @@ pub async fn spawn_app(backend: Backend) -> Option<TestApp> {
 
 pub async fn spawn_app_with(backend: Backend, http: HttpSettings) -> Option<TestApp> {
     let _ = rustls::crypto::ring::default_provider().install_default();
+    testing::init_test_log();
     let db = match backend {
         Backend::Sqlite => testing::sqlite().await,
         Backend::Postgres => testing::postgres().await?,

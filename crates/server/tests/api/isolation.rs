@@ -27,6 +27,10 @@ struct Ids {
     token: String,
     webhook: String,
     event: String,
+    journey: String,
+    unit: String,
+    task: String,
+    incident: String,
 }
 
 impl Ids {
@@ -42,10 +46,14 @@ impl Ids {
             token: id("tok"),
             webhook: id("whk"),
             event: id("evt"),
+            journey: id("jrn"),
+            unit: id("uow"),
+            task: id("tsk"),
+            incident: id("inc"),
         }
     }
 
-    fn all(&self) -> [&str; 9] {
+    fn all(&self) -> [&str; 13] {
         [
             &self.client,
             &self.engagement,
@@ -56,6 +64,10 @@ impl Ids {
             &self.token,
             &self.webhook,
             &self.event,
+            &self.journey,
+            &self.unit,
+            &self.task,
+            &self.incident,
         ]
     }
 
@@ -79,9 +91,15 @@ impl Ids {
                     ("users", _) => &self.user,
                     ("tokens", _) => &self.token,
                     ("webhooks", _) => &self.webhook,
+                    ("journeys", _) => &self.journey,
+                    ("units", _) => &self.unit,
+                    ("tasks", _) => &self.task,
+                    ("incidents", _) => &self.incident,
                     ("packs", _) => "insurance-migration",
                     ("agents", _) => "agent-b",
-                    _ => &self.artifact,
+                    (owner, param) => panic!(
+                        "{template}: no id of the right kind for {param} after /{owner}/; name it here"
+                    ),
                 });
             } else {
                 out.push_str(seg);
@@ -92,14 +110,17 @@ impl Ids {
 
     fn query(&self) -> String {
         format!(
-            "client_id={}&engagement_id={}&artifact_id={}&user_id={}&target={}&actor={}&after={}&type=migration_plan",
+            "client_id={}&engagement_id={}&artifact_id={}&user_id={}&target={}&actor={}&after={}&journey_id={}&unit_id={}&task_id={}&type=migration_plan",
             self.client,
             self.engagement,
             self.artifact,
             self.user,
             self.artifact,
             self.user,
-            self.event
+            self.event,
+            self.journey,
+            self.unit,
+            self.task,
         )
     }
 
@@ -110,6 +131,9 @@ impl Ids {
             "artifact_id": self.artifact,
             "parent_id": self.comment,
             "user_id": self.user,
+            "journey_id": self.journey,
+            "unit_id": self.unit,
+            "task_id": self.task,
             "sources": [{"artifact_id": self.artifact, "version": 1}],
             "name": "probe",
             "title": "probe",
@@ -136,7 +160,8 @@ impl Ids {
     /// `text` with these ids replaced by their kind.
     fn mask(&self, text: &str) -> String {
         let kinds = [
-            "CLI", "ENG", "ART", "CMT", "RVL", "USR", "TOK", "WHK", "EVT",
+            "CLI", "ENG", "ART", "CMT", "RVL", "USR", "TOK", "WHK", "EVT", "JRN", "UOW", "TSK",
+            "INC",
         ];
         let mut t = text.to_owned();
         for (id, k) in self.all().iter().zip(kinds) {
@@ -235,7 +260,7 @@ async fn a_client_token_learns_nothing_of_another_client(app: TestApp) {
     let tokens = app.get(&format!("/api/v1/tokens?user_id={}", bob.id)).await;
     let bob_token = tokens.body["items"][0]["id"]
         .as_str()
-        .unwrap_or("tok_0")
+        .unwrap_or_else(|| panic!("bob has a token: {}", tokens.body))
         .to_owned();
     let hook = app
         .post(
@@ -243,6 +268,63 @@ async fn a_client_token_learns_nothing_of_another_client(app: TestApp) {
             json!({"url": "http://127.0.0.1:9/hook", "client_id": b}),
         )
         .await;
+    // B's journey, started: its units and their tasks.
+    let journey = app
+        .post(
+            "/api/v1/journeys",
+            json!({"client_id": b, "template": "client-onboarding", "name": "Beta Secret Onboarding"}),
+        )
+        .await;
+    assert_eq!(journey.status, 201, "{}", journey.body);
+    let journey_id = journey.body["id"].as_str().unwrap().to_owned();
+    let started = app
+        .post(
+            &format!("/api/v1/journeys/{journey_id}/events"),
+            json!({"event": "start"}),
+        )
+        .await;
+    assert_eq!(started.status, 200, "{}", started.body);
+    // B's unit of work with a task that fails for good: an incident.
+    let agent = crate::journeys::agent_token(&app, "agent-b").await;
+    let unit = app
+        .post(
+            "/api/v1/work/units",
+            json!({"client_id": b, "name": "Beta Secret Setup", "tasks": [
+                {"key": "install", "executor": "agent-b", "max_attempts": 1,
+                 "input": {"note": "Beta Secret input"}},
+                {"key": "after", "executor": "human", "depends_on": ["install"]}]}),
+        )
+        .await;
+    assert_eq!(unit.status, 201, "{}", unit.body);
+    let unit_id = unit.body["id"].as_str().unwrap().to_owned();
+    let claimed = app
+        .call_as(
+            Some(&agent),
+            Method::POST,
+            "/api/v1/agents/agent-b/claim",
+            Some(json!({"max": 1, "wait_s": 0})),
+        )
+        .await;
+    assert_eq!(claimed.status, 200, "{}", claimed.body);
+    let task_id = claimed.body[0]["task"]["id"].as_str().unwrap().to_owned();
+    let lease = claimed.body[0]["lease_token"].as_str().unwrap().to_owned();
+    let failed = app
+        .call_as(
+            Some(&agent),
+            Method::POST,
+            &format!("/api/v1/work/tasks/{task_id}/fail"),
+            Some(json!({"lease_token": lease, "error": "Beta Secret failure"})),
+        )
+        .await;
+    assert_eq!(failed.status, 200, "{}", failed.body);
+    let unit_after_setup = app.get(&format!("/api/v1/work/units/{unit_id}")).await;
+    let incidents = app
+        .get(&format!("/api/v1/work/incidents?client_id={b}"))
+        .await;
+    let incident_id = incidents.body["items"][0]["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no incident: {}", incidents.body))
+        .to_owned();
     let events = app
         .store
         .events_after(0, waymark_store::EventScope::All, 1000)
@@ -265,7 +347,16 @@ async fn a_client_token_learns_nothing_of_another_client(app: TestApp) {
         token: bob_token,
         webhook: hook.body["id"].as_str().unwrap_or("whk_0").to_owned(),
         event: b_event,
+        journey: journey_id,
+        unit: unit_id,
+        task: task_id,
+        incident: incident_id,
     };
+    assert!(
+        hook.status.is_success() && !theirs.webhook.ends_with("_0"),
+        "{}",
+        hook.body
+    );
     let secrets = [
         "Beta Secret",
         "bob@beta.example",
@@ -329,4 +420,22 @@ async fn a_client_token_learns_nothing_of_another_client(app: TestApp) {
     assert_eq!(after.body["version"], 1);
     let link_now = app.store.get_review_link(link.id).await.unwrap();
     assert!(link_now.revoked_at.is_none());
+    let j = app
+        .get(&format!("/api/v1/journeys/{}", theirs.journey))
+        .await;
+    assert_eq!(j.body["state"], started.body["state"], "{}", j.body);
+    let u = app
+        .get(&format!("/api/v1/work/units/{}", theirs.unit))
+        .await;
+    assert_eq!(
+        u.body["status"], unit_after_setup.body["status"],
+        "{}",
+        u.body
+    );
+    let i = app.get("/api/v1/work/incidents").await;
+    assert!(
+        i.body.to_string().contains(&theirs.incident),
+        "the incident is still open: {}",
+        i.body
+    );
 }

@@ -8,6 +8,7 @@ mod fixtures;
 mod generation;
 mod helpers;
 mod hook;
+mod hostile;
 mod idempotency;
 mod isolation;
 mod journeys;

@@ -150,30 +150,69 @@ async fn openapi_describes_every_route(app: TestApp) {
     let doc: Value = doc.json().await.unwrap();
     assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"));
     let paths = doc["paths"].as_object().unwrap();
-    for (path, methods) in [
-        ("/api/v1/version", vec!["get"]),
-        ("/api/v1/clients", vec!["get", "post"]),
-        ("/api/v1/clients/{id}", vec!["get", "patch"]),
-        ("/api/v1/engagements", vec!["get", "post"]),
-        ("/api/v1/engagements/{id}", vec!["get"]),
-        ("/api/v1/artifacts", vec!["get", "post"]),
-        ("/api/v1/artifacts/{id}", vec!["get"]),
-        ("/api/v1/artifacts/{id}/content", vec!["put"]),
-        ("/api/v1/artifacts/{id}/versions", vec!["get"]),
-        ("/api/v1/artifacts/{id}/versions/{n}", vec!["get"]),
-        ("/api/v1/artifacts/{id}/diff", vec!["get"]),
-        ("/api/v1/artifacts/{id}/rollback", vec!["post"]),
-        ("/api/v1/artifacts/{id}/transitions", vec!["post"]),
-        ("/api/v1/artifacts/{id}/history", vec!["get"]),
-        ("/healthz", vec!["get"]),
-        ("/readyz", vec!["get"]),
-    ] {
-        for m in methods {
-            assert!(
-                paths.get(path).and_then(|p| p.get(m)).is_some(),
-                "{m} {path} missing from the OpenAPI document"
-            );
+    assert!(paths.len() >= 60, "{} paths", paths.len());
+
+    // Every path of the document, with every method, asked without a token
+    // (nothing is changed): a documented method is served (the token check,
+    // or the answer of a public route, never "no route" or 405); an
+    // undocumented one is 405.
+    let http = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(10))
+        .build()
+        .unwrap();
+    for (path, item) in paths {
+        let concrete: String = path
+            .split('/')
+            .map(|seg| if seg.starts_with('{') { "x0" } else { seg })
+            .collect::<Vec<_>>()
+            .join("/");
+        for method in ["get", "post", "put", "patch", "delete"] {
+            let documented = item.get(method).is_some();
+            let m = reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+            let mut req = http.request(m, format!("{}{concrete}", app.base));
+            if method != "get" {
+                req = req.json(&serde_json::json!({}));
+            }
+            let res = req.send().await.unwrap();
+            let status = res.status().as_u16();
+            let body = res.text().await.unwrap_or_default();
+            let no_route = status == 404 && body.contains("no route");
+            if documented {
+                assert!(
+                    !no_route && status != 405,
+                    "{method} {path} is documented but not served: {status} {body}"
+                );
+            } else {
+                assert_eq!(
+                    status, 405,
+                    "{method} {path} is served but not documented: {body}"
+                );
+            }
+            // Every refusal is a problem, documented with its status.
+            if status >= 400 {
+                assert!(
+                    body.contains("\"code\""),
+                    "{method} {path}: {status} {body}"
+                );
+                if documented {
+                    let op = &item[method];
+                    assert!(
+                        op["responses"][status.to_string()]["content"]["application/problem+json"]
+                            .is_object(),
+                        "{method} {path} answers {status}, which its document does not list as a problem"
+                    );
+                }
+            }
         }
+    }
+    // Served beside the document, deliberately: the document, its page, metrics.
+    for path in ["/api/openapi.json", "/api/docs/", "/metrics"] {
+        let res = http
+            .get(format!("{}{path}", app.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200, "{path}");
     }
     assert!(doc["components"]["schemas"]["Problem"].is_object());
     assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
@@ -191,4 +230,12 @@ async fn openapi_describes_every_route(app: TestApp) {
             .to_lowercase()
             .contains("swagger")
     );
+}
+
+/// The document as served, kept in `snapshots/`: a change to the contract
+/// shows in review (`cargo insta review`, or `INSTA_UPDATE=always` to accept).
+#[test]
+fn the_openapi_document_is_as_snapshotted() {
+    let doc = serde_json::to_value(waymark_server::openapi_document()).unwrap();
+    insta::assert_json_snapshot!("openapi", doc, {".info.version" => "[version]"});
 }

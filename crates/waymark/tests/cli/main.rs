@@ -7,6 +7,7 @@ mod crash;
 mod otel;
 mod plan;
 mod process;
+mod readme;
 
 use process::{Backend, Server, waymark};
 use serde_json::{Value, json};

@@ -91,6 +91,11 @@ impl Backend {
 }
 
 impl Backend {
+    /// The PostgreSQL URL of this backend's database, if it is one.
+    pub fn database_url(&self) -> Option<&str> {
+        self.database_url.as_deref()
+    }
+
     /// Whether the server keeps its data in PostgreSQL.
     pub fn is_postgres(&self) -> bool {
         self.database_url.is_some()
@@ -306,7 +311,12 @@ struct Started {
 
 impl Started {
     async fn spawn(mut cmd: tokio::process::Command, ready: &'static str, what: &str) -> Started {
-        cmd.env("RUST_LOG", "warn")
+        // TEST_LOG: the child's log at that level, echoed into the test's output.
+        let echo = std::env::var("TEST_LOG").ok().map(|l| match l.as_str() {
+            "" | "1" | "true" => "info".to_owned(),
+            l => l.to_owned(),
+        });
+        cmd.env("RUST_LOG", echo.as_deref().unwrap_or("warn"))
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
@@ -314,9 +324,13 @@ impl Started {
         let stdout = Arc::new(Mutex::new(String::new()));
         let out = child.stdout.take().unwrap();
         let sink = stdout.clone();
+        let echo = echo.is_some();
         tokio::spawn(async move {
             let mut lines = BufReader::new(out).lines();
             while let Ok(Some(line)) = lines.next_line().await {
+                if echo {
+                    eprintln!("[child] {line}");
+                }
                 let mut s = sink.lock().unwrap();
                 s.push_str(&line);
                 s.push('\n');
