@@ -102,7 +102,7 @@ pub struct MilestoneDef {
     pub name: String,
     /// The task that completes it (its key is the milestone id).
     pub executor: String,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Value::is_null")]
     #[schema(value_type = Object)]
     pub input: Value,
     /// The fields its task's output must carry.

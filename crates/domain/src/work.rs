@@ -485,7 +485,7 @@ pub struct TaskSpec {
     pub name: Option<String>,
     /// `noop`, `human`, `http.webhook`, `llm.generate`, or an agent id.
     pub executor: String,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Value::is_null")]
     #[schema(value_type = Object)]
     pub input: Value,
     /// Keys of tasks of the same unit this one waits on.

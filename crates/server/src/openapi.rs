@@ -75,10 +75,19 @@ fn complete_value(doc: &mut Value) {
                 .and_then(Value::as_array)
                 .is_some_and(|s| !s.is_empty());
             let has_body = op.get("requestBody").is_some();
-            let has_query = op
+            let query: Vec<&str> = op
                 .get("parameters")
                 .and_then(Value::as_array)
-                .is_some_and(|ps| ps.iter().any(|p| p["in"] == "query"));
+                .map(|ps| {
+                    ps.iter()
+                        .filter(|p| p["in"] == "query")
+                        .filter_map(|p| p["name"].as_str())
+                        .collect()
+                })
+                .unwrap_or_default();
+            let has_query = !query.is_empty();
+            // A filter by id (`client_id=…`) names a record like a path does.
+            let names_a_record = has_path_params || query.iter().any(|q| q.ends_with("_id"));
             let Some(responses) = op.get_mut("responses").and_then(Value::as_object_mut) else {
                 continue;
             };
@@ -110,8 +119,14 @@ fn complete_value(doc: &mut Value) {
                 shared.push(("401", "No usable bearer token"));
                 shared.push(("403", "The token may not do this"));
             }
-            if has_path_params {
+            if names_a_record {
                 shared.push(("404", "No such record, or one the caller may not see"));
+            }
+            if has_path_params && method.as_str() != "get" {
+                shared.push((
+                    "409",
+                    "The record's state does not allow this now; `code` says why",
+                ));
             }
             if has_body {
                 shared.push(("413", "The body is larger than the limit"));

@@ -45,12 +45,49 @@ pub fn routes() -> OpenApiRouter<AppState> {
 }
 
 /// A journey template and where it comes from.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize)]
 pub struct TemplateView {
     #[serde(flatten)]
     pub template: JourneyTemplate,
     /// The pack that ships it, or `api` for one saved over the API.
     pub source: String,
+}
+
+/// The template's own schema with `source` beside its fields: `allOf` would
+/// not do, as a template refuses fields it does not know.
+impl utoipa::PartialSchema for TemplateView {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::RefOr;
+        use utoipa::openapi::schema::{Object, ObjectBuilder, Schema, Type};
+        let RefOr::T(Schema::Object(template)) = JourneyTemplate::schema() else {
+            unreachable!("a journey template's schema is an object")
+        };
+        let mut view: Object = template;
+        view.additional_properties = None;
+        view.description = Some("A journey template and where it comes from.".into());
+        view.properties.insert(
+            "source".into(),
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .description(Some(
+                    "The pack that ships it, or `api` for one saved over the API.",
+                ))
+                .into(),
+        );
+        view.required.push("source".into());
+        RefOr::T(Schema::Object(view))
+    }
+}
+
+impl ToSchema for TemplateView {
+    fn schemas(
+        schemas: &mut Vec<(
+            String,
+            utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>,
+        )>,
+    ) {
+        <JourneyTemplate as ToSchema>::schemas(schemas);
+    }
 }
 
 /// Every journey template: the packs' and those saved over the API.
