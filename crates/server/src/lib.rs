@@ -11,6 +11,7 @@
 pub mod auth;
 pub mod error;
 pub mod extract;
+pub mod facts;
 pub mod listener;
 pub mod observe;
 pub mod openapi;
@@ -70,6 +71,8 @@ pub struct AppState {
     pub changes: Arc<tokio::sync::watch::Sender<u64>>,
     /// The key review links are signed with, loaded from the database once.
     link_key: Arc<tokio::sync::OnceCell<Vec<u8>>>,
+    /// What never changes about artifacts and engagements, remembered.
+    pub facts: Arc<facts::Facts>,
 }
 
 impl AppState {
@@ -82,6 +85,7 @@ impl AppState {
             metrics: observe::prometheus(),
             changes: Arc::new(tokio::sync::watch::Sender::new(0)),
             link_key: Arc::new(tokio::sync::OnceCell::new()),
+            facts: Arc::new(facts::Facts::default()),
         }
     }
 

@@ -34,7 +34,7 @@ use uuid::Uuid;
 use waymark_domain::audit::{self, AuditRecord};
 use waymark_domain::{ClientId, EventId};
 
-use super::db::{Conn, Pool, Tx, sql};
+use super::db::{Conn, Sql, Tx, sql};
 use crate::log::{Audience, NewEvent};
 use crate::{Backend, Result, WriteContext};
 
@@ -210,7 +210,22 @@ pub(crate) async fn heads(conn: &mut impl Conn) -> Result<(i64, String, i64)> {
 /// records and events. The caller holds the log: SQLite's one writer, or the
 /// `log_head` row lock on PostgreSQL.
 async fn seal(tx: &mut Tx, batches: Vec<Batch>) -> Result<()> {
-    let (mut seq, mut prev, mut event_seq) = heads(tx).await?;
+    let heads = heads(tx).await?;
+    let (records, events) = chain(heads, batches);
+    insert_sealed(tx, &records, &events, &[]).await
+}
+
+/// A sealed audit record and when its change was made.
+type SealedRecord = (OffsetDateTime, AuditRecord);
+/// A numbered event, when it happened and its trace id.
+type SealedEvent = (i64, OffsetDateTime, QueuedEvent, Option<String>);
+
+/// Numbers and chains `batches` after `heads` (last record number and hash,
+/// last event number), in order.
+fn chain(
+    (mut seq, mut prev, mut event_seq): (i64, String, i64),
+    batches: Vec<Batch>,
+) -> (Vec<SealedRecord>, Vec<SealedEvent>) {
     let mut records = Vec::new();
     let mut events = Vec::new();
     for batch in batches {
@@ -239,46 +254,104 @@ async fn seal(tx: &mut Tx, batches: Vec<Batch>) -> Result<()> {
             records.push((batch.at, record));
         }
     }
-    for chunk in records.chunks(500) {
-        let mut q = sql(
-            "INSERT INTO audit_log (seq, at, actor, actor_name, client_id, action, target, \
-             before_hash, after_hash, trace_id, prev_hash, hash) ",
-        );
-        q.push_values(chunk, |mut b, (at, r)| {
-            b.push_bind(r.seq)
-                .push_bind(*at)
-                .push_bind(&r.actor)
-                .push_bind(&r.actor_name)
-                .push_bind(&r.client_id)
-                .push_bind(&r.action)
-                .push_bind(&r.target)
-                .push_bind(&r.before_hash)
-                .push_bind(&r.after_hash)
-                .push_bind(&r.trace_id)
-                .push_bind(&r.prev_hash)
-                .push_bind(&r.hash);
-        });
+    (records, events)
+}
+
+/// Records and events per statement: well under PostgreSQL's 65,535 binds.
+const RECORDS_PER_STATEMENT: usize = 500;
+const EVENTS_PER_STATEMENT: usize = 1000;
+
+/// Inserts sealed records and events and deletes the queued batches they
+/// came from (`pending`, PostgreSQL only). When all fit in one statement
+/// (the usual pass) it is one statement, a round trip instead of three.
+async fn insert_sealed(
+    tx: &mut Tx,
+    records: &[SealedRecord],
+    events: &[SealedEvent],
+    pending: &[i64],
+) -> Result<()> {
+    let together = tx.backend() == Backend::Postgres
+        && records.len() <= RECORDS_PER_STATEMENT
+        && events.len() <= EVENTS_PER_STATEMENT
+        && !records.is_empty();
+    if together {
+        let mut q = sql("WITH ");
+        if !pending.is_empty() {
+            q.push("done AS (DELETE FROM log_pending WHERE id IN ");
+            q.push_list(pending.iter().copied());
+            q.push("), ");
+        }
+        if events.is_empty() {
+            push_records(&mut q, records);
+            q.push(" SELECT 1");
+        } else {
+            q.push("records AS (");
+            push_records(&mut q, records);
+            q.push(") ");
+            push_events(&mut q, events);
+        }
+        q.execute(tx).await?;
+        return Ok(());
+    }
+    for chunk in records.chunks(RECORDS_PER_STATEMENT) {
+        let mut q = sql("");
+        push_records(&mut q, chunk);
         q.execute(tx).await?;
     }
-    for chunk in events.chunks(1000) {
-        let mut q = sql(
-            "INSERT INTO events (seq, id, type, subject, time, client_id, audience, data, trace_id) ",
-        );
-        q.push_values(chunk, |mut b, (n, at, e, t)| {
-            b.push_bind(*n)
-                .push_bind(EventId::new().uuid())
-                .push_bind(e.event_type.as_str())
-                .push_bind(&e.subject)
-                .push_bind(*at)
-                .push_bind(e.client_id)
-                .push_bind(e.audience.as_str())
-                .push_bind(Json(&e.data))
-                .push_bind(t);
-        });
+    for chunk in events.chunks(EVENTS_PER_STATEMENT) {
+        let mut q = sql("");
+        push_events(&mut q, chunk);
+        q.execute(tx).await?;
+    }
+    if !pending.is_empty() {
+        let mut q = sql("DELETE FROM log_pending WHERE id IN ");
+        q.push_list(pending.iter().copied());
         q.execute(tx).await?;
     }
     Ok(())
 }
+
+fn push_records<'q>(q: &mut Sql<'q>, records: &'q [SealedRecord]) {
+    q.push(
+        "INSERT INTO audit_log (seq, at, actor, actor_name, client_id, action, target, \
+         before_hash, after_hash, trace_id, prev_hash, hash) ",
+    );
+    q.push_values(records, |mut b, (at, r)| {
+        b.push_bind(r.seq)
+            .push_bind(*at)
+            .push_bind(&r.actor)
+            .push_bind(&r.actor_name)
+            .push_bind(&r.client_id)
+            .push_bind(&r.action)
+            .push_bind(&r.target)
+            .push_bind(&r.before_hash)
+            .push_bind(&r.after_hash)
+            .push_bind(&r.trace_id)
+            .push_bind(&r.prev_hash)
+            .push_bind(&r.hash);
+    });
+}
+
+fn push_events<'q>(q: &mut Sql<'q>, events: &'q [SealedEvent]) {
+    q.push(
+        "INSERT INTO events (seq, id, type, subject, time, client_id, audience, data, trace_id) ",
+    );
+    q.push_values(events, |mut b, (n, at, e, t)| {
+        b.push_bind(*n)
+            .push_bind(EventId::new().uuid())
+            .push_bind(e.event_type.as_str())
+            .push_bind(&e.subject)
+            .push_bind(*at)
+            .push_bind(e.client_id)
+            .push_bind(e.audience.as_str())
+            .push_bind(Json(&e.data))
+            .push_bind(t);
+    });
+}
+
+/// How long the background pass waits after a wake for more commits.
+/// Readers that need the log sealed do not wait for it ([`Sealer::seal_now`]).
+const COALESCE: Duration = Duration::from_millis(1);
 
 /// Batches sealed per transaction.
 const SEAL_BATCH: i64 = 500;
@@ -310,6 +383,9 @@ impl Sealer {
                     if pool.is_closed() {
                         return;
                     }
+                    // Commits close together share a pass: a pass is four
+                    // round trips however many batches it takes.
+                    tokio::time::sleep(COALESCE).await;
                     if let Err(e) = sealer.seal_now(&pool).await {
                         tracing::warn!(error = %e, "sealing the audit log failed; retrying");
                         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -331,13 +407,7 @@ impl Sealer {
         // This pass starts after every ticket handed out so far: it sees
         // every commit made before one was asked for.
         let covers = self.asked.load(Ordering::SeqCst);
-        let mut reader = Pool::Postgres(pool);
-        let any: Option<(i64,)> = sql("SELECT id FROM log_pending LIMIT 1")
-            .fetch_optional(&mut reader)
-            .await?;
-        if any.is_some() {
-            while seal_pending(pool).await? == SEAL_BATCH as usize {}
-        }
+        while seal_pending(pool).await? == SEAL_BATCH as usize {}
         self.done.fetch_max(covers, Ordering::SeqCst);
         Ok(())
     }
@@ -345,6 +415,10 @@ impl Sealer {
 
 /// One sealing transaction: the oldest queued batches, numbered, chained and
 /// moved into `audit_log` and `events`. Answers how many batches it took.
+///
+/// Four round trips whatever the batch: the lock; the heads and the batches
+/// (one statement, read after the lock is held so it sees the last pass's
+/// commit); the records, events and deletion (one statement); the commit.
 async fn seal_pending(pool: &PgPool) -> Result<usize> {
     let mut tx = Tx::Postgres {
         tx: pool.begin().await?,
@@ -354,19 +428,38 @@ async fn seal_pending(pool: &PgPool) -> Result<usize> {
     sql("SELECT id FROM log_head WHERE id = 1 FOR UPDATE")
         .fetch_one::<(i32,)>(&mut tx)
         .await?;
-    let rows: Vec<(i64, Json<Batch>)> =
-        sql("SELECT id, batch FROM log_pending ORDER BY id LIMIT $1")
-            .bind(SEAL_BATCH)
-            .fetch_all(&mut tx)
-            .await?;
-    let n = rows.len();
-    if n > 0 {
-        let ids: Vec<i64> = rows.iter().map(|r| r.0).collect();
-        seal(&mut tx, rows.into_iter().map(|r| r.1.0).collect()).await?;
-        let mut q = sql("DELETE FROM log_pending WHERE id IN ");
-        q.push_list(ids);
-        q.execute(&mut tx).await?;
+    type Row = (i64, String, i64, Option<i64>, Option<Json<Batch>>);
+    let rows: Vec<Row> = sql(
+        "SELECT h.seq, h.hash, h.event_seq, p.id, p.batch FROM (SELECT \
+              COALESCE((SELECT seq FROM audit_log ORDER BY seq DESC LIMIT 1), 0) AS seq, \
+              COALESCE((SELECT hash FROM audit_log ORDER BY seq DESC LIMIT 1), \
+                       (SELECT audit_hash FROM log_head WHERE id = 1)) AS hash, \
+              COALESCE((SELECT seq FROM events ORDER BY seq DESC LIMIT 1), 0) AS event_seq) AS h \
+         LEFT JOIN LATERAL (SELECT id, batch FROM log_pending ORDER BY id LIMIT $1) AS p ON true \
+         ORDER BY p.id",
+    )
+    .bind(SEAL_BATCH)
+    .fetch_all(&mut tx)
+    .await?;
+    let Some((seq, hash, event_seq)) = rows.first().map(|r| (r.0, r.1.clone(), r.2)) else {
+        tx.rollback().await?;
+        return Ok(0);
+    };
+    let mut ids = Vec::with_capacity(rows.len());
+    let mut batches = Vec::with_capacity(rows.len());
+    for (_, _, _, id, batch) in rows {
+        if let (Some(id), Some(batch)) = (id, batch) {
+            ids.push(id);
+            batches.push(batch.0);
+        }
     }
-    tx.commit().await?;
+    let n = ids.len();
+    if n > 0 {
+        let (records, events) = chain((seq, hash, event_seq), batches);
+        insert_sealed(&mut tx, &records, &events, &ids).await?;
+        tx.commit().await?;
+    } else {
+        tx.rollback().await?;
+    }
     Ok(n)
 }

@@ -76,6 +76,14 @@ struct ArtifactRow {
 }
 
 #[derive(FromRow)]
+struct ArtifactSourceRow {
+    #[sqlx(flatten)]
+    artifact: ArtifactRow,
+    source_id: Option<Uuid>,
+    source_version: Option<i64>,
+}
+
+#[derive(FromRow)]
 struct VersionRow {
     artifact_id: Uuid,
     version: i64,
@@ -251,23 +259,40 @@ pub(crate) async fn get_artifact_summary(
 }
 
 pub(crate) async fn get_artifact(store: &SqlStore, id: ArtifactId) -> Result<Artifact> {
-    let row: Option<ArtifactRow> = sql(format!(
+    // The artifact and its latest version's sources in one statement: a row
+    // per source (one row, without a source, when it has none).
+    let rows: Vec<ArtifactSourceRow> = sql(format!(
         "SELECT {SUMMARY_COLUMNS}, v.content, v.inputs_hash, v.provenance, v.note, \
-             (SELECT j.id FROM journeys j WHERE j.source_artifact_id = a.id) AS journey_id \
+             (SELECT j.id FROM journeys j WHERE j.source_artifact_id = a.id) AS journey_id, \
+             s.source_id, s.source_version \
              FROM artifacts a JOIN artifact_versions v \
-             ON v.artifact_id = a.id AND v.version = a.version WHERE a.id = $1"
+             ON v.artifact_id = a.id AND v.version = a.version \
+             LEFT JOIN version_sources s ON s.artifact_id = a.id AND s.version = a.version \
+             WHERE a.id = $1 ORDER BY s.position"
     ))
     .bind(id.uuid())
-    .fetch_optional(&mut store.db.reader())
+    .fetch_all(&mut store.db.reader())
     .await?;
-    let row = row.ok_or_else(|| not_found("artifact", id))?;
-    let version = row.summary.version;
-    let sources = store.sources_of(id.uuid(), version, version).await?;
+    let sources = rows
+        .iter()
+        .filter_map(|r| match (r.source_id, r.source_version) {
+            (Some(source), Some(version)) => Some(SourceRef {
+                artifact_id: ArtifactId::from_uuid(source),
+                version,
+            }),
+            _ => None,
+        })
+        .collect();
+    let row = rows
+        .into_iter()
+        .next()
+        .ok_or_else(|| not_found("artifact", id))?
+        .artifact;
     Ok(Artifact {
         summary: row.summary.try_into()?,
         content: row.content.0,
         inputs_hash: row.inputs_hash,
-        sources: sources.iter().map(SourceRow::source).collect(),
+        sources,
         provenance: row.provenance,
         note: row.note,
         journey_id: row.journey_id.map(JourneyId::from_uuid),
