@@ -5,10 +5,9 @@
 //! not or when it fails.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use serde_json::{Value, json};
-use waymark_engine::run::{self as engine, EngineSettings};
+use waymark_engine::run::{Engine, EngineSettings};
 use waymark_llm::Llm;
 
 use crate::fake_llm::{FakeLlm, user_message};
@@ -22,9 +21,10 @@ crate::both_backends!(
 
 const PACK: &str = "marketing-engagement";
 
-fn start_engine(app: &TestApp, llm: Llm) -> tokio::sync::oneshot::Sender<()> {
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(engine::run(
+/// The embedded engine, stepped by the test: no task runs but when the test
+/// says so, and no test waits on a clock.
+fn start_engine(app: &TestApp, llm: Llm) -> Engine {
+    Engine::new(
         app.store.clone(),
         EngineSettings {
             concurrency: 4,
@@ -32,11 +32,7 @@ fn start_engine(app: &TestApp, llm: Llm) -> tokio::sync::oneshot::Sender<()> {
             llm,
             ..EngineSettings::default()
         },
-        async move {
-            let _ = stopped.await;
-        },
-    ));
-    stop
+    )
 }
 
 async fn engagement(app: &TestApp) -> (String, String) {
@@ -129,25 +125,22 @@ fn module_jobs(plan: &Value, module: &str) -> Vec<String> {
         .collect()
 }
 
-async fn wait_unit(app: &TestApp, id: &str) -> Value {
-    for _ in 0..1500 {
-        let u = app.get(&format!("/api/v1/work/units/{id}")).await;
-        match u.body["status"].as_str() {
-            Some("completed") => return u.body,
-            Some("failed" | "cancelled") => panic!("unit {id} ended badly: {}", u.body),
-            _ => {}
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+async fn wait_unit(app: &TestApp, engine: &Engine, id: &str) -> Value {
+    engine.run_until_idle().await.expect("the engine steps");
     let u = app.get(&format!("/api/v1/work/units/{id}")).await;
-    panic!("unit {id} did not complete: {}", u.body);
+    assert_eq!(
+        u.body["status"], "completed",
+        "unit {id} once the engine is idle: {}",
+        u.body
+    );
+    u.body
 }
 
 /// Runs every ready job and waits for them; answers the jobs queued.
-async fn run_all_ready(app: &TestApp, eng: &str) -> Vec<String> {
+async fn run_all_ready(app: &TestApp, engine: &Engine, eng: &str) -> Vec<String> {
     let r = run(app, eng, "all_ready").await;
     assert_eq!(r.status, 202, "{}", r.body);
-    wait_unit(app, r.body["unit_id"].as_str().unwrap()).await;
+    wait_unit(app, engine, r.body["unit_id"].as_str().unwrap()).await;
     r.body["queued"]
         .as_array()
         .unwrap()
@@ -182,13 +175,13 @@ async fn the_marketing_plan_runs_to_completion_with_templates(app: TestApp) {
     assert!(reason.contains("intake (missing)"), "{reason}");
 
     let intake = approved_intake(&app, &client, &eng).await;
-    let _engine = start_engine(&app, Llm::new(None));
+    let engine = start_engine(&app, Llm::new(None));
     let p = plan(&app, &eng).await;
     let strategy_jobs = module_jobs(&p, "strategy");
     assert_eq!(strategy_jobs.len(), 7);
 
     // Strategy: every job writes its section of the one strategy artifact.
-    let queued = run_all_ready(&app, &eng).await;
+    let queued = run_all_ready(&app, &engine, &eng).await;
     assert_eq!(queued, strategy_jobs);
     let strategy = current(&app, &eng, "strategy").await;
     assert_eq!(strategy["version"], 7, "one version per job");
@@ -253,7 +246,7 @@ async fn the_marketing_plan_runs_to_completion_with_templates(app: TestApp) {
     // Each approval opens the next module.
     approve(&app, strategy["id"].as_str().unwrap()).await;
     assert_eq!(
-        run_all_ready(&app, &eng).await,
+        run_all_ready(&app, &engine, &eng).await,
         module_jobs(&p, "creatives")
     );
     let creatives = current(&app, &eng, "creatives").await;
@@ -265,13 +258,13 @@ async fn the_marketing_plan_runs_to_completion_with_templates(app: TestApp) {
     );
     approve(&app, creatives["id"].as_str().unwrap()).await;
     assert_eq!(
-        run_all_ready(&app, &eng).await,
+        run_all_ready(&app, &engine, &eng).await,
         module_jobs(&p, "execution")
     );
     let execution = current(&app, &eng, "execution").await;
     approve(&app, execution["id"].as_str().unwrap()).await;
     // Monitoring and delivery are both open now: one unit, one chain each.
-    let last = run_all_ready(&app, &eng).await;
+    let last = run_all_ready(&app, &engine, &eng).await;
     let mut expected = module_jobs(&p, "monitoring");
     expected.extend(module_jobs(&p, "delivery"));
     assert_eq!(last, expected);
@@ -336,7 +329,7 @@ async fn the_marketing_plan_runs_to_completion_with_templates(app: TestApp) {
         st[&creative], "blocked",
         "creatives wait for the strategy again"
     );
-    assert_eq!(run_all_ready(&app, &eng).await, strategy_jobs);
+    assert_eq!(run_all_ready(&app, &engine, &eng).await, strategy_jobs);
     let s = current(&app, &eng, "strategy").await;
     assert_eq!(s["status"], "draft");
     assert_eq!(s["version"], 14);
@@ -408,9 +401,9 @@ async fn runs_wait_for_their_module_and_refuse_bad_input(app: TestApp) {
             .contains("plan/run")
     );
 
-    let _engine = start_engine(&app, Llm::new(None));
-    wait_unit(&app, &unit1).await;
-    wait_unit(&app, &unit2).await;
+    let engine = start_engine(&app, Llm::new(None));
+    wait_unit(&app, &engine, &unit1).await;
+    wait_unit(&app, &engine, &unit2).await;
     let s = current(&app, &eng, "strategy").await;
     assert_eq!(s["version"], 2);
     assert!(s["content"]["icp_definition"].is_object());
@@ -431,7 +424,7 @@ async fn runs_wait_for_their_module_and_refuse_bad_input(app: TestApp) {
         .await;
     assert_eq!(w.status, 200, "{}", w.body);
     let r = run(&app, &eng, "next").await;
-    wait_unit(&app, r.body["unit_id"].as_str().unwrap()).await;
+    wait_unit(&app, &engine, r.body["unit_id"].as_str().unwrap()).await;
     let s = current(&app, &eng, "strategy").await;
     assert_eq!(s["version"], 4);
     assert!(s["content"]["positioning"].is_object(), "kept the others");
@@ -469,9 +462,9 @@ async fn an_llm_provider_writes_sections_and_failures_fall_back(app: TestApp) {
     });
     let (client, eng) = engagement(&app).await;
     approved_intake(&app, &client, &eng).await;
-    let _engine = start_engine(&app, fake.llm(true));
+    let engine = start_engine(&app, fake.llm(true));
     let r = run(&app, &eng, "next").await;
-    let unit = wait_unit(&app, r.body["unit_id"].as_str().unwrap()).await;
+    let unit = wait_unit(&app, &engine, r.body["unit_id"].as_str().unwrap()).await;
     let s = current(&app, &eng, "strategy").await;
     assert_eq!(s["provenance"], "openai:writer-1");
     assert_eq!(s["content"]["summary"], "Written by the model");
@@ -490,7 +483,7 @@ async fn an_llm_provider_writes_sections_and_failures_fall_back(app: TestApp) {
     // The provider fails: the template answers, and the output says why.
     fake.fail_with(500);
     let r = run(&app, &eng, "next").await;
-    let unit = wait_unit(&app, r.body["unit_id"].as_str().unwrap()).await;
+    let unit = wait_unit(&app, &engine, r.body["unit_id"].as_str().unwrap()).await;
     let out = &unit["tasks"][0]["output"];
     assert_eq!(out["provenance"], "template");
     assert!(
@@ -505,7 +498,7 @@ async fn an_llm_provider_writes_sections_and_failures_fall_back(app: TestApp) {
     fake.behave();
     fake.reply_with(json!({"summary": 42, "messaging_framework": "not an object"}).to_string());
     let r = run(&app, &eng, "next").await;
-    let unit = wait_unit(&app, r.body["unit_id"].as_str().unwrap()).await;
+    let unit = wait_unit(&app, &engine, r.body["unit_id"].as_str().unwrap()).await;
     let out = &unit["tasks"][0]["output"];
     assert_eq!(out["provenance"], "template");
     assert!(

@@ -34,6 +34,18 @@ pub(crate) fn start_engine(app: &TestApp) -> tokio::sync::oneshot::Sender<()> {
     stop
 }
 
+/// The embedded engine, stepped by the test instead of running on its own.
+fn stepped_engine(app: &TestApp) -> engine::Engine {
+    engine::Engine::new(
+        app.store.clone(),
+        EngineSettings {
+            concurrency: 4,
+            name: "test-worker".into(),
+            ..EngineSettings::default()
+        },
+    )
+}
+
 async fn wait_unit(app: &TestApp, id: &str, status: &str) -> Value {
     for _ in 0..500 {
         let u = app.get(&format!("/api/v1/work/units/{id}")).await;
@@ -55,7 +67,7 @@ async fn agent_token(app: &TestApp, agent: &str) -> String {
 
 async fn units_run_on_the_embedded_workers(app: TestApp) {
     let client = app.client("Acme").await;
-    let _stop = start_engine(&app);
+    let engine = stepped_engine(&app);
     let unit = app
         .post(
             "/api/v1/work/units",
@@ -71,7 +83,10 @@ async fn units_run_on_the_embedded_workers(app: TestApp) {
     let id = unit.body["id"].as_str().unwrap().to_owned();
     assert!(id.starts_with("uow_"));
     assert_eq!(unit.body["tasks"].as_array().unwrap().len(), 4);
-    let done = wait_unit(&app, &id, "completed").await;
+    // Four tasks in three waves (a; b and c; d), each wave one step.
+    assert_eq!(engine.run_until_idle().await.unwrap(), 4);
+    let done = app.get(&format!("/api/v1/work/units/{id}")).await.body;
+    assert_eq!(done["status"], "completed", "{done}");
     assert_eq!(done["tasks_done"], 4);
     assert_eq!(done["counts"]["completed"], 4);
     let tasks = done["tasks"].as_array().unwrap();

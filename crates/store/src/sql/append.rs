@@ -15,7 +15,10 @@
 //!   commits without a global lock; a sealer then takes the queued rows that
 //!   committed, in order, under the `log_head` row lock, numbers and chains
 //!   them, and moves them into `audit_log` and `events` in one transaction
-//!   (any number of processes may seal; they take turns). Each process's
+//!   (any number of processes may seal; they take turns). A write that finds
+//!   the lock free (`SKIP LOCKED`: it never waits) seals its own entries and
+//!   holds the lock until it commits, so one writer at a time, or the engine's
+//!   committer, needs no pass; a later pass numbers after it. Each process's
 //!   sealer wakes after its own logged commits; every reader of the log first
 //!   seals what committed before it asked ([`Sealer::seal_now`]), so reading
 //!   your own writes holds.
@@ -128,6 +131,16 @@ pub(crate) async fn append_logs(
     match tx.backend() {
         Backend::Sqlite => seal(tx, vec![batch]).await,
         Backend::Postgres => {
+            // The log is free: seal the entries here, holding it until this
+            // transaction commits (others queue meanwhile, never wait). One
+            // write at a time, or the engine's committer, then needs no pass.
+            let free: Option<(i32,)> =
+                sql("SELECT id FROM log_head WHERE id = 1 FOR UPDATE SKIP LOCKED")
+                    .fetch_optional(tx)
+                    .await?;
+            if free.is_some() {
+                return seal(tx, vec![batch]).await;
+            }
             sql("INSERT INTO log_pending (batch) VALUES ($1)")
                 .bind(Json(&batch))
                 .execute(tx)

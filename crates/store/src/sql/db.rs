@@ -651,13 +651,56 @@ impl<'q> Values<'_, 'q> {
     }
 }
 
+/// Arguments past which numbered placeholders are worth renaming.
+const MANY_ARGS: usize = 32;
+
+/// The statement as SQLite binds it fast: with many arguments, `$1 … $n`
+/// appearing once each and in order become anonymous `?`. SQLite finds a
+/// numbered parameter's name by a linear search, so binding n of them costs
+/// n², seconds for a thousand-row `VALUES`. Anything else is left as written.
+fn sqlite_text(text: &str, args: usize) -> Cow<'_, str> {
+    if args <= MANY_ARGS {
+        return Cow::Borrowed(text);
+    }
+    let bytes = text.as_bytes();
+    let mut out = String::with_capacity(text.len());
+    let mut expected = 1usize;
+    let mut last = 0;
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'$' && bytes.get(i + 1).is_some_and(u8::is_ascii_digit) {
+            let start = i + 1;
+            let mut end = start;
+            while end < bytes.len() && bytes[end].is_ascii_digit() {
+                end += 1;
+            }
+            if text[start..end].parse::<usize>().ok() != Some(expected) {
+                return Cow::Borrowed(text);
+            }
+            expected += 1;
+            out.push_str(&text[last..i]);
+            out.push('?');
+            last = end;
+            i = end;
+        } else {
+            i += 1;
+        }
+    }
+    if expected != args + 1 {
+        return Cow::Borrowed(text);
+    }
+    out.push_str(&text[last..]);
+    Cow::Owned(out)
+}
+
 async fn run_sqlite<'e>(
     text: &str,
     args: &[Arg<'_>],
     ex: impl Executor<'e, Database = Sqlite>,
 ) -> Result<u64> {
+    let text = sqlite_text(text, args.len());
     let args = sqlite_args(args)?;
-    Ok(sqlx::query_with(text, args)
+    Ok(sqlx::query_with(&text, args)
         .execute(ex)
         .await?
         .rows_affected())
@@ -680,8 +723,9 @@ async fn all_sqlite<'e, T: Record>(
     args: &[Arg<'_>],
     ex: impl Executor<'e, Database = Sqlite>,
 ) -> Result<Vec<T>> {
+    let text = sqlite_text(text, args.len());
     let args = sqlite_args(args)?;
-    Ok(sqlx::query_as_with::<_, T, _>(text, args)
+    Ok(sqlx::query_as_with::<_, T, _>(&text, args)
         .fetch_all(ex)
         .await?)
 }
@@ -702,8 +746,9 @@ async fn optional_sqlite<'e, T: Record>(
     args: &[Arg<'_>],
     ex: impl Executor<'e, Database = Sqlite>,
 ) -> Result<Option<T>> {
+    let text = sqlite_text(text, args.len());
     let args = sqlite_args(args)?;
-    Ok(sqlx::query_as_with::<_, T, _>(text, args)
+    Ok(sqlx::query_as_with::<_, T, _>(&text, args)
         .fetch_optional(ex)
         .await?)
 }
@@ -737,5 +782,39 @@ mod tests {
             b.push_bind(n).push_bind(s);
         });
         assert_eq!(v.text(), "INSERT INTO t (a, b) VALUES ($1, $2), ($3, $4)");
+    }
+
+    #[test]
+    fn many_numbered_placeholders_in_order_become_anonymous_for_sqlite() {
+        let mut q = sql("UPDATE t SET a = $1 FROM (").bind(0i64);
+        q.push_values(0..40i64, |mut b, n| {
+            b.push_bind(n);
+        });
+        q.push(") AS v WHERE t.id = v.column1 AND t.path = '$.x'");
+        let text = sqlite_text(q.text(), 41);
+        assert!(
+            text.starts_with("UPDATE t SET a = ? FROM (VALUES (?), (?)"),
+            "{text}"
+        );
+        assert_eq!(text.matches('?').count(), 41);
+        assert!(text.ends_with("'$.x'"), "{text}");
+        // Few arguments, a repeated one, or one out of order: left as written.
+        assert_eq!(sqlite_text("SELECT $1, $2", 2), "SELECT $1, $2");
+        let repeated = format!(
+            "SELECT {} WHERE x = $1",
+            (1..=40)
+                .map(|n| format!("${n}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        assert_eq!(sqlite_text(&repeated, 40), repeated);
+        let swapped = format!(
+            "SELECT $2, $1, {}",
+            (3..=40)
+                .map(|n| format!("${n}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        assert_eq!(sqlite_text(&swapped, 40), swapped);
     }
 }

@@ -37,15 +37,18 @@ pub(crate) async fn make_ready(
     woken: &mut Woken,
 ) -> Result<()> {
     for chunk in ids.chunks(1000) {
-        let mut q = sql("SELECT id, client_id, lane FROM tasks WHERE id IN ");
+        // Whether its unit is held comes with each task, so the UPDATE below
+        // binds each task's status instead of asking for every row.
+        let mut q = sql("SELECT t.id, t.client_id, t.lane, u.held FROM tasks t \
+             JOIN work_units u ON u.id = t.unit_id WHERE t.id IN ");
         q.push_list(chunk.iter().copied());
-        q.push(" ORDER BY priority, id");
-        let rows: Vec<(Uuid, Uuid, String)> = q.fetch_all(tx).await?;
-        let mut by_client: BTreeMap<Uuid, Vec<(Uuid, String)>> = BTreeMap::new();
-        for (id, client, lane) in rows {
-            by_client.entry(client).or_default().push((id, lane));
+        q.push(" ORDER BY t.priority, t.id");
+        let rows: Vec<(Uuid, Uuid, String, bool)> = q.fetch_all(tx).await?;
+        let mut by_client: BTreeMap<Uuid, Vec<(Uuid, String, bool)>> = BTreeMap::new();
+        for (id, client, lane, held) in rows {
+            by_client.entry(client).or_default().push((id, lane, held));
         }
-        let mut keyed: Vec<(Uuid, i64)> = Vec::with_capacity(chunk.len());
+        let mut keyed: Vec<(Uuid, i64, &'static str)> = Vec::with_capacity(chunk.len());
         for (client, tasks) in by_client {
             let clock: Option<(i64,)> = sql(format!(
                 "SELECT clock FROM work_clients WHERE client_id = $1{}",
@@ -75,21 +78,24 @@ pub(crate) async fn make_ready(
             .bind(next)
             .execute(tx)
             .await?;
-            for (i, (id, lane)) in tasks.into_iter().enumerate() {
-                keyed.push((id, first + i as i64));
+            for (i, (id, lane, held)) in tasks.into_iter().enumerate() {
+                let status = if held {
+                    TaskStatus::Held
+                } else {
+                    TaskStatus::Ready
+                };
+                keyed.push((id, first + i as i64, status.as_str()));
                 woken.lanes.insert(lane);
             }
         }
         if !keyed.is_empty() {
-            let mut q = sql(format!(
-                "UPDATE tasks SET status = {READY_OR_HELD}, run_at = 0, updated_at = "
-            ));
+            let mut q = sql("UPDATE tasks SET status = v.column3, run_at = 0, updated_at = ");
             q.push_bind(now);
             q.push(", fair_key = v.column2 FROM (");
-            q.push_values(&keyed, |mut b, (id, key)| {
-                b.push_bind(*id).push_bind(*key);
+            q.push_values(&keyed, |mut b, (id, key, status)| {
+                b.push_bind(*id).push_bind(*key).push_bind(*status);
             });
-            // `VALUES` as a table: both databases name its columns column1, column2.
+            // `VALUES` as a table: both databases name its columns column1, column2, ….
             q.push(") AS v WHERE tasks.id = v.column1");
             q.execute(tx).await?;
         }
