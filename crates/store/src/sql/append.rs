@@ -294,13 +294,12 @@ async fn insert_sealed(
             q.push_list(pending.iter().copied());
             q.push("), ");
         }
+        q.push("records AS (");
+        push_records(&mut q, records);
+        q.push(") ");
         if events.is_empty() {
-            push_records(&mut q, records);
-            q.push(" SELECT 1");
+            q.push("SELECT 1");
         } else {
-            q.push("records AS (");
-            push_records(&mut q, records);
-            q.push(") ");
             push_events(&mut q, events);
         }
         q.execute(tx).await?;
