@@ -1,13 +1,13 @@
 //! What never changes about a record, remembered so that a write does not
-//! read it again: an artifact's client, engagement and type, an engagement's
-//! pack. Nothing updates these columns or deletes these rows, so a
-//! remembered fact is never wrong; the store still checks everything that
+//! read it again: an artifact's engagement and type, an engagement's pack.
+//! Nothing updates these columns or deletes these rows, so a remembered fact
+//! is never wrong; the store still checks everything that
 //! can change (status, version, leases) in the write's own transaction.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use waymark_domain::{ArtifactId, ClientId, EngagementId};
+use waymark_domain::{ArtifactId, EngagementId};
 use waymark_store::ArtifactSummary;
 
 /// Entries kept per map before it starts over.
@@ -16,7 +16,6 @@ const CAPACITY: usize = 50_000;
 /// An artifact's fixed facts.
 #[derive(Debug, Clone)]
 pub struct ArtifactFacts {
-    pub client_id: ClientId,
     pub engagement_id: Option<EngagementId>,
     pub artifact_type: String,
 }
@@ -24,7 +23,6 @@ pub struct ArtifactFacts {
 impl From<&ArtifactSummary> for ArtifactFacts {
     fn from(a: &ArtifactSummary) -> Self {
         Self {
-            client_id: a.client_id,
             engagement_id: a.engagement_id,
             artifact_type: a.artifact_type.clone(),
         }

@@ -141,17 +141,7 @@ pub(crate) async fn install_pack(
             pack.installed_at,
         )
         .await?;
-        let stale: Vec<Value> = flagged
-            .iter()
-            .take(100)
-            .map(|f| {
-                serde_json::json!({
-                    "artifact_id": f.artifact_id.to_string(),
-                    "type": f.artifact_type,
-                    "reason": f.reason,
-                })
-            })
-            .collect();
+        let stale = super::artifacts::cascade::flagged_json(&flagged);
         let entry = LogEntry::new("pack.install", None, format!("pack:{}", pack.name)).event(
             "pack.installed",
             Audience::Staff,

@@ -252,3 +252,21 @@ fn consumers_of(rows: Vec<CascadeRow>) -> Result<(Vec<Consumer>, CandidateInfo)>
     }
     Ok((consumers, info))
 }
+
+/// What an event says of the artifacts a change made stale: the first 100,
+/// each with its type and reason (`flagged_count` gives them all).
+pub(crate) fn flagged_json(flagged: &[Flagged]) -> Value {
+    Value::Array(
+        flagged
+            .iter()
+            .take(100)
+            .map(|f| {
+                serde_json::json!({
+                    "artifact_id": f.artifact_id.to_string(),
+                    "type": f.artifact_type,
+                    "reason": f.reason,
+                })
+            })
+            .collect(),
+    )
+}

@@ -716,19 +716,7 @@ pub(crate) async fn write_version(
     };
     let mut data = artifact_data(id, &current, new_status, version, hash.as_str());
     data["flagged_count"] = Value::from(flagged.len());
-    data["flagged"] = Value::Array(
-        flagged
-            .iter()
-            .take(100)
-            .map(|f| {
-                serde_json::json!({
-                    "artifact_id": f.artifact_id.to_string(),
-                    "type": f.artifact_type,
-                    "reason": f.reason,
-                })
-            })
-            .collect(),
-    );
+    data["flagged"] = super::cascade::flagged_json(&flagged);
     let entry = LogEntry::new(log_action, Some(ClientId::from_uuid(current.client_id)), id)
         .hashes(Some(current.content_hash.clone()), Some(hash.to_string()))
         .event(event_type, Audience::Staff, data);
