@@ -139,8 +139,8 @@ impl FromStr for TaskStatus {
 }
 
 /// How one attempt at a task ended (or that it is still running). An
-/// attempt opens when a worker or agent claims the task, or when a person
-/// finishes a human task nobody claimed.
+/// attempt starts when a worker or agent claims the task, or when a person
+/// finishes a human task nobody claimed; its record is kept when it ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum AttemptOutcome {

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use time::OffsetDateTime;
 use waymark_domain::TaskId;
-use waymark_domain::work::{self, AttemptOutcome, LeaseError, TaskStatus};
+use waymark_domain::work::{self, LeaseError, TaskStatus};
 
 use super::*;
 
@@ -96,9 +96,10 @@ impl SqlStore {
 /// Most tasks one claim takes.
 pub(crate) const MAX_CLAIM: usize = 500;
 
-/// Claims up to `claim.max` ready tasks of a lane in one statement: each gets
-/// a lease token of its own (their hashes are bound to the rows in claim
-/// order), and an attempt opens for each.
+/// Claims up to `claim.max` ready tasks of a lane in one statement, committed
+/// on its own: each gets a lease token of its own (the hashes are handed to
+/// the picked rows by their number in the pick). The running attempt is the
+/// task row itself (status, claimer, start); its row is written when it ends.
 pub(crate) async fn claim(store: &SqlStore, claim: Claim) -> Result<Vec<Leased>> {
     let max = claim.max.min(MAX_CLAIM);
     if max == 0 {
@@ -113,46 +114,33 @@ pub(crate) async fn claim(store: &SqlStore, claim: Claim) -> Result<Vec<Leased>>
     let backend = store.db.backend();
     let now = now_sql(backend);
     let mut q = sql(format!(
-        "UPDATE tasks SET status = 'running', lease_hash = v.column2, \
+        "UPDATE tasks SET status = 'running', \
          started_at = {now}, updated_at = {now}, deadline_at = {now} + timeout_s * 1000000, \
          lease_expires_at = {now} + CASE WHEN $1 < timeout_s * 1000000 THEN $1 \
                                          ELSE timeout_s * 1000000 END, \
-         attempts = attempts + 1, attempt_seq = attempt_seq + 1, claimed_by = $2 \
-         FROM (SELECT c.id AS picked_id, \
-                      row_number() OVER (ORDER BY c.priority, c.fair_key, c.id) AS n \
-               FROM (SELECT id, priority, fair_key FROM tasks \
-                     WHERE lane = $3 AND status = 'ready' AND run_at <= {now} \
-                     ORDER BY priority, fair_key, id LIMIT $4{}) AS c) AS picked \
-         JOIN (",
+         attempts = attempts + 1, attempt_seq = attempt_seq + 1, claimed_by = $2, \
+         lease_hash = CASE picked.n"
+    ))
+    .bind(claim.lease.as_micros() as i64)
+    .bind(&claim.worker);
+    for (i, hash) in tokens.keys().enumerate() {
+        q.push(format!(" WHEN {} THEN ", i + 1));
+        q.push_bind(hash.as_str());
+    }
+    q.push(
+        " END FROM (SELECT c.id AS picked_id, row_number() OVER () AS n \
+         FROM (SELECT id FROM tasks WHERE lane = ",
+    );
+    q.push_bind(claim.lane.as_str());
+    q.push(format!(
+        " AND status = 'ready' AND run_at <= {now} ORDER BY priority, fair_key, id LIMIT "
+    ));
+    q.push_bind(max as i64);
+    q.push(format!(
+        "{}) AS c) AS picked WHERE tasks.id = picked.picked_id RETURNING {TASK_COLUMNS}",
         backend.skip_locked()
     ));
-    q = q
-        .bind(claim.lease.as_micros() as i64)
-        .bind(&claim.worker)
-        .bind(&claim.lane)
-        .bind(max as i64);
-    // `VALUES` as a table: both databases name its columns column1, column2.
-    q.push_values(tokens.keys().enumerate(), |mut b, (i, hash)| {
-        b.push_bind(i as i64 + 1).push_bind(hash.as_str());
-    });
-    q.push(format!(
-        ") AS v ON v.column1 = picked.n WHERE tasks.id = picked.picked_id RETURNING {TASK_COLUMNS}"
-    ));
-    let mut tx = store.db.begin().await?;
-    let mut rows: Vec<TaskRow> = q.fetch_all(&mut tx).await?;
-    if !rows.is_empty() {
-        let mut attempts =
-            sql("INSERT INTO task_attempts (task_id, attempt, started_at, outcome, worker) ");
-        attempts.push_values(&rows, |mut b, r| {
-            b.push_bind(r.id)
-                .push_bind(r.attempt_seq)
-                .push_bind(r.started_at)
-                .push_bind(AttemptOutcome::Running.as_str())
-                .push_bind(&claim.worker);
-        });
-        attempts.execute(&mut tx).await?;
-    }
-    tx.commit().await?;
+    let mut rows: Vec<TaskRow> = q.fetch_all(&mut store.db.writer()).await?;
     rows.sort_by_key(|r| (r.priority, r.fair_key, r.id));
     rows.into_iter()
         .map(|r| {
@@ -227,7 +215,9 @@ pub(crate) async fn next_run_in(store: &SqlStore, lane: &str) -> Result<Option<D
 pub(crate) async fn task_attempts(store: &SqlStore, id: TaskId) -> Result<Vec<TaskAttempt>> {
     let rows: Vec<AttemptRow> = sql(
         "SELECT attempt, started_at, ended_at, outcome, error, worker FROM task_attempts \
-         WHERE task_id = $1 ORDER BY attempt",
+         WHERE task_id = $1 \
+         UNION ALL SELECT attempt_seq, started_at, NULL, 'running', NULL, claimed_by FROM tasks \
+         WHERE id = $1 AND status = 'running' ORDER BY attempt",
     )
     .bind(id.uuid())
     .fetch_all(&mut store.db.reader())

@@ -28,6 +28,37 @@ pub(crate) async fn load_tasks(tx: &mut Tx, ids: &[Uuid]) -> Result<Vec<TaskRow>
     Ok(rows)
 }
 
+/// A task row read with the database's clock in the same statement.
+#[derive(sqlx::FromRow)]
+struct TimedTaskRow {
+    #[sqlx(flatten)]
+    row: TaskRow,
+    engine_now: i64,
+}
+
+/// Loads task rows by id, locked, with the engine's clock (see
+/// [`engine_now`]): on PostgreSQL the clock is read by the same statement,
+/// a round trip fewer for every finish.
+pub(crate) async fn load_tasks_at(tx: &mut Tx, ids: &[Uuid]) -> Result<(Vec<TaskRow>, i64)> {
+    let backend = tx.backend();
+    if backend == Backend::Sqlite || ids.is_empty() || ids.len() > 1000 {
+        let now = engine_now(tx).await?;
+        return Ok((load_tasks(tx, ids).await?, now));
+    }
+    let mut q = sql(format!(
+        "SELECT {TASK_COLUMNS}, {} AS engine_now FROM tasks WHERE id IN ",
+        now_sql(backend)
+    ));
+    q.push_list(ids.iter().copied());
+    q.push(backend.for_update());
+    let rows: Vec<TimedTaskRow> = q.fetch_all(tx).await?;
+    let now = match rows.first() {
+        Some(r) => r.engine_now,
+        None => engine_now(tx).await?,
+    };
+    Ok((rows.into_iter().map(|r| r.row).collect(), now))
+}
+
 /// Makes pending tasks ready: each client's get consecutive fair keys from its
 /// clock (see `work::fair_keys`), in priority order. Records the lanes woken.
 pub(crate) async fn make_ready(

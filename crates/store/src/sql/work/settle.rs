@@ -23,8 +23,8 @@ pub(crate) struct Ends<'a> {
 }
 
 /// Applies the ends of attempts (already checked) inside the transaction:
-/// each attempt row closes with its outcome (a task finished without a claim
-/// gets one opened and closed at once); completions release dependents and
+/// each attempt's row is written with its outcome (a task finished without
+/// a claim gets one started and ended at once); completions release dependents and
 /// count on units; failures are retried after their backoff or, exhausted,
 /// fail the task, block what is downstream and open an incident. Answers the
 /// results; pushes audit records.
@@ -36,10 +36,8 @@ pub(crate) async fn settle(
     entries: &mut Vec<LogEntry>,
 ) -> Result<Vec<Finished>> {
     let now = ends.now;
-    // (task, attempt, outcome, error) of the attempts to close, and of those
-    // to record whole (nobody claimed them).
-    let mut closed: Vec<(Uuid, i64, AttemptOutcome, Option<String>)> = Vec::new();
-    let mut unclaimed: Vec<(Uuid, i64, AttemptOutcome, Option<String>)> = Vec::new();
+    // The attempts that ended, to record.
+    let mut ended: Vec<Ended> = Vec::with_capacity(items.len());
     let mut results: Vec<Finished> = Vec::with_capacity(items.len());
     let mut completed: Vec<(Uuid, Json<Value>)> = Vec::new();
     let mut done_units: Vec<Uuid> = Vec::new();
@@ -75,11 +73,27 @@ pub(crate) async fn settle(
                 Some(error.chars().take(2000).collect()),
             ),
         };
-        if row.status == TaskStatus::Running.as_str() {
-            closed.push((row.id, row.attempt_seq, attempt_outcome, attempt_error));
+        ended.push(if row.status == TaskStatus::Running.as_str() {
+            Ended {
+                task: row.id,
+                attempt: row.attempt_seq,
+                started_at: row.started_at,
+                worker: row.claimed_by.clone(),
+                claimed: true,
+                outcome: attempt_outcome,
+                error: attempt_error,
+            }
         } else {
-            unclaimed.push((row.id, row.attempt_seq + 1, attempt_outcome, attempt_error));
-        }
+            Ended {
+                task: row.id,
+                attempt: row.attempt_seq + 1,
+                started_at: Some(now),
+                worker: Some(ends.finisher.to_owned()),
+                claimed: false,
+                outcome: attempt_outcome,
+                error: attempt_error,
+            }
+        });
         match outcome {
             Outcome::Completed { output } => {
                 if row.hands_off != 0 {
@@ -160,7 +174,7 @@ pub(crate) async fn settle(
             }
         }
     }
-    close_attempts(tx, &closed, &unclaimed, ends).await?;
+    record_attempts(tx, &ended, now).await?;
     if !completed.is_empty() {
         for chunk in completed.chunks(500) {
             let mut q = sql(
@@ -311,8 +325,7 @@ pub(crate) async fn finish(
     let ids: Vec<Uuid> = finishes.iter().map(|f| f.task_id.uuid()).collect();
     let answers = {
         let mut tx = store.db.begin().await?;
-        let now = engine_now(&mut tx).await?;
-        let rows = load_tasks(&mut tx, &ids).await?;
+        let (rows, now) = load_tasks_at(&mut tx, &ids).await?;
         let by_id: HashMap<Uuid, TaskRow> = rows.into_iter().map(|r| (r.id, r)).collect();
         let mut answers: Vec<Option<std::result::Result<Finished, StoreError>>> =
             Vec::with_capacity(finishes.len());
@@ -387,7 +400,13 @@ pub(crate) async fn cancel_task(
                 detail: format!("task {id} is {st}; only a task not yet done can be cancelled"),
             });
         }
-        cancel_attempts(&mut tx, &[id.uuid()], reason.as_deref(), now).await?;
+        cancel_attempts(
+            &mut tx,
+            RunningOf::Tasks(&[id.uuid()]),
+            reason.as_deref().unwrap_or("the task was cancelled"),
+            now,
+        )
+        .await?;
         sql(
             "UPDATE tasks SET status = 'cancelled', lease_hash = NULL, lease_expires_at = NULL, \
              last_error = COALESCE($2, last_error), finished_at = $3, updated_at = $3 WHERE id = $1",
@@ -439,67 +458,82 @@ pub(crate) async fn cancel_task(
     store.get_task(id).await
 }
 
-/// Closes the attempts that ended, and records whole those nobody had claimed
-/// (numbering them after the task's last).
-async fn close_attempts(
-    tx: &mut Tx,
-    closed: &[(Uuid, i64, AttemptOutcome, Option<String>)],
-    unclaimed: &[(Uuid, i64, AttemptOutcome, Option<String>)],
-    ends: &Ends<'_>,
-) -> Result<()> {
-    for chunk in closed.chunks(500) {
-        let mut q = sql(
-            "UPDATE task_attempts SET ended_at = $1, outcome = v.column3, error = v.column4 FROM (",
-        )
-        .bind(ends.now);
-        q.push_values(chunk, |mut b, (task, attempt, outcome, error)| {
-            b.push_bind(*task)
-                .push_bind(*attempt)
-                .push_bind(outcome.as_str())
-                .push_bind(error.as_deref());
-        });
-        q.push(
-            ") AS v WHERE task_attempts.task_id = v.column1 AND task_attempts.attempt = v.column2 \
-             AND task_attempts.outcome = 'running'",
-        );
-        q.execute(tx).await?;
-    }
-    if !unclaimed.is_empty() {
+/// An attempt that ended, as its row: a claimed one numbered, started and
+/// claimed as its task row says; one nobody claimed (a person finishing a
+/// human task) numbered after the task's last, started and ended at once.
+struct Ended {
+    task: Uuid,
+    attempt: i64,
+    started_at: Option<i64>,
+    worker: Option<String>,
+    claimed: bool,
+    outcome: AttemptOutcome,
+    error: Option<String>,
+}
+
+/// Writes the rows of the attempts that ended (a running attempt has none:
+/// its task row is its record until it ends), and numbers the unclaimed ones
+/// on their tasks.
+async fn record_attempts(tx: &mut Tx, ended: &[Ended], now: i64) -> Result<()> {
+    for chunk in ended.chunks(500) {
         let mut q = sql(
             "INSERT INTO task_attempts (task_id, attempt, started_at, ended_at, outcome, error, worker) ",
         );
-        q.push_values(unclaimed, |mut b, (task, attempt, outcome, error)| {
-            b.push_bind(*task)
-                .push_bind(*attempt)
-                .push_bind(ends.now)
-                .push_bind(ends.now)
-                .push_bind(outcome.as_str())
-                .push_bind(error.as_deref())
-                .push_bind(ends.finisher);
+        q.push_values(chunk, |mut b, e| {
+            b.push_bind(e.task)
+                .push_bind(e.attempt)
+                .push_bind(e.started_at)
+                .push_bind(now)
+                .push_bind(e.outcome.as_str())
+                .push_bind(e.error.as_deref())
+                .push_bind(e.worker.as_deref());
         });
         q.execute(tx).await?;
+    }
+    let unclaimed: Vec<Uuid> = ended
+        .iter()
+        .filter(|e| !e.claimed)
+        .map(|e| e.task)
+        .collect();
+    for chunk in unclaimed.chunks(1000) {
         let mut q = sql("UPDATE tasks SET attempt_seq = attempt_seq + 1 WHERE id IN ");
-        q.push_list(unclaimed.iter().map(|u| u.0));
+        q.push_list(chunk.iter().copied());
         q.execute(tx).await?;
     }
     Ok(())
 }
 
-/// Closes, as cancelled, the running attempts of these tasks.
+/// Which running tasks' attempts a cancellation ends.
+pub(crate) enum RunningOf<'a> {
+    Tasks(&'a [Uuid]),
+    Unit(Uuid),
+}
+
+/// Records, as cancelled with `error`, the attempts of the tasks of `of` that
+/// are running; called before their status changes.
 pub(crate) async fn cancel_attempts(
     tx: &mut Tx,
-    tasks: &[Uuid],
-    reason: Option<&str>,
+    of: RunningOf<'_>,
+    error: &str,
     now: i64,
 ) -> Result<()> {
     let mut q = sql(
-        "UPDATE task_attempts SET outcome = 'cancelled', ended_at = $1, \
-                     error = COALESCE($2, 'the task was cancelled') \
-                     WHERE outcome = 'running' AND task_id IN ",
+        "INSERT INTO task_attempts (task_id, attempt, started_at, ended_at, outcome, error, worker) \
+         SELECT id, attempt_seq, started_at, $1, 'cancelled', $2, claimed_by FROM tasks \
+         WHERE status = 'running' AND ",
     )
     .bind(now)
-    .bind(reason);
-    q.push_list(tasks.iter().copied());
+    .bind(error);
+    match of {
+        RunningOf::Tasks(tasks) => {
+            q.push("id IN ");
+            q.push_list(tasks.iter().copied());
+        }
+        RunningOf::Unit(unit) => {
+            q.push("unit_id = ");
+            q.push_bind(unit);
+        }
+    }
     q.execute(tx).await?;
     Ok(())
 }

@@ -246,15 +246,12 @@ pub(crate) async fn cancel_unit_in_tx(
             detail: format!("unit {id} is {status}; only a unit not yet done can be cancelled"),
         });
     }
-    sql(
-        "UPDATE task_attempts SET outcome = 'cancelled', ended_at = $2, \
-         error = COALESCE($3, 'the unit was cancelled') \
-         WHERE outcome = 'running' AND task_id IN (SELECT id FROM tasks WHERE unit_id = $1)",
+    super::settle::cancel_attempts(
+        tx,
+        super::settle::RunningOf::Unit(id.uuid()),
+        reason.as_deref().unwrap_or("the unit was cancelled"),
+        now,
     )
-    .bind(id.uuid())
-    .bind(now)
-    .bind(&reason)
-    .execute(tx)
     .await?;
     let n: Vec<(Uuid,)> = sql(
         "UPDATE tasks SET status = 'cancelled', lease_hash = NULL, lease_expires_at = NULL, \
