@@ -36,5 +36,9 @@ pub async fn open(path: &Path, read_connections: u32) -> Result<SqlStore> {
         .acquire_timeout(Duration::from_secs(30))
         .connect_with(options.read_only(true))
         .await?;
-    Ok(SqlStore::new(Pools::Sqlite { read, write }))
+    Ok(SqlStore::new(Pools::Sqlite {
+        read,
+        write,
+        heads: Default::default(),
+    }))
 }

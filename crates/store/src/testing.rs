@@ -133,6 +133,16 @@ pub async fn postgres() -> Option<TestDb> {
 }
 
 impl TestDb {
+    /// Another store on this test's database, as a second process has.
+    pub async fn another_store(&self) -> Arc<SqlStore> {
+        let store = match (&self.url, &self.dir) {
+            (Some(url), _) => postgres::connect(url, 4).await,
+            (None, Some(dir)) => sqlite::open(&dir.path().join("waymark.db"), 2).await,
+            (None, None) => unreachable!("a test database has a URL or a folder"),
+        };
+        Arc::new(store.expect("open the test database again"))
+    }
+
     /// Runs a raw SQL statement on this test's database, behind the store's back
     /// (to tamper with rows, as an attacker with database access would).
     pub async fn execute_raw(&self, sql: &str) -> Result<u64, sqlx::Error> {

@@ -8,7 +8,11 @@
 //! `events` (`log_head` keeps the genesis hash and is the sealers' lock).
 //!
 //! - **SQLite** has one writer: a write numbers, chains and inserts its own
-//!   records and events in its transaction (three statements).
+//!   records and events in its transaction, in one statement of two inserts.
+//!   It numbers after the heads this process's last write committed, and
+//!   the inserts only take effect if the log's heads are still those (a
+//!   guard in each); when another process wrote meanwhile they insert
+//!   nothing, and the write reads the heads and inserts again.
 //! - **PostgreSQL** has many: numbering in the writer's transaction would make
 //!   every writer of every client wait on one lock until it commits. A write
 //!   instead queues its entries (`log_pending`, one row per transaction) and
@@ -37,9 +41,9 @@ use uuid::Uuid;
 use waymark_domain::audit::{self, AuditRecord};
 use waymark_domain::{ClientId, EventId};
 
-use super::db::{Conn, Sql, Tx, sql};
+use super::db::{Conn, Heads, Sql, Tx, sql};
 use crate::log::{Audience, NewEvent};
-use crate::{Backend, Result, WriteContext};
+use crate::{Backend, Result, StoreError, WriteContext};
 
 /// One audit record and the events of a change (see [`append_logs`]).
 pub(crate) struct LogEntry {
@@ -209,7 +213,7 @@ impl LogEntry {
 
 /// The last audit record's number and hash (the genesis hash before the
 /// first), and the last event's number.
-pub(crate) async fn heads(conn: &mut impl Conn) -> Result<(i64, String, i64)> {
+pub(crate) async fn heads(conn: &mut impl Conn) -> Result<Heads> {
     sql("SELECT \
               COALESCE((SELECT seq FROM audit_log ORDER BY seq DESC LIMIT 1), 0), \
               COALESCE((SELECT hash FROM audit_log ORDER BY seq DESC LIMIT 1), \
@@ -223,44 +227,74 @@ pub(crate) async fn heads(conn: &mut impl Conn) -> Result<(i64, String, i64)> {
 /// records and events. The caller holds the log: SQLite's one writer, or the
 /// `log_head` row lock on PostgreSQL.
 async fn seal(tx: &mut Tx, batches: Vec<Batch>) -> Result<()> {
-    let heads = heads(tx).await?;
-    let (records, events) = chain(heads, batches);
-    insert_sealed(tx, &records, &events, &[]).await
+    if let Some(cached) = tx.cached_heads() {
+        // SQLite: number after the heads this process's last write left,
+        // guarded; nothing is inserted if another process wrote since.
+        let (records, events) = chain(cached.clone(), &batches);
+        if fits_one_statement(&records, &events) {
+            let inserted = insert_guarded(tx, &records, &events, &cached).await?;
+            if inserted == (records.len() + events.len()) as u64 {
+                tx.sealed(after(&cached, &records, &events));
+                return Ok(());
+            }
+            if inserted != 0 {
+                return Err(StoreError::Conflict(
+                    "the audit log moved during this write; retry it".into(),
+                ));
+            }
+        }
+    }
+    let read = heads(tx).await?;
+    let (records, events) = chain(read.clone(), &batches);
+    insert_sealed(tx, &records, &events, &[]).await?;
+    tx.sealed(after(&read, &records, &events));
+    Ok(())
+}
+
+/// The heads once `records` and `events` are appended after `before`.
+fn after(before: &Heads, records: &[SealedRecord], events: &[SealedEvent]) -> Heads {
+    (
+        records.last().map_or(before.0, |r| r.1.seq),
+        records
+            .last()
+            .map_or_else(|| before.1.clone(), |r| r.1.hash.clone()),
+        events.last().map_or(before.2, |e| e.0),
+    )
 }
 
 /// A sealed audit record and when its change was made.
 type SealedRecord = (OffsetDateTime, AuditRecord);
 /// A numbered event, when it happened and its trace id.
-type SealedEvent = (i64, OffsetDateTime, QueuedEvent, Option<String>);
+type SealedEvent<'a> = (i64, OffsetDateTime, &'a QueuedEvent, Option<String>);
 
 /// Numbers and chains `batches` after `heads` (last record number and hash,
 /// last event number), in order.
 fn chain(
-    (mut seq, mut prev, mut event_seq): (i64, String, i64),
-    batches: Vec<Batch>,
-) -> (Vec<SealedRecord>, Vec<SealedEvent>) {
+    (mut seq, mut prev, mut event_seq): Heads,
+    batches: &[Batch],
+) -> (Vec<SealedRecord>, Vec<SealedEvent<'_>>) {
     let mut records = Vec::new();
     let mut events = Vec::new();
     for batch in batches {
-        for entry in batch.entries {
+        for entry in &batch.entries {
             seq += 1;
             let mut record = AuditRecord {
                 seq,
                 at_us: unix_micros(batch.at),
                 actor: batch.actor.clone(),
                 actor_name: batch.actor_name.clone(),
-                client_id: entry.client_id,
-                action: entry.action,
-                target: entry.target,
-                before_hash: entry.before_hash,
-                after_hash: entry.after_hash,
-                trace_id: entry.trace_id,
+                client_id: entry.client_id.clone(),
+                action: entry.action.clone(),
+                target: entry.target.clone(),
+                before_hash: entry.before_hash.clone(),
+                after_hash: entry.after_hash.clone(),
+                trace_id: entry.trace_id.clone(),
                 prev_hash: prev,
                 hash: String::new(),
             };
             record.hash = audit::chain_hash(&record);
             prev = record.hash.clone();
-            for e in entry.events {
+            for e in &entry.events {
                 event_seq += 1;
                 events.push((event_seq, batch.at, e, record.trace_id.clone()));
             }
@@ -274,45 +308,62 @@ fn chain(
 const RECORDS_PER_STATEMENT: usize = 500;
 const EVENTS_PER_STATEMENT: usize = 1000;
 
+/// Whether `records` and `events` go in one statement.
+fn fits_one_statement(records: &[SealedRecord], events: &[SealedEvent]) -> bool {
+    !records.is_empty()
+        && records.len() <= RECORDS_PER_STATEMENT
+        && events.len() <= EVENTS_PER_STATEMENT
+}
+
 /// Inserts sealed records and events and deletes the queued batches they
 /// came from (`pending`, PostgreSQL only). When all fit in one statement
-/// (the usual pass) it is one statement, a round trip instead of three.
+/// (the usual case) it is one statement, a round trip instead of three: a
+/// data-modifying `WITH` on PostgreSQL, two inserts in one statement text on
+/// SQLite.
 async fn insert_sealed(
     tx: &mut Tx,
     records: &[SealedRecord],
-    events: &[SealedEvent],
+    events: &[SealedEvent<'_>],
     pending: &[i64],
 ) -> Result<()> {
-    let together = tx.backend() == Backend::Postgres
-        && records.len() <= RECORDS_PER_STATEMENT
-        && events.len() <= EVENTS_PER_STATEMENT
-        && !records.is_empty();
-    if together {
-        let mut q = sql("WITH ");
-        if !pending.is_empty() {
-            q.push("done AS (DELETE FROM log_pending WHERE id IN ");
-            q.push_list(pending.iter().copied());
-            q.push("), ");
-        }
-        q.push("records AS (");
-        push_records(&mut q, records);
-        q.push(") ");
-        if events.is_empty() {
-            q.push("SELECT 1");
-        } else {
-            push_events(&mut q, events);
+    if fits_one_statement(records, events) {
+        let mut q = sql("");
+        match tx.backend() {
+            Backend::Postgres => {
+                q.push("WITH ");
+                if !pending.is_empty() {
+                    q.push("done AS (DELETE FROM log_pending WHERE id IN ");
+                    q.push_list(pending.iter().copied());
+                    q.push("), ");
+                }
+                q.push("records AS (");
+                push_records(&mut q, records, None);
+                q.push(") ");
+                if events.is_empty() {
+                    q.push("SELECT 1");
+                } else {
+                    push_events(&mut q, events, None);
+                }
+            }
+            Backend::Sqlite => {
+                push_records(&mut q, records, None);
+                if !events.is_empty() {
+                    q.push("; ");
+                    push_events(&mut q, events, None);
+                }
+            }
         }
         q.execute(tx).await?;
         return Ok(());
     }
     for chunk in records.chunks(RECORDS_PER_STATEMENT) {
         let mut q = sql("");
-        push_records(&mut q, chunk);
+        push_records(&mut q, chunk, None);
         q.execute(tx).await?;
     }
     for chunk in events.chunks(EVENTS_PER_STATEMENT) {
         let mut q = sql("");
-        push_events(&mut q, chunk);
+        push_events(&mut q, chunk, None);
         q.execute(tx).await?;
     }
     if !pending.is_empty() {
@@ -323,11 +374,34 @@ async fn insert_sealed(
     Ok(())
 }
 
-fn push_records<'q>(q: &mut Sql<'q>, records: &'q [SealedRecord]) {
+/// Inserts sealed records and events (SQLite, one statement) only if the
+/// log's heads are still `heads`; answers the rows inserted (none when
+/// another process appended since).
+async fn insert_guarded(
+    tx: &mut Tx,
+    records: &[SealedRecord],
+    events: &[SealedEvent<'_>],
+    heads: &Heads,
+) -> Result<u64> {
+    let mut q = sql("");
+    push_records(&mut q, records, Some(heads.0));
+    if !events.is_empty() {
+        q.push("; ");
+        push_events(&mut q, events, Some(heads.2));
+    }
+    q.execute(tx).await
+}
+
+/// The records' `INSERT`; with `after`, it inserts only while the last
+/// record is number `after`.
+fn push_records<'q>(q: &mut Sql<'q>, records: &'q [SealedRecord], after: Option<i64>) {
     q.push(
         "INSERT INTO audit_log (seq, at, actor, actor_name, client_id, action, target, \
          before_hash, after_hash, trace_id, prev_hash, hash) ",
     );
+    if after.is_some() {
+        q.push("SELECT * FROM (");
+    }
     q.push_values(records, |mut b, (at, r)| {
         b.push_bind(r.seq)
             .push_bind(*at)
@@ -342,12 +416,21 @@ fn push_records<'q>(q: &mut Sql<'q>, records: &'q [SealedRecord]) {
             .push_bind(&r.prev_hash)
             .push_bind(&r.hash);
     });
+    if let Some(after) = after {
+        q.push(") WHERE (SELECT COALESCE(max(seq), 0) FROM audit_log) = ");
+        q.push_bind(after);
+    }
 }
 
-fn push_events<'q>(q: &mut Sql<'q>, events: &'q [SealedEvent]) {
+/// The events' `INSERT`; with `after`, it inserts only while the last event
+/// is number `after`.
+fn push_events<'q>(q: &mut Sql<'q>, events: &'q [SealedEvent<'_>], after: Option<i64>) {
     q.push(
         "INSERT INTO events (seq, id, type, subject, time, client_id, audience, data, trace_id) ",
     );
+    if after.is_some() {
+        q.push("SELECT * FROM (");
+    }
     q.push_values(events, |mut b, (n, at, e, t)| {
         b.push_bind(*n)
             .push_bind(EventId::new().uuid())
@@ -359,6 +442,10 @@ fn push_events<'q>(q: &mut Sql<'q>, events: &'q [SealedEvent]) {
             .push_bind(Json(&e.data))
             .push_bind(t);
     });
+    if let Some(after) = after {
+        q.push(") WHERE (SELECT COALESCE(max(seq), 0) FROM events) = ");
+        q.push_bind(after);
+    }
 }
 
 /// How long the background pass waits after a wake for more commits.
@@ -467,7 +554,7 @@ async fn seal_pending(pool: &PgPool) -> Result<usize> {
     }
     let n = ids.len();
     if n > 0 {
-        let (records, events) = chain((seq, hash, event_seq), batches);
+        let (records, events) = chain((seq, hash, event_seq), &batches);
         insert_sealed(&mut tx, &records, &events, &ids).await?;
         tx.commit().await?;
     } else {

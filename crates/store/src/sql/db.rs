@@ -27,8 +27,13 @@ use crate::{Backend, Result, StoreError};
 /// The pools of a store.
 pub(crate) enum Pools {
     /// SQLite: one connection writes (SQLite has one writer; queueing in the
-    /// pool avoids busy errors), a read-only pool reads.
-    Sqlite { read: SqlitePool, write: SqlitePool },
+    /// pool avoids busy errors), a read-only pool reads; the log's heads as
+    /// this process's last write left them (see [`super::append`]).
+    Sqlite {
+        read: SqlitePool,
+        write: SqlitePool,
+        heads: Arc<HeadCache>,
+    },
     /// PostgreSQL: one pool, and the sealer of the audit log and events (see
     /// [`super::append`]).
     Postgres { pool: PgPool, sealer: Arc<Sealer> },
@@ -45,7 +50,11 @@ impl Pools {
     /// Starts a write transaction.
     pub(crate) async fn begin(&self) -> Result<Tx> {
         Ok(match self {
-            Pools::Sqlite { write, .. } => Tx::Sqlite(write.begin().await?),
+            Pools::Sqlite { write, heads, .. } => Tx::Sqlite {
+                tx: write.begin().await?,
+                heads: heads.clone(),
+                sealed: None,
+            },
             Pools::Postgres { pool, sealer } => Tx::Postgres {
                 tx: pool.begin().await?,
                 sealer: Some((sealer.clone(), pool.clone())),
@@ -117,9 +126,39 @@ impl Dialect for Backend {
     }
 }
 
+/// The last audit record's number and hash, and the last event's number.
+pub(crate) type Heads = (i64, String, i64);
+
+/// The log's heads as this process's last SQLite write committed them. A
+/// write that finds them current appends without reading them; one that
+/// does not (another process wrote meanwhile) reads them (see
+/// [`super::append`]).
+#[derive(Default)]
+pub(crate) struct HeadCache(std::sync::Mutex<Option<Heads>>);
+
+impl HeadCache {
+    pub(crate) fn get(&self) -> Option<Heads> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Keeps the later of what it holds and `heads` (commits may finish
+    /// their bookkeeping out of order).
+    fn advance(&self, heads: Heads) {
+        let mut held = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if held.as_ref().is_none_or(|h| h.0 < heads.0) {
+            *held = Some(heads);
+        }
+    }
+}
+
 /// A write transaction. Dropped without [`Tx::commit`], it rolls back.
 pub(crate) enum Tx {
-    Sqlite(sqlx::Transaction<'static, Sqlite>),
+    Sqlite {
+        tx: sqlx::Transaction<'static, Sqlite>,
+        heads: Arc<HeadCache>,
+        /// The heads after the entries this transaction appended.
+        sealed: Option<Heads>,
+    },
     Postgres {
         tx: sqlx::Transaction<'static, Postgres>,
         /// Woken when a transaction that queued log entries commits.
@@ -132,7 +171,12 @@ pub(crate) enum Tx {
 impl Tx {
     pub(crate) async fn commit(self) -> Result<()> {
         match self {
-            Tx::Sqlite(tx) => tx.commit().await?,
+            Tx::Sqlite { tx, heads, sealed } => {
+                tx.commit().await?;
+                if let Some(sealed) = sealed {
+                    heads.advance(sealed);
+                }
+            }
             Tx::Postgres { tx, sealer, logged } => {
                 tx.commit().await?;
                 if let (true, Some((sealer, pool))) = (logged, sealer) {
@@ -147,10 +191,26 @@ impl Tx {
     /// dropped transaction rolls back only when its connection is next used).
     pub(crate) async fn rollback(self) -> Result<()> {
         match self {
-            Tx::Sqlite(tx) => tx.rollback().await?,
+            Tx::Sqlite { tx, .. } => tx.rollback().await?,
             Tx::Postgres { tx, .. } => tx.rollback().await?,
         }
         Ok(())
+    }
+
+    /// The log's heads as this process's last SQLite write left them.
+    pub(crate) fn cached_heads(&self) -> Option<Heads> {
+        match self {
+            Tx::Sqlite { heads, .. } => heads.get(),
+            Tx::Postgres { .. } => None,
+        }
+    }
+
+    /// Notes the heads after the entries this transaction appended, kept
+    /// for the next write once it commits (SQLite).
+    pub(crate) fn sealed(&mut self, after: Heads) {
+        if let Tx::Sqlite { sealed, .. } = self {
+            *sealed = Some(after);
+        }
     }
 
     /// Notes that the transaction queued log entries for the sealer.
@@ -186,14 +246,14 @@ pub(crate) enum Target<'a> {
 impl Conn for Tx {
     fn backend(&self) -> Backend {
         match self {
-            Tx::Sqlite(_) => Backend::Sqlite,
+            Tx::Sqlite { .. } => Backend::Sqlite,
             Tx::Postgres { .. } => Backend::Postgres,
         }
     }
 
     fn target(&mut self) -> Target<'_> {
         match self {
-            Tx::Sqlite(tx) => Target::SqliteConn(tx),
+            Tx::Sqlite { tx, .. } => Target::SqliteConn(tx),
             Tx::Postgres { tx, .. } => Target::PgConn(tx),
         }
     }

@@ -193,7 +193,7 @@ impl Store for SqlStore {
 
     fn pool_stats(&self) -> Vec<PoolStats> {
         match &self.db {
-            Pools::Sqlite { read, write } => vec![
+            Pools::Sqlite { read, write, .. } => vec![
                 PoolStats {
                     name: "read",
                     size: read.size(),
@@ -218,7 +218,7 @@ impl Store for SqlStore {
 
     async fn close(&self) {
         match &self.db {
-            Pools::Sqlite { read, write } => {
+            Pools::Sqlite { read, write, .. } => {
                 read.close().await;
                 write.close().await;
             }

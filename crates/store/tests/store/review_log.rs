@@ -20,6 +20,7 @@ contract!(
     events_follow_commit_order_and_scope,
     concurrent_review_stays_consistent,
     many_writers_keep_the_log_gap_free_and_chained,
+    two_processes_append_to_one_chain,
 );
 
 fn ctx(actor: &str) -> WriteContext {
@@ -710,4 +711,33 @@ async fn many_writers_keep_the_log_gap_free_and_chained(db: &TestDb) {
             .iter()
             .all(|e| e.record.action == "client.create")
     );
+}
+
+async fn two_processes_append_to_one_chain(db: &TestDb) {
+    // Each process numbers after the heads its own last write left: the
+    // other's writes in between must be seen, never overwritten or forked.
+    let a = store(db);
+    let b: Arc<dyn Store> = db.another_store().await;
+    let start = a.last_event_seq().await.unwrap();
+    let mut written = Vec::new();
+    for i in 0..6 {
+        written.push(client(&*a, &format!("a {i}")).await.to_string());
+        written.push(client(&*b, &format!("b {i}")).await.to_string());
+        written.push(client(&*b, &format!("b again {i}")).await.to_string());
+    }
+    for s in [&a, &b] {
+        let all = s.events_after(start, EventScope::All, 100).await.unwrap();
+        assert_eq!(
+            all.iter().map(|e| e.seq).collect::<Vec<_>>(),
+            ((start + 1)..=(start + 18)).collect::<Vec<_>>(),
+            "one gap-free numbering across both processes"
+        );
+        assert_eq!(
+            all.iter().map(|e| e.subject.clone()).collect::<Vec<_>>(),
+            written,
+            "events in the order the writes committed"
+        );
+        assert!(verify(&**s).await.is_ok(), "one unbroken audit chain");
+    }
+    b.close().await;
 }
