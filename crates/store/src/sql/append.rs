@@ -8,7 +8,9 @@
 //! `events` (`log_head` keeps the genesis hash and is the sealers' lock).
 //!
 //! - **SQLite** has one writer: a write numbers, chains and inserts its own
-//!   records and events in its transaction, in one statement of two inserts.
+//!   records and events in its transaction, in one statement of two inserts
+//!   (with the inserts it held back, such as its history row: see
+//!   [`Tx::insert_later`]).
 //!   It numbers after the heads this process's last write committed, and
 //!   the inserts only take effect if the log's heads are still those (a
 //!   guard in each); when another process wrote meanwhile they insert
@@ -227,22 +229,29 @@ pub(crate) async fn heads(conn: &mut impl Conn) -> Result<Heads> {
 /// records and events. The caller holds the log: SQLite's one writer, or the
 /// `log_head` row lock on PostgreSQL.
 async fn seal(tx: &mut Tx, batches: Vec<Batch>) -> Result<()> {
+    // SQLite: the inserts the write held back go in the same statement.
+    let mut later = tx.take_later();
     if let Some(cached) = tx.cached_heads() {
         // SQLite: number after the heads this process's last write left,
         // guarded; nothing is inserted if another process wrote since.
         let (records, events) = chain(cached.clone(), &batches);
         if fits_one_statement(&records, &events) {
-            let inserted = insert_guarded(tx, &records, &events, &cached).await?;
-            if inserted == (records.len() + events.len()) as u64 {
+            let (mut q, held) = later.take().unwrap_or_else(|| (sql(""), 0));
+            q.then(guarded(&records, &events, &cached));
+            let inserted = q.execute(tx).await?;
+            if inserted == held + (records.len() + events.len()) as u64 {
                 tx.sealed(after(&cached, &records, &events));
                 return Ok(());
             }
-            if inserted != 0 {
+            if inserted != held {
                 return Err(StoreError::Conflict(
                     "the audit log moved during this write; retry it".into(),
                 ));
             }
         }
+    }
+    if let Some((q, _)) = later {
+        q.execute(tx).await?;
     }
     let read = heads(tx).await?;
     let (records, events) = chain(read.clone(), &batches);
@@ -374,22 +383,21 @@ async fn insert_sealed(
     Ok(())
 }
 
-/// Inserts sealed records and events (SQLite, one statement) only if the
-/// log's heads are still `heads`; answers the rows inserted (none when
+/// The inserts of sealed records and events (SQLite, one statement) that
+/// take effect only while the log's heads are still `heads` (none when
 /// another process appended since).
-async fn insert_guarded(
-    tx: &mut Tx,
-    records: &[SealedRecord],
-    events: &[SealedEvent<'_>],
+fn guarded<'q>(
+    records: &'q [SealedRecord],
+    events: &'q [SealedEvent<'_>],
     heads: &Heads,
-) -> Result<u64> {
+) -> Sql<'q> {
     let mut q = sql("");
     push_records(&mut q, records, Some(heads.0));
     if !events.is_empty() {
         q.push("; ");
         push_events(&mut q, events, Some(heads.2));
     }
-    q.execute(tx).await
+    q
 }
 
 /// The records' `INSERT`; with `after`, it inserts only while the last

@@ -54,6 +54,7 @@ impl Pools {
                 tx: write.begin().await?,
                 heads: heads.clone(),
                 sealed: None,
+                later: None,
             },
             Pools::Postgres { pool, sealer } => Tx::Postgres {
                 tx: pool.begin().await?,
@@ -158,6 +159,9 @@ pub(crate) enum Tx {
         heads: Arc<HeadCache>,
         /// The heads after the entries this transaction appended.
         sealed: Option<Heads>,
+        /// Inserts held back to go with the audit record (see
+        /// [`Tx::insert_later`]), and the rows they insert.
+        later: Option<(Sql<'static>, u64)>,
     },
     Postgres {
         tx: sqlx::Transaction<'static, Postgres>,
@@ -171,7 +175,15 @@ pub(crate) enum Tx {
 impl Tx {
     pub(crate) async fn commit(self) -> Result<()> {
         match self {
-            Tx::Sqlite { tx, heads, sealed } => {
+            Tx::Sqlite {
+                mut tx,
+                heads,
+                sealed,
+                later,
+            } => {
+                if let Some((q, _)) = later {
+                    run_sqlite(&q.text, &q.args, &mut *tx).await?;
+                }
                 tx.commit().await?;
                 if let Some(sealed) = sealed {
                     heads.advance(sealed);
@@ -195,6 +207,30 @@ impl Tx {
             Tx::Postgres { tx, .. } => tx.rollback().await?,
         }
         Ok(())
+    }
+
+    /// Runs `q`, an `INSERT` of one row that nothing in this transaction
+    /// reads back: on SQLite it is held back and runs in one round trip with
+    /// the audit record (or before the commit); elsewhere it runs now.
+    pub(crate) async fn insert_later(&mut self, q: Sql<'_>) -> Result<()> {
+        match self {
+            Tx::Sqlite { later, .. } => {
+                let (held, rows) = later.get_or_insert_with(|| (sql(""), 0));
+                held.then(q.into_owned());
+                *rows += 1;
+                Ok(())
+            }
+            Tx::Postgres { .. } => q.execute(self).await.map(|_| ()),
+        }
+    }
+
+    /// The inserts held back by [`Tx::insert_later`], and the rows they
+    /// insert, for the caller to run now.
+    pub(crate) fn take_later(&mut self) -> Option<(Sql<'static>, u64)> {
+        match self {
+            Tx::Sqlite { later, .. } => later.take(),
+            Tx::Postgres { .. } => None,
+        }
     }
 
     /// The log's heads as this process's last SQLite write left them.
@@ -303,6 +339,25 @@ pub(crate) enum Arg<'q> {
     Json(Option<String>),
     /// A value that could not be serialized: running the statement fails.
     Invalid(String),
+}
+
+impl Arg<'_> {
+    /// The same value, owning what it borrowed.
+    fn into_owned(self) -> Arg<'static> {
+        match self {
+            Arg::Uuid(v) => Arg::Uuid(v),
+            Arg::Text(v) => Arg::Text(v.map(|t| Cow::Owned(t.into_owned()))),
+            Arg::I64(v) => Arg::I64(v),
+            Arg::I32(v) => Arg::I32(v),
+            Arg::F64(v) => Arg::F64(v),
+            Arg::Bool(v) => Arg::Bool(v),
+            Arg::Bytes(v) => Arg::Bytes(v.map(|b| Cow::Owned(b.into_owned()))),
+            Arg::Time(v) => Arg::Time(v),
+            Arg::Date(v) => Arg::Date(v),
+            Arg::Json(v) => Arg::Json(v),
+            Arg::Invalid(e) => Arg::Invalid(e),
+        }
+    }
 }
 
 /// A value that binds as itself (its `NULL` typed as it).
@@ -585,6 +640,46 @@ pub(crate) fn sql<'q>(text: impl Into<Cow<'q, str>>) -> Sql<'q> {
 }
 
 impl<'q> Sql<'q> {
+    /// The same statement, owning what it borrowed.
+    fn into_owned(self) -> Sql<'static> {
+        Sql {
+            text: Cow::Owned(self.text.into_owned()),
+            args: self.args.into_iter().map(Arg::into_owned).collect(),
+        }
+    }
+
+    /// Appends `next` as a further statement of the same text (`; `), its
+    /// `$n` numbered after this one's (SQLite runs them in one round trip).
+    pub(crate) fn then(&mut self, next: Sql<'q>) -> &mut Self {
+        let offset = self.args.len();
+        let text = self.text.to_mut();
+        if !text.trim().is_empty() {
+            text.push_str("; ");
+        }
+        let bytes = next.text.as_bytes();
+        let mut last = 0;
+        let mut i = 0;
+        while i < bytes.len() {
+            if bytes[i] == b'$' && bytes.get(i + 1).is_some_and(u8::is_ascii_digit) {
+                let mut end = i + 1;
+                while end < bytes.len() && bytes[end].is_ascii_digit() {
+                    end += 1;
+                }
+                let n: usize = next.text[i + 1..end].parse().unwrap_or(0);
+                text.push_str(&next.text[last..i]);
+                text.push('$');
+                text.push_str(&(n + offset).to_string());
+                last = end;
+                i = end;
+            } else {
+                i += 1;
+            }
+        }
+        text.push_str(&next.text[last..]);
+        self.args.extend(next.args);
+        self
+    }
+
     /// Binds the next `$n`.
     pub(crate) fn bind(mut self, value: impl Into<Arg<'q>>) -> Self {
         self.args.push(value.into());
@@ -876,5 +971,25 @@ mod tests {
                 .join(", ")
         );
         assert_eq!(sqlite_text(&swapped, 40), swapped);
+    }
+
+    #[test]
+    fn statements_run_together_number_their_arguments_in_turn() {
+        let mut q = sql("");
+        q.then(sql("INSERT INTO a VALUES ($1, $2)").bind(1i64).bind("x"));
+        q.then(
+            sql("INSERT INTO b VALUES ($1, $1, $2)")
+                .bind(2i64)
+                .bind(3i64),
+        );
+        assert_eq!(
+            q.text(),
+            "INSERT INTO a VALUES ($1, $2); INSERT INTO b VALUES ($3, $3, $4)"
+        );
+        assert_eq!(q.args.len(), 4);
+        assert!(matches!(q.args[2], Arg::I64(Some(2))));
+        let y = String::from("y");
+        let owned: Sql<'static> = sql("SELECT $1").bind(y.as_str()).into_owned();
+        assert!(matches!(&owned.args[0], Arg::Text(Some(Cow::Owned(t))) if t == "y"));
     }
 }

@@ -237,19 +237,20 @@ pub(crate) async fn insert_version(
         });
         q.execute(tx).await?;
     }
-    sql(INSERT_HISTORY)
-        .bind(v.artifact_id)
-        .bind(v.at)
-        .bind(&v.author)
-        .bind(h.action.as_str())
-        .bind(h.from.map(ArtifactStatus::as_str))
-        .bind(h.to.map(ArtifactStatus::as_str))
-        .bind(v.version)
-        .bind(&h.reason)
-        .bind(&h.trace_id)
-        .bind(&h.actor_name)
-        .execute(tx)
-        .await?;
+    tx.insert_later(
+        sql(INSERT_HISTORY)
+            .bind(v.artifact_id)
+            .bind(v.at)
+            .bind(&v.author)
+            .bind(h.action.as_str())
+            .bind(h.from.map(ArtifactStatus::as_str))
+            .bind(h.to.map(ArtifactStatus::as_str))
+            .bind(v.version)
+            .bind(&h.reason)
+            .bind(&h.trace_id)
+            .bind(&h.actor_name),
+    )
+    .await?;
     Ok(())
 }
 
@@ -356,19 +357,20 @@ pub(crate) async fn apply_transition(
     .bind(version)
     .execute(tx)
     .await?;
-    sql(INSERT_HISTORY)
-        .bind(id.uuid())
-        .bind(at)
-        .bind(&ctx.actor)
-        .bind(action.as_str())
-        .bind(from.as_str())
-        .bind(to.as_str())
-        .bind(version)
-        .bind(reason)
-        .bind(&ctx.trace_id)
-        .bind(&ctx.actor_name)
-        .execute(tx)
-        .await?;
+    tx.insert_later(
+        sql(INSERT_HISTORY)
+            .bind(id.uuid())
+            .bind(at)
+            .bind(&ctx.actor)
+            .bind(action.as_str())
+            .bind(from.as_str())
+            .bind(to.as_str())
+            .bind(version)
+            .bind(reason)
+            .bind(&ctx.trace_id)
+            .bind(&ctx.actor_name),
+    )
+    .await?;
     if to == ArtifactStatus::InReview {
         sql("UPDATE artifacts SET shared_at = $2, review_round = review_round + 1 WHERE id = $1")
             .bind(id.uuid())
@@ -684,19 +686,20 @@ pub(crate) async fn write_version(
     .execute(tx)
     .await?;
     if new_status != st {
-        sql(INSERT_HISTORY)
-            .bind(id.uuid())
-            .bind(at)
-            .bind(&ctx.actor)
-            .bind(HistoryAction::Transition.as_str())
-            .bind(st.as_str())
-            .bind(new_status.as_str())
-            .bind(version)
-            .bind("New content written; it needs approving again")
-            .bind(&ctx.trace_id)
-            .bind(&ctx.actor_name)
-            .execute(tx)
-            .await?;
+        tx.insert_later(
+            sql(INSERT_HISTORY)
+                .bind(id.uuid())
+                .bind(at)
+                .bind(&ctx.actor)
+                .bind(HistoryAction::Transition.as_str())
+                .bind(st.as_str())
+                .bind(new_status.as_str())
+                .bind(version)
+                .bind("New content written; it needs approving again")
+                .bind(&ctx.trace_id)
+                .bind(&ctx.actor_name),
+        )
+        .await?;
     }
     let flagged = if hash.as_str() != current.content_hash && current.has_consumers {
         let root = RootChange {
