@@ -119,6 +119,7 @@ pub struct Validation {
 #[derive(Debug, Deserialize, IntoParams)]
 pub struct LineageQuery {
     /// At most this many artifacts each way, 1 to 10000 (default 1000).
+    #[param(minimum = 1, maximum = 10000)]
     pub limit: Option<usize>,
 }
 
@@ -290,14 +291,18 @@ fn check(rules: Option<&TypeRules>, content: &Value) -> Result<Vec<String>, ApiE
 /// Filters of the artifact list.
 #[derive(Debug, Deserialize, IntoParams)]
 pub struct ArtifactQuery {
+    #[param(value_type = waymark_domain::ClientId, required = false)]
     pub client_id: Option<String>,
+    #[param(value_type = waymark_domain::EngagementId, required = false)]
     pub engagement_id: Option<String>,
     #[serde(rename = "type")]
     #[param(rename = "type")]
     pub artifact_type: Option<String>,
+    #[param(value_type = waymark_domain::ArtifactStatus, required = false)]
     pub status: Option<String>,
     /// Words that must all appear in the title (case-insensitive).
     pub q: Option<String>,
+    #[param(minimum = 1, maximum = 200)]
     pub limit: Option<u32>,
     pub cursor: Option<String>,
 }

@@ -41,7 +41,9 @@ impl CreateEngagement {
 #[derive(Debug, Deserialize, IntoParams)]
 pub struct EngagementQuery {
     /// Only this client's engagements.
+    #[param(value_type = waymark_domain::ClientId, required = false)]
     pub client_id: Option<String>,
+    #[param(minimum = 1, maximum = 200)]
     pub limit: Option<u32>,
     pub cursor: Option<String>,
 }

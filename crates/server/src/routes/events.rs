@@ -144,15 +144,19 @@ pub async fn stream_events(
 /// Filters of the audit log.
 #[derive(Debug, Deserialize, IntoParams)]
 pub struct AuditQuery {
+    #[param(value_type = waymark_domain::ClientId, required = false)]
     pub client_id: Option<String>,
     /// `usr_…`, `tok_…`, `rvl_…` or `system`.
     pub actor: Option<String>,
     /// The record changed, e.g. `art_…`.
     pub target: Option<String>,
     /// From this time (RFC 3339), inclusive.
+    #[param(format = DateTime)]
     pub from: Option<String>,
     /// Until this time (RFC 3339), exclusive.
+    #[param(format = DateTime)]
     pub to: Option<String>,
+    #[param(minimum = 1, maximum = 200)]
     pub limit: Option<u32>,
     pub cursor: Option<String>,
 }

@@ -420,6 +420,7 @@ pub async fn implement(
 /// Which journeys to list.
 #[derive(Debug, Deserialize, IntoParams)]
 pub struct JourneyQuery {
+    #[param(value_type = waymark_domain::ClientId, required = false)]
     pub client_id: Option<String>,
     pub template: Option<String>,
 }

@@ -28,6 +28,7 @@ use crate::observe::TraceId;
 #[derive(Debug, Deserialize, IntoParams)]
 pub struct PageParams {
     /// At most this many items, 1 to 200 (default 50).
+    #[param(minimum = 1, maximum = 200)]
     pub limit: Option<u32>,
     /// The `next_cursor` of the previous page.
     pub cursor: Option<String>,

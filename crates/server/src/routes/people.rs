@@ -194,9 +194,12 @@ fn parse_email(value: &str) -> Result<String, FieldError> {
 #[derive(Debug, Deserialize, IntoParams)]
 pub struct UserQuery {
     /// Only this client's users.
+    #[param(value_type = waymark_domain::ClientId, required = false)]
     pub client_id: Option<String>,
     /// Only users with this role: `admin`, `operator` or `client`.
+    #[param(pattern = "^(admin|operator|client)$")]
     pub role: Option<String>,
+    #[param(minimum = 1, maximum = 200)]
     pub limit: Option<u32>,
     pub cursor: Option<String>,
 }
@@ -554,7 +557,9 @@ pub async fn create_token(
 #[derive(Debug, Deserialize, IntoParams)]
 pub struct TokenQuery {
     /// Only this user's tokens (admins; everyone else sees only their own).
+    #[param(value_type = waymark_domain::UserId, required = false)]
     pub user_id: Option<String>,
+    #[param(minimum = 1, maximum = 200)]
     pub limit: Option<u32>,
     pub cursor: Option<String>,
 }

@@ -176,6 +176,7 @@ pub async fn submit_unit(
 /// Which units to list.
 #[derive(Debug, Deserialize, IntoParams)]
 pub struct UnitQuery {
+    #[param(value_type = waymark_domain::ClientId, required = false)]
     pub client_id: Option<String>,
 }
 
@@ -255,9 +256,12 @@ pub async fn cancel_unit(
 /// Which tasks to list.
 #[derive(Debug, Deserialize, IntoParams)]
 pub struct TaskQuery {
+    #[param(value_type = waymark_domain::work::TaskStatus, required = false)]
     pub status: Option<String>,
     pub executor: Option<String>,
+    #[param(value_type = waymark_domain::ClientId, required = false)]
     pub client_id: Option<String>,
+    #[param(value_type = waymark_domain::UnitId, required = false)]
     pub unit_id: Option<String>,
 }
 
@@ -598,7 +602,9 @@ pub async fn cancel_task(
 #[derive(Debug, Deserialize, IntoParams)]
 pub struct IncidentQuery {
     /// `open` (default) or `all`.
+    #[param(pattern = "^(open|all)$")]
     pub status: Option<String>,
+    #[param(value_type = waymark_domain::ClientId, required = false)]
     pub client_id: Option<String>,
 }
 
