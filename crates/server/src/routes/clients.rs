@@ -21,12 +21,20 @@ use crate::observe::TraceId;
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateClient {
+    #[schema(
+        max_length = 200,
+        pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*[^\\s\\u0000-\\u001f\\u007f-\\u009f][^\\u0000-\\u001f\\u007f-\\u009f]*$"
+    )]
     pub name: String,
     pub arr: Option<f64>,
     /// `YYYY-MM-DD`.
+    #[schema(format = Date)]
     pub renewal_date: Option<String>,
+    #[schema(minimum = 0, maximum = 100)]
     pub health_score: Option<f64>,
+    #[schema(minimum = 0, maximum = 100)]
     pub risk_score: Option<f64>,
+    #[schema(minimum = 0, maximum = 100)]
     pub opportunity_score: Option<f64>,
     pub owner: Option<String>,
     #[schema(value_type = Option<Object>)]
@@ -37,21 +45,25 @@ pub struct CreateClient {
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateClient {
+    #[schema(
+        max_length = 200,
+        pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*[^\\s\\u0000-\\u001f\\u007f-\\u009f][^\\u0000-\\u001f\\u007f-\\u009f]*$"
+    )]
     pub name: Option<String>,
     #[serde(default, deserialize_with = "nullable")]
     #[schema(value_type = Option<f64>)]
     pub arr: Option<Option<f64>>,
     #[serde(default, deserialize_with = "nullable")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, format = Date)]
     pub renewal_date: Option<Option<String>>,
     #[serde(default, deserialize_with = "nullable")]
-    #[schema(value_type = Option<f64>)]
+    #[schema(value_type = Option<f64>, minimum = 0, maximum = 100)]
     pub health_score: Option<Option<f64>>,
     #[serde(default, deserialize_with = "nullable")]
-    #[schema(value_type = Option<f64>)]
+    #[schema(value_type = Option<f64>, minimum = 0, maximum = 100)]
     pub risk_score: Option<Option<f64>>,
     #[serde(default, deserialize_with = "nullable")]
-    #[schema(value_type = Option<f64>)]
+    #[schema(value_type = Option<f64>, minimum = 0, maximum = 100)]
     pub opportunity_score: Option<Option<f64>>,
     #[serde(default, deserialize_with = "nullable")]
     #[schema(value_type = Option<String>)]

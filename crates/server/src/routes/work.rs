@@ -354,6 +354,7 @@ pub struct CompleteRequest {
 #[serde(deny_unknown_fields)]
 pub struct FailRequest {
     pub lease_token: Option<String>,
+    #[schema(max_length = 2000, pattern = "\\S")]
     pub error: String,
     /// `false`: no retry, the task fails at once (default `true`).
     #[serde(default = "yes")]
@@ -835,8 +836,10 @@ pub async fn get_agent(
 #[serde(deny_unknown_fields)]
 pub struct ClaimRequest {
     /// At most this many tasks, 1-100 (default 1).
+    #[schema(minimum = 1, maximum = 100)]
     pub max: Option<usize>,
     /// Wait up to this many seconds (0-60, default 0) for a task to become ready.
+    #[schema(maximum = 60)]
     pub wait_s: Option<u64>,
 }
 
