@@ -39,6 +39,7 @@ pub struct CreateArtifact {
     pub engagement_id: Option<EngagementId>,
     /// The artifact type, e.g. `strategy`.
     #[serde(rename = "type")]
+    #[schema(pattern = "^[a-z][a-z0-9_]{0,63}$")]
     pub artifact_type: String,
     pub title: String,
     /// The document: a JSON object.
@@ -95,6 +96,7 @@ pub struct ArtifactWritten {
 #[serde(deny_unknown_fields)]
 pub struct ValidateRequest {
     #[serde(rename = "type")]
+    #[schema(pattern = "^[a-z][a-z0-9_]{0,63}$")]
     pub artifact_type: String,
     #[schema(value_type = Object)]
     pub content: Value,

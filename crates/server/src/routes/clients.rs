@@ -36,6 +36,10 @@ pub struct CreateClient {
     pub risk_score: Option<f64>,
     #[schema(minimum = 0, maximum = 100)]
     pub opportunity_score: Option<f64>,
+    #[schema(
+        max_length = 200,
+        pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*[^\\s\\u0000-\\u001f\\u007f-\\u009f][^\\u0000-\\u001f\\u007f-\\u009f]*$"
+    )]
     pub owner: Option<String>,
     #[schema(value_type = Option<Object>)]
     pub attributes: Option<Value>,
@@ -66,7 +70,7 @@ pub struct UpdateClient {
     #[schema(value_type = Option<f64>, minimum = 0, maximum = 100)]
     pub opportunity_score: Option<Option<f64>>,
     #[serde(default, deserialize_with = "nullable")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, max_length = 200, pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*[^\\s\\u0000-\\u001f\\u007f-\\u009f][^\\u0000-\\u001f\\u007f-\\u009f]*$")]
     pub owner: Option<Option<String>>,
     #[schema(value_type = Option<Object>)]
     pub attributes: Option<Value>,

@@ -758,6 +758,7 @@ pub async fn client_operations(
 #[derive(Debug, Deserialize, IntoParams)]
 pub struct AnalyticsQuery {
     /// A journey template's name.
+    #[param(required = true)]
     pub template: Option<String>,
 }
 

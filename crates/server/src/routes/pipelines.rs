@@ -36,7 +36,7 @@ use waymark_engine::catalog::engagement_pack;
 pub struct GatingQuery {
     /// An artifact type of the engagement's pack.
     #[serde(rename = "type")]
-    #[param(rename = "type")]
+    #[param(rename = "type", required = true, pattern = "^[a-z][a-z0-9_]{0,63}$")]
     pub artifact_type: Option<String>,
 }
 

@@ -839,7 +839,6 @@ pub struct ClaimRequest {
     #[schema(minimum = 1, maximum = 100)]
     pub max: Option<usize>,
     /// Wait up to this many seconds (0-60, default 0) for a task to become ready.
-    #[schema(maximum = 60)]
     pub wait_s: Option<u64>,
 }
 
