@@ -652,30 +652,13 @@ impl<'q> Sql<'q> {
     /// `$n` numbered after this one's (SQLite runs them in one round trip).
     pub(crate) fn then(&mut self, next: Sql<'q>) -> &mut Self {
         let offset = self.args.len();
+        let renumbered = rewrite_placeholders(&next.text, |n| Some(format!("${}", n + offset)))
+            .unwrap_or_else(|| next.text.to_string());
         let text = self.text.to_mut();
         if !text.trim().is_empty() {
             text.push_str("; ");
         }
-        let bytes = next.text.as_bytes();
-        let mut last = 0;
-        let mut i = 0;
-        while i < bytes.len() {
-            if bytes[i] == b'$' && bytes.get(i + 1).is_some_and(u8::is_ascii_digit) {
-                let mut end = i + 1;
-                while end < bytes.len() && bytes[end].is_ascii_digit() {
-                    end += 1;
-                }
-                let n: usize = next.text[i + 1..end].parse().unwrap_or(0);
-                text.push_str(&next.text[last..i]);
-                text.push('$');
-                text.push_str(&(n + offset).to_string());
-                last = end;
-                i = end;
-            } else {
-                i += 1;
-            }
-        }
-        text.push_str(&next.text[last..]);
+        text.push_str(&renumbered);
         self.args.extend(next.args);
         self
     }
@@ -817,35 +800,46 @@ fn sqlite_text(text: &str, args: usize) -> Cow<'_, str> {
     if args <= MANY_ARGS {
         return Cow::Borrowed(text);
     }
+    let mut expected = 1usize;
+    let out = rewrite_placeholders(text, |n| {
+        (n == expected).then(|| {
+            expected += 1;
+            "?".to_owned()
+        })
+    });
+    match out {
+        Some(out) if expected == args + 1 => Cow::Owned(out),
+        _ => Cow::Borrowed(text),
+    }
+}
+
+/// `text` with each `$n` replaced by what `with(n)` answers, or `None` as
+/// soon as it answers `None`.
+fn rewrite_placeholders(
+    text: &str,
+    mut with: impl FnMut(usize) -> Option<String>,
+) -> Option<String> {
     let bytes = text.as_bytes();
     let mut out = String::with_capacity(text.len());
-    let mut expected = 1usize;
     let mut last = 0;
     let mut i = 0;
     while i < bytes.len() {
         if bytes[i] == b'$' && bytes.get(i + 1).is_some_and(u8::is_ascii_digit) {
-            let start = i + 1;
-            let mut end = start;
+            let mut end = i + 1;
             while end < bytes.len() && bytes[end].is_ascii_digit() {
                 end += 1;
             }
-            if text[start..end].parse::<usize>().ok() != Some(expected) {
-                return Cow::Borrowed(text);
-            }
-            expected += 1;
+            let replaced = with(text[i + 1..end].parse().ok()?)?;
             out.push_str(&text[last..i]);
-            out.push('?');
+            out.push_str(&replaced);
             last = end;
             i = end;
         } else {
             i += 1;
         }
     }
-    if expected != args + 1 {
-        return Cow::Borrowed(text);
-    }
     out.push_str(&text[last..]);
-    Cow::Owned(out)
+    Some(out)
 }
 
 async fn run_sqlite<'e>(
@@ -955,21 +949,15 @@ mod tests {
         assert!(text.ends_with("'$.x'"), "{text}");
         // Few arguments, a repeated one, or one out of order: left as written.
         assert_eq!(sqlite_text("SELECT $1, $2", 2), "SELECT $1, $2");
-        let repeated = format!(
-            "SELECT {} WHERE x = $1",
-            (1..=40)
+        let numbered = |from: usize| {
+            (from..=40)
                 .map(|n| format!("${n}"))
                 .collect::<Vec<_>>()
                 .join(", ")
-        );
+        };
+        let repeated = format!("SELECT {} WHERE x = $1", numbered(1));
         assert_eq!(sqlite_text(&repeated, 40), repeated);
-        let swapped = format!(
-            "SELECT $2, $1, {}",
-            (3..=40)
-                .map(|n| format!("${n}"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
+        let swapped = format!("SELECT $2, $1, {}", numbered(3));
         assert_eq!(sqlite_text(&swapped, 40), swapped);
     }
 

@@ -73,26 +73,21 @@ pub(crate) async fn settle(
                 Some(error.chars().take(2000).collect()),
             ),
         };
-        ended.push(if row.status == TaskStatus::Running.as_str() {
-            Ended {
-                task: row.id,
-                attempt: row.attempt_seq,
-                started_at: row.started_at,
-                worker: row.claimed_by.clone(),
-                claimed: true,
-                outcome: attempt_outcome,
-                error: attempt_error,
-            }
-        } else {
-            Ended {
-                task: row.id,
-                attempt: row.attempt_seq + 1,
-                started_at: Some(now),
-                worker: Some(ends.finisher.to_owned()),
-                claimed: false,
-                outcome: attempt_outcome,
-                error: attempt_error,
-            }
+        // A claimed attempt is as its task row says; one nobody claimed (a
+        // person finishing a human task) is numbered after the task's last.
+        let claimed = row.status == TaskStatus::Running.as_str();
+        ended.push(Ended {
+            task: row.id,
+            attempt: row.attempt_seq + i64::from(!claimed),
+            started_at: if claimed { row.started_at } else { Some(now) },
+            worker: if claimed {
+                row.claimed_by.clone()
+            } else {
+                Some(ends.finisher.to_owned())
+            },
+            claimed,
+            outcome: attempt_outcome,
+            error: attempt_error,
         });
         match outcome {
             Outcome::Completed { output } => {
