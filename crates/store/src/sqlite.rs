@@ -1,17 +1,20 @@
 //! The SQLite backend: one file in WAL mode with `synchronous=FULL`, so a write
-//! that was answered survives a killed process. Writes go through a pool of one
-//! connection (SQLite has one writer at a time; queueing in the pool avoids busy
-//! errors), reads through a separate read-only pool.
+//! that was answered survives a killed process, and even a power cut. Writes
+//! go through one connection that commits in groups (SQLite has one writer at
+//! a time; see [`crate::sql::writer`]), reads through a separate read-only
+//! pool.
 
 use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
+use sqlx::ConnectOptions;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
 use crate::Result;
 use crate::sql::SqlStore;
 use crate::sql::db::Pools;
+use crate::sql::writer::Writer;
 
 pub(crate) static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
@@ -25,20 +28,11 @@ pub async fn open(path: &Path, read_connections: u32) -> Result<SqlStore> {
         .synchronous(SqliteSynchronous::Full)
         .foreign_keys(true)
         .busy_timeout(Duration::from_secs(10));
-    let write = SqlitePoolOptions::new()
-        .max_connections(1)
-        .min_connections(1)
-        .acquire_timeout(Duration::from_secs(30))
-        .connect_with(options.clone())
-        .await?;
+    let write = Writer::new(options.connect().await?);
     let read = SqlitePoolOptions::new()
         .max_connections(read_connections.max(1))
         .acquire_timeout(Duration::from_secs(30))
         .connect_with(options.read_only(true))
         .await?;
-    Ok(SqlStore::new(Pools::Sqlite {
-        read,
-        write,
-        heads: Default::default(),
-    }))
+    Ok(SqlStore::new(Pools::Sqlite { read, write }))
 }

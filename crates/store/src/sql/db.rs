@@ -22,18 +22,14 @@ use time::{Date, OffsetDateTime};
 use uuid::Uuid;
 
 use super::append::Sealer;
+use super::writer::{WriteTx, Writer};
 use crate::{Backend, Result, StoreError};
 
 /// The pools of a store.
 pub(crate) enum Pools {
-    /// SQLite: one connection writes (SQLite has one writer; queueing in the
-    /// pool avoids busy errors), a read-only pool reads; the log's heads as
-    /// this process's last write left them (see [`super::append`]).
-    Sqlite {
-        read: SqlitePool,
-        write: SqlitePool,
-        heads: Arc<HeadCache>,
-    },
+    /// SQLite: one connection writes, committing in groups (see
+    /// [`super::writer`]), a read-only pool reads.
+    Sqlite { read: SqlitePool, write: Writer },
     /// PostgreSQL: one pool, and the sealer of the audit log and events (see
     /// [`super::append`]).
     Postgres { pool: PgPool, sealer: Arc<Sealer> },
@@ -50,9 +46,8 @@ impl Pools {
     /// Starts a write transaction.
     pub(crate) async fn begin(&self) -> Result<Tx> {
         Ok(match self {
-            Pools::Sqlite { write, heads, .. } => Tx::Sqlite {
+            Pools::Sqlite { write, .. } => Tx::Sqlite {
                 tx: write.begin().await?,
-                heads: heads.clone(),
                 sealed: None,
                 later: None,
             },
@@ -85,7 +80,7 @@ impl Pools {
     /// The pool that serves single-statement writes outside a transaction.
     pub(crate) fn writer(&self) -> Pool<'_> {
         match self {
-            Pools::Sqlite { write, .. } => Pool::Sqlite(write),
+            Pools::Sqlite { write, .. } => Pool::SqliteWrite(write),
             Pools::Postgres { pool, .. } => Pool::Postgres(pool),
         }
     }
@@ -130,33 +125,10 @@ impl Dialect for Backend {
 /// The last audit record's number and hash, and the last event's number.
 pub(crate) type Heads = (i64, String, i64);
 
-/// The log's heads as this process's last SQLite write committed them. A
-/// write that finds them current appends without reading them; one that
-/// does not (another process wrote meanwhile) reads them (see
-/// [`super::append`]).
-#[derive(Default)]
-pub(crate) struct HeadCache(std::sync::Mutex<Option<Heads>>);
-
-impl HeadCache {
-    pub(crate) fn get(&self) -> Option<Heads> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-
-    /// Keeps the later of what it holds and `heads` (commits may finish
-    /// their bookkeeping out of order).
-    fn advance(&self, heads: Heads) {
-        let mut held = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        if held.as_ref().is_none_or(|h| h.0 < heads.0) {
-            *held = Some(heads);
-        }
-    }
-}
-
 /// A write transaction. Dropped without [`Tx::commit`], it rolls back.
 pub(crate) enum Tx {
     Sqlite {
-        tx: sqlx::Transaction<'static, Sqlite>,
-        heads: Arc<HeadCache>,
+        tx: WriteTx,
         /// The heads after the entries this transaction appended.
         sealed: Option<Heads>,
         /// Inserts held back to go with the audit record (see
@@ -177,17 +149,13 @@ impl Tx {
         match self {
             Tx::Sqlite {
                 mut tx,
-                heads,
                 sealed,
                 later,
             } => {
                 if let Some((q, _)) = later {
-                    run_sqlite(&q.text, &q.args, &mut *tx).await?;
+                    run_sqlite(&q.text, &q.args, tx.conn()).await?;
                 }
-                tx.commit().await?;
-                if let Some(sealed) = sealed {
-                    heads.advance(sealed);
-                }
+                tx.commit(sealed).await?;
             }
             Tx::Postgres { tx, sealer, logged } => {
                 tx.commit().await?;
@@ -236,13 +204,13 @@ impl Tx {
     /// The log's heads as this process's last SQLite write left them.
     pub(crate) fn cached_heads(&self) -> Option<Heads> {
         match self {
-            Tx::Sqlite { heads, .. } => heads.get(),
+            Tx::Sqlite { tx, .. } => tx.heads(),
             Tx::Postgres { .. } => None,
         }
     }
 
     /// Notes the heads after the entries this transaction appended, kept
-    /// for the next write once it commits (SQLite).
+    /// for the next write (SQLite).
     pub(crate) fn sealed(&mut self, after: Heads) {
         if let Tx::Sqlite { sealed, .. } = self {
             *sealed = Some(after);
@@ -261,6 +229,8 @@ impl Tx {
 #[derive(Clone, Copy)]
 pub(crate) enum Pool<'a> {
     Sqlite(&'a SqlitePool),
+    /// SQLite's writer: each statement is a write of its own.
+    SqliteWrite(&'a Writer),
     Postgres(&'a PgPool),
 }
 
@@ -275,6 +245,7 @@ pub(crate) trait Conn: Send {
 pub(crate) enum Target<'a> {
     SqliteConn(&'a mut SqliteConnection),
     SqlitePool(&'a SqlitePool),
+    SqliteWrite(&'a Writer),
     PgConn(&'a mut PgConnection),
     PgPool(&'a PgPool),
 }
@@ -289,7 +260,7 @@ impl Conn for Tx {
 
     fn target(&mut self) -> Target<'_> {
         match self {
-            Tx::Sqlite { tx, .. } => Target::SqliteConn(tx),
+            Tx::Sqlite { tx, .. } => Target::SqliteConn(tx.conn()),
             Tx::Postgres { tx, .. } => Target::PgConn(tx),
         }
     }
@@ -298,7 +269,7 @@ impl Conn for Tx {
 impl Conn for Pool<'_> {
     fn backend(&self) -> Backend {
         match self {
-            Pool::Sqlite(_) => Backend::Sqlite,
+            Pool::Sqlite(_) | Pool::SqliteWrite(_) => Backend::Sqlite,
             Pool::Postgres(_) => Backend::Postgres,
         }
     }
@@ -306,6 +277,7 @@ impl Conn for Pool<'_> {
     fn target(&mut self) -> Target<'_> {
         match *self {
             Pool::Sqlite(p) => Target::SqlitePool(p),
+            Pool::SqliteWrite(w) => Target::SqliteWrite(w),
             Pool::Postgres(p) => Target::PgPool(p),
         }
     }
@@ -736,6 +708,12 @@ impl<'q> Sql<'q> {
         Ok(match conn.target() {
             Target::SqliteConn(c) => run_sqlite(text, &self.args, c).await?,
             Target::SqlitePool(p) => run_sqlite(text, &self.args, p).await?,
+            Target::SqliteWrite(w) => {
+                let mut tx = w.begin().await?;
+                let n = run_sqlite(text, &self.args, tx.conn()).await?;
+                tx.commit(None).await?;
+                n
+            }
             Target::PgConn(c) => run_pg(text, &self.args, c).await?,
             Target::PgPool(p) => run_pg(text, &self.args, p).await?,
         })
@@ -747,6 +725,12 @@ impl<'q> Sql<'q> {
         match conn.target() {
             Target::SqliteConn(c) => all_sqlite(text, &self.args, c).await,
             Target::SqlitePool(p) => all_sqlite(text, &self.args, p).await,
+            Target::SqliteWrite(w) => {
+                let mut tx = w.begin().await?;
+                let rows = all_sqlite(text, &self.args, tx.conn()).await?;
+                tx.commit(None).await?;
+                Ok(rows)
+            }
             Target::PgConn(c) => all_pg(text, &self.args, c).await,
             Target::PgPool(p) => all_pg(text, &self.args, p).await,
         }
@@ -758,6 +742,12 @@ impl<'q> Sql<'q> {
         match conn.target() {
             Target::SqliteConn(c) => optional_sqlite(text, &self.args, c).await,
             Target::SqlitePool(p) => optional_sqlite(text, &self.args, p).await,
+            Target::SqliteWrite(w) => {
+                let mut tx = w.begin().await?;
+                let row = optional_sqlite(text, &self.args, tx.conn()).await?;
+                tx.commit(None).await?;
+                Ok(row)
+            }
             Target::PgConn(c) => optional_pg(text, &self.args, c).await,
             Target::PgPool(p) => optional_pg(text, &self.args, p).await,
         }

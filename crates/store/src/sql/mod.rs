@@ -27,6 +27,7 @@ use crate::model::*;
 use crate::{Result, Store, StoreError};
 
 pub(crate) mod db;
+pub(crate) mod writer;
 
 mod append;
 mod artifacts;
@@ -150,7 +151,11 @@ impl SqlStore {
     /// Applies the migrations this binary knows that the database lacks.
     pub async fn migrate(&self) -> Result<()> {
         match &self.db {
-            Pools::Sqlite { write, .. } => crate::sqlite::MIGRATOR.run(write).await?,
+            Pools::Sqlite { write, .. } => {
+                crate::sqlite::MIGRATOR
+                    .run(write.exclusive().await?.conn()?)
+                    .await?
+            }
             Pools::Postgres { pool, .. } => crate::postgres::MIGRATOR.run(pool).await?,
         }
         Ok(())
@@ -202,9 +207,9 @@ impl Store for SqlStore {
                 },
                 PoolStats {
                     name: "write",
-                    size: write.size(),
-                    idle: write.num_idle() as u32,
-                    max: write.options().get_max_connections(),
+                    size: 1,
+                    idle: write.idle() as u32,
+                    max: 1,
                 },
             ],
             Pools::Postgres { pool, .. } => vec![PoolStats {
@@ -219,8 +224,8 @@ impl Store for SqlStore {
     async fn close(&self) {
         match &self.db {
             Pools::Sqlite { read, write, .. } => {
-                read.close().await;
                 write.close().await;
+                read.close().await;
             }
             Pools::Postgres { pool, .. } => pool.close().await,
         }

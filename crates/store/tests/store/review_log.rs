@@ -21,6 +21,7 @@ contract!(
     concurrent_review_stays_consistent,
     many_writers_keep_the_log_gap_free_and_chained,
     two_processes_append_to_one_chain,
+    writes_committed_together_succeed_and_fail_apart,
 );
 
 fn ctx(actor: &str) -> WriteContext {
@@ -740,4 +741,125 @@ async fn two_processes_append_to_one_chain(db: &TestDb) {
         assert!(verify(&**s).await.is_ok(), "one unbroken audit chain");
     }
     b.close().await;
+}
+
+async fn writes_committed_together_succeed_and_fail_apart(db: &TestDb) {
+    // 48 writers at once (SQLite commits them in groups): a writer that fails
+    // after writing leaves nothing behind, one that is cancelled midway
+    // leaves all or nothing, and every answered write is readable at once.
+    let s = store(db);
+    let start = s.last_event_seq().await.unwrap();
+    s.create_user(
+        NewUser {
+            email: "taken@example.com".into(),
+            name: "Taken".into(),
+            role: Role::Operator,
+            client_id: None,
+            password_hash: None,
+        },
+        &ctx("usr_admin"),
+    )
+    .await
+    .unwrap();
+    let keyed = |i: usize| WriteContext {
+        idempotency: Some(IdempotencyKey {
+            scope: "tok_test".into(),
+            key: format!("key {i}"),
+            request_hash: format!("request {i}"),
+        }),
+        ..ctx("usr_admin")
+    };
+    let user = |email: String| NewUser {
+        email,
+        name: "Someone".into(),
+        role: Role::Operator,
+        client_id: None,
+        password_hash: None,
+    };
+    let mut tasks = Vec::new();
+    let mut cancelled = Vec::new();
+    for i in 0..48 {
+        let s = s.clone();
+        let keyed = keyed(i);
+        let task = match i % 3 {
+            // Answered writes: readable the moment they are answered.
+            0 => tokio::spawn(async move {
+                let id = client(&*s, &format!("kept {i}")).await;
+                assert_eq!(s.get_client(id).await.unwrap().name, format!("kept {i}"));
+                true
+            }),
+            // Failing after its idempotency key was written: the key goes too.
+            1 => tokio::spawn(async move {
+                let err = s
+                    .create_user(user("taken@example.com".into()), &keyed)
+                    .await
+                    .unwrap_err();
+                assert!(matches!(err, StoreError::Invalid(_)), "{err:?}");
+                false
+            }),
+            // Cancelled at some point of its write.
+            _ => {
+                let t = tokio::spawn(async move {
+                    client(&*s, &format!("cancelled {i}")).await;
+                    true
+                });
+                cancelled.push(i);
+                t
+            }
+        };
+        tasks.push((i, task));
+    }
+    for (n, (i, t)) in tasks.into_iter().enumerate() {
+        if i % 3 == 2 {
+            if n % 2 == 0 {
+                tokio::task::yield_now().await;
+            }
+            t.abort();
+            let _ = t.await;
+        } else {
+            t.await.unwrap();
+        }
+    }
+    // The failed writers' keys were rolled back with them: reusing one
+    // creates the user now, for the request it comes with.
+    for i in (0..48).filter(|i| i % 3 == 1) {
+        let u = s
+            .create_user(user(format!("fresh{i}@example.com")), &keyed(i))
+            .await
+            .unwrap();
+        assert_eq!(u.email, format!("fresh{i}@example.com"));
+    }
+    let names: Vec<String> = s
+        .list_clients(PageRequest {
+            limit: 200,
+            cursor: None,
+        })
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .map(|c| c.name)
+        .collect();
+    for i in (0..48).filter(|i| i % 3 == 0) {
+        assert!(
+            names.contains(&format!("kept {i}")),
+            "kept {i} in {names:?}"
+        );
+    }
+    // Each client written has exactly its one event: a cancelled write left
+    // its client, audit record and event together or not at all.
+    let events = s.events_after(start, EventScope::All, 1000).await.unwrap();
+    assert_eq!(
+        events.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        ((start + 1)..=(start + events.len() as i64)).collect::<Vec<_>>()
+    );
+    let client_events = events
+        .iter()
+        .filter(|e| e.event_type == "client.created")
+        .count();
+    assert_eq!(client_events, names.len(), "{names:?}");
+    assert!(verify(&*s).await.is_ok(), "one unbroken audit chain");
+    // And the store goes on writing.
+    let id = client(&*s, "after").await;
+    assert_eq!(s.get_client(id).await.unwrap().name, "after");
 }

@@ -1,0 +1,398 @@
+//! SQLite's one writer, committing in groups.
+//!
+//! SQLite has one writer at a time, and with `synchronous=FULL` every commit
+//! waits for the disk to flush (a millisecond or more on ordinary disks,
+//! however small the write). Writers queue for the one connection; each runs
+//! inside a savepoint of a transaction shared by everyone who queued meanwhile
+//! (a group), and is answered once the group commits: one commit, and one
+//! wait for the disk, for the whole group. A writer alone commits at once.
+//!
+//! - A writer that fails, or is dropped, rolls back to its savepoint; the
+//!   others of its group are untouched.
+//! - A commit that fails fails every writer of the group: nobody is answered
+//!   before the commit that holds their write is durable.
+//! - The log's heads this process appended last live beside the connection
+//!   (see [`super::append`]): they are the heads its next writer sees, even
+//!   before the group commits.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use sqlx::{Connection, SqliteConnection};
+use tokio::sync::{Mutex, OwnedMutexGuard, oneshot};
+
+use super::db::Heads;
+use crate::{Result, StoreError};
+
+/// How long a writer waits for the connection before giving up (503).
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The writer of a SQLite store.
+pub(crate) struct Writer {
+    slot: Arc<Mutex<Slot>>,
+    /// Writers (and committers) waiting for the connection.
+    waiting: Arc<AtomicUsize>,
+}
+
+struct Slot {
+    /// `None` once the store is closed.
+    conn: Option<SqliteConnection>,
+    /// The open transaction's writers that finished, waiting for its commit.
+    group: Option<Group>,
+    /// A writer was dropped inside its savepoint: roll it back first.
+    abandoned: bool,
+    heads: Option<Heads>,
+}
+
+#[derive(Default)]
+struct Group {
+    members: Vec<oneshot::Sender<std::result::Result<(), Failure>>>,
+    committer: bool,
+}
+
+/// Why a group's commit failed, for each of its writers.
+#[derive(Clone, Debug)]
+struct Failure {
+    unavailable: bool,
+    message: String,
+}
+
+impl Failure {
+    fn of(e: &StoreError) -> Failure {
+        Failure {
+            unavailable: matches!(e, StoreError::Unavailable(_)),
+            message: format!("the commit of this write failed: {e:?}"),
+        }
+    }
+
+    fn into_error(self) -> StoreError {
+        let e = sqlx::Error::Protocol(self.message);
+        if self.unavailable {
+            StoreError::Unavailable(e)
+        } else {
+            StoreError::Database(e)
+        }
+    }
+}
+
+/// One writer's turn: the connection, inside its savepoint. Dropped without
+/// [`WriteTx::commit`], it rolls back.
+pub(crate) struct WriteTx {
+    slot: Option<OwnedMutexGuard<Slot>>,
+    writer: Writer,
+}
+
+impl Clone for Writer {
+    fn clone(&self) -> Self {
+        Writer {
+            slot: self.slot.clone(),
+            waiting: self.waiting.clone(),
+        }
+    }
+}
+
+impl Writer {
+    pub(crate) fn new(conn: SqliteConnection) -> Writer {
+        Writer {
+            slot: Arc::new(Mutex::new(Slot {
+                conn: Some(conn),
+                group: None,
+                abandoned: false,
+                heads: None,
+            })),
+            waiting: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+
+    /// Waits for the connection, in turn. Cancelling the wait is harmless;
+    /// what is done with the connection then runs detached (see
+    /// [`detached`]), so no request that goes away midway can leave the
+    /// transaction half-changed.
+    async fn lock(&self) -> Result<OwnedMutexGuard<Slot>> {
+        let _waiting = Waiting::new(&self.waiting);
+        tokio::time::timeout(ACQUIRE_TIMEOUT, self.slot.clone().lock_owned())
+            .await
+            .map_err(|_| StoreError::Unavailable(sqlx::Error::PoolTimedOut))
+    }
+
+    /// Starts a write: joins the open transaction, or opens one.
+    pub(crate) async fn begin(&self) -> Result<WriteTx> {
+        let mut slot = self.lock().await?;
+        let writer = self.clone();
+        detached(async move {
+            slot.tidy().await;
+            slot.open().await?;
+            Ok(WriteTx {
+                slot: Some(slot),
+                writer,
+            })
+        })
+        .await
+    }
+
+    /// The connection alone, with nothing pending (the open group committed
+    /// first): for migrations and for closing.
+    pub(crate) async fn exclusive(&self) -> Result<Exclusive> {
+        let mut slot = self.lock().await?;
+        detached(async move {
+            slot.tidy().await;
+            slot.commit_group().await;
+            Ok(Exclusive(slot))
+        })
+        .await
+    }
+
+    /// Commits what is pending and closes the connection.
+    pub(crate) async fn close(&self) {
+        if let Ok(mut x) = self.exclusive().await
+            && let Some(conn) = x.0.conn.take()
+        {
+            let _ = conn.close().await;
+        }
+    }
+
+    /// Whether the connection is free right now (for pool statistics).
+    pub(crate) fn idle(&self) -> bool {
+        self.slot.try_lock().is_ok()
+    }
+
+    /// Commits the open group once the writers queued before it had their
+    /// turn.
+    fn schedule_commit(&self) {
+        let waiting = Waiting::new(&self.waiting);
+        let slot = self.slot.clone();
+        tokio::spawn(async move {
+            let mut slot = slot.lock_owned().await;
+            drop(waiting);
+            slot.tidy().await;
+            slot.commit_group().await;
+        });
+    }
+
+    /// Tidies after a write dropped midway, unless someone waiting for the
+    /// connection will.
+    fn schedule_tidy(&self) {
+        if self.waiting.load(Ordering::SeqCst) > 0 {
+            return;
+        }
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let slot = self.slot.clone();
+        rt.spawn(async move {
+            slot.lock_owned().await.tidy().await;
+        });
+    }
+}
+
+/// Counts a wait for the connection while it lasts.
+struct Waiting(Arc<AtomicUsize>);
+
+impl Waiting {
+    fn new(count: &Arc<AtomicUsize>) -> Waiting {
+        count.fetch_add(1, Ordering::SeqCst);
+        Waiting(count.clone())
+    }
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Runs `work` to its end even if the caller stops waiting for it: the
+/// steps that open, end or roll back a transaction must not stop halfway.
+async fn detached<T: Send + 'static>(
+    work: impl Future<Output = Result<T>> + Send + 'static,
+) -> Result<T> {
+    tokio::spawn(work).await.unwrap_or_else(|e| {
+        Err(StoreError::Database(sqlx::Error::Protocol(format!(
+            "a SQLite write stopped: {e}"
+        ))))
+    })
+}
+
+/// The connection with nothing pending; see [`Writer::exclusive`].
+pub(crate) struct Exclusive(OwnedMutexGuard<Slot>);
+
+impl Exclusive {
+    pub(crate) fn conn(&mut self) -> Result<&mut SqliteConnection> {
+        self.0
+            .conn
+            .as_mut()
+            .ok_or(StoreError::Unavailable(sqlx::Error::PoolClosed))
+    }
+}
+
+impl Slot {
+    async fn run(&mut self, text: &'static str) -> Result<()> {
+        let conn = self
+            .conn
+            .as_mut()
+            .ok_or(StoreError::Unavailable(sqlx::Error::PoolClosed))?;
+        sqlx::query(text).execute(conn).await?;
+        Ok(())
+    }
+
+    /// Opens this writer's savepoint, and the group's transaction first if
+    /// none is open.
+    async fn open(&mut self) -> Result<()> {
+        let opening = self.group.is_none();
+        let text = if opening {
+            "BEGIN IMMEDIATE; SAVEPOINT w"
+        } else {
+            "SAVEPOINT w"
+        };
+        if let Err(e) = self.run(text).await {
+            if !opening {
+                self.fail_group(&e).await;
+            }
+            return Err(e);
+        }
+        if opening {
+            self.group = Some(Group::default());
+        }
+        Ok(())
+    }
+
+    /// Rolls back a writer dropped inside its savepoint, and the transaction
+    /// itself when nobody else's write is in it.
+    async fn tidy(&mut self) {
+        if !std::mem::take(&mut self.abandoned) {
+            return;
+        }
+        if let Err(e) = self.run("ROLLBACK TO w; RELEASE w").await {
+            self.fail_group(&e).await;
+            return;
+        }
+        if self.group.as_ref().is_some_and(|g| g.members.is_empty()) {
+            self.group = None;
+            if let Err(e) = self.run("ROLLBACK").await {
+                tracing::warn!(error = ?e, "rolling back an empty SQLite transaction failed");
+            }
+        }
+    }
+
+    /// Commits the open group and answers its writers.
+    async fn commit_group(&mut self) {
+        let Some(group) = self.group.take() else {
+            return;
+        };
+        let outcome = match self.run("COMMIT").await {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                let _ = self.run("ROLLBACK").await;
+                self.heads = None;
+                Err(Failure::of(&e))
+            }
+        };
+        for member in group.members {
+            let _ = member.send(outcome.clone());
+        }
+    }
+
+    /// The transaction cannot go on (SQLite rolled it back, or a savepoint
+    /// could not be undone): roll everything back and fail its writers.
+    async fn fail_group(&mut self, e: &StoreError) {
+        tracing::warn!(error = ?e, "a SQLite write failed its group; rolling the group back");
+        let _ = self.run("ROLLBACK").await;
+        self.heads = None;
+        if let Some(group) = self.group.take() {
+            for member in group.members {
+                let _ = member.send(Err(Failure::of(e)));
+            }
+        }
+    }
+}
+
+impl WriteTx {
+    /// The connection, inside this writer's savepoint.
+    pub(crate) fn conn(&mut self) -> &mut SqliteConnection {
+        self.slot
+            .as_mut()
+            .and_then(|s| s.conn.as_mut())
+            .expect("a write holds the open connection until it ends")
+    }
+
+    /// The log's heads as this process's last write left them.
+    pub(crate) fn heads(&self) -> Option<Heads> {
+        self.slot.as_ref().and_then(|s| s.heads.clone())
+    }
+
+    /// Ends the write; answers once it is durable. `heads` are the log's
+    /// heads after what it appended, if it appended.
+    pub(crate) async fn commit(mut self, heads: Option<Heads>) -> Result<()> {
+        let slot = self.slot.take().expect("a write is committed once");
+        let writer = self.writer.clone();
+        detached(finish(slot, writer, heads)).await
+    }
+
+    /// Rolls back now.
+    pub(crate) async fn rollback(mut self) -> Result<()> {
+        if let Some(mut slot) = self.slot.take() {
+            detached(async move {
+                slot.abandoned = true;
+                slot.tidy().await;
+                Ok(())
+            })
+            .await?;
+        }
+        Ok(())
+    }
+}
+
+/// Releases a writer's savepoint and answers once its group committed; a
+/// writer alone commits at once.
+async fn finish(
+    mut slot: OwnedMutexGuard<Slot>,
+    writer: Writer,
+    heads: Option<Heads>,
+) -> Result<()> {
+    let alone = writer.waiting.load(Ordering::SeqCst) == 0
+        && slot.group.as_ref().is_some_and(|g| g.members.is_empty());
+    if alone {
+        // Nobody to share the commit with: commit now, in one round trip.
+        slot.group = None;
+        if let Err(e) = slot.run("RELEASE w; COMMIT").await {
+            let _ = slot.run("ROLLBACK").await;
+            slot.heads = None;
+            return Err(e);
+        }
+        if heads.is_some() {
+            slot.heads = heads;
+        }
+        return Ok(());
+    }
+    if let Err(e) = slot.run("RELEASE w").await {
+        slot.abandoned = true;
+        slot.tidy().await;
+        return Err(e);
+    }
+    if heads.is_some() {
+        slot.heads = heads;
+    }
+    let (tx, rx) = oneshot::channel();
+    let group = slot.group.get_or_insert_with(Group::default);
+    group.members.push(tx);
+    if !std::mem::replace(&mut group.committer, true) {
+        writer.schedule_commit();
+    }
+    drop(slot);
+    match rx.await {
+        Ok(outcome) => outcome.map_err(Failure::into_error),
+        Err(_) => Err(StoreError::Unavailable(sqlx::Error::WorkerCrashed)),
+    }
+}
+
+impl Drop for WriteTx {
+    fn drop(&mut self) {
+        if let Some(mut slot) = self.slot.take() {
+            // Whoever takes the connection next rolls the savepoint back.
+            slot.abandoned = true;
+            drop(slot);
+            self.writer.schedule_tidy();
+        }
+    }
+}
