@@ -21,10 +21,13 @@
 //!   commits without a global lock; a sealer then takes the queued rows that
 //!   committed, in order, under the `log_head` row lock, numbers and chains
 //!   them, and moves them into `audit_log` and `events` in one transaction
-//!   (any number of processes may seal; they take turns). A write that finds
-//!   the lock free (`SKIP LOCKED`: it never waits) seals its own entries and
-//!   holds the lock until it commits, so one writer at a time, or the engine's
-//!   committer, needs no pass; a later pass numbers after it. Each process's
+//!   (any number of processes may seal; they take turns). One statement
+//!   queues the entries (with the last insert the write held back, see
+//!   [`Tx::insert_later`]) unless it finds the lock free (`SKIP LOCKED`: it
+//!   never waits): then it takes the lock instead, and the write seals its
+//!   own entries and holds the lock until it commits, so one writer at a
+//!   time, or the engine's committer, needs no pass; a later pass numbers
+//!   after it. Each process's
 //!   sealer wakes after its own logged commits; every reader of the log first
 //!   seals what committed before it asked ([`Sealer::seal_now`]), so reading
 //!   your own writes holds.
@@ -137,20 +140,29 @@ pub(crate) async fn append_logs(
     match tx.backend() {
         Backend::Sqlite => seal(tx, vec![batch]).await,
         Backend::Postgres => {
-            // The log is free: seal the entries here, holding it until this
-            // transaction commits (others queue meanwhile, never wait). One
+            // One statement queues the entries, with the last insert the
+            // write held back, unless the log is free: then it takes the log
+            // instead, and the write seals its entries itself, holding the log
+            // until it commits (others queue meanwhile, never wait). One
             // write at a time, or the engine's committer, then needs no pass.
-            let free: Option<(i32,)> =
-                sql("SELECT id FROM log_head WHERE id = 1 FOR UPDATE SKIP LOCKED")
-                    .fetch_optional(tx)
-                    .await?;
-            if free.is_some() {
+            let mut later = tx.take_later();
+            let last = later.pop();
+            for q in later {
+                q.execute(tx).await?;
+            }
+            let mut q = sql("WITH ");
+            if let Some(last) = last {
+                q.with_query("held", last);
+            }
+            q.push(
+                "free AS (SELECT id FROM log_head WHERE id = 1 FOR UPDATE SKIP LOCKED) \
+                 INSERT INTO log_pending (batch) SELECT ",
+            );
+            q.push_bind(Json(&batch));
+            q.push(" WHERE NOT EXISTS (SELECT 1 FROM free)");
+            if q.execute(tx).await? == 0 {
                 return seal(tx, vec![batch]).await;
             }
-            sql("INSERT INTO log_pending (batch) VALUES ($1)")
-                .bind(Json(&batch))
-                .execute(tx)
-                .await?;
             tx.logged();
             Ok(())
         }
@@ -230,13 +242,13 @@ pub(crate) async fn heads(conn: &mut impl Conn) -> Result<Heads> {
 /// `log_head` row lock on PostgreSQL.
 async fn seal(tx: &mut Tx, batches: Vec<Batch>) -> Result<()> {
     // SQLite: the inserts the write held back go in the same statement.
-    let mut later = tx.take_later();
+    let mut later = Some(tx.take_later()).filter(|l| !l.is_empty());
     if let Some(cached) = tx.cached_heads() {
         // SQLite: number after the heads this process's last write left,
         // guarded; nothing is inserted if another process wrote since.
         let (records, events) = chain(cached.clone(), &batches);
         if fits_one_statement(&records, &events) {
-            let (mut q, held) = later.take().unwrap_or_else(|| (sql(""), 0));
+            let (mut q, held) = Sql::joined(later.take().unwrap_or_default());
             q.then(guarded(&records, &events, &cached));
             let inserted = q.execute(tx).await?;
             if inserted == held + (records.len() + events.len()) as u64 {
@@ -250,8 +262,8 @@ async fn seal(tx: &mut Tx, batches: Vec<Batch>) -> Result<()> {
             }
         }
     }
-    if let Some((q, _)) = later {
-        q.execute(tx).await?;
+    if let Some(later) = later {
+        Sql::joined(later).0.execute(tx).await?;
     }
     let read = heads(tx).await?;
     let (records, events) = chain(read.clone(), &batches);
@@ -531,6 +543,7 @@ async fn seal_pending(pool: &PgPool) -> Result<usize> {
         tx: pool.begin().await?,
         sealer: None,
         logged: false,
+        later: Vec::new(),
     };
     sql("SELECT id FROM log_head WHERE id = 1 FOR UPDATE")
         .fetch_one::<(i32,)>(&mut tx)

@@ -49,12 +49,13 @@ impl Pools {
             Pools::Sqlite { write, .. } => Tx::Sqlite {
                 tx: write.begin().await?,
                 sealed: None,
-                later: None,
+                later: Vec::new(),
             },
             Pools::Postgres { pool, sealer } => Tx::Postgres {
                 tx: pool.begin().await?,
                 sealer: Some((sealer.clone(), pool.clone())),
                 logged: false,
+                later: Vec::new(),
             },
         })
     }
@@ -132,8 +133,8 @@ pub(crate) enum Tx {
         /// The heads after the entries this transaction appended.
         sealed: Option<Heads>,
         /// Inserts held back to go with the audit record (see
-        /// [`Tx::insert_later`]), and the rows they insert.
-        later: Option<(Sql<'static>, u64)>,
+        /// [`Tx::insert_later`]).
+        later: Vec<Sql<'static>>,
     },
     Postgres {
         tx: sqlx::Transaction<'static, Postgres>,
@@ -141,6 +142,8 @@ pub(crate) enum Tx {
         sealer: Option<(Arc<Sealer>, PgPool)>,
         /// Whether it queued log entries.
         logged: bool,
+        /// Inserts held back to go with the log entries.
+        later: Vec<Sql<'static>>,
     },
 }
 
@@ -152,12 +155,21 @@ impl Tx {
                 sealed,
                 later,
             } => {
-                if let Some((q, _)) = later {
+                if !later.is_empty() {
+                    let (q, _) = Sql::joined(later);
                     run_sqlite(&q.text, &q.args, tx.conn()).await?;
                 }
                 tx.commit(sealed).await?;
             }
-            Tx::Postgres { tx, sealer, logged } => {
+            Tx::Postgres {
+                mut tx,
+                sealer,
+                logged,
+                later,
+            } => {
+                for q in later {
+                    run_pg(&q.text, &q.args, &mut *tx).await?;
+                }
                 tx.commit().await?;
                 if let (true, Some((sealer, pool))) = (logged, sealer) {
                     sealer.commit_logged(&pool);
@@ -177,27 +189,20 @@ impl Tx {
         Ok(())
     }
 
-    /// Runs `q`, an `INSERT` of one row that nothing in this transaction
-    /// reads back: on SQLite it is held back and runs in one round trip with
-    /// the audit record (or before the commit); elsewhere it runs now.
-    pub(crate) async fn insert_later(&mut self, q: Sql<'_>) -> Result<()> {
+    /// Holds back `q`, an `INSERT` of one row that nothing in this
+    /// transaction reads back, to run in one round trip with the audit
+    /// record (see [`super::append`]), or before the commit.
+    pub(crate) fn insert_later(&mut self, q: Sql<'_>) {
         match self {
-            Tx::Sqlite { later, .. } => {
-                let (held, rows) = later.get_or_insert_with(|| (sql(""), 0));
-                held.then(q.into_owned());
-                *rows += 1;
-                Ok(())
-            }
-            Tx::Postgres { .. } => q.execute(self).await.map(|_| ()),
+            Tx::Sqlite { later, .. } | Tx::Postgres { later, .. } => later.push(q.into_owned()),
         }
     }
 
-    /// The inserts held back by [`Tx::insert_later`], and the rows they
-    /// insert, for the caller to run now.
-    pub(crate) fn take_later(&mut self) -> Option<(Sql<'static>, u64)> {
+    /// The inserts held back by [`Tx::insert_later`], for the caller to run
+    /// now.
+    pub(crate) fn take_later(&mut self) -> Vec<Sql<'static>> {
         match self {
-            Tx::Sqlite { later, .. } => later.take(),
-            Tx::Postgres { .. } => None,
+            Tx::Sqlite { later, .. } | Tx::Postgres { later, .. } => std::mem::take(later),
         }
     }
 
@@ -623,14 +628,37 @@ impl<'q> Sql<'q> {
     /// Appends `next` as a further statement of the same text (`; `), its
     /// `$n` numbered after this one's (SQLite runs them in one round trip).
     pub(crate) fn then(&mut self, next: Sql<'q>) -> &mut Self {
+        if !self.text.trim().is_empty() {
+            self.push("; ");
+        }
+        self.append(next)
+    }
+
+    /// `statements` as one text (see [`Sql::then`]), and how many there are.
+    pub(crate) fn joined(statements: Vec<Sql<'q>>) -> (Sql<'q>, u64) {
+        let n = statements.len() as u64;
+        let mut q = sql("");
+        for s in statements {
+            q.then(s);
+        }
+        (q, n)
+    }
+
+    /// Appends `next` as the `WITH` query `name` (`name AS (next), `), its
+    /// `$n` numbered after this one's: a data-modifying statement run with
+    /// the one that follows (PostgreSQL).
+    pub(crate) fn with_query(&mut self, name: &str, next: Sql<'q>) -> &mut Self {
+        self.push(name).push(" AS (");
+        self.append(next);
+        self.push("), ")
+    }
+
+    /// Appends `next`'s text and arguments, its `$n` renumbered after ours.
+    fn append(&mut self, next: Sql<'q>) -> &mut Self {
         let offset = self.args.len();
         let renumbered = rewrite_placeholders(&next.text, |n| Some(format!("${}", n + offset)))
             .unwrap_or_else(|| next.text.to_string());
-        let text = self.text.to_mut();
-        if !text.trim().is_empty() {
-            text.push_str("; ");
-        }
-        text.push_str(&renumbered);
+        self.text.to_mut().push_str(&renumbered);
         self.args.extend(next.args);
         self
     }
@@ -966,6 +994,22 @@ mod tests {
         );
         assert_eq!(q.args.len(), 4);
         assert!(matches!(q.args[2], Arg::I64(Some(2))));
+        let mut w = sql("WITH ");
+        w.with_query(
+            "held",
+            sql("INSERT INTO h VALUES ($1, $2)").bind(1i64).bind(2i64),
+        );
+        w.push("free AS (SELECT 1) INSERT INTO p SELECT ")
+            .push_bind(3i64);
+        assert_eq!(
+            w.text(),
+            "WITH held AS (INSERT INTO h VALUES ($1, $2)), free AS (SELECT 1) INSERT INTO p SELECT $3"
+        );
+        let (joined, n) = Sql::joined(vec![
+            sql("SELECT $1").bind(1i64),
+            sql("SELECT $1").bind(2i64),
+        ]);
+        assert_eq!((joined.text(), n), ("SELECT $1; SELECT $2", 2));
         let y = String::from("y");
         let owned: Sql<'static> = sql("SELECT $1").bind(y.as_str()).into_owned();
         assert!(matches!(&owned.args[0], Arg::Text(Some(Cow::Owned(t))) if t == "y"));

@@ -249,8 +249,7 @@ pub(crate) async fn insert_version(
             .bind(&h.reason)
             .bind(&h.trace_id)
             .bind(&h.actor_name),
-    )
-    .await?;
+    );
     Ok(())
 }
 
@@ -369,8 +368,7 @@ pub(crate) async fn apply_transition(
             .bind(reason)
             .bind(&ctx.trace_id)
             .bind(&ctx.actor_name),
-    )
-    .await?;
+    );
     if to == ArtifactStatus::InReview {
         sql("UPDATE artifacts SET shared_at = $2, review_round = review_round + 1 WHERE id = $1")
             .bind(id.uuid())
@@ -698,8 +696,7 @@ pub(crate) async fn write_version(
                 .bind("New content written; it needs approving again")
                 .bind(&ctx.trace_id)
                 .bind(&ctx.actor_name),
-        )
-        .await?;
+        );
     }
     let flagged = if hash.as_str() != current.content_hash && current.has_consumers {
         let root = RootChange {
