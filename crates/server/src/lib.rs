@@ -62,7 +62,7 @@ impl Default for HttpSettings {
 pub struct AppState {
     pub store: Arc<dyn Store>,
     pub http: Arc<HttpSettings>,
-    pub build: BuildInfo,
+    pub build: Arc<BuildInfo>,
     pub metrics: PrometheusHandle,
     /// Built-in and installed packs.
     pub packs: Arc<PackCatalog>,
@@ -81,7 +81,7 @@ impl AppState {
             packs: Arc::new(PackCatalog::new(store.clone())),
             store,
             http: Arc::new(http),
-            build,
+            build: Arc::new(build),
             metrics: observe::prometheus(),
             changes: Arc::new(tokio::sync::watch::Sender::new(0)),
             link_key: Arc::new(tokio::sync::OnceCell::new()),

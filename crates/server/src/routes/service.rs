@@ -20,7 +20,7 @@ pub struct BuildInfo {
 #[utoipa::path(get, path = "/api/v1/version", tag = "service",
     responses((status = 200, body = BuildInfo)), security(("bearer" = [])))]
 pub async fn version(State(state): State<AppState>) -> Json<BuildInfo> {
-    Json(state.build.clone())
+    Json(BuildInfo::clone(&state.build))
 }
 
 #[derive(Serialize, ToSchema)]
