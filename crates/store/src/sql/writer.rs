@@ -170,12 +170,10 @@ impl Writer {
         });
     }
 
-    /// Tidies after a write dropped midway, unless someone waiting for the
-    /// connection will.
+    /// Tidies after a write dropped midway (whoever takes the connection
+    /// first does it; this makes sure someone does, so the transaction does
+    /// not stay open, holding SQLite's write lock, until the next write).
     fn schedule_tidy(&self) {
-        if self.waiting.load(Ordering::SeqCst) > 0 {
-            return;
-        }
         let Ok(rt) = tokio::runtime::Handle::try_current() else {
             return;
         };
