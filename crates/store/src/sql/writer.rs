@@ -244,7 +244,10 @@ impl Slot {
             "SAVEPOINT w"
         };
         if let Err(e) = self.run(text).await {
-            if !opening {
+            if opening {
+                // The transaction may have begun before the savepoint failed.
+                let _ = self.run("ROLLBACK").await;
+            } else {
                 self.fail_group(&e).await;
             }
             return Err(e);
