@@ -14,7 +14,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use crate::Result;
 use crate::sql::SqlStore;
 use crate::sql::db::Pools;
-use crate::sql::writer::Writer;
+use crate::sql::writer::{WAL_LIMIT_PAGES, Writer};
 
 pub(crate) static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
@@ -28,7 +28,12 @@ pub async fn open(path: &Path, read_connections: u32) -> Result<SqlStore> {
         .synchronous(SqliteSynchronous::Full)
         .foreign_keys(true)
         .busy_timeout(Duration::from_secs(10));
-    let write = Writer::new(options.connect().await?);
+    let writes = options
+        .clone()
+        .pragma("wal_autocheckpoint", WAL_LIMIT_PAGES.to_string())
+        .connect()
+        .await?;
+    let write = Writer::new(writes, options.connect().await?);
     let read = SqlitePoolOptions::new()
         .max_connections(read_connections.max(1))
         .acquire_timeout(Duration::from_secs(30))

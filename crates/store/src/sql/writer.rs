@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use sqlx::{Connection, SqliteConnection};
-use tokio::sync::{Mutex, OwnedMutexGuard, oneshot};
+use tokio::sync::{Mutex, OwnedMutexGuard, mpsc, oneshot};
 
 use super::db::Heads;
 use crate::{Result, StoreError};
@@ -33,6 +33,8 @@ pub(crate) struct Writer {
     slot: Arc<Mutex<Slot>>,
     /// Writers (and committers) waiting for the connection.
     waiting: Arc<AtomicUsize>,
+    /// Tells the checkpointer a commit happened (`true`) or to stop.
+    checkpoints: mpsc::Sender<bool>,
 }
 
 struct Slot {
@@ -88,12 +90,42 @@ impl Clone for Writer {
         Writer {
             slot: self.slot.clone(),
             waiting: self.waiting.clone(),
+            checkpoints: self.checkpoints.clone(),
         }
     }
 }
 
+/// The most pages the write-ahead log holds before the write connection
+/// checkpoints it itself, in a writer's commit; the checkpointer keeps it far
+/// below that.
+pub(crate) const WAL_LIMIT_PAGES: u32 = 16_384;
+
+/// How often at most the checkpointer runs while writes go on.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(200);
+
+/// Copies committed pages from the write-ahead log into the database file,
+/// on its own connection, so no writer pays for it in its commit (a
+/// checkpoint writes and flushes up to a thousand pages: milliseconds). A
+/// passive checkpoint never blocks the writer or the readers.
+async fn checkpointer(mut conn: SqliteConnection, mut commits: mpsc::Receiver<bool>) {
+    while let Some(true) = commits.recv().await {
+        if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+            .execute(&mut conn)
+            .await
+        {
+            tracing::warn!(error = ?e, "a SQLite checkpoint failed; the next commit retries it");
+        }
+        tokio::time::sleep(CHECKPOINT_EVERY).await;
+    }
+    let _ = conn.close().await;
+}
+
 impl Writer {
-    pub(crate) fn new(conn: SqliteConnection) -> Writer {
+    /// The writer of `conn`; `checkpoints` is a second connection to the same
+    /// database, for the checkpointer.
+    pub(crate) fn new(conn: SqliteConnection, checkpoints: SqliteConnection) -> Writer {
+        let (tx, rx) = mpsc::channel(1);
+        tokio::spawn(checkpointer(checkpoints, rx));
         Writer {
             slot: Arc::new(Mutex::new(Slot {
                 conn: Some(conn),
@@ -102,7 +134,14 @@ impl Writer {
                 heads: None,
             })),
             waiting: Arc::new(AtomicUsize::new(0)),
+            checkpoints: tx,
         }
+    }
+
+    /// Wakes the checkpointer after a commit (it runs at most every
+    /// [`CHECKPOINT_EVERY`]; commits meanwhile share its next run).
+    fn committed(&self) {
+        let _ = self.checkpoints.try_send(true);
     }
 
     /// Waits for the connection, in turn. Cancelling the wait is harmless;
@@ -145,6 +184,7 @@ impl Writer {
 
     /// Commits what is pending and closes the connection.
     pub(crate) async fn close(&self) {
+        let _ = self.checkpoints.send(false).await;
         if let Ok(mut x) = self.exclusive().await
             && let Some(conn) = x.0.conn.take()
         {
@@ -161,12 +201,13 @@ impl Writer {
     /// turn.
     fn schedule_commit(&self) {
         let waiting = Waiting::new(&self.waiting);
-        let slot = self.slot.clone();
+        let writer = self.clone();
         tokio::spawn(async move {
-            let mut slot = slot.lock_owned().await;
+            let mut slot = writer.slot.clone().lock_owned().await;
             drop(waiting);
             slot.tidy().await;
             slot.commit_group().await;
+            writer.committed();
         });
     }
 
@@ -364,6 +405,7 @@ async fn finish(
         if heads.is_some() {
             slot.heads = heads;
         }
+        writer.committed();
         return Ok(());
     }
     if let Err(e) = slot.run("RELEASE w").await {
