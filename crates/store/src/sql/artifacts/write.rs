@@ -79,12 +79,17 @@ pub(crate) struct LockedArtifact {
     /// Whether any version of another artifact was built on it (else a new
     /// version of it can make nothing stale).
     pub(crate) has_consumers: bool,
+    /// Whether its current version was built on sources (else a new version
+    /// carries none forward).
+    pub(crate) has_sources: bool,
 }
 
 /// Locks an artifact's row for a writer (SQLite has one writer and needs no lock).
 pub(crate) const LOCK_ARTIFACT: &str = "SELECT client_id, engagement_id, type, title, status, version, \
      content_hash, shared_at, review_round, created_by, created_at, \
-     EXISTS (SELECT 1 FROM version_sources vs WHERE vs.source_id = artifacts.id) AS has_consumers \
+     EXISTS (SELECT 1 FROM version_sources vs WHERE vs.source_id = artifacts.id) AS has_consumers, \
+     EXISTS (SELECT 1 FROM version_sources vs WHERE vs.artifact_id = artifacts.id \
+             AND vs.version = artifacts.version) AS has_sources \
      FROM artifacts WHERE id = $1";
 
 /// Whether a client's users may see an artifact: it was shared and is not
@@ -592,6 +597,7 @@ pub(crate) async fn write_version(
                         })
                         .collect()
                 }
+                _ if !current.has_sources => Vec::new(),
                 _ => {
                     let rows: Vec<SourceRow> = sql(SOURCES_OF_VERSION)
                         .bind(id.uuid())
