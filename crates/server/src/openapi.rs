@@ -75,6 +75,13 @@ fn complete_value(doc: &mut Value) {
                 .and_then(Value::as_array)
                 .is_some_and(|s| !s.is_empty());
             let has_body = op.get("requestBody").is_some();
+            if let Some(schema) = cursor_schema(path)
+                && let Some(params) = op.get_mut("parameters").and_then(Value::as_array_mut)
+            {
+                for p in params.iter_mut().filter(|p| p["name"] == "cursor") {
+                    p["schema"] = schema.clone();
+                }
+            }
             let query: Vec<&str> = op
                 .get("parameters")
                 .and_then(Value::as_array)
@@ -147,6 +154,34 @@ fn complete_value(doc: &mut Value) {
             }
         }
     }
+}
+
+/// What a list's `cursor` is: the id of the last item of the previous page
+/// (its id type), or the sequence number of that item. An empty cursor is
+/// the first page.
+fn cursor_schema(path: &str) -> Option<Value> {
+    let id = |ty: &str| json!({"$ref": format!("#/components/schemas/{ty}")});
+    Some(match path {
+        "/api/v1/artifacts" => id("ArtifactId"),
+        "/api/v1/artifacts/{id}/comments" => id("CommentId"),
+        "/api/v1/clients" => id("ClientId"),
+        "/api/v1/engagements" => id("EngagementId"),
+        "/api/v1/journeys" => id("JourneyId"),
+        "/api/v1/tokens" => id("TokenId"),
+        "/api/v1/users" => id("UserId"),
+        "/api/v1/webhooks" => id("WebhookId"),
+        "/api/v1/work/incidents" => id("IncidentId"),
+        "/api/v1/work/tasks" => id("TaskId"),
+        "/api/v1/work/units" => id("UnitId"),
+        "/api/v1/artifacts/{id}/history"
+        | "/api/v1/artifacts/{id}/versions"
+        | "/api/v1/audit"
+        | "/api/v1/mail"
+        | "/api/v1/webhooks/{id}/deliveries" => {
+            json!({"type": "string", "pattern": "^[0-9]{1,18}$"})
+        }
+        _ => return None,
+    })
 }
 
 /// The document's fixed parts (info, security scheme, shared schemas).

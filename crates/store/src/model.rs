@@ -90,6 +90,13 @@ pub struct PageRequest {
     pub cursor: Option<String>,
 }
 
+impl PageRequest {
+    /// The cursor sent, if any: an empty one is the first page, as none.
+    pub fn cursor(&self) -> Option<&str> {
+        self.cursor.as_deref().filter(|c| !c.is_empty())
+    }
+}
+
 impl Default for PageRequest {
     fn default() -> Self {
         Self {

@@ -192,7 +192,7 @@ pub async fn list_clients(
     }
     // A client user's list is their own client, on one page.
     let items = match caller.client_scope() {
-        Some(c) if page.cursor.is_none() && caller.link.is_none() => {
+        Some(c) if page.cursor().is_none() && caller.link.is_none() => {
             vec![state.store.get_client(c).await?]
         }
         _ => vec![],

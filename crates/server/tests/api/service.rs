@@ -6,6 +6,7 @@ crate::both_backends!(
     trace_ids_on_every_response,
     health_readiness_metrics_version,
     openapi_describes_every_route,
+    list_cursors_are_documented_as_the_server_reads_them,
 );
 
 async fn trace_ids_on_every_response(app: TestApp) {
@@ -230,6 +231,48 @@ async fn openapi_describes_every_route(app: TestApp) {
             .to_lowercase()
             .contains("swagger")
     );
+}
+
+async fn list_cursors_are_documented_as_the_server_reads_them(app: TestApp) {
+    // Every list's `cursor` says what it is (an id type or a sequence
+    // number); a cursor of that form, and an empty one (the first page), are
+    // read, not refused.
+    let doc = serde_json::to_value(waymark_server::openapi_document()).unwrap();
+    let pattern_of = |schema: &Value| -> String {
+        let schema = match schema["$ref"].as_str() {
+            Some(r) => &doc["components"]["schemas"][r.rsplit('/').next().unwrap()],
+            None => schema,
+        };
+        schema["pattern"].as_str().unwrap_or_default().to_owned()
+    };
+    let mut lists = 0;
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        let Some(params) = item["get"]["parameters"].as_array() else {
+            continue;
+        };
+        let Some(cursor) = params.iter().find(|p| p["name"] == "cursor") else {
+            continue;
+        };
+        let pattern = pattern_of(&cursor["schema"]);
+        assert!(!pattern.is_empty(), "GET {path}: the cursor has no form");
+        if path.contains('{') {
+            continue;
+        }
+        lists += 1;
+        // A well-formed cursor: a number, or an id of the list's type (its
+        // prefix, then 32 hex digits).
+        let well_formed = if pattern.contains("[0-9]{1,18}") {
+            "7".to_owned()
+        } else {
+            let prefix = pattern.trim_start_matches('^').split('_').next().unwrap();
+            format!("{prefix}_0193a0b2c3d4e5f60718293a4b5c6d7e")
+        };
+        for c in ["", well_formed.as_str()] {
+            let res = app.get(&format!("{path}?cursor={c}")).await;
+            assert_eq!(res.status, 200, "GET {path}?cursor={c}: {}", res.body);
+        }
+    }
+    assert!(lists >= 10, "{lists} lists");
 }
 
 /// The document as served, kept in `snapshots/`: a change to the contract

@@ -183,10 +183,7 @@ struct MailRow {
 #[async_trait]
 impl LogStore for SqlStore {
     async fn list_audit(&self, filter: AuditFilter, page: PageRequest) -> Result<Page<AuditEntry>> {
-        let cursor = match page.cursor.as_deref() {
-            None => None,
-            Some(_) => Some(number_cursor(&page)?),
-        };
+        let cursor = number_cursor(&page)?;
         self.db.sealed().await?;
         let rows: Vec<AuditRow> = {
             let p = &mut self.db.reader();
@@ -392,10 +389,7 @@ impl LogStore for SqlStore {
 
     async fn list_deliveries(&self, id: WebhookId, page: PageRequest) -> Result<Page<Delivery>> {
         self.get_webhook(id).await?;
-        let cursor = match page.cursor.as_deref() {
-            None => None,
-            Some(_) => Some(number_cursor(&page)?),
-        };
+        let cursor = number_cursor(&page)?;
         let (rows, attempts): (Vec<DeliveryRow>, Vec<AttemptRow>) = {
             let p = &mut self.db.reader();
             let mut qb = sql(
@@ -687,10 +681,7 @@ impl LogStore for SqlStore {
     }
 
     async fn list_mail(&self, page: PageRequest) -> Result<Page<Mail>> {
-        let cursor = match page.cursor.as_deref() {
-            None => None,
-            Some(_) => Some(number_cursor(&page)?),
-        };
+        let cursor = number_cursor(&page)?;
         let mut q = sql(
             "SELECT id, recipient, subject, body, status, attempts, last_error, created_at, sent_at \
              FROM mail_outbox WHERE 1 = 1",

@@ -97,8 +97,7 @@ fn paginate<T>(mut rows: Vec<T>, page: &PageRequest, cursor_of: impl Fn(&T) -> S
 }
 
 fn id_cursor<T: std::str::FromStr>(page: &PageRequest) -> Result<Option<T>> {
-    page.cursor
-        .as_deref()
+    page.cursor()
         .map(|c| {
             c.parse::<T>().map_err(|_| {
                 FieldError::new(
@@ -111,17 +110,19 @@ fn id_cursor<T: std::str::FromStr>(page: &PageRequest) -> Result<Option<T>> {
         .transpose()
 }
 
-fn number_cursor(page: &PageRequest) -> Result<i64> {
-    match page.cursor.as_deref() {
-        None => Ok(0),
-        Some(c) => c.parse::<i64>().map_err(|_| {
-            FieldError::new(
-                "/cursor",
-                "is not a cursor of this list; pass the next_cursor of the previous page",
-            )
-            .into()
-        }),
-    }
+/// A list's cursor that is a number (a sequence number), if one was sent.
+fn number_cursor(page: &PageRequest) -> Result<Option<i64>> {
+    page.cursor()
+        .map(|c| {
+            c.parse::<i64>().map_err(|_| {
+                FieldError::new(
+                    "/cursor",
+                    "is not a cursor of this list; pass the next_cursor of the previous page",
+                )
+                .into()
+            })
+        })
+        .transpose()
 }
 
 impl SqlStore {

@@ -359,7 +359,7 @@ pub(crate) async fn list_versions(
     page: PageRequest,
 ) -> Result<Page<Version>> {
     store.artifact_exists(id).await?;
-    let after = number_cursor(&page)?;
+    let after = number_cursor(&page)?.unwrap_or(0);
     let rows: Vec<VersionRow> = sql(format!(
         "SELECT {VERSION_COLUMNS} FROM artifact_versions \
              WHERE artifact_id = $1 AND version > $2 ORDER BY version LIMIT $3"
@@ -467,7 +467,7 @@ pub(crate) async fn history(
     page: PageRequest,
 ) -> Result<Page<HistoryEntry>> {
     store.artifact_exists(id).await?;
-    let after = number_cursor(&page)?;
+    let after = number_cursor(&page)?.unwrap_or(0);
     let rows: Vec<HistoryRow> = sql(
         "SELECT seq, action, from_status, to_status, version, reason, actor, actor_name, trace_id, at \
              FROM artifact_history WHERE artifact_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
