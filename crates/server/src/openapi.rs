@@ -75,6 +75,20 @@ fn complete_value(doc: &mut Value) {
                 .and_then(Value::as_array)
                 .is_some_and(|s| !s.is_empty());
             let has_body = op.get("requestBody").is_some();
+            // The headers a write reads, in the form it reads them.
+            if let Some(params) = op.get_mut("parameters").and_then(Value::as_array_mut) {
+                for p in params.iter_mut().filter(|p| p["in"] == "header") {
+                    match p["name"].as_str() {
+                        Some("If-Match") => {
+                            p["schema"] = json!({"type": "string", "pattern": "^\\s*\"[1-9][0-9]{0,17}\"\\s*$"});
+                        }
+                        Some("Idempotency-Key") => {
+                            p["schema"] = json!({"type": "string", "pattern": "^[\\x21-\\x7e]{1,255}$"});
+                        }
+                        _ => {}
+                    }
+                }
+            }
             if let Some(schema) = cursor_schema(path)
                 && let Some(params) = op.get_mut("parameters").and_then(Value::as_array_mut)
             {

@@ -41,6 +41,7 @@ pub struct CreateArtifact {
     #[serde(rename = "type")]
     #[schema(pattern = "^[a-z][a-z0-9_]{0,63}$")]
     pub artifact_type: String,
+    #[schema(max_length = 200, pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*[^\\s\\u0000-\\u001f\\u007f-\\u009f][^\\u0000-\\u001f\\u007f-\\u009f]*$")]
     pub title: String,
     /// The document: a JSON object.
     #[schema(value_type = Object)]
@@ -298,7 +299,7 @@ pub struct ArtifactQuery {
     #[param(value_type = waymark_domain::EngagementId, required = false)]
     pub engagement_id: Option<String>,
     #[serde(rename = "type")]
-    #[param(rename = "type")]
+    #[param(rename = "type", pattern = "^[a-z][a-z0-9_]{0,63}$")]
     pub artifact_type: Option<String>,
     #[param(value_type = waymark_domain::ArtifactStatus, required = false)]
     pub status: Option<String>,

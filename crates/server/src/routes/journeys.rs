@@ -178,14 +178,17 @@ pub async fn save_template(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateJourney {
+    #[schema(value_type = waymark_domain::ClientId)]
     pub client_id: String,
     /// A template's name (`GET /api/v1/journey-templates`).
+    #[schema(min_length = 1)]
     pub template: String,
     /// Shown to people; the template's title by default.
     pub name: Option<String>,
     /// The approved artifact it implements: it becomes `implemented` (the
     /// implementation bridge; `POST /api/v1/artifacts/{id}/implement` does
     /// the same with the type's template).
+    #[schema(value_type = Option<waymark_domain::ArtifactId>)]
     pub source_artifact_id: Option<String>,
     /// What it starts with: an object, the first milestone's input.
     #[schema(value_type = Option<Object>)]

@@ -79,7 +79,9 @@ const DUMMY_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$qcToB4Ewhbi5ydSXU1g4uQ$
 #[serde(deny_unknown_fields)]
 pub struct CreateUser {
     /// Their email, which they sign in with (kept lowercased).
+    #[schema(max_length = 254, pattern = "^\\s*[^@\\s]+@[^@\\s]+\\s*$")]
     pub email: String,
+    #[schema(max_length = 200, pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*[^\\s\\u0000-\\u001f\\u007f-\\u009f][^\\u0000-\\u001f\\u007f-\\u009f]*$")]
     pub name: String,
     /// `admin`, `operator` or `client`.
     pub role: String,
@@ -330,9 +332,11 @@ pub async fn me(
 #[serde(deny_unknown_fields)]
 pub struct CreateToken {
     /// What the token is for, e.g. `ci` or `laptop`.
+    #[schema(max_length = 200, pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*[^\\s\\u0000-\\u001f\\u007f-\\u009f][^\\u0000-\\u001f\\u007f-\\u009f]*$")]
     pub name: String,
     /// The user it acts for (takes their role and client). Others than admins
     /// may only name themselves, or leave it out.
+    #[schema(value_type = Option<waymark_domain::UserId>)]
     pub user_id: Option<String>,
     /// The agent it acts for (admins only): 1 to 100 of `A-Z a-z 0-9 . _ -`.
     pub agent_id: Option<String>,
