@@ -84,6 +84,7 @@ pub struct CreateUser {
     #[schema(max_length = 200, pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*[^\\s\\u0000-\\u001f\\u007f-\\u009f][^\\u0000-\\u001f\\u007f-\\u009f]*$")]
     pub name: String,
     /// `admin`, `operator` or `client`.
+    #[schema(pattern = "^\\s*(admin|operator|client)\\s*$")]
     pub role: String,
     /// The client a client user belongs to (required for them, refused for others).
     pub client_id: Option<String>,

@@ -55,6 +55,9 @@ pub struct CreateWebhook {
     pub client_id: Option<String>,
     pub description: Option<String>,
     /// The signing secret, `whsec_` and base64 of the key; generated when absent.
+    #[schema(
+        pattern = "^(whsec_)?([A-Za-z0-9+/]{4})*([A-Za-z0-9+/]{4}|[A-Za-z0-9+/][AQgw]==|[A-Za-z0-9+/]{2}[AEIMQUYcgkosw048]=)$"
+    )]
     pub secret: Option<String>,
 }
 

@@ -687,7 +687,10 @@ pub async fn resolve_incident(
 #[derive(Debug, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RegisterAgent {
-    /// The id its tasks name as their executor.
+    /// The id its tasks name as their executor: 1-64 lowercase letters,
+    /// digits, `-`, `_` or `.`, starting with a letter or digit, not a
+    /// built-in executor's name.
+    #[schema(pattern = "^[a-z0-9][a-z0-9._-]{0,63}$")]
     pub id: String,
     /// Left out when registering again: kept as they are.
     pub capabilities: Option<Vec<String>>,
