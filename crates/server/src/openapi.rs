@@ -83,7 +83,8 @@ fn complete_value(doc: &mut Value) {
                             p["schema"] = json!({"type": "string", "pattern": "^\\s*\"[1-9][0-9]{0,17}\"\\s*$"});
                         }
                         Some("Idempotency-Key") => {
-                            p["schema"] = json!({"type": "string", "pattern": "^[\\x21-\\x7e]{1,255}$"});
+                            p["schema"] =
+                                json!({"type": "string", "pattern": "^[\\x21-\\x7e]{1,255}$"});
                         }
                         _ => {}
                     }

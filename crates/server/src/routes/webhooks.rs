@@ -46,10 +46,14 @@ const MAX_DESCRIPTION: usize = 500;
 #[serde(deny_unknown_fields)]
 pub struct CreateWebhook {
     /// Where events are POSTed: an absolute `http` or `https` URL.
-    #[schema(max_length = 2048, pattern = "^\\s*[hH][tT][tT][pP][sS]?://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/\\S*)?\\s*$")]
+    #[schema(
+        max_length = 2048,
+        pattern = "^\\s*[hH][tT][tT][pP][sS]?://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/\\S*)?\\s*$"
+    )]
     pub url: String,
     /// Event types to deliver (`artifact.approved`, `comment.created`...);
     /// absent, empty or `["*"]` for all.
+    #[schema(max_items = 100)]
     pub event_types: Option<Vec<String>>,
     /// Only events of this client (`cli_…`).
     pub client_id: Option<String>,

@@ -62,7 +62,9 @@ const MAX_WAIT_S: u64 = 60;
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SubmitUnit {
+    #[schema(value_type = waymark_domain::ClientId)]
     pub client_id: String,
+    #[schema(max_length = 200, pattern = "\\S")]
     pub name: String,
     pub tasks: Vec<TaskSpec>,
     /// Units (`uow_…`) that must complete before any task of this one runs.
@@ -692,7 +694,9 @@ pub struct RegisterAgent {
     /// built-in executor's name.
     #[schema(pattern = "^[a-z0-9][a-z0-9._-]{0,63}$")]
     pub id: String,
-    /// Left out when registering again: kept as they are.
+    /// Left out when registering again: kept as they are. At most 100, each
+    /// 1-100 characters.
+    #[schema(max_items = 100)]
     pub capabilities: Option<Vec<String>>,
     /// Left out when registering again: kept as it is.
     pub description: Option<String>,
