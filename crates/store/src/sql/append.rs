@@ -468,9 +468,10 @@ fn push_events<'q>(q: &mut Sql<'q>, events: &'q [SealedEvent<'_>], after: Option
     }
 }
 
-/// How long the background pass waits after a wake for more commits.
+/// How long the background pass waits after a wake for more commits: under
+/// load, fewer and larger passes (each is its own transaction and commit).
 /// Readers that need the log sealed do not wait for it ([`Sealer::seal_now`]).
-const COALESCE: Duration = Duration::from_millis(1);
+const COALESCE: Duration = Duration::from_millis(10);
 
 /// Batches sealed per transaction.
 const SEAL_BATCH: i64 = 500;
