@@ -3,8 +3,6 @@
 //! checks until the metrics and the sign-off are in, a low pilot satisfaction
 //! rolls the journey back by itself, and it finally completes in production.
 
-use std::time::Duration;
-
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -138,16 +136,11 @@ pub(crate) async fn approved_artifact(app: &TestApp, client: &str, ty: &str) {
     }
 }
 
-pub(crate) async fn wait_unit(app: &TestApp, unit: &str, status: &str) {
-    for _ in 0..300 {
-        let u = app.get(&format!("/api/v1/work/units/{unit}")).await;
-        if u.body["status"] == status {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+/// The unit is `status` now: completing, cancelling or failing its tasks
+/// settles it in the same write, so nothing is waited for.
+pub(crate) async fn assert_unit(app: &TestApp, unit: &str, status: &str) {
     let u = app.get(&format!("/api/v1/work/units/{unit}")).await;
-    panic!("unit {unit} never became {status}: {}", u.body);
+    assert_eq!(u.body["status"], status, "unit {unit}: {}", u.body);
 }
 
 async fn seed_003_onboarding_replays(app: TestApp) {
@@ -239,7 +232,7 @@ async fn seed_003_onboarding_replays(app: TestApp) {
     assert_eq!(agent_works(&app, AGENTS[1], &tokens[1]).await, 1);
     assert_eq!(agent_works(&app, AGENTS[2], &tokens[2]).await, 1);
     humans_finish(&app, &setup[1].1).await;
-    wait_unit(&app, &setup[0].1, "completed").await;
+    assert_unit(&app, &setup[0].1, "completed").await;
     // The search-quality agent reports what it measured.
     let measured = app
         .call_as(
@@ -324,14 +317,14 @@ async fn seed_003_onboarding_replays(app: TestApp) {
     assert_eq!(last["trigger"], "user_satisfaction_low");
     // The pilot's work stopped; the rollback unit runs, then the journey returns.
     for (_, u) in units_of(&d, "pilot", "activity") {
-        wait_unit(&app, &u, "cancelled").await;
+        assert_unit(&app, &u, "cancelled").await;
     }
     let rollback = units_of(&d, "pilot", "rollback");
     assert_eq!(rollback[0].0, "Pilot rollback");
     let early = event(&app, &j, json!({"event": "complete_rollback"})).await;
     early.assert_problem(409, "transition_refused");
     humans_finish(&app, &rollback[0].1).await;
-    wait_unit(&app, &rollback[0].1, "completed").await;
+    assert_unit(&app, &rollback[0].1, "completed").await;
     let back = event(&app, &j, json!({"event": "complete_rollback"})).await;
     assert_eq!(back.status, 200, "{}", back.body);
     assert_eq!(back.body["state"], "sandbox");
@@ -344,7 +337,7 @@ async fn seed_003_onboarding_replays(app: TestApp) {
     humans_finish(&app, &current).await; // deploy
     agent_works(&app, AGENTS[2], &tokens[2]).await; // monitor search quality
     humans_finish(&app, &current).await; // feedback, performance
-    wait_unit(&app, &current, "completed").await;
+    assert_unit(&app, &current, "completed").await;
     metrics(
         &app,
         &j,
@@ -363,7 +356,7 @@ async fn seed_003_onboarding_replays(app: TestApp) {
             humans_finish(&app, &u).await;
             agent_works(&app, AGENTS[2], &tokens[2]).await;
         }
-        wait_unit(&app, &u, "completed").await;
+        assert_unit(&app, &u, "completed").await;
     }
     let early = event(&app, &j, json!({"event": "complete"})).await;
     early.assert_problem(409, "transition_refused");

@@ -14,9 +14,10 @@ use waymark_store::Role;
 use crate::fixtures::person;
 use crate::helpers::TestApp;
 use crate::journeys::{
-    agent_token, agent_works, event, humans_finish, metrics, units_of, wait_unit,
+    agent_token, agent_works, assert_unit, event, humans_finish, metrics, units_of,
 };
-use crate::work::start_engine;
+use crate::work::stepped_engine;
+use waymark_engine::run::Engine;
 
 crate::both_backends!(
     seed_000_insurance_migration_runs_from_plan_to_waves,
@@ -479,12 +480,14 @@ async fn data_flow(app: &TestApp, client: &str, input: Value, traceparent: &str)
     started.body
 }
 
-/// The milestones unit's tasks, by key, once it is `status`.
-async fn milestones(app: &TestApp, journey: &Value, status: &str) -> Vec<Value> {
+/// The milestones unit's tasks, by key, once the engine ran what it could:
+/// the unit is then `status`.
+async fn milestones(app: &TestApp, engine: &Engine, journey: &Value, status: &str) -> Vec<Value> {
     let units = units_of(journey, "processing", "activity");
     assert_eq!(units.len(), 1, "{journey}");
     assert_eq!(units[0].0, "Processing milestones");
-    wait_unit(app, &units[0].1, status).await;
+    engine.run_until_idle().await.expect("the engine steps");
+    assert_unit(app, &units[0].1, status).await;
     let u = app
         .get(&format!("/api/v1/work/units/{}", units[0].1))
         .await
@@ -493,7 +496,7 @@ async fn milestones(app: &TestApp, journey: &Value, status: &str) -> Vec<Value> 
 }
 
 async fn seed_002_data_flow_hands_off_through_four_milestones(app: TestApp) {
-    let _engine = start_engine(&app);
+    let engine = stepped_engine(&app);
     let client = app.client("Smart City Data").await;
     let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
     let file = json!({"file_id": "file-7731", "storage_location": "s3://intake/file-7731.csv", "content_id": "content-7731"});
@@ -505,7 +508,7 @@ async fn seed_002_data_flow_hands_off_through_four_milestones(app: TestApp) {
     )
     .await;
     assert_eq!(j["trace_id"], trace);
-    let tasks = milestones(&app, &j, "completed").await;
+    let tasks = milestones(&app, &engine, &j, "completed").await;
     let keys: Vec<&str> = tasks.iter().map(|t| t["key"].as_str().unwrap()).collect();
     assert_eq!(keys, ["uploaded", "parsed", "semantic", "insights"]);
     for (i, t) in tasks.iter().enumerate() {
@@ -552,7 +555,7 @@ async fn seed_002_data_flow_hands_off_through_four_milestones(app: TestApp) {
         &format!("00-{}-00f067aa0ba902b7-01", "a".repeat(32)),
     )
     .await;
-    let tasks = milestones(&app, &broken, "failed").await;
+    let tasks = milestones(&app, &engine, &broken, "failed").await;
     assert_eq!(tasks[0]["status"], "failed", "{}", tasks[0]);
     let error = tasks[0]["last_error"].as_str().unwrap();
     assert!(
@@ -610,7 +613,7 @@ async fn seed_002_data_flow_hands_off_through_four_milestones(app: TestApp) {
 }
 
 async fn an_agent_cannot_complete_a_milestone_without_its_contract(app: TestApp) {
-    let _engine = start_engine(&app);
+    let engine = stepped_engine(&app);
     let client = app.client("Parsers Inc").await;
     let token = agent_token(&app, "parser-agent").await;
     let mut template = app.get("/api/v1/journey-templates").await.body["items"]
@@ -638,23 +641,19 @@ async fn an_agent_cannot_complete_a_milestone_without_its_contract(app: TestApp)
     let started = event(&app, &j, json!({"event": "start"})).await;
     assert_eq!(started.status, 200, "{}", started.body);
 
-    // The parser receives the upload's output.
-    let mut claimed = vec![];
-    for _ in 0..200 {
-        let c = app
-            .call_as(
-                Some(&token),
-                Method::POST,
-                "/api/v1/agents/parser-agent/claim",
-                Some(json!({"max": 1, "wait_s": 1})),
-            )
-            .await;
-        assert_eq!(c.status, 200, "{}", c.body);
-        claimed = c.body.as_array().unwrap().clone();
-        if !claimed.is_empty() {
-            break;
-        }
-    }
+    // The upload runs on the engine; the parser receives its output.
+    engine.run_until_idle().await.expect("the engine steps");
+    let c = app
+        .call_as(
+            Some(&token),
+            Method::POST,
+            "/api/v1/agents/parser-agent/claim",
+            Some(json!({"max": 1, "wait_s": 0})),
+        )
+        .await;
+    assert_eq!(c.status, 200, "{}", c.body);
+    let claimed = c.body.as_array().unwrap().clone();
+    assert_eq!(claimed.len(), 1, "{}", c.body);
     let c = &claimed[0];
     assert_eq!(c["task"]["key"], "parsed");
     assert_eq!(c["task"]["input"]["validation_status"], "valid");
@@ -690,7 +689,7 @@ async fn an_agent_cannot_complete_a_milestone_without_its_contract(app: TestApp)
     )
     .await;
     assert_eq!(good.status, 200, "{}", good.body);
-    let tasks = milestones(&app, &started.body, "completed").await;
+    let tasks = milestones(&app, &engine, &started.body, "completed").await;
     assert_eq!(tasks[2]["input"]["semantic_result"], json!({"entities": 3}));
 }
 
@@ -861,7 +860,7 @@ async fn complete_with(
 }
 
 async fn task_outputs_report_metrics_that_criteria_and_triggers_see(app: TestApp) {
-    let _engine = start_engine(&app);
+    let engine = stepped_engine(&app);
     let client = app.client("Medtronic").await;
     let created = app
         .post(
@@ -932,14 +931,8 @@ async fn task_outputs_report_metrics_that_criteria_and_triggers_see(app: TestApp
         .await;
     let pj = p.body["id"].as_str().unwrap().to_owned();
     event(&app, &pj, json!({"event": "start"})).await;
-    let mut state = Value::Null;
-    for _ in 0..300 {
-        state = app.get(&format!("/api/v1/journeys/{pj}")).await.body;
-        if state["state"] == "rolling_back" {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    engine.run_until_idle().await.expect("the engine steps");
+    let state = app.get(&format!("/api/v1/journeys/{pj}")).await.body;
     assert_eq!(state["state"], "rolling_back", "{state}");
     let last = state["history"].as_array().unwrap().last().unwrap().clone();
     assert_eq!(last["trigger"], "performance_degradation");

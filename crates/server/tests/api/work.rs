@@ -18,24 +18,8 @@ both_backends!(
     two_tasks_claimed_together_have_leases_of_their_own,
 );
 
-pub(crate) fn start_engine(app: &TestApp) -> tokio::sync::oneshot::Sender<()> {
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(engine::run(
-        app.store.clone(),
-        EngineSettings {
-            concurrency: 4,
-            name: "test-worker".into(),
-            ..EngineSettings::default()
-        },
-        async move {
-            let _ = stopped.await;
-        },
-    ));
-    stop
-}
-
 /// The embedded engine, stepped by the test instead of running on its own.
-fn stepped_engine(app: &TestApp) -> engine::Engine {
+pub(crate) fn stepped_engine(app: &TestApp) -> engine::Engine {
     engine::Engine::new(
         app.store.clone(),
         EngineSettings {
@@ -44,17 +28,6 @@ fn stepped_engine(app: &TestApp) -> engine::Engine {
             ..EngineSettings::default()
         },
     )
-}
-
-async fn wait_unit(app: &TestApp, id: &str, status: &str) -> Value {
-    for _ in 0..500 {
-        let u = app.get(&format!("/api/v1/work/units/{id}")).await;
-        if u.body["status"] == status {
-            return u.body;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("unit {id} never became {status}");
 }
 
 async fn agent_token(app: &TestApp, agent: &str) -> String {
@@ -297,7 +270,8 @@ async fn agents_claim_heartbeat_and_complete_with_their_lease(app: TestApp) {
         )
         .await;
     assert_eq!(ok.status, 200, "{}", ok.body);
-    wait_unit(&app, &uid, "completed").await;
+    // Completing the last task completes the unit, in the same write.
+    crate::journeys::assert_unit(&app, &uid, "completed").await;
 
     let agents = app.get("/api/v1/agents").await;
     let items = agents.body["items"].as_array().unwrap();
