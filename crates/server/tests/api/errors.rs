@@ -11,7 +11,41 @@ crate::both_backends!(
     ids_of_another_kind_and_missing_records,
     long_uris_and_unparseable_requests_are_problems,
     error_bodies_are_as_snapshotted,
+    integers_written_as_floats_are_integers,
 );
+
+async fn integers_written_as_floats_are_integers(app: TestApp) {
+    // `2.0` is an integer to JSON Schema, so to the API; `1.5` is not.
+    let client = app.client("A").await;
+    let id = app.artifact(&client, "plan", json!({"n": 1})).await;
+    let v2 = app
+        .put_content(&id, "\"1\"", json!({"content": {"n": 2}}))
+        .await;
+    assert_eq!(v2.status, 200, "{}", v2.body);
+    let rollback = |to: serde_json::Value| {
+        let (app, id) = (&app, id.clone());
+        async move {
+            app.call(
+                Method::POST,
+                &format!("/api/v1/artifacts/{id}/rollback"),
+                Some(json!({"to_version": to})),
+                &[("If-Match", "\"2\"")],
+            )
+            .await
+        }
+    };
+    let half = rollback(json!(1.5)).await;
+    half.assert_problem(422, "invalid");
+    assert_eq!(
+        half.body["errors"][0]["pointer"], "/to_version",
+        "{}",
+        half.body
+    );
+    let whole = rollback(json!(1.0)).await;
+    assert_eq!(whole.status, 200, "{}", whole.body);
+    assert_eq!(whole.body["version"], 3);
+    assert_eq!(whole.body["content"], json!({"n": 1}));
+}
 
 async fn every_error_is_a_problem_and_writes_nothing(app: TestApp) {
     let client = app.client("A").await;
