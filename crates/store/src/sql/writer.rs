@@ -29,6 +29,7 @@ use crate::{Result, StoreError};
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The writer of a SQLite store.
+#[derive(Clone)]
 pub(crate) struct Writer {
     slot: Arc<Mutex<Slot>>,
     /// Writers (and committers) waiting for the connection.
@@ -83,16 +84,6 @@ impl Failure {
 pub(crate) struct WriteTx {
     slot: Option<OwnedMutexGuard<Slot>>,
     writer: Writer,
-}
-
-impl Clone for Writer {
-    fn clone(&self) -> Self {
-        Writer {
-            slot: self.slot.clone(),
-            waiting: self.waiting.clone(),
-            checkpoints: self.checkpoints.clone(),
-        }
-    }
 }
 
 /// The most pages the write-ahead log holds before the write connection
