@@ -242,13 +242,13 @@ pub(crate) async fn heads(conn: &mut impl Conn) -> Result<Heads> {
 /// `log_head` row lock on PostgreSQL.
 async fn seal(tx: &mut Tx, batches: Vec<Batch>) -> Result<()> {
     // SQLite: the inserts the write held back go in the same statement.
-    let mut later = Some(tx.take_later()).filter(|l| !l.is_empty());
+    let mut later = tx.take_later();
     if let Some(cached) = tx.cached_heads() {
         // SQLite: number after the heads this process's last write left,
         // guarded; nothing is inserted if another process wrote since.
         let (records, events) = chain(cached.clone(), &batches);
         if fits_one_statement(&records, &events) {
-            let (mut q, held) = Sql::joined(later.take().unwrap_or_default());
+            let (mut q, held) = Sql::joined(std::mem::take(&mut later));
             q.then(guarded(&records, &events, &cached));
             let inserted = q.execute(tx).await?;
             if inserted == held + (records.len() + events.len()) as u64 {
@@ -262,7 +262,7 @@ async fn seal(tx: &mut Tx, batches: Vec<Batch>) -> Result<()> {
             }
         }
     }
-    if let Some(later) = later {
+    if !later.is_empty() {
         Sql::joined(later).0.execute(tx).await?;
     }
     let read = heads(tx).await?;
