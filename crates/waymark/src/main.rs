@@ -1,12 +1,6 @@
 //! `waymark`: the server, its worker and maintenance commands, and a client of
 //! its API, in one binary.
 
-/// mimalloc: a server allocates and frees many small buffers per request
-/// across threads, which the system allocator serves slower (see
-/// `waymark bench api`).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 mod audit;
 mod bench;
 mod bench_cascade;
