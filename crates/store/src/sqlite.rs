@@ -28,9 +28,13 @@ pub async fn open(path: &Path, read_connections: u32) -> Result<SqlStore> {
         .synchronous(SqliteSynchronous::Full)
         .foreign_keys(true)
         .busy_timeout(Duration::from_secs(10));
+    // Each write runs in a savepoint (see the writer), which copies every
+    // page it changes to a sub-journal: kept in memory rather than spilled
+    // into a temporary file created and deleted per write.
     let writes = options
         .clone()
         .pragma("wal_autocheckpoint", WAL_LIMIT_PAGES.to_string())
+        .pragma("temp_store", "memory")
         .connect()
         .await?;
     let write = Writer::new(writes, options.connect().await?);

@@ -9,8 +9,8 @@
 //!
 //! - **SQLite** has one writer: a write numbers, chains and inserts its own
 //!   records and events in its transaction, in one statement of two inserts
-//!   (with the inserts it held back, such as its history row: see
-//!   [`Tx::insert_later`]).
+//!   (with the writes it held back, such as its artifact, version and
+//!   history rows: see [`Tx::write_later`]).
 //!   It numbers after the heads this process's last write committed, and
 //!   the inserts only take effect if the log's heads are still those (a
 //!   guard in each); when another process wrote meanwhile they insert
@@ -22,8 +22,8 @@
 //!   committed, in order, under the `log_head` row lock, numbers and chains
 //!   them, and moves them into `audit_log` and `events` in one transaction
 //!   (any number of processes may seal; they take turns). One statement
-//!   queues the entries (with the last insert the write held back, see
-//!   [`Tx::insert_later`]) unless it finds the lock free (`SKIP LOCKED`: it
+//!   queues the entries (with the writes the write held back as its `WITH`
+//!   queries, see [`Tx::write_later`]) unless it finds the lock free (`SKIP LOCKED`: it
 //!   never waits): then it takes the lock instead, and the write seals its
 //!   own entries and holds the lock until it commits, so one writer at a
 //!   time, or the engine's committer, needs no pass; a later pass numbers
@@ -46,7 +46,7 @@ use uuid::Uuid;
 use waymark_domain::audit::{self, AuditRecord};
 use waymark_domain::{ClientId, EventId};
 
-use super::db::{Conn, Heads, Sql, Tx, sql};
+use super::db::{Conn, Heads, Held, Sql, Tx, sql};
 use crate::log::{Audience, NewEvent};
 use crate::{Backend, Result, StoreError, WriteContext};
 
@@ -140,20 +140,13 @@ pub(crate) async fn append_logs(
     match tx.backend() {
         Backend::Sqlite => seal(tx, vec![batch]).await,
         Backend::Postgres => {
-            // One statement queues the entries, with the last insert the
-            // write held back, unless the log is free: then it takes the log
+            // One statement queues the entries, with the writes the write
+            // held back, unless the log is free: then it takes the log
             // instead, and the write seals its entries itself, holding the log
             // until it commits (others queue meanwhile, never wait). One
             // write at a time, or the engine's committer, then needs no pass.
-            let mut later = tx.take_later();
-            let last = later.pop();
-            for q in later {
-                q.execute(tx).await?;
-            }
             let mut q = sql("WITH ");
-            if let Some(last) = last {
-                q.with_query("held", last);
-            }
+            Held::push_with(&mut q, tx.take_later());
             q.push(
                 "free AS (SELECT id FROM log_head WHERE id = 1 FOR UPDATE SKIP LOCKED) \
                  INSERT INTO log_pending (batch) SELECT ",
@@ -248,7 +241,7 @@ async fn seal(tx: &mut Tx, batches: Vec<Batch>) -> Result<()> {
         // guarded; nothing is inserted if another process wrote since.
         let (records, events) = chain(cached.clone(), &batches);
         if fits_one_statement(&records, &events) {
-            let (mut q, held) = Sql::joined(std::mem::take(&mut later));
+            let (mut q, held) = Held::joined(std::mem::take(&mut later));
             q.then(guarded(&records, &events, &cached));
             let inserted = q.execute(tx).await?;
             if inserted == held + (records.len() + events.len()) as u64 {
@@ -263,7 +256,7 @@ async fn seal(tx: &mut Tx, batches: Vec<Batch>) -> Result<()> {
         }
     }
     if !later.is_empty() {
-        Sql::joined(later).0.execute(tx).await?;
+        Held::joined(later).0.execute(tx).await?;
     }
     let read = heads(tx).await?;
     let (records, events) = chain(read.clone(), &batches);

@@ -132,9 +132,9 @@ pub(crate) enum Tx {
         tx: WriteTx,
         /// The heads after the entries this transaction appended.
         sealed: Option<Heads>,
-        /// Inserts held back to go with the audit record (see
-        /// [`Tx::insert_later`]).
-        later: Vec<Sql<'static>>,
+        /// Writes held back to go with the audit record (see
+        /// [`Tx::write_later`]).
+        later: Vec<Held>,
     },
     Postgres {
         tx: sqlx::Transaction<'static, Postgres>,
@@ -142,34 +142,19 @@ pub(crate) enum Tx {
         sealer: Option<(Arc<Sealer>, PgPool)>,
         /// Whether it queued log entries.
         logged: bool,
-        /// Inserts held back to go with the log entries.
-        later: Vec<Sql<'static>>,
+        /// Writes held back to go with the log entries.
+        later: Vec<Held>,
     },
 }
 
 impl Tx {
-    pub(crate) async fn commit(self) -> Result<()> {
+    pub(crate) async fn commit(mut self) -> Result<()> {
+        self.flush_later().await?;
         match self {
-            Tx::Sqlite {
-                mut tx,
-                sealed,
-                later,
-            } => {
-                if !later.is_empty() {
-                    let (q, _) = Sql::joined(later);
-                    run_sqlite(&q.text, &q.args, tx.conn()).await?;
-                }
-                tx.commit(sealed).await?;
-            }
+            Tx::Sqlite { tx, sealed, .. } => tx.commit(sealed).await?,
             Tx::Postgres {
-                mut tx,
-                sealer,
-                logged,
-                later,
+                tx, sealer, logged, ..
             } => {
-                for q in later {
-                    run_pg(&q.text, &q.args, &mut *tx).await?;
-                }
                 tx.commit().await?;
                 if let (true, Some((sealer, pool))) = (logged, sealer) {
                     sealer.commit_logged(&pool);
@@ -193,17 +178,45 @@ impl Tx {
     /// transaction reads back, to run in one round trip with the audit
     /// record (see [`super::append`]), or before the commit.
     pub(crate) fn insert_later(&mut self, q: Sql<'_>) {
+        self.write_later(q, 1);
+    }
+
+    /// Holds back `q`, a write of `rows` rows that nothing in this
+    /// transaction reads before the audit record is appended (or
+    /// [`Tx::flush_later`] runs), to run in one round trip with it. The held
+    /// writes run in order on SQLite; on PostgreSQL they become `WITH`
+    /// queries of one statement, so none may read another's rows, and a
+    /// foreign key to a row held beside it is checked at the statement's end.
+    pub(crate) fn write_later(&mut self, q: Sql<'_>, rows: u64) {
         match self {
-            Tx::Sqlite { later, .. } | Tx::Postgres { later, .. } => later.push(q.into_owned()),
+            Tx::Sqlite { later, .. } | Tx::Postgres { later, .. } => later.push(Held {
+                q: q.into_owned(),
+                rows,
+            }),
         }
     }
 
-    /// The inserts held back by [`Tx::insert_later`], for the caller to run
+    /// The writes held back by [`Tx::write_later`], for the caller to run
     /// now.
-    pub(crate) fn take_later(&mut self) -> Vec<Sql<'static>> {
+    pub(crate) fn take_later(&mut self) -> Vec<Held> {
         match self {
             Tx::Sqlite { later, .. } | Tx::Postgres { later, .. } => std::mem::take(later),
         }
+    }
+
+    /// Runs the held-back writes now, in one round trip (before a read that
+    /// needs them, or the commit).
+    pub(crate) async fn flush_later(&mut self) -> Result<()> {
+        let later = self.take_later();
+        if later.is_empty() {
+            return Ok(());
+        }
+        let q = match self.backend() {
+            Backend::Sqlite => Held::joined(later).0,
+            Backend::Postgres => Held::with_queries(later),
+        };
+        q.execute(self).await?;
+        Ok(())
     }
 
     /// The log's heads as this process's last SQLite write left them.
@@ -227,6 +240,44 @@ impl Tx {
         if let Tx::Postgres { logged, .. } = self {
             *logged = true;
         }
+    }
+}
+
+/// A write held back by [`Tx::write_later`], and how many rows it writes.
+pub(crate) struct Held {
+    q: Sql<'static>,
+    rows: u64,
+}
+
+impl Held {
+    /// The held writes as one text of statements run in order (SQLite), and
+    /// the rows they write together.
+    pub(crate) fn joined(held: Vec<Held>) -> (Sql<'static>, u64) {
+        let rows = held.iter().map(|h| h.rows).sum();
+        (Sql::joined(held.into_iter().map(|h| h.q).collect()).0, rows)
+    }
+
+    /// Appends each held write as a `WITH` query of `q` (`held0 AS (…), `…).
+    pub(crate) fn push_with(q: &mut Sql<'static>, held: Vec<Held>) {
+        for (i, h) in held.into_iter().enumerate() {
+            q.with_query(&format!("held{i}"), h.q);
+        }
+    }
+
+    /// The held writes as one PostgreSQL statement: the last one, with the
+    /// others as its `WITH` queries.
+    fn with_queries(mut held: Vec<Held>) -> Sql<'static> {
+        let last = held.pop().expect("at least one held write").q;
+        if held.is_empty() {
+            return last;
+        }
+        let mut q = sql("WITH ");
+        Held::push_with(&mut q, held);
+        let text = q.text.to_mut();
+        text.truncate(text.len() - 2);
+        text.push(' ');
+        q.append(last);
+        q
     }
 }
 
@@ -1010,6 +1061,35 @@ mod tests {
             sql("SELECT $1").bind(2i64),
         ]);
         assert_eq!((joined.text(), n), ("SELECT $1; SELECT $2", 2));
+        let held = |text: &'static str, v: i64, rows: u64| Held {
+            q: sql(text).bind(v),
+            rows,
+        };
+        let one = Held::with_queries(vec![held("INSERT INTO a VALUES ($1)", 1, 1)]);
+        assert_eq!(one.text(), "INSERT INTO a VALUES ($1)");
+        let three = vec![
+            held("INSERT INTO a VALUES ($1)", 1, 1),
+            held("INSERT INTO b SELECT $1 FROM generate_series(1, 3)", 2, 3),
+            held("UPDATE c SET n = $1", 3, 1),
+        ];
+        let (joined, rows) = Held::joined(three);
+        assert_eq!(rows, 5);
+        assert_eq!(
+            joined.text(),
+            "INSERT INTO a VALUES ($1); INSERT INTO b SELECT $2 FROM generate_series(1, 3); \
+             UPDATE c SET n = $3"
+        );
+        let with = Held::with_queries(vec![
+            held("INSERT INTO a VALUES ($1)", 1, 1),
+            held("INSERT INTO b VALUES ($1)", 2, 1),
+            held("UPDATE c SET n = $1", 3, 1),
+        ]);
+        assert_eq!(
+            with.text(),
+            "WITH held0 AS (INSERT INTO a VALUES ($1)), held1 AS (INSERT INTO b VALUES ($2)) \
+             UPDATE c SET n = $3"
+        );
+        assert!(matches!(with.args[2], Arg::I64(Some(3))));
         let y = String::from("y");
         let owned: Sql<'static> = sql("SELECT $1").bind(y.as_str()).into_owned();
         assert!(matches!(&owned.args[0], Arg::Text(Some(Cow::Owned(t))) if t == "y"));

@@ -208,27 +208,29 @@ pub(crate) async fn resolve_sources(
     Ok(resolved)
 }
 
-/// Inserts a version, its sources and a history entry inside the transaction.
-pub(crate) async fn insert_version(
+/// Inserts a version, its sources and a history entry inside the
+/// transaction, held back to run with the audit record (see
+/// [`Tx::write_later`]): [`Tx::flush_later`] before reading them back.
+pub(crate) fn insert_version(
     tx: &mut Tx,
     v: &VersionInsert,
     resolved: &[ResolvedSource],
     h: &HistoryInsert,
-) -> Result<()> {
-    sql("INSERT INTO artifact_versions \
-         (artifact_id, version, content, content_hash, inputs_hash, provenance, author, note, created_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)")
-    .bind(v.artifact_id)
-    .bind(v.version)
-    .bind(sqlx::types::Json(&v.content))
-    .bind(&v.content_hash)
-    .bind(&v.inputs_hash)
-    .bind(&v.provenance)
-    .bind(&v.author)
-    .bind(&v.note)
-    .bind(v.at)
-    .execute(tx)
-    .await?;
+) {
+    tx.insert_later(
+        sql("INSERT INTO artifact_versions \
+             (artifact_id, version, content, content_hash, inputs_hash, provenance, author, note, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)")
+        .bind(v.artifact_id)
+        .bind(v.version)
+        .bind(sqlx::types::Json(&v.content))
+        .bind(&v.content_hash)
+        .bind(&v.inputs_hash)
+        .bind(&v.provenance)
+        .bind(&v.author)
+        .bind(&v.note)
+        .bind(v.at),
+    );
     if !resolved.is_empty() {
         let mut q = sql(
             "INSERT INTO version_sources (artifact_id, version, source_id, source_version, position) ",
@@ -240,7 +242,7 @@ pub(crate) async fn insert_version(
                 .push_bind(s.source.version)
                 .push_bind(position as i32);
         });
-        q.execute(tx).await?;
+        tx.write_later(q, resolved.len() as u64);
     }
     tx.insert_later(
         sql(INSERT_HISTORY)
@@ -255,7 +257,6 @@ pub(crate) async fn insert_version(
             .bind(&h.trace_id)
             .bind(&h.actor_name),
     );
-    Ok(())
 }
 
 /// The current artifact of each type in an engagement, read inside the
@@ -348,7 +349,8 @@ pub(crate) async fn apply_transition(
                 reason: Some(note),
                 trace_id: ctx.trace_id.clone(),
             };
-            insert_version(tx, &v, &resolved, &h).await?;
+            insert_version(tx, &v, &resolved, &h);
+            tx.flush_later().await?;
         }
     }
     sql(
@@ -480,22 +482,23 @@ pub(crate) async fn insert_artifact(
         .unwrap_or(Value::Null);
     let resolved = resolve_sources(tx, new.client_id.uuid(), &sources).await?;
     let hash = content_hash(&new.content);
-    sql(
-        "INSERT INTO artifacts (id, client_id, engagement_id, type, title, status, version, \
-         content_hash, created_by, created_at, updated_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, 1, $7, $8, $9, $9)",
-    )
-    .bind(id.uuid())
-    .bind(new.client_id.uuid())
-    .bind(new.engagement_id.map(|e| e.uuid()))
-    .bind(&new.artifact_type)
-    .bind(&new.title)
-    .bind(ArtifactStatus::Draft.as_str())
-    .bind(hash.as_str())
-    .bind(&ctx.actor)
-    .bind(at)
-    .execute(tx)
-    .await?;
+    // Held back with its version and history, to run with the audit record.
+    tx.insert_later(
+        sql(
+            "INSERT INTO artifacts (id, client_id, engagement_id, type, title, status, version, \
+             content_hash, created_by, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, 1, $7, $8, $9, $9)",
+        )
+        .bind(id.uuid())
+        .bind(new.client_id.uuid())
+        .bind(new.engagement_id.map(|e| e.uuid()))
+        .bind(&new.artifact_type)
+        .bind(&new.title)
+        .bind(ArtifactStatus::Draft.as_str())
+        .bind(hash.as_str())
+        .bind(&ctx.actor)
+        .bind(at),
+    );
     let inputs = inputs_hash(&new.artifact_type, &generator, &resolved).to_string();
     let v = VersionInsert {
         artifact_id: id.uuid(),
@@ -516,7 +519,7 @@ pub(crate) async fn insert_artifact(
         reason: new.note.clone(),
         trace_id: ctx.trace_id.clone(),
     };
-    insert_version(tx, &v, &resolved, &h).await?;
+    insert_version(tx, &v, &resolved, &h);
     let entry = LogEntry::new("artifact.create", Some(new.client_id), id)
         .hashes(None, Some(hash.to_string()))
         .event(
@@ -672,23 +675,26 @@ pub(crate) async fn write_version(
         reason: note,
         trace_id: ctx.trace_id.clone(),
     };
-    insert_version(tx, &v, &resolved, &h).await?;
+    insert_version(tx, &v, &resolved, &h);
     let new_status = if st == ArtifactStatus::Stale {
         ArtifactStatus::Draft
     } else {
         st
     };
-    sql(
-        "UPDATE artifacts SET version = $2, content_hash = $3, updated_at = $4, status = $5, \
-         stale_reason = NULL, stale_causes = NULL WHERE id = $1",
-    )
-    .bind(id.uuid())
-    .bind(version)
-    .bind(hash.as_str())
-    .bind(at)
-    .bind(new_status.as_str())
-    .execute(tx)
-    .await?;
+    // Held back too: the row is locked, and only the cascade reads it (after
+    // the flush below).
+    tx.write_later(
+        sql(
+            "UPDATE artifacts SET version = $2, content_hash = $3, updated_at = $4, status = $5, \
+             stale_reason = NULL, stale_causes = NULL WHERE id = $1",
+        )
+        .bind(id.uuid())
+        .bind(version)
+        .bind(hash.as_str())
+        .bind(at)
+        .bind(new_status.as_str()),
+        1,
+    );
     if new_status != st {
         tx.insert_later(
             sql(INSERT_HISTORY)
@@ -712,6 +718,7 @@ pub(crate) async fn write_version(
             to_version: version,
             generator_changed: false,
         };
+        tx.flush_later().await?;
         super::cascade::run(tx, &root, ctx, at).await?
     } else {
         Vec::new()
