@@ -485,8 +485,8 @@ pub struct TaskSpec {
     pub name: Option<String>,
     /// `noop`, `human`, `http.webhook`, `llm.generate`, or an agent id.
     pub executor: String,
+    /// Any JSON value, handed to its executor (see `handoff_from`).
     #[serde(default, skip_serializing_if = "Value::is_null")]
-    #[schema(value_type = Object)]
     pub input: Value,
     /// Keys of tasks of the same unit this one waits on.
     #[serde(default)]

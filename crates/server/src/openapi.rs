@@ -51,6 +51,12 @@ pub fn complete(doc: &utoipa::openapi::OpenApi) -> Value {
     value
 }
 
+/// A schema written as JSON, for what the derive cannot say (the form of an
+/// array's items).
+pub(crate) fn schema_json(value: Value) -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+    serde_json::from_value(value).expect("a valid schema")
+}
+
 const PROBLEM: &str = "application/problem+json";
 
 fn complete_value(doc: &mut Value) {

@@ -145,7 +145,7 @@ pub struct Task {
     pub name: String,
     pub executor: String,
     pub status: TaskStatus,
-    #[schema(value_type = Object)]
+    /// The JSON value it was given (`null` when none).
     pub input: Value,
     #[schema(value_type = Option<Object>)]
     pub output: Option<Value>,

@@ -26,6 +26,8 @@ pub struct CreateClient {
         pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*[^\\s\\u0000-\\u001f\\u007f-\\u009f][^\\u0000-\\u001f\\u007f-\\u009f]*$"
     )]
     pub name: String,
+    /// Annual recurring revenue, not negative.
+    #[schema(minimum = 0)]
     pub arr: Option<f64>,
     /// `YYYY-MM-DD`.
     #[schema(format = Date)]
@@ -55,7 +57,8 @@ pub struct UpdateClient {
     )]
     pub name: Option<String>,
     #[serde(default, deserialize_with = "nullable")]
-    #[schema(value_type = Option<f64>)]
+    /// Annual recurring revenue, not negative.
+    #[schema(value_type = Option<f64>, minimum = 0)]
     pub arr: Option<Option<f64>>,
     #[serde(default, deserialize_with = "nullable")]
     #[schema(value_type = Option<String>, format = Date)]

@@ -53,7 +53,7 @@ pub struct CreateWebhook {
     pub url: String,
     /// Event types to deliver (`artifact.approved`, `comment.created`...);
     /// absent, empty or `["*"]` for all.
-    #[schema(max_items = 100)]
+    #[schema(schema_with = event_types_schema)]
     pub event_types: Option<Vec<String>>,
     /// Only events of this client (`cli_…`).
     pub client_id: Option<String>,
@@ -119,6 +119,19 @@ fn is_event_type(t: &str) -> bool {
         parts += 1;
     }
     parts >= 2
+}
+
+fn event_types_schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+    crate::openapi::schema_json(serde_json::json!({
+        "description": "Event types to deliver (`artifact.approved`, `comment.created`...);\nabsent, empty or `[\"*\"]` for all.",
+        "type": ["array", "null"],
+        "maxItems": MAX_TYPES,
+        "items": {
+            "type": "string",
+            "maxLength": MAX_TYPE_LEN,
+            "pattern": "^\\s*(\\*|[a-z][a-z0-9_]*(\\.[a-z][a-z0-9_]*)+)\\s*$",
+        },
+    }))
 }
 
 /// Checks the event types; answers them without duplicates, in the order given.

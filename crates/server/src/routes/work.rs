@@ -66,6 +66,7 @@ pub struct SubmitUnit {
     pub client_id: String,
     #[schema(max_length = 200, pattern = "\\S")]
     pub name: String,
+    #[schema(min_items = 1, max_items = 10_000)]
     pub tasks: Vec<TaskSpec>,
     /// Units (`uow_…`) that must complete before any task of this one runs.
     #[serde(default)]
@@ -696,10 +697,19 @@ pub struct RegisterAgent {
     pub id: String,
     /// Left out when registering again: kept as they are. At most 100, each
     /// 1-100 characters.
-    #[schema(max_items = 100)]
+    #[schema(schema_with = capabilities_schema)]
     pub capabilities: Option<Vec<String>>,
     /// Left out when registering again: kept as it is.
     pub description: Option<String>,
+}
+
+fn capabilities_schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+    crate::openapi::schema_json(serde_json::json!({
+        "description": "Left out when registering again: kept as they are. At most 100, each\n1-100 characters.",
+        "type": ["array", "null"],
+        "maxItems": 100,
+        "items": {"type": "string", "minLength": 1, "maxLength": 100},
+    }))
 }
 
 /// An agent with whether it is online.
@@ -846,6 +856,7 @@ pub struct ClaimRequest {
     #[schema(minimum = 1, maximum = 100)]
     pub max: Option<usize>,
     /// Wait up to this many seconds (0-60, default 0) for a task to become ready.
+    #[schema(minimum = 0, maximum = 60)]
     pub wait_s: Option<u64>,
 }
 
