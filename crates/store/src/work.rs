@@ -351,8 +351,10 @@ pub trait WorkStore: Send + Sync {
     /// Counts every running task whose lease expired as a failed attempt.
     /// Answers how many.
     async fn expire_leases(&self, limit: usize) -> Result<usize>;
-    /// How long until the next task of a lane that waits for its retry time
-    /// becomes claimable (by the database's clock on PostgreSQL).
+    /// How long until the next ready task of a lane becomes claimable (by
+    /// the database's clock on PostgreSQL): zero when one already is (its
+    /// retry came due after the caller's last claim); `None` when none is
+    /// ready.
     async fn next_run_in(&self, lane: &str) -> Result<Option<Duration>>;
     /// Cancels a task and everything downstream of it.
     async fn cancel_task(

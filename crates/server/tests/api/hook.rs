@@ -1,10 +1,8 @@
 //! The `http.webhook` executor: a claimed task is POSTed to its receiver,
 //! signed; the receiver completes or fails it later with the lease token.
 
-use std::time::Duration;
-
 use serde_json::{Value, json};
-use waymark_engine::run::{self as engine, EngineSettings};
+use waymark_engine::run::{Engine, EngineSettings};
 
 use crate::helpers::TestApp;
 use crate::webhooks::Receiver;
@@ -14,9 +12,10 @@ crate::both_backends!(
     webhook_tasks_of_two_clients_carry_tokens_that_finish_only_their_own,
 );
 
-fn start_engine(app: &TestApp) -> tokio::sync::oneshot::Sender<()> {
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(engine::run(
+/// The embedded workers, stepped by the test: each step claims what is
+/// ready, POSTs it to its receiver and records the answer before returning.
+fn workers(app: &TestApp) -> Engine {
+    Engine::new(
         app.store.clone(),
         EngineSettings {
             concurrency: 2,
@@ -24,23 +23,11 @@ fn start_engine(app: &TestApp) -> tokio::sync::oneshot::Sender<()> {
             public_url: Some(app.base.clone()),
             ..EngineSettings::default()
         },
-        async move {
-            let _ = stopped.await;
-        },
-    ));
-    stop
+    )
 }
 
-async fn wait_task(app: &TestApp, id: &str, status: &str) -> Value {
-    for _ in 0..500 {
-        let t = app.get(&format!("/api/v1/work/tasks/{id}")).await;
-        if t.body["status"] == status {
-            return t.body;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let t = app.get(&format!("/api/v1/work/tasks/{id}")).await;
-    panic!("task {id} never became {status}: {}", t.body);
+async fn task(app: &TestApp, id: &str) -> Value {
+    app.get(&format!("/api/v1/work/tasks/{id}")).await.body
 }
 
 async fn as_lease(
@@ -81,14 +68,14 @@ async fn webhook_tasks_are_posted_signed_and_completed_by_callback(app: TestApp)
     bad.assert_problem(422, "invalid");
     assert_eq!(bad.body["errors"][0]["pointer"], "/tasks/0/input/url");
 
-    let _engine = start_engine(&app);
+    let engine = workers(&app);
     let unit = app
         .post(
             "/api/v1/work/units",
             json!({"client_id": client, "name": "Notify", "tasks": [
                 {"key": "notify", "executor": "http.webhook",
                  "input": {"url": receiver.url(), "message": "publish the calendar"},
-                 "backoff": {"initial_s": 0.05, "max_s": 0.1}},
+                 "backoff": {"initial_s": 0, "max_s": 0}},
                 {"key": "after", "executor": "noop", "depends_on": ["notify"]},
             ]}),
         )
@@ -96,9 +83,12 @@ async fn webhook_tasks_are_posted_signed_and_completed_by_callback(app: TestApp)
     assert_eq!(unit.status, 201, "{}", unit.body);
     let unit_id = unit.body["id"].as_str().unwrap().to_owned();
     let task_id = unit.body["tasks"][0]["id"].as_str().unwrap().to_owned();
-    let got = receiver
-        .wait_until("the retried POST", |r| r.len() >= 2)
-        .await;
+    // The first POST is refused; the retry is due at once and delivered.
+    assert_eq!(engine.run_once().await.unwrap(), 1);
+    assert_eq!(task(&app, &task_id).await["status"], "ready");
+    assert_eq!(engine.run_once().await.unwrap(), 1);
+    let got = receiver.received();
+    assert_eq!(got.len(), 2, "one refused POST, one delivered");
     assert_eq!(got[0].answered, 503);
     let post = &got[1];
     post.verify(&secret)
@@ -120,8 +110,10 @@ async fn webhook_tasks_are_posted_signed_and_completed_by_callback(app: TestApp)
     let lease = body["lease_token"].as_str().unwrap().to_owned();
     assert!(lease.starts_with("wml_"));
     // Taken, not finished: it waits for the callback.
-    let waiting = wait_task(&app, &task_id, "running").await;
+    let waiting = task(&app, &task_id).await;
+    assert_eq!(waiting["status"], "running", "{waiting}");
     assert_eq!(waiting["attempts"], 2);
+    assert_eq!(engine.run_once().await.unwrap(), 0, "nothing else is ready");
 
     // The lease token opens that task's callbacks and nothing else.
     let (status, _) = as_lease(
@@ -180,7 +172,8 @@ async fn webhook_tasks_are_posted_signed_and_completed_by_callback(app: TestApp)
     .await;
     assert_eq!(status, 200, "{p}");
     assert_eq!(p["status"], "completed");
-    let done = wait_task(&app, &task_id, "completed").await;
+    let done = task(&app, &task_id).await;
+    assert_eq!(done["status"], "completed", "{done}");
     assert_eq!(done["output"], json!({"published": 3}));
     // Both attempts are on the task: the one the receiver refused, then the
     // one its callback completed.
@@ -196,19 +189,10 @@ async fn webhook_tasks_are_posted_signed_and_completed_by_callback(app: TestApp)
     assert_eq!(log[1]["attempt"], 2);
     assert_eq!(log[1]["worker"], "hook-worker");
     assert!(log[1]["duration_ms"].is_i64());
+    // The task after it runs next, and the unit completes.
+    assert_eq!(engine.run_until_idle().await.unwrap(), 1);
     let u = app.get(&format!("/api/v1/work/units/{unit_id}")).await;
-    for _ in 0..200 {
-        if app.get(&format!("/api/v1/work/units/{unit_id}")).await.body["status"] == "completed" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert_eq!(
-        app.get(&format!("/api/v1/work/units/{unit_id}")).await.body["status"],
-        "completed",
-        "{}",
-        u.body
-    );
+    assert_eq!(u.body["status"], "completed", "{}", u.body);
     let (status, p) = as_lease(&app, reqwest::Method::POST, &complete, &lease, json!({})).await;
     assert_eq!(status, 409, "a second completion is refused: {p}");
 
@@ -222,7 +206,9 @@ async fn webhook_tasks_are_posted_signed_and_completed_by_callback(app: TestApp)
         )
         .await;
     let gone_task = gone.body["tasks"][0]["id"].as_str().unwrap().to_owned();
-    let failed = wait_task(&app, &gone_task, "failed").await;
+    assert_eq!(engine.run_until_idle().await.unwrap(), 1);
+    let failed = task(&app, &gone_task).await;
+    assert_eq!(failed["status"], "failed", "{failed}");
     assert!(
         failed["last_error"].as_str().unwrap().contains("410"),
         "{failed}"
@@ -244,7 +230,7 @@ async fn webhook_tasks_of_two_clients_carry_tokens_that_finish_only_their_own(ap
     let acme = app.client("Acme").await;
     let globex = app.client("Globex").await;
     let (to_acme, to_globex) = (Receiver::start().await, Receiver::start().await);
-    let _engine = start_engine(&app);
+    let engine = workers(&app);
     let mut tasks = Vec::new();
     for (client, receiver) in [(&acme, &to_acme), (&globex, &to_globex)] {
         let unit = app
@@ -257,19 +243,20 @@ async fn webhook_tasks_of_two_clients_carry_tokens_that_finish_only_their_own(ap
         assert_eq!(unit.status, 201, "{}", unit.body);
         tasks.push(unit.body["tasks"][0]["id"].as_str().unwrap().to_owned());
     }
+    // One step claims both (one call), each with a lease of its own.
+    assert_eq!(engine.run_once().await.unwrap(), 2);
     let mut leases = Vec::new();
-    for (receiver, task) in [(&to_acme, &tasks[0]), (&to_globex, &tasks[1])] {
-        let got = receiver
-            .wait_until("the task's POST", |r| !r.is_empty())
-            .await;
+    for (receiver, task_id) in [(&to_acme, &tasks[0]), (&to_globex, &tasks[1])] {
+        let got = receiver.received();
+        assert_eq!(got.len(), 1, "each receiver gets one POST");
         let body = got[0].json();
         assert_eq!(
             body["task"]["id"],
-            task.as_str(),
+            task_id.as_str(),
             "each receiver gets its own task only"
         );
         leases.push(body["lease_token"].as_str().unwrap().to_owned());
-        wait_task(&app, task, "running").await;
+        assert_eq!(task(&app, task_id).await["status"], "running");
     }
     assert_ne!(leases[0], leases[1]);
 
@@ -296,17 +283,18 @@ async fn webhook_tasks_of_two_clients_carry_tokens_that_finish_only_their_own(ap
         assert_eq!(t["output"], Value::Null);
     }
     // Each finishes its own.
-    for (lease, task) in [(&leases[0], &tasks[0]), (&leases[1], &tasks[1])] {
+    for (lease, task_id) in [(&leases[0], &tasks[0]), (&leases[1], &tasks[1])] {
         let (status, p) = as_lease(
             &app,
             reqwest::Method::POST,
-            &format!("{}/api/v1/work/tasks/{task}/complete", app.base),
+            &format!("{}/api/v1/work/tasks/{task_id}/complete", app.base),
             lease,
             json!({"output": {"delivered": true}}),
         )
         .await;
         assert_eq!(status, 200, "{p}");
-        let done = wait_task(&app, task, "completed").await;
+        let done = task(&app, task_id).await;
+        assert_eq!(done["status"], "completed", "{done}");
         assert_eq!(done["output"], json!({"delivered": true}));
     }
 }

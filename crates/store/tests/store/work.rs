@@ -26,6 +26,7 @@ contract!(
     generation_results_are_written_once_with_their_completion,
     every_claimed_task_has_a_lease_of_its_own,
     attempts_are_rows_with_their_outcomes,
+    a_retry_that_came_due_is_claimable_now,
 );
 
 fn ctx(actor: &str) -> WriteContext {
@@ -1241,4 +1242,46 @@ async fn attempts_are_rows_with_their_outcomes(db: &TestDb) {
         store.task_attempts(missing).await,
         Err(StoreError::NotFound { .. })
     ));
+}
+
+/// A claimer that found nothing asks how long to sleep: a retry that came due
+/// in between is claimable now (not forgotten until the next wake-up).
+async fn a_retry_that_came_due_is_claimable_now(db: &TestDb) {
+    let store: Arc<dyn Store> = db.store.clone();
+    let c = client(&store, "Acme").await;
+    store
+        .submit_unit(
+            unit(
+                c,
+                json!([{"key": "a", "executor": "noop", "backoff": {"initial_s": 0.2, "max_s": 0.2}}]),
+            ),
+            &ctx("ops"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        store.next_run_in("engine").await.unwrap(),
+        Some(Duration::ZERO)
+    );
+    let leased = store.claim(engine(1)).await.unwrap().remove(0);
+    assert_eq!(
+        store.next_run_in("engine").await.unwrap(),
+        None,
+        "nothing ready"
+    );
+    finish_ok(&store, vec![failed(&leased, true)]).await;
+    let wait = store.next_run_in("engine").await.unwrap().expect("a retry");
+    assert!(wait <= Duration::from_millis(200), "{wait:?}");
+    assert!(
+        store.claim(engine(1)).await.unwrap().is_empty(),
+        "not due yet"
+    );
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    assert_eq!(
+        store.next_run_in("engine").await.unwrap(),
+        Some(Duration::ZERO)
+    );
+    let again = store.claim(engine(1)).await.unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].task.id, leased.task.id);
 }

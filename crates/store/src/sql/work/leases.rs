@@ -201,8 +201,7 @@ pub(crate) async fn expire_leases(store: &SqlStore, limit: usize) -> Result<usiz
 pub(crate) async fn next_run_in(store: &SqlStore, lane: &str) -> Result<Option<Duration>> {
     let now = now_sql(store.db.backend());
     let row: (Option<i64>,) = sql(format!(
-        "SELECT min(run_at) - {now} FROM tasks WHERE lane = $1 AND status = 'ready' \
-         AND run_at > {now}"
+        "SELECT min(run_at) - {now} FROM tasks WHERE lane = $1 AND status = 'ready'"
     ))
     .bind(lane)
     .fetch_one(&mut store.db.reader())
