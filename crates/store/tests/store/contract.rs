@@ -217,6 +217,14 @@ async fn engagements_belong_to_a_client(db: &TestDb) {
     art.engagement_id = Some(e.id);
     let refused = s.create_artifact(art, &ctx()).await;
     assert!(matches!(refused, Err(StoreError::Invalid(ref f)) if f.pointer == "/engagement_id"));
+    // Nor a client that does not exist (with or without sources).
+    let nobody = s
+        .create_artifact(new_artifact(ClientId::new(), "intake", json!({})), &ctx())
+        .await;
+    assert!(
+        matches!(nobody, Err(StoreError::Invalid(ref f)) if f.pointer == "/client_id"),
+        "{nobody:?}"
+    );
     assert!(
         s.list_artifacts(ArtifactFilter::default(), PageRequest::default())
             .await

@@ -19,7 +19,7 @@ use waymark_domain::{ArtifactId, ClientId, EngagementId, FieldError, gating};
 
 use super::super::append::{LogEntry, append_log};
 use super::super::db::{Conn, Dialect, Tx, sql};
-use super::super::{not_found, now, require_client, status};
+use super::super::{not_found, now, status};
 use super::{INSERT_HISTORY, SOURCES_OF_VERSION, SourceRow, VersionRow, version_by_number};
 use crate::log::Audience;
 use crate::model::*;
@@ -440,7 +440,9 @@ pub(crate) async fn insert_artifact(
     ctx: &WriteContext,
     at: OffsetDateTime,
 ) -> Result<Artifact> {
-    require_client(tx, new.client_id).await?;
+    // The client must exist: its engagement names it when there is one;
+    // else the row's foreign key checks it when the held-back insert runs
+    // with the audit record (see `no_client` below), sparing a round trip.
     if let Some(eng) = new.engagement_id {
         let owner: Option<(Uuid,)> = sql("SELECT client_id FROM engagements WHERE id = $1")
             .bind(eng.uuid())
@@ -536,7 +538,9 @@ pub(crate) async fn insert_artifact(
                 "content_hash": hash.as_str(),
             }),
         );
-    append_log(tx, ctx, at, entry).await?;
+    append_log(tx, ctx, at, entry)
+        .await
+        .map_err(|e| no_client(e, new.client_id))?;
     Ok(Artifact {
         summary: ArtifactSummary {
             id,
@@ -561,6 +565,19 @@ pub(crate) async fn insert_artifact(
         note: new.note.clone(),
         journey_id: None,
     })
+}
+
+/// A new artifact's statement failing on a foreign key: its client does not
+/// exist (the engagement, the sources and the rows it references beside it
+/// were found or written in the same transaction), refused like
+/// [`require_client`](super::super::require_client) refuses it.
+fn no_client(e: StoreError, client: ClientId) -> StoreError {
+    match &e {
+        StoreError::Database(sqlx::Error::Database(db)) if db.is_foreign_key_violation() => {
+            FieldError::new("/client_id", format!("no client {client}")).into()
+        }
+        _ => e,
+    }
 }
 
 /// Writes a new version of an artifact inside the transaction, as
