@@ -34,7 +34,7 @@
 
 use std::sync::Arc;
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -141,18 +141,20 @@ pub(crate) async fn append_logs(
         Backend::Sqlite => seal(tx, vec![batch]).await,
         Backend::Postgres => {
             // One statement queues the entries, with the writes the write
-            // held back, unless the log is free: then it takes the log
-            // instead, and the write seals its entries itself, holding the log
-            // until it commits (others queue meanwhile, never wait). One
-            // write at a time, or the engine's committer, then needs no pass.
-            let mut q = sql("WITH ");
-            Held::push_with(&mut q, tx.take_later());
-            q.push(
-                "free AS (SELECT id FROM log_head WHERE id = 1 FOR UPDATE SKIP LOCKED) \
-                 INSERT INTO log_pending (batch) SELECT ",
-            );
-            q.push_bind(Json(&batch));
-            q.push(" WHERE NOT EXISTS (SELECT 1 FROM free)");
+            // held back. A write alone in its process takes the log instead
+            // when it finds it free, and seals its entries itself, holding
+            // the log until it commits (others queue meanwhile, never wait):
+            // one write at a time, or the engine's committer, then needs no
+            // pass. Beside other writes it only queues (two round trips
+            // fewer), and one pass seals what they all queued.
+            let alone = tx.alone();
+            let mut queue = sql("INSERT INTO log_pending (batch) SELECT ");
+            queue.push_bind(Json(&batch));
+            let free = alone.then(|| {
+                queue.push(" WHERE NOT EXISTS (SELECT 1 FROM free)");
+                sql("SELECT id FROM log_head WHERE id = 1 FOR UPDATE SKIP LOCKED")
+            });
+            let q = Held::before(tx.take_later(), free.map(|f| ("free", f)), queue);
             if q.execute(tx).await? == 0 {
                 return seal(tx, vec![batch]).await;
             }
@@ -482,6 +484,30 @@ pub(crate) struct Sealer {
     /// Wakes the background pass after a logged commit.
     wake: tokio::sync::Notify,
     started: OnceLock<()>,
+    /// Write transactions of this process open now (see [`Writing`]).
+    writers: AtomicUsize,
+}
+
+/// Counts a write transaction as open until it is dropped (committed or
+/// not): a write alone in its process seals its own entries when it finds
+/// the log free; beside others it queues them, and one pass seals them all.
+pub(crate) struct Writing(Arc<Sealer>);
+
+impl Writing {
+    pub(crate) fn new(sealer: &Arc<Sealer>) -> Self {
+        sealer.writers.fetch_add(1, Ordering::Relaxed);
+        Writing(sealer.clone())
+    }
+
+    pub(crate) fn alone(&self) -> bool {
+        self.0.writers.load(Ordering::Relaxed) <= 1
+    }
+}
+
+impl Drop for Writing {
+    fn drop(&mut self) {
+        self.0.writers.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Sealer {
@@ -538,6 +564,7 @@ async fn seal_pending(pool: &PgPool) -> Result<usize> {
         sealer: None,
         logged: false,
         later: Vec::new(),
+        writing: None,
     };
     sql("SELECT id FROM log_head WHERE id = 1 FOR UPDATE")
         .fetch_one::<(i32,)>(&mut tx)

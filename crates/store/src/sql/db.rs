@@ -21,7 +21,7 @@ use sqlx::{Arguments, Executor, FromRow, Sqlite};
 use time::{Date, OffsetDateTime};
 use uuid::Uuid;
 
-use super::append::Sealer;
+use super::append::{Sealer, Writing};
 use super::writer::{WriteTx, Writer};
 use crate::{Backend, Result, StoreError};
 
@@ -51,12 +51,16 @@ impl Pools {
                 sealed: None,
                 later: Vec::new(),
             },
-            Pools::Postgres { pool, sealer } => Tx::Postgres {
-                tx: pool.begin().await?,
-                sealer: Some((sealer.clone(), pool.clone())),
-                logged: false,
-                later: Vec::new(),
-            },
+            Pools::Postgres { pool, sealer } => {
+                let writing = Writing::new(sealer);
+                Tx::Postgres {
+                    tx: pool.begin().await?,
+                    sealer: Some((sealer.clone(), pool.clone())),
+                    logged: false,
+                    later: Vec::new(),
+                    writing: Some(writing),
+                }
+            }
         })
     }
 
@@ -144,6 +148,9 @@ pub(crate) enum Tx {
         logged: bool,
         /// Writes held back to go with the log entries.
         later: Vec<Held>,
+        /// Counts it among the process's open writes (none for a sealing
+        /// pass).
+        writing: Option<Writing>,
     },
 }
 
@@ -235,6 +242,15 @@ impl Tx {
         }
     }
 
+    /// Whether no other write transaction of this process is open
+    /// (PostgreSQL; SQLite's writes take turns).
+    pub(crate) fn alone(&self) -> bool {
+        match self {
+            Tx::Sqlite { .. } => true,
+            Tx::Postgres { writing, .. } => writing.as_ref().is_none_or(Writing::alone),
+        }
+    }
+
     /// Notes that the transaction queued log entries for the sealer.
     pub(crate) fn logged(&mut self) {
         if let Tx::Postgres { logged, .. } = self {
@@ -257,27 +273,38 @@ impl Held {
         (Sql::joined(held.into_iter().map(|h| h.q).collect()).0, rows)
     }
 
-    /// Appends each held write as a `WITH` query of `q` (`held0 AS (…), `…).
-    pub(crate) fn push_with(q: &mut Sql<'static>, held: Vec<Held>) {
-        for (i, h) in held.into_iter().enumerate() {
-            q.with_query(&format!("held{i}"), h.q);
+    /// `main` with the held writes, then `extra`, as its `WITH` queries
+    /// (`WITH held0 AS (…), …, name AS (…) main`), in one PostgreSQL
+    /// statement.
+    pub(crate) fn before<'q>(
+        held: Vec<Held>,
+        extra: Option<(&str, Sql<'q>)>,
+        main: Sql<'q>,
+    ) -> Sql<'q> {
+        let named = held
+            .into_iter()
+            .enumerate()
+            .map(|(i, h)| (format!("held{i}"), h.q))
+            .chain(extra.map(|(name, q)| (name.to_owned(), q)));
+        let mut q = sql("");
+        for (i, (name, part)) in named.enumerate() {
+            q.push(if i == 0 { "WITH " } else { ", " });
+            q.push(&name).push(" AS (");
+            q.append(part);
+            q.push(")");
         }
+        if !q.text.is_empty() {
+            q.push(" ");
+        }
+        q.append(main);
+        q
     }
 
     /// The held writes as one PostgreSQL statement: the last one, with the
     /// others as its `WITH` queries.
     fn with_queries(mut held: Vec<Held>) -> Sql<'static> {
         let last = held.pop().expect("at least one held write").q;
-        if held.is_empty() {
-            return last;
-        }
-        let mut q = sql("WITH ");
-        Held::push_with(&mut q, held);
-        let text = q.text.to_mut();
-        text.truncate(text.len() - 2);
-        text.push(' ');
-        q.append(last);
-        q
+        Held::before(held, None, last)
     }
 }
 
@@ -695,15 +722,6 @@ impl<'q> Sql<'q> {
         (q, n)
     }
 
-    /// Appends `next` as the `WITH` query `name` (`name AS (next), `), its
-    /// `$n` numbered after this one's: a data-modifying statement run with
-    /// the one that follows (PostgreSQL).
-    pub(crate) fn with_query(&mut self, name: &str, next: Sql<'q>) -> &mut Self {
-        self.push(name).push(" AS (");
-        self.append(next);
-        self.push("), ")
-    }
-
     /// Appends `next`'s text and arguments, its `$n` renumbered after ours.
     fn append(&mut self, next: Sql<'q>) -> &mut Self {
         let offset = self.args.len();
@@ -1045,17 +1063,23 @@ mod tests {
         );
         assert_eq!(q.args.len(), 4);
         assert!(matches!(q.args[2], Arg::I64(Some(2))));
-        let mut w = sql("WITH ");
-        w.with_query(
-            "held",
-            sql("INSERT INTO h VALUES ($1, $2)").bind(1i64).bind(2i64),
+        let mut main = sql("INSERT INTO p SELECT ");
+        main.push_bind(3i64);
+        let w = Held::before(
+            vec![Held {
+                q: sql("INSERT INTO h VALUES ($1, $2)").bind(1i64).bind(2i64),
+                rows: 1,
+            }],
+            Some(("free", sql("SELECT $1").bind(9i64))),
+            main,
         );
-        w.push("free AS (SELECT 1) INSERT INTO p SELECT ")
-            .push_bind(3i64);
         assert_eq!(
             w.text(),
-            "WITH held AS (INSERT INTO h VALUES ($1, $2)), free AS (SELECT 1) INSERT INTO p SELECT $3"
+            "WITH held0 AS (INSERT INTO h VALUES ($1, $2)), free AS (SELECT $3) INSERT INTO p SELECT $4"
         );
+        assert!(matches!(w.args[3], Arg::I64(Some(3))));
+        let alone = Held::before(vec![], None, sql("INSERT INTO p SELECT $1").bind(1i64));
+        assert_eq!(alone.text(), "INSERT INTO p SELECT $1");
         let (joined, n) = Sql::joined(vec![
             sql("SELECT $1").bind(1i64),
             sql("SELECT $1").bind(2i64),
