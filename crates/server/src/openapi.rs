@@ -48,6 +48,7 @@ impl Modify for BearerAuth {
 pub fn complete(doc: &utoipa::openapi::OpenApi) -> Value {
     let mut value = serde_json::to_value(doc).expect("the OpenAPI document serializes");
     complete_value(&mut value);
+    unwrap_single_one_of(&mut value);
     value
 }
 
@@ -56,6 +57,45 @@ pub fn complete(doc: &utoipa::openapi::OpenApi) -> Value {
 pub(crate) fn schema_json(value: Value) -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
     serde_json::from_value(value).expect("a valid schema")
 }
+
+/// A schema that is `oneOf` a single inline schema (what the derive writes
+/// for an inlined type beside a description) becomes that schema.
+fn unwrap_single_one_of(value: &mut Value) {
+    match value {
+        Value::Object(map) => {
+            if let Some(Value::Array(one)) = map.get("oneOf")
+                && let [Value::Object(only)] = one.as_slice()
+                && !only.contains_key("$ref")
+            {
+                let only = only.clone();
+                map.remove("oneOf");
+                for (k, v) in only {
+                    map.entry(k).or_insert(v);
+                }
+            }
+            map.values_mut().for_each(unwrap_single_one_of);
+        }
+        Value::Array(items) => items.iter_mut().for_each(unwrap_single_one_of),
+        _ => {}
+    }
+}
+
+/// A name, title or owner as the server reads it (`domain::client::parse_name`):
+/// at most 200 characters, not blank, no control characters. Fields name it
+/// with `#[schema(value_type = crate::openapi::Name, inline)]`.
+pub struct Name;
+
+impl utoipa::PartialSchema for Name {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        schema_json(json!({
+            "type": "string",
+            "maxLength": 200,
+            "pattern": "^[^\\u0000-\\u001f\\u007f-\\u009f]*[^\\s\\u0000-\\u001f\\u007f-\\u009f][^\\u0000-\\u001f\\u007f-\\u009f]*$",
+        }))
+    }
+}
+
+impl utoipa::ToSchema for Name {}
 
 const PROBLEM: &str = "application/problem+json";
 

@@ -41,10 +41,7 @@ pub struct CreateArtifact {
     #[serde(rename = "type")]
     #[schema(pattern = "^[a-z][a-z0-9_]{0,63}$")]
     pub artifact_type: String,
-    #[schema(
-        max_length = 200,
-        pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*[^\\s\\u0000-\\u001f\\u007f-\\u009f][^\\u0000-\\u001f\\u007f-\\u009f]*$"
-    )]
+    #[schema(value_type = crate::openapi::Name, inline)]
     pub title: String,
     /// The document: a JSON object.
     #[schema(value_type = Object)]

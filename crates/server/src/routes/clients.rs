@@ -21,10 +21,7 @@ use crate::observe::TraceId;
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateClient {
-    #[schema(
-        max_length = 200,
-        pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*[^\\s\\u0000-\\u001f\\u007f-\\u009f][^\\u0000-\\u001f\\u007f-\\u009f]*$"
-    )]
+    #[schema(value_type = crate::openapi::Name, inline)]
     pub name: String,
     /// Annual recurring revenue, not negative.
     #[schema(minimum = 0)]
@@ -38,10 +35,7 @@ pub struct CreateClient {
     pub risk_score: Option<f64>,
     #[schema(minimum = 0, maximum = 100)]
     pub opportunity_score: Option<f64>,
-    #[schema(
-        max_length = 200,
-        pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*[^\\s\\u0000-\\u001f\\u007f-\\u009f][^\\u0000-\\u001f\\u007f-\\u009f]*$"
-    )]
+    #[schema(value_type = Option<crate::openapi::Name>, inline)]
     pub owner: Option<String>,
     #[schema(value_type = Option<Object>)]
     pub attributes: Option<Value>,
@@ -51,10 +45,7 @@ pub struct CreateClient {
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateClient {
-    #[schema(
-        max_length = 200,
-        pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*[^\\s\\u0000-\\u001f\\u007f-\\u009f][^\\u0000-\\u001f\\u007f-\\u009f]*$"
-    )]
+    #[schema(value_type = Option<crate::openapi::Name>, inline)]
     pub name: Option<String>,
     #[serde(default, deserialize_with = "nullable")]
     /// Annual recurring revenue, not negative.
@@ -73,7 +64,7 @@ pub struct UpdateClient {
     #[schema(value_type = Option<f64>, minimum = 0, maximum = 100)]
     pub opportunity_score: Option<Option<f64>>,
     #[serde(default, deserialize_with = "nullable")]
-    #[schema(value_type = Option<String>, max_length = 200, pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*[^\\s\\u0000-\\u001f\\u007f-\\u009f][^\\u0000-\\u001f\\u007f-\\u009f]*$")]
+    #[schema(value_type = Option<crate::openapi::Name>, inline)]
     pub owner: Option<Option<String>>,
     #[schema(value_type = Option<Object>)]
     pub attributes: Option<Value>,

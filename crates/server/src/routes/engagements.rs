@@ -22,10 +22,7 @@ use crate::observe::TraceId;
 #[serde(deny_unknown_fields)]
 pub struct CreateEngagement {
     pub client_id: ClientId,
-    #[schema(
-        max_length = 200,
-        pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*[^\\s\\u0000-\\u001f\\u007f-\\u009f][^\\u0000-\\u001f\\u007f-\\u009f]*$"
-    )]
+    #[schema(value_type = crate::openapi::Name, inline)]
     pub name: String,
     /// The pack whose templates it uses, e.g. `marketing-engagement`.
     #[schema(pattern = "^[a-z][a-z0-9-]{0,63}$")]

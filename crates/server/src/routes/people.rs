@@ -81,10 +81,7 @@ pub struct CreateUser {
     /// Their email, which they sign in with (kept lowercased).
     #[schema(max_length = 254, pattern = "^\\s*[^@\\s]+@[^@\\s]+\\s*$")]
     pub email: String,
-    #[schema(
-        max_length = 200,
-        pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*[^\\s\\u0000-\\u001f\\u007f-\\u009f][^\\u0000-\\u001f\\u007f-\\u009f]*$"
-    )]
+    #[schema(value_type = crate::openapi::Name, inline)]
     pub name: String,
     /// `admin`, `operator` or `client`.
     #[schema(pattern = "^\\s*(admin|operator|client)\\s*$")]
@@ -336,10 +333,7 @@ pub async fn me(
 #[serde(deny_unknown_fields)]
 pub struct CreateToken {
     /// What the token is for, e.g. `ci` or `laptop`.
-    #[schema(
-        max_length = 200,
-        pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*[^\\s\\u0000-\\u001f\\u007f-\\u009f][^\\u0000-\\u001f\\u007f-\\u009f]*$"
-    )]
+    #[schema(value_type = crate::openapi::Name, inline)]
     pub name: String,
     /// The user it acts for (takes their role and client). Others than admins
     /// may only name themselves, or leave it out.
