@@ -374,6 +374,17 @@ fn link_mac(key: &[u8], payload: &str) -> Vec<u8> {
 /// Checks a review-link token's signature and expiry (not revocation: that is
 /// the stored link's). Answers the link it names.
 pub fn verify_link(key: &[u8], token: &str, now: OffsetDateTime) -> Option<ReviewLinkId> {
+    let (id, expiry) = signed_link(key, token)?;
+    (expiry > now.unix_timestamp()).then_some(id)
+}
+
+/// The link a token with a good signature names, expired or not: to tell a
+/// reviewer whose link expired whom to ask for a new one.
+pub fn link_id(key: &[u8], token: &str) -> Option<ReviewLinkId> {
+    signed_link(key, token).map(|(id, _)| id)
+}
+
+fn signed_link(key: &[u8], token: &str) -> Option<(ReviewLinkId, i64)> {
     let rest = token.strip_prefix(LINK_PREFIX)?;
     let (payload, sig) = rest.rsplit_once('.')?;
     let sig = hex::decode(sig).ok()?;
@@ -382,11 +393,8 @@ pub fn verify_link(key: &[u8], token: &str, now: OffsetDateTime) -> Option<Revie
     }
     let (uuid, expiry) = payload.split_once('.')?;
     let expiry: i64 = expiry.parse().ok()?;
-    if expiry <= now.unix_timestamp() {
-        return None;
-    }
     let uuid = uuid::Uuid::try_parse(uuid).ok()?;
-    Some(ReviewLinkId::from_uuid(uuid))
+    Some((ReviewLinkId::from_uuid(uuid), expiry))
 }
 
 #[cfg(test)]
@@ -451,6 +459,10 @@ mod tests {
             None,
             "expired"
         );
+        // An expired link still names its link (to say whom to ask), a
+        // forged one does not.
+        assert_eq!(link_id(key, &token), Some(link));
+        assert_eq!(link_id(b"another key", &token), None);
         let forged = token.replacen(
             &link.uuid().simple().to_string(),
             &ReviewLinkId::new().uuid().simple().to_string(),

@@ -235,6 +235,25 @@ fn presented_secret(req: &Request) -> Option<String> {
         .map(|(_, v)| v.to_owned())
 }
 
+/// The signed-in person of a web page: the session cookie's caller, or none
+/// when there is no cookie or it is unknown, revoked or expired.
+pub(crate) async fn session_caller(
+    state: &AppState,
+    headers: &axum::http::HeaderMap,
+) -> Result<Option<Caller>, ApiError> {
+    let Some(secret) = crate::views::csrf::cookie_value(headers, SESSION_COOKIE) else {
+        return Ok(None);
+    };
+    if secret.starts_with(LINK_PREFIX) || secret.starts_with(LEASE_PREFIX) || secret.len() > 200 {
+        return Ok(None);
+    }
+    match token_caller(state, &secret, OffsetDateTime::now_utc()).await {
+        Ok(c) if c.user_id.is_some() => Ok(Some(c)),
+        Ok(_) | Err(ApiError::Unauthorized(_)) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 /// Middleware: refuses requests without a live bearer token (401), otherwise
 /// records the [`Caller`] in the request's extensions. A review link may only
 /// reach the routes of its own artifact it grants.
@@ -353,7 +372,7 @@ fn unknown_token() -> ApiError {
     ApiError::Unauthorized("the token is unknown, revoked or expired".into())
 }
 
-async fn token_caller(
+pub(crate) async fn token_caller(
     state: &AppState,
     secret: &str,
     now: OffsetDateTime,
@@ -387,7 +406,7 @@ async fn token_caller(
     })
 }
 
-async fn link_caller(
+pub(crate) async fn link_caller(
     state: &AppState,
     secret: &str,
     now: OffsetDateTime,

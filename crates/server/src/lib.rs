@@ -16,6 +16,7 @@ pub mod listener;
 pub mod observe;
 pub mod openapi;
 pub mod routes;
+pub mod views;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -184,6 +185,7 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", axum::routing::get(routes::service::readyz))
         .route("/metrics", axum::routing::get(observe::metrics_endpoint))
         .merge(openapi::docs_routes(document))
+        .merge(views::routes(state.clone()))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))
@@ -215,25 +217,34 @@ async fn refuse_long_uris(req: Request, next: Next) -> axum::response::Response 
     next.run(req).await
 }
 
-/// Wakes event streams and deliveries after every accepted change.
-async fn notify_changes(
+/// Wakes event streams and deliveries after every accepted change (a page's
+/// form answers a redirect when it was accepted).
+pub(crate) async fn notify_changes(
     axum::extract::State(state): axum::extract::State<AppState>,
     req: Request,
     next: Next,
 ) -> axum::response::Response {
     let mutating = !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
     let res = next.run(req).await;
-    if mutating && res.status().is_success() {
+    if mutating && (res.status().is_success() || res.status().is_redirection()) {
         state.notify_change();
     }
     res
 }
 
-async fn not_found(method: Method, uri: axum::http::Uri) -> ApiError {
+async fn not_found(
+    method: Method,
+    uri: axum::http::Uri,
+    headers: axum::http::HeaderMap,
+) -> axum::response::Response {
+    if views::wants_html(&headers, uri.path()) {
+        return views::PageError::Api(ApiError::NotFound(String::new())).into_response();
+    }
     ApiError::NotFound(format!(
         "no route {method} {}; the API is under /api/v1 and described at /api/openapi.json",
         uri.path()
     ))
+    .into_response()
 }
 
 async fn method_not_allowed(method: Method, uri: axum::http::Uri) -> ApiError {

@@ -669,7 +669,26 @@ pub async fn sign_in(
     Extension(trace): Extension<TraceId>,
     Json(body): Json<SignIn>,
 ) -> Result<Response, ApiError> {
-    let email = body.email.trim().to_lowercase();
+    let (secret, session) = start_session(&state, &body.email, body.password, &trace).await?;
+    let cookie = session_cookie(&state, &secret, SESSION_LIFETIME.whole_seconds())?;
+    Ok((
+        StatusCode::CREATED,
+        [(header::SET_COOKIE, cookie)],
+        JsonOut(session),
+    )
+        .into_response())
+}
+
+/// Checks an email and password (within the failure limit) and opens a web
+/// session: its secret and what it is. The API's sign-in and the sign-in page
+/// both come here.
+pub async fn start_session(
+    state: &AppState,
+    email: &str,
+    password: String,
+    trace: &TraceId,
+) -> Result<(String, Session), ApiError> {
+    let email = email.trim().to_lowercase();
     let now = OffsetDateTime::now_utc();
     let since = now - FAILURE_WINDOW;
     if state.store.login_failures_since(&email, since).await? >= MAX_FAILURES {
@@ -678,7 +697,7 @@ pub async fn sign_in(
                 "too many failed sign-ins for this email; try again later (at most {MAX_FAILURES} per {} minutes)",
                 FAILURE_WINDOW.whole_minutes()
             ),
-            retry_after: retry_after(&state, &email, now).await?,
+            retry_after: retry_after(state, &email, now).await?,
         });
     }
     let found = if email.len() <= MAX_EMAIL_LEN {
@@ -690,7 +709,7 @@ pub async fn sign_in(
         Some((user, hash)) => (Some(user), hash),
         None => (None, None),
     };
-    let verified = verify_password(body.password, hash).await?;
+    let verified = verify_password(password, hash).await?;
     let Some(user) = user.filter(|_| verified) else {
         if email.len() <= MAX_EMAIL_LEN {
             state.store.record_login_failure(&email, since).await?;
@@ -710,19 +729,14 @@ pub async fn sign_in(
     ctx.actor_name = Some(format!("{} <{}>", user.name, user.email));
     ctx.trace_id = Some(trace.0.clone());
     state.store.create_token(new, &ctx).await?;
-
-    let cookie = session_cookie(&secret, SESSION_LIFETIME.whole_seconds())?;
-    let session = Session {
-        token: secret,
-        expires_at,
-        user,
-    };
     Ok((
-        StatusCode::CREATED,
-        [(header::SET_COOKIE, cookie)],
-        JsonOut(session),
-    )
-        .into_response())
+        secret.clone(),
+        Session {
+            token: secret,
+            expires_at,
+            user,
+        },
+    ))
 }
 
 /// Sign out: revokes the caller's own token (bearer or cookie) and clears the cookie.
@@ -742,13 +756,24 @@ pub async fn sign_out(
     };
     let ctx = write_context(&caller, &trace)?;
     state.store.revoke_token(id, &ctx).await?;
-    let cookie = session_cookie("", 0)?;
+    let cookie = session_cookie(&state, "", 0)?;
     Ok((StatusCode::NO_CONTENT, [(header::SET_COOKIE, cookie)]).into_response())
 }
 
-fn session_cookie(value: &str, max_age: i64) -> Result<HeaderValue, ApiError> {
+/// The session cookie: HttpOnly, SameSite=Lax, and Secure when people reach
+/// the server over https.
+pub fn session_cookie(
+    state: &AppState,
+    value: &str,
+    max_age: i64,
+) -> Result<HeaderValue, ApiError> {
+    let secure = if state.http.public_url.starts_with("https://") {
+        "; Secure"
+    } else {
+        ""
+    };
     HeaderValue::from_str(&format!(
-        "{SESSION_COOKIE}={value}; HttpOnly; SameSite=Lax; Path=/; Max-Age={max_age}"
+        "{SESSION_COOKIE}={value}; HttpOnly; SameSite=Lax; Path=/; Max-Age={max_age}{secure}"
     ))
     .map_err(|e| ApiError::Internal(Box::new(e)))
 }

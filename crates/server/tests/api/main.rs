@@ -2,6 +2,7 @@
 //! file or PostgreSQL schema. Every test runs on both backends.
 
 mod artifacts;
+mod browser;
 mod errors;
 mod fake_llm;
 mod fixtures;
@@ -14,6 +15,7 @@ mod isolation;
 mod journeys;
 mod llm;
 mod mail;
+mod pages;
 mod people;
 mod pipelines;
 mod review;

@@ -1,0 +1,350 @@
+//! The web pages: in a real headless chromium (see `browser.rs`) for what a
+//! person does, and over plain HTTP for the headers, cookies and refusals a
+//! browser does not show.
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::both_backends;
+use crate::browser::browser;
+use crate::helpers::TestApp;
+
+const PASSWORD: &str = "a long enough password";
+
+/// An artifact of `client` with three sections, shared for review.
+async fn shared_artifact(app: &TestApp, client: &str, title: &str) -> String {
+    let a = app
+        .post(
+            "/api/v1/artifacts",
+            json!({"client_id": client, "type": "brief", "title": title,
+                   "content": {"summary": "We grow in the north.", "goals": ["grow", "keep"],
+                               "phases": [{"name": "one", "weeks": 2}]}}),
+        )
+        .await;
+    assert_eq!(a.status, 201, "{}", a.body);
+    let id = a.body["id"].as_str().unwrap().to_owned();
+    let s = app
+        .post(
+            &format!("/api/v1/artifacts/{id}/share"),
+            json!({"message": "Please review"}),
+        )
+        .await;
+    assert_eq!(s.status, 200, "{}", s.body);
+    id
+}
+
+async fn review_link(app: &TestApp, id: &str) -> Value {
+    let l = app
+        .post(
+            &format!("/api/v1/artifacts/{id}/review-links"),
+            json!({"reviewer_email": "rita@client.example", "reviewer_name": "Rita Reviewer"}),
+        )
+        .await;
+    assert_eq!(l.status, 201, "{}", l.body);
+    l.body
+}
+
+/// A reviewer without an account opens the mailed link in a fresh browser,
+/// comments on a section and approves; in the second round the page opens on
+/// what changed since; a revoked link gets a page saying so.
+async fn a_reviewer_comments_and_approves_through_a_review_link(app: TestApp) {
+    let Some(b) = browser().await else { return };
+    let client = app.client("Northwind").await;
+    let id = shared_artifact(&app, &client, "Growth plan").await;
+    let link = review_link(&app, &id).await;
+    assert!(link["url"].as_str().unwrap().contains("/review/wmr_"));
+    let url = format!("{}/review/{}", app.base, link["token"].as_str().unwrap());
+
+    b.goto(&url).await;
+    assert_eq!(b.title().await, "Growth plan · Waymark");
+    assert!(b.body().await.contains("Your decision"));
+    assert!(b.text("#sec-goals").await.contains("grow"));
+    b.assert_accessible().await;
+    b.screenshot("review-link").await;
+
+    b.select("#comment-section", "/goals").await;
+    b.fill("#comment-body", "Add a goal for retention.").await;
+    b.click("#comment-form button[type=submit]").await;
+    assert!(
+        b.url().await.ends_with("?done=commented"),
+        "{}",
+        b.url().await
+    );
+    assert!(
+        b.text("[role=status]")
+            .await
+            .contains("Your comment was added")
+    );
+    assert!(
+        b.text("#sec-goals")
+            .await
+            .contains("Add a goal for retention.")
+    );
+
+    b.click("#approve-form button[type=submit]").await;
+    assert!(
+        b.text("[role=status]")
+            .await
+            .contains("Your approval is recorded")
+    );
+
+    let a = app.get(&format!("/api/v1/artifacts/{id}")).await;
+    assert_eq!(a.body["status"], "approved", "{}", a.body);
+    let comments = app.get(&format!("/api/v1/artifacts/{id}/comments")).await;
+    let mine: Vec<&Value> = comments.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["author_kind"] == "reviewer")
+        .collect();
+    assert_eq!(mine.len(), 1, "{}", comments.body);
+    assert_eq!(mine[0]["section"], "/goals");
+    assert_eq!(mine[0]["body"], "Add a goal for retention.");
+
+    // A second round: the page opens on what changed since version 1.
+    let r = app
+        .post(
+            &format!("/api/v1/artifacts/{id}/transitions"),
+            json!({"to": "draft"}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let w = app
+        .put_content(
+            &id,
+            "\"1\"",
+            json!({"content": {"summary": "We grow in the north.", "goals": ["grow", "keep", "retain"],
+                               "phases": [{"name": "one", "weeks": 2}]}}),
+        )
+        .await;
+    assert_eq!(w.status, 200, "{}", w.body);
+    let s = app
+        .post(&format!("/api/v1/artifacts/{id}/share"), json!({}))
+        .await;
+    assert_eq!(s.status, 200, "{}", s.body);
+    b.goto(&url).await;
+    let since = b.text(".since").await;
+    assert!(since.contains("What changed since version 1"), "{since}");
+    assert!(since.contains("retain"), "{since}");
+    b.assert_accessible().await;
+
+    // Revoked: a page saying so, not the artifact.
+    let d = app
+        .call(
+            reqwest::Method::DELETE,
+            &format!("/api/v1/review-links/{}", link["id"].as_str().unwrap()),
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(d.status, 200, "{}", d.body);
+    b.goto(&url).await;
+    let body = b.body().await;
+    assert!(body.contains("This review link no longer works"), "{body}");
+    assert!(body.contains("withdrawn"), "{body}");
+    assert!(!body.contains("We grow in the north"), "{body}");
+    b.goto(&format!("{}/review/wmr_not-a-link", app.base)).await;
+    assert!(b.body().await.contains("This review link is not valid"));
+    b.close().await;
+}
+
+/// Signing in: unknown email and wrong password read alike, then the
+/// dashboard, then signing out.
+async fn an_operator_signs_in_and_out(app: TestApp) {
+    let Some(b) = browser().await else { return };
+    app.user(json!({"email": "ana@team.example", "name": "Ana Operator", "role": "operator", "password": PASSWORD}))
+        .await;
+    b.goto(&format!("{}/", app.base)).await;
+    assert!(
+        b.url().await.contains("/login?next=%2F"),
+        "{}",
+        b.url().await
+    );
+    b.assert_accessible().await;
+    b.screenshot("sign-in").await;
+
+    let mut refusals = vec![];
+    for (email, password) in [
+        ("ana@team.example", "not the password at all"),
+        ("nobody@team.example", PASSWORD),
+    ] {
+        b.fill("#email", email).await;
+        b.fill("#password", password).await;
+        b.click("form[action='/login'] button[type=submit]").await;
+        refusals.push(b.text("[role=alert]").await);
+    }
+    assert_eq!(refusals[0], "The email or the password is wrong.");
+    assert_eq!(refusals[0], refusals[1]);
+
+    b.sign_in(&app.base, "ana@team.example", PASSWORD).await;
+    assert_eq!(b.url().await, format!("{}/", app.base));
+    assert_eq!(b.text("h1").await, "Dashboard");
+    b.assert_accessible().await;
+
+    b.click("form[action='/logout'] button").await;
+    assert!(b.text("[role=status]").await.contains("You are signed out"));
+    b.goto(&format!("{}/", app.base)).await;
+    assert!(b.url().await.contains("/login"), "{}", b.url().await);
+    b.close().await;
+}
+
+/// The page headers: a strict Content-Security-Policy, no framing, an
+/// HttpOnly CSRF cookie; a form post without the token changes nothing.
+async fn pages_carry_their_protections(app: TestApp) {
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let res = http
+        .get(format!("{}/login", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let h = res.headers();
+    let csp = h["content-security-policy"].to_str().unwrap();
+    assert!(csp.contains("script-src 'self'"), "{csp}");
+    assert!(!csp.contains("unsafe-inline"), "{csp}");
+    assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
+    assert_eq!(h["x-frame-options"], "DENY");
+    let cookie = h["set-cookie"].to_str().unwrap();
+    assert!(cookie.starts_with("waymark_csrf="), "{cookie}");
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
+    let html = res.text().await.unwrap();
+    assert!(!html.contains("<script>"), "no inline script");
+
+    // Signed in, a post with a wrong token (or none) is refused.
+    app.user(json!({"email": "ana@team.example", "name": "Ana", "role": "operator", "password": PASSWORD}))
+        .await;
+    let session = app
+        .post(
+            "/api/v1/sessions",
+            json!({"email": "ana@team.example", "password": PASSWORD}),
+        )
+        .await;
+    let secret = session.body["token"].as_str().unwrap().to_owned();
+    let client = app.client("Northwind").await;
+    let id = shared_artifact(&app, &client, "Plan").await;
+    let before = app
+        .get(&format!("/api/v1/artifacts/{id}/comments"))
+        .await
+        .body["items"]
+        .as_array()
+        .unwrap()
+        .len();
+    for token in ["", "0000"] {
+        let res = http
+            .post(format!("{}/artifacts/{id}/comments", app.base))
+            .header(
+                "cookie",
+                format!("waymark_session={secret}; waymark_csrf={}", "a".repeat(64)),
+            )
+            .form(&[("csrf", token), ("body", "forged")])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::FORBIDDEN);
+    }
+    let after = app
+        .get(&format!("/api/v1/artifacts/{id}/comments"))
+        .await
+        .body["items"]
+        .as_array()
+        .unwrap()
+        .len();
+    assert_eq!(before, after);
+
+    // An unknown page is the not-found page for a browser, problem+json for the API.
+    let res = http
+        .get(format!("{}/no/such/page", app.base))
+        .header("accept", "text/html")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 404);
+    assert!(res.text().await.unwrap().contains("Not found"));
+    let res = http
+        .get(format!("{}/api/v1/nope", app.base))
+        .header("accept", "text/html")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.headers()["content-type"], "application/problem+json");
+}
+
+both_backends!(
+    a_reviewer_comments_and_approves_through_a_review_link,
+    an_operator_signs_in_and_out,
+    pages_carry_their_protections,
+);
+
+/// A client user sees only what was shared with their client: another
+/// client's ids give the not-found page on every page URL, internal comments
+/// never show, and markup in titles and comments is text.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_users_see_only_their_client_and_markup_stays_text() {
+    let app = crate::helpers::spawn_app(crate::helpers::Backend::Sqlite)
+        .await
+        .unwrap();
+    let Some(b) = browser().await else { return };
+    let hostile = r#""><img src=x onerror="window.pwned=1"><script>window.pwned=2</script>"#;
+    let mine = app.client("Mine").await;
+    let theirs = app.client("Theirs").await;
+    let my_doc = shared_artifact(&app, &mine, &format!("Plan {hostile}")).await;
+    let their_doc = shared_artifact(&app, &theirs, "Their secret plan").await;
+    for (body, internal) in [(hostile, false), ("internal note: margin is thin", true)] {
+        let c = app
+            .post(
+                &format!("/api/v1/artifacts/{my_doc}/comments"),
+                json!({"body": body, "section": "/summary", "internal": internal}),
+            )
+            .await;
+        assert_eq!(c.status, 201, "{}", c.body);
+    }
+    app.user(
+        json!({"email": "cleo@mine.example", "name": "Cleo", "role": "client",
+                    "client_id": mine, "password": PASSWORD}),
+    )
+    .await;
+
+    b.sign_in(&app.base, "cleo@mine.example", PASSWORD).await;
+    assert_eq!(b.text("h1").await, "Welcome");
+    let home = b.body().await;
+    assert!(home.contains(&format!("Plan {hostile}")), "{home}");
+    assert!(!home.contains("Their secret plan"));
+    b.assert_accessible().await;
+    b.screenshot("portal-home").await;
+
+    b.goto(&format!("{}/artifacts/{my_doc}", app.base)).await;
+    assert_eq!(b.text("h1").await, format!("Plan {hostile}"));
+    let page = b.body().await;
+    assert!(page.contains(hostile), "the comment is shown as text");
+    assert!(!page.contains("internal note"), "{page}");
+    assert!(!page.contains("Reopen as draft"), "no operator actions");
+    let pwned =
+        b.c.execute(
+            "return [window.pwned === undefined, document.images.length]",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(pwned, json!([true, 0]));
+    b.assert_accessible().await;
+
+    for path in [
+        format!("/artifacts/{their_doc}"),
+        format!("/artifacts/{their_doc}/versions/1"),
+        format!("/artifacts/{their_doc}/diff?from=1&to=1"),
+        format!("/artifacts/{their_doc}/raw"),
+        "/artifacts/art_00000000000000000000000000000000".to_owned(),
+    ] {
+        b.goto(&format!("{}{path}", app.base)).await;
+        let body = b.body().await;
+        assert!(body.contains("Not found"), "{path}: {body}");
+        assert!(!body.contains("Their secret plan"), "{path}");
+    }
+    b.close().await;
+}
