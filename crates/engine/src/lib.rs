@@ -19,6 +19,7 @@
 //!
 //! **Architecture invariant:** this crate does not depend on axum.
 
+pub mod audit;
 pub mod catalog;
 pub mod delivery;
 mod error;

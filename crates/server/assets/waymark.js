@@ -1,11 +1,46 @@
-// Waymark's one script: live updates. Every page works without it.
-//
-// A page whose <body> has data-live follows the event stream
-// (/api/v1/events, the session cookie signs it in); after events arrive it
-// fetches the page again and swaps each element marked data-live (by its id)
-// for its new version, leaving forms being typed into alone.
+// Waymark's one script. Every page works without it; it adds two things.
 (function () {
   "use strict";
+
+  // 1. Conditional sections of a generated form (fieldset.conditional with
+  // data-when-pointer and data-when-value): shown while their condition holds,
+  // or while they hold a value or an error; the note beside them says when
+  // they apply, so without script they simply stay visible.
+  document.querySelectorAll("fieldset.conditional[data-when-pointer]").forEach(function (fs) {
+    var form = fs.closest("form");
+    if (!form) { return; }
+    var name = "f:" + fs.getAttribute("data-when-pointer");
+    var want = fs.getAttribute("data-when-value");
+    function control() {
+      var found = null;
+      form.querySelectorAll("select, input, textarea").forEach(function (el) {
+        if (el.name === name && el.type !== "hidden") { found = el; }
+      });
+      return found;
+    }
+    function filled() {
+      if (fs.querySelector(".field-error")) { return true; }
+      var any = false;
+      fs.querySelectorAll("input, select, textarea").forEach(function (el) {
+        if (el.type === "hidden" || el.type === "checkbox" || el.type === "submit") { return; }
+        if (el.value && el.value.trim() !== "") { any = true; }
+      });
+      return any;
+    }
+    function update() {
+      var el = control();
+      var holds = el && el.value === want;
+      fs.hidden = !(holds || filled());
+    }
+    form.addEventListener("change", update);
+    update();
+  });
+
+  // 2. Live updates. A page whose <body> has data-live (a comma-separated list
+  // of event types) follows the event stream (/api/v1/events, signed in by
+  // the session cookie); after such events arrive it fetches the page again
+  // and swaps each element marked data-live (by its id) for its new version,
+  // leaving alone any part whose form is being typed into.
   if (!document.body || !document.body.hasAttribute("data-live") || !window.EventSource) {
     return;
   }
@@ -30,13 +65,12 @@
       })
       .catch(function () {});
   }
-  var stream = new EventSource("/api/v1/events");
-  stream.onmessage = schedule;
-  stream.addEventListener("error", function () {}, false);
-  // Named events (the event type) do not reach onmessage: listen to them all.
-  var types = (document.body.getAttribute("data-live") || "").split(",");
-  types.forEach(function (t) { if (t) { stream.addEventListener(t.trim(), schedule); } });
   function schedule() {
     if (timer === null) { timer = window.setTimeout(refresh, 400); }
   }
+  var stream = new EventSource("/api/v1/events");
+  // Named events (the event type) do not reach onmessage: listen to each.
+  (document.body.getAttribute("data-live") || "").split(",").forEach(function (t) {
+    if (t.trim()) { stream.addEventListener(t.trim(), schedule); }
+  });
 })();

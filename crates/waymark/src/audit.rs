@@ -5,7 +5,6 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 use waymark_client::progress::Progress;
-use waymark_domain::audit::Verifier;
 use waymark_store::Store;
 
 use crate::config::{Overrides, Settings};
@@ -17,9 +16,6 @@ pub enum AuditCommand {
     /// altered, missing or reordered record, naming it
     Verify(Overrides),
 }
-
-/// Records read per query.
-const PAGE: i64 = 5_000;
 
 /// Runs the command: `Ok(true)` when the chain holds.
 pub async fn run(config: Option<&Path>, command: AuditCommand) -> Result<bool> {
@@ -45,37 +41,25 @@ pub async fn run(config: Option<&Path>, command: AuditCommand) -> Result<bool> {
     }
 }
 
-/// Verifies the chain: `Ok(Ok((records, head hash)))` when it holds.
+/// Verifies the chain with a progress bar: `Ok(Ok((records, head hash)))`
+/// when it holds (the walk is `engine::audit::verify`).
 pub async fn verify(
     store: &dyn Store,
 ) -> Result<Result<(u64, String), waymark_domain::audit::ChainBreak>> {
-    let head = store
+    let total = store
         .audit_head()
         .await
-        .context("cannot read the audit head")?;
-    let total = u64::try_from(head.seq).unwrap_or(0);
-    let bar = Progress::new("verifying", total, "records", false);
-    let finish = || bar.finish();
-    let mut v = Verifier::new();
-    // Up to the head read at the start: writes that land meanwhile are left
-    // for the next run, so a busy database does not keep the walk going.
-    while v.last_seq() < head.seq {
-        let page = store
-            .audit_chain(v.last_seq(), PAGE)
-            .await
-            .context("cannot read the audit log")?;
-        if page.is_empty() {
-            break;
-        }
-        for r in &page {
-            if let Err(e) = v.check(r) {
-                finish();
-                return Ok(Err(e));
-            }
-        }
-        let done = u64::try_from(v.last_seq()).unwrap_or(0);
-        bar.set(done, total);
-    }
-    finish();
-    Ok(v.finish(head.seq, &head.hash).map(|n| (n, head.hash)))
+        .context("cannot read the audit head")?
+        .seq;
+    let bar = Progress::new(
+        "verifying",
+        u64::try_from(total).unwrap_or(0),
+        "records",
+        false,
+    );
+    let verdict = waymark_engine::audit::verify(store, |done, total| bar.set(done, total))
+        .await
+        .context("cannot read the audit log");
+    bar.finish();
+    verdict
 }

@@ -189,6 +189,15 @@ async fn rules_of(state: &AppState, a: &ArtifactSummary) -> Result<Option<TypeRu
     rules_for(state, a.engagement_id, &a.artifact_type).await
 }
 
+/// The rule warnings of an artifact's content under its type's rules (none
+/// outside a pack): what a write of it answers, for pages to show.
+pub async fn warnings_of(state: &AppState, a: &Artifact) -> Result<Vec<String>, ApiError> {
+    Ok(rules_of(state, &a.summary)
+        .await?
+        .map(|r| r.def().check(&a.content, "/content").warnings)
+        .unwrap_or_default())
+}
+
 /// The rules of `artifact_type` in an engagement's pack.
 async fn rules_for(
     state: &AppState,
@@ -396,11 +405,24 @@ pub async fn create_artifact(
     headers: HeaderMap,
     Json(body): Json<Value>,
 ) -> Result<Response, ApiError> {
+    let (artifact, warnings) = create(&state, &caller, &trace, &headers, body).await?;
+    Ok(written(StatusCode::CREATED, artifact, warnings, vec![]))
+}
+
+/// Creates an artifact from a request body (the API's and the form page's):
+/// the artifact and its rule warnings.
+pub async fn create(
+    state: &AppState,
+    caller: &Caller,
+    trace: &TraceId,
+    headers: &HeaderMap,
+    body: Value,
+) -> Result<(Artifact, Vec<String>), ApiError> {
     caller.require_staff()?;
-    let ctx = creating_context(&caller, &trace, &headers, "/api/v1/artifacts", &body)?;
+    let ctx = creating_context(caller, trace, headers, "/api/v1/artifacts", &body)?;
     let input: CreateArtifact = from_value(body)?;
     let mut new = input.validate().map_err(ApiError::invalid)?;
-    let rules = rules_for_new(&state, new.client_id, new.engagement_id, &new.artifact_type).await?;
+    let rules = rules_for_new(state, new.client_id, new.engagement_id, &new.artifact_type).await?;
     let warnings = check(rules.as_ref(), &new.content)?;
     new.pipeline = rules.as_ref().map(|r| pipeline_of(r.def()));
     let created = state.store.create_artifact(new, &ctx).await?;
@@ -408,12 +430,7 @@ pub async fn create_artifact(
         created.record.summary.id,
         ArtifactFacts::from(&created.record.summary),
     );
-    Ok(written(
-        StatusCode::CREATED,
-        created.record,
-        warnings,
-        vec![],
-    ))
+    Ok((created.record, warnings))
 }
 
 /// List artifacts, newest first, without their content.

@@ -126,6 +126,8 @@ pub struct ArtifactPage {
     pub links: Vec<ReviewLink>,
     pub notice: Option<&'static str>,
     pub error: Option<String>,
+    /// Rule warnings of the latest version (operators only; they never block).
+    pub warnings: Vec<String>,
     /// What changed since the version this viewer last commented on or decided.
     pub since: Option<(i64, Vec<Row>)>,
 }
@@ -183,6 +185,11 @@ impl ArtifactPage {
             )
         } else {
             (vec![], vec![], vec![])
+        };
+        let warnings = if staff {
+            routes::artifacts::warnings_of(state, &a).await?
+        } else {
+            vec![]
         };
         let causes = a
             .summary
@@ -253,6 +260,7 @@ impl ArtifactPage {
             links,
             notice: None,
             error: None,
+            warnings,
             since,
             a,
         })

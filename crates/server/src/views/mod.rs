@@ -12,14 +12,23 @@
 //! [`tone`] (one colour per status, everywhere) and [`PageError`] (the error
 //! pages: a missing id and one the viewer may not see get the same page).
 
+pub mod admin;
 pub mod artifacts;
 pub mod assets;
+pub mod chart;
+pub mod clients;
 pub mod csrf;
 pub mod document;
+pub mod graph;
 pub mod home;
+pub mod intake;
+pub mod journeys;
 pub mod login;
+pub mod plan;
 pub mod review;
+pub mod schema_form;
 pub mod tone;
+pub mod work;
 
 use askama::Template;
 use axum::Router;
@@ -52,6 +61,38 @@ pub fn routes(state: AppState) -> Router<AppState> {
         .route("/artifacts/{id}/transition", post(artifacts::transition))
         .route("/artifacts/{id}/review-links", post(artifacts::review_link))
         .route("/comments/{id}/resolve", post(artifacts::resolve))
+        .route("/clients", get(clients::list))
+        .route("/clients/{id}", get(clients::page))
+        .route("/engagements/{id}", get(clients::board))
+        .route("/engagements/{id}/intake", get(intake::intake))
+        .route(
+            "/engagements/{id}/new/{type}",
+            get(intake::new).post(intake::submit),
+        )
+        .route("/engagements/{id}/plan", get(plan::page))
+        .route("/engagements/{id}/plan/run", post(plan::run))
+        .route("/journeys/{id}", get(journeys::page))
+        .route("/journeys/{id}/events", post(journeys::event))
+        .route("/journeys/{id}/signoffs", post(journeys::signoff))
+        .route("/work", get(work::page))
+        .route("/work/tasks/{id}/complete", post(work::complete))
+        .route("/work/tasks/{id}/fail", post(work::fail))
+        .route("/work/incidents/{id}/resolve", post(work::resolve))
+        .route("/admin", get(|| async { Redirect::to("/admin/people") }))
+        .route("/admin/people", get(admin::people_page))
+        .route("/admin/users", post(admin::create_user))
+        .route("/admin/tokens", post(admin::create_token))
+        .route("/admin/tokens/{id}/revoke", post(admin::revoke_token))
+        .route(
+            "/admin/webhooks",
+            get(admin::webhooks_page).post(admin::create_webhook),
+        )
+        .route("/admin/webhooks/{id}", get(admin::deliveries_page))
+        .route("/admin/webhooks/{id}/delete", post(admin::delete_webhook))
+        .route("/admin/packs", get(admin::packs_page))
+        .route("/admin/packs/{name}", get(admin::pack_page))
+        .route("/admin/audit", get(admin::audit_page))
+        .route("/admin/audit/verify", post(admin::verify))
         .route("/review/{token}", get(review::page))
         .route("/review/{token}/comments", post(review::comment))
         .route("/review/{token}/approve", post(review::approve))
@@ -178,6 +219,18 @@ pub fn notice_of(done: Option<&str>) -> Option<&'static str> {
         "moved" => "The status was changed.",
         "link" => "The review link was created and mailed to the reviewer.",
         "signed-out" => "You are signed out.",
+        "completed" => "The task is completed.",
+        "failed" => "The task is marked failed; an incident is open for it.",
+        "resolved-incident" => "The incident is resolved.",
+        "queued" => "The ready jobs are queued; the board updates as they finish.",
+        "nothing-ready" => "Nothing is ready to run: see the blocked jobs and their reasons.",
+        "created" => "Created.",
+        "revoked" => "The token is revoked; it no longer works.",
+        "deleted" => "Deleted.",
+        "saved" => "Saved. Rule warnings, if any, are listed below.",
+        "moved-journey" => "The journey moved.",
+        "recorded" => "Recorded.",
+        "rated" => "Thank you: your rating is recorded.",
         _ => return None,
     })
 }

@@ -10,7 +10,7 @@ pub fn tone(status: &str) -> &'static str {
         "approved" | "completed" | "succeeded" | "passed" | "active" | "online" | "implemented"
         | "live" | "done" | "delivered" => "ok",
         "in_review" | "running" | "leased" | "ready" | "waiting" | "pending" | "scheduled"
-        | "recorded" | "open" => "info",
+        | "recorded" | "open" | "queued" => "info",
         "stale" | "paused" | "inconclusive" | "retrying" | "blocked" | "at_risk" | "overdue"
         | "locked" => "warn",
         "failed" | "rejected" | "rolled_back" | "incident" | "offline" | "dead" | "expired"

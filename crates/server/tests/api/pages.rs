@@ -348,3 +348,358 @@ async fn client_users_see_only_their_client_and_markup_stays_text() {
     }
     b.close().await;
 }
+
+/// An operator signed in to a fresh browser.
+async fn operator_browser(app: &TestApp) -> Option<crate::browser::Browser> {
+    let b = browser().await?;
+    let email = format!("op{}@team.example", rand_suffix());
+    app.user(
+        json!({"email": email, "name": "Olga Operator", "role": "operator", "password": PASSWORD}),
+    )
+    .await;
+    b.sign_in(&app.base, &email, PASSWORD).await;
+    Some(b)
+}
+
+fn rand_suffix() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    N.fetch_add(1, Ordering::Relaxed)
+}
+
+/// A journey's promotion refused with its failed check shown in the criteria
+/// table, then, once the metric is good, passed; the timeline moves on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_promotion_shows_its_failed_checks_then_passes() {
+    let app = crate::helpers::spawn_app(crate::helpers::Backend::Sqlite)
+        .await
+        .unwrap();
+    let t = app
+        .post(
+            "/api/v1/journey-templates",
+            json!({"name": "quality-gate", "title": "Quality gate", "stages": [
+                {"id": "pilot", "name": "Pilot", "target_duration": "7d",
+                 "exit": [{"name": "precision", "metric": "precision", "op": ">=", "threshold": 0.9}]},
+                {"id": "live", "name": "Live"}]}),
+        )
+        .await;
+    assert_eq!(t.status, 201, "{}", t.body);
+    let client = app.client("Northwind").await;
+    let j = app
+        .post(
+            "/api/v1/journeys",
+            json!({"client_id": client, "template": "quality-gate", "name": "Search rollout"}),
+        )
+        .await;
+    assert_eq!(j.status, 201, "{}", j.body);
+    let id = j.body["id"].as_str().unwrap().to_owned();
+    let s = app
+        .post(
+            &format!("/api/v1/journeys/{id}/events"),
+            json!({"event": "start"}),
+        )
+        .await;
+    assert_eq!(s.status, 200, "{}", s.body);
+    let m = app
+        .post(
+            &format!("/api/v1/journeys/{id}/metrics"),
+            json!({"observations": [{"name": "precision", "value": 0.7}]}),
+        )
+        .await;
+    assert_eq!(m.status, 201, "{}", m.body);
+
+    let Some(b) = operator_browser(&app).await else {
+        return;
+    };
+    b.goto(&format!("{}/journeys/{id}", app.base)).await;
+    assert_eq!(b.text("h1").await, "Search rollout");
+    assert!(b.text(".timeline").await.contains("current Pilot"));
+    b.assert_accessible().await;
+    b.click("#event-promote button[type=submit]").await;
+    let alert = b.text("[role=alert]").await;
+    assert!(alert.contains("precision"), "{alert}");
+    let criteria = b.text("table.criteria").await;
+    assert!(criteria.contains("failed"), "{criteria}");
+    assert!(criteria.contains("0.7"), "{criteria}");
+    b.screenshot("journey").await;
+
+    let m = app
+        .post(
+            &format!("/api/v1/journeys/{id}/metrics"),
+            json!({"observations": [{"name": "precision", "value": 0.95}]}),
+        )
+        .await;
+    assert_eq!(m.status, 201, "{}", m.body);
+    b.goto(&format!("{}/journeys/{id}", app.base)).await;
+    assert!(b.text("table.criteria").await.contains("passed"));
+    assert!(b.find("svg.chart").await.text().await.is_ok());
+    b.click("#event-promote button[type=submit]").await;
+    assert!(b.text("[role=status]").await.contains("The journey moved"));
+    assert!(b.text(".timeline").await.contains("current Live"));
+    let after = app.get(&format!("/api/v1/journeys/{id}")).await;
+    assert_eq!(after.body["state"], "live", "{}", after.body);
+    b.close().await;
+}
+
+/// The operator's pages over a marketing engagement: clients, the client, the
+/// board (strategy locked with its reason), the plan graph, the work inbox.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_operator_pages_show_clients_board_plan_and_work() {
+    let app = crate::helpers::spawn_app(crate::helpers::Backend::Sqlite)
+        .await
+        .unwrap();
+    let client = app.client("Northwind Ledger").await;
+    let e = app
+        .post(
+            "/api/v1/engagements",
+            json!({"client_id": client, "name": "Q3 launch", "pack": "marketing-engagement"}),
+        )
+        .await;
+    assert_eq!(e.status, 201, "{}", e.body);
+    let eng = e.body["id"].as_str().unwrap().to_owned();
+    let unit = app
+        .post(
+            "/api/v1/work/units",
+            json!({"client_id": client, "name": "Kickoff", "tasks": [
+                {"key": "call", "name": "Kickoff call", "executor": "human"}]}),
+        )
+        .await;
+    assert_eq!(unit.status, 201, "{}", unit.body);
+
+    let Some(b) = operator_browser(&app).await else {
+        return;
+    };
+    b.goto(&format!("{}/clients", app.base)).await;
+    b.assert_accessible().await;
+    b.click("a[href^='/clients/cli_']").await;
+    assert_eq!(b.text("h1").await, "Northwind Ledger");
+    b.assert_accessible().await;
+    b.click(&format!("a[href='/engagements/{eng}']")).await;
+    assert_eq!(b.text("h1").await, "Q3 launch");
+    let strategy = b.text("#col-strategy").await;
+    assert!(strategy.contains("Locked"), "{strategy}");
+    assert!(strategy.contains("intake"), "{strategy}");
+    b.assert_accessible().await;
+    b.screenshot("board").await;
+
+    b.click(&format!("a[href='/engagements/{eng}/plan']")).await;
+    assert_eq!(b.text("h1").await, "Generation plan");
+    assert!(b.find("svg.graph").await.text().await.is_ok());
+    b.assert_accessible().await;
+    b.screenshot("plan").await;
+
+    b.goto(&format!("{}/work", app.base)).await;
+    assert!(b.body().await.contains("Kickoff call"));
+    b.assert_accessible().await;
+    b.find("details.task-form summary")
+        .await
+        .click()
+        .await
+        .unwrap();
+    b.fill("textarea[name=output_json]", "{\"notes\": \"went well\"}")
+        .await;
+    b.click("form[action$='/complete'] button[type=submit]")
+        .await;
+    assert!(
+        b.text("[role=status]")
+            .await
+            .contains("The task is completed")
+    );
+    let tasks = app.get("/api/v1/work/tasks?executor=human").await;
+    assert_eq!(
+        tasks.body["items"][0]["status"], "completed",
+        "{}",
+        tasks.body
+    );
+    assert_eq!(tasks.body["items"][0]["output"]["notes"], "went well");
+    b.close().await;
+}
+
+/// Seed 001's pipeline in the browser: the intake form refuses a missing
+/// required field at its field, then creates the intake; strategy is locked
+/// with its reason until the intake is approved (through a review link);
+/// after the intake changes, the board shows strategy stale with its cause.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seed_001_pipeline_walks_through_the_browser() {
+    let app = crate::helpers::spawn_app(crate::helpers::Backend::Sqlite)
+        .await
+        .unwrap();
+    let client = app.client("Northwind Ledger").await;
+    let e = app
+        .post(
+            "/api/v1/engagements",
+            json!({"client_id": client, "name": "Q3 launch", "pack": "marketing-engagement"}),
+        )
+        .await;
+    let eng = e.body["id"].as_str().unwrap().to_owned();
+    let Some(b) = operator_browser(&app).await else {
+        return;
+    };
+    let base = &app.base;
+    b.goto(&format!("{base}/engagements/{eng}")).await;
+    b.click("#col-intake a.button").await;
+    assert!(
+        b.url()
+            .await
+            .ends_with(&format!("/engagements/{eng}/new/intake"))
+    );
+    b.assert_accessible().await;
+    b.screenshot("intake-form").await;
+
+    // Everything required but the client's name: refused at that field.
+    let field = |p: &str| format!("[name='f:{p}']");
+    b.fill(
+        &field("/client_identity/website"),
+        "https://northwind.example",
+    )
+    .await;
+    b.select(&field("/client_identity/industry"), "technology")
+        .await;
+    b.fill(&field("/client_identity/geography"), "US and Canada")
+        .await;
+    b.fill(
+        &field("/offer_economics/primary_offer"),
+        "Ledger software for SMBs",
+    )
+    .await;
+    b.select(&field("/goals_constraints/objective"), "leads")
+        .await;
+    b.click("#schema-form button.primary").await;
+    assert!(b.text("#form-problem").await.contains("Nothing was saved"));
+    let name = b.find(&field("/client_identity/client_name")).await;
+    assert_eq!(
+        name.attr("aria-invalid").await.unwrap().as_deref(),
+        Some("true")
+    );
+    let described = name
+        .attr("aria-describedby")
+        .await
+        .unwrap()
+        .unwrap_or_default();
+    let err_id = described
+        .split_whitespace()
+        .find(|i| i.starts_with("err-"))
+        .expect("the input points at its error")
+        .to_owned();
+    assert!(b.text(&format!("#{err_id}")).await.contains("required"));
+    assert_eq!(
+        app.get(&format!("/api/v1/artifacts?engagement_id={eng}"))
+            .await
+            .body["items"]
+            .as_array()
+            .unwrap()
+            .len(),
+        0,
+        "nothing was written"
+    );
+    b.assert_accessible().await;
+
+    // The values typed are kept; add the name and create.
+    assert_eq!(
+        b.find(&field("/client_identity/geography"))
+            .await
+            .prop("value")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("US and Canada")
+    );
+    b.fill(&field("/client_identity/client_name"), "Northwind Ledger")
+        .await;
+    b.click("#schema-form button.primary").await;
+    assert!(
+        b.url().await.contains("/artifacts/art_"),
+        "{}",
+        b.url().await
+    );
+    let intake_id = b
+        .url()
+        .await
+        .split("/artifacts/")
+        .nth(1)
+        .unwrap()
+        .split('?')
+        .next()
+        .unwrap()
+        .to_owned();
+    assert!(
+        b.text("#sec-client-identity")
+            .await
+            .contains("Northwind Ledger")
+    );
+
+    // Strategy is locked until the intake is approved.
+    b.goto(&format!("{base}/engagements/{eng}")).await;
+    let strategy = b.text("#col-strategy").await;
+    assert!(strategy.contains("Locked"), "{strategy}");
+    assert!(strategy.contains("intake (draft"), "{strategy}");
+
+    // Share it, and approve it through a review link in the same browser.
+    b.goto(&format!("{base}/artifacts/{intake_id}")).await;
+    b.click("#share-form button[type=submit]").await;
+    let link = review_link(&app, &intake_id).await;
+    b.goto(&format!(
+        "{base}/review/{}",
+        link["token"].as_str().unwrap()
+    ))
+    .await;
+    b.click("#approve-form button[type=submit]").await;
+    assert!(
+        b.text("[role=status]")
+            .await
+            .contains("approval is recorded")
+    );
+    b.goto(&format!("{base}/engagements/{eng}")).await;
+    let strategy = b.text("#col-strategy").await;
+    assert!(!strategy.contains("Locked"), "{strategy}");
+    assert!(strategy.contains("Create"), "{strategy}");
+
+    // A strategy built on the intake, approved.
+    let example: Value = serde_json::from_str(include_str!(
+        "../../../../packs/marketing-engagement/examples/strategy.json"
+    ))
+    .unwrap();
+    let s = app
+        .post(
+            "/api/v1/artifacts",
+            json!({"client_id": client, "engagement_id": eng, "type": "strategy",
+                   "title": "Strategy", "content": example}),
+        )
+        .await;
+    assert_eq!(s.status, 201, "{}", s.body);
+    let strategy_id = s.body["id"].as_str().unwrap().to_owned();
+    let t = app
+        .post(
+            &format!("/api/v1/artifacts/{strategy_id}/transitions"),
+            crate::helpers::transition_body("in_review"),
+        )
+        .await;
+    assert_eq!(t.status, 200, "{}", t.body);
+    let t = app
+        .post(
+            &format!("/api/v1/artifacts/{strategy_id}/transitions"),
+            crate::helpers::transition_body("approved"),
+        )
+        .await;
+    assert_eq!(t.status, 200, "{}", t.body);
+
+    // The intake changes: reopened on its page, edited in the form.
+    b.goto(&format!("{base}/artifacts/{intake_id}")).await;
+    b.click("form:has(input[name=to][value=draft]) button")
+        .await;
+    assert!(b.text("[role=status]").await.contains("status was changed"));
+    b.goto(&format!("{base}/engagements/{eng}/intake")).await;
+    b.fill(&field("/client_identity/geography"), "North America")
+        .await;
+    b.click("#schema-form button.primary").await;
+    assert!(b.url().await.contains(&intake_id));
+    b.goto(&format!("{base}/engagements/{eng}")).await;
+    let strategy = b.text("#col-strategy").await;
+    assert!(strategy.contains("stale"), "{strategy}");
+    assert!(
+        strategy.contains("Upstream intake changed from v1 to v2"),
+        "{strategy}"
+    );
+    b.screenshot("board-stale").await;
+    b.close().await;
+}
