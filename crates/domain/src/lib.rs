@@ -38,6 +38,7 @@ pub mod journey;
 pub mod lifecycle;
 pub mod plan;
 pub mod review;
+pub mod signin;
 pub mod trace;
 pub mod webhook;
 pub mod work;

@@ -414,6 +414,7 @@ impl Worker {
         let composed = match event.event_type.as_str() {
             "artifact.shared" => self.mail_shared(event).await,
             "review_link.created" => self.mail_review_link(event).await,
+            "token.created" => self.mail_sign_in_link(event).await,
             "comment.created" => self.mail_comment(event).await,
             "artifact.approved" => self.mail_decision(event, true).await,
             "artifact.rejected" => self.mail_decision(event, false).await,
@@ -487,6 +488,36 @@ impl Worker {
             }
         }
         Ok(mails)
+    }
+
+    /// `token.created` of a sign-in link: its person, with the link (the
+    /// secret is derived from the token's id under the link key, never stored).
+    async fn mail_sign_in_link(&self, event: &Event) -> Result<Vec<NewMail>, StoreError> {
+        let d = &event.data;
+        if text(d, "kind") != Some("sign_in_link") {
+            return Ok(vec![]);
+        }
+        let (Some(id), Some(user), Some(expires)) = (
+            text(d, "token_id").and_then(|i| i.parse::<waymark_domain::TokenId>().ok()),
+            text(d, "user_id").and_then(|u| u.parse::<waymark_domain::UserId>().ok()),
+            text(d, "expires_at").and_then(|t| OffsetDateTime::parse(t, &Rfc3339).ok()),
+        ) else {
+            return Ok(vec![]);
+        };
+        let user = self.store().get_user(user).await?;
+        let key = self.store().server_key(review::LINK_KEY).await?;
+        let link = waymark_domain::signin::sign(&key, id, expires);
+        let body = format!(
+            "Hello {},\n\n             Someone (we hope you) asked to sign in to Waymark with this address.              This link signs you in once, within 15 minutes:\n\n             {}\n\n             If it was not you, ignore this mail: nothing happens without the link.\n",
+            user.name,
+            self.link(&format!("/login/link/{link}"))
+        );
+        Ok(vec![NewMail {
+            event_seq: event.seq,
+            recipient: user.email,
+            subject: "Your Waymark sign-in link".into(),
+            body,
+        }])
     }
 
     /// `review_link.created`: the reviewer, with their personal link.

@@ -381,8 +381,12 @@ pub(crate) async fn token_caller(
     let token = state.store.token_by_hash(&computed).await?;
     // Found by its hash; compare again in constant time so no branch depends on
     // how much of a guess was right.
-    let Some(t) = token.filter(|t| bool::from(t.secret_hash.ct_eq(&computed)) && t.is_live(now))
-    else {
+    // A mailed sign-in link is redeemed for a session, never sent as a bearer.
+    let Some(t) = token.filter(|t| {
+        bool::from(t.secret_hash.ct_eq(&computed))
+            && t.is_live(now)
+            && t.kind != waymark_store::TokenKind::SignInLink
+    }) else {
         return Err(unknown_token());
     };
     let (name, email) = match t.user_id {

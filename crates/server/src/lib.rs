@@ -261,7 +261,10 @@ pub async fn serve(
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener::ProblemListener(listener), router(state))
-        .with_graceful_shutdown(shutdown)
-        .await
+    axum::serve(
+        listener::ProblemListener(listener),
+        router(state).into_make_service_with_connect_info::<listener::Peer>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
 }

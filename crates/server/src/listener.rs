@@ -208,3 +208,16 @@ mod tests {
         assert!(replacement(with_body).is_none());
     }
 }
+
+/// The address a connection came from, for the per-address limits of
+/// signing in (`ConnectInfo<Peer>` in a request's extensions).
+#[derive(Debug, Clone, Copy)]
+pub struct Peer(pub std::net::SocketAddr);
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, ProblemListener>>
+    for Peer
+{
+    fn connect_info(stream: axum::serve::IncomingStream<'_, ProblemListener>) -> Self {
+        Peer(*stream.remote_addr())
+    }
+}

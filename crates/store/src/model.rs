@@ -214,6 +214,9 @@ pub enum TokenKind {
     Api,
     /// Made by signing in with a password, for the web UI.
     Session,
+    /// A one-time sign-in link sent by mail: never a bearer token; redeemed
+    /// once (see `PeopleStore::redeem_sign_in_link`) for a session.
+    SignInLink,
 }
 
 impl TokenKind {
@@ -221,6 +224,7 @@ impl TokenKind {
         match self {
             TokenKind::Api => "api",
             TokenKind::Session => "session",
+            TokenKind::SignInLink => "sign_in_link",
         }
     }
 
@@ -228,6 +232,7 @@ impl TokenKind {
         match s {
             "api" => Some(TokenKind::Api),
             "session" => Some(TokenKind::Session),
+            "sign_in_link" => Some(TokenKind::SignInLink),
             _ => None,
         }
     }

@@ -65,6 +65,10 @@ pub trait PeopleStore: Send + Sync {
     ) -> Result<Page<TokenInfo>>;
     /// Revokes a token at once; revoking a revoked token changes nothing.
     async fn revoke_token(&self, id: TokenId, ctx: &WriteContext) -> Result<TokenRecord>;
+    /// Uses up a sign-in link: `true` when this call did (it was live and of
+    /// that kind), `false` when it was used, revoked, expired, or is no such
+    /// link. Two concurrent calls never both get `true`.
+    async fn redeem_sign_in_link(&self, id: TokenId, ctx: &WriteContext) -> Result<bool>;
 
     /// Records a failed sign-in for `email`, and answers how many happened since `since`.
     async fn record_login_failure(&self, email: &str, since: OffsetDateTime) -> Result<i64>;

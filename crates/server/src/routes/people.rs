@@ -55,6 +55,13 @@ pub fn public_routes() -> OpenApiRouter<AppState> {
 
 /// Failed sign-ins for one email allowed within [`FAILURE_WINDOW`].
 pub const MAX_FAILURES: i64 = 5;
+/// Failed sign-ins (any email) and sign-in links asked for from one source
+/// address within [`FAILURE_WINDOW`]: spraying one password over many emails
+/// is slowed as much as guessing one account's. Generous, as a team behind
+/// one proxy shares an address.
+pub const MAX_ADDRESS_FAILURES: i64 = 30;
+/// Sign-in links one email may be sent within [`FAILURE_WINDOW`].
+pub const MAX_LINKS: i64 = 3;
 /// How long a failed sign-in counts.
 pub const FAILURE_WINDOW: Duration = Duration::minutes(15);
 /// How long a web session lasts.
@@ -657,8 +664,9 @@ pub struct Session {
 
 /// Sign in with an email and password (no token needed). Answers a session
 /// token, also set as an HttpOnly cookie, good for 12 hours. After 5 failures
-/// for an email within 15 minutes, further attempts are refused (429) until
-/// the oldest leaves the window.
+/// for an email within 15 minutes, or 30 from one source address, further
+/// attempts are refused (429) until the oldest leaves the window; a locked
+/// account can still sign in with a link mailed from the sign-in page.
 #[utoipa::path(post, path = "/api/v1/sessions", tag = "people", request_body = SignIn,
     responses((status = 201, body = Session,
             headers(("Set-Cookie" = String, description = "waymark_session=<token>; HttpOnly; SameSite=Lax; Path=/; Max-Age=43200"))),
@@ -667,9 +675,12 @@ pub struct Session {
 pub async fn sign_in(
     State(state): State<AppState>,
     Extension(trace): Extension<TraceId>,
+    peer: Option<Extension<axum::extract::ConnectInfo<crate::listener::Peer>>>,
     Json(body): Json<SignIn>,
 ) -> Result<Response, ApiError> {
-    let (secret, session) = start_session(&state, &body.email, body.password, &trace).await?;
+    let source = peer.map(|Extension(c)| c.0.0.ip());
+    let (secret, session) =
+        start_session(&state, &body.email, body.password, source, &trace).await?;
     let cookie = session_cookie(&state, &secret, SESSION_LIFETIME.whole_seconds())?;
     Ok((
         StatusCode::CREATED,
@@ -679,22 +690,55 @@ pub async fn sign_in(
         .into_response())
 }
 
-/// Checks an email and password (within the failure limit) and opens a web
-/// session: its secret and what it is. The API's sign-in and the sign-in page
-/// both come here.
+/// The key failures from one source address are counted under (no email
+/// has a space, so it never meets one).
+pub fn address_key(ip: std::net::IpAddr) -> String {
+    format!("addr {ip}")
+}
+
+/// Refuses (429) a source address over its limit of failures.
+async fn check_address(
+    state: &AppState,
+    source: Option<std::net::IpAddr>,
+    now: OffsetDateTime,
+) -> Result<(), ApiError> {
+    let Some(ip) = source else { return Ok(()) };
+    let key = address_key(ip);
+    if state
+        .store
+        .login_failures_since(&key, now - FAILURE_WINDOW)
+        .await?
+        >= MAX_ADDRESS_FAILURES
+    {
+        return Err(ApiError::TooManyRequests {
+            detail: format!(
+                "too many failed sign-ins from this address; try again later (at most {MAX_ADDRESS_FAILURES} per {} minutes)",
+                FAILURE_WINDOW.whole_minutes()
+            ),
+            retry_after: retry_after_key(state, &key, MAX_ADDRESS_FAILURES, now).await?,
+        });
+    }
+    Ok(())
+}
+
+/// Checks an email and password (within the failure limits, per account and
+/// per source address) and opens a web session: its secret and what it is.
+/// The API's sign-in and the sign-in page both come here.
 pub async fn start_session(
     state: &AppState,
     email: &str,
     password: String,
+    source: Option<std::net::IpAddr>,
     trace: &TraceId,
 ) -> Result<(String, Session), ApiError> {
     let email = email.trim().to_lowercase();
     let now = OffsetDateTime::now_utc();
     let since = now - FAILURE_WINDOW;
+    check_address(state, source, now).await?;
     if state.store.login_failures_since(&email, since).await? >= MAX_FAILURES {
         return Err(ApiError::TooManyRequests {
             detail: format!(
-                "too many failed sign-ins for this email; try again later (at most {MAX_FAILURES} per {} minutes)",
+                "too many failed sign-ins for this email; try again later (at most {MAX_FAILURES} per {} minutes), or ask for a sign-in link by mail",
                 FAILURE_WINDOW.whole_minutes()
             ),
             retry_after: retry_after(state, &email, now).await?,
@@ -714,12 +758,26 @@ pub async fn start_session(
         if email.len() <= MAX_EMAIL_LEN {
             state.store.record_login_failure(&email, since).await?;
         }
+        if let Some(ip) = source {
+            state
+                .store
+                .record_login_failure(&address_key(ip), since)
+                .await?;
+        }
         return Err(ApiError::Unauthorized(WRONG_CREDENTIALS.into()));
     };
     state.store.clear_login_failures(&email).await?;
+    open_session(state, user, trace).await
+}
 
+/// A new web session for `user`: its secret and what it is.
+pub async fn open_session(
+    state: &AppState,
+    user: User,
+    trace: &TraceId,
+) -> Result<(String, Session), ApiError> {
     let secret = generate_secret();
-    let expires_at = now + SESSION_LIFETIME;
+    let expires_at = OffsetDateTime::now_utc() + SESSION_LIFETIME;
     let mut new = NewToken::standalone("web session", user.role, hash_secret(&secret));
     new.kind = TokenKind::Session;
     new.expires_at = Some(expires_at);
@@ -737,6 +795,100 @@ pub async fn start_session(
             user,
         },
     ))
+}
+
+/// Sends a one-time sign-in link to `email` when it belongs to someone (the
+/// answer is the same either way): a token row of the sign-in kind whose
+/// `token.created` event the mail delivery turns into the mail. At most
+/// [`MAX_LINKS`] per email and within the source address's limit.
+pub async fn request_sign_in_link(
+    state: &AppState,
+    email: &str,
+    source: Option<std::net::IpAddr>,
+    trace: &TraceId,
+) -> Result<(), ApiError> {
+    let email = email.trim().to_lowercase();
+    let now = OffsetDateTime::now_utc();
+    let since = now - FAILURE_WINDOW;
+    check_address(state, source, now).await?;
+    if email.is_empty() || email.len() > MAX_EMAIL_LEN || !email.contains('@') {
+        return Err(ApiError::invalid(FieldError::new(
+            "/email",
+            "must be an email address such as ana@client.example",
+        )));
+    }
+    let key = format!("link {email}");
+    if state.store.login_failures_since(&key, since).await? >= MAX_LINKS {
+        return Err(ApiError::TooManyRequests {
+            detail: format!(
+                "a sign-in link was sent to this address {MAX_LINKS} times in {} minutes; use the last one or try again later",
+                FAILURE_WINDOW.whole_minutes()
+            ),
+            retry_after: retry_after_key(state, &key, MAX_LINKS, now).await?,
+        });
+    }
+    state.store.record_login_failure(&key, since).await?;
+    if let Some(ip) = source {
+        state
+            .store
+            .record_login_failure(&address_key(ip), since)
+            .await?;
+    }
+    let Some((user, _)) = state.store.user_credentials(&email).await? else {
+        return Ok(());
+    };
+    let mut new = NewToken::standalone("sign-in link", user.role, hash_secret(&generate_secret()));
+    new.kind = TokenKind::SignInLink;
+    new.expires_at = Some(now + waymark_domain::signin::LIFETIME);
+    new.user_id = Some(user.id);
+    new.client_id = user.client_id;
+    let mut ctx = WriteContext::new(user.id.to_string());
+    ctx.actor_name = Some(format!("{} <{}>", user.name, user.email));
+    ctx.trace_id = Some(trace.0.clone());
+    state.store.create_token(new, &ctx).await?;
+    Ok(())
+}
+
+/// Redeems a mailed sign-in link for a session: `None` when it is not a
+/// link, expired, or used already (single use, even under races). It works
+/// for an account locked by failed passwords, and clears those failures.
+pub async fn redeem_sign_in_link(
+    state: &AppState,
+    link: &str,
+    trace: &TraceId,
+) -> Result<Option<(String, Session)>, ApiError> {
+    let Some(token) = usable_link(state, link).await? else {
+        return Ok(None);
+    };
+    let Some(user_id) = token.user_id else {
+        return Ok(None);
+    };
+    let user = state.store.get_user(user_id).await?;
+    let mut ctx = WriteContext::new(user.id.to_string());
+    ctx.actor_name = Some(format!("{} <{}>", user.name, user.email));
+    ctx.trace_id = Some(trace.0.clone());
+    if !state.store.redeem_sign_in_link(token.id, &ctx).await? {
+        return Ok(None);
+    }
+    state.store.clear_login_failures(&user.email).await?;
+    open_session(state, user, trace).await.map(Some)
+}
+
+/// The live sign-in token a link names, if any.
+pub async fn usable_link(state: &AppState, link: &str) -> Result<Option<TokenRecord>, ApiError> {
+    let now = OffsetDateTime::now_utc();
+    if link.len() > 200 {
+        return Ok(None);
+    }
+    let key = state.link_key().await?;
+    let Some(id) = waymark_domain::signin::verify(&key, link, now) else {
+        return Ok(None);
+    };
+    match state.store.get_token(id).await {
+        Ok(t) if t.kind == TokenKind::SignInLink && t.is_live(now) => Ok(Some(t)),
+        Ok(_) | Err(waymark_store::StoreError::NotFound { .. }) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Sign out: revokes the caller's own token (bearer or cookie) and clears the cookie.
@@ -784,6 +936,16 @@ pub fn session_cookie(
 /// The store only counts, so this searches by halving (about ten counts, and
 /// only for refused attempts).
 async fn retry_after(state: &AppState, email: &str, now: OffsetDateTime) -> Result<u64, ApiError> {
+    retry_after_key(state, email, MAX_FAILURES, now).await
+}
+
+/// [`retry_after`] for any key and limit.
+async fn retry_after_key(
+    state: &AppState,
+    email: &str,
+    limit: i64,
+    now: OffsetDateTime,
+) -> Result<u64, ApiError> {
     let start = now - FAILURE_WINDOW;
     let (mut lo, mut hi) = (1_i64, FAILURE_WINDOW.whole_seconds());
     while lo < hi {
@@ -792,7 +954,7 @@ async fn retry_after(state: &AppState, email: &str, now: OffsetDateTime) -> Resu
             .store
             .login_failures_since(email, start + Duration::seconds(mid))
             .await?;
-        if n < MAX_FAILURES {
+        if n < limit {
             hi = mid;
         } else {
             lo = mid + 1;

@@ -50,6 +50,11 @@ pub fn routes(state: AppState) -> Router<AppState> {
         .route("/", get(home::home))
         .route("/login", get(login::page).post(login::submit))
         .route("/logout", post(login::logout))
+        .route("/login/link", post(login::request_link))
+        .route(
+            "/login/link/{token}",
+            get(login::link_page).post(login::redeem_link),
+        )
         .route("/artifacts/{id}", get(artifacts::page))
         .route("/artifacts/{id}/versions/{n}", get(artifacts::version_page))
         .route("/artifacts/{id}/diff", get(artifacts::diff_page))

@@ -279,6 +279,8 @@ both_backends!(
     a_reviewer_comments_and_approves_through_a_review_link,
     an_operator_signs_in_and_out,
     pages_carry_their_protections,
+    a_client_user_signs_in_by_a_mailed_link,
+    failed_sign_ins_are_limited_per_source_address,
 );
 
 /// A client user sees only what was shared with their client: another
@@ -702,4 +704,111 @@ async fn seed_001_pipeline_walks_through_the_browser() {
     );
     b.screenshot("board-stale").await;
     b.close().await;
+}
+
+/// A client contact locked out by wrong passwords asks for a sign-in link,
+/// reads it from the (fake) SMTP server, signs in with it once (a second use
+/// is refused), and sees only their client.
+async fn a_client_user_signs_in_by_a_mailed_link(app: TestApp) {
+    let smtp = crate::smtp::FakeSmtp::start().await;
+    let delivery = app
+        .start_delivery(waymark_engine::delivery::DeliverySettings {
+            smtp_url: Some(smtp.url()),
+            mail_from: "Waymark <waymark@agency.example>".into(),
+            public_url: app.base.clone(),
+            ..crate::helpers::fast_delivery()
+        })
+        .await;
+    let mine = app.client("Mine").await;
+    let theirs = app.client("Theirs").await;
+    shared_artifact(&app, &mine, "Our plan").await;
+    shared_artifact(&app, &theirs, "Their secret plan").await;
+    app.user(
+        json!({"email": "cleo@mine.example", "name": "Cleo", "role": "client",
+                    "client_id": mine, "password": PASSWORD}),
+    )
+    .await;
+    // Five wrong passwords lock the password out.
+    for _ in 0..5 {
+        let a = app
+            .post(
+                "/api/v1/sessions",
+                json!({"email": "cleo@mine.example", "password": "wrong wrong wrong"}),
+            )
+            .await;
+        assert_eq!(a.status, 401);
+    }
+    let locked = app
+        .post(
+            "/api/v1/sessions",
+            json!({"email": "cleo@mine.example", "password": PASSWORD}),
+        )
+        .await;
+    assert_eq!(locked.status, 429, "{}", locked.body);
+
+    let Some(b) = browser().await else { return };
+    b.goto(&format!("{}/login", app.base)).await;
+    b.fill("#link-email", "cleo@mine.example").await;
+    b.click("#link-form button[type=submit]").await;
+    assert!(
+        b.text("[role=status]")
+            .await
+            .contains("a sign-in link is on its way")
+    );
+    // An unknown address reads the same.
+    b.fill("#link-email", "nobody@mine.example").await;
+    b.click("#link-form button[type=submit]").await;
+    assert!(
+        b.text("[role=status]")
+            .await
+            .contains("a sign-in link is on its way")
+    );
+
+    let mails = smtp.wait_for(1, std::time::Duration::from_secs(10)).await;
+    assert_eq!(mails.len(), 1, "no mail for an unknown address");
+    assert_eq!(mails[0].to, ["cleo@mine.example"]);
+    let body = mails[0].body();
+    let link = body
+        .split_whitespace()
+        .find(|w| w.contains("/login/link/wms_"))
+        .unwrap_or_else(|| panic!("no link in {body}"))
+        .to_owned();
+    assert!(link.starts_with(&app.base), "{link}");
+
+    b.goto(&link).await;
+    assert!(b.text("h1").await.contains("Cleo"));
+    b.assert_accessible().await;
+    b.click("form button.primary").await;
+    assert_eq!(b.text("h1").await, "Welcome");
+    let home = b.body().await;
+    assert!(home.contains("Our plan"), "{home}");
+    assert!(!home.contains("Their secret plan"), "{home}");
+
+    // Used once: a second use is refused with a page saying so.
+    b.goto(&link).await;
+    assert!(b.body().await.contains("This sign-in link no longer works"));
+    delivery.stop().await;
+    b.close().await;
+}
+
+/// Spraying one password over many emails from one address is slowed: past
+/// the address's limit, even an untried email is refused (429).
+async fn failed_sign_ins_are_limited_per_source_address(app: TestApp) {
+    for i in 0..waymark_server::routes::people::MAX_ADDRESS_FAILURES {
+        let a = app
+            .post(
+                "/api/v1/sessions",
+                json!({"email": format!("user{i}@spray.example"), "password": "Winter2026!"}),
+            )
+            .await;
+        assert_eq!(a.status, 401, "{}", a.body);
+    }
+    let a = app
+        .post(
+            "/api/v1/sessions",
+            json!({"email": "fresh@spray.example", "password": "Winter2026!"}),
+        )
+        .await;
+    a.assert_problem(429, "too_many_attempts");
+    assert!(a.headers.get("retry-after").is_some());
 }

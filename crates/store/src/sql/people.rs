@@ -61,6 +61,7 @@ pub(crate) async fn insert_token(
             "kind": token.kind.as_str(),
             "user_id": token.user_id.map(|u| u.to_string()),
             "agent_id": token.agent_id,
+            "expires_at": token.expires_at.and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok()),
         }),
     );
     append_log(tx, ctx, at, entry).await
@@ -301,6 +302,26 @@ impl PeopleStore for SqlStore {
             }
         };
         self.get_token(id).await
+    }
+
+    async fn redeem_sign_in_link(&self, id: TokenId, ctx: &WriteContext) -> Result<bool> {
+        let at = now();
+        let mut tx = self.db.begin().await?;
+        let used = sql(
+            "UPDATE tokens SET revoked_at = $2 WHERE id = $1 AND kind = 'sign_in_link' \
+             AND revoked_at IS NULL AND expires_at > $2",
+        )
+        .bind(id.uuid())
+        .bind(at)
+        .execute(&mut tx)
+        .await?;
+        if used != 1 {
+            return Ok(false);
+        }
+        let entry = LogEntry::new("token.redeem", None, id);
+        append_log(&mut tx, ctx, at, entry).await?;
+        tx.commit().await?;
+        Ok(true)
     }
 
     async fn record_login_failure(&self, email: &str, since: OffsetDateTime) -> Result<i64> {

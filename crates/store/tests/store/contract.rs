@@ -22,6 +22,7 @@ contract!(
     artifact_list_filters,
     idempotency_keys_replay_or_refuse,
     tokens_are_found_by_hash_and_rotated,
+    a_sign_in_link_is_redeemed_once,
     concurrent_writers_one_wins_per_version,
     gating_refuses_locked_types_and_defaults_sources,
     stale_cascade_flags_downstream_transitively,
@@ -1395,4 +1396,41 @@ async fn status_columns_refuse_values_the_domain_does_not_know(db: &TestDb) {
         s.get_artifact(a.summary.id).await.unwrap().summary.status,
         waymark_domain::lifecycle::ArtifactStatus::InReview
     );
+}
+
+async fn a_sign_in_link_is_redeemed_once(db: &TestDb) {
+    let s = store(db);
+    let now = time::OffsetDateTime::now_utc();
+    let link = |h: u8, kind, minutes: i64| NewToken {
+        kind,
+        expires_at: Some(now + time::Duration::minutes(minutes)),
+        ..NewToken::standalone("sign-in link", Role::Operator, vec![h; 32])
+    };
+    let t = s
+        .create_token(link(21, waymark_store::TokenKind::SignInLink, 15), &ctx())
+        .await
+        .unwrap();
+    // Racing redemptions: exactly one wins.
+    let (c1, c2) = (ctx(), ctx());
+    let (a, b) = tokio::join!(
+        s.redeem_sign_in_link(t.id, &c1),
+        s.redeem_sign_in_link(t.id, &c2)
+    );
+    assert_eq!([a.unwrap(), b.unwrap()].iter().filter(|x| **x).count(), 1);
+    assert!(!s.redeem_sign_in_link(t.id, &ctx()).await.unwrap());
+    assert!(s.get_token(t.id).await.unwrap().revoked_at.is_some());
+    let expired = s
+        .create_token(link(22, waymark_store::TokenKind::SignInLink, -1), &ctx())
+        .await
+        .unwrap();
+    assert!(!s.redeem_sign_in_link(expired.id, &ctx()).await.unwrap());
+    let api = s
+        .create_token(link(23, waymark_store::TokenKind::Api, 15), &ctx())
+        .await
+        .unwrap();
+    assert!(
+        !s.redeem_sign_in_link(api.id, &ctx()).await.unwrap(),
+        "only sign-in links are redeemed"
+    );
+    assert!(s.get_token(api.id).await.unwrap().revoked_at.is_none());
 }
