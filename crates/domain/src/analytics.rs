@@ -146,6 +146,8 @@ pub struct JourneyAnalytics {
     /// The stage that holds journeys the longest; `null` when no stage has
     /// timing data.
     pub bottleneck: Option<Bottleneck>,
+    /// The client's ratings of completed stages: overall and per client owner.
+    pub ratings: crate::rating::RatingAnalytics,
 }
 
 /// Analytics of one stage of a template.
@@ -438,6 +440,7 @@ pub fn journey_analytics(
         stages,
         time_to_last_stage,
         bottleneck,
+        ratings: Default::default(),
     }
 }
 

@@ -37,6 +37,7 @@ pub mod id;
 pub mod journey;
 pub mod lifecycle;
 pub mod plan;
+pub mod rating;
 pub mod review;
 pub mod signin;
 pub mod trace;

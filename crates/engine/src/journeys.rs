@@ -41,6 +41,8 @@ pub struct JourneyDetail {
     pub units: Vec<JourneyUnit>,
     pub history: Vec<JourneyHistoryEntry>,
     pub signoffs: Vec<Signoff>,
+    /// The client's ratings of its completed stages.
+    pub ratings: Vec<waymark_store::Rating>,
 }
 
 /// How far a journey is.
@@ -55,7 +57,9 @@ pub async fn detail(store: &dyn Store, id: JourneyId) -> Result<JourneyDetail, E
     let units = store.journey_units(id).await?;
     let history = store.journey_history(id).await?;
     let signoffs = store.signoffs(id).await?;
+    let ratings = store.journey_ratings(id).await?;
     Ok(JourneyDetail {
+        ratings,
         allowed_events: journey::possible(&journey.definition, &journey.position()),
         progress: progress(&journey),
         journey,

@@ -214,6 +214,31 @@ pub struct Signoff {
     pub at: OffsetDateTime,
 }
 
+/// A client person's rating of a completed stage.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Rating {
+    pub journey_id: JourneyId,
+    /// The stage's id.
+    pub stage: String,
+    /// 1 to 5.
+    pub score: u8,
+    pub comment: Option<String>,
+    /// Who rated (`usr_…`) and their name.
+    pub rated_by: String,
+    pub rated_by_name: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+}
+
+/// A rating to record (checked: the stage completed, the score in range).
+#[derive(Debug, Clone)]
+pub struct NewRating {
+    pub journey_id: JourneyId,
+    pub stage: String,
+    pub score: u8,
+    pub comment: Option<String>,
+}
+
 #[async_trait]
 pub trait JourneyStore: Send + Sync {
     /// Adds or replaces a template made over the API; `true` when it is new.
@@ -264,4 +289,16 @@ pub trait JourneyStore: Send + Sync {
         ctx: &WriteContext,
     ) -> Result<Signoff>;
     async fn signoffs(&self, id: JourneyId) -> Result<Vec<Signoff>>;
+    /// Records a rating, once per person (the context's actor) and stage:
+    /// another for the same refuses `already_rated`.
+    async fn rate_stage(&self, rating: NewRating, ctx: &WriteContext) -> Result<Rating>;
+    /// A journey's ratings, oldest first.
+    async fn journey_ratings(&self, id: JourneyId) -> Result<Vec<Rating>>;
+    /// The scores given to a template's journeys (newest first, at most
+    /// `limit`), each with its client's owner.
+    async fn template_ratings(
+        &self,
+        template: &str,
+        limit: i64,
+    ) -> Result<Vec<(u8, Option<String>)>>;
 }

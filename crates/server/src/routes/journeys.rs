@@ -37,6 +37,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(journey_event))
         .routes(routes!(record_metrics))
         .routes(routes!(sign_off))
+        .routes(routes!(rate_stage, list_ratings))
         .routes(routes!(get_validation))
         .routes(routes!(get_history))
         .routes(routes!(implement))
@@ -702,6 +703,107 @@ pub async fn sign_off(
     Ok((StatusCode::CREATED, JsonOut(s)))
 }
 
+/// A rating of a completed stage.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RatingRequest {
+    /// The stage's id; the journey must have completed it.
+    pub stage: String,
+    /// 1 (poor) to 5 (excellent).
+    #[schema(minimum = 1, maximum = 5)]
+    pub score: i64,
+    #[schema(max_length = 2000)]
+    pub comment: Option<String>,
+}
+
+/// A journey's ratings.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RatingList {
+    pub items: Vec<waymark_store::Rating>,
+}
+
+/// Rate a completed stage, 1 to 5 with a comment (the client's people only,
+/// once each; a rating is not changed afterwards).
+#[utoipa::path(post, path = "/api/v1/journeys/{id}/ratings", tag = "journeys", request_body = RatingRequest,
+    params(("id" = String, Path, description = "A journey id (jrn_...)")),
+    responses((status = 201, body = waymark_store::Rating), (status = 403, body = Problem),
+        (status = 404, body = Problem),
+        (status = 409, body = Problem, description = "Rated already, or the stage is not completed"),
+        (status = 422, body = Problem)),
+    security(("bearer" = [])))]
+pub async fn rate_stage(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Extension(trace): Extension<TraceId>,
+    Path(id): Path<String>,
+    crate::extract::Json(body): crate::extract::Json<Value>,
+) -> Result<(StatusCode, JsonOut<waymark_store::Rating>), ApiError> {
+    let id: JourneyId = path_id(&id)?;
+    let journey = visible_journey(&state, &caller, id).await?;
+    if caller.is_staff() || caller.user_id.is_none() {
+        return Err(ApiError::Forbidden(
+            "stages are rated by the client's people, signed in as themselves".into(),
+        ));
+    }
+    let req: RatingRequest = from_value(body)?;
+    let checked = waymark_domain::rating::check(req.score, req.comment.as_deref())
+        .map_err(ApiError::invalid)?;
+    let stage = req.stage.trim().to_owned();
+    if !journey.definition.stages.iter().any(|s| s.id == stage) {
+        return Err(ApiError::invalid(FieldError::new(
+            "/stage",
+            format!(
+                "journey {id} has no stage `{}`; its stages are {}",
+                stage.chars().take(64).collect::<String>(),
+                journey.stages.join(", ")
+            ),
+        )));
+    }
+    let history = state.store.journey_history(id).await?;
+    if !waymark_domain::rating::stage_completed(
+        &stage,
+        history.iter().map(|h| (h.event, h.from.as_str())),
+    ) {
+        return Err(ApiError::Conflict {
+            code: "stage_not_completed",
+            detail: format!("the stage {stage} is not completed yet; rate it once it is"),
+            allowed: None,
+            extra: Default::default(),
+        });
+    }
+    let ctx = write_context(&caller, &trace)?;
+    let rating = state
+        .store
+        .rate_stage(
+            waymark_store::NewRating {
+                journey_id: id,
+                stage,
+                score: checked.score,
+                comment: checked.comment,
+            },
+            &ctx,
+        )
+        .await?;
+    state.notify_change();
+    Ok((StatusCode::CREATED, JsonOut(rating)))
+}
+
+/// A journey's ratings, oldest first (the team and the client's people).
+#[utoipa::path(get, path = "/api/v1/journeys/{id}/ratings", tag = "journeys",
+    params(("id" = String, Path, description = "A journey id (jrn_...)")),
+    responses((status = 200, body = RatingList), (status = 404, body = Problem)), security(("bearer" = [])))]
+pub async fn list_ratings(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> Result<JsonOut<RatingList>, ApiError> {
+    let id: JourneyId = path_id(&id)?;
+    visible_journey(&state, &caller, id).await?;
+    Ok(JsonOut(RatingList {
+        items: state.store.journey_ratings(id).await?,
+    }))
+}
+
 /// The current stage's exit validation: its criteria, its units of work and
 /// its minimum soak time, as promotion would see them now.
 #[utoipa::path(get, path = "/api/v1/journeys/{id}/validation", tag = "journeys",
@@ -809,5 +911,8 @@ pub async fn journey_analytics(
                 ),
             )
         })?;
-    Ok(JsonOut(journeys::analytics(&template, &runs)))
+    let mut report = journeys::analytics(&template, &runs);
+    report.ratings =
+        waymark_domain::rating::analytics(&state.store.template_ratings(&name, 100_000).await?);
+    Ok(JsonOut(report))
 }

@@ -193,6 +193,11 @@ pub async fn page(
     })
 }
 
+/// A journey's row from the journey alone (its progress from its stage).
+pub fn journey_progress_row(j: &waymark_store::Journey) -> JourneyRow {
+    journey_row(j, done_stages(j), j.stages.len())
+}
+
 /// Stages a journey has finished: those before its current one (all when completed).
 pub fn done_stages(j: &waymark_store::Journey) -> usize {
     match j.state.as_str() {

@@ -58,6 +58,7 @@ struct Portal {
     layout: Layout,
     waiting: Listing<ArtifactRow>,
     shared: Listing<ArtifactRow>,
+    journeys: Vec<super::clients::JourneyRow>,
 }
 
 fn first(n: u32) -> PageRequest {
@@ -92,10 +93,22 @@ pub async fn home(
             status,
             ..Default::default()
         };
+        let journeys = match client {
+            Some(c) => state
+                .store
+                .list_journeys(Some(c), None, first(50))
+                .await?
+                .items
+                .iter()
+                .map(super::clients::journey_progress_row)
+                .collect(),
+            None => vec![],
+        };
         return render(&Portal {
             layout: Layout::new(&state, "Home", Some(&caller), &csrf, "home").await?,
             waiting: artifacts(&state, shared(Some(ArtifactStatus::InReview))).await?,
             shared: artifacts(&state, shared(None)).await?,
+            journeys,
         });
     }
     let of = |status| ArtifactFilter {

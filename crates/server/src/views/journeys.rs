@@ -169,6 +169,9 @@ struct JourneyPage {
     history: Vec<(JourneyHistoryEntry, String)>,
     events: Vec<&'static str>,
     triggers: Vec<&'static str>,
+    /// Completed stages the viewer (a client user) may still rate: id and name.
+    to_rate: Vec<(String, String)>,
+    ratings: Vec<(waymark_store::Rating, String, String)>,
     notice: Option<&'static str>,
     error: Option<String>,
     reasons: Vec<String>,
@@ -309,6 +312,37 @@ async fn build(
         vec![]
     };
     let client_name = state.store.get_client(j.client_id).await?.name;
+    let me = caller.actor();
+    let stage_name = |id: &str| {
+        j.definition
+            .stages
+            .iter()
+            .find(|s| s.id == id)
+            .map_or_else(|| id.to_owned(), |s| s.name.clone())
+    };
+    let to_rate = if staff || caller.user_id.is_none() {
+        vec![]
+    } else {
+        j.definition
+            .stages
+            .iter()
+            .filter(|s| {
+                waymark_domain::rating::stage_completed(
+                    &s.id,
+                    d.history.iter().map(|h| (h.event, h.from.as_str())),
+                ) && !d
+                    .ratings
+                    .iter()
+                    .any(|r| r.stage == s.id && r.rated_by == me)
+            })
+            .map(|s| (s.id.clone(), s.name.clone()))
+            .collect()
+    };
+    let ratings = d
+        .ratings
+        .iter()
+        .map(|r| (r.clone(), stage_name(&r.stage), when(r.at)))
+        .collect();
     Ok(JourneyPage {
         layout: Layout::new(state, j.name.clone(), Some(caller), csrf, "clients").await?,
         client_name,
@@ -325,6 +359,8 @@ async fn build(
         history: d.history.iter().map(|h| (h.clone(), when(h.at))).collect(),
         events,
         triggers: Trigger::ALL.into_iter().map(Trigger::as_str).collect(),
+        to_rate,
+        ratings,
         notice: None,
         error: None,
         reasons: vec![],
@@ -525,5 +561,41 @@ mod tests {
         assert!(done.iter().all(|s| s.state == "done"));
         assert_eq!(span_words(90_000), "1d 1h");
         assert_eq!(span_words(45), "45s");
+    }
+}
+
+#[derive(Deserialize)]
+pub struct RatingForm {
+    stage: String,
+    score: Option<String>,
+    comment: Option<String>,
+}
+
+/// `POST /journeys/{id}/ratings`: a client person rates a completed stage.
+pub async fn rate(
+    State(state): State<AppState>,
+    Extension(csrf): Extension<CsrfCookie>,
+    Extension(trace): Extension<TraceId>,
+    Viewer(caller): Viewer,
+    Path(id): Path<String>,
+    Form(f): Form<RatingForm>,
+) -> Result<Response, PageError> {
+    let score: i64 = f
+        .score
+        .as_deref()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0);
+    let body = json!({"stage": f.stage, "score": score, "comment": f.comment});
+    match routes::journeys::rate_stage(
+        State(state.clone()),
+        Extension(caller.clone()),
+        Extension(trace),
+        Path(id.clone()),
+        Json(body),
+    )
+    .await
+    {
+        Ok(_) => Ok(Redirect::to(&format!("/journeys/{id}?done=rated")).into_response()),
+        Err(e) => refused(&state, &caller, &csrf, id, e).await,
     }
 }

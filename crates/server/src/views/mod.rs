@@ -79,6 +79,7 @@ pub fn routes(state: AppState) -> Router<AppState> {
         .route("/journeys/{id}", get(journeys::page))
         .route("/journeys/{id}/events", post(journeys::event))
         .route("/journeys/{id}/signoffs", post(journeys::signoff))
+        .route("/journeys/{id}/ratings", post(journeys::rate))
         .route("/work", get(work::page))
         .route("/work/tasks/{id}/complete", post(work::complete))
         .route("/work/tasks/{id}/fail", post(work::fail))
@@ -333,6 +334,7 @@ impl IntoResponse for PageError {
                             "The server could not show this page. Try again in a moment; if it keeps happening, tell your Waymark administrator.".into(),
                         )
                     }
+                    ApiError::Forbidden(m) => error_page(status, "Not allowed", m),
                     other => error_page(status, "This cannot be done", other.problem().detail),
                 }
             }

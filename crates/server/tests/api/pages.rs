@@ -297,6 +297,21 @@ async fn client_users_see_only_their_client_and_markup_stays_text() {
     let theirs = app.client("Theirs").await;
     let my_doc = shared_artifact(&app, &mine, &format!("Plan {hostile}")).await;
     let their_doc = shared_artifact(&app, &theirs, "Their secret plan").await;
+    let e = app
+        .post(
+            "/api/v1/engagements",
+            json!({"client_id": theirs, "name": "Their engagement", "pack": "marketing-engagement"}),
+        )
+        .await;
+    let their_eng = e.body["id"].as_str().unwrap().to_owned();
+    let j = app
+        .post(
+            "/api/v1/journeys",
+            json!({"client_id": theirs, "template": "client-onboarding", "name": "Their journey"}),
+        )
+        .await;
+    assert_eq!(j.status, 201, "{}", j.body);
+    let their_journey = j.body["id"].as_str().unwrap().to_owned();
     for (body, internal) in [(hostile, false), ("internal note: margin is thin", true)] {
         let c = app
             .post(
@@ -342,11 +357,30 @@ async fn client_users_see_only_their_client_and_markup_stays_text() {
         format!("/artifacts/{their_doc}/diff?from=1&to=1"),
         format!("/artifacts/{their_doc}/raw"),
         "/artifacts/art_00000000000000000000000000000000".to_owned(),
+        format!("/clients/{theirs}"),
+        format!("/engagements/{their_eng}"),
+        format!("/engagements/{their_eng}/plan"),
+        format!("/engagements/{their_eng}/intake"),
+        format!("/engagements/{their_eng}/new/strategy"),
+        format!("/journeys/{their_journey}"),
     ] {
         b.goto(&format!("{}{path}", app.base)).await;
         let body = b.body().await;
         assert!(body.contains("Not found"), "{path}: {body}");
         assert!(!body.contains("Their secret plan"), "{path}");
+        assert!(
+            !body.contains("Their engagement") && !body.contains("Their journey"),
+            "{path}"
+        );
+    }
+    // The team's own pages are not for client users.
+    for path in ["/work", "/admin/people", "/admin/audit", "/clients"] {
+        b.goto(&format!("{}{path}", app.base)).await;
+        let body = b.body().await;
+        assert!(
+            body.contains("Not allowed") || (path == "/clients" && !body.contains("Theirs")),
+            "{path}: {body}"
+        );
     }
     b.close().await;
 }
@@ -811,4 +845,205 @@ async fn failed_sign_ins_are_limited_per_source_address(app: TestApp) {
         .await;
     a.assert_problem(429, "too_many_attempts");
     assert!(a.headers.get("retry-after").is_some());
+}
+
+/// A client user follows their journey from the portal and rates a completed
+/// stage once: the rating shows on the journey, in its API and in the
+/// template's analytics (overall and per owner); a second rating and one by
+/// the team are refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_user_rates_a_completed_stage_once() {
+    let app = crate::helpers::spawn_app(crate::helpers::Backend::Sqlite)
+        .await
+        .unwrap();
+    let t = app
+        .post(
+            "/api/v1/journey-templates",
+            json!({"name": "two-step", "title": "Two steps", "stages": [
+                {"id": "kickoff", "name": "Kickoff"}, {"id": "delivery", "name": "Delivery"}]}),
+        )
+        .await;
+    assert_eq!(t.status, 201, "{}", t.body);
+    let c = app
+        .post("/api/v1/clients", json!({"name": "Mine", "owner": "ana"}))
+        .await;
+    let client = c.body["id"].as_str().unwrap().to_owned();
+    let j = app
+        .post(
+            "/api/v1/journeys",
+            json!({"client_id": client, "template": "two-step", "name": "Rollout"}),
+        )
+        .await;
+    let id = j.body["id"].as_str().unwrap().to_owned();
+    for event in ["start", "promote"] {
+        let e = app
+            .post(
+                &format!("/api/v1/journeys/{id}/events"),
+                json!({"event": event}),
+            )
+            .await;
+        assert_eq!(e.status, 200, "{}", e.body);
+    }
+    // The team does not rate.
+    let staff = app
+        .post(
+            &format!("/api/v1/journeys/{id}/ratings"),
+            json!({"stage": "kickoff", "score": 5}),
+        )
+        .await;
+    staff.assert_problem(403, "forbidden");
+    app.user(
+        json!({"email": "cleo@mine.example", "name": "Cleo", "role": "client",
+                    "client_id": client, "password": PASSWORD}),
+    )
+    .await;
+
+    let Some(b) = browser().await else { return };
+    b.sign_in(&app.base, "cleo@mine.example", PASSWORD).await;
+    b.click(&format!("a[href='/journeys/{id}']")).await;
+    assert_eq!(b.text("h1").await, "Rollout");
+    assert!(
+        !b.body().await.contains("Move the journey"),
+        "no operator actions"
+    );
+    b.assert_accessible().await;
+    b.find("#rate-kickoff input[name=score][value='4']")
+        .await
+        .click()
+        .await
+        .unwrap();
+    b.fill("#rate-comment-kickoff", "Smooth start.").await;
+    b.click("#rate-kickoff button[type=submit]").await;
+    assert!(b.text("[role=status]").await.contains("rating is recorded"));
+    let ratings = b.text("section[aria-labelledby=ratings-h]").await;
+    assert!(
+        ratings.contains("4 of 5") && ratings.contains("Smooth start."),
+        "{ratings}"
+    );
+    assert!(
+        b.c.find(fantoccini::Locator::Css("#rate-kickoff"))
+            .await
+            .is_err(),
+        "rated once"
+    );
+    b.screenshot("portal-journey").await;
+    b.close().await;
+
+    let list = app.get(&format!("/api/v1/journeys/{id}/ratings")).await;
+    assert_eq!(list.body["items"][0]["score"], 4, "{}", list.body);
+    let detail = app.get(&format!("/api/v1/journeys/{id}")).await;
+    assert_eq!(detail.body["ratings"][0]["comment"], "Smooth start.");
+    let a = app
+        .get("/api/v1/analytics/journeys?template=two-step")
+        .await;
+    assert_eq!(a.body["ratings"]["overall"]["count"], 1, "{}", a.body);
+    assert_eq!(a.body["ratings"]["overall"]["average"], 4.0);
+    assert_eq!(
+        a.body["ratings"]["overall"]["distribution"],
+        json!([0, 0, 0, 1, 0])
+    );
+    assert_eq!(a.body["ratings"]["by_owner"]["ana"]["count"], 1);
+
+    // Once only, and only completed stages.
+    let session = app
+        .post(
+            "/api/v1/sessions",
+            json!({"email": "cleo@mine.example", "password": PASSWORD}),
+        )
+        .await;
+    let token = session.body["token"].as_str().unwrap().to_owned();
+    let again = app
+        .call_as(
+            Some(&token),
+            reqwest::Method::POST,
+            &format!("/api/v1/journeys/{id}/ratings"),
+            Some(json!({"stage": "kickoff", "score": 1})),
+        )
+        .await;
+    again.assert_problem(409, "already_rated");
+    let open = app
+        .call_as(
+            Some(&token),
+            reqwest::Method::POST,
+            &format!("/api/v1/journeys/{id}/ratings"),
+            Some(json!({"stage": "delivery", "score": 3})),
+        )
+        .await;
+    open.assert_problem(409, "stage_not_completed");
+    let bad = app
+        .call_as(
+            Some(&token),
+            reqwest::Method::POST,
+            &format!("/api/v1/journeys/{id}/ratings"),
+            Some(json!({"stage": "kickoff", "score": 9})),
+        )
+        .await;
+    bad.assert_problem(422, "invalid");
+}
+
+/// The admin's pages: a token's secret shown once and revoked; a webhook with
+/// its signing secret and delivery log; packs with their types; the audit
+/// log filtered and its chain verified.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_pages_manage_people_webhooks_packs_and_the_audit_log() {
+    let app = crate::helpers::spawn_app(crate::helpers::Backend::Sqlite)
+        .await
+        .unwrap();
+    let admin = app
+        .user(json!({"email": "root@team.example", "name": "Ada Admin", "role": "admin", "password": PASSWORD}))
+        .await;
+    let Some(b) = browser().await else { return };
+    b.sign_in(&app.base, "root@team.example", PASSWORD).await;
+    b.click("a[href='/admin']").await;
+    assert_eq!(b.text("h1").await, "People and tokens");
+    b.assert_accessible().await;
+
+    b.fill("#t-name", "ci pipeline").await;
+    b.click("form[action='/admin/tokens'] button[type=submit]")
+        .await;
+    let secret = b.text("#new-secret").await;
+    assert!(secret.starts_with("wm_"), "{secret}");
+    let me = app
+        .call_as(Some(&secret), reqwest::Method::GET, "/api/v1/version", None)
+        .await;
+    assert_eq!(me.status, 200, "the new token works");
+    b.goto(&format!("{}/admin/people", app.base)).await;
+    assert!(!b.body().await.contains(&secret), "shown once");
+    b.click("form[action$='/revoke'] button").await;
+    assert!(b.text("[role=status]").await.contains("revoked"));
+    let me = app
+        .call_as(Some(&secret), reqwest::Method::GET, "/api/v1/version", None)
+        .await;
+    assert_eq!(me.status, 401, "revoked");
+
+    b.click("a[href='/admin/webhooks']").await;
+    b.fill("#w-url", "https://hooks.example.com/waymark").await;
+    b.fill("#w-types", "artifact.approved").await;
+    b.click("form[action='/admin/webhooks'] button[type=submit]")
+        .await;
+    assert!(b.text(".secret-value").await.starts_with("whsec_"));
+    b.assert_accessible().await;
+    b.click("a[href^='/admin/webhooks/whk_']").await;
+    assert!(b.text("h1").await.contains("hooks.example.com"));
+
+    b.goto(&format!("{}/admin/packs", app.base)).await;
+    b.click("a[href='/admin/packs/marketing-engagement']").await;
+    assert!(b.body().await.contains("Strategy"));
+    b.assert_accessible().await;
+
+    b.goto(&format!("{}/admin/audit", app.base)).await;
+    assert!(b.body().await.contains("token.create"));
+    b.fill("#a-actor", admin["id"].as_str().unwrap()).await;
+    b.click("form[action='/admin/audit'] button[type=submit]")
+        .await;
+    let rows = b.text("table").await;
+    assert!(
+        rows.contains("token.revoke") && !rows.contains("user.create"),
+        "{rows}"
+    );
+    b.click("form[action='/admin/audit/verify'] button").await;
+    assert!(b.text("#verdict").await.contains("The audit chain holds"));
+    b.assert_accessible().await;
+    b.screenshot("admin-audit").await;
+    b.close().await;
 }

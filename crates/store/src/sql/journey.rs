@@ -940,6 +940,107 @@ impl JourneyStore for SqlStore {
             })
             .collect())
     }
+
+    async fn rate_stage(&self, r: NewRating, ctx: &WriteContext) -> Result<Rating> {
+        let now = now_us();
+        let name = ctx.actor_name.clone().unwrap_or_else(|| ctx.actor.clone());
+        let mut tx = self.db.begin().await?;
+        let row = lock_journey(&mut tx, r.journey_id).await?;
+        let existing: Option<(i64,)> = sql(
+            "SELECT score FROM journey_ratings WHERE journey_id = $1 AND stage = $2 AND rated_by = $3",
+        )
+        .bind(r.journey_id.uuid())
+        .bind(&r.stage)
+        .bind(&ctx.actor)
+        .fetch_optional(&mut tx)
+        .await?;
+        if existing.is_some() {
+            return Err(StoreError::Refused {
+                code: "already_rated",
+                detail: format!(
+                    "you rated the stage {} of journey {} already; a rating is not changed afterwards",
+                    r.stage, r.journey_id
+                ),
+            });
+        }
+        sql(
+            "INSERT INTO journey_ratings (journey_id, stage, rated_by, rated_by_name, score, comment, at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(r.journey_id.uuid())
+        .bind(&r.stage)
+        .bind(&ctx.actor)
+        .bind(&name)
+        .bind(i64::from(r.score))
+        .bind(&r.comment)
+        .bind(now)
+        .execute(&mut tx)
+        .await?;
+        let mut data = journey_data(&row, "");
+        if let Some(obj) = data.as_object_mut() {
+            obj.remove("state");
+            obj.insert("stage".into(), Value::from(r.stage.clone()));
+            obj.insert("score".into(), Value::from(r.score));
+        }
+        let entry = LogEntry::new(
+            "journey.rate",
+            Some(ClientId::from_uuid(row.client_id)),
+            r.journey_id,
+        )
+        .event("journey.rated", Audience::Client, data);
+        append_log(&mut tx, ctx, at(now), entry).await?;
+        tx.commit().await?;
+        Ok(Rating {
+            journey_id: r.journey_id,
+            stage: r.stage,
+            score: r.score,
+            comment: r.comment,
+            rated_by: ctx.actor.clone(),
+            rated_by_name: name,
+            at: at(now),
+        })
+    }
+
+    async fn journey_ratings(&self, id: JourneyId) -> Result<Vec<Rating>> {
+        let rows: Vec<(String, i64, Option<String>, String, String, i64)> = sql(
+            "SELECT stage, score, comment, rated_by, rated_by_name, at FROM journey_ratings \
+             WHERE journey_id = $1 ORDER BY at, rated_by",
+        )
+        .bind(id.uuid())
+        .fetch_all(&mut self.db.reader())
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(stage, score, comment, by, name, t)| Rating {
+                journey_id: id,
+                stage,
+                score: u8::try_from(score).unwrap_or(0),
+                comment,
+                rated_by: by,
+                rated_by_name: name,
+                at: at(t),
+            })
+            .collect())
+    }
+
+    async fn template_ratings(
+        &self,
+        template: &str,
+        limit: i64,
+    ) -> Result<Vec<(u8, Option<String>)>> {
+        let rows: Vec<(i64, Option<String>)> =
+            sql("SELECT r.score, c.owner FROM journey_ratings r \
+             JOIN journeys j ON j.id = r.journey_id JOIN clients c ON c.id = j.client_id \
+             WHERE j.template = $1 ORDER BY r.at DESC LIMIT $2")
+            .bind(template)
+            .bind(limit)
+            .fetch_all(&mut self.db.reader())
+            .await?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(s, o)| u8::try_from(s).ok().map(|s| (s, o)))
+            .collect())
+    }
 }
 
 /// Microseconds since the epoch.

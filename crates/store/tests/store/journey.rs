@@ -11,7 +11,10 @@ use waymark_domain::work::{TaskSpec, UnitStatus, check_tasks};
 use waymark_store::testing::{self, TestDb};
 use waymark_store::*;
 
-contract!(transitions_are_recorded_with_their_units_and_history);
+contract!(
+    transitions_are_recorded_with_their_units_and_history,
+    ratings_are_given_once_and_summed_per_template,
+);
 
 fn ctx(actor: &str) -> WriteContext {
     let mut c = WriteContext::new(actor);
@@ -215,4 +218,78 @@ async fn transitions_are_recorded_with_their_units_and_history(db: &TestDb) {
             v.check(r).unwrap();
         }
     }
+}
+
+async fn ratings_are_given_once_and_summed_per_template(db: &TestDb) {
+    let store: Arc<dyn Store> = db.store.clone();
+    let client = store
+        .create_client(
+            NewClient {
+                name: "Acme".into(),
+                owner: Some("ana".into()),
+                ..Default::default()
+            },
+            &ctx("ops"),
+        )
+        .await
+        .unwrap()
+        .record
+        .id;
+    let j = store
+        .create_journey(
+            NewJourney {
+                client_id: client,
+                name: "Acme 2026".into(),
+                template: template(),
+                source_artifact_id: None,
+                input: serde_json::Value::Null,
+            },
+            &ctx("ops"),
+        )
+        .await
+        .unwrap()
+        .record;
+    let rate = |who: &'static str, score| {
+        let store = store.clone();
+        async move {
+            store
+                .rate_stage(
+                    NewRating {
+                        journey_id: j.id,
+                        stage: "sandbox".into(),
+                        score,
+                        comment: Some("fine".into()),
+                    },
+                    &ctx(who),
+                )
+                .await
+        }
+    };
+    let first = rate("usr_cleo", 4).await.unwrap();
+    assert_eq!(first.score, 4);
+    match rate("usr_cleo", 2).await {
+        Err(StoreError::Refused { code, .. }) => assert_eq!(code, "already_rated"),
+        other => panic!("a second rating by the same person: {other:?}"),
+    }
+    rate("usr_dan", 5).await.unwrap();
+    let all = store.journey_ratings(j.id).await.unwrap();
+    assert_eq!(
+        all.iter()
+            .map(|r| (r.rated_by.as_str(), r.score))
+            .collect::<Vec<_>>(),
+        [("usr_cleo", 4), ("usr_dan", 5)]
+    );
+    let mut scores = store.template_ratings("onboarding", 10).await.unwrap();
+    scores.sort();
+    assert_eq!(
+        scores,
+        [(4, Some("ana".to_owned())), (5, Some("ana".to_owned()))]
+    );
+    assert!(
+        store
+            .template_ratings("other", 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
