@@ -795,3 +795,94 @@ mod tests {
         }
     }
 }
+
+/// Why a journey needs attention, if it does: rolling back, its current
+/// stage's last exit check failed, or it is past the stage's target duration
+/// (`in_stage`: how long it has been in the stage). The dashboard's "journeys
+/// at risk".
+pub fn at_risk(
+    position: &Position,
+    stage: Option<&StageDef>,
+    last_check_failed: Option<&str>,
+    in_stage: Option<Duration>,
+) -> Option<String> {
+    match position.phase {
+        Phase::RollingBack => return Some("rolling back".into()),
+        Phase::Active => {}
+        _ => return None,
+    }
+    if let Some(failed) = last_check_failed {
+        return Some(format!("exit check failed: {failed}"));
+    }
+    let (Some(s), Some(spent)) = (stage, in_stage) else {
+        return None;
+    };
+    let target = s.target_duration?;
+    (spent > target.0).then(|| {
+        format!(
+            "{} in {}, past its target of {target}",
+            elapsed(spent),
+            s.name
+        )
+    })
+}
+
+/// A duration in the largest whole unit: `3 days`, `5 hours`, `1 minute`.
+pub fn elapsed(d: Duration) -> String {
+    let s = d.as_secs();
+    let (n, unit) = match s {
+        0..60 => (s, "second"),
+        60..3_600 => (s / 60, "minute"),
+        3_600..86_400 => (s / 3_600, "hour"),
+        _ => (s / 86_400, "day"),
+    };
+    format!("{n} {unit}{}", if n == 1 { "" } else { "s" })
+}
+
+#[cfg(test)]
+mod at_risk_tests {
+    use super::*;
+
+    fn stage(target: &str) -> StageDef {
+        serde_json::from_value(
+            serde_json::json!({"id": "pilot", "name": "Pilot", "target_duration": target}),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn rollbacks_failed_checks_and_overruns_are_at_risk() {
+        let active = Position {
+            phase: Phase::Active,
+            stage: Some(0),
+            rollback_to: None,
+            paused: false,
+        };
+        let day = Duration::from_secs(86_400);
+        let s = stage("7d");
+        assert_eq!(at_risk(&active, Some(&s), None, Some(day * 3)), None);
+        assert_eq!(
+            at_risk(&active, Some(&s), None, Some(day * 9)).as_deref(),
+            Some("9 days in Pilot, past its target of 7d")
+        );
+        assert!(
+            at_risk(&active, Some(&s), Some("precision"), Some(day))
+                .unwrap()
+                .contains("precision")
+        );
+        let rolling = Position {
+            phase: Phase::RollingBack,
+            ..active
+        };
+        assert_eq!(
+            at_risk(&rolling, None, None, None).as_deref(),
+            Some("rolling back")
+        );
+        assert_eq!(
+            at_risk(&Position::PENDING, Some(&s), Some("x"), Some(day * 99)),
+            None
+        );
+        assert_eq!(elapsed(Duration::from_secs(1)), "1 second");
+        assert_eq!(elapsed(Duration::from_secs(7_300)), "2 hours");
+    }
+}

@@ -122,6 +122,8 @@ pub struct ArtifactPage {
     pub approvals: String,
     pub lineage_up: Vec<LineageRow>,
     pub lineage_down: Vec<LineageRow>,
+    /// The lineage drawn as a graph (operators; empty without lineage).
+    pub lineage_svg: String,
     pub causes: Vec<CauseView>,
     pub links: Vec<ReviewLink>,
     pub notice: Option<&'static str>,
@@ -140,6 +142,7 @@ impl ArtifactPage {
         csrf: &CsrfCookie,
         id: ArtifactId,
         base: String,
+        seen: Option<i64>,
     ) -> Result<ArtifactPage, PageError> {
         let a = visible_artifact(state, caller, id).await?;
         let staff = caller.is_staff();
@@ -163,8 +166,12 @@ impl ArtifactPage {
             review.required.max(1),
             if review.required.max(1) == 1 { "" } else { "s" }
         );
+        let mut lineage_svg = String::new();
         let (lineage_up, lineage_down, links) = if staff {
             let l = state.store.lineage(id, 200).await?;
+            if !l.upstream.is_empty() || !l.downstream.is_empty() {
+                lineage_svg = lineage_graph(&a, &l);
+            }
             let rows = |nodes: Vec<waymark_store::LineageNode>| {
                 nodes
                     .into_iter()
@@ -203,13 +210,14 @@ impl ArtifactPage {
             })
             .collect();
 
-        // What this viewer last looked at closely: the newest version they
-        // commented on or approved, when older than the latest.
+        // What this viewer last looked at: the newest version they saw (this
+        // browser's cookie), commented on or approved, when older than the latest.
         let me = caller.actor();
         let mut last_seen = comments
             .iter()
             .filter(|c| c.author == me)
             .map(|c| c.version)
+            .chain(seen)
             .max();
         if let Some(v) = review
             .approvals
@@ -256,6 +264,7 @@ impl ArtifactPage {
             approvals,
             lineage_up,
             lineage_down,
+            lineage_svg,
             causes,
             links,
             notice: None,
@@ -272,6 +281,54 @@ impl ArtifactPage {
     pub fn raw_json(&self) -> String {
         serde_json::to_string_pretty(&self.a.content).unwrap_or_default()
     }
+}
+
+/// An artifact's lineage as a graph: what it was built from, on its left;
+/// what was built on it, on its right; each node linked to its page.
+fn lineage_graph(a: &Artifact, l: &waymark_store::Lineage) -> String {
+    use super::graph::{Edge, Node};
+    let node = |id: ArtifactId, title: &str, ty: &str, status: &str, v: i64| Node {
+        id: id.to_string(),
+        label: title.to_owned(),
+        detail: format!("{ty} v{v}"),
+        status: status.to_owned(),
+        href: Some(format!("/artifacts/{id}")),
+    };
+    let mut nodes = vec![node(
+        a.summary.id,
+        &a.summary.title,
+        &a.summary.artifact_type,
+        a.summary.status.as_str(),
+        a.summary.version,
+    )];
+    let mut edges = Vec::new();
+    for n in &l.upstream {
+        nodes.push(node(
+            n.artifact_id,
+            &n.title,
+            &n.artifact_type,
+            n.status.as_str(),
+            n.version,
+        ));
+        edges.push(Edge {
+            from: n.artifact_id.to_string(),
+            to: n.via.artifact_id.to_string(),
+        });
+    }
+    for n in &l.downstream {
+        nodes.push(node(
+            n.artifact_id,
+            &n.title,
+            &n.artifact_type,
+            n.status.as_str(),
+            n.version,
+        ));
+        edges.push(Edge {
+            from: n.via.artifact_id.to_string(),
+            to: n.artifact_id.to_string(),
+        });
+    }
+    super::graph::svg(&format!("Lineage of {}", a.summary.title), &nodes, &edges)
 }
 
 /// Every comment the viewer may see, oldest first.
@@ -414,14 +471,47 @@ pub async fn page(
     State(state): State<AppState>,
     Extension(csrf): Extension<CsrfCookie>,
     Viewer(caller): Viewer,
+    headers: HeaderMap,
     Path(id): Path<String>,
     Query(q): Query<PageQuery>,
 ) -> Result<Response, PageError> {
     let id: ArtifactId = crate::extract::path_id(&id)?;
-    let mut page =
-        ArtifactPage::build(&state, &caller, &csrf, id, format!("/artifacts/{id}")).await?;
+    let mut page = ArtifactPage::build(
+        &state,
+        &caller,
+        &csrf,
+        id,
+        format!("/artifacts/{id}"),
+        seen_version(&headers, id),
+    )
+    .await?;
     page.notice = notice_of(q.done());
-    render(&page)
+    let latest = page.a.summary.version;
+    Ok(remember_seen(render(&page)?, id, latest))
+}
+
+/// The cookie remembering which version of an artifact this browser saw.
+fn seen_cookie_name(id: ArtifactId) -> String {
+    format!("waymark_seen_{}", id.uuid().simple())
+}
+
+/// The version of `id` this browser last saw, if it did.
+pub fn seen_version(headers: &HeaderMap, id: ArtifactId) -> Option<i64> {
+    super::csrf::cookie_value(headers, &seen_cookie_name(id))?
+        .parse()
+        .ok()
+}
+
+/// Remembers in this browser that it saw `version` of `id` (a year), so the
+/// next visit after a new version opens on what changed.
+pub fn remember_seen(mut res: Response, id: ArtifactId, version: i64) -> Response {
+    if let Ok(v) = axum::http::HeaderValue::from_str(&format!(
+        "{}={version}; HttpOnly; SameSite=Lax; Path=/; Max-Age=31536000",
+        seen_cookie_name(id)
+    )) {
+        res.headers_mut().append(axum::http::header::SET_COOKIE, v);
+    }
+    res
 }
 
 /// The page again with what went wrong, at the error's status.
@@ -440,7 +530,7 @@ pub async fn refused(
         return Err(e.into());
     }
     let status = e.status();
-    let mut page = ArtifactPage::build(state, caller, csrf, id, base).await?;
+    let mut page = ArtifactPage::build(state, caller, csrf, id, base, None).await?;
     let p = e.problem();
     let mut message = p.detail;
     for f in p.errors {

@@ -89,10 +89,20 @@ pub fn svg(title: &str, nodes: &[Node], edges: &[Edge]) -> String {
     let height = 2 * PAD + lay.rows * NODE_H + (lay.rows - 1) * ROW_GAP;
 
     let mut out = String::with_capacity(512 + 400 * lay.nodes.len() + 120 * lay.edges.len());
+    // A picture, unless its nodes are links: then a group, so the links stay
+    // reachable (an image's children are presentational to assistive tech).
+    let role = if nodes
+        .iter()
+        .any(|n| n.href.as_deref().is_some_and(safe_href))
+    {
+        "group"
+    } else {
+        "img"
+    };
     // `write!` to a String cannot fail.
     let _ = write!(
         out,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" role="img" aria-labelledby="{id}-title" viewBox="0 0 {width} {height}" width="{width}" height="{height}" class="graph">"#
+        r#"<svg xmlns="http://www.w3.org/2000/svg" role="{role}" aria-labelledby="{id}-title" viewBox="0 0 {width} {height}" width="{width}" height="{height}" class="graph">"#
     );
     let _ = write!(out, r#"<title id="{id}-title">{}</title>"#, esc(title));
     let _ = write!(

@@ -41,10 +41,19 @@ pub struct Listing<T> {
     pub more: bool,
 }
 
+/// A journey that needs attention, and why.
+pub struct RiskRow {
+    pub id: waymark_domain::JourneyId,
+    pub name: String,
+    pub why: String,
+}
+
 #[derive(Template)]
 #[template(path = "dashboard.html")]
 struct Dashboard {
     layout: Layout,
+    at_risk: Vec<RiskRow>,
+    rejected: Vec<ArtifactRow>,
     in_review: Listing<ArtifactRow>,
     stale: Listing<ArtifactRow>,
     drafts: Listing<ArtifactRow>,
@@ -129,6 +138,8 @@ pub async fn home(
         .await?;
     render(&Dashboard {
         layout: Layout::new(&state, "Dashboard", Some(&caller), &csrf, "home").await?,
+        at_risk: journeys_at_risk(&state).await?,
+        rejected: rejected(&state).await?,
         in_review: artifacts(&state, of(ArtifactStatus::InReview)).await?,
         stale: artifacts(&state, of(ArtifactStatus::Stale)).await?,
         drafts: artifacts(&state, of(ArtifactStatus::Draft)).await?,
@@ -141,4 +152,78 @@ pub async fn home(
             items: tasks.items,
         },
     })
+}
+
+/// Journeys under way that need attention (see `domain::journey::at_risk`),
+/// among the newest 500.
+async fn journeys_at_risk(state: &AppState) -> Result<Vec<RiskRow>, PageError> {
+    let now = time::OffsetDateTime::now_utc();
+    let page = state.store.list_journeys(None, None, first(500)).await?;
+    Ok(page
+        .items
+        .iter()
+        .filter_map(|j| {
+            let position = j.position();
+            let stage = position.stage.and_then(|i| j.definition.stages.get(i));
+            let failed = j
+                .last_validation
+                .as_ref()
+                .and_then(|v| v.checks.iter().find(|c| c.blocks()).map(|c| c.name.clone()));
+            let in_stage = j
+                .stage_started_at
+                .and_then(|t| std::time::Duration::try_from(now - t).ok());
+            waymark_domain::journey::at_risk(&position, stage, failed.as_deref(), in_stage).map(
+                |why| RiskRow {
+                    id: j.id,
+                    name: j.name.clone(),
+                    why,
+                },
+            )
+        })
+        .take(SHOWN as usize)
+        .collect())
+}
+
+/// Drafts rejected by their reviewers (among the latest 2,000 events) that
+/// are still drafts: the rework waiting for the team.
+async fn rejected(state: &AppState) -> Result<Vec<ArtifactRow>, PageError> {
+    let last = state.store.last_event_seq().await?;
+    let events = state
+        .store
+        .events_after(
+            (last - 2_000).max(0),
+            waymark_store::EventScope::Staff,
+            2_000,
+        )
+        .await?;
+    let mut seen = std::collections::HashSet::new();
+    let mut rows = Vec::new();
+    for e in events
+        .iter()
+        .rev()
+        .filter(|e| e.event_type == "artifact.rejected")
+    {
+        let Some(id) = e
+            .data
+            .get("artifact_id")
+            .and_then(|v| v.as_str())
+            .unwrap_or(&e.subject)
+            .parse::<waymark_domain::ArtifactId>()
+            .ok()
+        else {
+            continue;
+        };
+        if !seen.insert(id) {
+            continue;
+        }
+        match state.store.get_artifact_summary(id).await {
+            Ok(a) if a.status == ArtifactStatus::Draft => rows.push(ArtifactRow::from(a)),
+            Ok(_) | Err(waymark_store::StoreError::NotFound { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+        if rows.len() >= SHOWN as usize {
+            break;
+        }
+    }
+    Ok(rows)
 }

@@ -13,7 +13,7 @@ use waymark_store::StoreError;
 
 use super::artifacts::{
     ApproveForm, ArtifactPage, CommentForm, PageQuery, RejectForm, act, approve_as, comment_as,
-    done, refused, reject_as,
+    done, refused, reject_as, remember_seen, seen_version,
 };
 use super::csrf::{CsrfCookie, Form};
 use super::{PageError, error_page, notice_of, render};
@@ -82,6 +82,7 @@ impl PageError {
 pub async fn page(
     State(state): State<AppState>,
     Extension(csrf): Extension<CsrfCookie>,
+    headers: axum::http::HeaderMap,
     Path(token): Path<String>,
     Query(q): Query<PageQuery>,
 ) -> Result<Response, PageError> {
@@ -90,10 +91,18 @@ pub async fn page(
         Err(page) => return Ok(page),
     };
     let id = artifact_of(&caller);
-    let mut page =
-        ArtifactPage::build(&state, &caller, &csrf, id, format!("/review/{token}")).await?;
+    let mut page = ArtifactPage::build(
+        &state,
+        &caller,
+        &csrf,
+        id,
+        format!("/review/{token}"),
+        seen_version(&headers, id),
+    )
+    .await?;
     page.notice = notice_of(q.done());
-    render(&page)
+    let latest = page.a.summary.version;
+    Ok(remember_seen(render(&page)?, id, latest))
 }
 
 fn artifact_of(caller: &Caller) -> ArtifactId {

@@ -350,6 +350,35 @@ async fn client_users_see_only_their_client_and_markup_stays_text() {
         .unwrap();
     assert_eq!(pwned, json!([true, 0]));
     b.assert_accessible().await;
+    assert!(b.c.find(fantoccini::Locator::Css(".since")).await.is_err());
+
+    // A new version: the page opens on what changed since the one seen.
+    let r = app
+        .post(
+            &format!("/api/v1/artifacts/{my_doc}/transitions"),
+            json!({"to": "draft"}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let w = app
+        .put_content(
+            &my_doc,
+            "\"1\"",
+            json!({"content": {"summary": "We grow in the south.", "goals": ["grow"],
+                               "phases": [{"name": "one", "weeks": 2}]}}),
+        )
+        .await;
+    assert_eq!(w.status, 200, "{}", w.body);
+    let sh = app
+        .post(&format!("/api/v1/artifacts/{my_doc}/share"), json!({}))
+        .await;
+    assert_eq!(sh.status, 200, "{}", sh.body);
+    b.goto(&format!("{}/artifacts/{my_doc}", app.base)).await;
+    let since = b.text(".since").await;
+    assert!(
+        since.contains("since version 1") && since.contains("south"),
+        "{since}"
+    );
 
     for path in [
         format!("/artifacts/{their_doc}"),
@@ -502,9 +531,51 @@ async fn the_operator_pages_show_clients_board_plan_and_work() {
         .await;
     assert_eq!(unit.status, 201, "{}", unit.body);
 
+    // A rejected draft and a journey past its stage's target.
+    let rejected = shared_artifact(&app, &client, "Sent back").await;
+    let r = app
+        .post(
+            &format!("/api/v1/artifacts/{rejected}/reject"),
+            json!({"reason": "Too vague"}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let t = app
+        .post(
+            "/api/v1/journey-templates",
+            json!({"name": "quick", "title": "Quick", "stages": [
+                {"id": "pilot", "name": "Pilot", "target_duration": "1s"}]}),
+        )
+        .await;
+    assert_eq!(t.status, 201, "{}", t.body);
+    let j = app
+        .post(
+            "/api/v1/journeys",
+            json!({"client_id": client, "template": "quick", "name": "Late rollout"}),
+        )
+        .await;
+    let jid = j.body["id"].as_str().unwrap().to_owned();
+    let s = app
+        .post(
+            &format!("/api/v1/journeys/{jid}/events"),
+            json!({"event": "start"}),
+        )
+        .await;
+    assert_eq!(s.status, 200, "{}", s.body);
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+
     let Some(b) = operator_browser(&app).await else {
         return;
     };
+    assert_eq!(b.text("h1").await, "Dashboard");
+    let risk = b.text("#risk").await;
+    assert!(
+        risk.contains("Late rollout") && risk.contains("past its target of 1s"),
+        "{risk}"
+    );
+    assert!(b.text("#rework").await.contains("Sent back"));
+    b.assert_accessible().await;
+    b.screenshot("dashboard").await;
     b.goto(&format!("{}/clients", app.base)).await;
     b.assert_accessible().await;
     b.click("a[href^='/clients/cli_']").await;
@@ -737,6 +808,24 @@ async fn seed_001_pipeline_walks_through_the_browser() {
         "{strategy}"
     );
     b.screenshot("board-stale").await;
+    // The strategy's page says why it is stale, down to the root, and draws
+    // its lineage.
+    b.goto(&format!("{base}/artifacts/{strategy_id}")).await;
+    let stale = b.text("section[aria-labelledby=stale-h]").await;
+    assert!(
+        stale.contains("Upstream intake changed from v1 to v2"),
+        "{stale}"
+    );
+    let graph = b.find("section[aria-labelledby=lineage-h] svg.graph").await;
+    assert!(
+        graph
+            .html(false)
+            .await
+            .unwrap()
+            .contains(&format!("/artifacts/{intake_id}"))
+    );
+    b.assert_accessible().await;
+    b.screenshot("artifact").await;
     b.close().await;
 }
 
