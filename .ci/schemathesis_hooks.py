@@ -20,5 +20,6 @@ def before_call(context, case, kwargs):
         case.headers["Idempotency-Key"] = f"st-{uuid.uuid4().hex}"
     if case.path.endswith("/claim") and isinstance(case.body, dict):
         wait = case.body.get("wait_s")
-        if isinstance(wait, int) and wait > 1:
+        # 52.0 is a valid integer too (JSON Schema counts integral numbers).
+        if isinstance(wait, (int, float)) and not isinstance(wait, bool) and wait > 1:
             case.body["wait_s"] = 1

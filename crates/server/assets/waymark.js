@@ -68,9 +68,29 @@
   function schedule() {
     if (timer === null) { timer = window.setTimeout(refresh, 400); }
   }
-  var stream = new EventSource("/api/v1/events");
-  // Named events (the event type) do not reach onmessage: listen to each.
-  (document.body.getAttribute("data-live") || "").split(",").forEach(function (t) {
-    if (t.trim()) { stream.addEventListener(t.trim(), schedule); }
+  // One stream while the page is shown. Browsers allow few connections per
+  // host over HTTP/1.1, so a page left (or kept in the back-forward cache) or
+  // hidden in a background tab gives its stream back; shown again, it
+  // reconnects and refreshes once for what it missed.
+  var stream = null;
+  var types = (document.body.getAttribute("data-live") || "").split(",");
+  function open() {
+    if (stream) { return; }
+    stream = new EventSource("/api/v1/events");
+    // Named events (the event type) do not reach onmessage: listen to each.
+    types.forEach(function (t) {
+      if (t.trim()) { stream.addEventListener(t.trim(), schedule); }
+    });
+  }
+  function close() {
+    if (stream) { stream.close(); stream = null; }
+  }
+  window.addEventListener("pagehide", close);
+  window.addEventListener("pageshow", function (e) {
+    if (e.persisted) { open(); schedule(); }
   });
+  document.addEventListener("visibilitychange", function () {
+    if (document.visibilityState === "hidden") { close(); } else { open(); schedule(); }
+  });
+  open();
 })();

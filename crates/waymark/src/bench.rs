@@ -20,6 +20,8 @@ pub enum BenchCommand {
     Cascade(crate::bench_cascade::CascadeBench),
     /// The work engine on the workloads W1 and W2 (see bench/WORKLOADS.md)
     Engine(crate::bench_engine::EngineBench),
+    /// The web pages: dashboard, board, artifact, journey
+    Ui(crate::bench_ui::UiBench),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -52,6 +54,7 @@ pub async fn run(command: BenchCommand) -> Result<()> {
         BenchCommand::Api(args) => api(args).await,
         BenchCommand::Cascade(args) => crate::bench_cascade::run(args).await,
         BenchCommand::Engine(args) => crate::bench_engine::run(args).await,
+        BenchCommand::Ui(args) => crate::bench_ui::run(args).await,
     }
 }
 

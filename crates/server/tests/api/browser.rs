@@ -70,6 +70,15 @@ impl Drop for Browser {
 
 /// Starts a browser, or `None` (skipped) when chromium is not installed.
 pub async fn browser() -> Option<Browser> {
+    browser_with(false).await
+}
+
+/// A browser that prefers the dark colour scheme (`prefers-color-scheme: dark`).
+pub async fn dark_browser() -> Option<Browser> {
+    browser_with(true).await
+}
+
+async fn browser_with(dark: bool) -> Option<Browser> {
     let driver = driver_path();
     let chromium = chromium_path();
     if !driver.exists() {
@@ -108,16 +117,23 @@ pub async fn browser() -> Option<Browser> {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(ready, "chromedriver did not answer on port {port}");
+    let mut args = vec![
+        "--headless=new".to_owned(),
+        "--no-sandbox".into(),
+        "--disable-gpu".into(),
+        "--disable-dev-shm-usage".into(),
+        "--window-size=1280,1000".into(),
+        "--no-first-run".into(),
+        "--disable-extensions".into(),
+        format!("--user-data-dir={}", profile.path().display()),
+    ];
+    if dark {
+        // Blink's preferred colour scheme: 0 is dark.
+        args.push("--blink-settings=preferredColorScheme=0".into());
+    }
     let caps = json!({
         "browserName": "chrome",
-        "goog:chromeOptions": {
-            "binary": chromium.to_string_lossy(),
-            "args": [
-                "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                "--window-size=1280,1000", "--no-first-run", "--disable-extensions",
-                format!("--user-data-dir={}", profile.path().display()),
-            ],
-        },
+        "goog:chromeOptions": {"binary": chromium.to_string_lossy(), "args": args},
     });
     let mut builder = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new());
     builder.capabilities(caps.as_object().unwrap().clone());
@@ -264,6 +280,45 @@ impl Browser {
             self.url().await,
             Value::Array(violations)
         );
+    }
+
+    /// Whether the page renders in the dark scheme.
+    pub async fn is_dark(&self) -> bool {
+        self.c
+            .execute(
+                "return matchMedia('(prefers-color-scheme: dark)').matches",
+                vec![],
+            )
+            .await
+            .unwrap()
+            == Value::Bool(true)
+    }
+
+    /// Narrows the window to a phone's width (375 px) or back.
+    pub async fn set_width(&self, width: u32) {
+        self.c.set_window_size(width, 900).await.unwrap();
+    }
+
+    /// The elements that make the page wider than the window (a horizontal
+    /// scroll bar): none when it fits.
+    pub async fn overflowing(&self) -> Vec<String> {
+        let found = self
+            .c
+            .execute(
+                "const w = document.documentElement.clientWidth;
+                 if (document.documentElement.scrollWidth <= w) { return []; }
+                 return [...document.querySelectorAll('body *')]
+                   .filter(e => e.getBoundingClientRect().right > w + 1)
+                   .slice(0, 8)
+                   .map(e => e.tagName.toLowerCase() + (e.id ? '#' + e.id : '') + '.' + e.className);",
+                vec![],
+            )
+            .await
+            .unwrap();
+        found
+            .as_array()
+            .map(|a| a.iter().map(|v| v.to_string()).collect())
+            .unwrap_or_default()
     }
 
     /// Saves a PNG of the page (for the docs) when `WAYMARK_SCREENSHOTS` names

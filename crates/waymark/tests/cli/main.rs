@@ -635,3 +635,37 @@ async fn users_and_tokens_from_the_cli(backend: Backend) {
     assert!(String::from_utf8_lossy(&out.stderr).contains("401"));
     server.stop_gracefully().await;
 }
+
+#[test]
+fn bench_ui_renders_every_page_it_reports() {
+    // A small database: the bench checks each answer is the page it names.
+    let out = waymark(
+        &[
+            "bench",
+            "ui",
+            "--artifacts",
+            "200",
+            "--requests",
+            "3",
+            "--json",
+        ],
+        &[],
+    );
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    let pages: Vec<Value> = stdout
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let names: Vec<&str> = pages.iter().map(|p| p["page"].as_str().unwrap()).collect();
+    assert_eq!(
+        names,
+        ["dashboard", "board", "artifact", "journey"],
+        "{stdout}"
+    );
+    for p in &pages {
+        assert_eq!(p["requests"], 3, "{p}");
+        assert!(p["p99_ms"].as_f64().unwrap() > 0.0, "{p}");
+    }
+}
