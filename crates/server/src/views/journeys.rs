@@ -15,7 +15,6 @@ use axum::{Extension, Json as JsonOut};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use time::OffsetDateTime;
-use waymark_domain::JourneyId;
 use waymark_domain::criteria::{CheckKind, CheckOutcome, CheckResult, Trigger, ValidationResult};
 use waymark_domain::journey::JourneyTemplate;
 use waymark_engine::journeys::JourneyDetail;
@@ -491,11 +490,6 @@ pub async fn signoff(
         Ok(_) => Ok(Redirect::to(&format!("/journeys/{id}?done=recorded")).into_response()),
         Err(e) => refused(&state, &caller, &csrf, id, e).await,
     }
-}
-
-/// A journey id from a path, as the pages check it.
-pub fn journey_id(id: &str) -> Result<JourneyId, ApiError> {
-    crate::extract::path_id(id)
 }
 
 #[cfg(test)]

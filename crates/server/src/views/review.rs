@@ -39,7 +39,7 @@ async fn dead_link(state: &AppState, token: &str, now: OffsetDateTime) -> Respon
     let gone = |m: String| error_page(StatusCode::GONE, "This review link no longer works", m);
     let key = match state.link_key().await {
         Ok(k) => k,
-        Err(e) => return PageError::from(e).into_response_page(),
+        Err(e) => return axum::response::IntoResponse::into_response(PageError::from(e)),
     };
     let Some(id) = waymark_domain::review::link_id(&key, token) else {
         return error_page(
@@ -53,7 +53,7 @@ async fn dead_link(state: &AppState, token: &str, now: OffsetDateTime) -> Respon
         Err(StoreError::NotFound { .. }) => {
             return gone("Ask whoever sent it for a new one.".into());
         }
-        Err(e) => return PageError::from(e).into_response_page(),
+        Err(e) => return axum::response::IntoResponse::into_response(PageError::from(e)),
     };
     let sender = match link.created_by.parse::<waymark_domain::UserId>() {
         Ok(u) => match state.store.get_user(u).await {
@@ -70,12 +70,6 @@ async fn dead_link(state: &AppState, token: &str, now: OffsetDateTime) -> Respon
         "cannot be used".to_owned()
     };
     gone(format!("This link {what}. Ask {sender} for a new one."))
-}
-
-impl PageError {
-    fn into_response_page(self) -> Response {
-        axum::response::IntoResponse::into_response(self)
-    }
 }
 
 /// `GET /review/{token}`.
