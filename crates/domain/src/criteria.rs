@@ -1130,8 +1130,8 @@ mod tests {
         assert_eq!(
             output_metrics(&out),
             [
-                ("count".to_string(), 12.0),
-                ("search_precision".to_string(), 0.83)
+                ("search_precision".to_string(), 0.83),
+                ("count".to_string(), 12.0)
             ]
         );
         assert!(output_metrics(&serde_json::json!({"metrics": [1]})).is_empty());

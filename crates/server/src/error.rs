@@ -80,7 +80,7 @@ pub enum ApiError {
         code: &'static str,
         detail: String,
         allowed: Option<Vec<ArtifactStatus>>,
-        extra: serde_json::Map<String, Value>,
+        extra: Box<serde_json::Map<String, Value>>,
     },
     /// 422: an `Idempotency-Key` sent again with another request.
     #[error("{0}")]
@@ -191,7 +191,7 @@ impl ApiError {
                 ..
             } => {
                 allowed = a.clone();
-                extra = x.clone();
+                extra = (**x).clone();
             }
             _ => {}
         }
@@ -259,7 +259,7 @@ impl From<EngineError> for ApiError {
                 code,
                 detail,
                 allowed: None,
-                extra,
+                extra: Box::new(extra),
             },
         }
     }
@@ -280,7 +280,7 @@ impl From<StoreError> for ApiError {
                     code: "illegal_transition",
                     detail: t.to_string(),
                     allowed: Some(t.allowed),
-                    extra,
+                    extra: Box::new(extra),
                 }
             }
             StoreError::NotEditable(n) => {
@@ -290,7 +290,7 @@ impl From<StoreError> for ApiError {
                     code: "not_editable",
                     detail: n.to_string(),
                     allowed: None,
-                    extra,
+                    extra: Box::new(extra),
                 }
             }
             StoreError::Invalid(f) => ApiError::invalid(f),
@@ -309,7 +309,7 @@ impl From<StoreError> for ApiError {
                         g.reasons.join(", ")
                     ),
                     allowed: None,
-                    extra,
+                    extra: Box::new(extra),
                 }
             }
             StoreError::IdempotencyMismatch { .. } => {
@@ -349,7 +349,7 @@ impl From<StoreError> for ApiError {
                         code,
                         detail: r.to_string(),
                         allowed: None,
-                        extra,
+                        extra: Box::new(extra),
                     }
                 }
             }

@@ -189,6 +189,21 @@ async fn rules_of(state: &AppState, a: &ArtifactSummary) -> Result<Option<TypeRu
     rules_for(state, a.engagement_id, &a.artifact_type).await
 }
 
+/// The property names of an artifact type's schema, in the pack's order (none
+/// outside a pack): the order its document's sections are shown in.
+pub async fn section_order(state: &AppState, a: &ArtifactSummary) -> Result<Vec<String>, ApiError> {
+    Ok(rules_of(state, a)
+        .await?
+        .and_then(|r| {
+            r.def()
+                .schema
+                .get("properties")
+                .and_then(Value::as_object)
+                .map(|p| p.keys().cloned().collect())
+        })
+        .unwrap_or_default())
+}
+
 /// The rule warnings of an artifact's content under its type's rules (none
 /// outside a pack): what a write of it answers, for pages to show.
 pub async fn warnings_of(state: &AppState, a: &Artifact) -> Result<Vec<String>, ApiError> {
@@ -704,9 +719,11 @@ pub async fn transition(
                  (POST /api/v1/journeys/{journey}/events)"
             ),
             allowed: None,
-            extra: [("journey_id".to_owned(), Value::from(journey.to_string()))]
-                .into_iter()
-                .collect(),
+            extra: Box::new(
+                [("journey_id".to_owned(), Value::from(journey.to_string()))]
+                    .into_iter()
+                    .collect(),
+            ),
         });
     }
     let ctx = write_context(&caller, &trace)?;

@@ -379,9 +379,11 @@ pub async fn implement(
                 code: "already_implemented",
                 detail: format!("artifact {id} is already implemented by journey {journey}"),
                 allowed: None,
-                extra: [("journey_id".to_owned(), Value::from(journey.to_string()))]
-                    .into_iter()
-                    .collect(),
+                extra: Box::new(
+                    [("journey_id".to_owned(), Value::from(journey.to_string()))]
+                        .into_iter()
+                        .collect(),
+                ),
             });
         }
     } else if a.status != ArtifactStatus::Approved {

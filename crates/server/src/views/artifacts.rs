@@ -236,7 +236,19 @@ impl ArtifactPage {
             _ => None,
         };
 
-        let (sections, general) = place_comments(document::sections(&a.content), comments);
+        let mut sections = document::sections(&a.content);
+        // In the order of the type's schema (PostgreSQL keeps JSON keys in
+        // its own order); fields the schema does not name come after.
+        let order = routes::artifacts::section_order(state, &a.summary).await?;
+        if !order.is_empty() {
+            sections.sort_by_key(|s| {
+                order
+                    .iter()
+                    .position(|k| s.pointer == format!("/{}", document::pointer_token(k)))
+                    .unwrap_or(usize::MAX)
+            });
+        }
+        let (sections, general) = place_comments(sections, comments);
         let layout = Layout::new(
             state,
             a.summary.title.clone(),

@@ -360,10 +360,10 @@ mod tests {
         let s = sections(&content);
         assert_eq!(
             s.iter().map(|s| s.pointer.as_str()).collect::<Vec<_>>(),
-            ["/a~1b", "/goals", "/phases"]
+            ["/goals", "/a~1b", "/phases"]
         );
-        assert_eq!(s[1].title, "Goals");
-        assert!(s[1].html.starts_with("<ul><li>grow</li>"));
+        assert_eq!(s[0].title, "Goals");
+        assert!(s[0].html.starts_with("<ul><li>grow</li>"));
         assert!(s[2].html.contains("<table>"), "{}", s[2].html);
         assert!(s[2].html.contains("<th scope=\"col\">Weeks</th>"));
         assert_eq!(anchor_of("/a~1b"), "sec-a-1b");
@@ -394,11 +394,11 @@ mod tests {
         assert_eq!(
             rows,
             vec![
+                Row::Same(line("Title", "Plan")),
                 Row::Same(line("Goals › 1", "grow")),
                 Row::Changed(line("Goals › 2", "keep"), line("Goals › 2", "win")),
                 Row::Added(line("Goals › 3", "keep")),
                 Row::Changed(line("Owner", "ana"), line("Owner", "bo")),
-                Row::Same(line("Title", "Plan")),
             ]
         );
         assert!(diff_rows(&a, &a).iter().all(|r| matches!(r, Row::Same(_))));
