@@ -6,7 +6,7 @@
 
 use askama::Template;
 use axum::extract::{Path, Query, State};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json as JsonOut};
 use serde::Deserialize;
 use waymark_store::{ArtifactFilter, Client, Engagement, PageRequest};
@@ -55,8 +55,10 @@ impl From<Client> for ClientView {
 #[template(path = "clients.html")]
 struct ClientsPage {
     layout: Layout,
+    staff: bool,
     clients: Vec<ClientView>,
     next: Option<String>,
+    error: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -82,9 +84,117 @@ pub async fn list(
     .await?;
     render(&ClientsPage {
         layout: Layout::new(&state, "Clients", Some(&caller), &csrf, "clients").await?,
+        staff: caller.is_staff(),
         clients: page.items.into_iter().map(ClientView::from).collect(),
         next: page.next_cursor,
+        error: None,
     })
+}
+
+/// A problem as one sentence, with its field errors.
+fn problem_text(e: &crate::error::ApiError) -> String {
+    let p = e.problem();
+    let mut m = p.detail;
+    for f in p.errors {
+        m.push_str(&format!(" ({}: {})", f.pointer, f.message));
+    }
+    m
+}
+
+#[derive(Deserialize)]
+pub struct NewClientForm {
+    name: String,
+    owner: Option<String>,
+}
+
+/// `POST /clients`: a new client, then its page.
+pub async fn create(
+    State(state): State<AppState>,
+    Extension(csrf): Extension<CsrfCookie>,
+    Extension(trace): Extension<crate::observe::TraceId>,
+    Viewer(caller): Viewer,
+    super::csrf::Form(f): super::csrf::Form<NewClientForm>,
+) -> Result<Response, PageError> {
+    let body = serde_json::json!({
+        "name": f.name,
+        "owner": f.owner.filter(|o| !o.trim().is_empty()),
+    });
+    match routes::clients::create_client(
+        State(state.clone()),
+        Extension(caller.clone()),
+        Extension(trace),
+        axum::http::HeaderMap::new(),
+        crate::extract::Json(body),
+    )
+    .await
+    {
+        Ok((_, JsonOut(c))) => Ok(axum::response::Redirect::to(&format!(
+            "/clients/{}?done=created",
+            c.id
+        ))
+        .into_response()),
+        Err(
+            e @ (crate::error::ApiError::Invalid { .. } | crate::error::ApiError::Forbidden(_)),
+        ) => {
+            let JsonOut(page) = routes::clients::list_clients(
+                State(state.clone()),
+                Extension(caller.clone()),
+                ApiQuery(PageParams {
+                    limit: Some(100),
+                    cursor: None,
+                }),
+            )
+            .await?;
+            super::render_status(
+                e.status(),
+                &ClientsPage {
+                    layout: Layout::new(&state, "Clients", Some(&caller), &csrf, "clients").await?,
+                    staff: caller.is_staff(),
+                    clients: page.items.into_iter().map(ClientView::from).collect(),
+                    next: page.next_cursor,
+                    error: Some(problem_text(&e)),
+                },
+            )
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+#[derive(Deserialize)]
+pub struct NewEngagementForm {
+    name: String,
+    pack: String,
+}
+
+/// `POST /clients/{id}/engagements`: a new engagement, then its board.
+pub async fn create_engagement(
+    State(state): State<AppState>,
+    Extension(trace): Extension<crate::observe::TraceId>,
+    Viewer(caller): Viewer,
+    Path(id): Path<String>,
+    super::csrf::Form(f): super::csrf::Form<NewEngagementForm>,
+) -> Result<Response, PageError> {
+    let body = serde_json::json!({"client_id": id, "name": f.name, "pack": f.pack});
+    match routes::engagements::create_engagement(
+        State(state.clone()),
+        Extension(caller.clone()),
+        Extension(trace),
+        axum::http::HeaderMap::new(),
+        crate::extract::Json(body),
+    )
+    .await
+    {
+        Ok((_, JsonOut(e))) => Ok(axum::response::Redirect::to(&format!(
+            "/engagements/{}?done=created",
+            e.id
+        ))
+        .into_response()),
+        Err(e @ crate::error::ApiError::Invalid { .. }) => Err(PageError::BadRequest(format!(
+            "The engagement could not be created: {}",
+            problem_text(&e)
+        ))),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// A journey in a list.
@@ -102,6 +212,8 @@ pub struct JourneyRow {
 struct ClientPage {
     layout: Layout,
     staff: bool,
+    packs: Vec<String>,
+    notice: Option<&'static str>,
     client: ClientView,
     engagements: Vec<Engagement>,
     journeys: Vec<JourneyRow>,
@@ -117,6 +229,7 @@ pub async fn page(
     Extension(csrf): Extension<CsrfCookie>,
     Viewer(caller): Viewer,
     Path(id): Path<String>,
+    Query(q): Query<DoneQuery>,
 ) -> Result<Response, PageError> {
     let JsonOut(client) = routes::clients::get_client(
         State(state.clone()),
@@ -184,6 +297,18 @@ pub async fn page(
     render(&ClientPage {
         layout: Layout::new(&state, client.name.clone(), Some(&caller), &csrf, "clients").await?,
         staff: caller.is_staff(),
+        packs: if caller.is_staff() {
+            state
+                .packs
+                .list()
+                .await?
+                .into_iter()
+                .map(|(p, _)| p.name.clone())
+                .collect()
+        } else {
+            vec![]
+        },
+        notice: notice_of(q.done.as_deref()),
         client: client.into(),
         engagements: engagements.items,
         journeys,

@@ -66,8 +66,12 @@ pub fn routes(state: AppState) -> Router<AppState> {
         .route("/artifacts/{id}/transition", post(artifacts::transition))
         .route("/artifacts/{id}/review-links", post(artifacts::review_link))
         .route("/comments/{id}/resolve", post(artifacts::resolve))
-        .route("/clients", get(clients::list))
+        .route("/clients", get(clients::list).post(clients::create))
         .route("/clients/{id}", get(clients::page))
+        .route(
+            "/clients/{id}/engagements",
+            post(clients::create_engagement),
+        )
         .route("/engagements/{id}", get(clients::board))
         .route("/engagements/{id}/intake", get(intake::intake))
         .route(

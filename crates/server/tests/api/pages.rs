@@ -1191,3 +1191,43 @@ async fn the_admin_pages_manage_people_webhooks_packs_and_the_audit_log() {
     b.screenshot("admin-audit").await;
     b.close().await;
 }
+
+/// An operator adds a client and starts an engagement from the pages; a
+/// client without a name is refused at the form.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_adds_a_client_and_starts_an_engagement() {
+    let app = crate::helpers::spawn_app(crate::helpers::Backend::Sqlite)
+        .await
+        .unwrap();
+    let Some(b) = operator_browser(&app).await else {
+        return;
+    };
+    b.goto(&format!("{}/clients", app.base)).await;
+    b.find("details.card summary").await.click().await.unwrap();
+    b.fill("#c-name", "   ").await;
+    b.c.execute(
+        "document.getElementById('c-name').removeAttribute('required')",
+        vec![],
+    )
+    .await
+    .unwrap();
+    b.click("#client-form button[type=submit]").await;
+    assert!(b.text("[role=alert]").await.contains("name"));
+    b.fill("#c-name", "Contoso <Labs>").await;
+    b.fill("#c-owner", "olga").await;
+    b.click("#client-form button[type=submit]").await;
+    assert_eq!(b.text("h1").await, "Contoso <Labs>");
+    assert!(b.text("[role=status]").await.contains("Created"));
+    b.assert_accessible().await;
+    b.fill("#e-name", "Q1 onboarding").await;
+    b.select("#e-pack", "client-onboarding").await;
+    b.click("#engagement-form button[type=submit]").await;
+    assert_eq!(b.text("h1").await, "Q1 onboarding");
+    let list = app.get("/api/v1/engagements").await;
+    assert_eq!(
+        list.body["items"][0]["pack"], "client-onboarding",
+        "{}",
+        list.body
+    );
+    b.close().await;
+}
