@@ -49,6 +49,48 @@ pub struct ApiBench {
     json: bool,
 }
 
+/// The server a bench talks to: the real one, in process, on a loopback
+/// port, with an admin token of its own.
+pub(crate) struct BenchServer {
+    /// `http://127.0.0.1:PORT`.
+    pub base: String,
+    /// The admin token's secret.
+    pub secret: String,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl BenchServer {
+    pub(crate) async fn start(store: Arc<dyn Store>) -> Result<Self> {
+        let secret = generate_secret();
+        store
+            .create_token(
+                NewToken::standalone("bench", Role::Admin, hash_secret(&secret)),
+                &waymark_store::WriteContext::new("system"),
+            )
+            .await?;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let base = format!("http://{}", listener.local_addr()?);
+        let state = AppState::new(store, HttpSettings::default(), crate::serve::build_info());
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(waymark_server::serve(listener, state, async {
+            let _ = stopped.await;
+        }));
+        Ok(Self {
+            base,
+            secret,
+            stop,
+            task,
+        })
+    }
+
+    /// Stops it, letting requests in flight finish.
+    pub(crate) async fn stop(self) {
+        let _ = self.stop.send(());
+        let _ = self.task.await;
+    }
+}
+
 pub async fn run(command: BenchCommand) -> Result<()> {
     match command {
         BenchCommand::Api(args) => api(args).await,
@@ -74,24 +116,9 @@ async fn api(args: ApiBench) -> Result<()> {
     let (store, bench_db) = BenchDb::open(args.backend, args.database_url.as_deref()).await?;
     store.migrate().await?;
     let store: Arc<dyn Store> = Arc::new(store);
-    let secret = generate_secret();
-    store
-        .create_token(
-            NewToken::standalone("bench", Role::Admin, hash_secret(&secret)),
-            &waymark_store::WriteContext::new("system"),
-        )
-        .await?;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let base = format!("http://{}/api/v1", listener.local_addr()?);
-    let state = AppState::new(
-        store.clone(),
-        HttpSettings::default(),
-        crate::serve::build_info(),
-    );
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(waymark_server::serve(listener, state, async {
-        let _ = stop_rx.await;
-    }));
+    let server = BenchServer::start(store.clone()).await?;
+    let base = format!("{}/api/v1", server.base);
+    let secret = server.secret.clone();
 
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(256)
@@ -190,8 +217,7 @@ async fn api(args: ApiBench) -> Result<()> {
         results.push(r);
     }
     progress.finish();
-    let _ = stop_tx.send(());
-    let _ = server.await;
+    server.stop().await;
     store.close().await;
     bench_db.drop().await?;
 

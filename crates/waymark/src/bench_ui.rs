@@ -37,11 +37,9 @@ use waymark_client::progress::Progress;
 use waymark_domain::artifact::SourceRef;
 use waymark_domain::review::ApproverKind;
 use waymark_domain::{ClientId, CommentId};
-use waymark_server::auth::{generate_secret, hash_secret};
-use waymark_server::{AppState, HttpSettings};
+use waymark_server::auth::generate_secret;
 use waymark_store::{
-    NewArtifact, NewClient, NewComment, NewToken, NewUser, NewVersion, Reviewer, Role, Store,
-    WriteContext,
+    NewArtifact, NewClient, NewComment, NewUser, NewVersion, Reviewer, Role, Store, WriteContext,
 };
 
 use crate::bench::{BenchBackend, BenchDb, ms};
@@ -185,24 +183,9 @@ pub async fn run(args: UiBench) -> Result<()> {
     );
     let (sql, db) = BenchDb::open(args.backend, args.database_url.as_deref()).await?;
     let store: Arc<dyn Store> = Arc::new(sql);
-    let secret = generate_secret();
-    store
-        .create_token(
-            NewToken::standalone("bench", Role::Admin, hash_secret(&secret)),
-            &WriteContext::new("system"),
-        )
-        .await?;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let base = format!("http://{}", listener.local_addr()?);
-    let state = AppState::new(
-        store.clone(),
-        HttpSettings::default(),
-        crate::serve::build_info(),
-    );
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(waymark_server::serve(listener, state, async {
-        let _ = stop_rx.await;
-    }));
+    let server = crate::bench::BenchServer::start(store.clone()).await?;
+    let base = server.base.clone();
+    let secret = server.secret.clone();
     // No redirects: a page answering the sign-in redirect must fail, not
     // measure the sign-in page.
     let http = reqwest::Client::builder()
@@ -229,8 +212,7 @@ pub async fn run(args: UiBench) -> Result<()> {
     }
     .await;
 
-    let _ = stop_tx.send(());
-    let _ = server.await;
+    server.stop().await;
     store.close().await;
     if std::env::var_os("WAYMARK_BENCH_KEEP").is_none() {
         db.drop().await?;

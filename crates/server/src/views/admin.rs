@@ -14,7 +14,7 @@ use waymark_store::{AuditEntry, Delivery, TokenInfo, User, Webhook};
 
 use super::artifacts::when;
 use super::csrf::{CsrfCookie, Form};
-use super::{Layout, PageError, Viewer, notice_of, render, render_status};
+use super::{Layout, PageError, Viewer, problem_text, render, render_status};
 use crate::AppState;
 use crate::auth::Caller;
 use crate::error::ApiError;
@@ -27,15 +27,6 @@ fn first(limit: u32) -> PageParams {
         limit: Some(limit),
         cursor: None,
     }
-}
-
-fn problem_text(e: &ApiError) -> String {
-    let p = e.problem();
-    let mut m = p.detail;
-    for f in p.errors {
-        m.push_str(&format!(" ({}: {})", f.pointer, f.message));
-    }
-    m
 }
 
 // --- people and tokens ----------------------------------------------------------
@@ -123,20 +114,15 @@ async fn people(
     })
 }
 
-#[derive(Deserialize)]
-pub struct DoneQuery {
-    done: Option<String>,
-}
-
 /// `GET /admin`, `GET /admin/people`.
 pub async fn people_page(
     State(state): State<AppState>,
     Extension(csrf): Extension<CsrfCookie>,
     Viewer(caller): Viewer,
-    Query(q): Query<DoneQuery>,
+    Query(q): Query<super::Done>,
 ) -> Result<Response, PageError> {
     let mut page = people(&state, &caller, &csrf).await?;
-    page.notice = notice_of(q.done.as_deref());
+    page.notice = q.notice();
     render(&page)
 }
 
@@ -301,10 +287,10 @@ pub async fn webhooks_page(
     State(state): State<AppState>,
     Extension(csrf): Extension<CsrfCookie>,
     Viewer(caller): Viewer,
-    Query(q): Query<DoneQuery>,
+    Query(q): Query<super::Done>,
 ) -> Result<Response, PageError> {
     let mut page = webhooks(&state, &caller, &csrf).await?;
-    page.notice = notice_of(q.done.as_deref());
+    page.notice = q.notice();
     render(&page)
 }
 

@@ -21,7 +21,7 @@ use waymark_store::{Artifact, Comment, CommentKind, PageRequest, ReviewLink, Ver
 use super::csrf::{CsrfCookie, Form};
 use super::document::{self, Row, Section};
 use super::tone::{tone, words};
-use super::{Layout, PageError, Viewer, notice_of, render, render_status};
+use super::{Layout, PageError, Viewer, render, render_status};
 use crate::AppState;
 use crate::auth::Caller;
 use crate::error::ApiError;
@@ -466,18 +466,6 @@ fn actions(status: ArtifactStatus) -> Vec<ActionView> {
         .collect()
 }
 
-#[derive(Deserialize)]
-pub struct PageQuery {
-    done: Option<String>,
-}
-
-impl PageQuery {
-    /// The action just done (`?done=`), for its notice.
-    pub fn done(&self) -> Option<&str> {
-        self.done.as_deref()
-    }
-}
-
 /// `GET /artifacts/{id}`.
 pub async fn page(
     State(state): State<AppState>,
@@ -485,7 +473,7 @@ pub async fn page(
     Viewer(caller): Viewer,
     headers: HeaderMap,
     Path(id): Path<String>,
-    Query(q): Query<PageQuery>,
+    Query(q): Query<super::Done>,
 ) -> Result<Response, PageError> {
     let id: ArtifactId = crate::extract::path_id(&id)?;
     let mut page = ArtifactPage::build(
@@ -497,7 +485,7 @@ pub async fn page(
         seen_version(&headers, id),
     )
     .await?;
-    page.notice = notice_of(q.done());
+    page.notice = q.notice();
     let latest = page.a.summary.version;
     Ok(remember_seen(render(&page)?, id, latest))
 }
@@ -543,12 +531,7 @@ pub async fn refused(
     }
     let status = e.status();
     let mut page = ArtifactPage::build(state, caller, csrf, id, base, None).await?;
-    let p = e.problem();
-    let mut message = p.detail;
-    for f in p.errors {
-        message.push_str(&format!(" ({}: {})", f.pointer, f.message));
-    }
-    page.error = Some(message);
+    page.error = Some(super::problem_text(&e));
     render_status(status, &page)
 }
 
@@ -699,6 +682,38 @@ macro_rules! act {
 }
 pub(crate) use act;
 
+/// A signed-in person's form post on an artifact's page, done by `$call`
+/// (shared with the review link's page, which finds its caller otherwise).
+macro_rules! page_action {
+    ($name:ident, $route:literal, $form:ty, $what:literal, $call:ident) => {
+        #[doc = concat!("`POST /artifacts/{id}/", $route, "`.")]
+        pub async fn $name(
+            State(state): State<AppState>,
+            Extension(csrf): Extension<CsrfCookie>,
+            Extension(trace): Extension<TraceId>,
+            Viewer(caller): Viewer,
+            Path(id): Path<String>,
+            Form(f): Form<$form>,
+        ) -> Result<Response, PageError> {
+            let id: ArtifactId = crate::extract::path_id(&id)?;
+            let base = format!("/artifacts/{id}");
+            act!(
+                state,
+                caller,
+                csrf,
+                id,
+                base,
+                $what,
+                $call(&state, &caller, trace, id, f)
+            )
+        }
+    };
+}
+
+page_action!(approve, "approve", ApproveForm, "approved", approve_as);
+page_action!(reject, "reject", RejectForm, "rejected", reject_as);
+page_action!(comment, "comments", CommentForm, "commented", comment_as);
+
 /// `POST /artifacts/{id}/share`.
 pub async fn share(
     State(state): State<AppState>,
@@ -733,28 +748,6 @@ pub struct ApproveForm {
     pub content_hash: String,
 }
 
-/// `POST /artifacts/{id}/approve`.
-pub async fn approve(
-    State(state): State<AppState>,
-    Extension(csrf): Extension<CsrfCookie>,
-    Extension(trace): Extension<TraceId>,
-    Viewer(caller): Viewer,
-    Path(id): Path<String>,
-    Form(f): Form<ApproveForm>,
-) -> Result<Response, PageError> {
-    let id: ArtifactId = crate::extract::path_id(&id)?;
-    let base = format!("/artifacts/{id}");
-    act!(
-        state,
-        caller,
-        csrf,
-        id,
-        base,
-        "approved",
-        approve_as(&state, &caller, trace, id, f)
-    )
-}
-
 /// Approves through the API's handler.
 pub async fn approve_as(
     state: &AppState,
@@ -782,28 +775,6 @@ pub struct RejectForm {
     pub reason: String,
 }
 
-/// `POST /artifacts/{id}/reject`.
-pub async fn reject(
-    State(state): State<AppState>,
-    Extension(csrf): Extension<CsrfCookie>,
-    Extension(trace): Extension<TraceId>,
-    Viewer(caller): Viewer,
-    Path(id): Path<String>,
-    Form(f): Form<RejectForm>,
-) -> Result<Response, PageError> {
-    let id: ArtifactId = crate::extract::path_id(&id)?;
-    let base = format!("/artifacts/{id}");
-    act!(
-        state,
-        caller,
-        csrf,
-        id,
-        base,
-        "rejected",
-        reject_as(&state, &caller, trace, id, f)
-    )
-}
-
 /// Rejects through the API's handler.
 pub async fn reject_as(
     state: &AppState,
@@ -829,28 +800,6 @@ pub struct CommentForm {
     pub section: Option<String>,
     pub parent_id: Option<String>,
     pub internal: Option<String>,
-}
-
-/// `POST /artifacts/{id}/comments`.
-pub async fn comment(
-    State(state): State<AppState>,
-    Extension(csrf): Extension<CsrfCookie>,
-    Extension(trace): Extension<TraceId>,
-    Viewer(caller): Viewer,
-    Path(id): Path<String>,
-    Form(f): Form<CommentForm>,
-) -> Result<Response, PageError> {
-    let id: ArtifactId = crate::extract::path_id(&id)?;
-    let base = format!("/artifacts/{id}");
-    act!(
-        state,
-        caller,
-        csrf,
-        id,
-        base,
-        "commented",
-        comment_as(&state, &caller, trace, id, f)
-    )
 }
 
 /// Comments through the API's handler.

@@ -14,7 +14,7 @@ use waymark_store::{ArtifactFilter, Client, Engagement, PageRequest};
 use super::artifacts::{Badge, when};
 use super::csrf::CsrfCookie;
 use super::home::{ArtifactRow, Listing};
-use super::{Layout, PageError, Viewer, notice_of, render};
+use super::{Layout, PageError, Viewer, problem_text, render};
 use crate::AppState;
 use crate::extract::Query as ApiQuery;
 use crate::routes::{self, PageParams};
@@ -66,6 +66,33 @@ pub struct CursorQuery {
     cursor: Option<String>,
 }
 
+/// The clients page: a page of clients from `cursor`, with a refusal of the
+/// "add a client" form when there was one.
+async fn clients_page(
+    state: &AppState,
+    caller: &crate::auth::Caller,
+    csrf: &CsrfCookie,
+    cursor: Option<String>,
+    error: Option<String>,
+) -> Result<ClientsPage, PageError> {
+    let JsonOut(page) = routes::clients::list_clients(
+        State(state.clone()),
+        Extension(caller.clone()),
+        ApiQuery(PageParams {
+            limit: Some(100),
+            cursor,
+        }),
+    )
+    .await?;
+    Ok(ClientsPage {
+        layout: Layout::new(state, "Clients", Some(caller), csrf, "clients").await?,
+        staff: caller.is_staff(),
+        clients: page.items.into_iter().map(ClientView::from).collect(),
+        next: page.next_cursor,
+        error,
+    })
+}
+
 /// `GET /clients`: every client with its signals (a client user: their own).
 pub async fn list(
     State(state): State<AppState>,
@@ -73,32 +100,7 @@ pub async fn list(
     Viewer(caller): Viewer,
     Query(q): Query<CursorQuery>,
 ) -> Result<Response, PageError> {
-    let JsonOut(page) = routes::clients::list_clients(
-        State(state.clone()),
-        Extension(caller.clone()),
-        ApiQuery(PageParams {
-            limit: Some(100),
-            cursor: q.cursor,
-        }),
-    )
-    .await?;
-    render(&ClientsPage {
-        layout: Layout::new(&state, "Clients", Some(&caller), &csrf, "clients").await?,
-        staff: caller.is_staff(),
-        clients: page.items.into_iter().map(ClientView::from).collect(),
-        next: page.next_cursor,
-        error: None,
-    })
-}
-
-/// A problem as one sentence, with its field errors.
-fn problem_text(e: &crate::error::ApiError) -> String {
-    let p = e.problem();
-    let mut m = p.detail;
-    for f in p.errors {
-        m.push_str(&format!(" ({}: {})", f.pointer, f.message));
-    }
-    m
+    render(&clients_page(&state, &caller, &csrf, q.cursor, None).await?)
 }
 
 #[derive(Deserialize)]
@@ -136,25 +138,8 @@ pub async fn create(
         Err(
             e @ (crate::error::ApiError::Invalid { .. } | crate::error::ApiError::Forbidden(_)),
         ) => {
-            let JsonOut(page) = routes::clients::list_clients(
-                State(state.clone()),
-                Extension(caller.clone()),
-                ApiQuery(PageParams {
-                    limit: Some(100),
-                    cursor: None,
-                }),
-            )
-            .await?;
-            super::render_status(
-                e.status(),
-                &ClientsPage {
-                    layout: Layout::new(&state, "Clients", Some(&caller), &csrf, "clients").await?,
-                    staff: caller.is_staff(),
-                    clients: page.items.into_iter().map(ClientView::from).collect(),
-                    next: page.next_cursor,
-                    error: Some(problem_text(&e)),
-                },
-            )
+            let page = clients_page(&state, &caller, &csrf, None, Some(problem_text(&e))).await?;
+            super::render_status(e.status(), &page)
         }
         Err(e) => Err(e.into()),
     }
@@ -229,7 +214,7 @@ pub async fn page(
     Extension(csrf): Extension<CsrfCookie>,
     Viewer(caller): Viewer,
     Path(id): Path<String>,
-    Query(q): Query<DoneQuery>,
+    Query(q): Query<super::Done>,
 ) -> Result<Response, PageError> {
     let JsonOut(client) = routes::clients::get_client(
         State(state.clone()),
@@ -308,7 +293,7 @@ pub async fn page(
         } else {
             vec![]
         },
-        notice: notice_of(q.done.as_deref()),
+        notice: q.notice(),
         client: client.into(),
         engagements: engagements.items,
         journeys,
@@ -383,18 +368,13 @@ struct BoardPage {
     notice: Option<&'static str>,
 }
 
-#[derive(Deserialize)]
-pub struct DoneQuery {
-    done: Option<String>,
-}
-
 /// `GET /engagements/{id}`: the pipeline board.
 pub async fn board(
     State(state): State<AppState>,
     Extension(csrf): Extension<CsrfCookie>,
     Viewer(caller): Viewer,
     Path(id): Path<String>,
-    Query(q): Query<DoneQuery>,
+    Query(q): Query<super::Done>,
 ) -> Result<Response, PageError> {
     let JsonOut(board) =
         routes::pipelines::board(State(state.clone()), Extension(caller.clone()), Path(id)).await?;
@@ -435,7 +415,7 @@ pub async fn board(
         engagement,
         client,
         columns,
-        notice: notice_of(q.done.as_deref()),
+        notice: q.notice(),
     })
 }
 

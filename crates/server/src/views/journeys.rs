@@ -24,7 +24,7 @@ use super::artifacts::{Badge, when};
 use super::chart::{Threshold, line_chart, num};
 use super::csrf::{CsrfCookie, Form};
 use super::graph;
-use super::{Layout, PageError, Viewer, notice_of, render, render_status};
+use super::{Layout, PageError, Viewer, render, render_status};
 use crate::AppState;
 use crate::auth::Caller;
 use crate::error::ApiError;
@@ -367,21 +367,16 @@ async fn build(
     })
 }
 
-#[derive(Deserialize)]
-pub struct DoneQuery {
-    done: Option<String>,
-}
-
 /// `GET /journeys/{id}`.
 pub async fn page(
     State(state): State<AppState>,
     Extension(csrf): Extension<CsrfCookie>,
     Viewer(caller): Viewer,
     Path(id): Path<String>,
-    Query(q): Query<DoneQuery>,
+    Query(q): Query<super::Done>,
 ) -> Result<Response, PageError> {
     let mut page = build(&state, &caller, &csrf, id).await?;
-    page.notice = notice_of(q.done.as_deref());
+    page.notice = q.notice();
     render(&page)
 }
 
@@ -399,12 +394,9 @@ async fn refused(
         return Err(e.into());
     }
     let mut page = build(state, caller, csrf, id).await?;
-    let p = e.problem();
-    let mut message = p.detail.clone();
-    for f in &p.errors {
-        message.push_str(&format!(" ({}: {})", f.pointer, f.message));
-    }
-    page.reasons = p
+    let message = super::problem_text(&e);
+    page.reasons = e
+        .problem()
         .extra
         .get("reasons")
         .and_then(Value::as_array)

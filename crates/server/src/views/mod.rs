@@ -217,6 +217,19 @@ pub fn render_status(status: StatusCode, t: &impl Template) -> Result<Response, 
     Ok(res)
 }
 
+/// The query of a page reached after an action: `?done=` names it.
+#[derive(serde::Deserialize)]
+pub struct Done {
+    done: Option<String>,
+}
+
+impl Done {
+    /// The notice the page shows for it.
+    pub fn notice(&self) -> Option<&'static str> {
+        notice_of(self.done.as_deref())
+    }
+}
+
 /// `?done=` notices after an action: a fixed set of sentences (nothing from
 /// the query string is shown).
 pub fn notice_of(done: Option<&str>) -> Option<&'static str> {
@@ -243,6 +256,16 @@ pub fn notice_of(done: Option<&str>) -> Option<&'static str> {
         "rated" => "Thank you: your rating is recorded.",
         _ => return None,
     })
+}
+
+/// A refusal as a page says it: the problem's detail and each field error.
+pub fn problem_text(e: &ApiError) -> String {
+    let p = e.problem();
+    let mut m = p.detail;
+    for f in p.errors {
+        m.push_str(&format!(" ({}: {})", f.pointer, f.message));
+    }
+    m
 }
 
 /// Where to go after signing in: a path on this site, never another host.

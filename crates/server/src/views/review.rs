@@ -12,11 +12,11 @@ use waymark_domain::ArtifactId;
 use waymark_store::StoreError;
 
 use super::artifacts::{
-    ApproveForm, ArtifactPage, CommentForm, PageQuery, RejectForm, act, approve_as, comment_as,
-    done, refused, reject_as, remember_seen, seen_version,
+    ApproveForm, ArtifactPage, CommentForm, RejectForm, act, approve_as, comment_as, done, refused,
+    reject_as, remember_seen, seen_version,
 };
 use super::csrf::{CsrfCookie, Form};
-use super::{PageError, error_page, notice_of, render};
+use super::{PageError, error_page, render};
 use crate::AppState;
 use crate::auth::{Caller, link_caller};
 use crate::observe::TraceId;
@@ -78,7 +78,7 @@ pub async fn page(
     Extension(csrf): Extension<CsrfCookie>,
     headers: axum::http::HeaderMap,
     Path(token): Path<String>,
-    Query(q): Query<PageQuery>,
+    Query(q): Query<super::Done>,
 ) -> Result<Response, PageError> {
     let caller = match reviewer(&state, &token).await {
         Ok(c) => c,
@@ -94,7 +94,7 @@ pub async fn page(
         seen_version(&headers, id),
     )
     .await?;
-    page.notice = notice_of(q.done());
+    page.notice = q.notice();
     let latest = page.a.summary.version;
     Ok(remember_seen(render(&page)?, id, latest))
 }

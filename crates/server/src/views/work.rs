@@ -13,7 +13,7 @@ use waymark_store::{Incident, Task};
 
 use super::artifacts::when;
 use super::csrf::{CsrfCookie, Form};
-use super::{Layout, PageError, Viewer, notice_of, render, render_status};
+use super::{Layout, PageError, Viewer, render, render_status};
 use crate::AppState;
 use crate::auth::Caller;
 use crate::error::ApiError;
@@ -46,11 +46,6 @@ struct WorkPage {
     agents: Vec<AgentRow>,
     notice: Option<&'static str>,
     error: Option<String>,
-}
-
-#[derive(Deserialize)]
-pub struct WorkQuery {
-    done: Option<String>,
 }
 
 async fn build(
@@ -131,10 +126,10 @@ pub async fn page(
     State(state): State<AppState>,
     Extension(csrf): Extension<CsrfCookie>,
     Viewer(caller): Viewer,
-    Query(q): Query<WorkQuery>,
+    Query(q): Query<super::Done>,
 ) -> Result<Response, PageError> {
     let mut page = build(&state, &caller, &csrf).await?;
-    page.notice = notice_of(q.done.as_deref());
+    page.notice = q.notice();
     render(&page)
 }
 
@@ -148,12 +143,7 @@ async fn refused(
         return Err(e.into());
     }
     let mut page = build(state, caller, csrf).await?;
-    let p = e.problem();
-    let mut message = p.detail;
-    for f in p.errors {
-        message.push_str(&format!(" ({}: {})", f.pointer, f.message));
-    }
-    page.error = Some(message);
+    page.error = Some(super::problem_text(&e));
     render_status(e.status(), &page)
 }
 
