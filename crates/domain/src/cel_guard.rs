@@ -245,6 +245,28 @@ pub fn evaluate(expr: &Compiled, variables: Vec<(&'static str, Cel)>) -> Result<
     })?
 }
 
+/// JSON to CEL, for the variables of an expression: `null`, booleans and
+/// strings as they are; integers that fit an `i64` are `int`, other numbers
+/// `double`; arrays are lists and objects maps with string keys.
+pub fn from_json(v: &serde_json::Value) -> Cel {
+    use serde_json::Value;
+    match v {
+        Value::Null => Cel::Null,
+        Value::Bool(b) => Cel::Bool(*b),
+        Value::Number(n) => match n.as_i64() {
+            Some(i) => Cel::Int(i),
+            None => Cel::Float(n.as_f64().unwrap_or(f64::NAN)),
+        },
+        Value::String(s) => Cel::from(s.as_str()),
+        Value::Array(items) => Cel::from(items.iter().map(from_json).collect::<Vec<_>>()),
+        Value::Object(map) => Cel::from(
+            map.iter()
+                .map(|(k, v)| (k.clone(), from_json(v)))
+                .collect::<std::collections::HashMap<String, Cel>>(),
+        ),
+    }
+}
+
 fn env() -> &'static Arc<Env> {
     static ENV: OnceLock<Arc<Env>> = OnceLock::new();
     ENV.get_or_init(|| Arc::new(Env::stdlib()))

@@ -274,3 +274,20 @@ prefixed_id!(
     /// Identifies a journey: a client's way through a template's stages.
     JourneyId, "jrn", "journey"
 );
+prefixed_id!(
+    /// Identifies an item of the customer-success queue: a playbook due for a
+    /// client (one per client, template and rule).
+    QueueItemId, "qit", "queue item"
+);
+prefixed_id!(
+    /// Identifies a conversation thread of a playbook step.
+    ThreadId, "thr", "thread"
+);
+prefixed_id!(
+    /// Identifies a person's to-do.
+    TodoId, "tdo", "to-do"
+);
+prefixed_id!(
+    /// Identifies a stakeholder: one of a client's contacts.
+    StakeholderId, "stk", "stakeholder"
+);

@@ -9,11 +9,22 @@
 //! The state machine is DESIGN's: events `start`, `promote`, `rollback`,
 //! `complete_rollback`, `cancel`, `complete`, plus `pause` and `resume`;
 //! states are the template's stages plus `rolling_back`, `completed`,
-//! `cancelled` (and `pending` before `start`). No stage is ever skipped.
+//! `cancelled` (and `pending` before `start`). No stage is ever skipped by
+//! `promote`.
+//!
+//! A *playbook* template (one with `playbook:`) is a customer-success
+//! playbook: its stages are steps a person works through, each may offer
+//! [`BranchDef`]s (fixed choices, an LLM conversation, saved actions), and its
+//! last step completes it with one of the template's outcomes. Playbooks also
+//! take the saved actions ([`apply_action`]): `skip` (the current step, with a
+//! reason) moves on without the step's exit criteria; `snooze`, `escalate` and
+//! `schedule` change the queue item, not the position, and are recorded in the
+//! journey's history all the same.
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::FieldError;
 use crate::criteria::{Check, Span, TriggerSpec};
 use crate::work::TaskSpec;
 
@@ -28,6 +39,92 @@ pub struct JourneyTemplate {
     pub description: String,
     /// In order: a journey goes through them one after the other.
     pub stages: Vec<StageDef>,
+    /// Set for a customer-success playbook (see the module documentation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub playbook: Option<PlaybookDef>,
+}
+
+/// What makes a template a playbook.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PlaybookDef {
+    /// The outcomes completing the last step may record, e.g. `renewed`,
+    /// `churned` (`[a-z0-9_]`, at least one).
+    pub outcomes: Vec<String>,
+}
+
+/// One way a playbook step can go, offered to the person working it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BranchDef {
+    /// Unique in the step, `[a-z0-9_]`.
+    pub key: String,
+    /// What the button says.
+    pub label: String,
+    pub kind: BranchKind,
+    /// `fixed` on the last step: the outcome choosing it records.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<String>,
+    /// `llm`: what the conversation is asked to help with (its first
+    /// instruction after the customer context).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt: Option<String>,
+    /// `action`: the saved action it offers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<SavedAction>,
+    /// `llm`: the artifact type of the pack a reply can be saved as.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub saves_as: Option<String>,
+}
+
+/// The kinds of branch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum BranchKind {
+    /// A fixed choice: choosing it completes the step.
+    Fixed,
+    /// A conversation with the LLM (a thread).
+    Llm,
+    /// A saved action.
+    Action,
+}
+
+/// The saved actions of a playbook.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SavedAction {
+    Snooze,
+    Skip,
+    Escalate,
+    Schedule,
+}
+
+impl SavedAction {
+    pub const ALL: [SavedAction; 4] = [
+        SavedAction::Snooze,
+        SavedAction::Skip,
+        SavedAction::Escalate,
+        SavedAction::Schedule,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SavedAction::Snooze => "snooze",
+            SavedAction::Skip => "skip",
+            SavedAction::Escalate => "escalate",
+            SavedAction::Schedule => "schedule",
+        }
+    }
+
+    /// The history event that records it.
+    pub fn event(self) -> Event {
+        match self {
+            SavedAction::Snooze => Event::Snooze,
+            SavedAction::Skip => Event::Skip,
+            SavedAction::Escalate => Event::Escalate,
+            SavedAction::Schedule => Event::Schedule,
+        }
+    }
 }
 
 /// One stage of a template.
@@ -61,6 +158,9 @@ pub struct StageDef {
     /// contract's fields; the next milestone's task receives that output.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub milestones: Vec<MilestoneDef>,
+    /// Playbooks: the ways this step can go.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub branches: Vec<BranchDef>,
 }
 
 /// A unit of work to start: its name and tasks (as `POST /work/units` takes them).
@@ -131,10 +231,18 @@ pub enum Event {
     Complete,
     Pause,
     Resume,
+    /// Playbooks: the current step passed over, with a reason.
+    Skip,
+    /// Playbooks: the queue item put away until a date.
+    Snooze,
+    /// Playbooks: handed to another owner.
+    Escalate,
+    /// Playbooks: a due date set.
+    Schedule,
 }
 
 impl Event {
-    pub const ALL: [Event; 8] = [
+    pub const ALL: [Event; 12] = [
         Event::Start,
         Event::Promote,
         Event::Rollback,
@@ -143,7 +251,20 @@ impl Event {
         Event::Complete,
         Event::Pause,
         Event::Resume,
+        Event::Skip,
+        Event::Snooze,
+        Event::Escalate,
+        Event::Schedule,
     ];
+
+    /// A playbook's saved action, recorded through [`apply_action`] rather
+    /// than asked for as an event.
+    pub fn is_action(self) -> bool {
+        matches!(
+            self,
+            Event::Skip | Event::Snooze | Event::Escalate | Event::Schedule
+        )
+    }
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -155,6 +276,10 @@ impl Event {
             Event::Complete => "complete",
             Event::Pause => "pause",
             Event::Resume => "resume",
+            Event::Skip => "skip",
+            Event::Snooze => "snooze",
+            Event::Escalate => "escalate",
+            Event::Schedule => "schedule",
         }
     }
 }
@@ -393,11 +518,235 @@ pub fn apply(
             paused: false,
             ..*at
         },
+        Event::Skip | Event::Snooze | Event::Escalate | Event::Schedule => {
+            return Err(refuse(vec![format!(
+                "{event} is a saved action of playbooks; ask for it as an action"
+            )]));
+        }
     };
     if reasons.is_empty() {
         Ok(next)
     } else {
         Err(refuse(reasons))
+    }
+}
+
+/// Applies a playbook's saved action at `at`: `skip` moves to the next step
+/// without the current step's exit criteria (never past the last one, which
+/// completes the playbook with an outcome); `snooze`, `escalate` and
+/// `schedule` leave the position as it is. Refused for templates that are not
+/// playbooks, and for finished or paused journeys.
+pub fn apply_action(
+    template: &JourneyTemplate,
+    at: &Position,
+    action: SavedAction,
+) -> Result<Position, Refusal> {
+    let event = action.event();
+    let refuse = |why: String| Refusal {
+        event,
+        state: at.state(template).to_owned(),
+        reasons: vec![why],
+        allowed: possible(template, at),
+    };
+    if template.playbook.is_none() {
+        return Err(refuse(format!(
+            "{} is not a playbook; saved actions apply to playbook journeys only",
+            template.name
+        )));
+    }
+    match at.phase {
+        Phase::Completed | Phase::Cancelled => {
+            return Err(refuse(format!(
+                "the playbook is {}; nothing more happens to it",
+                at.state(template)
+            )));
+        }
+        Phase::RollingBack => {
+            return Err(refuse(
+                "the playbook is rolling back; finish the rollback first".into(),
+            ));
+        }
+        Phase::Active if at.paused => {
+            return Err(refuse("the playbook is paused; resume it first".into()));
+        }
+        Phase::Pending if action == SavedAction::Skip => {
+            return Err(refuse(
+                "the playbook has not started; start it to skip a step".into(),
+            ));
+        }
+        Phase::Pending | Phase::Active => {}
+    }
+    if action != SavedAction::Skip {
+        return Ok(*at);
+    }
+    let i = at.stage.unwrap_or(0);
+    if i + 1 >= template.stages.len() {
+        return Err(refuse(
+            "this is the last step; complete the playbook with an outcome instead".into(),
+        ));
+    }
+    Ok(Position {
+        stage: Some(i + 1),
+        ..*at
+    })
+}
+
+/// Whether `s` is a key of a playbook (an outcome, a branch): 1-64 of
+/// `[a-z0-9_]`, starting with a letter.
+fn is_key(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.starts_with(|c: char| c.is_ascii_lowercase())
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+}
+
+/// Checks what makes a template a playbook: its outcomes, and each step's
+/// branches (keys unique in the step, what each kind needs, an outcome only on
+/// the last step and among the template's, `saves_as` among `artifact_types`
+/// when they are known). Problems carry pointers into the template
+/// (`/playbook/outcomes/0`, `/stages/2/branches/1/outcome`); branches on a
+/// template that is not a playbook are a problem too.
+pub fn check_playbook(
+    template: &JourneyTemplate,
+    artifact_types: Option<&[&str]>,
+) -> Vec<FieldError> {
+    let mut out = Vec::new();
+    let outcomes: &[String] = template
+        .playbook
+        .as_ref()
+        .map_or(&[], |p| p.outcomes.as_slice());
+    if let Some(p) = &template.playbook {
+        if p.outcomes.is_empty() {
+            out.push(FieldError::new(
+                "/playbook/outcomes",
+                "list at least one outcome the last step can record, e.g. renewed, churned",
+            ));
+        }
+        for (i, o) in p.outcomes.iter().enumerate() {
+            if !is_key(o) {
+                out.push(FieldError::new(
+                    format!("/playbook/outcomes/{i}"),
+                    format!(
+                        "outcome `{}` must be 1-64 lowercase letters, digits and _, like renewed",
+                        o.chars().take(64).collect::<String>()
+                    ),
+                ));
+            } else if p.outcomes[..i].contains(o) {
+                out.push(FieldError::new(
+                    format!("/playbook/outcomes/{i}"),
+                    format!("outcome `{o}` is listed twice"),
+                ));
+            }
+        }
+    }
+    let last = template.stages.len().saturating_sub(1);
+    for (si, stage) in template.stages.iter().enumerate() {
+        for (bi, b) in stage.branches.iter().enumerate() {
+            let at = |field: &str| format!("/stages/{si}/branches/{bi}/{field}");
+            if template.playbook.is_none() {
+                out.push(FieldError::new(
+                    at("key"),
+                    "branches belong to playbooks; add `playbook: {outcomes: [...]}` to the template",
+                ));
+                continue;
+            }
+            if !is_key(&b.key) {
+                out.push(FieldError::new(
+                    at("key"),
+                    "must be 1-64 lowercase letters, digits and _, like draft_email",
+                ));
+            } else if stage.branches[..bi].iter().any(|o| o.key == b.key) {
+                out.push(FieldError::new(
+                    at("key"),
+                    format!("branch `{}` is declared twice in step {}", b.key, stage.id),
+                ));
+            }
+            if b.label.trim().is_empty() || b.label.chars().count() > 200 {
+                out.push(FieldError::new(at("label"), "must be 1-200 characters"));
+            }
+            let stray = |field: &str, set: bool, out: &mut Vec<FieldError>| {
+                if set {
+                    out.push(FieldError::new(
+                        at(field),
+                        format!("a {} branch takes no `{field}`", kind_name(b.kind)),
+                    ));
+                }
+            };
+            match b.kind {
+                BranchKind::Fixed => {
+                    stray("prompt", b.prompt.is_some(), &mut out);
+                    stray("action", b.action.is_some(), &mut out);
+                    stray("saves_as", b.saves_as.is_some(), &mut out);
+                    match &b.outcome {
+                        Some(o) if si != last => out.push(FieldError::new(
+                            at("outcome"),
+                            format!(
+                                "only the last step records an outcome; `{o}` is on step {}",
+                                stage.id
+                            ),
+                        )),
+                        Some(o) if !outcomes.contains(o) => out.push(FieldError::new(
+                            at("outcome"),
+                            format!(
+                                "outcome `{o}` is not one of the playbook's: {}",
+                                outcomes.join(", ")
+                            ),
+                        )),
+                        _ => {}
+                    }
+                }
+                BranchKind::Llm => {
+                    stray("outcome", b.outcome.is_some(), &mut out);
+                    stray("action", b.action.is_some(), &mut out);
+                    if b.prompt.as_deref().is_none_or(|p| p.trim().is_empty()) {
+                        out.push(FieldError::new(
+                            at("prompt"),
+                            "an llm branch says what the conversation helps with in `prompt`",
+                        ));
+                    }
+                    if let (Some(t), Some(types)) = (&b.saves_as, artifact_types) {
+                        if !types.contains(&t.as_str()) {
+                            out.push(FieldError::new(
+                                at("saves_as"),
+                                format!(
+                                    "`{t}` is not an artifact type of the pack: {}",
+                                    types.join(", ")
+                                ),
+                            ));
+                        }
+                    }
+                }
+                BranchKind::Action => {
+                    stray("outcome", b.outcome.is_some(), &mut out);
+                    stray("prompt", b.prompt.is_some(), &mut out);
+                    stray("saves_as", b.saves_as.is_some(), &mut out);
+                    match b.action {
+                        None => out.push(FieldError::new(
+                            at("action"),
+                            format!(
+                                "an action branch names its action: one of {}",
+                                SavedAction::ALL.map(SavedAction::as_str).join(", ")
+                            ),
+                        )),
+                        Some(SavedAction::Skip) if si == last => out.push(FieldError::new(
+                            at("action"),
+                            "the last step cannot be skipped; it completes the playbook with an outcome",
+                        )),
+                        Some(_) => {}
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+fn kind_name(kind: BranchKind) -> &'static str {
+    match kind {
+        BranchKind::Fixed => "fixed",
+        BranchKind::Llm => "llm",
+        BranchKind::Action => "action",
     }
 }
 
@@ -513,7 +862,68 @@ mod tests {
                 target: Some(t.into()),
             }),
             milestones: vec![],
+            branches: vec![],
         }
+    }
+
+    fn playbook() -> JourneyTemplate {
+        JourneyTemplate {
+            name: "critical".into(),
+            title: "Critical".into(),
+            description: String::new(),
+            stages: vec![stage("review", None), stage("call", None)],
+            playbook: Some(PlaybookDef {
+                outcomes: vec!["renewed".into(), "churned".into()],
+            }),
+        }
+    }
+
+    #[test]
+    fn saved_actions_move_a_playbook_only_by_skip_and_never_past_its_last_step() {
+        let t = playbook();
+        let active = |stage| Position {
+            phase: Phase::Active,
+            stage: Some(stage),
+            rollback_to: None,
+            paused: false,
+        };
+        assert_eq!(
+            apply_action(&t, &active(0), SavedAction::Skip).unwrap(),
+            active(1)
+        );
+        let last = apply_action(&t, &active(1), SavedAction::Skip).unwrap_err();
+        assert!(last.reasons[0].contains("last step"), "{last}");
+        for a in [
+            SavedAction::Snooze,
+            SavedAction::Escalate,
+            SavedAction::Schedule,
+        ] {
+            assert_eq!(apply_action(&t, &active(1), a).unwrap(), active(1));
+            assert_eq!(
+                apply_action(&t, &Position::PENDING, a).unwrap(),
+                Position::PENDING
+            );
+        }
+        assert!(apply_action(&t, &Position::PENDING, SavedAction::Skip).is_err());
+        let done = Position {
+            phase: Phase::Completed,
+            ..active(1)
+        };
+        assert!(apply_action(&t, &done, SavedAction::Snooze).is_err());
+        let paused = Position {
+            paused: true,
+            ..active(0)
+        };
+        assert!(apply_action(&t, &paused, SavedAction::Skip).is_err());
+        // Not a playbook: refused, and `apply` never takes an action.
+        let plain = JourneyTemplate {
+            playbook: None,
+            ..t.clone()
+        };
+        assert!(apply_action(&plain, &active(0), SavedAction::Skip).is_err());
+        let gate = Gate::default();
+        assert!(apply(&t, &active(0), Event::Skip, &gate).is_err());
+        assert!(!possible(&t, &active(0)).iter().any(|e| e.is_action()));
     }
 
     fn task(key: &str, input: Value) -> TaskSpec {

@@ -26,6 +26,7 @@ pub mod artifact;
 pub mod audit;
 pub mod cascade;
 pub mod cel_guard;
+pub mod chat;
 pub mod client;
 pub mod content;
 pub mod criteria;
@@ -37,6 +38,8 @@ pub mod id;
 pub mod journey;
 pub mod lifecycle;
 pub mod plan;
+pub mod preferences;
+pub mod queue;
 pub mod rating;
 pub mod review;
 pub mod signin;
@@ -46,7 +49,8 @@ pub mod work;
 
 pub use id::{
     ArtifactId, ClientId, CommentId, EngagementId, EventId, IdError, IncidentId, JourneyId,
-    ReviewLinkId, TaskId, TokenId, UnitId, UserId, WebhookId,
+    QueueItemId, ReviewLinkId, StakeholderId, TaskId, ThreadId, TodoId, TokenId, UnitId, UserId,
+    WebhookId,
 };
 pub use lifecycle::ArtifactStatus;
 

@@ -418,6 +418,7 @@ impl Worker {
             "comment.created" => self.mail_comment(event).await,
             "artifact.approved" => self.mail_decision(event, true).await,
             "artifact.rejected" => self.mail_decision(event, false).await,
+            "queue.escalated" => self.mail_escalated(event).await,
             _ => Ok(vec![]),
         };
         match composed {
@@ -488,6 +489,43 @@ impl Worker {
             }
         }
         Ok(mails)
+    }
+
+    /// `queue.escalated`: the person a playbook was handed to.
+    async fn mail_escalated(&self, event: &Event) -> Result<Vec<NewMail>, StoreError> {
+        let d = &event.data;
+        let Some(to) = text(d, "to").and_then(|u| u.parse::<waymark_domain::UserId>().ok()) else {
+            return Ok(vec![]);
+        };
+        let user = self.store().get_user(to).await?;
+        let client = match event_client(event) {
+            Some(c) => self.store().get_client(c).await?.name,
+            None => "a client".into(),
+        };
+        let what = text(d, "name")
+            .or_else(|| text(d, "template"))
+            .unwrap_or("A playbook");
+        let link = match text(d, "journey_id") {
+            Some(j) => self.link(&format!("/journeys/{j}")),
+            None => self.link("/queue"),
+        };
+        let mut body = format!(
+            "Hello {},\n\n{what} for {client} was escalated to you.\n",
+            user.name
+        );
+        if let Some(reason) = text(d, "reason").filter(|r| !r.trim().is_empty()) {
+            body.push_str(&format!("\nThe reason given:\n\n{}\n", quote(reason)));
+        }
+        body.push_str(&format!(
+            "\nIt is now in your queue:\n\n{link}\n\n\
+             You are receiving this because a playbook in Waymark was handed to you.\n"
+        ));
+        Ok(vec![NewMail {
+            event_seq: event.seq,
+            recipient: user.email,
+            subject: format!("Escalated to you: {what} for {client}"),
+            body,
+        }])
     }
 
     /// `token.created` of a sign-in link: its person, with the link (the

@@ -307,6 +307,7 @@ async fn produce(
                  and nothing else."
                     .into(),
             ),
+            history: vec![],
             user: job_prompt(&pack_prompt, &job.key, &job.name, &named, previous),
             temperature: ty
                 .generator

@@ -16,8 +16,9 @@ use waymark_domain::criteria::{
     self, CheckOutcome, CheckResult, Facts, Observation, Trigger, ValidationResult,
 };
 use waymark_domain::journey::{
-    self, EachArtifact, Event, Gate, JourneyTemplate, Phase, StageDef, UnitTemplate,
+    self, EachArtifact, Event, Gate, JourneyTemplate, Phase, SavedAction, StageDef, UnitTemplate,
 };
+use waymark_domain::queue::Effect;
 use waymark_domain::work::TaskStatus;
 use waymark_domain::work::check_tasks;
 use waymark_domain::{ClientId, FieldError, JourneyId, gating};
@@ -488,6 +489,9 @@ pub struct EventAsk {
     /// Inconclusive checks a person overrides, on the record.
     pub overrides: Vec<String>,
     pub automatic: bool,
+    /// `complete` of a playbook: one of its template's outcomes (required
+    /// there, refused elsewhere).
+    pub outcome: Option<String>,
 }
 
 /// Decides and records an event: 409 with every failed check when the state
@@ -510,6 +514,7 @@ pub async fn apply_event(
             ),
         )));
     }
+    check_outcome(def, ask.event, ask.outcome.as_deref())?;
     let now = OffsetDateTime::now_utc();
     let k = known(store, &journey).await?;
     // Exit criteria of the current stage (promote, complete), with overrides.
@@ -618,6 +623,95 @@ pub async fn apply_event(
                 validation,
                 overrides: ask.overrides,
                 units: started,
+                outcome: ask.outcome,
+                item: None,
+            },
+            ctx,
+        )
+        .await?)
+}
+
+/// A playbook completes with one of its template's outcomes; other journeys
+/// and other events take none.
+fn check_outcome(
+    def: &JourneyTemplate,
+    event: Event,
+    outcome: Option<&str>,
+) -> Result<(), EngineError> {
+    let invalid = |m: String| Err(EngineError::invalid(FieldError::new("/outcome", m)));
+    match (&def.playbook, event, outcome) {
+        (Some(p), Event::Complete, None) => invalid(format!(
+            "completing playbook {} records its outcome: one of {}",
+            def.name,
+            p.outcomes.join(", ")
+        )),
+        (Some(p), Event::Complete, Some(o)) if !p.outcomes.iter().any(|x| x == o) => {
+            invalid(format!(
+                "`{}` is not an outcome of playbook {}: one of {}",
+                o.chars().take(64).collect::<String>(),
+                def.name,
+                p.outcomes.join(", ")
+            ))
+        }
+        (Some(_), Event::Complete, Some(_)) | (_, _, None) => Ok(()),
+        (None, _, Some(_)) => invalid(format!(
+            "{} is not a playbook; only a playbook's completion records an outcome",
+            def.name
+        )),
+        (Some(_), _, Some(_)) => invalid("an outcome goes with `complete` only".into()),
+    }
+}
+
+/// Records a playbook's saved action ([`journey::apply_action`]): `skip`
+/// enters the next step (starting its work) without the current step's exit
+/// criteria; `snooze`, `escalate` and `schedule` leave the position and
+/// change the playbook's queue item (`effect`). All go in the journey's
+/// history with their reason.
+pub async fn apply_action(
+    store: &dyn Store,
+    id: JourneyId,
+    action: SavedAction,
+    effect: Effect,
+    reason: Option<String>,
+    ctx: &WriteContext,
+) -> Result<Journey, EngineError> {
+    let journey = store.get_journey(id).await?;
+    let def = &journey.definition;
+    let at = journey.position();
+    let to = journey::apply_action(def, &at, action).map_err(|r| {
+        let mut extra = serde_json::Map::new();
+        extra.insert("state".into(), r.state.clone().into());
+        extra.insert("reasons".into(), serde_json::json!(r.reasons));
+        extra.insert("allowed_events".into(), serde_json::json!(r.allowed));
+        EngineError::Refused {
+            code: "action_refused",
+            detail: r.to_string(),
+            extra,
+        }
+    })?;
+    let started = if to.stage != at.stage {
+        let s = &def.stages[to.stage.unwrap_or(0)];
+        let each = each_artifacts(store, &journey, s).await?;
+        let defs = journey::stage_units(s, &each, &journey.input);
+        units(&journey, &s.id, &defs, UnitKind::Activity)?
+    } else {
+        vec![]
+    };
+    Ok(store
+        .journey_event(
+            JourneyTransition {
+                journey_id: id,
+                from: at,
+                to,
+                event: action.event(),
+                reason,
+                trigger: None,
+                automatic: false,
+                validation: None,
+                overrides: vec![],
+                units: started,
+                outcome: None,
+                item: Some(effect),
             },
             ctx,
         )
@@ -677,6 +771,7 @@ pub async fn watch_triggers(
                 trigger: Some(spec.trigger),
                 overrides: vec![],
                 automatic: true,
+                outcome: None,
             };
             // The observations are recorded whatever happens here: a rollback
             // that cannot be made (the journey moved meanwhile) is logged, and

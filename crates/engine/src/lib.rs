@@ -27,6 +27,7 @@ pub mod generate;
 pub mod hook;
 pub mod journeys;
 pub mod mail;
+pub mod queue;
 pub mod run;
 pub mod trace;
 

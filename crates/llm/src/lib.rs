@@ -188,11 +188,22 @@ impl LlmSettings {
 #[derive(Debug, Clone, Default)]
 pub struct Prompt {
     pub system: Option<String>,
+    /// Earlier turns of a conversation, oldest first, between the system
+    /// message and `user`.
+    pub history: Vec<Turn>,
     pub user: String,
     pub temperature: Option<f64>,
     /// Ask for a JSON object (Ollama `format: "json"`, OpenAI
     /// `response_format: {type: json_object}`).
     pub json: bool,
+}
+
+/// One earlier turn of a conversation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Turn {
+    /// `user` or `assistant`.
+    pub role: &'static str,
+    pub content: String,
 }
 
 /// A provider's whole answer.
@@ -645,6 +656,9 @@ fn request_body(settings: &LlmSettings, prompt: &Prompt) -> Value {
     let mut messages = Vec::new();
     if let Some(system) = &prompt.system {
         messages.push(json!({"role": "system", "content": system}));
+    }
+    for turn in &prompt.history {
+        messages.push(json!({"role": turn.role, "content": turn.content}));
     }
     messages.push(json!({"role": "user", "content": prompt.user}));
     let mut body = Map::new();

@@ -698,7 +698,10 @@ fn every_builtin_template_names_its_own_types_and_loads_once() {
             "client-onboarding",
             "data-flow",
             "insurance-migration",
-            "renewal"
+            "renewal",
+            "renewal-critical",
+            "renewal-emergency",
+            "renewal-prepare"
         ]
     );
 }

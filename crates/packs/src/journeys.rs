@@ -18,7 +18,8 @@ use waymark_domain::criteria::{
     Aggregate, Check, CheckKind, Op, Span, Trigger, TriggerSpec, check_checks,
 };
 use waymark_domain::journey::{
-    HandoffContract, JourneyTemplate, MilestoneDef, RollbackDef, StageDef, UnitTemplate,
+    BranchDef, HandoffContract, JourneyTemplate, MilestoneDef, PlaybookDef, RollbackDef, StageDef,
+    UnitTemplate, check_playbook,
 };
 use waymark_domain::work::{
     Backoff, Executor, TaskSpec, check_tasks, check_unit_name, check_webhook_input,
@@ -44,6 +45,9 @@ pub(crate) struct JourneyManifest {
     pub description: String,
     #[serde(default)]
     pub stages: Vec<Spanned<StageManifest>>,
+    /// Makes the template a customer-success playbook.
+    #[serde(default)]
+    pub playbook: Option<Spanned<PlaybookDef>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -67,6 +71,9 @@ pub(crate) struct StageManifest {
     pub rollback: Option<Spanned<RollbackManifest>>,
     #[serde(default)]
     pub milestones: Vec<Spanned<MilestoneManifest>>,
+    /// Playbooks: the ways the step can go.
+    #[serde(default)]
+    pub branches: Vec<Spanned<BranchDef>>,
 }
 
 /// A check as written: every field optional, so that what is missing or mixed up
@@ -231,12 +238,15 @@ pub(crate) fn load_journeys(
             ));
         }
         let stages = load_stages(name, &j.stages, types, manifest, problems);
-        out.push(JourneyTemplate {
+        let template = JourneyTemplate {
             name: name.to_owned(),
             title: j.title.value.trim().to_owned(),
             description: j.description.trim().to_owned(),
             stages,
-        });
+            playbook: j.playbook.as_ref().map(|p| p.value.clone()),
+        };
+        check_playbook_at(j, &template, types, problems);
+        out.push(template);
     }
     out
 }
@@ -342,9 +352,44 @@ fn load_stages(
             activities,
             rollback,
             milestones,
+            branches: s.branches.iter().map(|b| b.value.clone()).collect(),
         });
     }
     out
+}
+
+/// Checks a template's playbook and branches ([`check_playbook`]), each
+/// problem at the line of the playbook or of its branch.
+fn check_playbook_at(
+    j: &JourneyManifest,
+    template: &JourneyTemplate,
+    types: &BTreeSet<&str>,
+    problems: &mut Vec<Problem>,
+) {
+    let types: Vec<&str> = types.iter().copied().collect();
+    let name = &template.name;
+    for e in check_playbook(template, Some(&types)) {
+        let mut parts = e.pointer.trim_start_matches('/').split('/');
+        let place = match (parts.next(), parts.next(), parts.next(), parts.next()) {
+            (Some("stages"), Some(si), Some("branches"), Some(bi)) => {
+                let si: usize = si.parse().unwrap_or(0);
+                let bi: usize = bi.parse().unwrap_or(0);
+                j.stages
+                    .get(si)
+                    .and_then(|s| s.value.branches.get(bi))
+                    .map(|b| (b.referenced.line(), b.referenced.column()))
+            }
+            _ => j
+                .playbook
+                .as_ref()
+                .map(|p| (p.referenced.line(), p.referenced.column())),
+        };
+        let message = format!("journey {name}, {}: {}", e.pointer, e.message);
+        problems.push(match place {
+            Some((line, col)) => Problem::at(crate::load::MANIFEST, line, col, message),
+            None => at(&j.name, message),
+        });
+    }
 }
 
 fn load_rollback(
@@ -1138,5 +1183,7 @@ pub fn check_journey(t: &JourneyTemplate) -> Vec<FieldError> {
             }
         }
     }
+    // API templates know no pack, so `saves_as` is checked when a thread saves.
+    errors.extend(check_playbook(t, None));
     errors
 }

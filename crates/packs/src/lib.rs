@@ -23,6 +23,7 @@ mod files;
 mod journeys;
 mod load;
 mod manifest;
+mod queue;
 mod rules;
 
 use std::fmt;
@@ -252,6 +253,8 @@ pub struct Pack {
     pub plan: Option<PlanDef>,
     /// Journey templates, in the order the manifest declares them.
     pub journeys: Vec<JourneyTemplate>,
+    /// Queue rules: which playbook is due for which client, and its score.
+    pub queue: Vec<waymark_domain::queue::QueueRule>,
     /// SHA-256 over every file: two packs with the same digest are the same pack.
     pub digest: String,
     pub files: PackFiles,

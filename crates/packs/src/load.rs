@@ -184,6 +184,12 @@ pub fn load(files: &PackFiles) -> Result<Pack, PackError> {
     let journeys =
         crate::journeys::load_journeys(&manifest.journeys, &declared, text, &mut problems);
     let templates: BTreeSet<&str> = journeys.iter().map(|j| j.name.as_str()).collect();
+    let playbooks: Vec<&str> = journeys
+        .iter()
+        .filter(|j| j.playbook.is_some())
+        .map(|j| j.name.as_str())
+        .collect();
+    let queue = crate::queue::load_queue(&manifest.queue, &playbooks, text, &mut problems);
     for t in &manifest.types {
         let Some(j) = &t.journey else { continue };
         if t.family.value == "solution" {
@@ -228,6 +234,7 @@ pub fn load(files: &PackFiles) -> Result<Pack, PackError> {
         types,
         plan,
         journeys,
+        queue,
         digest: digest.to_string(),
         files: files.clone(),
     })

@@ -6,6 +6,7 @@ use serde_json::Value;
 use serde_saphyr::Spanned;
 
 use crate::journeys::JourneyManifest;
+use crate::queue::QueueRuleManifest;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -20,6 +21,9 @@ pub(crate) struct Manifest {
     /// Journey templates (see `journeys.rs`).
     #[serde(default)]
     pub journeys: Vec<Spanned<JourneyManifest>>,
+    /// Queue rules (see `queue.rs`).
+    #[serde(default)]
+    pub queue: Vec<Spanned<QueueRuleManifest>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -3,8 +3,6 @@
 //! A rule is compiled and evaluated through [`waymark_domain::cel_guard`]: within
 //! its limits of size and nesting, and within its evaluation budget.
 
-use std::collections::HashMap;
-
 use cel::Value as Cel;
 use serde_json::Value;
 use waymark_domain::cel_guard::{self, Compiled, ExprError};
@@ -67,7 +65,7 @@ impl Rule {
     /// (a field read without `has()`, say), gives a non-boolean, or would take
     /// more than its budget on this content is an error.
     pub fn fires(&self, content: &Value) -> Result<bool, RuleError> {
-        match cel_guard::evaluate(&self.expr, vec![("content", to_cel(content))])? {
+        match cel_guard::evaluate(&self.expr, vec![("content", cel_guard::from_json(content))])? {
             Cel::Bool(b) => Ok(b),
             other => Err(RuleError {
                 position: None,
@@ -75,25 +73,6 @@ impl Rule {
                 over_limit: false,
             }),
         }
-    }
-}
-
-/// JSON to CEL: integers that fit are `int`, other numbers `double`.
-fn to_cel(v: &Value) -> Cel {
-    match v {
-        Value::Null => Cel::Null,
-        Value::Bool(b) => Cel::Bool(*b),
-        Value::Number(n) => match n.as_i64() {
-            Some(i) => Cel::Int(i),
-            None => Cel::Float(n.as_f64().unwrap_or(f64::NAN)),
-        },
-        Value::String(s) => Cel::from(s.as_str()),
-        Value::Array(items) => Cel::from(items.iter().map(to_cel).collect::<Vec<_>>()),
-        Value::Object(map) => Cel::from(
-            map.iter()
-                .map(|(k, v)| (k.clone(), to_cel(v)))
-                .collect::<HashMap<String, Cel>>(),
-        ),
     }
 }
 

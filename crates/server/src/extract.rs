@@ -49,6 +49,28 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Json<T> {
     }
 }
 
+/// An optional JSON body (`Option<Json<T>>`): none when the request has no
+/// body at all; otherwise as [`Json`].
+impl<T: DeserializeOwned, S: Send + Sync> axum::extract::OptionalFromRequest<S> for Json<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Option<Self>, Self::Rejection> {
+        let headers = req.headers();
+        let empty = headers
+            .get(axum::http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.trim() == "0")
+            || (headers.get(axum::http::header::CONTENT_LENGTH).is_none()
+                && headers.get(axum::http::header::TRANSFER_ENCODING).is_none());
+        if empty {
+            return Ok(None);
+        }
+        <Json<T> as FromRequest<S>>::from_request(req, state)
+            .await
+            .map(Some)
+    }
+}
+
 /// Whether the body is declared JSON: `application/json` or `application/*+json`.
 fn is_json(headers: &axum::http::HeaderMap) -> bool {
     let Some(value) = headers

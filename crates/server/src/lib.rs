@@ -9,6 +9,7 @@
 //! store, render) → [`ApiError`] renders any failure as problem+json.
 
 pub mod auth;
+pub mod clock;
 pub mod error;
 pub mod extract;
 pub mod facts;
@@ -74,6 +75,11 @@ pub struct AppState {
     link_key: Arc<tokio::sync::OnceCell<Vec<u8>>>,
     /// What never changes about artifacts and engagements, remembered.
     pub facts: Arc<facts::Facts>,
+    /// The LLM provider playbook conversations ask (none: the template
+    /// provider answers).
+    pub llm: waymark_llm::Llm,
+    /// Where "now" comes from (the queue's snoozes and due dates).
+    pub clock: clock::Clock,
 }
 
 impl AppState {
@@ -87,7 +93,21 @@ impl AppState {
             changes: Arc::new(tokio::sync::watch::Sender::new(0)),
             link_key: Arc::new(tokio::sync::OnceCell::new()),
             facts: Arc::new(facts::Facts::default()),
+            llm: waymark_llm::Llm::new(None),
+            clock: clock::Clock::system(),
         }
+    }
+
+    /// With the LLM provider conversations ask.
+    pub fn with_llm(mut self, llm: waymark_llm::Llm) -> Self {
+        self.llm = llm;
+        self
+    }
+
+    /// With a clock of its own (tests).
+    pub fn with_clock(mut self, clock: clock::Clock) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// The key review links are signed with (shared by every server through the
@@ -116,6 +136,8 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .merge(routes::webhooks::routes())
         .merge(routes::work::routes())
         .merge(routes::journeys::routes())
+        .merge(routes::desk::routes())
+        .merge(routes::playbooks::routes())
         .routes(routes!(service::version))
         .routes(routes!(clients::create_client, clients::list_clients))
         .routes(routes!(clients::get_client, clients::update_client))

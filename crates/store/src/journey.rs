@@ -13,7 +13,8 @@ use utoipa::ToSchema;
 use waymark_domain::criteria::{Trigger, ValidationResult};
 use waymark_domain::journey::{Event, JourneyTemplate, Phase, Position};
 use waymark_domain::work::UnitStatus;
-use waymark_domain::{ArtifactId, ClientId, JourneyId, UnitId};
+use waymark_domain::queue::Effect;
+use waymark_domain::{ArtifactId, ClientId, JourneyId, QueueItemId, UnitId};
 
 use crate::{Created, NewUnit, Page, PageRequest, Result, WriteContext};
 
@@ -30,6 +31,9 @@ pub struct NewJourney {
     pub source_artifact_id: Option<ArtifactId>,
     /// What it starts with: the first milestone's input (`null`: nothing).
     pub input: serde_json::Value,
+    /// The queue item it starts (a playbook): the item takes the journey, in
+    /// the same transaction; refused (409) when it already has one or is closed.
+    pub queue_item: Option<QueueItemId>,
 }
 
 /// A journey and where it stands.
@@ -70,6 +74,8 @@ pub struct Journey {
     /// What it started with: the first milestone's input.
     #[schema(value_type = Object)]
     pub input: serde_json::Value,
+    /// How a playbook ended: one of its template's outcomes.
+    pub outcome: Option<String>,
     /// The template as the journey runs it.
     #[serde(skip)]
     pub definition: JourneyTemplate,
@@ -129,6 +135,10 @@ pub struct JourneyTransition {
     /// Units of work started with it: the entered stage's activities, or the
     /// rollback unit.
     pub units: Vec<(NewUnit, UnitKind)>,
+    /// `complete` of a playbook: the outcome it records.
+    pub outcome: Option<String>,
+    /// A saved action's change to the playbook's queue item.
+    pub item: Option<Effect>,
 }
 
 /// Why a journey started a unit of work.

@@ -9,11 +9,13 @@
 //! hashes are computed) live in `waymark-domain`; the store calls them inside its
 //! transactions so that a rule and the write it allows are atomic.
 
+mod desk;
 mod error;
 mod journey;
 mod log;
 mod model;
 mod people;
+mod playbook;
 pub mod postgres;
 mod review;
 mod sql;
@@ -24,11 +26,13 @@ mod work;
 
 use async_trait::async_trait;
 
+pub use desk::*;
 pub use error::StoreError;
 pub use journey::*;
 pub use log::*;
 pub use model::*;
 pub use people::*;
+pub use playbook::*;
 pub use review::*;
 pub use sql::SqlStore;
 pub use work::*;
@@ -45,7 +49,16 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 /// and the events it raises (see [`LogStore`]).
 #[async_trait]
 pub trait Store:
-    PeopleStore + ReviewStore + LogStore + WorkStore + JourneyStore + Send + Sync + 'static
+    PeopleStore
+    + ReviewStore
+    + LogStore
+    + WorkStore
+    + JourneyStore
+    + DeskStore
+    + PlaybookStore
+    + Send
+    + Sync
+    + 'static
 {
     /// Which database this store runs on.
     fn backend(&self) -> Backend;

@@ -17,6 +17,7 @@
 //! | first webhook retry wait, ms | `webhook_backoff_ms` | `WAYMARK_WEBHOOK_BACKOFF_MS` | — | `5000` |
 //! | tasks a worker runs at once (0: no embedded workers in `serve`) | `worker_concurrency` | `WAYMARK_WORKER_CONCURRENCY` | — | `16` |
 //! | worker lease, seconds (a killed worker's tasks run again after it) | `worker_lease_s` | `WAYMARK_WORKER_LEASE_S` | — | `30` |
+//! | how often the queue rules run, seconds (0: only on signal changes and on request) | `queue_refresh_s` | `WAYMARK_QUEUE_REFRESH_S` | — | `3600` |
 //! | LLM provider (`ollama` or `openai`) | `llm_provider` | `WAYMARK_LLM_PROVIDER` | — | none (templates answer) |
 //! | LLM URL | `llm_url` | `WAYMARK_LLM_URL` | — | `http://127.0.0.1:11434` (ollama), `https://api.openai.com/v1` (openai) |
 //! | LLM model (required with a provider) | `llm_model` | `WAYMARK_LLM_MODEL` | — | none |
@@ -62,6 +63,9 @@ pub struct Settings {
     /// How long a worker's claim holds a task before a heartbeat must extend
     /// it; a killed worker's tasks are retried elsewhere after this long.
     pub worker_lease_s: u64,
+    /// How often `serve` runs the queue rules over every client, in seconds;
+    /// 0 runs them only when signals change and on request.
+    pub queue_refresh_s: u64,
     /// The LLM provider, `ollama` or `openai`; none when unset (the
     /// deterministic templates answer).
     pub llm_provider: Option<String>,
@@ -104,6 +108,7 @@ impl std::fmt::Debug for Settings {
             .field("webhook_backoff_ms", &self.webhook_backoff_ms)
             .field("worker_concurrency", &self.worker_concurrency)
             .field("worker_lease_s", &self.worker_lease_s)
+            .field("queue_refresh_s", &self.queue_refresh_s)
             .field("llm_provider", &self.llm_provider)
             .field("llm_url", &self.llm_url)
             .field("llm_model", &self.llm_model)
@@ -170,6 +175,7 @@ impl Settings {
             .set_default("webhook_backoff_ms", 5000)?
             .set_default("worker_concurrency", 16)?
             .set_default("worker_lease_s", 30)?
+            .set_default("queue_refresh_s", 3600)?
             .set_default("llm_timeout_s", 60)?
             .set_default("llm_stream", true)?;
         let env_file = std::env::var_os("WAYMARK_CONFIG").map(PathBuf::from);
@@ -224,6 +230,11 @@ impl Settings {
         }
         if settings.worker_concurrency > 1024 {
             anyhow::bail!("worker_concurrency must be from 0 to 1024");
+        }
+        if settings.queue_refresh_s != 0 && !(60..=86_400 * 7).contains(&settings.queue_refresh_s) {
+            anyhow::bail!(
+                "queue_refresh_s must be 0 (no scheduled runs) or from 60 to 604800 seconds"
+            );
         }
         if !(2..=3600).contains(&settings.worker_lease_s) {
             anyhow::bail!("worker_lease_s must be from 2 to 3600 seconds");

@@ -154,7 +154,8 @@ async fn serve_until_stopped(settings: Settings) -> Result<()> {
             public_url: public_url.clone(),
         },
         build_info(),
-    );
+    )
+    .with_llm(waymark_llm::Llm::new(settings.llm()?));
     let deliveries = DeliverySettings {
         max_attempts: settings.webhook_max_attempts,
         backoff_base: Duration::from_millis(settings.webhook_backoff_ms),
@@ -184,6 +185,15 @@ async fn serve_until_stopped(settings: Settings) -> Result<()> {
             until_stopped(stopped.clone()),
         ))
     });
+    let scheduling = (settings.queue_refresh_s > 0).then(|| {
+        tokio::spawn(waymark_engine::queue::run_schedule(
+            store.clone(),
+            state.packs.clone(),
+            Duration::from_secs(settings.queue_refresh_s),
+            state.changes.clone(),
+            until_stopped(stopped.clone()),
+        ))
+    });
     let delivering = tokio::spawn(delivery::run(
         store.clone(),
         state.changes.subscribe(),
@@ -203,6 +213,9 @@ async fn serve_until_stopped(settings: Settings) -> Result<()> {
         .is_err()
     {
         tracing::warn!("deliveries did not stop within 30 s");
+    }
+    if let Some(scheduling) = scheduling {
+        let _ = tokio::time::timeout(Duration::from_secs(30), scheduling).await;
     }
     if let Some(working) = working
         && tokio::time::timeout(Duration::from_secs(30), working)

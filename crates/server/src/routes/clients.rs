@@ -169,6 +169,9 @@ pub async fn create_client(
     let input: CreateClient = from_value(body)?;
     let new = input.validate().map_err(ApiError::invalid)?;
     let created = state.store.create_client(new, &ctx).await?;
+    if !created.replayed {
+        super::playbooks::signals_changed(&state, created.record.id, &ctx).await;
+    }
     Ok((StatusCode::CREATED, JsonOut(created.record)))
 }
 
@@ -211,7 +214,7 @@ pub async fn get_client(
     Ok(JsonOut(state.store.get_client(id).await?))
 }
 
-/// Change a client's name or signals.
+/// Change a client's name or signals; the queue rules run over it after.
 #[utoipa::path(patch, path = "/api/v1/clients/{id}", tag = "clients", request_body = UpdateClient,
     params(("id" = String, Path, description = "A client id (cli_...)")),
     responses((status = 200, body = Client), (status = 404, body = Problem), (status = 422, body = Problem)),
@@ -228,5 +231,9 @@ pub async fn update_client(
     caller.require_staff()?;
     let ctx = write_context(&caller, &trace)?;
     let patch = body.validate().map_err(ApiError::invalid)?;
-    Ok(JsonOut(state.store.update_client(id, patch, &ctx).await?))
+    let client = state.store.update_client(id, patch, &ctx).await?;
+    // Its signals may have changed: the queue rules run over it (the
+    // answer is the client as updated, before the run).
+    super::playbooks::signals_changed(&state, id, &ctx).await;
+    Ok(JsonOut(client))
 }

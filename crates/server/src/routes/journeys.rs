@@ -316,6 +316,7 @@ async fn create(
                 template,
                 source_artifact_id: ask.source_artifact_id,
                 input,
+                queue_item: None,
             },
             ctx,
         )
@@ -513,6 +514,8 @@ pub struct EventRequest {
     /// Inconclusive exit checks to override (promote, complete), on the record.
     #[serde(default)]
     pub overrides: Vec<String>,
+    /// `complete` of a playbook: one of its outcomes.
+    pub outcome: Option<String>,
 }
 
 /// Move a journey: `start`, `promote`, `rollback` (with a `trigger`),
@@ -550,6 +553,7 @@ pub async fn journey_event(
             trigger: req.trigger,
             overrides: req.overrides,
             automatic: false,
+            outcome: req.outcome,
         },
         &ctx,
     )

@@ -3,12 +3,14 @@
 
 pub mod artifacts;
 pub mod clients;
+pub mod desk;
 pub mod engagements;
 pub mod events;
 pub mod journeys;
 pub mod packs;
 pub mod people;
 pub mod pipelines;
+pub mod playbooks;
 pub mod review;
 pub mod service;
 pub mod webhooks;

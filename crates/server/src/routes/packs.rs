@@ -107,9 +107,9 @@ pub struct PackDetail {
     /// The pack's journey templates (stages, criteria, activities, rollback,
     /// milestones), as `POST /api/v1/journeys` uses them by name.
     pub journey_templates: Vec<JourneyTemplate>,
-    /// Queue rules (none yet in any pack).
-    #[schema(value_type = Vec<Object>)]
-    pub queue_rules: Vec<Value>,
+    /// Queue rules: which playbook is due for which client, and how it is
+    /// scored.
+    pub queue_rules: Vec<waymark_domain::queue::QueueRuleDef>,
 }
 
 /// A pack to install: its files by path relative to the pack folder.
@@ -181,7 +181,7 @@ pub fn detail(p: &Pack, builtin: bool) -> PackDetail {
                 .collect(),
         }),
         journey_templates: p.journeys.clone(),
-        queue_rules: vec![],
+        queue_rules: p.queue.iter().map(|r| r.def.clone()).collect(),
     }
 }
 

@@ -89,6 +89,15 @@ pub async fn spawn_app(backend: Backend) -> Option<TestApp> {
 }
 
 pub async fn spawn_app_with(backend: Backend, http: HttpSettings) -> Option<TestApp> {
+    spawn_app_configured(backend, http, |state| state).await
+}
+
+/// A test app whose state `configure` finishes (an LLM provider, a clock).
+pub async fn spawn_app_configured(
+    backend: Backend,
+    http: HttpSettings,
+    configure: impl FnOnce(AppState) -> AppState,
+) -> Option<TestApp> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     testing::init_test_log();
     let db = match backend {
@@ -111,7 +120,7 @@ pub async fn spawn_app_with(backend: Backend, http: HttpSettings) -> Option<Test
         git_sha: "testsha".into(),
         build_time: "2026-01-01T00:00:00Z".into(),
     };
-    let state = AppState::new(store.clone(), http, build);
+    let state = configure(AppState::new(store.clone(), http, build));
     tokio::spawn(waymark_server::serve(
         listener,
         state,

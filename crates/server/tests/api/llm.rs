@@ -52,6 +52,7 @@ fn prompt() -> Prompt {
         user: "Name three colours.".into(),
         temperature: Some(0.2),
         json: false,
+        ..Default::default()
     }
 }
 
@@ -140,6 +141,7 @@ async fn json_answer(fake: FakeLlm) {
         user: "Give me JSON.".into(),
         temperature: None,
         json: true,
+        ..Default::default()
     };
     for stream in [false, true] {
         let answer = fake.llm(stream).complete(&prompt, None).await.unwrap();

@@ -3,6 +3,7 @@
 
 mod artifacts;
 mod browser;
+mod desk;
 mod errors;
 mod fake_llm;
 mod fixtures;
@@ -18,6 +19,7 @@ mod mail;
 mod pages;
 mod people;
 mod pipelines;
+mod playbooks;
 mod review;
 mod scenarios;
 mod service;

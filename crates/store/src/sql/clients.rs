@@ -10,8 +10,8 @@ use uuid::Uuid;
 use super::*;
 
 #[derive(FromRow)]
-struct ClientRow {
-    id: Uuid,
+pub(super) struct ClientRow {
+    pub(super) id: Uuid,
     name: String,
     arr: Option<f64>,
     renewal_date: Option<Date>,
@@ -42,7 +42,7 @@ impl From<ClientRow> for Client {
     }
 }
 
-const CLIENT_COLUMNS: &str = "id, name, arr, renewal_date, health_score, risk_score, \
+pub(super) const CLIENT_COLUMNS: &str = "id, name, arr, renewal_date, health_score, risk_score, \
      opportunity_score, owner, attributes, created_at, updated_at";
 
 #[derive(FromRow)]

@@ -22,7 +22,7 @@ use crate::work::*;
 
 const JOURNEY_COLUMNS: &str = "id, client_id, template, definition, name, phase, stage, rollback_to, \
      paused, source_artifact_id, trace_id, last_validation, created_by, created_at, updated_at, \
-     started_at, stage_started_at, finished_at, input";
+     started_at, stage_started_at, finished_at, input, outcome";
 
 #[derive(FromRow)]
 struct JourneyRow {
@@ -45,6 +45,7 @@ struct JourneyRow {
     stage_started_at: Option<i64>,
     finished_at: Option<i64>,
     input: Option<Json<Value>>,
+    outcome: Option<String>,
 }
 
 fn phase_str(p: Phase) -> &'static str {
@@ -108,6 +109,7 @@ impl JourneyRow {
             stage_started_at: self.stage_started_at.map(at),
             finished_at: self.finished_at.map(at),
             input: self.input.map(|i| i.0).unwrap_or(Value::Null),
+            outcome: self.outcome,
             definition: def,
         })
     }
@@ -319,7 +321,7 @@ impl JourneyStore for SqlStore {
                 }
                 sql(format!(
                     "INSERT INTO journeys ({JOURNEY_COLUMNS}) VALUES ($1, $2, $3, $4, $5, 'pending', NULL, NULL, \
-                     0, $6, $7, NULL, $8, $9, $9, NULL, NULL, NULL, $10)"
+                     0, $6, $7, NULL, $8, $9, $9, NULL, NULL, NULL, $10, NULL)"
                 ))
                 .bind(id.uuid())
                 .bind(new.client_id.uuid())
@@ -334,6 +336,9 @@ impl JourneyStore for SqlStore {
                 .execute(&mut tx)
                 .await?;
                 idempotency::record(&mut tx, ctx, "journey", id.uuid(), at(now)).await?;
+                if let Some(item) = new.queue_item {
+                    super::playbook::take_item(&mut tx, item, new.client_id, id, now).await?;
+                }
                 if let Some(entry) = implemented {
                     append_log(&mut tx, ctx, at(now), entry).await?;
                 }
@@ -436,12 +441,14 @@ impl JourneyStore for SqlStore {
                 Event::Start | Event::Promote | Event::CompleteRollback
             );
             let finished = matches!(t.to.phase, Phase::Completed | Phase::Cancelled);
+            let enters_stage = enters_stage || t.event == Event::Skip;
             sql(
                 "UPDATE journeys SET phase = $2, stage = $3, rollback_to = $4, paused = $5, updated_at = $6, \
                  started_at = COALESCE(started_at, CASE WHEN $7 THEN $6 END), \
                  stage_started_at = CASE WHEN $8 THEN $6 ELSE stage_started_at END, \
                  last_validation = CASE WHEN $8 THEN NULL ELSE last_validation END, \
-                 finished_at = CASE WHEN $9 THEN $6 ELSE finished_at END WHERE id = $1",
+                 finished_at = CASE WHEN $9 THEN $6 ELSE finished_at END, \
+                 outcome = COALESCE($10, outcome) WHERE id = $1",
             )
             .bind(t.journey_id.uuid())
             .bind(phase_str(t.to.phase))
@@ -452,7 +459,20 @@ impl JourneyStore for SqlStore {
             .bind(t.event == Event::Start)
             .bind(enters_stage)
             .bind(finished)
+            .bind(&t.outcome)
             .execute(&mut tx)
+            .await?;
+            // The playbook's queue item follows the journey and takes the
+            // saved action's change.
+            super::playbook::follow_journey(
+                &mut tx,
+                t.journey_id,
+                t.event,
+                &to_state,
+                t.outcome.as_deref(),
+                t.item.as_ref(),
+                now,
+            )
             .await?;
             sql(
                 "INSERT INTO journey_history (journey_id, seq, at, actor, event, from_state, to_state, \
@@ -576,12 +596,21 @@ impl JourneyStore for SqlStore {
             data["from"] = Value::from(from_state.clone());
             data["trigger"] = serde_json::to_value(t.trigger).unwrap_or(Value::Null);
             data["automatic"] = Value::from(t.automatic);
+            data["outcome"] = t.outcome.clone().into();
+            data["reason"] = t.reason.clone().into();
             let mut entry = LogEntry::new(
                 "journey.event",
                 Some(ClientId::from_uuid(row.client_id)),
                 t.journey_id,
             )
-            .event("journey.transitioned", Audience::Staff, data);
+            .event("journey.transitioned", Audience::Staff, data.clone());
+            // An escalated playbook tells its new owner (by mail too).
+            if let Some(waymark_domain::queue::Effect::Escalate { to }) = &t.item {
+                data["to"] = to.clone().into();
+                data["name"] = row.name.clone().into();
+                data["change"] = "escalate".into();
+                entry = entry.event("queue.escalated", Audience::Staff, data);
+            }
             entry.trace_id = row.trace_id.clone().or_else(|| ctx.trace_id.clone());
             let entries = std::iter::once(entry).chain(followed).collect();
             append_logs(&mut tx, ctx, at(now), entries).await?;

@@ -404,8 +404,10 @@ impl Store for SqlStore {
     }
 }
 
+mod desk;
 mod journey;
 mod log;
 mod people;
+mod playbook;
 mod review;
 mod work;

@@ -30,6 +30,7 @@ macro_rules! contract {
 }
 
 mod contract;
+mod desk;
 mod journey;
 mod review_log;
 mod work;
