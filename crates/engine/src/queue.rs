@@ -33,7 +33,8 @@ fn stored(item: &QueueItem) -> StoredItem {
         snoozed_until: item.snoozed_until,
         has_journey: item.journey_id.is_some(),
         reason: item.reason.clone(),
-        due: item.due,
+        // What the rule gave: a person's date is not the rule's answer.
+        due: item.rule_due,
         scheduled: item.scheduled,
         score: item.score,
         factors: item.factors.clone(),

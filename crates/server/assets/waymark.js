@@ -1,4 +1,4 @@
-// Waymark's one script. Every page works without it; it adds two things.
+// Waymark's one script. Every page works without it; it adds three things.
 (function () {
   "use strict";
 
@@ -36,7 +36,124 @@
     update();
   });
 
-  // 2. Live updates. A page whose <body> has data-live (a comma-separated list
+  // 2. A conversation's reply as it is written. A form with data-stream (a
+  // page route answering server-sent events: `user`, `token`, then `message`
+  // or `error`) is posted there with fetch instead of navigating, with its
+  // CSRF token like any form. The message and the reply's pieces appear in
+  // the aria-live region named by data-stream-into (busy while it streams, so
+  // screen readers read the reply once); then the element named by
+  // data-stream-refresh is fetched again from the server, with the stored
+  // reply, its provider and its links. Without fetch streams the form posts
+  // and the page comes back with the reply.
+  document.querySelectorAll("form[data-stream]").forEach(function (form) {
+    if (!window.fetch || !window.TextDecoder || !window.ReadableStream || !window.URLSearchParams) { return; }
+    var out = document.getElementById(form.getAttribute("data-stream-into") || "");
+    if (!out) { return; }
+    var refreshId = form.getAttribute("data-stream-refresh");
+    var button = form.querySelector("button[type=submit]");
+    var field = form.querySelector("textarea");
+    function line(cls, text) {
+      var p = document.createElement("p");
+      p.className = cls;
+      p.textContent = text;
+      out.appendChild(p);
+      return p;
+    }
+    function finish(note) {
+      out.setAttribute("aria-busy", "false");
+      if (button) { button.disabled = false; }
+      if (note) { line("stream-label", note); }
+    }
+    function refresh() {
+      if (!refreshId) { return Promise.resolve(); }
+      return fetch(window.location.pathname, { credentials: "same-origin", headers: { Accept: "text/html" } })
+        .then(function (res) { return res.ok ? res.text() : null; })
+        .then(function (html) {
+          if (!html) { return; }
+          var next = new DOMParser().parseFromString(html, "text/html");
+          var fresh = next.getElementById(refreshId);
+          var here = document.getElementById(refreshId);
+          if (fresh && here) { here.innerHTML = fresh.innerHTML; }
+        });
+    }
+    form.addEventListener("submit", function (ev) {
+      if (field && field.value.trim() === "") { return; }
+      ev.preventDefault();
+      var body = new URLSearchParams(new FormData(form));
+      out.textContent = "";
+      out.setAttribute("aria-busy", "true");
+      if (button) { button.disabled = true; }
+      var reply = null;
+      var stored = false;
+      function handle(event, data) {
+        var value = null;
+        try { value = JSON.parse(data); } catch (e) { return; }
+        if (event === "user") {
+          line("stream-label", "You: " + (value.content || ""));
+          if (field) { field.value = ""; }
+          line("stream-label", "The assistant is writing…");
+          reply = line("stream-reply", "");
+        } else if (event === "token") {
+          if (!reply) { reply = line("stream-reply", ""); }
+          reply.textContent += value.text || "";
+        } else if (event === "message") {
+          stored = true;
+          refresh().then(function () {
+            out.textContent = "";
+            finish("The reply is in the conversation above" + (value.provider ? " (" + value.provider + ")." : "."));
+          }, function () { finish("The reply is stored; reload the page to see it."); });
+        } else if (event === "error") {
+          stored = true;
+          finish("The reply could not be stored: " + (value.detail || "unknown error") + ". Reload the page and try again.");
+        }
+      }
+      fetch(form.getAttribute("data-stream"), {
+        method: "POST",
+        credentials: "same-origin",
+        headers: { Accept: "text/event-stream" },
+        body: body
+      }).then(function (res) {
+        var type = res.headers.get("content-type") || "";
+        if (!res.ok || type.indexOf("text/event-stream") !== 0 || !res.body) {
+          return res.text().then(function (text) {
+            var detail = "";
+            try { detail = JSON.parse(text).detail || ""; } catch (e) { detail = ""; }
+            finish("The message was not sent" + (detail ? ": " + detail : " (" + res.status + "); reload the page and try again."));
+          });
+        }
+        var reader = res.body.getReader();
+        var decoder = new TextDecoder();
+        var buffer = "";
+        function pump() {
+          return reader.read().then(function (chunk) {
+            if (chunk.done) {
+              if (!stored) { finish("The reply stopped before it was stored; reload the page to see what was kept."); }
+              return;
+            }
+            buffer += decoder.decode(chunk.value, { stream: true }).replace(/\r\n/g, "\n");
+            var cut;
+            while ((cut = buffer.indexOf("\n\n")) >= 0) {
+              var block = buffer.slice(0, cut);
+              buffer = buffer.slice(cut + 2);
+              var event = "message";
+              var data = [];
+              block.split("\n").forEach(function (l) {
+                if (l.indexOf("event:") === 0) { event = l.slice(6).trim(); }
+                else if (l.indexOf("data:") === 0) { data.push(l.slice(5).replace(/^ /, "")); }
+              });
+              if (data.length) { handle(event, data.join("\n")); }
+            }
+            return pump();
+          });
+        }
+        return pump();
+      }).catch(function () {
+        finish("The connection was lost; reload the page to see what was kept.");
+      });
+    });
+  });
+
+  // 3. Live updates. A page whose <body> has data-live (a comma-separated list
   // of event types) follows the event stream (/api/v1/events, signed in by
   // the session cookie); after such events arrive it fetches the page again
   // and swaps each element marked data-live (by its id) for its new version,

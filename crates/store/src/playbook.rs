@@ -41,6 +41,10 @@ pub struct QueueItem {
     #[serde(with = "waymark_domain::dates")]
     #[schema(value_type = String, format = Date)]
     pub due: Date,
+    /// The due date the rule gives (`due` differs when a person scheduled it).
+    #[serde(with = "waymark_domain::dates")]
+    #[schema(value_type = String, format = Date)]
+    pub rule_due: Date,
     /// A person set the due date: rule runs keep it.
     pub scheduled: bool,
     /// Who works it: the client's owner, or whom it was escalated to.

@@ -22,6 +22,8 @@ pub enum BenchCommand {
     Engine(crate::bench_engine::EngineBench),
     /// The web pages: dashboard, board, artifact, journey
     Ui(crate::bench_ui::UiBench),
+    /// The customer-success queue: rules runs and owners' queues at scale
+    Queue(crate::bench_queue::QueueBench),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -97,6 +99,7 @@ pub async fn run(command: BenchCommand) -> Result<()> {
         BenchCommand::Cascade(args) => crate::bench_cascade::run(args).await,
         BenchCommand::Engine(args) => crate::bench_engine::run(args).await,
         BenchCommand::Ui(args) => crate::bench_ui::run(args).await,
+        BenchCommand::Queue(args) => crate::bench_queue::run(args).await,
     }
 }
 

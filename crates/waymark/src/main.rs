@@ -5,6 +5,7 @@ mod audit;
 mod bench;
 mod bench_cascade;
 mod bench_engine;
+mod bench_queue;
 mod bench_ui;
 mod config;
 mod packs;

@@ -1,5 +1,6 @@
-//! `/`: the operator's dashboard (reviews waiting on the client, stale work
-//! with its root cause, open incidents, human tasks), or, for a client user,
+//! `/`: the operator's dashboard (the first items of their queue, reviews
+//! waiting on the client, stale work with its root cause, open incidents,
+//! human tasks), or, for a client user,
 //! the portal home (what was shared with them, what waits for their decision).
 
 use askama::Template;
@@ -48,10 +49,20 @@ pub struct RiskRow {
     pub why: String,
 }
 
+/// The first items of the operator's queue.
+pub struct MyQueue {
+    pub items: Vec<super::queue::ItemRow>,
+    pub total: i64,
+    pub overdue: i64,
+    /// More than the items shown.
+    pub more: bool,
+}
+
 #[derive(Template)]
 #[template(path = "dashboard.html")]
 struct Dashboard {
     layout: Layout,
+    queue: Option<MyQueue>,
     at_risk: Vec<RiskRow>,
     rejected: Vec<ArtifactRow>,
     in_review: Listing<ArtifactRow>,
@@ -138,6 +149,7 @@ pub async fn home(
         .await?;
     render(&Dashboard {
         layout: Layout::new(&state, "Dashboard", Some(&caller), &csrf, "home").await?,
+        queue: my_queue(&state, &caller).await?,
         at_risk: journeys_at_risk(&state).await?,
         rejected: rejected(&state).await?,
         in_review: artifacts(&state, of(ArtifactStatus::InReview)).await?,
@@ -152,6 +164,46 @@ pub async fn home(
             items: tasks.items,
         },
     })
+}
+
+/// The first items of the caller's queue, through the queue's API; none
+/// when the caller has no queue.
+async fn my_queue(
+    state: &AppState,
+    caller: &crate::auth::Caller,
+) -> Result<Option<MyQueue>, PageError> {
+    use crate::routes::playbooks::{QueueQuery, get_queue};
+    let answer = get_queue(
+        axum::extract::State(state.clone()),
+        Extension(caller.clone()),
+        axum::extract::Path("me".to_owned()),
+        crate::extract::Query(QueueQuery {
+            template: None,
+            stage: None,
+            limit: Some(super::queue::DASHBOARD_ITEMS),
+            cursor: None,
+        }),
+    )
+    .await;
+    let answer = match answer {
+        Ok(axum::Json(a)) => a,
+        Err(crate::error::ApiError::Forbidden(_) | crate::error::ApiError::NotFound(_)) => {
+            return Ok(None);
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let templates = super::queue::templates(state).await?;
+    let today = state.clock.now().date();
+    Ok(Some(MyQueue {
+        more: answer.next_cursor.is_some(),
+        total: answer.stats.total,
+        overdue: answer.stats.overdue,
+        items: answer
+            .items
+            .into_iter()
+            .map(|v| super::queue::ItemRow::new(v, &templates, today))
+            .collect(),
+    }))
 }
 
 /// Journeys under way that need attention (see `domain::journey::at_risk`),

@@ -157,6 +157,8 @@ struct JourneyPage {
     d: JourneyDetail,
     badge: Badge,
     staff: bool,
+    /// A playbook the viewer works step by step (`/journeys/{id}/steps/{step}`).
+    playbook: bool,
     stages: Vec<StageView>,
     checks: Vec<CheckRow>,
     validation_summary: String,
@@ -347,6 +349,7 @@ async fn build(
         client_name,
         badge,
         staff,
+        playbook: staff && j.definition.playbook.is_some(),
         stages,
         validation_summary: validation.map(|v| v.summary).unwrap_or_default(),
         checks,

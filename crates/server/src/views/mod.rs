@@ -25,6 +25,8 @@ pub mod intake;
 pub mod journeys;
 pub mod login;
 pub mod plan;
+pub mod playbook;
+pub mod queue;
 pub mod review;
 pub mod schema_form;
 pub mod tone;
@@ -84,6 +86,35 @@ pub fn routes(state: AppState) -> Router<AppState> {
         .route("/journeys/{id}/events", post(journeys::event))
         .route("/journeys/{id}/signoffs", post(journeys::signoff))
         .route("/journeys/{id}/ratings", post(journeys::rate))
+        .route("/queue", get(queue::page))
+        .route("/queue/items/{id}/start", post(queue::start))
+        .route("/queue/items/{id}/actions", post(queue::item_action))
+        .route("/todos/{id}", post(queue::todo_action))
+        .route("/journeys/{id}/steps/{step}", get(playbook::step_page))
+        .route(
+            "/journeys/{id}/steps/{step}/complete",
+            post(playbook::complete_step),
+        )
+        .route(
+            "/journeys/{id}/steps/{step}/threads",
+            post(playbook::open_thread),
+        )
+        .route(
+            "/journeys/{id}/steps/{step}/todos",
+            post(playbook::add_todo),
+        )
+        .route("/journeys/{id}/actions", post(playbook::journey_action))
+        .route("/threads/{id}", get(playbook::thread_page))
+        .route("/threads/{id}/messages", post(playbook::send))
+        .route(
+            "/threads/{id}/messages/stream",
+            post(playbook::send_streamed),
+        )
+        .route("/threads/{id}/complete", post(playbook::complete_thread))
+        .route(
+            "/threads/{id}/save",
+            get(playbook::save_page).post(playbook::save),
+        )
         .route("/work", get(work::page))
         .route("/work/tasks/{id}/complete", post(work::complete))
         .route("/work/tasks/{id}/fail", post(work::fail))
@@ -254,6 +285,17 @@ pub fn notice_of(done: Option<&str>) -> Option<&'static str> {
         "moved-journey" => "The journey moved.",
         "recorded" => "Recorded.",
         "rated" => "Thank you: your rating is recorded.",
+        "started" => "The playbook is started: this is its first step.",
+        "snoozed" => "Snoozed: it is out of the queue until the time you chose.",
+        "skipped" => "The step is skipped; the reason is in the playbook's history.",
+        "escalated" => "Escalated: the new owner has it in their queue and has been told.",
+        "scheduled" => "The due date is set.",
+        "step-completed" => "The step is completed: this is the next one.",
+        "playbook-completed" => "The playbook is completed and its outcome recorded.",
+        "todo-added" => "The to-do is added.",
+        "todo-completed" => "The to-do is completed.",
+        "todo-skipped" => "The to-do is skipped.",
+        "saved-reply" => "The reply is saved as a draft document of the client.",
         _ => return None,
     })
 }

@@ -10,11 +10,11 @@ pub fn tone(status: &str) -> &'static str {
         "approved" | "completed" | "succeeded" | "passed" | "active" | "online" | "implemented"
         | "live" | "done" | "delivered" => "ok",
         "in_review" | "running" | "leased" | "ready" | "waiting" | "pending" | "scheduled"
-        | "recorded" | "open" | "queued" => "info",
+        | "recorded" | "open" | "queued" | "started" => "info",
         "stale" | "paused" | "inconclusive" | "retrying" | "blocked" | "at_risk" | "overdue"
-        | "locked" => "warn",
+        | "locked" | "high" => "warn",
         "failed" | "rejected" | "rolled_back" | "incident" | "offline" | "dead" | "expired"
-        | "revoked" => "bad",
+        | "revoked" | "urgent" => "bad",
         _ => "neutral",
     }
 }

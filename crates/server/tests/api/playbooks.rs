@@ -151,8 +151,8 @@ async fn renewals_make_prepare_critical_and_emergency_items_in_score_order(backe
     assert_eq!(stats["total"], 3);
     assert_eq!(stats["by_stage"]["due"], 3);
     assert_eq!(stats["by_template"]["renewal-emergency"], 1);
-    // The emergency is due today; prepare in 40 days.
-    assert_eq!(q["items"][0]["due"], in_days(0));
+    // The emergency is due 2 days before its renewal; prepare 60 days before.
+    assert_eq!(q["items"][0]["due"], in_days(3));
     assert_eq!(q["items"][2]["due"], in_days(40));
 
     // Running the rules again changes nothing.

@@ -14,6 +14,7 @@ CREATE TABLE queue_items (
     score         DOUBLE PRECISION NOT NULL,
     factors       JSONB NOT NULL,
     due           TEXT NOT NULL,
+    rule_due      TEXT NOT NULL,
     scheduled     BIGINT NOT NULL DEFAULT 0,
     owner         TEXT,
     escalated     BIGINT NOT NULL DEFAULT 0,

@@ -14,6 +14,7 @@ CREATE TABLE queue_items (
     score         REAL NOT NULL,
     factors       TEXT NOT NULL,
     due           TEXT NOT NULL,
+    rule_due      TEXT NOT NULL,
     scheduled     INTEGER NOT NULL DEFAULT 0,
     owner         TEXT,
     escalated     INTEGER NOT NULL DEFAULT 0,

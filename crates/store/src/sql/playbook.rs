@@ -20,7 +20,7 @@ use crate::playbook::*;
 use crate::{NewObservation, Page, PageRequest};
 
 const ITEM_COLUMNS: &str = "q.id, q.client_id, c.name AS client_name, q.pack, q.template, q.rule, \
-     q.status, q.reason, q.score, q.factors, q.due, q.scheduled, q.owner, q.escalated, \
+     q.status, q.reason, q.score, q.factors, q.due, q.rule_due, q.scheduled, q.owner, q.escalated, \
      q.snoozed_until, q.journey_id, q.stage, q.superseded_by, q.closed_reason, q.outcome, \
      q.created_at, q.updated_at";
 
@@ -42,6 +42,7 @@ struct ItemRow {
     score: f64,
     factors: Json<Vec<Factor>>,
     due: String,
+    rule_due: String,
     scheduled: i64,
     owner: Option<String>,
     escalated: i64,
@@ -73,6 +74,8 @@ impl ItemRow {
             factors: self.factors.0,
             due: waymark_domain::dates::parse(&self.due)
                 .ok_or_else(|| decode_error("due date", &self.due))?,
+            rule_due: waymark_domain::dates::parse(&self.rule_due)
+                .ok_or_else(|| decode_error("due date", &self.rule_due))?,
             scheduled: self.scheduled != 0,
             owner: self.owner,
             escalated: self.escalated != 0,
@@ -224,8 +227,8 @@ async fn write_change(tx: &mut Tx, w: &QueueWrite, now: i64) -> Result<Uuid> {
             }
             let id = QueueItemId::new().uuid();
             sql("INSERT INTO queue_items (id, client_id, pack, template, rule, status, reason, score, \
-                 factors, due, scheduled, owner, escalated, created_at, updated_at) \
-                 VALUES ($1, $2, $3, $4, $5, 'open', $6, $7, $8, $9, 0, $10, 0, $11, $11)")
+                 factors, due, rule_due, scheduled, owner, escalated, created_at, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5, 'open', $6, $7, $8, $9, $9, 0, $10, 0, $11, $11)")
             .bind(id)
             .bind(w.client_id.uuid())
             .bind(&w.pack)
@@ -313,7 +316,9 @@ async fn update_match(
         // date, no journey, no outcome.
         .push(", due = CASE WHEN scheduled = 1 AND status <> 'completed' THEN due ELSE ")
         .push_bind(m.due.to_string())
-        .push(" END, owner = CASE WHEN escalated = 1 THEN owner ELSE ")
+        .push(" END, rule_due = ")
+        .push_bind(m.due.to_string())
+        .push(", owner = CASE WHEN escalated = 1 THEN owner ELSE ")
         .push_bind(owner.clone())
         .push(" END, updated_at = ")
         .push_bind(now);
