@@ -382,6 +382,27 @@ impl ApiClient {
     // Plumbing
 
     /// A request to `/api/v1/<segments>`, each segment percent-encoded.
+    /// `GET /api/v1/<segments>?<query>`.
+    pub async fn get_json(
+        &self,
+        segments: &[&str],
+        query: &[(&str, String)],
+    ) -> Result<Value, CliError> {
+        self.json(self.request(Method::GET, segments).query(query))
+            .await
+    }
+
+    /// `<method> /api/v1/<segments>` with a JSON body (`Null` when the
+    /// answer has none, e.g. 204).
+    pub async fn send_json(
+        &self,
+        method: Method,
+        segments: &[&str],
+        body: &Value,
+    ) -> Result<Value, CliError> {
+        self.json(self.request(method, segments).json(body)).await
+    }
+
     fn request(&self, method: Method, segments: &[&str]) -> RequestBuilder {
         let mut url = self.base.clone();
         url.path_segments_mut()

@@ -23,6 +23,7 @@ mod engagements;
 mod error;
 mod paging;
 mod people;
+mod playbooks;
 pub mod progress;
 mod render;
 #[cfg(test)]
@@ -40,6 +41,7 @@ pub use engagements::EngagementCommand;
 pub use error::{CliError, FieldError, Problem};
 pub use paging::Paging;
 pub use people::{TokenCommand, UserCommand};
+pub use playbooks::{QueueCommand, TaskCommand};
 
 /// Which server to talk to and how to print; shared by every remote command.
 #[derive(clap::Args, Debug, Clone)]
@@ -70,6 +72,16 @@ impl Remote {
 /// Runs `waymark client ...`.
 pub async fn run_client(remote: &Remote, cmd: ClientCommand) -> Result<(), CliError> {
     print(&clients::execute(&remote.api()?, remote.json, cmd).await?)
+}
+
+/// Runs `waymark queue ...`.
+pub async fn run_queue(remote: &Remote, cmd: QueueCommand) -> Result<(), CliError> {
+    print(&playbooks::execute_queue(&remote.api()?, remote.json, cmd).await?)
+}
+
+/// Runs `waymark task ...`.
+pub async fn run_task(remote: &Remote, cmd: TaskCommand) -> Result<(), CliError> {
+    print(&playbooks::execute_task(&remote.api()?, remote.json, cmd).await?)
 }
 
 /// Runs `waymark engagement ...`.

@@ -4,7 +4,7 @@
 //! The set is closed: a key this module does not know is refused, so a typo
 //! never silently stores nothing. An update names only what changes; the
 //! nested objects (`default_queue_filter`, `notifications`) merge member by
-//! member too:
+//! member too, and `null` puts a member back to its default:
 //!
 //! ```
 //! use waymark_domain::preferences::{Preferences, Theme, apply};
@@ -144,7 +144,8 @@ impl Theme {
 }
 
 /// Applies a partial update to `current`: every member of `patch` replaces
-/// the current value (nested objects member by member). Refused whole, with
+/// the current value (nested objects member by member); `null` puts the
+/// member back to its default (for a filter: no filter). Refused whole, with
 /// every problem at its JSON Pointer, when a key is unknown or a value has
 /// the wrong type or is out of range; `current` is then unchanged.
 ///
@@ -159,8 +160,22 @@ pub fn apply(current: &Preferences, patch: &Value) -> Result<Preferences, Vec<Fi
     };
     let mut next = current.clone();
     let mut errors = Vec::new();
+    let defaults = Preferences::default();
     for (key, value) in members {
         let pointer = format!("/{}", escape(key));
+        if value.is_null() && KEYS.contains(&key.as_str()) {
+            match key.as_str() {
+                "queue_page_size" => next.queue_page_size = defaults.queue_page_size,
+                "default_queue_filter" => {
+                    next.default_queue_filter = defaults.default_queue_filter.clone();
+                }
+                "notifications" => next.notifications = defaults.notifications.clone(),
+                "timezone" => next.timezone = defaults.timezone.clone(),
+                "theme" => next.theme = defaults.theme,
+                _ => next.chat_streaming = defaults.chat_streaming,
+            }
+            continue;
+        }
         let result = match key.as_str() {
             "queue_page_size" => page_size(value, &pointer).map(|n| next.queue_page_size = n),
             "default_queue_filter" => {
@@ -322,8 +337,20 @@ fn merge_notifications(
     let Some(map) = members(value, pointer, errors) else {
         return;
     };
+    let defaults = Notifications::default();
     for (key, v) in map {
         let p = format!("{pointer}/{}", escape(key));
+        let v = if v.is_null() {
+            // Back to the default.
+            match key.as_str() {
+                "email" => &Value::Bool(defaults.email),
+                "escalations" => &Value::Bool(defaults.escalations),
+                "daily_digest" => &Value::Bool(defaults.daily_digest),
+                _ => v,
+            }
+        } else {
+            v
+        };
         let result = match key.as_str() {
             "email" => boolean(v, &p).map(|b| n.email = b),
             "escalations" => boolean(v, &p).map(|b| n.escalations = b),
@@ -408,6 +435,23 @@ mod tests {
         let q = apply(&p, &json!({"default_queue_filter": {"template": null}})).unwrap();
         assert_eq!(q.default_queue_filter.template, None);
         assert_eq!(apply(&q, &json!({})).unwrap(), q);
+        // null puts a member back to its default.
+        let r = apply(
+            &p,
+            &json!({"queue_page_size": null, "notifications": {"escalations": null}, "timezone": null}),
+        )
+        .unwrap();
+        assert_eq!(r.queue_page_size, 25);
+        assert!(r.notifications.escalations);
+        assert_eq!(r.timezone, "UTC");
+        assert_eq!(r.default_queue_filter, p.default_queue_filter);
+        let all = apply(
+            &p,
+            &json!({"default_queue_filter": null, "notifications": null}),
+        )
+        .unwrap();
+        assert_eq!(all.default_queue_filter, QueueFilter::default());
+        assert_eq!(all.notifications, Notifications::default());
         // 25.0 is a whole number.
         assert_eq!(
             apply(&d, &json!({"queue_page_size": 25.0}))
@@ -460,7 +504,7 @@ mod tests {
             pointers(&apply(&d, &json!({"notifications": true})).unwrap_err()),
             ["/notifications"]
         );
-        for n in [json!(201), json!(-1), json!(5.5), json!("25"), json!(null)] {
+        for n in [json!(201), json!(-1), json!(5.5), json!("25"), json!(true)] {
             assert!(apply(&d, &json!({ "queue_page_size": n })).is_err(), "{n}");
         }
     }

@@ -18,7 +18,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use waymark_client::{
-    ArtifactCommand, ClientCommand, EngagementCommand, Remote, TokenCommand, UserCommand,
+    ArtifactCommand, ClientCommand, EngagementCommand, QueueCommand, Remote, TaskCommand,
+    TokenCommand, UserCommand,
 };
 
 const VERSION: &str = concat!(
@@ -77,6 +78,20 @@ enum Command {
         remote: Remote,
         #[command(subcommand)]
         command: UserCommand,
+    },
+    /// The customer-success queue: an owner's playbooks by score, rules runs, start, snooze, escalate, schedule (talks to a running server)
+    Queue {
+        #[command(flatten)]
+        remote: Remote,
+        #[command(subcommand)]
+        command: QueueCommand,
+    },
+    /// To-dos: list yours (with the engine's human tasks), add, complete, skip, delete (talks to a running server)
+    Task {
+        #[command(flatten)]
+        remote: Remote,
+        #[command(subcommand)]
+        command: TaskCommand,
     },
     /// API tokens: make (the secret is shown once), list, revoke (talks to a running server)
     Token {
@@ -152,6 +167,12 @@ async fn run(cli: Cli) -> ExitCode {
         }
         Command::Token { remote, command } => {
             return remote_result(waymark_client::run_token(&remote, command).await);
+        }
+        Command::Queue { remote, command } => {
+            return remote_result(waymark_client::run_queue(&remote, command).await);
+        }
+        Command::Task { remote, command } => {
+            return remote_result(waymark_client::run_task(&remote, command).await);
         }
     };
     match result {

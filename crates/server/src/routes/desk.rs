@@ -245,9 +245,9 @@ pub struct TodoQuery {
     /// `open`, `completed` or `skipped`.
     #[param(pattern = "^(open|completed|skipped)$")]
     pub status: Option<String>,
-    #[param(value_type = Option<waymark_domain::JourneyId>)]
+    #[param(value_type = waymark_domain::JourneyId, required = false)]
     pub journey_id: Option<String>,
-    #[param(value_type = Option<waymark_domain::ClientId>)]
+    #[param(value_type = waymark_domain::ClientId, required = false)]
     pub client_id: Option<String>,
     /// At most this many items, 1 to 200 (default 50).
     #[param(minimum = 1, maximum = 200)]
@@ -651,7 +651,8 @@ pub async fn delete_todo(
 // --- preferences ---------------------------------------------------------------
 
 /// A partial update of the preferences: only the members named change (in
-/// `default_queue_filter` and `notifications` too). Unknown keys are refused.
+/// `default_queue_filter` and `notifications` too); `null` puts a member back
+/// to its default. Unknown keys are refused.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PreferencesUpdate {
@@ -704,8 +705,9 @@ pub async fn get_preferences(
 }
 
 /// Change some of the caller's preferences: the members sent replace the
-/// stored ones, the others stay. Every problem (an unknown key, a wrong type,
-/// a value out of range) is named at its pointer, and nothing changes.
+/// stored ones (`null`: back to the default), the others stay. Every problem
+/// (an unknown key, a wrong type, a value out of range) is named at its
+/// pointer, and nothing changes.
 #[utoipa::path(put, path = "/api/v1/me/preferences", tag = "desk", request_body = PreferencesUpdate,
     responses((status = 200, body = Preferences), (status = 403, body = Problem), (status = 422, body = Problem)),
     security(("bearer" = [])))]
@@ -853,7 +855,7 @@ pub struct StakeholderPageParams {
     #[param(minimum = 1, maximum = 200)]
     pub limit: Option<u32>,
     /// The `next_cursor` of the previous page (the last stakeholder's id).
-    #[param(value_type = Option<waymark_domain::StakeholderId>)]
+    #[param(value_type = waymark_domain::StakeholderId, required = false)]
     pub cursor: Option<String>,
 }
 

@@ -225,7 +225,6 @@ pub struct ThreadRow {
 struct StepPage {
     layout: Layout,
     journey_id: JourneyId,
-    journey_name: String,
     template_title: String,
     step: StepView,
     steps: Vec<StepNav>,
@@ -426,7 +425,6 @@ async fn build_step(
         )
         .await?,
         journey_id: j.id,
-        journey_name: j.name.clone(),
         template_title: j.definition.title.clone(),
         steps,
         active,
@@ -679,7 +677,6 @@ struct ThreadPage {
     layout: Layout,
     thread: Thread,
     journey_id: JourneyId,
-    journey_name: String,
     client_id: String,
     client_name: String,
     template_title: String,
@@ -797,7 +794,6 @@ async fn build_thread(
         )
         .await?,
         journey_id: j.id,
-        journey_name: j.name.clone(),
         client_id: client.id.to_string(),
         client_name: client.name,
         template_title: j.definition.title.clone(),

@@ -675,7 +675,7 @@ pub async fn todo_action(
             ));
         }
     };
-    desk::update_todo(
+    let _ = desk::update_todo(
         State(state.clone()),
         Extension(caller.clone()),
         Extension(trace),

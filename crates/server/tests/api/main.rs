@@ -19,6 +19,7 @@ mod mail;
 mod pages;
 mod people;
 mod pipelines;
+mod playbook_pages;
 mod playbooks;
 mod review;
 mod scenarios;
