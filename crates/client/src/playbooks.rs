@@ -122,9 +122,7 @@ pub enum TaskCommand {
     Delete { id: String },
 }
 
-const ITEM_COLUMNS: &[&str] = &[
-    "score", "client", "playbook", "rule", "stage", "due", "id",
-];
+const ITEM_COLUMNS: &[&str] = &["score", "client", "playbook", "rule", "stage", "due", "id"];
 const ITEM_FIELDS: &[&str] = &[
     "id",
     "client_name",
@@ -143,7 +141,14 @@ const ITEM_FIELDS: &[&str] = &[
     "superseded_by",
     "outcome",
 ];
-const TODO_COLUMNS: &[&str] = &["id", "title", "status", "priority", "due_date", "assigned_to"];
+const TODO_COLUMNS: &[&str] = &[
+    "id",
+    "title",
+    "status",
+    "priority",
+    "due_date",
+    "assigned_to",
+];
 const TODO_FIELDS: &[&str] = &[
     "id",
     "title",
@@ -239,7 +244,11 @@ fn refresh_block(v: &Value) -> String {
         "rules run over {} clients: {} opened, {} updated, {} reopened, {} closed, {} superseded\n",
         v["clients"], v["opened"], v["updated"], v["reopened"], v["closed"], v["superseded"]
     );
-    for e in v["errors"].as_array().map(Vec::as_slice).unwrap_or_default() {
+    for e in v["errors"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+    {
         out.push_str(&format!("error: {}\n", render::plain(e)));
     }
     out
@@ -320,11 +329,19 @@ pub(crate) async fn execute_queue(
             action_block,
         ),
         QueueCommand::Escalate { id, to, reason } => (
-            action(&id, json!({"action": "escalate", "to": to, "reason": reason})).await?,
+            action(
+                &id,
+                json!({"action": "escalate", "to": to, "reason": reason}),
+            )
+            .await?,
             action_block,
         ),
         QueueCommand::Schedule { id, due, reason } => (
-            action(&id, json!({"action": "schedule", "due": due, "reason": reason})).await?,
+            action(
+                &id,
+                json!({"action": "schedule", "due": due, "reason": reason}),
+            )
+            .await?,
             action_block,
         ),
     };
@@ -379,8 +396,12 @@ pub(crate) async fn execute_task(
             (api.send_json(Method::POST, &["tasks"], &body).await?, one)
         }
         TaskCommand::Complete { id } => (
-            api.send_json(Method::PATCH, &["tasks", &id], &json!({"action": "complete"}))
-                .await?,
+            api.send_json(
+                Method::PATCH,
+                &["tasks", &id],
+                &json!({"action": "complete"}),
+            )
+            .await?,
             one,
         ),
         TaskCommand::Skip { id } => (

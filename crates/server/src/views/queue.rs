@@ -206,7 +206,10 @@ impl ItemRow {
                 .factors
                 .iter()
                 .map(|f| FactorRow {
-                    name: super::tone::words(f.input.as_str()),
+                    name: match f.input.as_str() {
+                        "arr" => "ARR".into(),
+                        other => super::tone::words(other),
+                    },
                     value: f.value.map_or_else(|| "not recorded".into(), figure),
                     weight: figure(f.weight),
                     contribution: format!("{:.2}", f.contribution),
@@ -489,7 +492,13 @@ async fn build(
         } else {
             format!("Queue of {owner}")
         },
-        owner_names: answer.owner.join(", "),
+        owner_names: answer
+            .owner
+            .iter()
+            .filter(|o| !(o.starts_with("usr_") || o.starts_with("tok_")))
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(", "),
         owner,
         total: answer.stats.total,
         overdue: answer.stats.overdue,

@@ -180,6 +180,8 @@ async fn an_operator_works_a_renewal_from_the_queue_to_the_next_step(backend: Ba
         mine.contains("Now Inc") && mine.contains("Later Ltd"),
         "{mine}"
     );
+    b.assert_accessible().await;
+    fits_a_phone(&b).await;
     b.click("#my-queue a[href='/queue']").await;
     assert_eq!(b.text("h1").await, "My queue");
     assert_eq!(
@@ -213,6 +215,13 @@ async fn an_operator_works_a_renewal_from_the_queue_to_the_next_step(backend: Ba
     b.assert_accessible().await;
     fits_a_phone(&b).await;
     b.screenshot("queue").await;
+    b.c.execute(
+        "document.getElementById('items-h').scrollIntoView()",
+        vec![],
+    )
+    .await
+    .unwrap();
+    b.screenshot("queue-items").await;
 
     // A filter by playbook.
     b.select("#q-template", "renewal-critical").await;
@@ -354,6 +363,7 @@ async fn an_operator_works_a_renewal_from_the_queue_to_the_next_step(backend: Ba
         .unwrap();
     assert_eq!(subject, "Your renewal offer");
     b.assert_accessible().await;
+    fits_a_phone(&b).await;
     b.click("#schema-form button.primary").await;
     assert!(
         b.url().await.contains("/artifacts/art_"),
@@ -429,6 +439,37 @@ async fn an_operator_works_a_renewal_from_the_queue_to_the_next_step(backend: Ba
             .contains("The step is completed")
     );
     assert!(b.text("h1").await.contains("Step 2 of 3"));
+    b.assert_accessible().await;
+
+    // The playbook's page leads to its current step.
+    b.click("p.eyebrow a[href^='/journeys/']").await;
+    b.click("#work-step").await;
+    assert!(
+        b.url().await.contains("/steps/recommend"),
+        "{}",
+        b.url().await
+    );
+
+    // Twelve days on, the critical playbook is past its due date: said in
+    // words and in the warning colour.
+    clock.advance(time::Duration::days(12));
+    b.goto(&format!("{base}/queue")).await;
+    let due = b.find(&format!("#item-{critical} .due .badge")).await;
+    assert!(
+        due.text()
+            .await
+            .unwrap()
+            .starts_with("overdue: due 2027-03-12"),
+        "{}",
+        due.text().await.unwrap()
+    );
+    assert!(
+        due.attr("class")
+            .await
+            .unwrap()
+            .unwrap_or_default()
+            .contains("tone-warn")
+    );
     b.assert_accessible().await;
     b.close().await;
 

@@ -65,6 +65,7 @@ at_now!(
     escalation_hands_the_playbook_over_and_mails_the_new_owner,
     client_users_reach_none_of_the_workspace,
     bad_input_is_refused_and_changes_nothing,
+    seed_004_a_renewal_worked_from_the_queue_to_its_outcome,
 );
 
 async fn client(app: &TestApp, name: &str, renewal_in: i64, health: f64, arr: f64) -> String {
@@ -852,4 +853,210 @@ async fn bad_input_is_refused_and_changes_nothing(backend: Backend) {
     app.get("/api/v1/queue/items/qit_00000000000000000000000000000000")
         .await
         .assert_problem(404, "not_found");
+}
+
+/// Seed 004's scenario over HTTP, as an operator: the queue → start the
+/// renewal playbook → a step's chat → an email draft saved as an artifact →
+/// to-dos → snooze → complete with an outcome.
+async fn seed_004_a_renewal_worked_from_the_queue_to_its_outcome(backend: Backend) {
+    let fake = FakeLlm::ollama("llama3.2").await;
+    fake.set_reply(|req| {
+        let last = req["messages"].as_array().unwrap().last().unwrap()["content"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        if last.contains("email") {
+            "Subject: Renewing together\n\nHi Dana. Here is our proposal for the renewal: two years at the current price.".into()
+        } else {
+            "Renew for two years at the current price, with a quarterly business review.".into()
+        }
+    });
+    let clock = Clock::manual(NOW);
+    let Some(app) = app_at(backend, &clock, Some(fake.llm(true))).await else {
+        return;
+    };
+    let ana = app
+        .user(json!({"email": "ana@agency.example", "name": "Ana", "role": "operator"}))
+        .await;
+    let ana_id = ana["id"].as_str().unwrap().to_owned();
+    let token = app.token_for(&ana_id).await;
+    let as_ana = |method: reqwest::Method, path: String, body: Option<Value>| {
+        let (app, token) = (&app, token.clone());
+        async move { app.call_as(Some(&token), method, &path, body).await }
+    };
+    let post = |path: String, body: Value| as_ana(reqwest::Method::POST, path, Some(body));
+    let get = |path: String| as_ana(reqwest::Method::GET, path, None);
+    for (name, days, health, arr) in [
+        ("Later Ltd", 100, 80.0, 50_000.0),
+        ("Soon GmbH", 25, 45.0, 400_000.0),
+        ("Now Inc", 5, 30.0, 900_000.0),
+    ] {
+        let a = post(
+            "/api/v1/clients".into(),
+            json!({"name": name, "renewal_date": in_days(days), "health_score": health,
+                   "arr": arr, "owner": ana_id}),
+        )
+        .await;
+        assert_eq!(a.status, 201, "{}", a.body);
+    }
+
+    // 1. My queue, by score.
+    let q = get("/api/v1/queue/me".into()).await;
+    assert_eq!(q.status, 200, "{}", q.body);
+    assert_eq!(
+        rules_of(&q.body)
+            .iter()
+            .map(|(_, r)| r.as_str())
+            .collect::<Vec<_>>(),
+        ["emergency", "critical", "prepare"]
+    );
+    let item = q.body["items"][1]["id"].as_str().unwrap().to_owned();
+
+    // 2. Start the critical renewal playbook: its first step is pricing.
+    let started = post(format!("/api/v1/queue/items/{item}/start"), json!({})).await;
+    assert_eq!(started.status, 201, "{}", started.body);
+    let journey = started.body["id"].as_str().unwrap().to_owned();
+    let ctx = get(format!("/api/v1/journeys/{journey}/context")).await;
+    assert_eq!(ctx.body["customer"]["name"], "Soon GmbH");
+    assert_eq!(ctx.body["workflow"]["days_to_renewal"], 25);
+    let done = post(
+        format!("/api/v1/journeys/{journey}/steps/price/complete"),
+        json!({"reason": "priced in the spreadsheet"}),
+    )
+    .await;
+    assert_eq!(done.body["next_step"]["id"], "recommend", "{}", done.body);
+
+    // 3. The strategy step's chat, completed: on to the proposal.
+    let t = post(
+        "/api/v1/threads".into(),
+        json!({"journey_id": journey, "step": "recommend", "branch": "discuss_strategy"}),
+    )
+    .await;
+    let thread = t.body["thread"]["id"].as_str().unwrap().to_owned();
+    let said = post(
+        format!("/api/v1/threads/{thread}/messages"),
+        json!({"content": "What do we recommend?"}),
+    )
+    .await;
+    assert_eq!(said.body["messages"][1]["provider"], "ollama:llama3.2");
+    let done = post(format!("/api/v1/threads/{thread}/complete"), json!({})).await;
+    assert_eq!(
+        done.body["next_step"]["id"], "send_proposal",
+        "{}",
+        done.body
+    );
+
+    // 4. The proposal email, drafted in the chat and saved as an artifact.
+    let t = post(
+        "/api/v1/threads".into(),
+        json!({"journey_id": journey, "step": "send_proposal", "branch": "draft_email"}),
+    )
+    .await;
+    let thread = t.body["thread"]["id"].as_str().unwrap().to_owned();
+    post(
+        format!("/api/v1/threads/{thread}/messages"),
+        json!({"content": "Draft the proposal email"}),
+    )
+    .await;
+    let saved = post(
+        format!("/api/v1/threads/{thread}/artifacts"),
+        json!({"type": "email_draft", "title": "Renewal proposal to Dana"}),
+    )
+    .await;
+    assert_eq!(saved.status, 201, "{}", saved.body);
+    assert_eq!(
+        saved.body["artifact"]["content"]["subject"],
+        "Renewing together"
+    );
+    let artifact = saved.body["artifact"]["id"].as_str().unwrap().to_owned();
+    let a = get(format!("/api/v1/artifacts/{artifact}")).await;
+    assert_eq!(a.body["type"], "email_draft");
+    assert!(
+        a.body["note"]
+            .as_str()
+            .unwrap_or_default()
+            .contains(&journey)
+            || a.body["provenance"] == format!("thread:{thread}"),
+        "{}",
+        a.body
+    );
+
+    // 5. To-dos from the step: one done, one left.
+    for title in ["Book the call with the sponsor", "Send the proposal"] {
+        let a = post(
+            "/api/v1/tasks".into(),
+            json!({"title": title, "journey_id": journey, "step": "send_proposal",
+                   "priority": "high", "due_date": in_days(3)}),
+        )
+        .await;
+        assert_eq!(a.status, 201, "{}", a.body);
+    }
+    let todos = get(format!("/api/v1/tasks?journey_id={journey}")).await;
+    let first = todos.body["items"][0]["id"].as_str().unwrap().to_owned();
+    let a = as_ana(
+        reqwest::Method::PATCH,
+        format!("/api/v1/tasks/{first}"),
+        Some(json!({"action": "complete"})),
+    )
+    .await;
+    assert_eq!(a.body["completed"], true, "{}", a.body);
+    let open = get(format!("/api/v1/tasks?journey_id={journey}&status=open")).await;
+    assert_eq!(open.body["items"].as_array().unwrap().len(), 1);
+
+    // 6. Snooze: gone from the queue until the date, then back, still started.
+    let a = post(
+        format!("/api/v1/journeys/{journey}/actions"),
+        json!({"action": "snooze", "until": "2027-03-03T08:00:00Z", "reason": "sponsor travelling"}),
+    )
+    .await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    let q = get("/api/v1/queue/me".into()).await;
+    assert_eq!(q.body["stats"]["total"], 2);
+    clock.advance(time::Duration::days(2));
+    let q = get("/api/v1/queue/me".into()).await;
+    let back = q.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["id"] == item.as_str())
+        .unwrap_or_else(|| panic!("{}", q.body))
+        .clone();
+    assert_eq!(back["journey_id"], journey.as_str());
+    assert_eq!(back["stage"], "send_proposal");
+
+    // 7. Complete with an outcome: the playbook and its item are done.
+    let done = post(
+        format!("/api/v1/journeys/{journey}/steps/send_proposal/complete"),
+        json!({"branch": "renewed"}),
+    )
+    .await;
+    assert_eq!(done.status, 200, "{}", done.body);
+    assert_eq!(done.body["journey"]["state"], "completed");
+    assert_eq!(done.body["journey"]["outcome"], "renewed");
+    let it = get(format!("/api/v1/queue/items/{item}")).await;
+    assert_eq!(it.body["status"], "completed");
+    assert_eq!(it.body["outcome"], "renewed");
+    let q = get("/api/v1/queue/me".into()).await;
+    assert!(
+        q.body["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|i| i["id"] != item.as_str())
+    );
+    // A rules run does not bring it back: the renewal is the same cycle.
+    app.post("/api/v1/queue/refresh", json!({})).await;
+    let it = get(format!("/api/v1/queue/items/{item}")).await;
+    assert_eq!(it.body["status"], "completed");
+    let history = get(format!("/api/v1/journeys/{journey}/history")).await;
+    let events: Vec<&str> = history.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["event"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        events,
+        ["start", "promote", "promote", "snooze", "complete"]
+    );
 }
