@@ -937,8 +937,10 @@ pub struct StoredItem {
     /// A playbook journey was started for it.
     pub has_journey: bool,
     pub reason: String,
+    /// The due date the rule gave last (a date a person scheduled is kept
+    /// beside it by the store, and not compared here).
     pub due: Date,
-    /// A person set the due date: runs keep it.
+    /// A person set the due date: the store keeps it whatever runs decide.
     pub scheduled: bool,
     pub score: f64,
     pub factors: Vec<Factor>,
@@ -951,8 +953,8 @@ pub struct StoredItem {
 pub enum Change {
     /// A new item, open.
     Open(Match),
-    /// The same status, with a new score, factors, reason or due date (a
-    /// scheduled item keeps its due date).
+    /// The same status, with a new score, factors, reason or rule due date
+    /// (the store keeps a date a person scheduled).
     Update { m: Match },
     /// Back in the queue as `status` (open, or started when it has a journey).
     Reopen { m: Match, status: ItemStatus },
@@ -989,8 +991,8 @@ impl Change {
 /// order of `stored`.
 ///
 /// A match that is not superseded: without an item, [`Change::Open`]; an open
-/// or started item is updated when its reason, due date, score or factors
-/// differ (a scheduled item keeps its due date), and otherwise left alone; a
+/// or started item is updated when its reason, rule due date, score or
+/// factors differ, and otherwise left alone; a
 /// snoozed item stays snoozed until its time, then is reopened; a closed or
 /// superseded item is reopened; a completed item is reopened only when the
 /// due date differs from the stored one (a new cycle, e.g. next year's
@@ -1032,35 +1034,27 @@ pub fn reconcile(
             changes.push(Change::Open(m.clone()));
             continue;
         };
-        let kept = || {
-            let mut m = m.clone();
-            if item.scheduled {
-                m.due = item.due;
-            }
-            m
-        };
         let resumed = if item.has_journey { Started } else { Open };
         match item.status {
             Open | Started => {
-                let m = kept();
                 if item.reason != m.reason
                     || item.due != m.due
                     || item.score != m.score
                     || item.factors != m.factors
                 {
-                    changes.push(Change::Update { m });
+                    changes.push(Change::Update { m: m.clone() });
                 }
             }
             Snoozed => {
                 if item.snoozed_until.is_none_or(|until| until <= now) {
                     changes.push(Change::Reopen {
-                        m: kept(),
+                        m: m.clone(),
                         status: resumed,
                     });
                 }
             }
             Closed | Superseded => changes.push(Change::Reopen {
-                m: kept(),
+                m: m.clone(),
                 status: resumed,
             }),
             Completed => {
@@ -1614,16 +1608,17 @@ mod tests {
                 m: critical.clone()
             }]
         );
-        // A scheduled item keeps its due date.
+        // The rule's due date is compared, a person's schedule aside: the
+        // store keeps that one.
         old.scheduled = true;
+        old.score = critical.score;
+        assert_eq!(reconcile(&rules, &[old.clone()], &e, NOW), []);
         old.due = date!(2025 - 07 - 01);
-        let changes = reconcile(&rules, &[old.clone()], &e, NOW);
+        let changes = reconcile(&rules, &[old], &e, NOW);
         let [Change::Update { m }] = changes.as_slice() else {
             panic!("{changes:?}")
         };
-        assert_eq!(m.due, date!(2025 - 07 - 01));
-        old.score = critical.score;
-        assert_eq!(reconcile(&rules, &[old], &e, NOW), []);
+        assert_eq!(m.due, critical.due);
     }
 
     #[test]

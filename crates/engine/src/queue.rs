@@ -21,6 +21,9 @@ use waymark_store::{
 use crate::EngineError;
 use crate::catalog::PackCatalog;
 
+/// The trigger of a run after a client's signals changed.
+pub const SIGNALS: &str = "signals";
+
 /// Clients read per page.
 const PAGE: usize = 1_000;
 
@@ -137,17 +140,22 @@ pub async fn refresh(
             break;
         }
     }
-    let summary = store
-        .apply_queue_run(
-            QueueRun {
-                trigger: trigger.to_owned(),
-                clients,
-                changes,
-                errors,
-            },
-            ctx,
-        )
-        .await?;
+    let run = QueueRun {
+        trigger: trigger.to_owned(),
+        clients,
+        changes,
+        errors,
+    };
+    // A change of one client's signals that changes nothing in the queue
+    // is not worth a record (scheduled and requested runs always are).
+    if trigger == SIGNALS && run.changes.is_empty() && run.errors.is_empty() {
+        return Ok(QueueRunSummary {
+            trigger: run.trigger,
+            clients: run.clients,
+            ..Default::default()
+        });
+    }
+    let summary = store.apply_queue_run(run, ctx).await?;
     tracing::info!(
         trigger,
         clients = summary.clients,

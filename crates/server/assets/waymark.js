@@ -59,10 +59,12 @@
       out.appendChild(p);
       return p;
     }
+    var streaming = false;
     function finish(note) {
-      out.setAttribute("aria-busy", "false");
-      if (button) { button.disabled = false; }
       if (note) { line("stream-label", note); }
+      out.setAttribute("aria-busy", "false");
+      streaming = false;
+      if (button) { button.removeAttribute("aria-disabled"); }
     }
     function refresh() {
       if (!refreshId) { return Promise.resolve(); }
@@ -79,10 +81,13 @@
     form.addEventListener("submit", function (ev) {
       if (field && field.value.trim() === "") { return; }
       ev.preventDefault();
+      // One message at a time; the button keeps the focus meanwhile.
+      if (streaming) { return; }
+      streaming = true;
       var body = new URLSearchParams(new FormData(form));
       out.textContent = "";
       out.setAttribute("aria-busy", "true");
-      if (button) { button.disabled = true; }
+      if (button) { button.setAttribute("aria-disabled", "true"); }
       var reply = null;
       var stored = false;
       function handle(event, data) {
@@ -98,9 +103,15 @@
           reply.textContent += value.text || "";
         } else if (event === "message") {
           stored = true;
+          var by = value.provider ? " (" + value.provider + ")" : "";
           refresh().then(function () {
+            // Shown once, above; read once, here.
             out.textContent = "";
-            finish("The reply is in the conversation above" + (value.provider ? " (" + value.provider + ")." : "."));
+            var heard = document.createElement("span");
+            heard.className = "sr-only";
+            heard.textContent = "The assistant replied" + by + ": " + (value.content || "");
+            out.appendChild(heard);
+            finish("The reply is in the conversation above" + by + ".");
           }, function () { finish("The reply is stored; reload the page to see it."); });
         } else if (event === "error") {
           stored = true;

@@ -251,7 +251,7 @@ pub async fn signals_changed(
     client: ClientId,
     ctx: &WriteContext,
 ) -> Option<QueueRunSummary> {
-    match run_rules(state, "signals", Some(client), ctx).await {
+    match run_rules(state, waymark_engine::queue::SIGNALS, Some(client), ctx).await {
         Ok(s) => Some(s),
         Err(e) => {
             tracing::warn!(client = %client, error = %e, "queue: the rules run after a signal change failed; the schedule will catch up");

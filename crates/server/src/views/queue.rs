@@ -613,8 +613,8 @@ pub struct ItemActionForm {
     next: Option<String>,
 }
 
-/// `POST /queue/items/{id}/actions`: snooze (until a time) an item, back to
-/// the queue with a notice.
+/// `POST /queue/items/{id}/actions`: a saved action on an item (the queue
+/// offers snooze, until a time), back to the queue with a notice.
 pub async fn item_action(
     State(state): State<AppState>,
     Extension(csrf): Extension<CsrfCookie>,
@@ -628,6 +628,13 @@ pub async fn item_action(
         back
     } else {
         "/queue".into()
+    };
+    let done = match f.action.as_str() {
+        "snooze" => "snoozed",
+        "escalate" => "escalated",
+        "schedule" => "scheduled",
+        "skip" => "skipped",
+        _ => "recorded",
     };
     let body = json!({
         "action": f.action,
@@ -644,7 +651,7 @@ pub async fn item_action(
     )
     .await
     {
-        Ok(_) => Ok(redirect(&with_done(&back, "snoozed"))),
+        Ok(_) => Ok(redirect(&with_done(&back, done))),
         Err(e) => refused(&state, &caller, &csrf, &back, e).await,
     }
 }

@@ -518,6 +518,19 @@ async fn preferences_start_as_defaults_and_merge_updates(app: TestApp) {
         .await
         .assert_problem(400, "malformed_json");
     assert_eq!(app.get("/api/v1/me/preferences").await.body, expected);
+    // `null` puts a member back to its default.
+    let reset = app
+        .call(
+            Method::PUT,
+            "/api/v1/me/preferences",
+            Some(json!({"timezone": null, "notifications": {"daily_digest": null}})),
+            &[],
+        )
+        .await;
+    assert_eq!(reset.status, 200, "{}", reset.body);
+    expected["timezone"] = json!("UTC");
+    expected["notifications"]["daily_digest"] = json!(false);
+    assert_eq!(reset.body, expected);
 
     // Each person has their own, a client user too.
     let acme = app.client("Acme").await;

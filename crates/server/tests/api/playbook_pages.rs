@@ -418,11 +418,32 @@ async fn an_operator_works_a_renewal_from_the_queue_to_the_next_step(backend: Ba
     let item = app.get(&format!("/api/v1/queue/items/{later}")).await;
     assert_eq!(item.body["status"], "snoozed", "{}", item.body);
     assert_eq!(item.body["snoozed_until"], "2027-03-02T09:00:00Z");
-    // My to-dos are beside the queue.
+    // My to-dos are beside the queue; done, one leaves the list.
+    let todos = b.text("#todos").await;
     assert!(
-        b.text("#todos")
+        todos.contains("Call the CFO about the budget") && todos.contains("high priority"),
+        "{todos}"
+    );
+    b.click("#todos form.todo-actions button[value=complete]")
+        .await;
+    assert!(
+        b.text("[role=status]")
+            .await
+            .contains("The to-do is completed")
+    );
+    assert!(b.url().await.contains("/queue?"), "{}", b.url().await);
+    assert!(
+        !b.text("#todos")
             .await
             .contains("Call the CFO about the budget")
+    );
+    let done = app
+        .get("/api/v1/tasks?assigned_to=all&status=completed")
+        .await;
+    assert_eq!(
+        done.body["items"][0]["title"], "Call the CFO about the budget",
+        "{}",
+        done.body
     );
 
     // Completing the conversation completes the step: on to the next one.
@@ -491,6 +512,7 @@ async fn an_operator_works_a_renewal_from_the_queue_to_the_next_step(backend: Ba
 struct Session {
     http: reqwest::Client,
     cookie: String,
+    token: String,
 }
 
 impl Session {
@@ -503,6 +525,7 @@ impl Session {
             .await;
         assert_eq!(s.status, 201, "{}", s.body);
         Session {
+            token: s.body["token"].as_str().unwrap().to_owned(),
             http: reqwest::Client::builder()
                 .redirect(reqwest::redirect::Policy::none())
                 .build()
@@ -714,6 +737,126 @@ async fn the_pages_work_without_script_and_refuse_what_they_must(backend: Backen
         .await;
     assert_eq!(res.status(), 422);
     assert!(res.text().await.unwrap().contains("id=\"todo-error\""));
+
+    // Saved actions from the step: an escalation without anyone to escalate
+    // to is refused on the step page; to a member of the team it is done.
+    let bo = app
+        .user(json!({"email": "bo@team.example", "name": "Bo", "role": "operator"}))
+        .await;
+    let bo = bo["id"].as_str().unwrap();
+    let (_, page) = s
+        .get(&base, &format!("/journeys/{journey}/steps/escalate"))
+        .await;
+    assert!(page.contains(&format!("<option value=\"{bo}\">")), "{page}");
+    let res = s
+        .post(
+            &base,
+            &page,
+            &format!("/journeys/{journey}/actions"),
+            &[("action", "escalate"), ("step", "escalate"), ("to", "")],
+        )
+        .await;
+    assert_eq!(res.status(), 422);
+    let body = res.text().await.unwrap();
+    assert!(
+        body.contains("role=\"alert\"") && body.contains("/to"),
+        "{body}"
+    );
+    let res = s
+        .post(
+            &base,
+            &page,
+            &format!("/journeys/{journey}/actions"),
+            &[
+                ("action", "escalate"),
+                ("step", "escalate"),
+                ("to", bo),
+                ("reason", "needs an executive"),
+            ],
+        )
+        .await;
+    assert_eq!(res.status(), 303);
+    assert!(
+        location(&res).ends_with("/steps/escalate?done=escalated"),
+        "{}",
+        location(&res)
+    );
+    let q = app.get(&format!("/api/v1/queue/{bo}")).await;
+    assert_eq!(q.body["stats"]["total"], 1, "{}", q.body);
+
+    // The step completed from its form, then the last one by a fixed choice
+    // carrying the outcome: the playbook's page says how it ended.
+    let res = s
+        .post(
+            &base,
+            &page,
+            &format!("/journeys/{journey}/steps/escalate/complete"),
+            &[("reason", "")],
+        )
+        .await;
+    assert_eq!(res.status(), 303);
+    assert!(
+        location(&res).ends_with("/steps/close?done=step-completed"),
+        "{}",
+        location(&res)
+    );
+    let (_, page) = s.get(&base, &location(&res)).await;
+    assert!(page.contains("Step 2 of 2"), "{page}");
+    assert!(page.contains("(outcome: renewed)"), "{page}");
+    let res = s
+        .post(
+            &base,
+            &page,
+            &format!("/journeys/{journey}/steps/close/complete"),
+            &[("branch", "renewed")],
+        )
+        .await;
+    assert_eq!(res.status(), 303);
+    assert_eq!(
+        location(&res),
+        format!("/journeys/{journey}?done=playbook-completed")
+    );
+    let (_, page) = s.get(&base, &location(&res)).await;
+    assert!(page.contains("The playbook is completed"), "{page}");
+    assert!(page.contains("Outcome:"), "{page}");
+    let (_, page) = s
+        .get(&base, &format!("/journeys/{journey}/steps/close"))
+        .await;
+    assert!(
+        page.contains("This playbook is completed, with the outcome renewed."),
+        "{page}"
+    );
+    assert!(
+        !page.contains("id=\"complete-form\""),
+        "nothing to do on it"
+    );
+
+    // Pages of the queue: five items a page, as the person prefers.
+    let a = app
+        .call_as(
+            Some(&s.token),
+            reqwest::Method::PUT,
+            "/api/v1/me/preferences",
+            Some(json!({"queue_page_size": 5})),
+        )
+        .await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    for (i, days) in [60, 70, 80, 90, 110].into_iter().enumerate() {
+        client(&app, &format!("Extra {i}"), days, 70.0, 10_000.0).await;
+    }
+    let (_, first) = s.get(&base, "/queue").await;
+    assert_eq!(first.matches("class=\"card queue-item").count(), 5);
+    let next = first
+        .split("href=\"")
+        .find_map(|h| {
+            h.split_once("\" rel=\"next\"")
+                .map(|(u, _)| u.replace("&amp;", "&"))
+        })
+        .unwrap_or_else(|| panic!("no next page: {first}"));
+    let (status, second) = s.get(&base, &next).await;
+    assert_eq!(status, 200, "{second}");
+    assert!(second.contains("First page"), "{second}");
+    assert!(second.matches("class=\"card queue-item").count() >= 1);
 
     // A client user gets the refusal page on every page of the workspace.
     let mine = app

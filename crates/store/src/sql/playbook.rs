@@ -221,14 +221,13 @@ async fn write_change(tx: &mut Tx, w: &QueueWrite, now: i64) -> Result<Uuid> {
         Change::Open(m) => {
             // A row of this identity exists only when a concurrent run beat
             // this one to it: then this is an update.
-            if let Some(id) = item_id_of(tx, w.client_id, &m.template, &m.rule).await? {
-                update_match(tx, id, m, None, &w.owner, now).await?;
-                return Ok(id);
-            }
             let id = QueueItemId::new().uuid();
-            sql("INSERT INTO queue_items (id, client_id, pack, template, rule, status, reason, score, \
+            let inserted = sql(
+                "INSERT INTO queue_items (id, client_id, pack, template, rule, status, reason, score, \
                  factors, due, rule_due, scheduled, owner, escalated, created_at, updated_at) \
-                 VALUES ($1, $2, $3, $4, $5, 'open', $6, $7, $8, $9, $9, 0, $10, 0, $11, $11)")
+                 VALUES ($1, $2, $3, $4, $5, 'open', $6, $7, $8, $9, $9, 0, $10, 0, $11, $11) \
+                 ON CONFLICT (client_id, template, rule) DO NOTHING",
+            )
             .bind(id)
             .bind(w.client_id.uuid())
             .bind(&w.pack)
@@ -242,6 +241,11 @@ async fn write_change(tx: &mut Tx, w: &QueueWrite, now: i64) -> Result<Uuid> {
             .bind(now)
             .execute(&mut *tx)
             .await?;
+            if inserted == 1 {
+                return Ok(id);
+            }
+            let id = existing(tx, w.client_id, &m.template, &m.rule).await?;
+            update_match(tx, id, m, None, &w.owner, now).await?;
             Ok(id)
         }
         Change::Update { m } => {

@@ -31,6 +31,6 @@ macro_rules! contract {
 
 mod contract;
 mod desk;
-// TEMP mod journey;
+mod journey;
 mod review_log;
 mod work;
