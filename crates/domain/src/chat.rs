@@ -45,7 +45,7 @@ pub struct Trend {
 /// any.
 pub fn trend(points: &[(OffsetDateTime, f64)]) -> Option<Trend> {
     let mut sorted: Vec<(OffsetDateTime, f64)> = points.to_vec();
-    sorted.sort_by(|a, b| a.0.cmp(&b.0));
+    sorted.sort_by_key(|p| p.0);
     let &(at, latest) = sorted.last()?;
     let before = |days: i64| {
         let cutoff = at - Duration::days(days);

@@ -705,16 +705,16 @@ pub fn check_playbook(
                             "an llm branch says what the conversation helps with in `prompt`",
                         ));
                     }
-                    if let (Some(t), Some(types)) = (&b.saves_as, artifact_types) {
-                        if !types.contains(&t.as_str()) {
-                            out.push(FieldError::new(
-                                at("saves_as"),
-                                format!(
-                                    "`{t}` is not an artifact type of the pack: {}",
-                                    types.join(", ")
-                                ),
-                            ));
-                        }
+                    if let (Some(t), Some(types)) = (&b.saves_as, artifact_types)
+                        && !types.contains(&t.as_str())
+                    {
+                        out.push(FieldError::new(
+                            at("saves_as"),
+                            format!(
+                                "`{t}` is not an artifact type of the pack: {}",
+                                types.join(", ")
+                            ),
+                        ));
                     }
                 }
                 BranchKind::Action => {
@@ -1047,6 +1047,7 @@ mod tests {
             name: "client-onboarding".into(),
             title: "Client onboarding".into(),
             description: String::new(),
+            playbook: None,
             stages: vec![
                 stage("sandbox", None),
                 stage("pilot", None),

@@ -848,6 +848,16 @@ mod tests {
         };
         let prompt = Prompt {
             system: Some("sys".into()),
+            history: vec![
+                Turn {
+                    role: "user",
+                    content: "before".into(),
+                },
+                Turn {
+                    role: "assistant",
+                    content: "answered".into(),
+                },
+            ],
             user: "hi".into(),
             temperature: Some(0.5),
             json: true,
@@ -858,6 +868,8 @@ mod tests {
             json!({"model": "m", "stream": false, "format": "json",
                    "options": {"temperature": 0.5},
                    "messages": [{"role": "system", "content": "sys"},
+                                {"role": "user", "content": "before"},
+                                {"role": "assistant", "content": "answered"},
                                 {"role": "user", "content": "hi"}]})
         );
         assert!(!format!("{settings:?}").contains("sk-secret"));

@@ -12,8 +12,8 @@ use time::OffsetDateTime;
 use utoipa::ToSchema;
 use waymark_domain::criteria::{Trigger, ValidationResult};
 use waymark_domain::journey::{Event, JourneyTemplate, Phase, Position};
-use waymark_domain::work::UnitStatus;
 use waymark_domain::queue::Effect;
+use waymark_domain::work::UnitStatus;
 use waymark_domain::{ArtifactId, ClientId, JourneyId, QueueItemId, UnitId};
 
 use crate::{Created, NewUnit, Page, PageRequest, Result, WriteContext};

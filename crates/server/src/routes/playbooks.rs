@@ -105,7 +105,11 @@ pub struct QueueQuery {
     pub stage: Option<String>,
     /// At most this many items, 1 to 200 (default 50).
     pub limit: Option<u32>,
-    /// The `next_cursor` of the previous page.
+    /// The `next_cursor` of the previous page: the last item's score, due
+    /// date and id.
+    #[param(
+        pattern = r"^[0-9]{1,3}(\.[0-9]{1,2})?\|[0-9]{4}-[0-9]{2}-[0-9]{2}\|qit_[0-9a-f]{32}$"
+    )]
     pub cursor: Option<String>,
 }
 

@@ -31,6 +31,10 @@ struct Ids {
     unit: String,
     task: String,
     incident: String,
+    stakeholder: String,
+    queue_item: String,
+    thread: String,
+    todo: String,
 }
 
 impl Ids {
@@ -50,10 +54,14 @@ impl Ids {
             unit: id("uow"),
             task: id("tsk"),
             incident: id("inc"),
+            stakeholder: id("stk"),
+            queue_item: id("qit"),
+            thread: id("thr"),
+            todo: id("tdo"),
         }
     }
 
-    fn all(&self) -> [&str; 13] {
+    fn all(&self) -> [&str; 17] {
         [
             &self.client,
             &self.engagement,
@@ -68,6 +76,10 @@ impl Ids {
             &self.unit,
             &self.task,
             &self.incident,
+            &self.stakeholder,
+            &self.queue_item,
+            &self.thread,
+            &self.todo,
         ]
     }
 
@@ -83,6 +95,13 @@ impl Ids {
                 let owner = segments[i - 1];
                 out.push_str(match (owner, *seg) {
                     (_, "{n}") => "1",
+                    // A person's to-dos, not the engine's tasks.
+                    ("tasks", _) if template.starts_with("/api/v1/tasks/") => &self.todo,
+                    ("stakeholders", _) => &self.stakeholder,
+                    ("items", _) => &self.queue_item,
+                    ("threads", _) => &self.thread,
+                    ("queue", "{owner}") => "me",
+                    ("steps", _) => "price",
                     ("clients", _) => &self.client,
                     ("engagements", _) => &self.engagement,
                     ("artifacts", _) => &self.artifact,
@@ -161,7 +180,7 @@ impl Ids {
     fn mask(&self, text: &str) -> String {
         let kinds = [
             "CLI", "ENG", "ART", "CMT", "RVL", "USR", "TOK", "WHK", "EVT", "JRN", "UOW", "TSK",
-            "INC",
+            "INC", "STK", "QIT", "THR", "TDO",
         ];
         let mut t = text.to_owned();
         for (id, k) in self.all().iter().zip(kinds) {
@@ -325,6 +344,62 @@ async fn a_client_token_learns_nothing_of_another_client(app: TestApp) {
         .as_str()
         .unwrap_or_else(|| panic!("no incident: {}", incidents.body))
         .to_owned();
+    // B's customer success: a renewal in the queue, its playbook started, a
+    // conversation on its step, a to-do, a stakeholder.
+    let renewal = (time::OffsetDateTime::now_utc().date() + time::Duration::days(25)).to_string();
+    let patched = app
+        .call(
+            Method::PATCH,
+            &format!("/api/v1/clients/{b}"),
+            Some(json!({"renewal_date": renewal, "owner": "Beta Secret owner"})),
+            &[],
+        )
+        .await;
+    assert_eq!(patched.status, 200, "{}", patched.body);
+    let queue = app.get("/api/v1/queue/Beta%20Secret%20owner").await;
+    let queue_item = queue.body["items"][0]["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("B has a queue item: {}", queue.body))
+        .to_owned();
+    let playbook = app
+        .post(
+            &format!("/api/v1/queue/items/{queue_item}/start"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(playbook.status, 201, "{}", playbook.body);
+    let playbook = playbook.body["id"].as_str().unwrap().to_owned();
+    let thread = app
+        .post(
+            "/api/v1/threads",
+            json!({"journey_id": playbook, "step": "price"}),
+        )
+        .await;
+    assert_eq!(thread.status, 201, "{}", thread.body);
+    let thread_id = thread.body["thread"]["id"].as_str().unwrap().to_owned();
+    let said = app
+        .post(
+            &format!("/api/v1/threads/{thread_id}/messages"),
+            json!({"content": "Beta Secret question"}),
+        )
+        .await;
+    assert_eq!(said.status, 201, "{}", said.body);
+    let todo = post_as(
+        &app,
+        &op.token,
+        "/api/v1/tasks",
+        json!({"title": "Beta Secret to-do", "journey_id": playbook, "step": "price"}),
+    )
+    .await;
+    assert_eq!(todo.status, 201, "{}", todo.body);
+    let stakeholder = app
+        .post(
+            &format!("/api/v1/clients/{b}/stakeholders"),
+            json!({"name": "Beta Secret Sponsor", "role": "CFO", "influence": "high",
+                   "sentiment": "neutral"}),
+        )
+        .await;
+    assert_eq!(stakeholder.status, 201, "{}", stakeholder.body);
     let events = app
         .store
         .events_after(0, waymark_store::EventScope::All, 1000)
@@ -351,6 +426,10 @@ async fn a_client_token_learns_nothing_of_another_client(app: TestApp) {
         unit: unit_id,
         task: task_id,
         incident: incident_id,
+        stakeholder: stakeholder.body["id"].as_str().unwrap().to_owned(),
+        queue_item,
+        thread: thread_id,
+        todo: todo.body["id"].as_str().unwrap().to_owned(),
     };
     assert!(
         hook.status.is_success() && !theirs.webhook.ends_with("_0"),

@@ -70,6 +70,7 @@ async fn transitions_are_recorded_with_their_units_and_history(db: &TestDb) {
                 template: template(),
                 source_artifact_id: None,
                 input: serde_json::Value::Null,
+                queue_item: None,
             },
             &ctx("ops"),
         )
@@ -97,6 +98,8 @@ async fn transitions_are_recorded_with_their_units_and_history(db: &TestDb) {
                 validation: None,
                 overrides: vec![],
                 units: vec![(unit(client, "Sandbox setup"), UnitKind::Activity)],
+                outcome: None,
+                item: None,
             },
             &ctx("ana"),
         )
@@ -129,6 +132,8 @@ async fn transitions_are_recorded_with_their_units_and_history(db: &TestDb) {
                 validation: None,
                 overrides: vec![],
                 units: vec![(unit(client, "again"), UnitKind::Activity)],
+                outcome: None,
+                item: None,
             },
             &ctx("ana"),
         )
@@ -192,6 +197,8 @@ async fn transitions_are_recorded_with_their_units_and_history(db: &TestDb) {
                 validation: None,
                 overrides: vec![],
                 units: vec![],
+                outcome: None,
+                item: None,
             },
             &ctx("ana"),
         )
@@ -243,6 +250,7 @@ async fn ratings_are_given_once_and_summed_per_template(db: &TestDb) {
                 template: template(),
                 source_artifact_id: None,
                 input: serde_json::Value::Null,
+                queue_item: None,
             },
             &ctx("ops"),
         )
