@@ -26,6 +26,16 @@ pub const SIGNALS: &str = "signals";
 
 /// Clients read per page.
 const PAGE: usize = 1_000;
+/// Clients whose rules run in one go on a CEL thread.
+const BATCH: usize = 100;
+
+fn run_failed(why: String) -> EngineError {
+    EngineError::Refused {
+        code: "queue_run_failed",
+        detail: format!("the queue rules run stopped: {why}; it runs again on schedule"),
+        extra: Default::default(),
+    }
+}
 
 /// What a stored item looks like to the rules.
 fn stored(item: &QueueItem) -> StoredItem {
@@ -118,22 +128,34 @@ pub async fn refresh(
         after = Some(last.client.id);
         clients += page.len();
         let full = page.len() == PAGE;
-        // CEL runs on threads of its own and this waits for each answer:
-        // off the async workers.
+        // The rules run in batches on a CEL thread (each evaluation there at
+        // once, not a thread hop apiece), waited for off the async workers;
+        // batches of BATCH clients leave the CEL threads free for the rules
+        // of requests in between.
         let packs = Arc::clone(&packs);
-        let (page_changes, page_errors) = tokio::task::spawn_blocking(move || {
+        let page = Arc::new(page);
+        let computed = tokio::task::spawn_blocking(move || {
             let (mut changes, mut errors) = (Vec::new(), Vec::new());
-            for c in &page {
-                client_changes(&packs, c, now, &mut changes, &mut errors);
+            for start in (0..page.len()).step_by(BATCH) {
+                let (packs, page) = (Arc::clone(&packs), Arc::clone(&page));
+                let (c, e) = waymark_domain::cel_guard::batch(move || {
+                    let (mut changes, mut errors) = (Vec::new(), Vec::new());
+                    for c in page.iter().skip(start).take(BATCH) {
+                        client_changes(&packs, c, now, &mut changes, &mut errors);
+                    }
+                    (changes, errors)
+                })?;
+                changes.extend(c);
+                errors.extend(e);
             }
-            (changes, errors)
+            Ok::<_, waymark_domain::cel_guard::ExprError>((changes, errors))
         })
-        .await
-        .map_err(|e| EngineError::Refused {
-            code: "queue_run_failed",
-            detail: format!("the queue rules run stopped: {e}"),
-            extra: Default::default(),
-        })?;
+        .await;
+        let (page_changes, page_errors) = match computed {
+            Ok(Ok(done)) => done,
+            Ok(Err(e)) => return Err(run_failed(e.to_string())),
+            Err(e) => return Err(run_failed(e.to_string())),
+        };
         changes.extend(page_changes);
         errors.extend(page_errors);
         if !full || only.is_some() {
