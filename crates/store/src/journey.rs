@@ -71,8 +71,8 @@ pub struct Journey {
     pub stage_started_at: Option<OffsetDateTime>,
     #[serde(with = "time::serde::rfc3339::option")]
     pub finished_at: Option<OffsetDateTime>,
-    /// What it started with: the first milestone's input.
-    #[schema(value_type = Object)]
+    /// What it started with: the first milestone's input (`null`: nothing).
+    #[schema(value_type = Option<Object>)]
     pub input: serde_json::Value,
     /// How a playbook ended: one of its template's outcomes.
     pub outcome: Option<String>,

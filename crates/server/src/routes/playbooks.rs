@@ -152,6 +152,21 @@ pub async fn get_queue(
 ) -> Result<JsonOut<QueueAnswer>, ApiError> {
     caller.require_staff()?;
     let owners = owner_names(&state, &caller, &owner).await?;
+    // A cursor is the last item's score, due date and id (a query
+    // parameter: refused with 400 like the other lists' cursors).
+    if let Some(c) = q.cursor.as_deref().filter(|c| !c.is_empty()) {
+        let parts: Vec<&str> = c.splitn(3, '|').collect();
+        let ok = parts.len() == 3
+            && parts[0].parse::<f64>().is_ok_and(f64::is_finite)
+            && waymark_domain::dates::parse(parts[1]).is_some()
+            && parts[2].parse::<QueueItemId>().is_ok();
+        if !ok {
+            return Err(ApiError::bad_request(
+                "invalid_query",
+                "cursor: is not a cursor of this list; pass the next_cursor of the previous page",
+            ));
+        }
+    }
     let page = PageParams {
         limit: q.limit,
         cursor: q.cursor.clone(),

@@ -32,6 +32,31 @@ macro_rules! both_backends {
     };
 }
 
+/// Generates `sqlite::name` and `postgres::name` tests from `async fn
+/// name(backend: Backend)`, for tests that start their app themselves (with a
+/// clock or an LLM provider of their own).
+#[macro_export]
+macro_rules! each_backend {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::helpers::Backend::Sqlite).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::helpers::Backend::Postgres).await;
+                }
+            )*
+        }
+    };
+}
+
 #[derive(Clone, Copy)]
 pub enum Backend {
     Sqlite,
@@ -90,6 +115,23 @@ pub async fn spawn_app(backend: Backend) -> Option<TestApp> {
 
 pub async fn spawn_app_with(backend: Backend, http: HttpSettings) -> Option<TestApp> {
     spawn_app_configured(backend, http, |state| state).await
+}
+
+/// A test app on `clock`, with an LLM provider when given one.
+pub async fn app_at(
+    backend: Backend,
+    clock: &waymark_server::clock::Clock,
+    llm: Option<waymark_llm::Llm>,
+) -> Option<TestApp> {
+    let clock = clock.clone();
+    spawn_app_configured(backend, HttpSettings::default(), move |state| {
+        let state = state.with_clock(clock);
+        match llm {
+            Some(llm) => state.with_llm(llm),
+            None => state,
+        }
+    })
+    .await
 }
 
 /// A test app whose state `configure` finishes (an LLM provider, a clock).

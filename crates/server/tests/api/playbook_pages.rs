@@ -11,12 +11,11 @@ use fantoccini::Locator;
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 use time::macros::datetime;
-use waymark_server::HttpSettings;
 use waymark_server::clock::Clock;
 
 use crate::browser::{Browser, browser, dark_browser};
 use crate::fake_llm::FakeLlm;
-use crate::helpers::{Backend, TestApp, spawn_app_configured};
+use crate::helpers::{Backend, TestApp, app_at};
 
 /// The server's "now" in these tests.
 const NOW: OffsetDateTime = datetime!(2027-03-01 10:00 UTC);
@@ -27,43 +26,10 @@ const HOSTILE: &str =
     "Soon <script>window.pwned=1</script><img src=x onerror=\"window.pwned=2\"> GmbH";
 const REPLY: &str = "Subject: Your renewal offer\n\nHi Dana, we can renew at the current price for two years, with a 5% uplift in year two. Shall we talk on Tuesday?";
 
-macro_rules! on_both {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(crate::helpers::Backend::Sqlite).await;
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(crate::helpers::Backend::Postgres).await;
-                }
-            )*
-        }
-    };
-}
-
-on_both!(
+crate::each_backend!(
     an_operator_works_a_renewal_from_the_queue_to_the_next_step,
     the_pages_work_without_script_and_refuse_what_they_must,
 );
-
-async fn app_at(backend: Backend, clock: &Clock, llm: Option<waymark_llm::Llm>) -> Option<TestApp> {
-    let clock = clock.clone();
-    spawn_app_configured(backend, HttpSettings::default(), move |state| {
-        let state = state.with_clock(clock);
-        match llm {
-            Some(llm) => state.with_llm(llm),
-            None => state,
-        }
-    })
-    .await
-}
 
 fn in_days(days: i64) -> String {
     (NOW.date() + time::Duration::days(days)).to_string()

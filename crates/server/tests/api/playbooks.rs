@@ -9,11 +9,10 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 use time::macros::datetime;
-use waymark_server::HttpSettings;
 use waymark_server::clock::Clock;
 
 use crate::fake_llm::FakeLlm;
-use crate::helpers::{Backend, TestApp, spawn_app_configured};
+use crate::helpers::{Backend, TestApp, app_at};
 
 /// The server's "now" in these tests.
 const NOW: OffsetDateTime = datetime!(2027-03-01 10:00 UTC);
@@ -22,40 +21,7 @@ fn in_days(days: i64) -> String {
     (NOW.date() + time::Duration::days(days)).to_string()
 }
 
-async fn app_at(backend: Backend, clock: &Clock, llm: Option<waymark_llm::Llm>) -> Option<TestApp> {
-    let clock = clock.clone();
-    spawn_app_configured(backend, HttpSettings::default(), move |state| {
-        let state = state.with_clock(clock);
-        match llm {
-            Some(llm) => state.with_llm(llm),
-            None => state,
-        }
-    })
-    .await
-}
-
-macro_rules! at_now {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(crate::helpers::Backend::Sqlite).await;
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(crate::helpers::Backend::Postgres).await;
-                }
-            )*
-        }
-    };
-}
-
-at_now!(
+crate::each_backend!(
     renewals_make_prepare_critical_and_emergency_items_in_score_order,
     a_closer_renewal_supersedes_prepare_with_critical,
     a_snoozed_item_stays_away_until_its_date_then_returns_once,
@@ -181,6 +147,14 @@ async fn renewals_make_prepare_critical_and_emergency_items_in_score_order(backe
         [("Later Ltd".to_owned(), "prepare".to_owned())]
     );
     assert_eq!(rest.body["next_cursor"], Value::Null);
+    for bad in [
+        "nonsense",
+        "0|0000-00-00|qit_00000000000000000000000000000000",
+    ] {
+        app.get(&format!("/api/v1/queue/csm-ana?cursor={bad}"))
+            .await
+            .assert_problem(400, "invalid_query");
+    }
     // Someone else's queue is empty.
     assert_eq!(queue(&app, "csm-bo").await["stats"]["total"], 0);
 }
