@@ -219,6 +219,83 @@ impl ApiClient {
             .await
     }
 
+    // Delivery
+
+    /// `GET /engagements/{id}/delivery`: the manifest, blockers, analytics, exports.
+    pub async fn get_delivery(&self, id: &str) -> Result<Value, CliError> {
+        self.json(self.request(Method::GET, &["engagements", id, "delivery"]))
+            .await
+    }
+
+    /// `POST /engagements/{id}/exports`: builds an export (409 with the
+    /// blockers while something blocks the delivery).
+    pub async fn create_export(&self, id: &str) -> Result<Value, CliError> {
+        self.json(self.request(Method::POST, &["engagements", id, "exports"]))
+            .await
+    }
+
+    /// Downloads export `export_id` of engagement `id` into `out` (through
+    /// `<out>.part`, renamed once complete), calling `progress(done, total)`
+    /// as bytes arrive. Answers the bytes written and their SHA-256 (hex).
+    pub async fn download_export(
+        &self,
+        id: &str,
+        export_id: &str,
+        out: &std::path::Path,
+        mut progress: impl FnMut(u64, Option<u64>),
+    ) -> Result<(u64, String), CliError> {
+        use sha2::{Digest, Sha256};
+        use tokio::io::AsyncWriteExt;
+        let server = self.base.as_str().trim_end_matches('/');
+        let mut resp = self
+            .request(Method::GET, &["engagements", id, "exports", export_id])
+            .send()
+            .await
+            .map_err(|err| CliError::from_reqwest(server, err))?;
+        let status = resp.status();
+        if !status.is_success() {
+            let headers = resp.headers().clone();
+            let text = resp
+                .text()
+                .await
+                .map_err(|err| CliError::from_reqwest(server, err))?;
+            return Err(api_error(status, &headers, text));
+        }
+        let total = resp.content_length();
+        let part = {
+            let mut name = out.as_os_str().to_owned();
+            name.push(".part");
+            std::path::PathBuf::from(name)
+        };
+        let mut file = tokio::fs::File::create(&part).await?;
+        let mut hash = Sha256::new();
+        let mut done = 0u64;
+        progress(0, total);
+        let written: Result<(), CliError> = async {
+            while let Some(chunk) = resp
+                .chunk()
+                .await
+                .map_err(|err| CliError::from_reqwest(server, err))?
+            {
+                file.write_all(&chunk).await?;
+                hash.update(&chunk);
+                done += chunk.len() as u64;
+                progress(done, total);
+            }
+            file.flush().await?;
+            Ok(())
+        }
+        .await;
+        if let Err(e) = written {
+            drop(file);
+            let _ = tokio::fs::remove_file(&part).await;
+            return Err(e);
+        }
+        drop(file);
+        tokio::fs::rename(&part, out).await?;
+        Ok((done, format!("{:x}", hash.finalize())))
+    }
+
     // Artifacts
 
     pub async fn create_artifact(&self, body: &NewArtifact) -> Result<Value, CliError> {
@@ -435,18 +512,7 @@ impl ApiClient {
             .await
             .map_err(|err| CliError::from_reqwest(server, err))?;
         if !status.is_success() {
-            let is_json = headers
-                .get(CONTENT_TYPE)
-                .and_then(|ct| ct.to_str().ok())
-                .is_some_and(|ct| ct.contains("json"));
-            let problem = is_json
-                .then(|| serde_json::from_str::<Box<Problem>>(&text).ok())
-                .flatten();
-            return Err(CliError::Api {
-                status,
-                problem,
-                body: text,
-            });
+            return Err(api_error(status, &headers, text));
         }
         if text.trim().is_empty() {
             return Ok((Value::Null, headers));
@@ -455,6 +521,22 @@ impl ApiClient {
             CliError::UnexpectedResponse(format!("{status} with a body that is not JSON: {err}"))
         })?;
         Ok((body, headers))
+    }
+}
+
+/// A refusal: its problem details when the server sent them.
+fn api_error(status: reqwest::StatusCode, headers: &HeaderMap, text: String) -> CliError {
+    let is_json = headers
+        .get(CONTENT_TYPE)
+        .and_then(|ct| ct.to_str().ok())
+        .is_some_and(|ct| ct.contains("json"));
+    let problem = is_json
+        .then(|| serde_json::from_str::<Box<Problem>>(&text).ok())
+        .flatten();
+    CliError::Api {
+        status,
+        problem,
+        body: text,
     }
 }
 

@@ -56,7 +56,7 @@ pub enum ArtifactCommand {
         /// Only artifacts in this status, e.g. `approved`
         #[arg(long)]
         status: Option<String>,
-        /// Only artifacts whose title contains every word given (case-insensitive)
+        /// Only artifacts whose title or content has every word given (full-text search; the last word may be the start of one)
         #[arg(long)]
         q: Option<String>,
         #[command(flatten)]

@@ -1,5 +1,5 @@
-//! Artifact content: canonical JSON (RFC 8785), content hashes and JSON Patch
-//! (RFC 6902) diffs.
+//! Artifact content: canonical JSON (RFC 8785), content hashes, JSON Patch
+//! (RFC 6902) diffs, and the text search indexes ([`searchable_text`]).
 //!
 //! The content hash is the SHA-256 of the canonical form, so two documents that
 //! differ only in key order or number spelling hash the same on every backend:
@@ -84,6 +84,64 @@ pub fn apply(doc: &Value, ops: &Value) -> Result<Value, PatchError> {
     Ok(out)
 }
 
+/// At most this many bytes of a document's text are searchable.
+pub const SEARCHABLE_TEXT_MAX: usize = 200_000;
+
+/// The text of a document that search indexes: its string values and
+/// numbers, in document order, joined by single spaces; keys, booleans and
+/// nulls are left out. Capped at [`SEARCHABLE_TEXT_MAX`] bytes (cut at a
+/// character boundary), so one huge document cannot make the index or its
+/// writes expensive.
+///
+/// ```
+/// use serde_json::json;
+/// use waymark_domain::content::searchable_text;
+/// let doc = json!({"title": "Q3 plan", "budget": 1200, "done": false, "tags": ["cloud", null]});
+/// let text = searchable_text(&doc);
+/// assert!(text.contains("Q3 plan") && text.contains("1200") && text.contains("cloud"));
+/// assert!(!text.contains("title") && !text.contains("false"));
+/// ```
+pub fn searchable_text(value: &Value) -> String {
+    let mut out = String::new();
+    collect_text(value, &mut out);
+    truncate_at_char(&mut out, SEARCHABLE_TEXT_MAX);
+    out
+}
+
+fn collect_text(value: &Value, out: &mut String) {
+    if out.len() >= SEARCHABLE_TEXT_MAX {
+        return;
+    }
+    let mut push = |s: &str| {
+        let s = s.trim();
+        if s.is_empty() {
+            return;
+        }
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        out.push_str(s);
+    };
+    match value {
+        Value::String(s) => push(s),
+        Value::Number(n) => push(&n.to_string()),
+        Value::Array(items) => items.iter().for_each(|v| collect_text(v, out)),
+        Value::Object(map) => map.values().for_each(|v| collect_text(v, out)),
+        Value::Null | Value::Bool(_) => {}
+    }
+}
+
+/// Cuts `s` to at most `max` bytes, at a character boundary.
+pub fn truncate_at_char(s: &mut String, max: usize) {
+    if s.len() > max {
+        let mut end = max;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -119,6 +177,48 @@ mod tests {
             apply(&doc, &json!({"op": "x"})),
             Err(PatchError::Malformed(_))
         ));
+    }
+
+    #[test]
+    fn searchable_text_keeps_values_and_skips_keys() {
+        let doc = json!({
+            "summary": "Move the <b>billing</b> system",
+            "phases": [{"name": "discovery", "weeks": 3}, {"name": "waves", "ratio": 0.5}],
+            "approved": true,
+            "owner": null,
+            "empty": "   ",
+        });
+        let text = searchable_text(&doc);
+        for word in [
+            "Move the <b>billing</b> system",
+            "discovery",
+            "3",
+            "waves",
+            "0.5",
+        ] {
+            assert!(text.contains(word), "{word} in {text}");
+        }
+        for key in [
+            "summary", "phases", "name", "weeks", "approved", "true", "owner", "null",
+        ] {
+            assert!(!text.split(' ').any(|w| w == key), "{key} in {text}");
+        }
+        assert!(!text.contains("  "), "single spaces: {text:?}");
+        assert_eq!(searchable_text(&json!("just text")), "just text");
+        assert_eq!(searchable_text(&json!(42)), "42");
+        assert_eq!(searchable_text(&json!({})), "");
+    }
+
+    #[test]
+    fn searchable_text_is_capped_at_a_char_boundary() {
+        // Three-byte characters do not divide the cap: the cut must move back.
+        let big = "€".repeat(SEARCHABLE_TEXT_MAX);
+        let text = searchable_text(&json!({"a": big, "b": "after"}));
+        assert!(text.len() <= SEARCHABLE_TEXT_MAX);
+        assert!(text.len() > SEARCHABLE_TEXT_MAX - 4);
+        assert!(text.chars().all(|c| c == '€'));
+        let many: Vec<Value> = (0..100_000).map(|i| json!(format!("w{i}"))).collect();
+        assert!(searchable_text(&Value::Array(many)).len() <= SEARCHABLE_TEXT_MAX);
     }
 
     fn json_value() -> impl Strategy<Value = Value> {

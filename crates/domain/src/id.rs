@@ -50,6 +50,7 @@ pub const KINDS: &[(&str, &str)] = &[
     ("usr", "user"),
     ("tok", "token"),
     ("fil", "file"),
+    ("exp", "export"),
     ("cmt", "comment"),
     ("whk", "webhook"),
     ("evt", "event"),
@@ -290,4 +291,12 @@ prefixed_id!(
 prefixed_id!(
     /// Identifies a stakeholder: one of a client's contacts.
     StakeholderId, "stk", "stakeholder"
+);
+prefixed_id!(
+    /// Identifies an uploaded file.
+    FileId, "fil", "file"
+);
+prefixed_id!(
+    /// Identifies a delivery export: one ZIP bundle of an engagement.
+    ExportId, "exp", "export"
 );

@@ -18,6 +18,8 @@
 //! - [`work`]: units of work and tasks: validation, executors, retries with
 //!   backoff, leases, fair claiming order, incident resolutions.
 //! - [`analytics`]: journey analytics per template from recorded history.
+//! - [`delivery`]: what an engagement's delivery needs, what blocks its export,
+//!   and its pipeline in figures (by status, stale, review turnaround).
 //! - [`cel_guard`]: CEL (pack rules, journey criteria) compiled within limits and
 //!   evaluated within a budget, on threads of its own.
 
@@ -30,7 +32,10 @@ pub mod chat;
 pub mod client;
 pub mod content;
 pub mod criteria;
+pub mod dataflow;
 pub mod dates;
+pub mod delivery;
+pub mod fields;
 pub mod gating;
 pub mod generate;
 pub mod graph;
@@ -48,9 +53,9 @@ pub mod webhook;
 pub mod work;
 
 pub use id::{
-    ArtifactId, ClientId, CommentId, EngagementId, EventId, IdError, IncidentId, JourneyId,
-    QueueItemId, ReviewLinkId, StakeholderId, TaskId, ThreadId, TodoId, TokenId, UnitId, UserId,
-    WebhookId,
+    ArtifactId, ClientId, CommentId, EngagementId, EventId, ExportId, FileId, IdError, IncidentId,
+    JourneyId, QueueItemId, ReviewLinkId, StakeholderId, TaskId, ThreadId, TodoId, TokenId, UnitId,
+    UserId, WebhookId,
 };
 pub use lifecycle::ArtifactStatus;
 

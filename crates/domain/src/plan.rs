@@ -112,6 +112,51 @@ pub enum JobRun {
 #[error("{0}")]
 pub struct PlanError(pub String);
 
+/// A type as [`derived`] reads it: its name, title, the types it requires
+/// and whether it has a generator.
+pub struct TypeSpec<'a> {
+    pub name: &'a str,
+    pub title: &'a str,
+    pub requires: &'a [String],
+    pub generates: bool,
+}
+
+/// The plan of a pack that declares none: one module and one job per type
+/// with a generator, in pipeline order (bands of 100), each module waiting on
+/// the modules of the types it requires. `None` when no type has a
+/// generator. A job named after its type writes the whole artifact.
+pub fn derived(types: &[TypeSpec<'_>]) -> Option<(Vec<Module>, Vec<JobSpec>)> {
+    let generating: Vec<&TypeSpec> = types.iter().filter(|t| t.generates).collect();
+    if generating.is_empty() {
+        return None;
+    }
+    let names: Vec<&str> = generating.iter().map(|t| t.name).collect();
+    let mut modules = Vec::new();
+    let mut jobs = Vec::new();
+    for (i, t) in generating.iter().enumerate() {
+        let low = i as i64 * 100;
+        modules.push(Module {
+            name: t.name.to_owned(),
+            artifact_type: t.name.to_owned(),
+            band: (low, low + 99),
+            depends_on: t
+                .requires
+                .iter()
+                .filter(|r| names.contains(&r.as_str()))
+                .cloned()
+                .collect(),
+        });
+        jobs.push(JobSpec {
+            key: t.name.to_owned(),
+            name: t.title.to_owned(),
+            module: t.name.to_owned(),
+            priority: low,
+            depends_on: Vec::new(),
+        });
+    }
+    Some((modules, jobs))
+}
+
 /// Checks a plan definition: known modules, priorities inside bands, known job
 /// dependencies, unique keys, no cycles. Answers every problem found.
 pub fn check_definition(modules: &[Module], jobs: &[JobSpec]) -> Vec<String> {
@@ -343,6 +388,43 @@ pub fn chain_by_module<'a>(chosen: &[&'a PlannedJob]) -> Vec<Option<&'a str>> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn packs_without_a_plan_get_one_job_per_generated_type() {
+        let none: Vec<String> = vec![];
+        let intake = vec!["intake".to_owned()];
+        let analysis = vec!["analysis".to_owned(), "intake".to_owned()];
+        let types = [
+            TypeSpec {
+                name: "intake",
+                title: "Intake",
+                requires: &none,
+                generates: false,
+            },
+            TypeSpec {
+                name: "analysis",
+                title: "Analysis",
+                requires: &intake,
+                generates: true,
+            },
+            TypeSpec {
+                name: "proposal",
+                title: "Proposal",
+                requires: &analysis,
+                generates: true,
+            },
+        ];
+        let (modules, jobs) = derived(&types).unwrap();
+        assert_eq!(modules.len(), 2);
+        assert_eq!(modules[0].depends_on, Vec::<String>::new());
+        assert_eq!(modules[1].depends_on, ["analysis"]);
+        assert_eq!(modules[1].band, (100, 199));
+        assert_eq!(jobs[1].key, "proposal");
+        assert_eq!(jobs[1].priority, 100);
+        assert!(check_definition(&modules, &jobs).is_empty());
+        assert!(derived(&types[..1]).is_none());
+    }
+
     use super::*;
 
     fn module(name: &str, band: (i64, i64), deps: &[&str]) -> Module {

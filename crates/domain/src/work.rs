@@ -242,6 +242,15 @@ pub enum Executor {
     HttpWebhook,
     /// Writes an artifact version from a prompt template and its sources.
     LlmGenerate,
+    /// Extracts the text of an uploaded file (`input.file_id`) and indexes it.
+    FileExtract,
+    /// The data flow's steps over an uploaded file (`input.file_id`): what it
+    /// is (`file.inspect`), its text and table (`file.parse`), its meaning
+    /// (`file.semantic`), the insights artifact drawn from it (`file.insights`).
+    FileInspect,
+    FileParse,
+    FileSemantic,
+    FileInsights,
     /// An external agent registered under this id.
     Agent(String),
 }
@@ -259,6 +268,11 @@ impl Executor {
             "human" => Executor::Human,
             "http.webhook" => Executor::HttpWebhook,
             "llm.generate" => Executor::LlmGenerate,
+            "file.extract" => Executor::FileExtract,
+            "file.inspect" => Executor::FileInspect,
+            "file.parse" => Executor::FileParse,
+            "file.semantic" => Executor::FileSemantic,
+            "file.insights" => Executor::FileInsights,
             other => Executor::Agent(check_agent_id(other)?),
         })
     }
@@ -269,6 +283,11 @@ impl Executor {
             Executor::Human => "human",
             Executor::HttpWebhook => "http.webhook",
             Executor::LlmGenerate => "llm.generate",
+            Executor::FileExtract => "file.extract",
+            Executor::FileInspect => "file.inspect",
+            Executor::FileParse => "file.parse",
+            Executor::FileSemantic => "file.semantic",
+            Executor::FileInsights => "file.insights",
             Executor::Agent(id) => id,
         }
     }
@@ -277,7 +296,14 @@ impl Executor {
     /// for people, one per agent. Claiming reads one lane through one index.
     pub fn lane(&self) -> &str {
         match self {
-            Executor::Noop | Executor::HttpWebhook | Executor::LlmGenerate => ENGINE_LANE,
+            Executor::Noop
+            | Executor::HttpWebhook
+            | Executor::LlmGenerate
+            | Executor::FileExtract
+            | Executor::FileInspect
+            | Executor::FileParse
+            | Executor::FileSemantic
+            | Executor::FileInsights => ENGINE_LANE,
             Executor::Human => HUMAN_LANE,
             Executor::Agent(id) => id,
         }
@@ -285,11 +311,16 @@ impl Executor {
 }
 
 /// Names no agent may take: the built-in executors and the lanes.
-const RESERVED: [&str; 6] = [
+const RESERVED: [&str; 11] = [
     "noop",
     "human",
     "http.webhook",
     "llm.generate",
+    "file.extract",
+    "file.inspect",
+    "file.parse",
+    "file.semantic",
+    "file.insights",
     ENGINE_LANE,
     "system",
 ];

@@ -5,8 +5,11 @@
 //!   `engine` lane, runs their executors and records the results;
 //!   [`Engine::run_once`] is one step of that loop (tests drive the engine with
 //!   it instead of sleeping).
-//! - [`generate`] (`llm.generate`, through [`waymark_llm`]) and [`hook`]
-//!   (`http.webhook`): the built-in executors.
+//! - [`generate`] (`llm.generate`, through [`waymark_llm`]), [`hook`]
+//!   (`http.webhook`) and [`extract`] (`file.extract`): the built-in executors.
+//! - [`blobs`]: the object store of uploaded files (a local folder or S3).
+//! - [`export`]: delivery manifests and exports (a ZIP with JSON, Markdown,
+//!   the engagement's files and a PDF report typeset by typst).
 //! - [`journeys`]: journeys at work (criteria gathered, the state machine
 //!   asked, transitions recorded with the units they start, rollback
 //!   triggers watched), for the API and for task outputs alike.
@@ -20,9 +23,14 @@
 //! **Architecture invariant:** this crate does not depend on axum.
 
 pub mod audit;
+pub mod blobs;
 pub mod catalog;
+pub mod dataflow;
 pub mod delivery;
 mod error;
+pub mod export;
+pub mod extract;
+pub mod fields;
 pub mod generate;
 pub mod hook;
 pub mod journeys;

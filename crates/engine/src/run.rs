@@ -30,6 +30,7 @@ use tracing::Instrument;
 use waymark_domain::work::{ENGINE_LANE, Executor};
 use waymark_store::{Claim, Finish, Leased, Outcome, Store, StoreError, Task, WriteContext};
 
+use crate::blobs::Blobs;
 use crate::catalog::PackCatalog;
 use waymark_llm::Llm;
 
@@ -50,6 +51,9 @@ pub struct EngineSettings {
     pub llm: Llm,
     /// The server's public URL, for the callback links of `http.webhook` POSTs.
     pub public_url: Option<String>,
+    /// Where uploaded files are, for `file.extract` (none: those tasks wait
+    /// for a worker that has it).
+    pub blobs: Option<Blobs>,
 }
 
 /// Tasks run at once by default.
@@ -65,6 +69,7 @@ impl Default for EngineSettings {
             idle_check: Duration::from_secs(30),
             llm: Llm::new(None),
             public_url: None,
+            blobs: None,
         }
     }
 }
@@ -79,7 +84,14 @@ pub fn default_name() -> String {
 pub fn runs(executor: &Executor) -> bool {
     matches!(
         executor,
-        Executor::Noop | Executor::LlmGenerate | Executor::HttpWebhook
+        Executor::Noop
+            | Executor::LlmGenerate
+            | Executor::HttpWebhook
+            | Executor::FileExtract
+            | Executor::FileInspect
+            | Executor::FileParse
+            | Executor::FileSemantic
+            | Executor::FileInsights
     )
 }
 
@@ -93,6 +105,7 @@ pub(crate) struct Runtime {
     /// The client `http.webhook` POSTs with.
     pub http: reqwest::Client,
     pub public_url: Option<String>,
+    pub blobs: Option<Blobs>,
 }
 
 /// How an executor ended an attempt.
@@ -125,6 +138,7 @@ impl Engine {
                 .build()
                 .unwrap_or_default(),
             public_url: settings.public_url.clone(),
+            blobs: settings.blobs.clone(),
         });
         Self { runtime, settings }
     }
@@ -344,6 +358,11 @@ async fn run_executor(runtime: &Runtime, leased: &Leased) -> Step {
         }),
         Ok(Executor::LlmGenerate) => crate::generate::run(runtime, leased).await,
         Ok(Executor::HttpWebhook) => crate::hook::run(runtime, leased).await,
+        Ok(Executor::FileExtract) => crate::extract::run(runtime, leased).await,
+        Ok(Executor::FileInspect) => crate::dataflow::inspect(runtime, leased).await,
+        Ok(Executor::FileParse) => crate::dataflow::parse(runtime, leased).await,
+        Ok(Executor::FileSemantic) => crate::dataflow::semantic(runtime, leased).await,
+        Ok(Executor::FileInsights) => crate::dataflow::insights(runtime, leased).await,
         Ok(other) => Step::Finish(Outcome::Failed {
             error: format!(
                 "executor {} does not run in the embedded workers",

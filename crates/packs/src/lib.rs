@@ -200,6 +200,50 @@ impl TypeDef {
     }
 }
 
+/// A JSON Schema sent over the API (a contract extraction's `schema`),
+/// checked and compiled the way a pack's type schemas are. References are
+/// resolved within the document only: nothing is fetched.
+#[derive(Debug)]
+pub struct Schema {
+    pub value: Value,
+    validator: jsonschema::Validator,
+}
+
+impl Schema {
+    /// Checks that `value` is a JSON Schema (draft 2020-12 by default) and
+    /// compiles it; the error says what is wrong and where.
+    pub fn compile(value: Value) -> Result<Schema, String> {
+        if !value.is_object() {
+            return Err("must be a JSON Schema object".into());
+        }
+        if let Err(e) = jsonschema::meta::validate(&value) {
+            let at = e.instance_path().as_str().to_owned();
+            return Err(format!(
+                "is not a valid JSON Schema at {}: {e}",
+                if at.is_empty() { "its root" } else { &at }
+            ));
+        }
+        let validator = jsonschema::options()
+            .should_validate_formats(true)
+            .build(&value)
+            .map_err(|e| format!("cannot be used as a JSON Schema: {e}"))?;
+        Ok(Schema { value, validator })
+    }
+
+    /// The errors of `instance`, with JSON Pointers under `prefix`.
+    pub fn errors(&self, instance: &Value, prefix: &str) -> Vec<FieldError> {
+        schema_errors(&self.validator, instance, prefix)
+    }
+}
+
+impl TypeDef {
+    /// The errors of `content` against the type's schema alone (no rules),
+    /// with JSON Pointers under `prefix`.
+    pub fn schema_errors(&self, content: &Value, prefix: &str) -> Vec<FieldError> {
+        schema_errors(&self.validator, content, prefix)
+    }
+}
+
 pub(crate) fn schema_errors(
     validator: &jsonschema::Validator,
     instance: &Value,

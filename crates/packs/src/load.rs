@@ -181,6 +181,20 @@ pub fn load(files: &PackFiles) -> Result<Pack, PackError> {
         PlanDef { modules, jobs }
     });
 
+    // A pack without a plan of its own generates each type with a generator.
+    let plan = plan.or_else(|| {
+        let specs: Vec<waymark_domain::plan::TypeSpec> = types
+            .iter()
+            .map(|t: &crate::TypeDef| waymark_domain::plan::TypeSpec {
+                name: &t.name,
+                title: &t.title,
+                requires: &t.requires,
+                generates: t.generator.is_some(),
+            })
+            .collect();
+        waymark_domain::plan::derived(&specs).map(|(modules, jobs)| PlanDef { modules, jobs })
+    });
+
     let journeys =
         crate::journeys::load_journeys(&manifest.journeys, &declared, text, &mut problems);
     let templates: BTreeSet<&str> = journeys.iter().map(|j| j.name.as_str()).collect();

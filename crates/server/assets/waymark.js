@@ -222,3 +222,53 @@
   });
   open();
 })();
+
+// Upload forms (form[data-upload]) show the upload's progress: the file is
+// sent with XMLHttpRequest, whose upload events report bytes sent; the page
+// the server answers (the file's page, or the problem) is then shown.
+(function () {
+  document.querySelectorAll("form[data-upload]").forEach(function (form) {
+    if (!window.XMLHttpRequest || !window.FormData) { return; }
+    var bar = form.querySelector("progress");
+    var status = form.querySelector(".upload-status");
+    var button = form.querySelector("button[type=submit]");
+    form.addEventListener("submit", function (ev) {
+      var input = form.querySelector("input[type=file]");
+      if (!input || !input.files || !input.files.length) { return; }
+      ev.preventDefault();
+      var xhr = new XMLHttpRequest();
+      xhr.open("POST", form.getAttribute("action"));
+      xhr.setRequestHeader("Accept", "text/html");
+      if (bar) { bar.hidden = false; bar.value = 0; }
+      if (button) { button.disabled = true; }
+      status.textContent = "Uploading " + input.files[0].name + "…";
+      xhr.upload.addEventListener("progress", function (e) {
+        if (e.lengthComputable && bar) {
+          var pct = Math.round((e.loaded / e.total) * 100);
+          bar.value = pct;
+          status.textContent = "Uploading " + input.files[0].name + ": " + pct + "%";
+        }
+      });
+      xhr.addEventListener("load", function () {
+        if (xhr.status < 400 && xhr.responseURL) {
+          status.textContent = "Uploaded. Opening the file…";
+          window.location.assign(xhr.responseURL);
+          return;
+        }
+        var doc = new DOMParser().parseFromString(xhr.responseText || "", "text/html");
+        var said = doc.querySelector("main p");
+        status.textContent = "Not uploaded: " + (said ? said.textContent : "the server refused the file (" + xhr.status + ").");
+        status.classList.add("alert");
+        if (bar) { bar.hidden = true; }
+        if (button) { button.disabled = false; }
+      });
+      xhr.addEventListener("error", function () {
+        status.textContent = "Not uploaded: the connection was lost. Try again.";
+        status.classList.add("alert");
+        if (bar) { bar.hidden = true; }
+        if (button) { button.disabled = false; }
+      });
+      xhr.send(new FormData(form));
+    });
+  });
+})();

@@ -88,6 +88,9 @@ pub enum ApiError {
     /// 413: the body is larger than the limit.
     #[error("the request body is larger than the limit of {limit} bytes")]
     PayloadTooLarge { limit: usize },
+    /// 413: an uploaded file is larger than the upload limit.
+    #[error("the file is larger than the upload limit of {} bytes ({} MiB); split it or ask an admin to raise upload_limit", .limit, .limit / (1024 * 1024))]
+    FileTooLarge { limit: u64 },
     /// 414: the URI is longer than the API reads.
     #[error(
         "the request's URI is {length} bytes, over the limit of {limit}; send long values in a request body, or a shorter cursor or id"
@@ -136,7 +139,9 @@ impl ApiError {
             ApiError::VersionMismatch { .. } => StatusCode::PRECONDITION_FAILED,
             ApiError::PreconditionRequired(_) => StatusCode::PRECONDITION_REQUIRED,
             ApiError::Conflict { .. } => StatusCode::CONFLICT,
-            ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::PayloadTooLarge { .. } | ApiError::FileTooLarge { .. } => {
+                StatusCode::PAYLOAD_TOO_LARGE
+            }
             ApiError::UriTooLong { .. } => StatusCode::URI_TOO_LONG,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
@@ -158,6 +163,7 @@ impl ApiError {
             ApiError::PreconditionRequired(_) => "if_match_required",
             ApiError::Conflict { code, .. } => code,
             ApiError::PayloadTooLarge { .. } => "payload_too_large",
+            ApiError::FileTooLarge { .. } => "file_too_large",
             ApiError::UriTooLong { .. } => "uri_too_long",
             ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
             ApiError::MethodNotAllowed(_) => "method_not_allowed",

@@ -48,6 +48,8 @@ pub struct HttpSettings {
     /// The address people reach this server at, for links in mail and review
     /// links (`http://127.0.0.1:8080`); also the `source` of events.
     pub public_url: String,
+    /// Largest uploaded file accepted, in bytes.
+    pub upload_limit: u64,
 }
 
 impl Default for HttpSettings {
@@ -55,6 +57,7 @@ impl Default for HttpSettings {
         Self {
             body_limit: 1024 * 1024,
             public_url: "http://127.0.0.1:8080".into(),
+            upload_limit: 50 * 1024 * 1024,
         }
     }
 }
@@ -80,6 +83,8 @@ pub struct AppState {
     pub llm: waymark_llm::Llm,
     /// Where "now" comes from (the queue's snoozes and due dates).
     pub clock: clock::Clock,
+    /// Where uploaded files are kept (none: uploads answer 503).
+    pub blobs: Option<waymark_engine::blobs::Blobs>,
 }
 
 impl AppState {
@@ -95,7 +100,14 @@ impl AppState {
             facts: Arc::new(facts::Facts::default()),
             llm: waymark_llm::Llm::new(None),
             clock: clock::Clock::system(),
+            blobs: None,
         }
+    }
+
+    /// With the object store of uploaded files.
+    pub fn with_blobs(mut self, blobs: waymark_engine::blobs::Blobs) -> Self {
+        self.blobs = Some(blobs);
+        self
     }
 
     /// With the LLM provider conversations ask.
@@ -137,7 +149,10 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .merge(routes::work::routes())
         .merge(routes::journeys::routes())
         .merge(routes::desk::routes())
+        .merge(routes::files::routes())
+        .merge(routes::delivery::routes())
         .merge(routes::playbooks::routes())
+        .merge(routes::search::routes())
         .routes(routes!(service::version))
         .routes(routes!(clients::create_client, clients::list_clients))
         .routes(routes!(clients::get_client, clients::update_client))

@@ -24,6 +24,9 @@ use crate::error::{Problem, ProblemField};
         (name = "clients", description = "The organisations being served"),
         (name = "engagements", description = "Pieces of work for a client"),
         (name = "artifacts", description = "Versioned documents and their lifecycle"),
+        (name = "files", description = "Uploaded files: their bytes, kind and extracted text"),
+        (name = "search", description = "Full-text search over artifacts, comments and files"),
+        (name = "delivery", description = "Delivery manifests and exports of an engagement's approved work"),
     )
 )]
 struct ApiDoc;

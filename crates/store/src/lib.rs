@@ -11,6 +11,8 @@
 
 mod desk;
 mod error;
+mod exports;
+mod files;
 mod journey;
 mod log;
 mod model;
@@ -18,6 +20,7 @@ mod people;
 mod playbook;
 pub mod postgres;
 mod review;
+mod search;
 mod sql;
 pub mod sqlite;
 #[cfg(feature = "testing")]
@@ -28,12 +31,15 @@ use async_trait::async_trait;
 
 pub use desk::*;
 pub use error::StoreError;
+pub use exports::*;
+pub use files::*;
 pub use journey::*;
 pub use log::*;
 pub use model::*;
 pub use people::*;
 pub use playbook::*;
 pub use review::*;
+pub use search::*;
 pub use sql::SqlStore;
 pub use work::*;
 
@@ -56,6 +62,9 @@ pub trait Store:
     + JourneyStore
     + DeskStore
     + PlaybookStore
+    + FileStore
+    + ExportStore
+    + SearchStore
     + Send
     + Sync
     + 'static

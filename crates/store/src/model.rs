@@ -473,7 +473,8 @@ pub struct ArtifactFilter {
     pub engagement_id: Option<EngagementId>,
     pub artifact_type: Option<String>,
     pub status: Option<ArtifactStatus>,
-    /// Case-insensitive words in the title.
+    /// Words in the title or content, matched through the search index as
+    /// [`SearchStore::search`](crate::SearchStore::search) reads them.
     pub q: Option<String>,
     /// Only what was shared with this client (a client user's view).
     pub shared_with: Option<ClientId>,

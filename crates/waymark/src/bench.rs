@@ -24,6 +24,12 @@ pub enum BenchCommand {
     Ui(crate::bench_ui::UiBench),
     /// The customer-success queue: rules runs and owners' queues at scale
     Queue(crate::bench_queue::QueueBench),
+    /// File uploads and text extraction (a 100-page PDF, a CSV)
+    Files(crate::bench_files::FilesBench),
+    /// Full-text search over many artifacts
+    Search(crate::bench_search::SearchBench),
+    /// Delivery exports: the ZIP and PDF report of an engagement of 50 artifacts
+    Export(crate::bench_export::ExportBench),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -64,6 +70,15 @@ pub(crate) struct BenchServer {
 
 impl BenchServer {
     pub(crate) async fn start(store: Arc<dyn Store>) -> Result<Self> {
+        Self::start_with(store, |s| s).await
+    }
+
+    /// Starts the server with its state finished by `configure` (an object
+    /// store for files, say).
+    pub(crate) async fn start_with(
+        store: Arc<dyn Store>,
+        configure: impl FnOnce(AppState) -> AppState,
+    ) -> Result<Self> {
         let secret = generate_secret();
         store
             .create_token(
@@ -73,7 +88,11 @@ impl BenchServer {
             .await?;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let base = format!("http://{}", listener.local_addr()?);
-        let state = AppState::new(store, HttpSettings::default(), crate::serve::build_info());
+        let state = configure(AppState::new(
+            store,
+            HttpSettings::default(),
+            crate::serve::build_info(),
+        ));
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(waymark_server::serve(listener, state, async {
             let _ = stopped.await;
@@ -100,6 +119,9 @@ pub async fn run(command: BenchCommand) -> Result<()> {
         BenchCommand::Engine(args) => crate::bench_engine::run(args).await,
         BenchCommand::Ui(args) => crate::bench_ui::run(args).await,
         BenchCommand::Queue(args) => crate::bench_queue::run(args).await,
+        BenchCommand::Files(args) => crate::bench_files::run(args).await,
+        BenchCommand::Search(args) => crate::bench_search::run(args).await,
+        BenchCommand::Export(args) => crate::bench_export::run(args).await,
     }
 }
 

@@ -24,6 +24,11 @@
 //! | LLM API key | `llm_api_key` | `WAYMARK_LLM_API_KEY` | — | none |
 //! | LLM call timeout, seconds | `llm_timeout_s` | `WAYMARK_LLM_TIMEOUT_S` | — | `60` |
 //! | stream LLM answers | `llm_stream` | `WAYMARK_LLM_STREAM` | — | `true` |
+//! | largest uploaded file, bytes | `upload_limit` | `WAYMARK_UPLOAD_LIMIT` | — | `52428800` (50 MiB) |
+//! | S3-compatible bucket for uploaded files | `s3_bucket` | `WAYMARK_S3_BUCKET` | — | none (`<data folder>/files`) |
+//! | S3 endpoint (a non-AWS service) | `s3_endpoint` | `WAYMARK_S3_ENDPOINT` | — | AWS |
+//! | S3 region | `s3_region` | `WAYMARK_S3_REGION` | — | `us-east-1` |
+//! | S3 access key id / secret | `s3_access_key_id`, `s3_secret_access_key` | `WAYMARK_S3_ACCESS_KEY_ID`, `WAYMARK_S3_SECRET_ACCESS_KEY` | — | none (the environment's credentials) |
 //! | OpenTelemetry collector (OTLP/HTTP; spans go to `<URL>/v1/traces`) | `otlp_endpoint` | `WAYMARK_OTLP_ENDPOINT` | `--otlp-endpoint` | none (no span export) |
 //!
 //! The file is `--config FILE`, `WAYMARK_CONFIG`, or `./waymark.toml` when it
@@ -83,6 +88,15 @@ pub struct Settings {
     /// The OpenTelemetry collector spans are exported to over OTLP/HTTP (at
     /// `<URL>/v1/traces`); no export when unset.
     pub otlp_endpoint: Option<String>,
+    /// The largest file `POST /api/v1/files` accepts, in bytes.
+    pub upload_limit: u64,
+    /// An S3-compatible bucket for uploaded files; a folder under the data
+    /// folder when unset. Several servers need a bucket they all reach.
+    pub s3_bucket: Option<String>,
+    pub s3_endpoint: Option<String>,
+    pub s3_region: String,
+    pub s3_access_key_id: Option<String>,
+    pub s3_secret_access_key: Option<SecretString>,
 }
 
 impl std::fmt::Debug for Settings {
@@ -119,6 +133,15 @@ impl std::fmt::Debug for Settings {
             .field("llm_timeout_s", &self.llm_timeout_s)
             .field("llm_stream", &self.llm_stream)
             .field("otlp_endpoint", &self.otlp_endpoint)
+            .field("upload_limit", &self.upload_limit)
+            .field("s3_bucket", &self.s3_bucket)
+            .field("s3_endpoint", &self.s3_endpoint)
+            .field("s3_region", &self.s3_region)
+            .field("s3_access_key_id", &self.s3_access_key_id)
+            .field(
+                "s3_secret_access_key",
+                &self.s3_secret_access_key.as_ref().map(|_| "[redacted]"),
+            )
             .finish()
     }
 }
@@ -177,7 +200,9 @@ impl Settings {
             .set_default("worker_lease_s", 30)?
             .set_default("queue_refresh_s", 3600)?
             .set_default("llm_timeout_s", 60)?
-            .set_default("llm_stream", true)?;
+            .set_default("llm_stream", true)?
+            .set_default("upload_limit", 50 * 1024 * 1024)?
+            .set_default("s3_region", "us-east-1")?;
         let env_file = std::env::var_os("WAYMARK_CONFIG").map(PathBuf::from);
         match file.map(Path::to_path_buf).or(env_file) {
             Some(path) => {
@@ -245,9 +270,76 @@ impl Settings {
         if !(1..=3_600_000).contains(&settings.webhook_backoff_ms) {
             anyhow::bail!("webhook_backoff_ms must be from 1 to 3600000 (an hour)");
         }
+        if !(1024..=1 << 40).contains(&settings.upload_limit) {
+            anyhow::bail!("upload_limit must be from 1024 bytes to 1 TiB");
+        }
         settings.llm()?;
         settings.otlp_traces_url()?;
+        settings.blob_settings()?;
         Ok(settings)
+    }
+
+    /// Where uploaded files go: the S3-compatible bucket when `s3_bucket` is
+    /// set, else `<data folder>/files`.
+    pub fn blob_settings(&self) -> Result<waymark_engine::blobs::BlobSettings> {
+        use waymark_engine::blobs::{BlobSettings, S3Settings};
+        let bucket = self
+            .s3_bucket
+            .as_deref()
+            .map(str::trim)
+            .filter(|b| !b.is_empty());
+        let Some(bucket) = bucket else {
+            return Ok(BlobSettings::Local {
+                root: self.data_dir.join("files"),
+            });
+        };
+        let endpoint = self
+            .s3_endpoint
+            .as_deref()
+            .map(str::trim)
+            .filter(|e| !e.is_empty());
+        if let Some(e) = endpoint {
+            let ok = reqwest::Url::parse(e)
+                .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some());
+            if !ok {
+                anyhow::bail!(
+                    "s3_endpoint (WAYMARK_S3_ENDPOINT) {e:?} must be an http or https URL, \
+                     such as http://127.0.0.1:9000"
+                );
+            }
+        }
+        Ok(BlobSettings::S3(S3Settings {
+            bucket: bucket.to_owned(),
+            endpoint: endpoint.map(|e| e.trim_end_matches('/').to_owned()),
+            region: self.s3_region.trim().to_owned(),
+            access_key_id: self
+                .s3_access_key_id
+                .clone()
+                .filter(|k| !k.trim().is_empty()),
+            secret_access_key: self
+                .s3_secret_access_key
+                .as_ref()
+                .map(|k| k.expose_secret().to_owned())
+                .filter(|k| !k.trim().is_empty()),
+        }))
+    }
+
+    /// The object store of uploaded files, with its staging folder under the
+    /// data folder.
+    pub fn blobs(&self) -> Result<waymark_engine::blobs::Blobs> {
+        let settings = self.blob_settings()?;
+        waymark_engine::blobs::Blobs::open(&settings, &self.data_dir.join("staging")).with_context(
+            || match &settings {
+                waymark_engine::blobs::BlobSettings::Local { root } => format!(
+                    "cannot use {} for uploaded files; check the data folder's permissions",
+                    root.display()
+                ),
+                waymark_engine::blobs::BlobSettings::S3(s) => format!(
+                    "cannot use S3 bucket {} for uploaded files; check s3_* settings",
+                    s.bucket
+                ),
+            },
+        )
     }
 
     /// Where spans are exported: `<otlp_endpoint>/v1/traces`, or `None` when no

@@ -152,10 +152,12 @@ async fn serve_until_stopped(settings: Settings) -> Result<()> {
         HttpSettings {
             body_limit: settings.body_limit,
             public_url: public_url.clone(),
+            upload_limit: settings.upload_limit,
         },
         build_info(),
     )
-    .with_llm(waymark_llm::Llm::new(settings.llm()?));
+    .with_llm(waymark_llm::Llm::new(settings.llm()?))
+    .with_blobs(settings.blobs()?);
     let deliveries = DeliverySettings {
         max_attempts: settings.webhook_max_attempts,
         backoff_base: Duration::from_millis(settings.webhook_backoff_ms),
@@ -269,6 +271,7 @@ fn engine_settings(settings: &Settings, concurrency: usize) -> Result<EngineSett
             .public_url
             .as_ref()
             .map(|u| u.trim().trim_end_matches('/').to_owned()),
+        blobs: Some(settings.blobs()?),
         ..EngineSettings::default()
     })
 }

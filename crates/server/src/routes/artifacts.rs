@@ -327,7 +327,8 @@ pub struct ArtifactQuery {
     pub artifact_type: Option<String>,
     #[param(value_type = waymark_domain::ArtifactStatus, required = false)]
     pub status: Option<String>,
-    /// Words that must all appear in the title (case-insensitive).
+    /// Words to find in the title or content, read as `GET /api/v1/search`
+    /// reads them (only artifacts; the list keeps its order and cursor).
     pub q: Option<String>,
     #[param(minimum = 1, maximum = 200)]
     pub limit: Option<u32>,

@@ -3,15 +3,18 @@
 
 pub mod artifacts;
 pub mod clients;
+pub mod delivery;
 pub mod desk;
 pub mod engagements;
 pub mod events;
+pub mod files;
 pub mod journeys;
 pub mod packs;
 pub mod people;
 pub mod pipelines;
 pub mod playbooks;
 pub mod review;
+pub mod search;
 pub mod service;
 pub mod webhooks;
 pub mod work;

@@ -97,8 +97,12 @@ pub struct Plan {
     /// How many jobs are in each status.
     #[schema(value_type = Object)]
     pub counts: HashMap<String, usize>,
-    /// Whether a selection was saved (`false`: the default plan of every job).
+    /// Whether a selection was saved (`false`: the intake's `deliverables`,
+    /// or every job of the pack).
     pub saved: bool,
+    /// Where the selection comes from: `saved` (`POST .../plan`), `intake`
+    /// (the engagement's intake lists its `deliverables`) or `pack` (every job).
+    pub selected_by: String,
     #[serde(with = "time::serde::rfc3339::option")]
     pub updated_at: Option<OffsetDateTime>,
 }
@@ -311,6 +315,7 @@ fn plan_of(
     deliverables: Option<Vec<String>>,
     saved: Option<OffsetDateTime>,
 ) -> Result<Plan, ApiError> {
+    let selection_from_intake = saved.is_none() && deliverables.is_some();
     let Some(definition) = &pack.plan else {
         return Err(ApiError::Conflict {
             code: "no_plan",
@@ -362,19 +367,46 @@ fn plan_of(
         jobs,
         counts,
         saved: saved.is_some(),
+        selected_by: if saved.is_some() {
+            "saved"
+        } else if selection_from_intake {
+            "intake"
+        } else {
+            "pack"
+        }
+        .into(),
         updated_at: saved,
     })
 }
 
-/// The saved selection of deliverables and when it was saved.
+/// The saved selection of deliverables and when it was saved; without one,
+/// the `deliverables` the engagement's intake lists (the plan's job keys
+/// among them), if any.
 async fn saved_selection(
     state: &AppState,
     engagement: &Engagement,
+    pack: &Pack,
+    current: &HashMap<String, ArtifactSummary>,
 ) -> Result<(Option<Vec<String>>, Option<OffsetDateTime>), ApiError> {
-    Ok(match state.store.get_plan(engagement.id).await? {
-        Some(p) => (p.deliverables, Some(p.updated_at)),
-        None => (None, None),
-    })
+    if let Some(p) = state.store.get_plan(engagement.id).await? {
+        return Ok((p.deliverables, Some(p.updated_at)));
+    }
+    let (Some(plan), Some(intake)) = (&pack.plan, current.get("intake")) else {
+        return Ok((None, None));
+    };
+    let content = state.store.get_artifact(intake.id).await?.content;
+    let listed: Vec<String> = content
+        .get("deliverables")
+        .and_then(Value::as_array)
+        .map(|d| {
+            d.iter()
+                .filter_map(Value::as_str)
+                .filter(|k| plan.jobs.iter().any(|j| j.key == *k))
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok(((!listed.is_empty()).then_some(listed), None))
 }
 
 /// The engagement's generation plan (every job of the pack until a selection is saved).
@@ -388,7 +420,7 @@ pub async fn get_plan(
     Path(id): Path<String>,
 ) -> Result<JsonOut<Plan>, ApiError> {
     let (engagement, pack, current) = pipeline(&state, &caller, &id).await?;
-    let (deliverables, at) = saved_selection(&state, &engagement).await?;
+    let (deliverables, at) = saved_selection(&state, &engagement, &pack, &current).await?;
     let states = JobStates::load(&state, &engagement, &pack, &current).await?;
     Ok(JsonOut(plan_of(
         &engagement,
@@ -499,7 +531,7 @@ pub async fn run_plan(
     let ctx = write_context(&caller, &trace)?;
     let req: PlanRunRequest = from_value(body)?;
     let (engagement, pack, current) = pipeline(&state, &caller, &id).await?;
-    let (deliverables, at) = saved_selection(&state, &engagement).await?;
+    let (deliverables, at) = saved_selection(&state, &engagement, &pack, &current).await?;
     let states = JobStates::load(&state, &engagement, &pack, &current).await?;
     let before = plan_of(
         &engagement,

@@ -140,6 +140,9 @@ pub async fn submit_unit(
                  POST /api/v1/engagements/{id}/plan/run"
                     .to_owned(),
             ),
+            Executor::FileExtract => Some(
+                "file.extract tasks are queued by uploading a file: POST /api/v1/files".to_owned(),
+            ),
             e if waymark_engine::runs(e) => None,
             e => Some(format!(
                 "the {} executor is not available on this server yet; use noop, human or an agent id",

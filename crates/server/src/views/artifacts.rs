@@ -132,6 +132,10 @@ pub struct ArtifactPage {
     pub warnings: Vec<String>,
     /// What changed since the version this viewer last commented on or decided.
     pub since: Option<(i64, Vec<Row>)>,
+    /// The files attached to it, and where the upload form sends new ones
+    /// (none on a review link's page).
+    pub files: Vec<super::files::FileRow>,
+    pub upload: Option<super::files::UploadTarget>,
 }
 
 impl ArtifactPage {
@@ -249,6 +253,25 @@ impl ArtifactPage {
             });
         }
         let (sections, general) = place_comments(sections, comments);
+        let (files, upload) = if caller.link.is_some() {
+            (Vec::new(), None)
+        } else {
+            let files = super::files::listed(
+                state,
+                waymark_store::FileFilter {
+                    artifact_id: Some(a.summary.id),
+                    ..Default::default()
+                },
+            )
+            .await?;
+            let upload = super::files::UploadTarget::new(
+                state,
+                a.summary.client_id.to_string(),
+                a.summary.engagement_id.map(|e| e.to_string()),
+                Some(a.summary.id.to_string()),
+            );
+            (files, Some(upload))
+        };
         let layout = Layout::new(
             state,
             a.summary.title.clone(),
@@ -283,6 +306,8 @@ impl ArtifactPage {
             error: None,
             warnings,
             since,
+            files,
+            upload,
             a,
         })
     }

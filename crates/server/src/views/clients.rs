@@ -205,6 +205,8 @@ struct ClientPage {
     open_tasks: usize,
     open_incidents: usize,
     artifacts: Listing<ArtifactRow>,
+    files: Vec<super::files::FileRow>,
+    upload: super::files::UploadTarget,
 }
 
 /// `GET /clients/{id}`: signals, engagements, journeys and their open work,
@@ -279,6 +281,7 @@ pub async fn page(
         more: page.next_cursor.is_some(),
         items: page.items.into_iter().map(ArtifactRow::from).collect(),
     };
+    let client_id = client.id;
     render(&ClientPage {
         layout: Layout::new(&state, client.name.clone(), Some(&caller), &csrf, "clients").await?,
         staff: caller.is_staff(),
@@ -300,6 +303,15 @@ pub async fn page(
         open_tasks,
         open_incidents,
         artifacts,
+        files: super::files::listed(
+            &state,
+            waymark_store::FileFilter {
+                client_id: Some(client_id),
+                ..Default::default()
+            },
+        )
+        .await?,
+        upload: super::files::UploadTarget::new(&state, client_id.to_string(), None, None),
     })
 }
 
@@ -366,6 +378,8 @@ struct BoardPage {
     columns: Vec<ColumnView>,
     has_plan: bool,
     notice: Option<&'static str>,
+    files: Vec<super::files::FileRow>,
+    upload: super::files::UploadTarget,
 }
 
 /// `GET /engagements/{id}`: the pipeline board.
@@ -412,6 +426,20 @@ pub async fn board(
         )
         .await?,
         has_plan: !plan_types.is_empty(),
+        files: super::files::listed(
+            &state,
+            waymark_store::FileFilter {
+                engagement_id: Some(engagement.id),
+                ..Default::default()
+            },
+        )
+        .await?,
+        upload: super::files::UploadTarget::new(
+            &state,
+            client.id.to_string(),
+            Some(engagement.id.to_string()),
+            None,
+        ),
         engagement,
         client,
         columns,

@@ -18,7 +18,9 @@ pub mod assets;
 pub mod chart;
 pub mod clients;
 pub mod csrf;
+pub mod delivery;
 pub mod document;
+pub mod files;
 pub mod graph;
 pub mod home;
 pub mod intake;
@@ -29,6 +31,7 @@ pub mod playbook;
 pub mod queue;
 pub mod review;
 pub mod schema_form;
+pub mod search;
 pub mod tone;
 pub mod work;
 
@@ -82,6 +85,12 @@ pub fn routes(state: AppState) -> Router<AppState> {
         )
         .route("/engagements/{id}/plan", get(plan::page))
         .route("/engagements/{id}/plan/run", post(plan::run))
+        .route("/engagements/{id}/delivery", get(delivery::page))
+        .route("/engagements/{id}/exports", post(delivery::export))
+        .route(
+            "/engagements/{id}/exports/{export_id}/download",
+            get(delivery::download),
+        )
         .route("/journeys/{id}", get(journeys::page))
         .route("/journeys/{id}/events", post(journeys::event))
         .route("/journeys/{id}/signoffs", post(journeys::signoff))
@@ -115,6 +124,13 @@ pub fn routes(state: AppState) -> Router<AppState> {
             "/threads/{id}/save",
             get(playbook::save_page).post(playbook::save),
         )
+        .route(
+            "/files",
+            post(files::upload).layer(axum::extract::DefaultBodyLimit::disable()),
+        )
+        .route("/files/{id}", get(files::page))
+        .route("/files/{id}/download", get(files::download))
+        .route("/search", get(search::page))
         .route("/work", get(work::page))
         .route("/work/tasks/{id}/complete", post(work::complete))
         .route("/work/tasks/{id}/fail", post(work::fail))
@@ -296,6 +312,9 @@ pub fn notice_of(done: Option<&str>) -> Option<&'static str> {
         "todo-completed" => "The to-do is completed.",
         "todo-skipped" => "The to-do is skipped.",
         "saved-reply" => "The reply is saved as a draft document of the client.",
+        "uploaded" => "The file is stored; its text is being read.",
+        "file-known" => "This client already had this file: here it is.",
+        "exported" => "The export is built and recorded: download it below.",
         _ => return None,
     })
 }

@@ -17,6 +17,8 @@ crate::both_backends!(
     the_marketing_plan_runs_to_completion_with_templates,
     runs_wait_for_their_module_and_refuse_bad_input,
     an_llm_provider_writes_sections_and_failures_fall_back,
+    the_intake_chooses_the_deliverables,
+    every_pack_with_generators_has_a_plan,
 );
 
 const PACK: &str = "marketing-engagement";
@@ -58,12 +60,19 @@ async fn example(app: &TestApp, ty: &str) -> Value {
         .clone()
 }
 
+/// An approved intake that lists no deliverables: the plan is every job.
 async fn approved_intake(app: &TestApp, client: &str, eng: &str) -> String {
+    let mut content = example(app, "intake").await;
+    content.as_object_mut().unwrap().remove("deliverables");
+    approved_intake_with(app, client, eng, content).await
+}
+
+async fn approved_intake_with(app: &TestApp, client: &str, eng: &str, content: Value) -> String {
     let a = app
         .post(
             "/api/v1/artifacts",
             json!({"client_id": client, "engagement_id": eng, "type": "intake",
-                   "title": "Intake", "content": example(app, "intake").await}),
+                   "title": "Intake", "content": content}),
         )
         .await;
     assert_eq!(a.status, 201, "{}", a.body);
@@ -314,6 +323,7 @@ async fn the_marketing_plan_runs_to_completion_with_templates(app: TestApp) {
     move_to(&app, &intake, "draft").await;
     let v = app.get(&format!("/api/v1/artifacts/{intake}")).await.body["version"].clone();
     let mut content = example(&app, "intake").await;
+    content.as_object_mut().unwrap().remove("deliverables");
     content["client_identity"]["client_name"] = json!("Northwind Ledger Inc.");
     let w = app
         .put_content(&intake, &format!("\"{v}\""), json!({"content": content}))
@@ -505,4 +515,91 @@ async fn an_llm_provider_writes_sections_and_failures_fall_back(app: TestApp) {
         out["fallback_reason"].as_str().unwrap().contains("schema"),
         "{out}"
     );
+}
+
+async fn the_intake_chooses_the_deliverables(app: TestApp) {
+    let (client, eng) = engagement(&app).await;
+    let mut content = example(&app, "intake").await;
+    content["deliverables"] = json!(["positioning", "carousel_templates"]);
+    approved_intake_with(&app, &client, &eng, content).await;
+    let p = plan(&app, &eng).await;
+    assert_eq!(p["selected_by"], "intake", "{p}");
+    assert_eq!(
+        p["deliverables"],
+        json!(["positioning", "carousel_templates"])
+    );
+    let keys: Vec<&str> = p["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["key"].as_str().unwrap())
+        .collect();
+    // What they need comes along: carousel templates wait on the strategy's
+    // positioning (the module's dependency), nothing else of the pack.
+    assert!(
+        keys.contains(&"positioning") && keys.contains(&"carousel_templates"),
+        "{keys:?}"
+    );
+    assert!(!keys.contains(&"email_sequence"), "{keys:?}");
+    // A saved selection wins over the intake.
+    let saved = app
+        .post(
+            &format!("/api/v1/engagements/{eng}/plan"),
+            json!({"deliverables": ["icp_definition"]}),
+        )
+        .await;
+    assert_eq!(saved.status, 201, "{}", saved.body);
+    assert_eq!(saved.body["selected_by"], "saved");
+    assert_eq!(saved.body["deliverables"], json!(["icp_definition"]));
+}
+
+async fn every_pack_with_generators_has_a_plan(app: TestApp) {
+    let client = app.client("Generated Everywhere").await;
+    for pack in [
+        "client-onboarding",
+        "insurance-migration",
+        "renewal",
+        "data-flow",
+    ] {
+        let e = app
+            .post(
+                "/api/v1/engagements",
+                json!({"client_id": client, "name": pack, "pack": pack}),
+            )
+            .await;
+        assert_eq!(e.status, 201, "{}", e.body);
+        let eng = e.body["id"].as_str().unwrap().to_owned();
+        let p = plan(&app, &eng).await;
+        assert_eq!(p["selected_by"], "pack");
+        let jobs = p["jobs"].as_array().unwrap();
+        assert!(!jobs.is_empty(), "{pack}: {p}");
+        // One job per type with a generator, named after it.
+        for j in jobs {
+            assert_eq!(j["key"], j["module"], "{pack}: {j}");
+        }
+    }
+    // The onboarding plan runs from its first type on the templates.
+    let e = app
+        .post(
+            "/api/v1/engagements",
+            json!({"client_id": client, "name": "Onboarding", "pack": "client-onboarding"}),
+        )
+        .await;
+    let eng = e.body["id"].as_str().unwrap().to_owned();
+    let engine = start_engine(&app, Llm::new(None));
+    let queued = run_all_ready(&app, &engine, &eng).await;
+    assert_eq!(queued, ["onboarding_plan"]);
+    let written = current(&app, &eng, "onboarding_plan").await;
+    assert_eq!(written["version"], 1);
+    assert_eq!(written["status"], "draft");
+    // Its schema holds: the board shows no rule or schema problem, and the
+    // next types wait for its approval.
+    let p = plan(&app, &eng).await;
+    let spec = p["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|j| j["key"] == "integration_spec")
+        .unwrap();
+    assert_eq!(spec["status"], "blocked", "{spec}");
 }

@@ -68,6 +68,10 @@ pub struct TestApp {
     pub token: String,
     pub http: reqwest::Client,
     pub store: Arc<dyn Store>,
+    /// Where the app keeps uploaded files (a folder of its own unless the
+    /// test configured another store).
+    pub blobs: waymark_engine::blobs::Blobs,
+    _files: tempfile::TempDir,
     _db: TestDb,
 }
 
@@ -162,7 +166,13 @@ pub async fn spawn_app_configured(
         git_sha: "testsha".into(),
         build_time: "2026-01-01T00:00:00Z".into(),
     };
-    let state = configure(AppState::new(store.clone(), http, build));
+    let files = tempfile::tempdir().unwrap();
+    let blobs = waymark_engine::blobs::Blobs::local(files.path()).unwrap();
+    let state = configure(AppState::new(store.clone(), http, build).with_blobs(blobs));
+    let blobs = state
+        .blobs
+        .clone()
+        .expect("the test app keeps files somewhere");
     tokio::spawn(waymark_server::serve(
         listener,
         state,
@@ -173,11 +183,18 @@ pub async fn spawn_app_configured(
         token,
         http: reqwest::Client::new(),
         store,
+        blobs,
+        _files: files,
         _db: db,
     })
 }
 
 impl TestApp {
+    /// The folder the app's local object store and staging live in.
+    pub fn blobs_root(&self) -> &std::path::Path {
+        self._files.path()
+    }
+
     pub async fn call(
         &self,
         method: Method,
@@ -232,6 +249,27 @@ impl TestApp {
             &[("If-Match", if_match)],
         )
         .await
+    }
+
+    /// Uploads a file for `client` as the admin; answers the file's id.
+    pub async fn upload(&self, client: &str, name: &str, bytes: Vec<u8>) -> String {
+        let form = reqwest::multipart::Form::new()
+            .text("client_id", client.to_owned())
+            .part(
+                "file",
+                reqwest::multipart::Part::bytes(bytes).file_name(name.to_owned()),
+            );
+        let res = self
+            .http
+            .post(format!("{}/api/v1/files", self.base))
+            .bearer_auth(&self.token)
+            .multipart(form)
+            .send()
+            .await
+            .unwrap();
+        let a = Self::answer(res).await;
+        assert_eq!(a.status, 201, "{}", a.body);
+        a.body["id"].as_str().unwrap().to_owned()
     }
 
     pub async fn client(&self, name: &str) -> String {

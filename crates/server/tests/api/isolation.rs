@@ -35,6 +35,7 @@ struct Ids {
     queue_item: String,
     thread: String,
     todo: String,
+    file: String,
 }
 
 impl Ids {
@@ -58,10 +59,11 @@ impl Ids {
             queue_item: id("qit"),
             thread: id("thr"),
             todo: id("tdo"),
+            file: id("fil"),
         }
     }
 
-    fn all(&self) -> [&str; 17] {
+    fn all(&self) -> [&str; 18] {
         [
             &self.client,
             &self.engagement,
@@ -80,6 +82,7 @@ impl Ids {
             &self.queue_item,
             &self.thread,
             &self.todo,
+            &self.file,
         ]
     }
 
@@ -100,6 +103,9 @@ impl Ids {
                     ("stakeholders", _) => &self.stakeholder,
                     ("items", _) => &self.queue_item,
                     ("threads", _) => &self.thread,
+                    ("files", _) => &self.file,
+                    // An export of B's engagement or of nobody's: the engagement answers first.
+                    ("exports", _) => "exp_0190f3a2c1d07e5f8a9b0c1d2e3f4a5b",
                     ("queue", "{owner}") => "me",
                     ("steps", _) => "price",
                     ("clients", _) => &self.client,
@@ -180,7 +186,7 @@ impl Ids {
     fn mask(&self, text: &str) -> String {
         let kinds = [
             "CLI", "ENG", "ART", "CMT", "RVL", "USR", "TOK", "WHK", "EVT", "JRN", "UOW", "TSK",
-            "INC", "STK", "QIT", "THR", "TDO",
+            "INC", "STK", "QIT", "THR", "TDO", "FIL",
         ];
         let mut t = text.to_owned();
         for (id, k) in self.all().iter().zip(kinds) {
@@ -400,6 +406,24 @@ async fn a_client_token_learns_nothing_of_another_client(app: TestApp) {
         )
         .await;
     assert_eq!(stakeholder.status, 201, "{}", stakeholder.body);
+    let form = reqwest::multipart::Form::new()
+        .text("client_id", b.clone())
+        .part(
+            "file",
+            reqwest::multipart::Part::bytes(b"Beta Secret minutes".to_vec())
+                .file_name("Beta Secret minutes.txt"),
+        );
+    let file = TestApp::answer(
+        app.http
+            .post(format!("{}/api/v1/files", app.base))
+            .bearer_auth(&app.token)
+            .multipart(form)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(file.status, 201, "{}", file.body);
     let events = app
         .store
         .events_after(0, waymark_store::EventScope::All, 1000)
@@ -430,6 +454,7 @@ async fn a_client_token_learns_nothing_of_another_client(app: TestApp) {
         queue_item,
         thread: thread_id,
         todo: todo.body["id"].as_str().unwrap().to_owned(),
+        file: file.body["id"].as_str().unwrap().to_owned(),
     };
     assert!(
         hook.status.is_success() && !theirs.webhook.ends_with("_0"),
@@ -459,7 +484,13 @@ async fn a_client_token_learns_nothing_of_another_client(app: TestApp) {
             let method: Method = m.to_uppercase().parse().unwrap();
             let body = (m != "get" && m != "delete").then(|| theirs.body());
             let sep = if template.contains('?') { '&' } else { '?' };
-            let path_b = format!("{}{sep}{}", theirs.path(template), theirs.query());
+            // A search looks for B's words.
+            let words = if template == "/api/v1/search" {
+                "q=Beta%20secret&"
+            } else {
+                ""
+            };
+            let path_b = format!("{}{sep}{words}{}", theirs.path(template), theirs.query());
             let (status_b, text_b) = send(&app, &ana.token, &method, &path_b, body.clone()).await;
             for s in secrets {
                 assert!(
@@ -469,7 +500,7 @@ async fn a_client_token_learns_nothing_of_another_client(app: TestApp) {
             }
             let nobody = Ids::fresh();
             let body_x = (m != "get" && m != "delete").then(|| nobody.body());
-            let path_x = format!("{}{sep}{}", nobody.path(template), nobody.query());
+            let path_x = format!("{}{sep}{words}{}", nobody.path(template), nobody.query());
             let (status_x, text_x) = send(&app, &ana.token, &method, &path_x, body_x).await;
             assert_eq!(
                 status_b, status_x,

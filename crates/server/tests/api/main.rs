@@ -3,9 +3,13 @@
 
 mod artifacts;
 mod browser;
+mod contracts;
+mod delivery;
 mod desk;
 mod errors;
 mod fake_llm;
+mod file_pages;
+mod files;
 mod fixtures;
 mod generation;
 mod helpers;
@@ -23,6 +27,7 @@ mod playbook_pages;
 mod playbooks;
 mod review;
 mod scenarios;
+mod search;
 mod service;
 mod smtp;
 mod webhooks;

@@ -499,11 +499,33 @@ async fn seed_002_data_flow_hands_off_through_four_milestones(app: TestApp) {
     let engine = stepped_engine(&app);
     let client = app.client("Smart City Data").await;
     let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
-    let file = json!({"file_id": "file-7731", "storage_location": "s3://intake/file-7731.csv", "content_id": "content-7731"});
+    // Sensor readings of a city's districts: one reading is far off.
+    let mut csv = String::from("district,reading,recorded_on,sensor\n");
+    let districts = [
+        "harbour",
+        "old town",
+        "harbour",
+        "university",
+        "harbour",
+        "station",
+    ];
+    let mut total = 0.0;
+    for day in 1..=28 {
+        let reading = 40.0 + f64::from(day % 5) + f64::from(day) * 0.5;
+        total += reading;
+        let district = districts[day as usize % districts.len()];
+        csv.push_str(&format!(
+            "{district},{reading},2026-02-{day:02},s-{}\n",
+            day % 4
+        ));
+    }
+    csv.push_str("harbour,990,2026-03-01,s-9\n");
+    total += 990.0;
+    let file = app.upload(&client, "readings.csv", csv.into_bytes()).await;
     let j = data_flow(
         &app,
         &client,
-        file,
+        json!({"file_id": file}),
         &format!("00-{trace}-00f067aa0ba902b7-01"),
     )
     .await;
@@ -530,9 +552,86 @@ async fn seed_002_data_flow_hands_off_through_four_milestones(app: TestApp) {
         tasks[0]["contract"],
         json!(["file_id", "validation_status", "storage_location"])
     );
-    assert_eq!(tasks[3]["output"]["file_id"], "file-7731");
-    assert_eq!(tasks[3]["output"]["validation_status"], "valid");
-    assert_eq!(tasks[3]["output"]["insights_result"]["status"], "generated");
+    // Every step worked on the real file.
+    let uploaded = &tasks[0]["output"];
+    assert_eq!(uploaded["file"]["kind"], "csv");
+    assert_eq!(uploaded["file"]["name"], "readings.csv");
+    assert_eq!(uploaded["validation_status"], "valid");
+    let parsed = &tasks[1]["output"]["parse_result"];
+    assert_eq!(parsed["table"]["rows"], 29, "{parsed}");
+    assert_eq!(parsed["table"]["columns"], 4);
+    assert_eq!(parsed["table"]["column_types"][2], "date");
+    let meaning = &tasks[2]["output"]["semantic_result"];
+    assert_eq!(meaning["provider"], "template");
+    assert!(
+        meaning["summary"]
+            .as_str()
+            .unwrap()
+            .starts_with("A table of 29 rows and 4 columns"),
+        "{meaning}"
+    );
+    assert!(
+        meaning["keywords"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("harbour")),
+        "{meaning}"
+    );
+    let out = &tasks[3]["output"];
+    assert_eq!(out["file_id"], file);
+    assert_eq!(out["insights_result"]["status"], "generated");
+    let artifact = out["insights_result"]["artifact_id"].as_str().unwrap();
+    let report = app.get(&format!("/api/v1/artifacts/{artifact}")).await.body;
+    assert_eq!(report["type"], "insights_report");
+    assert_eq!(report["client_id"], client);
+    assert_eq!(report["provenance"], format!("file:{file}"));
+    let content = &report["content"];
+    assert_eq!(content["file_id"], file);
+    assert_eq!(content["trace_id"], trace);
+    // The figures are the file's own.
+    let metric = |name: &str| {
+        content["metrics"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["name"] == name)
+            .unwrap_or_else(|| panic!("no metric {name}: {content}"))["value"]
+            .as_f64()
+            .unwrap()
+    };
+    assert!((metric("reading total") - total).abs() < 0.01, "{content}");
+    assert_eq!(metric("rows"), 29.0);
+    assert!(
+        content["anomalies"][0]
+            .as_str()
+            .unwrap()
+            .contains("reading is 990"),
+        "{content}"
+    );
+    // And fit the pack's type.
+    let pack = waymark_packs::builtin()
+        .iter()
+        .find(|p| p.name == "data-flow")
+        .unwrap();
+    let checked = pack
+        .artifact_type("insights_report")
+        .unwrap()
+        .check(content, "");
+    assert_eq!(checked.errors, vec![], "{content}");
+    // The data quality score is a metric of the journey.
+    let observed = app
+        .store
+        .journey_metrics(j["id"].as_str().unwrap().parse().unwrap())
+        .await
+        .unwrap();
+    let quality = observed
+        .iter()
+        .find(|m| m.name == "data_quality_score")
+        .unwrap_or_else(|| panic!("no data_quality_score among {observed:?}"));
+    assert_eq!(
+        Some(quality.value),
+        content["data_quality"]["score"].as_f64()
+    );
     let done = event(
         &app,
         j["id"].as_str().unwrap(),
@@ -546,12 +645,12 @@ async fn seed_002_data_flow_hands_off_through_four_milestones(app: TestApp) {
         assert!(h["trace_id"].is_string(), "{h}");
     }
 
-    // A file without a storage location breaks the first handoff: the
-    // milestone fails with an incident and the next one never starts.
+    // A file the client does not have stops the first milestone: it fails
+    // with an incident and the next one never starts.
     let broken = data_flow(
         &app,
         &client,
-        json!({"file_id": "file-7732", "content_id": "c"}),
+        json!({"file_id": format!("fil_{}", "0".repeat(32))}),
         &format!("00-{}-00f067aa0ba902b7-01", "a".repeat(32)),
     )
     .await;
@@ -559,7 +658,7 @@ async fn seed_002_data_flow_hands_off_through_four_milestones(app: TestApp) {
     assert_eq!(tasks[0]["status"], "failed", "{}", tasks[0]);
     let error = tasks[0]["last_error"].as_str().unwrap();
     assert!(
-        error.contains("handoff contract") && error.contains("storage_location"),
+        error.contains("no file fil_") && error.contains("upload it first"),
         "{error}"
     );
     assert_eq!(tasks[1]["status"], "blocked");
@@ -581,7 +680,7 @@ async fn seed_002_data_flow_hands_off_through_four_milestones(app: TestApp) {
         op["open_incidents"][0]["message"]
             .as_str()
             .unwrap()
-            .contains("storage_location")
+            .contains("no file fil_")
     );
     assert_eq!(ops["by_state"], json!({"completed": 1, "processing": 1}));
     let refused = event(&app, bj, json!({"event": "complete"})).await;
@@ -629,11 +728,14 @@ async fn an_agent_cannot_complete_a_milestone_without_its_contract(app: TestApp)
     template["stages"][0]["milestones"][1]["input"] = json!({});
     let saved = app.post("/api/v1/journey-templates", template).await;
     assert_eq!(saved.status, 201, "{}", saved.body);
+    let file = app
+        .upload(&client, "notes.txt", b"Parser notes.".to_vec())
+        .await;
     let created = app
         .post(
             "/api/v1/journeys",
             json!({"client_id": client, "template": "agent-data-flow",
-            "input": {"file_id": "f-1", "storage_location": "s3://x", "content_id": "c-1"}}),
+            "input": {"file_id": file}}),
         )
         .await;
     assert_eq!(created.status, 201, "{}", created.body);
@@ -657,7 +759,7 @@ async fn an_agent_cannot_complete_a_milestone_without_its_contract(app: TestApp)
     let c = &claimed[0];
     assert_eq!(c["task"]["key"], "parsed");
     assert_eq!(c["task"]["input"]["validation_status"], "valid");
-    assert_eq!(c["task"]["input"]["file_id"], "f-1");
+    assert_eq!(c["task"]["input"]["file_id"], file);
     let id = c["task"]["id"].as_str().unwrap();
     let complete = |output: Value| {
         let app = &app;
@@ -674,10 +776,10 @@ async fn an_agent_cannot_complete_a_milestone_without_its_contract(app: TestApp)
         }
     };
     // An output missing a contract field is refused, and changes nothing.
-    let bad = complete(json!({"file_id": "f-1", "parse_result": {"rows": 10}})).await;
+    let bad = complete(json!({"file_id": file, "rows": 10})).await;
     bad.assert_problem(422, "invalid");
     assert_eq!(
-        bad.body["errors"][0]["pointer"], "/output/semantic_result",
+        bad.body["errors"][0]["pointer"], "/output/parse_result",
         "{}",
         bad.body
     );
@@ -685,7 +787,7 @@ async fn an_agent_cannot_complete_a_milestone_without_its_contract(app: TestApp)
     assert_eq!(t["status"], "running");
     assert!(t["output"].is_null());
     let good = complete(
-        json!({"file_id": "f-1", "content_id": "c-1", "parse_result": {"rows": 10}, "semantic_result": {"entities": 3}}),
+        json!({"file_id": file, "parse_result": {"rows": 10}, "semantic_result": {"entities": 3}}),
     )
     .await;
     assert_eq!(good.status, 200, "{}", good.body);

@@ -267,8 +267,14 @@ async fn list_cursors_are_documented_as_the_server_reads_them(app: TestApp) {
             let prefix = pattern.trim_start_matches('^').split('_').next().unwrap();
             format!("{prefix}_0193a0b2c3d4e5f60718293a4b5c6d7e")
         };
+        // A required parameter (a search's `q`) is given a value.
+        let required: String = params
+            .iter()
+            .filter(|p| p["in"] == "query" && p["required"] == true)
+            .map(|p| format!("{}=waymark&", p["name"].as_str().unwrap()))
+            .collect();
         for c in ["", well_formed.as_str()] {
-            let res = app.get(&format!("{path}?cursor={c}")).await;
+            let res = app.get(&format!("{path}?{required}cursor={c}")).await;
             assert_eq!(res.status, 200, "GET {path}?cursor={c}: {}", res.body);
         }
     }

@@ -25,6 +25,7 @@ pub(crate) fn stepped_engine(app: &TestApp) -> engine::Engine {
         EngineSettings {
             concurrency: 4,
             name: "test-worker".into(),
+            blobs: Some(app.blobs.clone()),
             ..EngineSettings::default()
         },
     )

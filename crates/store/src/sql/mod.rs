@@ -405,9 +405,12 @@ impl Store for SqlStore {
 }
 
 mod desk;
+mod exports;
+mod files;
 mod journey;
 mod log;
 mod people;
 mod playbook;
 mod review;
+mod search;
 mod work;

@@ -6,8 +6,9 @@ use sqlx::FromRow;
 use time::OffsetDateTime;
 use uuid::Uuid;
 use waymark_domain::review::{ApprovalPolicy, ApprovalRequest, ApproverKind, Decision};
-use waymark_domain::{ArtifactId, ClientId, CommentId, FieldError, ReviewLinkId};
+use waymark_domain::{ArtifactId, ClientId, CommentId, EngagementId, FieldError, ReviewLinkId};
 
+use super::search::{DocKind, SearchDoc, index_later};
 use super::*;
 use crate::people::PeopleStore;
 use crate::review::*;
@@ -126,8 +127,9 @@ impl From<LinkRow> for ReviewLink {
     }
 }
 
-/// Inserts a comment inside the transaction.
-async fn insert_comment(tx: &mut Tx, c: &Comment) -> Result<()> {
+/// Inserts a comment on `a` inside the transaction, and indexes it for
+/// search (held back to run with the audit record).
+async fn insert_comment(tx: &mut Tx, c: &Comment, a: &LockedArtifact) -> Result<()> {
     sql(format!(
         "INSERT INTO comments ({COMMENT_COLUMNS}) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
@@ -149,6 +151,18 @@ async fn insert_comment(tx: &mut Tx, c: &Comment) -> Result<()> {
     .bind(&c.resolved_by)
     .execute(tx)
     .await?;
+    let doc = SearchDoc {
+        kind: DocKind::Comment,
+        ref_id: c.id.uuid(),
+        client_id: c.client_id,
+        engagement_id: a.engagement_id.map(EngagementId::from_uuid),
+        artifact_id: Some(c.artifact_id),
+        artifact_type: Some(a.artifact_type.clone()),
+        internal: c.internal,
+        title: String::new(),
+        body: c.body.clone(),
+    };
+    index_later(tx, &doc, c.created_at);
     Ok(())
 }
 
@@ -249,7 +263,7 @@ impl ReviewStore for SqlStore {
             );
             if let Some(m) = &message {
                 let c = new_comment(id, &current, version, CommentKind::Share, m.clone(), by, at);
-                insert_comment(&mut tx, &c).await?;
+                insert_comment(&mut tx, &c, &current).await?;
                 if let Some(e) = entry.events.first_mut() {
                     e.data["comment_id"] = Value::String(c.id.to_string());
                     e.data["message"] = Value::String(m.clone());
@@ -435,7 +449,7 @@ impl ReviewStore for SqlStore {
                 by,
                 at,
             );
-            insert_comment(&mut tx, &c).await?;
+            insert_comment(&mut tx, &c, &current).await?;
             let mut entry = transition_entry(
                 id,
                 &current,
@@ -565,7 +579,7 @@ impl ReviewStore for SqlStore {
             c.section = new.section.filter(|s| !s.is_empty());
             c.parent_id = new.parent_id;
             c.internal = new.internal;
-            insert_comment(&mut tx, &c).await?;
+            insert_comment(&mut tx, &c, &a).await?;
             idempotency::record(&mut tx, ctx, "comment", c.id.uuid(), at).await?;
             let entry = LogEntry::new("comment.create", Some(c.client_id), c.id).event(
                 "comment.created",

@@ -33,4 +33,5 @@ mod contract;
 mod desk;
 mod journey;
 mod review_log;
+mod search;
 mod work;

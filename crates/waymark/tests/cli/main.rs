@@ -4,6 +4,7 @@
 mod agent;
 mod audit;
 mod crash;
+mod export;
 mod otel;
 mod plan;
 mod process;

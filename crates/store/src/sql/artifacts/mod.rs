@@ -17,6 +17,7 @@ use sqlx::types::Json;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use super::search;
 use super::*;
 
 #[derive(FromRow)]
@@ -328,16 +329,17 @@ pub(crate) async fn list_artifacts(
                 .push(" AND a.shared_at IS NOT NULL AND a.status <> 'draft'");
         }
         if let Some(q) = &filter.q {
-            for word in q.split_whitespace().take(8) {
-                let escaped = word
-                    .to_lowercase()
-                    .replace('\\', "\\\\")
-                    .replace('%', "\\%")
-                    .replace('_', "\\_");
-                qb.push(" AND LOWER(a.title) LIKE ")
-                    .push_bind(format!("%{escaped}%"))
-                    .push(" ESCAPE '\\'");
-            }
+            // The search index (title and content), as `search` reads `q`;
+            // the list keeps its own order and cursor.
+            let Some(terms) = search::Terms::parse(q) else {
+                return Ok(Page {
+                    items: Vec::new(),
+                    next_cursor: None,
+                });
+            };
+            qb.push(" AND a.id IN (");
+            search::push_artifact_matches(&mut qb, p.backend(), &terms);
+            qb.push(")");
         }
         if let Some(c) = cursor {
             qb.push(" AND a.id < ").push_bind(c.uuid());
@@ -500,4 +502,18 @@ pub(crate) async fn current_artifacts(
         .filter(|r| seen.insert(r.artifact_type.clone()))
         .map(ArtifactSummary::try_from)
         .collect()
+}
+
+/// Every artifact of the engagement, whatever its status, oldest first.
+pub(crate) async fn engagement_artifacts(
+    conn: &mut impl Conn,
+    engagement_id: EngagementId,
+) -> Result<Vec<ArtifactSummary>> {
+    let rows: Vec<SummaryRow> = sql(format!(
+        "SELECT {SUMMARY_COLUMNS} FROM artifacts a WHERE a.engagement_id = $1 ORDER BY a.id"
+    ))
+    .bind(engagement_id.uuid())
+    .fetch_all(conn)
+    .await?;
+    rows.into_iter().map(ArtifactSummary::try_from).collect()
 }

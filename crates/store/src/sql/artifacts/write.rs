@@ -19,6 +19,7 @@ use waymark_domain::{ArtifactId, ClientId, EngagementId, FieldError, gating};
 
 use super::super::append::{LogEntry, append_log};
 use super::super::db::{Conn, Dialect, Tx, sql};
+use super::super::search::{SearchDoc, index_later};
 use super::super::{not_found, now, status};
 use super::{INSERT_HISTORY, SOURCES_OF_VERSION, SourceRow, VersionRow, version_by_number};
 use crate::log::Audience;
@@ -522,6 +523,18 @@ pub(crate) async fn insert_artifact(
         trace_id: ctx.trace_id.clone(),
     };
     insert_version(tx, &v, &resolved, &h);
+    index_later(
+        tx,
+        &SearchDoc::artifact(
+            id,
+            new.client_id,
+            new.engagement_id,
+            &new.artifact_type,
+            &new.title,
+            &new.content,
+        ),
+        at,
+    );
     let entry = LogEntry::new("artifact.create", Some(new.client_id), id)
         .hashes(None, Some(hash.to_string()))
         .event(
@@ -693,6 +706,18 @@ pub(crate) async fn write_version(
         trace_id: ctx.trace_id.clone(),
     };
     insert_version(tx, &v, &resolved, &h);
+    index_later(
+        tx,
+        &SearchDoc::artifact(
+            id,
+            ClientId::from_uuid(current.client_id),
+            current.engagement_id.map(EngagementId::from_uuid),
+            &current.artifact_type,
+            &current.title,
+            &v.content,
+        ),
+        at,
+    );
     let new_status = if st == ArtifactStatus::Stale {
         ArtifactStatus::Draft
     } else {
