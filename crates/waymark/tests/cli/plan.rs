@@ -105,20 +105,23 @@ async fn a_plan_runs_from_the_cli(backend: Backend) {
         "--json",
     ]));
 
+    // The intake lists its deliverables: they, not every job of the pack,
+    // are the plan (four of them build the strategy).
     let out = server.cli(&["engagement", "run-plan", &eng, "--all", "--wait", "--json"]);
     // Not on a terminal, the wait shows plain progress lines on stderr.
     let progress = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(
         progress
             .lines()
-            .any(|l| l.starts_with("running uow_") && l.ends_with("/7 jobs done")),
+            .any(|l| l.starts_with("running uow_") && l.ends_with("/4 jobs done")),
         "{progress}"
     );
     let run = ok_json(&out);
-    assert_eq!(run["run"]["queued"].as_array().unwrap().len(), 7, "{run}");
+    assert_eq!(run["run"]["queued"].as_array().unwrap().len(), 4, "{run}");
+    assert_eq!(run["plan"]["selected_by"], "intake", "{run}");
     let jobs = run["plan"]["jobs"].as_array().unwrap();
     let done: Vec<&Value> = jobs.iter().filter(|j| j["status"] == "completed").collect();
-    assert_eq!(done.len(), 7, "waited until every strategy job ran");
+    assert_eq!(done.len(), 4, "waited until every strategy job ran");
     assert!(
         done.iter()
             .all(|j| j["last_run"]["provenance"] == "template")
@@ -136,10 +139,14 @@ async fn a_plan_runs_from_the_cli(backend: Backend) {
         "{icp}"
     );
     assert!(
-        text.lines().any(|l| l.starts_with("brand_kit_suggestions")
+        text.lines().any(|l| l.starts_with("carousel_templates")
             && l.contains("blocked")
             && l.contains("strategy (draft")),
         "{text}"
+    );
+    assert!(
+        !text.lines().any(|l| l.starts_with("brand_kit_suggestions")),
+        "not among the intake's deliverables: {text}"
     );
     server.stop_gracefully().await;
 }
