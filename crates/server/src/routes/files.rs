@@ -57,8 +57,9 @@ pub fn routes() -> OpenApiRouter<AppState> {
 /// Bytes of form fields other than the file.
 const MAX_FIELD: usize = 200;
 
-/// The form of `POST /api/v1/files`.
+/// The form of `POST /api/v1/files`; any other part is refused (422).
 #[derive(ToSchema)]
+#[serde(deny_unknown_fields)]
 #[allow(dead_code)]
 pub struct UploadForm {
     /// The file (its name is kept, sanitised).
@@ -438,10 +439,13 @@ fn blob_error(e: waymark_engine::blobs::BlobError) -> ApiError {
 #[derive(Debug, Deserialize, IntoParams)]
 pub struct FileListParams {
     /// A client (cli_...); a client user sees only their own.
+    #[param(pattern = "^cli_[0-9a-f]{32}$")]
     pub client_id: Option<String>,
     /// An engagement (eng_...).
+    #[param(pattern = "^eng_[0-9a-f]{32}$")]
     pub engagement_id: Option<String>,
     /// An artifact (art_...).
+    #[param(pattern = "^art_[0-9a-f]{32}$")]
     pub artifact_id: Option<String>,
     /// At most this many items, 1 to 200 (default 50).
     #[param(minimum = 1, maximum = 200)]
@@ -583,7 +587,12 @@ pub fn content_disposition(name: &str) -> String {
 /// A file's bytes, with its media type and name.
 #[utoipa::path(get, path = "/api/v1/files/{id}/content", tag = "files",
     params(("id" = String, Path, description = "A file id (fil_...)")),
-    responses((status = 200, description = "The file's bytes", content_type = "application/octet-stream"),
+    responses((status = 200, description = "The file's bytes, with the media type of its kind (text kinds in UTF-8)",
+            content(("application/pdf"),
+                ("application/vnd.openxmlformats-officedocument.wordprocessingml.document"),
+                ("application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"),
+                ("text/csv"), ("text/plain"), ("text/markdown"), ("application/json"),
+                ("image/png"), ("image/jpeg"))),
         (status = 404, body = Problem), (status = 503, body = Problem)),
     security(("bearer" = [])))]
 pub async fn file_content(

@@ -751,6 +751,7 @@ pub async fn record_signals(
 #[derive(Debug, Deserialize, IntoParams)]
 pub struct SignalsQuery {
     /// The last this many days, 1 to 400 (default 90).
+    #[param(minimum = 1, maximum = 400)]
     pub days: Option<u32>,
 }
 
