@@ -8,8 +8,8 @@ use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::ConnectOptions;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{ConnectOptions, Connection};
 
 use crate::Result;
 use crate::sql::SqlStore;
@@ -44,4 +44,25 @@ pub async fn open(path: &Path, read_connections: u32) -> Result<SqlStore> {
         .connect_with(options.read_only(true))
         .await?;
     Ok(SqlStore::new(Pools::Sqlite { read, write }))
+}
+
+/// Writes a consistent snapshot of the database at `from` into the new file
+/// `to` (`VACUUM INTO`), through a read-only connection of its own: a running
+/// server keeps reading and writing meanwhile, and the snapshot holds every
+/// write committed before it began and none after.
+pub async fn snapshot(from: &Path, to: &Path) -> Result<()> {
+    let mut conn = SqliteConnectOptions::from_str("sqlite://")?
+        .filename(from)
+        .read_only(true)
+        .busy_timeout(Duration::from_secs(30))
+        .connect()
+        .await?;
+    let target = to.to_string_lossy().into_owned();
+    let done = sqlx::query("VACUUM INTO ?1")
+        .bind(target)
+        .execute(&mut conn)
+        .await;
+    conn.close().await?;
+    done?;
+    Ok(())
 }

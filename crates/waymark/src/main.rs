@@ -2,6 +2,7 @@
 //! its API, in one binary.
 
 mod audit;
+mod backup;
 mod bench;
 mod bench_cascade;
 mod bench_engine;
@@ -108,6 +109,12 @@ enum Command {
         #[command(subcommand)]
         command: packs::PackCommand,
     },
+    /// A SQLite installation's data folder (the database, the stored files,
+    /// the admin token) as one ZIP, taken while the server runs
+    Backup(backup::BackupArgs),
+    /// Put a backup into an empty data folder, checked entry by entry and
+    /// audit chain verified
+    Restore(backup::RestoreArgs),
     /// The audit log: verify its hash chain end to end
     Audit {
         #[command(subcommand)]
@@ -146,6 +153,8 @@ async fn run(cli: Cli) -> ExitCode {
         Command::Worker(flags) => serve::worker(cli.config.as_deref(), &flags).await,
         Command::Bench { command } => bench::run(command).await,
         Command::Pack { command } => packs::run(cli.config.as_deref(), command).await,
+        Command::Backup(args) => backup::backup(cli.config.as_deref(), args).await,
+        Command::Restore(args) => backup::restore(cli.config.as_deref(), args).await,
         Command::Audit { command } => match audit::run(cli.config.as_deref(), command).await {
             Ok(true) => Ok(()),
             Ok(false) => return ExitCode::FAILURE,

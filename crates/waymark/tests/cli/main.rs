@@ -3,6 +3,7 @@
 
 mod agent;
 mod audit;
+mod backup;
 mod crash;
 mod export;
 mod otel;
