@@ -35,6 +35,7 @@ pub mod generate;
 pub mod hook;
 pub mod journeys;
 pub mod mail;
+pub mod metrics;
 pub mod queue;
 pub mod run;
 pub mod trace;

@@ -150,7 +150,13 @@ impl Engine {
     /// Answers how many tasks ran (0: nothing was ready).
     pub async fn run_once(&self) -> Result<usize, StoreError> {
         let store = &self.runtime.store;
-        while store.expire_leases(500).await? == 500 {}
+        loop {
+            let n = store.expire_leases(500).await?;
+            crate::metrics::expired(n);
+            if n < 500 {
+                break;
+            }
+        }
         let claimed = store
             .claim(Claim {
                 lane: ENGINE_LANE.into(),
@@ -160,6 +166,7 @@ impl Engine {
             })
             .await?;
         let ran = claimed.len();
+        crate::metrics::claimed(ENGINE_LANE, ran);
         let runs = claimed.into_iter().map(|leased| {
             let span = task_span(&leased.task);
             execute(&self.runtime, leased, self.settings.lease).instrument(span)
@@ -267,6 +274,7 @@ async fn dispatch_loop(
                 continue;
             }
         };
+        crate::metrics::claimed(ENGINE_LANE, claimed.len());
         if claimed.is_empty() {
             drop(permits);
             let wait = match store.next_run_in(ENGINE_LANE).await {
@@ -325,11 +333,15 @@ async fn execute(runtime: &Runtime, leased: Leased, lease: Duration) -> Option<F
     tokio::pin!(timeout);
     let beat = lease / 3;
     let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + beat, beat);
+    let started = std::time::Instant::now();
     let outcome = loop {
         tokio::select! {
             step = &mut work => match step {
                 Step::Finish(outcome) => break outcome,
-                Step::Recorded => return None,
+                Step::Recorded => {
+                    crate::metrics::ran(&leased.task.executor, started.elapsed());
+                    return None;
+                }
             },
             _ = &mut timeout => break Outcome::Failed {
                 error: format!("timed out after {} s", leased.task.timeout_s),
@@ -343,6 +355,7 @@ async fn execute(runtime: &Runtime, leased: Leased, lease: Duration) -> Option<F
             }
         }
     };
+    crate::metrics::ran(&leased.task.executor, started.elapsed());
     Some(Finish {
         task_id: leased.task.id,
         lease_token: Some(leased.lease_token.clone()),
@@ -413,6 +426,7 @@ async fn record(
     for (f, r) in batch.iter().zip(results) {
         match r {
             Ok(done) => {
+                crate::metrics::finished(done.status);
                 if let Some(observed) = &done.observed {
                     crate::journeys::watch_reported(&**store, observed, ctx).await;
                 }
@@ -433,8 +447,12 @@ async fn sweep_loop(
     loop {
         loop {
             match store.expire_leases(500).await {
-                Ok(500) => continue,
-                Ok(_) => break,
+                Ok(n) => {
+                    crate::metrics::expired(n);
+                    if n < 500 {
+                        break;
+                    }
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "expiring leases failed");
                     break;

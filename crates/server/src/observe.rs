@@ -105,7 +105,7 @@ pub fn prometheus() -> PrometheusHandle {
                     Matcher::Suffix("duration_seconds".into()),
                     &[
                         0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
-                        5.0, 10.0,
+                        5.0, 10.0, 30.0, 60.0, 300.0,
                     ],
                 )
                 .expect("bucket list is not empty");
@@ -121,6 +121,14 @@ pub fn prometheus() -> PrometheusHandle {
 
 /// `GET /metrics`: Prometheus text format, with the database pool gauges.
 pub async fn metrics_endpoint(State(state): State<AppState>) -> impl IntoResponse {
+    // The queue's depth and the open incidents, as the database has them; a
+    // database that does not answer leaves them out (`/readyz` says why).
+    let engine = waymark_engine::metrics::gauges(&*state.store)
+        .await
+        .unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "reading the engine's gauges failed");
+            String::new()
+        });
     for pool in state.store.pool_stats() {
         let in_use = pool.size.saturating_sub(pool.idle);
         metrics::gauge!("waymark_db_pool_connections", "pool" => pool.name, "state" => "idle")
@@ -135,7 +143,7 @@ pub async fn metrics_endpoint(State(state): State<AppState>) -> impl IntoRespons
             header::CONTENT_TYPE,
             HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
         )],
-        state.metrics.render(),
+        state.metrics.render() + &engine,
     )
 }
 

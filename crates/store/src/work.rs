@@ -240,6 +240,15 @@ pub struct Finish {
     pub outcome: Outcome,
 }
 
+/// What `/metrics` reports of the engine from the database.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct EngineGauges {
+    /// `(lane, ready tasks, running tasks)`, by lane; a ready task may wait
+    /// for its retry time.
+    pub lanes: Vec<(String, i64, i64)>,
+    pub open_incidents: i64,
+}
+
 /// What a finish led to.
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct Finished {
@@ -329,6 +338,9 @@ pub trait WorkStore: Send + Sync {
     async fn list_tasks(&self, filter: TaskFilter, page: PageRequest) -> Result<Page<Task>>;
     /// Counts the tasks of a unit (or of every unit) in each status.
     async fn count_tasks(&self, unit_id: Option<UnitId>) -> Result<Vec<(TaskStatus, i64)>>;
+    /// The engine's gauges, for `/metrics`: ready and running tasks per
+    /// lane, and the open incidents (partial indexes: cheap at any size).
+    async fn engine_gauges(&self) -> Result<EngineGauges>;
 
     /// Claims up to `max` ready tasks of a lane, fairly across clients, each
     /// with a lease of its own, and opens an attempt for each.

@@ -475,6 +475,7 @@ async fn finish_one(
     let result = results
         .pop()
         .ok_or_else(|| ApiError::Internal("no result".into()))??;
+    waymark_engine::metrics::finished(result.status);
     if let Some(observed) = &result.observed {
         waymark_engine::journeys::watch_reported(&*state.store, observed, &ctx).await;
     }
@@ -905,6 +906,7 @@ pub async fn claim(
                 worker: agent_id.clone(),
             })
             .await?;
+        waymark_engine::metrics::claimed(&agent_id, claimed.len());
         if !claimed.is_empty() || tokio::time::Instant::now() >= deadline {
             return Ok(JsonOut(claimed));
         }

@@ -16,6 +16,7 @@ both_backends!(
     bad_work_input_is_refused_and_changes_nothing,
     incidents_are_resolved_by_a_person,
     two_tasks_claimed_together_have_leases_of_their_own,
+    metrics_show_the_queue_the_runs_and_the_incidents,
 );
 
 /// The embedded engine, stepped by the test instead of running on its own.
@@ -501,4 +502,115 @@ async fn two_tasks_claimed_together_have_leases_of_their_own(app: TestApp) {
         assert_eq!(r.status, 200, "{}", r.body);
         assert_eq!(r.body["status"], "completed");
     }
+}
+
+async fn scrape(app: &TestApp) -> String {
+    let res = app
+        .http
+        .get(format!("{}/metrics", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    res.text().await.unwrap()
+}
+
+/// `/metrics` shows this database's queue per lane and open incidents, and
+/// the claims, finishes and run times of the engine and the agents.
+async fn metrics_show_the_queue_the_runs_and_the_incidents(app: TestApp) {
+    let client = app.client("Acme").await;
+    app.post("/api/v1/agents", json!({"id": "scraper-7"})).await;
+    let secret = agent_token(&app, "scraper-7").await;
+    let unit = app
+        .post(
+            "/api/v1/work/units",
+            json!({"client_id": client, "name": "u", "tasks": [
+                {"key": "a", "executor": "noop"},
+                {"key": "b", "executor": "noop", "depends_on": ["a"]},
+                {"key": "c", "executor": "noop"},
+                {"key": "x", "executor": "scraper-7", "max_attempts": 1},
+            ]}),
+        )
+        .await;
+    assert_eq!(unit.status, 201, "{}", unit.body);
+    let text = scrape(&app).await;
+    assert!(
+        text.contains("waymark_tasks_queued{lane=\"engine\",state=\"ready\"} 2\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("waymark_tasks_queued{lane=\"scraper-7\",state=\"ready\"} 1\n"),
+        "{text}"
+    );
+    assert!(text.contains("waymark_incidents_open 0\n"), "{text}");
+
+    assert_eq!(stepped_engine(&app).run_until_idle().await.unwrap(), 3);
+    let claimed = app
+        .call_as(
+            Some(&secret),
+            Method::POST,
+            "/api/v1/agents/scraper-7/claim",
+            Some(json!({})),
+        )
+        .await;
+    let tid = claimed.body[0]["task"]["id"].as_str().unwrap().to_owned();
+    let lease = claimed.body[0]["lease_token"].as_str().unwrap().to_owned();
+    let text = scrape(&app).await;
+    assert!(
+        text.contains("waymark_tasks_queued{lane=\"engine\",state=\"ready\"} 0\n"),
+        "nothing of the engine's is queued: {text}"
+    );
+    assert!(
+        text.contains("waymark_tasks_queued{lane=\"scraper-7\",state=\"running\"} 1\n"),
+        "{text}"
+    );
+    let failed = app
+        .call_as(
+            Some(&secret),
+            Method::POST,
+            &format!("/api/v1/work/tasks/{tid}/fail"),
+            Some(json!({"lease_token": lease, "error": "refused"})),
+        )
+        .await;
+    assert_eq!(failed.status, 200, "{}", failed.body);
+    let text = scrape(&app).await;
+    assert!(text.contains("waymark_incidents_open 1\n"), "{text}");
+    // The process's counters (shared by every test in this process: present,
+    // not counted exactly).
+    for series in [
+        "waymark_tasks_claimed_total{lane=\"engine\"}",
+        "waymark_tasks_claimed_total{lane=\"scraper-7\"}",
+        "waymark_tasks_finished_total{outcome=\"completed\"}",
+        "waymark_tasks_finished_total{outcome=\"failed\"}",
+        "waymark_task_run_duration_seconds_count{executor=\"noop\"}",
+    ] {
+        assert!(text.contains(series), "{series} in {text}");
+    }
+    // Every series the Grafana dashboard in docs/ charts is served (webhook
+    // attempts once a webhook is sent: the webhook tests).
+    let dashboard: Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../../docs/grafana-dashboard.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let mut charted = 0;
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().unwrap() {
+            let expr = target["expr"].as_str().unwrap();
+            for name in expr
+                .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .filter(|w| w.starts_with("waymark_") && *w != "waymark_webhook_attempts_total")
+            {
+                charted += 1;
+                assert!(
+                    text.contains(&format!("\n{name}{{")) || text.contains(&format!("\n{name} ")),
+                    "the dashboard charts {name}, which /metrics does not serve: {text}"
+                );
+            }
+        }
+    }
+    assert!(charted >= 10, "{charted}");
 }

@@ -74,6 +74,10 @@ impl WorkStore for SqlStore {
         units::count_tasks(self, unit_id).await
     }
 
+    async fn engine_gauges(&self) -> Result<EngineGauges> {
+        units::engine_gauges(self).await
+    }
+
     async fn claim(&self, claim: Claim) -> Result<Vec<Leased>> {
         leases::claim(self, claim).await
     }

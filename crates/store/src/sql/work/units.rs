@@ -501,6 +501,27 @@ pub(crate) async fn count_tasks(
         .collect()
 }
 
+pub(crate) async fn engine_gauges(store: &SqlStore) -> Result<EngineGauges> {
+    let p = &mut store.db.reader();
+    // Each half reads one partial index (`tasks_claim`, `tasks_leases`).
+    let rows: Vec<(String, i64, i64)> = sql(
+        "SELECT lane, CAST(sum(ready) AS BIGINT), CAST(sum(running) AS BIGINT) FROM ( \
+           SELECT lane, count(*) AS ready, 0 AS running FROM tasks WHERE status = 'ready' GROUP BY lane \
+           UNION ALL \
+           SELECT lane, 0 AS ready, count(*) AS running FROM tasks WHERE status = 'running' GROUP BY lane \
+         ) AS t GROUP BY lane ORDER BY lane",
+    )
+    .fetch_all(&mut *p)
+    .await?;
+    let (open_incidents,): (i64,) = sql("SELECT count(*) FROM incidents WHERE resolved_at IS NULL")
+        .fetch_one(p)
+        .await?;
+    Ok(EngineGauges {
+        lanes: rows,
+        open_incidents,
+    })
+}
+
 pub(crate) async fn cancel_unit(
     store: &SqlStore,
     id: UnitId,
