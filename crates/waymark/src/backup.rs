@@ -120,7 +120,12 @@ pub async fn backup(config: Option<&Path>, args: BackupArgs) -> Result<()> {
     if token.is_file() {
         sources.push((ADMIN_TOKEN.into(), token));
     }
-    let files_included = settings.s3_bucket.is_none();
+    // The stored files, when the object store is the local folder (always
+    // `<data folder>/files`); in S3 they are the bucket's to keep.
+    let files_included = matches!(
+        settings.blob_settings()?,
+        waymark_engine::blobs::BlobSettings::Local { .. }
+    );
     if files_included {
         let objects = data.join(OBJECTS);
         if objects.is_dir() {
