@@ -142,6 +142,13 @@ async fn read_text(rt: &Runtime, file: &FileRecord) -> Result<String, Step> {
     }
 }
 
+/// The task's file and its text, for the steps that read it.
+async fn file_with_text(rt: &Runtime, leased: &Leased) -> Result<(FileRecord, String), Step> {
+    let file = task_file(rt, leased).await?;
+    let text = read_text(rt, &file).await?;
+    Ok((file, text))
+}
+
 fn table_of(file: &FileRecord, text: &str) -> Option<Table> {
     match file.kind.as_str() {
         "csv" => Table::from_text(text, false),
@@ -152,12 +159,8 @@ fn table_of(file: &FileRecord, text: &str) -> Option<Table> {
 
 /// `file.parse`.
 pub(crate) async fn parse(rt: &Runtime, leased: &Leased) -> Step {
-    let file = match task_file(rt, leased).await {
-        Ok(f) => f,
-        Err(step) => return step,
-    };
-    let text = match read_text(rt, &file).await {
-        Ok(t) => t,
+    let (file, text) = match file_with_text(rt, leased).await {
+        Ok(ft) => ft,
         Err(step) => return step,
     };
     let excerpt: String = text.chars().take(2000).collect();
@@ -232,12 +235,8 @@ async fn meaning(
 
 /// `file.semantic`.
 pub(crate) async fn semantic(rt: &Runtime, leased: &Leased) -> Step {
-    let file = match task_file(rt, leased).await {
-        Ok(f) => f,
-        Err(step) => return step,
-    };
-    let text = match read_text(rt, &file).await {
-        Ok(t) => t,
+    let (file, text) = match file_with_text(rt, leased).await {
+        Ok(ft) => ft,
         Err(step) => return step,
     };
     let table = table_of(&file, &text);
@@ -261,12 +260,8 @@ pub(crate) async fn semantic(rt: &Runtime, leased: &Leased) -> Step {
 
 /// `file.insights`.
 pub(crate) async fn insights(rt: &Runtime, leased: &Leased) -> Step {
-    let file = match task_file(rt, leased).await {
-        Ok(f) => f,
-        Err(step) => return step,
-    };
-    let text = match read_text(rt, &file).await {
-        Ok(t) => t,
+    let (file, text) = match file_with_text(rt, leased).await {
+        Ok(ft) => ft,
         Err(step) => return step,
     };
     let table = table_of(&file, &text);
