@@ -76,16 +76,8 @@ fn approver_kind(s: &str) -> Result<ApproverKind> {
 #[derive(FromRow)]
 struct ChangeRow {
     artifact_id: Uuid,
-    seq: i64,
-    action: String,
-    from_status: Option<String>,
-    to_status: Option<String>,
-    version: Option<i64>,
-    reason: Option<String>,
-    actor: String,
-    actor_name: Option<String>,
-    trace_id: Option<String>,
-    at: OffsetDateTime,
+    #[sqlx(flatten)]
+    entry: super::artifacts::HistoryRow,
 }
 
 #[derive(FromRow)]
@@ -211,19 +203,7 @@ impl ExportStore for SqlStore {
                 .map(|r| {
                     Ok(ArtifactStatusChange {
                         artifact_id: ArtifactId::from_uuid(r.artifact_id),
-                        entry: HistoryEntry {
-                            seq: r.seq,
-                            action: HistoryAction::parse(&r.action)
-                                .ok_or_else(|| decode_error("history action", &r.action))?,
-                            from_status: r.from_status.as_deref().map(status).transpose()?,
-                            to_status: r.to_status.as_deref().map(status).transpose()?,
-                            version: r.version,
-                            reason: r.reason,
-                            actor: r.actor,
-                            actor_name: r.actor_name,
-                            trace_id: r.trace_id,
-                            at: r.at,
-                        },
+                        entry: r.entry.try_into()?,
                     })
                 })
                 .collect::<Result<_>>()?,

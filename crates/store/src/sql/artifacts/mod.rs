@@ -147,8 +147,9 @@ impl SourceRow {
     }
 }
 
+/// A row of an artifact's history (also read by delivery, with its artifact).
 #[derive(FromRow)]
-struct HistoryRow {
+pub(in crate::sql) struct HistoryRow {
     seq: i64,
     action: String,
     from_status: Option<String>,
