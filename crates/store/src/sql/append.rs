@@ -260,6 +260,16 @@ async fn seal(tx: &mut Tx, batches: Vec<Batch>) -> Result<()> {
     if !later.is_empty() {
         Held::joined(later).0.execute(tx).await?;
     }
+    if tx.backend() == Backend::Postgres {
+        // A write that took the log seals, before its own, every batch
+        // queued by writes that committed before it and that no pass has
+        // sealed yet (a pass not run yet, or a process that died before
+        // its pass): their events come first, as their commits did.
+        let (read, ids, mut queued) = heads_and_pending(tx, None).await?;
+        queued.extend(batches);
+        let (records, events) = chain(read, &queued);
+        return insert_sealed(tx, &records, &events, &ids).await;
+    }
     let read = heads(tx).await?;
     let (records, events) = chain(read.clone(), &batches);
     insert_sealed(tx, &records, &events, &[]).await?;
@@ -569,6 +579,25 @@ async fn seal_pending(pool: &PgPool) -> Result<usize> {
     sql("SELECT id FROM log_head WHERE id = 1 FOR UPDATE")
         .fetch_one::<(i32,)>(&mut tx)
         .await?;
+    let (heads, ids, batches) = heads_and_pending(&mut tx, Some(SEAL_BATCH)).await?;
+    let n = ids.len();
+    if n > 0 {
+        let (records, events) = chain(heads, &batches);
+        insert_sealed(&mut tx, &records, &events, &ids).await?;
+        tx.commit().await?;
+    } else {
+        tx.rollback().await?;
+    }
+    Ok(n)
+}
+
+/// The log's heads and the oldest queued batches (at most `limit`), with
+/// their ids, in queue order: one statement, run while holding `log_head`
+/// so that it sees the last pass's commit (PostgreSQL).
+async fn heads_and_pending(
+    tx: &mut Tx,
+    limit: Option<i64>,
+) -> Result<(Heads, Vec<i64>, Vec<Batch>)> {
     type Row = (i64, String, i64, Option<i64>, Option<Json<Batch>>);
     let rows: Vec<Row> = sql(
         "SELECT h.seq, h.hash, h.event_seq, p.id, p.batch FROM (SELECT \
@@ -579,13 +608,13 @@ async fn seal_pending(pool: &PgPool) -> Result<usize> {
          LEFT JOIN LATERAL (SELECT id, batch FROM log_pending ORDER BY id LIMIT $1) AS p ON true \
          ORDER BY p.id",
     )
-    .bind(SEAL_BATCH)
-    .fetch_all(&mut tx)
+    .bind(limit)
+    .fetch_all(tx)
     .await?;
-    let Some((seq, hash, event_seq)) = rows.first().map(|r| (r.0, r.1.clone(), r.2)) else {
-        tx.rollback().await?;
-        return Ok(0);
-    };
+    let heads = rows
+        .first()
+        .map(|r| (r.0, r.1.clone(), r.2))
+        .ok_or(StoreError::Database(sqlx::Error::RowNotFound))?;
     let mut ids = Vec::with_capacity(rows.len());
     let mut batches = Vec::with_capacity(rows.len());
     for (_, _, _, id, batch) in rows {
@@ -594,13 +623,5 @@ async fn seal_pending(pool: &PgPool) -> Result<usize> {
             batches.push(batch.0);
         }
     }
-    let n = ids.len();
-    if n > 0 {
-        let (records, events) = chain((seq, hash, event_seq), &batches);
-        insert_sealed(&mut tx, &records, &events, &ids).await?;
-        tx.commit().await?;
-    } else {
-        tx.rollback().await?;
-    }
-    Ok(n)
+    Ok((heads, ids, batches))
 }

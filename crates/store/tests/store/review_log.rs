@@ -863,3 +863,35 @@ async fn writes_committed_together_succeed_and_fail_apart(db: &TestDb) {
     let id = client(&*s, "after").await;
     assert_eq!(s.get_client(id).await.unwrap().name, "after");
 }
+
+/// PostgreSQL: entries a write queued and committed but that no pass sealed
+/// (its process died first, or its pass has not run yet) are numbered before
+/// those of any later write, even one that finds the log free and seals its
+/// own: events follow the order of the commits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entries_queued_before_a_write_are_numbered_before_it_postgres() {
+    testing::init_test_log();
+    let Some(db) = testing::postgres().await else {
+        return;
+    };
+    let s = store(&db);
+    let start = s.last_event_seq().await.unwrap();
+    db.execute_raw(
+        r#"INSERT INTO log_pending (batch) VALUES ('{"at": "2026-12-01T00:00:00Z",
+            "actor": "usr_gone", "entries": [{"action": "client.create", "trace_id": null,
+            "client_id": null, "target": "cli_gone", "before_hash": null, "after_hash": null,
+            "events": [{"event_type": "client.created", "subject": "cli_gone",
+            "client_id": null, "audience": "staff", "data": {}}]}]}')"#,
+    )
+    .await
+    .unwrap();
+    let after = client(&*s, "After").await;
+    let all = s.events_after(start, EventScope::All, 10).await.unwrap();
+    assert_eq!(
+        all.iter().map(|e| e.subject.clone()).collect::<Vec<_>>(),
+        ["cli_gone".to_owned(), after.to_string()],
+        "the entry queued first is numbered first"
+    );
+    assert_eq!(all[1].seq, all[0].seq + 1);
+    assert!(verify(&*s).await.is_ok(), "one unbroken audit chain");
+}
