@@ -41,6 +41,7 @@ pub use playbook::*;
 pub use review::*;
 pub use search::*;
 pub use sql::SqlStore;
+pub use sql::dump::{DumpColumn, DumpTable, Loader, schema_version};
 pub use work::*;
 
 use waymark_domain::lifecycle::ArtifactStatus;

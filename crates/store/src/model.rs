@@ -1,7 +1,7 @@
 //! The records the store keeps and the inputs it takes. They serialize as the API
 //! shows them, so the server renders them as they are.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use time::{Date, OffsetDateTime};
 use utoipa::ToSchema;
@@ -11,7 +11,7 @@ use waymark_domain::lifecycle::ArtifactStatus;
 use waymark_domain::{ArtifactId, ClientId, EngagementId, JourneyId, TokenId, UserId};
 
 /// Which database a store runs on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Backend {
     Sqlite,

@@ -16,6 +16,7 @@ mod packs;
 mod selftest;
 mod serve;
 mod telemetry;
+mod transfer;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -115,6 +116,12 @@ enum Command {
     /// Put a backup into an empty data folder, checked entry by entry and
     /// audit chain verified
     Restore(backup::RestoreArgs),
+    /// Every record as JSON lines in a folder, with the stored files and a
+    /// manifest of counts and hashes (to move to another backend)
+    Export(transfer::ExportArgs),
+    /// Load an export into an empty database of either backend, checked
+    /// file by file and audit chain verified
+    Import(transfer::ImportArgs),
     /// The audit log: verify its hash chain end to end
     Audit {
         #[command(subcommand)]
@@ -155,6 +162,8 @@ async fn run(cli: Cli) -> ExitCode {
         Command::Pack { command } => packs::run(cli.config.as_deref(), command).await,
         Command::Backup(args) => backup::backup(cli.config.as_deref(), args).await,
         Command::Restore(args) => backup::restore(cli.config.as_deref(), args).await,
+        Command::Export(args) => transfer::export(cli.config.as_deref(), args).await,
+        Command::Import(args) => transfer::import(cli.config.as_deref(), args).await,
         Command::Audit { command } => match audit::run(cli.config.as_deref(), command).await {
             Ok(true) => Ok(()),
             Ok(false) => return ExitCode::FAILURE,

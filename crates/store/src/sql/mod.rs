@@ -32,6 +32,7 @@ pub(crate) mod writer;
 mod append;
 mod artifacts;
 mod clients;
+pub mod dump;
 mod idempotency;
 mod packs;
 

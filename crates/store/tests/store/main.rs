@@ -31,6 +31,7 @@ macro_rules! contract {
 
 mod contract;
 mod desk;
+mod dump;
 mod journey;
 mod review_log;
 mod search;

@@ -10,6 +10,7 @@ mod otel;
 mod plan;
 mod process;
 mod readme;
+mod transfer;
 
 use process::{Backend, Server, waymark};
 use serde_json::{Value, json};

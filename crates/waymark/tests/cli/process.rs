@@ -282,8 +282,10 @@ impl Server {
             .send()
             .await
             .unwrap();
-        assert_eq!(res.status(), 201);
-        res.json().await.unwrap()
+        let status = res.status();
+        let body = res.text().await.unwrap();
+        assert_eq!(status, 201, "POST {path}: {body}");
+        serde_json::from_str(&body).unwrap()
     }
 
     /// SIGKILL; answers the data folder for a restart.
