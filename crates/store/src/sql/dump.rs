@@ -696,7 +696,7 @@ mod tests {
         ])
         .unwrap();
         let names: Vec<_> = order.iter().map(|t| t.table.name.as_str()).collect();
-        assert_eq!(names, ["clients", "artifacts", "versions", "comments"]);
+        assert_eq!(names, ["clients", "artifacts", "comments", "versions"]);
         let err = parents_first(vec![table("a", &["b"]), table("b", &["a"])]).unwrap_err();
         assert!(err.to_string().contains("a, b"), "{err}");
     }
