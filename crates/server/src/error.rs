@@ -102,7 +102,8 @@ pub enum ApiError {
     /// 405: the path exists but not with this method.
     #[error("{0}")]
     MethodNotAllowed(String),
-    /// 503: the database is unavailable.
+    /// 503: the database is unavailable (or its disk is full); answered
+    /// with `Retry-After`.
     #[error("the database is unavailable; try again shortly")]
     Unavailable(#[source] StoreError),
     /// 500: a bug or an unexpected failure; logged, never shown.
@@ -167,6 +168,7 @@ impl ApiError {
             ApiError::UriTooLong { .. } => "uri_too_long",
             ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
             ApiError::MethodNotAllowed(_) => "method_not_allowed",
+            ApiError::Unavailable(StoreError::Full(_)) => "storage_full",
             ApiError::Unavailable(_) => "unavailable",
             ApiError::Internal(_) => "internal",
         }
@@ -205,6 +207,10 @@ impl ApiError {
             ApiError::VersionMismatch { .. } => format!(
                 "{self}; read the artifact again (its ETag is the current version) and retry with that If-Match"
             ),
+            ApiError::Unavailable(StoreError::Full(_)) => "the database's disk is full, so \
+                nothing was written; reads go on working. Free space on the data folder's disk \
+                (or grow it) and retry"
+                .to_owned(),
             _ => self.to_string(),
         };
         Problem {
@@ -242,6 +248,12 @@ impl IntoResponse for ApiError {
             res.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(*retry_after));
         }
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            res.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(UNAVAILABLE_RETRY_AFTER),
+            );
+        }
         if status == StatusCode::UNAUTHORIZED {
             res.headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
@@ -249,6 +261,9 @@ impl IntoResponse for ApiError {
         res
     }
 }
+
+/// Seconds a 503 asks the client to wait before retrying.
+const UNAVAILABLE_RETRY_AFTER: u32 = 2;
 
 pub use waymark_engine::error_chain;
 
@@ -365,7 +380,7 @@ impl From<StoreError> for ApiError {
                 allowed: None,
                 extra: Default::default(),
             },
-            StoreError::Unavailable(_) => ApiError::Unavailable(e),
+            StoreError::Unavailable(_) | StoreError::Full(_) => ApiError::Unavailable(e),
             other => ApiError::Internal(Box::new(other)),
         }
     }

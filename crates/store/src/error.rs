@@ -41,6 +41,11 @@ pub enum StoreError {
     /// lost); retrying later may succeed.
     #[error("database unavailable")]
     Unavailable(#[source] sqlx::Error),
+    /// The database's disk is full (SQLite's data folder, PostgreSQL's
+    /// data directory): nothing was written; writes succeed again once there
+    /// is space, and reads go on meanwhile.
+    #[error("the database's disk is full")]
+    Full(#[source] sqlx::Error),
     /// The database failed.
     #[error("database error")]
     Database(#[source] sqlx::Error),
@@ -64,12 +69,62 @@ impl From<sqlx::Error> for StoreError {
                     "concurrent changes to the same artifacts collided; retry".into(),
                 );
             }
+            match classify(db.code().as_deref()) {
+                Some(Fault::Full) => return StoreError::Full(e),
+                Some(Fault::Unavailable) => return StoreError::Unavailable(e),
+                None => {}
+            }
         }
         match e {
-            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
-                StoreError::Unavailable(e)
-            }
+            sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Io(_)
+            | sqlx::Error::WorkerCrashed => StoreError::Unavailable(e),
             e => StoreError::Database(e),
         }
+    }
+}
+
+/// A database error that says the database cannot take writes now, rather
+/// than that the statement was wrong.
+#[derive(Debug, PartialEq)]
+enum Fault {
+    Full,
+    Unavailable,
+}
+
+/// Classifies a database error code: SQLite's (extended) result codes and
+/// PostgreSQL's SQLSTATEs.
+fn classify(code: Option<&str>) -> Option<Fault> {
+    let code = code?;
+    // SQLITE_FULL (13, and any extended code of it); PostgreSQL disk_full.
+    if code == "53100" || code.parse::<i32>().is_ok_and(|c| c & 0xff == 13) {
+        return Some(Fault::Full);
+    }
+    // PostgreSQL: a connection exception (08…), the server shutting down or
+    // starting up (57P01 admin_shutdown, 57P02 crash_shutdown, 57P03
+    // cannot_connect_now), out of connections (53300).
+    if code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03" | "53300") {
+        return Some(Fault::Unavailable);
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn database_codes_are_classified() {
+        assert_eq!(classify(Some("13")), Some(Fault::Full));
+        assert_eq!(classify(Some("53100")), Some(Fault::Full));
+        assert_eq!(classify(Some("57P01")), Some(Fault::Unavailable));
+        assert_eq!(classify(Some("57P03")), Some(Fault::Unavailable));
+        assert_eq!(classify(Some("08006")), Some(Fault::Unavailable));
+        // SQLITE_CONSTRAINT_CHECK (275), a unique violation, a syntax error.
+        assert_eq!(classify(Some("275")), None);
+        assert_eq!(classify(Some("23505")), None);
+        assert_eq!(classify(Some("42601")), None);
+        assert_eq!(classify(None), None);
     }
 }

@@ -14,6 +14,10 @@ use crate::sql::db::Pools;
 
 pub(crate) static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
+/// How long a statement waits for a connection before the store answers
+/// `Unavailable`.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Connects to the database at `url` (`postgres://user:pass@host:port/db`). Call
 /// [`SqlStore::migrate`] before use.
 pub async fn connect(url: &str, max_connections: u32) -> Result<SqlStore> {
@@ -24,7 +28,9 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<SqlStore> {
 pub async fn connect_with(options: PgConnectOptions, max_connections: u32) -> Result<SqlStore> {
     let pool = PgPoolOptions::new()
         .max_connections(max_connections.max(1))
-        .acquire_timeout(Duration::from_secs(30))
+        // A request waits this long at most for a connection (while the
+        // database restarts, say), then fails with 503 and Retry-After.
+        .acquire_timeout(ACQUIRE_TIMEOUT)
         .connect_with(options)
         .await?;
     Ok(SqlStore::new(Pools::Postgres {

@@ -42,12 +42,21 @@ pub async fn healthz() -> Json<Health> {
     })
 }
 
-/// Readiness: the database answers.
+/// How long `/readyz` waits for the database.
+const READY_WITHIN: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Readiness: the database answers (within two seconds).
 #[utoipa::path(get, path = "/readyz", tag = "service",
     responses((status = 200, body = Health), (status = 503, body = Health)))]
 pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Health>) {
     let backend = Some(state.store.backend().as_str());
-    match state.store.ping().await {
+    // Promptly: a database that does not answer within READY_WITHIN is not
+    // ready, whatever the pool would wait for.
+    let ping = tokio::time::timeout(READY_WITHIN, state.store.ping()).await;
+    match ping
+        .map_err(|_| "no answer within 2 s".to_owned())
+        .and_then(|r| r.map_err(|e| crate::error::error_chain(&e).to_string()))
+    {
         Ok(()) => (
             StatusCode::OK,
             Json(Health {
@@ -57,7 +66,7 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Health>)
             }),
         ),
         Err(e) => {
-            tracing::warn!(error = %crate::error::error_chain(&e), "readiness check failed");
+            tracing::warn!(error = %e, "readiness check failed");
             (
                 StatusCode::SERVICE_UNAVAILABLE,
                 Json(Health {

@@ -57,25 +57,25 @@ struct Group {
 /// Why a group's commit failed, for each of its writers.
 #[derive(Clone, Debug)]
 struct Failure {
-    unavailable: bool,
+    /// `Unavailable`, `Full` or another database error.
+    kind: fn(sqlx::Error) -> StoreError,
     message: String,
 }
 
 impl Failure {
     fn of(e: &StoreError) -> Failure {
         Failure {
-            unavailable: matches!(e, StoreError::Unavailable(_)),
+            kind: match e {
+                StoreError::Unavailable(_) => StoreError::Unavailable,
+                StoreError::Full(_) => StoreError::Full,
+                _ => StoreError::Database,
+            },
             message: format!("the commit of this write failed: {e:?}"),
         }
     }
 
     fn into_error(self) -> StoreError {
-        let e = sqlx::Error::Protocol(self.message);
-        if self.unavailable {
-            StoreError::Unavailable(e)
-        } else {
-            StoreError::Database(e)
-        }
+        (self.kind)(sqlx::Error::Protocol(self.message))
     }
 }
 

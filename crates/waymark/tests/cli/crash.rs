@@ -56,7 +56,7 @@ async fn two_workers_share_10000_tasks_postgres() {
 
 /// W2 (see `bench/WORKLOADS.md`): 10 layers of 100 no-op tasks; task (k, j),
 /// k >= 1, waits on the 10 tasks (k-1, (j+i) mod 100), i = 0..9.
-fn w2_tasks() -> Vec<Value> {
+pub(crate) fn w2_tasks() -> Vec<Value> {
     let mut tasks = Vec::with_capacity(1000);
     for k in 0..10 {
         for j in 0..100 {
@@ -86,7 +86,7 @@ const SHORT_LEASE: (&str, &str) = ("WAYMARK_WORKER_LEASE_S", "2");
 
 const COMPLETED: &str = "SELECT count(*) FROM tasks WHERE status = 'completed'";
 
-async fn submit(
+pub(crate) async fn submit(
     server: &Server,
     http: &reqwest::Client,
     client: &str,
@@ -112,7 +112,7 @@ async fn submit(
     unit["id"].as_str().unwrap().to_owned()
 }
 
-async fn new_client(server: &Server, http: &reqwest::Client) -> String {
+pub(crate) async fn new_client(server: &Server, http: &reqwest::Client) -> String {
     server
         .post(http, "/api/v1/clients", json!({"name": "Crash test"}))
         .await["id"]
@@ -123,7 +123,7 @@ async fn new_client(server: &Server, http: &reqwest::Client) -> String {
 
 /// Polls the database until at least `at_least` tasks are completed; panics,
 /// showing `output()`, if that takes longer than `limit`.
-async fn wait_for_completed(
+pub(crate) async fn wait_for_completed(
     backend: &Backend,
     at_least: i64,
     limit: Duration,
@@ -242,7 +242,7 @@ async fn assert_consistent(backend: &Backend) {
 /// Every one of `n` tasks (of `units` units) completed, with exactly one
 /// completion event and one completion audit record each, and no incident; each
 /// unit completed once.
-async fn assert_each_task_completed_once(backend: &Backend, units: i64, n: i64) {
+pub(crate) async fn assert_each_task_completed_once(backend: &Backend, units: i64, n: i64) {
     assert_consistent(backend).await;
     let unit_events = backend
         .scalar("SELECT count(*) FROM events WHERE type = 'unit.completed'")
@@ -373,7 +373,7 @@ async fn assert_leases_expired(backend: &Backend, at_kill: &AtKill) {
     }
 }
 
-fn assert_audit_verifies(backend: &Backend) {
+pub(crate) fn assert_audit_verifies(backend: &Backend) {
     let flags = backend.store_flags();
     let mut args = vec!["audit", "verify"];
     args.extend(flags.iter().map(String::as_str));

@@ -6,6 +6,7 @@ mod audit;
 mod backup;
 mod crash;
 mod export;
+mod faults;
 mod otel;
 mod plan;
 mod process;

@@ -45,6 +45,27 @@ impl Backend {
         })
     }
 
+    /// A PostgreSQL database of the test's own (a server it starts and
+    /// restarts), at `url`.
+    pub fn postgres_at(url: String) -> Self {
+        Backend {
+            dir: tempfile::tempdir().unwrap(),
+            database_url: Some(url),
+            env_token: true,
+            _db: None,
+        }
+    }
+
+    /// SQLite in a folder the test made (on a small disk, say).
+    pub fn sqlite_in(dir: tempfile::TempDir) -> Self {
+        Backend {
+            dir,
+            database_url: None,
+            env_token: true,
+            _db: None,
+        }
+    }
+
     pub fn data_dir(&self) -> &Path {
         self.dir.path()
     }
@@ -127,6 +148,18 @@ impl Backend {
             }
         };
         res.unwrap_or_else(|e| panic!("{sql}: {e}"))
+    }
+
+    /// Runs a query answering one text (SQLite), behind the server's back.
+    pub async fn text(&self, sql: &str) -> String {
+        use sqlx::Connection;
+        let mut c = sqlx::SqliteConnection::connect(&self.sqlite_url())
+            .await
+            .unwrap();
+        sqlx::query_scalar::<_, String>(sql)
+            .fetch_one(&mut c)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"))
     }
 
     /// Runs a query answering (text, integer) rows, e.g. counts per worker.
