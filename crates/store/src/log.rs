@@ -307,6 +307,10 @@ pub trait LogStore: Send + Sync {
     async fn event_seq(&self, id: EventId) -> Result<Option<i64>>;
     /// The position of the newest event.
     async fn last_event_seq(&self) -> Result<i64>;
+    /// Changes whenever events were appended: by any process on PostgreSQL
+    /// (`LISTEN`/`NOTIFY`), by this process on SQLite. Event streams wait on
+    /// it instead of polling.
+    fn event_signal(&self) -> tokio::sync::watch::Receiver<i64>;
 
     async fn create_webhook(&self, new: NewWebhook, ctx: &WriteContext) -> Result<Webhook>;
     async fn get_webhook(&self, id: WebhookId) -> Result<Webhook>;

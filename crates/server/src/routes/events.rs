@@ -39,8 +39,17 @@ pub struct EventsQuery {
     pub types: Option<String>,
 }
 
-/// How often a stream looks for events written by other servers.
-const POLL: Duration = Duration::from_secs(1);
+/// How long a stream waits for a wake-up before it looks anyway: a backstop.
+/// Streams wake when events are appended (the store's event signal: any
+/// process's appends on PostgreSQL, through `LISTEN`/`NOTIFY`). On SQLite
+/// a `waymark worker` process beside the server appends events that this
+/// process is not told of, so it looks every second there.
+fn backstop(backend: waymark_store::Backend) -> Duration {
+    match backend {
+        waymark_store::Backend::Sqlite => Duration::from_secs(1),
+        waymark_store::Backend::Postgres => Duration::from_secs(30),
+    }
+}
 
 /// Server-sent events: every event the caller may see, live, from the one after
 /// `Last-Event-ID` (or `?after=`) when given, else from now. Each message's `id`
@@ -96,7 +105,8 @@ pub async fn stream_events(
             .collect()
     });
     let source = state.http.public_url.clone();
-    let changes = state.changes.subscribe();
+    let changes = state.store.event_signal();
+    let backstop = backstop(state.store.backend());
     let stream = futures::stream::unfold(
         (state, changes, after, Vec::<SseEvent>::new()),
         move |(state, mut changes, mut after, mut pending)| {
@@ -132,8 +142,11 @@ pub async fn stream_events(
                             tracing::warn!(error = %e, "event stream: reading the outbox failed");
                         }
                     }
-                    // Wait for a change here, or poll for other servers' writes.
-                    let _ = tokio::time::timeout(POLL, changes.changed()).await;
+                    // Wait until events are appended (or the backstop).
+                    if let Ok(Err(_)) = tokio::time::timeout(backstop, changes.changed()).await {
+                        // The store is closing: no more wake-ups.
+                        tokio::time::sleep(backstop).await;
+                    }
                 }
             }
         },

@@ -277,6 +277,11 @@ impl LogStore for SqlStore {
         Ok(seq)
     }
 
+    fn event_signal(&self) -> tokio::sync::watch::Receiver<i64> {
+        self.listen();
+        self.events.subscribe()
+    }
+
     async fn create_webhook(&self, new: NewWebhook, ctx: &WriteContext) -> Result<Webhook> {
         self.db.sealed().await?;
         let id = WebhookId::new();

@@ -40,11 +40,17 @@ use append::{LogEntry, append_log, append_logs, unix_micros};
 use artifacts::*;
 use db::{Conn, Dialect, Pools, Tx, sql};
 
+/// The channel the `events` trigger notifies (PostgreSQL).
+const EVENTS_CHANNEL: &str = "waymark_events";
+
 /// [`Store`] on SQLite or PostgreSQL.
 pub struct SqlStore {
     db: Pools,
     /// Bumped when tasks may have become ready (see `WorkStore::work_signal`).
     work: std::sync::Arc<tokio::sync::watch::Sender<u64>>,
+    /// Changes whenever events were appended (by any process on
+    /// PostgreSQL, through `LISTEN`; by this one on SQLite).
+    events: std::sync::Arc<tokio::sync::watch::Sender<i64>>,
     /// Set once the PostgreSQL `LISTEN` task runs.
     listening: std::sync::OnceLock<()>,
 }
@@ -128,11 +134,64 @@ fn number_cursor(page: &PageRequest) -> Result<Option<i64>> {
 
 impl SqlStore {
     pub(crate) fn new(db: Pools) -> Self {
+        let events = match &db {
+            Pools::Sqlite { write, .. } => write.events(),
+            Pools::Postgres { .. } => std::sync::Arc::new(tokio::sync::watch::Sender::new(0)),
+        };
         Self {
             db,
             work: std::sync::Arc::new(tokio::sync::watch::Sender::new(0)),
+            events,
             listening: std::sync::OnceLock::new(),
         }
+    }
+
+    /// PostgreSQL: starts, once, the task that `LISTEN`s for new work and new
+    /// events (any process's: see the `NOTIFY`s of `work/queue.rs` and of the
+    /// `events` trigger) and wakes this process's waiters. It reconnects by
+    /// itself, waking everyone after each (re)connection, since anything may
+    /// have happened meanwhile.
+    fn listen(&self) {
+        let Pools::Postgres { pool, .. } = &self.db else {
+            return;
+        };
+        self.listening.get_or_init(|| {
+            let pool = pool.clone();
+            let work = self.work.clone();
+            let events = self.events.clone();
+            let wake_work = move || work.send_modify(|n| *n = n.wrapping_add(1));
+            let wake_events = move || events.send_modify(|n| *n = n.wrapping_add(1));
+            tokio::spawn(async move {
+                loop {
+                    match sqlx::postgres::PgListener::connect_with(&pool).await {
+                        Ok(mut listener) => {
+                            if listener
+                                .listen_all([work::CHANNEL, EVENTS_CHANNEL])
+                                .await
+                                .is_ok()
+                            {
+                                wake_work();
+                                wake_events();
+                                while let Ok(n) = listener.recv().await {
+                                    if n.channel() == EVENTS_CHANNEL {
+                                        wake_events();
+                                    } else {
+                                        wake_work();
+                                    }
+                                }
+                            }
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "cannot LISTEN on PostgreSQL; retrying");
+                        }
+                    }
+                    if pool.is_closed() {
+                        return;
+                    }
+                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                }
+            });
+        });
     }
 
     /// Whether the database holds a Waymark installation (migrations were

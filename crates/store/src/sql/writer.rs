@@ -36,6 +36,8 @@ pub(crate) struct Writer {
     waiting: Arc<AtomicUsize>,
     /// Tells the checkpointer a commit happened (`true`) or to stop.
     checkpoints: mpsc::Sender<bool>,
+    /// The last event committed (its number), for the event streams.
+    events: Arc<tokio::sync::watch::Sender<i64>>,
 }
 
 struct Slot {
@@ -126,13 +128,31 @@ impl Writer {
             })),
             waiting: Arc::new(AtomicUsize::new(0)),
             checkpoints: tx,
+            events: Arc::new(tokio::sync::watch::Sender::new(0)),
         }
     }
 
+    /// The number of the last event committed, changing with each commit
+    /// that appends events.
+    pub(crate) fn events(&self) -> Arc<tokio::sync::watch::Sender<i64>> {
+        self.events.clone()
+    }
+
     /// Wakes the checkpointer after a commit (it runs at most every
-    /// [`CHECKPOINT_EVERY`]; commits meanwhile share its next run).
-    fn committed(&self) {
+    /// [`CHECKPOINT_EVERY`]; commits meanwhile share its next run), and the
+    /// event streams when it appended events (`heads`: the log's heads after
+    /// it).
+    fn committed(&self, heads: Option<&Heads>) {
         let _ = self.checkpoints.try_send(true);
+        if let Some((_, _, event)) = heads {
+            self.events.send_if_modified(|last| {
+                let newer = *event > *last;
+                if newer {
+                    *last = *event;
+                }
+                newer
+            });
+        }
     }
 
     /// Waits for the connection, in turn. Cancelling the wait is harmless;
@@ -198,7 +218,7 @@ impl Writer {
             drop(waiting);
             slot.tidy().await;
             slot.commit_group().await;
-            writer.committed();
+            writer.committed(slot.heads.as_ref());
         });
     }
 
@@ -396,7 +416,7 @@ async fn finish(
         if heads.is_some() {
             slot.heads = heads;
         }
-        writer.committed();
+        writer.committed(slot.heads.as_ref());
         return Ok(());
     }
     if let Err(e) = slot.run("RELEASE w").await {

@@ -11,6 +11,7 @@ mod otel;
 mod plan;
 mod process;
 mod readme;
+mod replicas;
 mod transfer;
 
 use process::{Backend, Server, waymark};

@@ -22,6 +22,7 @@ mod incidents;
 mod leases;
 mod queue;
 mod rows;
+pub(crate) use rows::CHANNEL;
 mod settle;
 mod units;
 
@@ -173,34 +174,7 @@ impl WorkStore for SqlStore {
     }
 
     fn work_signal(&self) -> tokio::sync::watch::Receiver<u64> {
-        if let Pools::Postgres { pool, .. } = &self.db {
-            self.listening.get_or_init(|| {
-                let pool = pool.clone();
-                let signal = self.work.clone();
-                tokio::spawn(async move {
-                    loop {
-                        match sqlx::postgres::PgListener::connect_with(&pool).await {
-                            Ok(mut listener) => {
-                                if listener.listen(CHANNEL).await.is_ok() {
-                                    // Anything may have been missed while (re)connecting.
-                                    signal.send_modify(|n| *n = n.wrapping_add(1));
-                                    while listener.recv().await.is_ok() {
-                                        signal.send_modify(|n| *n = n.wrapping_add(1));
-                                    }
-                                }
-                            }
-                            Err(e) => {
-                                tracing::warn!(error = %e, "cannot LISTEN for work on PostgreSQL; retrying");
-                            }
-                        }
-                        if pool.is_closed() || signal.is_closed() {
-                            return;
-                        }
-                        tokio::time::sleep(Duration::from_secs(1)).await;
-                    }
-                });
-            });
-        }
+        self.listen();
         self.work.subscribe()
     }
 }
