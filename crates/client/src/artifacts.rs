@@ -6,6 +6,7 @@ use serde_json::{Map, Value};
 
 use crate::api::{ApiClient, ArtifactFilter, ContentUpdate, NewArtifact, SourceRef};
 use crate::error::CliError;
+use crate::operations::{Review, execute_review as review};
 use crate::paging::Paging;
 use crate::render;
 
@@ -132,6 +133,65 @@ pub enum ArtifactCommand {
         id: String,
         #[command(flatten)]
         paging: Paging,
+    },
+    /// Share it with the client for review (draft → in_review)
+    Share {
+        id: String,
+        /// A message for the reviewers
+        #[arg(long)]
+        message: Option<String>,
+    },
+    /// Comment on it (a reply with --parent)
+    Comment {
+        id: String,
+        body: String,
+        /// The section it is about, e.g. `goals`
+        #[arg(long)]
+        section: Option<String>,
+        /// Reply to this comment (cmt_…)
+        #[arg(long = "parent")]
+        parent_id: Option<String>,
+        /// Only the team sees it
+        #[arg(long)]
+        internal: bool,
+    },
+    /// List its comments
+    Comments {
+        id: String,
+        #[command(flatten)]
+        paging: Paging,
+    },
+    /// Approve a version (the latest by default) as an eligible reviewer
+    Approve {
+        id: String,
+        #[arg(long)]
+        version: Option<u64>,
+    },
+    /// Reject it with a reason (it goes back to draft)
+    Reject {
+        id: String,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Start a journey from an approved plan
+    Implement {
+        id: String,
+        /// The journey template (the type's own by default)
+        #[arg(long)]
+        template: Option<String>,
+    },
+    /// What it was built from and what was built from it
+    Lineage { id: String },
+    /// Check content against a type's schema and rules without writing it
+    Validate {
+        /// The artifact type, e.g. `intake`
+        #[arg(long = "type")]
+        kind: String,
+        /// The pack whose type it is (when several have one of that name)
+        #[arg(long)]
+        pack: Option<String>,
+        #[command(flatten)]
+        content: ContentSource,
     },
 }
 
@@ -359,6 +419,57 @@ pub(crate) async fn execute(
                 .await?,
             |v| render::list(v, HISTORY),
         ),
+        ArtifactCommand::Share { id, message } => {
+            return review(api, json, Review::Share { id, message }).await;
+        }
+        ArtifactCommand::Comment {
+            id,
+            body,
+            section,
+            parent_id,
+            internal,
+        } => {
+            let c = Review::Comment {
+                id,
+                body,
+                section,
+                parent_id,
+                internal,
+            };
+            return review(api, json, c).await;
+        }
+        ArtifactCommand::Comments { id, paging } => {
+            return review(api, json, Review::Comments { id, paging }).await;
+        }
+        ArtifactCommand::Approve { id, version } => {
+            return review(api, json, Review::Approve { id, version }).await;
+        }
+        ArtifactCommand::Reject { id, reason } => {
+            return review(api, json, Review::Reject { id, reason }).await;
+        }
+        ArtifactCommand::Implement { id, template } => {
+            return review(api, json, Review::Implement { id, template }).await;
+        }
+        ArtifactCommand::Lineage { id } => {
+            return review(api, json, Review::Lineage { id }).await;
+        }
+        ArtifactCommand::Validate {
+            kind,
+            pack,
+            content,
+        } => {
+            let content = content.read().await?;
+            return review(
+                api,
+                json,
+                Review::Validate {
+                    kind,
+                    pack,
+                    content,
+                },
+            )
+            .await;
+        }
     };
     Ok(if json {
         render::json(&body)

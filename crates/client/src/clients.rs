@@ -45,6 +45,29 @@ pub enum ClientCommand {
         /// Client id (cli_…)
         id: String,
     },
+    /// Change a client's fields (only those given)
+    Update {
+        /// Client id (cli_…)
+        id: String,
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long)]
+        owner: Option<String>,
+        #[arg(long)]
+        arr: Option<Number>,
+        /// YYYY-MM-DD
+        #[arg(long, value_parser = parse_date)]
+        renewal_date: Option<String>,
+        #[arg(long)]
+        health_score: Option<Number>,
+        #[arg(long)]
+        risk_score: Option<Number>,
+        #[arg(long)]
+        opportunity_score: Option<Number>,
+        /// Free-form attributes as a JSON object (replaces them)
+        #[arg(long, value_parser = parse_object)]
+        attributes: Option<Map<String, Value>>,
+    },
 }
 
 const FIELDS: &[&str] = &[
@@ -107,6 +130,46 @@ pub(crate) async fn execute(
             |v| render::list(v, COLUMNS),
         ),
         ClientCommand::Get { id } => (api.get_client(&id).await?, |v| render::fields(v, FIELDS)),
+        ClientCommand::Update {
+            id,
+            name,
+            owner,
+            arr,
+            renewal_date,
+            health_score,
+            risk_score,
+            opportunity_score,
+            attributes,
+        } => {
+            let mut changes = Map::new();
+            let mut set = |k: &str, v: Option<Value>| {
+                if let Some(v) = v {
+                    changes.insert(k.to_owned(), v);
+                }
+            };
+            set("name", name.map(Value::String));
+            set("owner", owner.map(Value::String));
+            set("arr", arr.map(Value::Number));
+            set("renewal_date", renewal_date.map(Value::String));
+            set("health_score", health_score.map(Value::Number));
+            set("risk_score", risk_score.map(Value::Number));
+            set("opportunity_score", opportunity_score.map(Value::Number));
+            set("attributes", attributes.map(Value::Object));
+            if changes.is_empty() {
+                return Err(CliError::input(
+                    "name what to change, e.g. --owner usr_… or --health-score 62",
+                ));
+            }
+            (
+                api.send_json(
+                    reqwest::Method::PATCH,
+                    &["clients", &id],
+                    &Value::Object(changes),
+                )
+                .await?,
+                |v| render::fields(v, FIELDS),
+            )
+        }
     };
     Ok(if json {
         render::json(&body)

@@ -21,6 +21,7 @@ mod artifacts;
 mod clients;
 mod engagements;
 mod error;
+mod operations;
 mod paging;
 mod people;
 mod playbooks;
@@ -39,6 +40,7 @@ pub use artifacts::{ArtifactCommand, ContentSource};
 pub use clients::ClientCommand;
 pub use engagements::EngagementCommand;
 pub use error::{CliError, FieldError, Problem};
+pub use operations::{AgentCommand, JourneyCommand, UnitCommand, WebhookCommand};
 pub use paging::Paging;
 pub use people::{TokenCommand, UserCommand};
 pub use playbooks::{QueueCommand, TaskCommand};
@@ -72,6 +74,26 @@ impl Remote {
 /// Runs `waymark client ...`.
 pub async fn run_client(remote: &Remote, cmd: ClientCommand) -> Result<(), CliError> {
     print(&clients::execute(&remote.api()?, remote.json, cmd).await?)
+}
+
+/// Runs `waymark journey ...`.
+pub async fn run_journey(remote: &Remote, cmd: JourneyCommand) -> Result<(), CliError> {
+    print(&operations::execute_journey(&remote.api()?, remote.json, cmd).await?)
+}
+
+/// Runs `waymark unit ...`.
+pub async fn run_unit(remote: &Remote, cmd: UnitCommand) -> Result<(), CliError> {
+    print(&operations::execute_unit(&remote.api()?, remote.json, cmd).await?)
+}
+
+/// Runs `waymark agent ...`.
+pub async fn run_agent(remote: &Remote, cmd: AgentCommand) -> Result<(), CliError> {
+    print(&operations::execute_agent(&remote.api()?, remote.json, cmd).await?)
+}
+
+/// Runs `waymark webhook ...`.
+pub async fn run_webhook(remote: &Remote, cmd: WebhookCommand) -> Result<(), CliError> {
+    print(&operations::execute_webhook(&remote.api()?, remote.json, cmd).await?)
 }
 
 /// Runs `waymark queue ...`.

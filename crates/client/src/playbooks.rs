@@ -7,6 +7,8 @@ use serde_json::{Value, json};
 
 use crate::api::ApiClient;
 use crate::error::CliError;
+use crate::operations::{EngineTask, execute_engine_task};
+use crate::paging::Paging;
 use crate::render;
 
 #[derive(clap::Subcommand, Debug)]
@@ -120,6 +122,48 @@ pub enum TaskCommand {
     Skip { id: String },
     /// Delete a to-do
     Delete { id: String },
+    /// The work engine's tasks (units' steps), newest first
+    Runs {
+        /// pending, ready, held, running, completed, failed, blocked,
+        /// cancelled or skipped
+        #[arg(long)]
+        status: Option<String>,
+        /// Only this executor's, e.g. `llm` or an agent's capability
+        #[arg(long)]
+        executor: Option<String>,
+        #[arg(long = "client")]
+        client_id: Option<String>,
+        #[arg(long = "unit")]
+        unit_id: Option<String>,
+        #[command(flatten)]
+        paging: Paging,
+    },
+    /// Show one of the engine's tasks (tsk_…), with its output
+    Show { id: String },
+    /// Cancel one of the engine's tasks
+    Cancel {
+        id: String,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Incidents: tasks that failed for good and wait for a person
+    Incidents {
+        /// Resolved ones too
+        #[arg(long)]
+        resolved: bool,
+        #[arg(long = "client")]
+        client_id: Option<String>,
+        #[command(flatten)]
+        paging: Paging,
+    },
+    /// Resolve an incident (inc_…): retry, skip or cancel its task
+    Resolve {
+        id: String,
+        /// retry, skip or cancel
+        action: String,
+        #[arg(long)]
+        note: Option<String>,
+    },
 }
 
 const ITEM_COLUMNS: &[&str] = &["score", "client", "playbook", "rule", "stage", "due", "id"];
@@ -415,6 +459,43 @@ pub(crate) async fn execute_task(
             (json!({"deleted": id}), |v| {
                 format!("deleted {}\n", render::plain(&v["deleted"]))
             })
+        }
+        TaskCommand::Runs {
+            status,
+            executor,
+            client_id,
+            unit_id,
+            paging,
+        } => {
+            let runs = EngineTask::Runs {
+                status,
+                executor,
+                client_id,
+                unit_id,
+                paging,
+            };
+            return execute_engine_task(api, json, runs).await;
+        }
+        TaskCommand::Show { id } => {
+            return execute_engine_task(api, json, EngineTask::Show { id }).await;
+        }
+        TaskCommand::Cancel { id, reason } => {
+            return execute_engine_task(api, json, EngineTask::Cancel { id, reason }).await;
+        }
+        TaskCommand::Incidents {
+            resolved,
+            client_id,
+            paging,
+        } => {
+            let incidents = EngineTask::Incidents {
+                all: resolved,
+                client_id,
+                paging,
+            };
+            return execute_engine_task(api, json, incidents).await;
+        }
+        TaskCommand::Resolve { id, action, note } => {
+            return execute_engine_task(api, json, EngineTask::Resolve { id, action, note }).await;
         }
     };
     Ok(if json {

@@ -23,8 +23,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use waymark_client::{
-    ArtifactCommand, ClientCommand, EngagementCommand, QueueCommand, Remote, TaskCommand,
-    TokenCommand, UserCommand,
+    AgentCommand, ArtifactCommand, ClientCommand, EngagementCommand, JourneyCommand, QueueCommand,
+    Remote, TaskCommand, TokenCommand, UnitCommand, UserCommand, WebhookCommand,
 };
 
 const VERSION: &str = concat!(
@@ -91,7 +91,35 @@ enum Command {
         #[command(subcommand)]
         command: QueueCommand,
     },
-    /// To-dos: list yours (with the engine's human tasks), add, complete, skip, delete (talks to a running server)
+    /// Journeys: create, send events, record metrics and sign-offs, validate, history (talks to a running server)
+    Journey {
+        #[command(flatten)]
+        remote: Remote,
+        #[command(subcommand)]
+        command: JourneyCommand,
+    },
+    /// Units of work for the engine: submit (and wait), list, show, cancel (talks to a running server)
+    Unit {
+        #[command(flatten)]
+        remote: Remote,
+        #[command(subcommand)]
+        command: UnitCommand,
+    },
+    /// External agents: list, show, register (talks to a running server)
+    Agent {
+        #[command(flatten)]
+        remote: Remote,
+        #[command(subcommand)]
+        command: AgentCommand,
+    },
+    /// Webhook subscriptions: create, list, show, delete, deliveries (talks to a running server)
+    Webhook {
+        #[command(flatten)]
+        remote: Remote,
+        #[command(subcommand)]
+        command: WebhookCommand,
+    },
+    /// To-dos (list, add, complete, skip, delete) and the engine's tasks (runs, show, cancel, incidents, resolve) (talks to a running server)
     Task {
         #[command(flatten)]
         remote: Remote,
@@ -194,6 +222,18 @@ async fn run(cli: Cli) -> ExitCode {
         }
         Command::Task { remote, command } => {
             return remote_result(waymark_client::run_task(&remote, command).await);
+        }
+        Command::Journey { remote, command } => {
+            return remote_result(waymark_client::run_journey(&remote, command).await);
+        }
+        Command::Unit { remote, command } => {
+            return remote_result(waymark_client::run_unit(&remote, command).await);
+        }
+        Command::Agent { remote, command } => {
+            return remote_result(waymark_client::run_agent(&remote, command).await);
+        }
+        Command::Webhook { remote, command } => {
+            return remote_result(waymark_client::run_webhook(&remote, command).await);
         }
     };
     match result {

@@ -7,6 +7,7 @@ mod backup;
 mod crash;
 mod export;
 mod faults;
+mod operations;
 mod otel;
 mod plan;
 mod process;
