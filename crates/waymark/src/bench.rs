@@ -30,6 +30,8 @@ pub enum BenchCommand {
     Search(crate::bench_search::SearchBench),
     /// Delivery exports: the ZIP and PDF report of an engagement of 50 artifacts
     Export(crate::bench_export::ExportBench),
+    /// A mixed load through the HTTP API for N minutes: throughput, p99 and RSS each minute
+    Soak(crate::bench_soak::SoakBench),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -122,6 +124,7 @@ pub async fn run(command: BenchCommand) -> Result<()> {
         BenchCommand::Files(args) => crate::bench_files::run(args).await,
         BenchCommand::Search(args) => crate::bench_search::run(args).await,
         BenchCommand::Export(args) => crate::bench_export::run(args).await,
+        BenchCommand::Soak(args) => crate::bench_soak::run(args).await,
     }
 }
 

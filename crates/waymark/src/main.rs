@@ -10,6 +10,7 @@ mod bench_export;
 mod bench_files;
 mod bench_queue;
 mod bench_search;
+mod bench_soak;
 mod bench_ui;
 mod config;
 mod packs;
