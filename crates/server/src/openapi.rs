@@ -51,8 +51,136 @@ impl Modify for BearerAuth {
 pub fn complete(doc: &utoipa::openapi::OpenApi) -> Value {
     let mut value = serde_json::to_value(doc).expect("the OpenAPI document serializes");
     complete_value(&mut value);
+    add_links(&mut value);
     unwrap_single_one_of(&mut value);
     value
+}
+
+/// What a create answers and the operations that take its id (`{id}` in
+/// their path): the document's links, so that clients (and schemathesis's
+/// stateful phase) follow create → read → update → act on the record made.
+const LINKS: &[(&str, &[&str])] = &[
+    (
+        "POST /api/v1/clients",
+        &[
+            "GET /api/v1/clients/{id}",
+            "PATCH /api/v1/clients/{id}",
+            "GET /api/v1/clients/{id}/operations",
+            "GET /api/v1/clients/{id}/stakeholders",
+            "POST /api/v1/clients/{id}/stakeholders",
+            "POST /api/v1/clients/{id}/signals",
+        ],
+    ),
+    (
+        "POST /api/v1/engagements",
+        &[
+            "GET /api/v1/engagements/{id}",
+            "GET /api/v1/engagements/{id}/board",
+            "GET /api/v1/engagements/{id}/gating",
+            "GET /api/v1/engagements/{id}/plan",
+            "GET /api/v1/engagements/{id}/delivery",
+            "GET /api/v1/engagements/{id}/exports",
+        ],
+    ),
+    (
+        "POST /api/v1/artifacts",
+        &[
+            "GET /api/v1/artifacts/{id}",
+            "PUT /api/v1/artifacts/{id}/content",
+            "GET /api/v1/artifacts/{id}/versions",
+            "GET /api/v1/artifacts/{id}/history",
+            "GET /api/v1/artifacts/{id}/lineage",
+            "GET /api/v1/artifacts/{id}/comments",
+            "POST /api/v1/artifacts/{id}/comments",
+            "POST /api/v1/artifacts/{id}/share",
+            "POST /api/v1/artifacts/{id}/transitions",
+            "GET /api/v1/artifacts/{id}/review-links",
+        ],
+    ),
+    (
+        "POST /api/v1/journeys",
+        &[
+            "GET /api/v1/journeys/{id}",
+            "GET /api/v1/journeys/{id}/history",
+            "GET /api/v1/journeys/{id}/validation",
+            "GET /api/v1/journeys/{id}/context",
+            "POST /api/v1/journeys/{id}/events",
+            "POST /api/v1/journeys/{id}/metrics",
+            "POST /api/v1/journeys/{id}/signoffs",
+        ],
+    ),
+    (
+        "POST /api/v1/users",
+        &["GET /api/v1/users/{id}", "PATCH /api/v1/users/{id}"],
+    ),
+    (
+        "POST /api/v1/webhooks",
+        &[
+            "GET /api/v1/webhooks/{id}",
+            "GET /api/v1/webhooks/{id}/deliveries",
+            "DELETE /api/v1/webhooks/{id}",
+        ],
+    ),
+    (
+        "POST /api/v1/work/units",
+        &[
+            "GET /api/v1/work/units/{id}",
+            "POST /api/v1/work/units/{id}/cancel",
+        ],
+    ),
+    (
+        "POST /api/v1/files",
+        &[
+            "GET /api/v1/files/{id}",
+            "GET /api/v1/files/{id}/content",
+            "GET /api/v1/files/{id}/text",
+        ],
+    ),
+];
+
+/// `"METHOD /path"` split into the method (lowercase) and the path.
+fn operation(name: &str) -> (String, &str) {
+    let (method, path) = name.split_once(' ').expect("\"METHOD /path\"");
+    (method.to_ascii_lowercase(), path)
+}
+
+/// Adds [`LINKS`] to each create's success answers (2xx): the new record's
+/// `id` from the answer's body, as `{id}` of each operation named. An
+/// operation the document does not have is left out.
+fn add_links(doc: &mut Value) {
+    for (producer, targets) in LINKS {
+        let mut links = serde_json::Map::new();
+        for target in *targets {
+            let (method, path) = operation(target);
+            if doc["paths"][path][&method].is_null() {
+                continue;
+            }
+            let pointer = format!(
+                "#/paths/{}/{method}",
+                path.replace('~', "~0").replace('/', "~1")
+            );
+            // A component name: `get_artifacts_id_versions`.
+            let name: String = path
+                .trim_start_matches("/api/v1/")
+                .chars()
+                .filter(|c| !matches!(c, '{' | '}'))
+                .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+                .collect();
+            links.insert(
+                format!("{method}_{name}"),
+                json!({"operationRef": pointer, "parameters": {"id": "$response.body#/id"}}),
+            );
+        }
+        let (method, path) = operation(producer);
+        let Some(responses) = doc["paths"][path][&method]["responses"].as_object_mut() else {
+            continue;
+        };
+        for (status, response) in responses.iter_mut() {
+            if status.starts_with('2') {
+                response["links"] = Value::Object(links.clone());
+            }
+        }
+    }
 }
 
 /// A schema written as JSON, for what the derive cannot say (the form of an
@@ -213,7 +341,14 @@ fn complete_value(doc: &mut Value) {
                 responses.entry(status).or_insert_with(|| {
                     let mut content = serde_json::Map::new();
                     content.insert(PROBLEM.into(), problem.clone());
-                    json!({"description": description, "content": content})
+                    let mut response = json!({"description": description, "content": content});
+                    if status == "503" {
+                        response["headers"] = json!({"Retry-After": {
+                            "description": "Seconds to wait before retrying",
+                            "schema": {"type": "integer", "minimum": 0}
+                        }});
+                    }
+                    response
                 });
             }
         }

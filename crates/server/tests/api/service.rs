@@ -206,6 +206,45 @@ async fn openapi_describes_every_route(app: TestApp) {
             }
         }
     }
+    // Each create links to the operations that take the record it made:
+    // every link names an operation of the document, with an `{id}` in its
+    // path filled from the answer's `id`.
+    let mut links = 0;
+    for (path, item) in paths {
+        for (method, op) in item.as_object().unwrap() {
+            let Some(responses) = op["responses"].as_object() else {
+                continue;
+            };
+            for response in responses.values() {
+                for (name, link) in response["links"].as_object().into_iter().flatten() {
+                    links += 1;
+                    let target = link["operationRef"].as_str().unwrap();
+                    let pointer = target.trim_start_matches('#');
+                    let op = doc.pointer(pointer).unwrap_or_else(|| {
+                        panic!("{method} {path}: link {name} names {target}, which is not here")
+                    });
+                    assert!(op["responses"].is_object(), "{target}");
+                    assert!(pointer.contains("{id}"), "{target}");
+                    assert_eq!(link["parameters"]["id"], "$response.body#/id");
+                    assert!(
+                        name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'),
+                        "{name}"
+                    );
+                }
+            }
+        }
+    }
+    assert!(links >= 40, "{links} links");
+    assert!(
+        doc["paths"]["/api/v1/artifacts"]["post"]["responses"]["201"]["links"]
+            ["put_artifacts_id_content"]
+            .is_object()
+    );
+    assert!(
+        doc["paths"]["/api/v1/artifacts"]["get"]["responses"]["503"]["headers"]["Retry-After"]
+            .is_object()
+    );
+
     // Served beside the document, deliberately: the document, its page, metrics.
     for path in ["/api/openapi.json", "/api/docs/", "/metrics"] {
         let res = http
