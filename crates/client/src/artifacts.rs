@@ -471,11 +471,7 @@ pub(crate) async fn execute(
             .await;
         }
     };
-    Ok(if json {
-        render::json(&body)
-    } else {
-        human(&body)
-    })
+    Ok(render::output(json, &body, human))
 }
 
 fn summary(artifact: &Value) -> String {

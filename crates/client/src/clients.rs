@@ -171,11 +171,7 @@ pub(crate) async fn execute(
             )
         }
     };
-    Ok(if json {
-        render::json(&body)
-    } else {
-        human(&body)
-    })
+    Ok(render::output(json, &body, human))
 }
 
 /// A `YYYY-MM-DD` date, checked locally.

@@ -122,11 +122,7 @@ pub(crate) async fn execute(
         EngagementCommand::Delivery { id } => (api.get_delivery(&id).await?, delivery_summary),
         EngagementCommand::Export { id, out } => (export(api, &id, out).await?, export_summary),
     };
-    Ok(if json {
-        render::json(&body)
-    } else {
-        human(&body)
-    })
+    Ok(render::output(json, &body, human))
 }
 
 /// The plan's jobs, one line each.

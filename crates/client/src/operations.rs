@@ -313,11 +313,7 @@ pub(crate) async fn execute_journey(
             |v| render::list(v, &["seq", "at", "event", "from", "to", "actor", "reason"]),
         ),
     };
-    Ok(if json {
-        render::json(&body)
-    } else {
-        human(&body)
-    })
+    Ok(render::output(json, &body, human))
 }
 
 // --- units ---------------------------------------------------------------------
@@ -433,11 +429,7 @@ pub(crate) async fn execute_unit(
             unit,
         ),
     };
-    Ok(if json {
-        render::json(&body)
-    } else {
-        human(&body)
-    })
+    Ok(render::output(json, &body, human))
 }
 
 // --- engine tasks and incidents (`waymark task ...`) ---------------------------
@@ -526,11 +518,7 @@ pub(crate) async fn execute_engine_task(
             },
         ),
     };
-    Ok(if json {
-        render::json(&body)
-    } else {
-        human(&body)
-    })
+    Ok(render::output(json, &body, human))
 }
 
 /// The engine's tasks as `waymark task` shows them (beside the to-dos).
@@ -620,11 +608,7 @@ pub(crate) async fn execute_agent(
             )
         }
     };
-    Ok(if json {
-        render::json(&body)
-    } else {
-        human(&body)
-    })
+    Ok(render::output(json, &body, human))
 }
 
 // --- webhooks ------------------------------------------------------------------
@@ -725,11 +709,7 @@ pub(crate) async fn execute_webhook(
             },
         ),
     };
-    Ok(if json {
-        render::json(&body)
-    } else {
-        human(&body)
-    })
+    Ok(render::output(json, &body, human))
 }
 
 // --- review (`waymark artifact share|comment|approve|reject|...`) -----------
@@ -772,6 +752,11 @@ pub(crate) enum Review {
         pack: Option<String>,
         content: Map<String, Value>,
     },
+}
+
+/// What an approval or a rejection answers: the artifact as it is now.
+fn decided(v: &Value) -> String {
+    render::fields(&v["artifact"], &["id", "status", "version"])
 }
 
 const COMMENT_COLUMNS: &[&str] = &["id", "author_name", "section", "internal", "body"];
@@ -862,14 +847,7 @@ pub(crate) async fn execute_review(
                     json!({"version": version}),
                 )
                 .await?,
-                |v| {
-                    let a = if v["artifact"].is_object() {
-                        &v["artifact"]
-                    } else {
-                        v
-                    };
-                    render::fields(a, &["id", "status", "version"])
-                },
+                decided,
             )
         }
         Review::Reject { id, reason } => (
@@ -879,14 +857,7 @@ pub(crate) async fn execute_review(
                 json!({"reason": reason}),
             )
             .await?,
-            |v| {
-                let a = if v["artifact"].is_object() {
-                    &v["artifact"]
-                } else {
-                    v
-                };
-                render::fields(a, &["id", "status", "version"])
-            },
+            decided,
         ),
         Review::Implement { id, template } => (
             post(
@@ -936,9 +907,5 @@ pub(crate) async fn execute_review(
             },
         ),
     };
-    Ok(if json {
-        render::json(&body)
-    } else {
-        human(&body)
-    })
+    Ok(render::output(json, &body, human))
 }

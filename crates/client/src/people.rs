@@ -153,11 +153,7 @@ pub(crate) async fn execute_user(
             |v| render::list(v, USER_COLUMNS),
         ),
     };
-    Ok(if json {
-        render::json(&body)
-    } else {
-        human(&body)
-    })
+    Ok(render::output(json, &body, human))
 }
 
 pub(crate) async fn execute_token(
@@ -192,11 +188,7 @@ pub(crate) async fn execute_token(
             render::fields(v, TOKEN_FIELDS)
         }),
     };
-    Ok(if json {
-        render::json(&body)
-    } else {
-        human(&body)
-    })
+    Ok(render::output(json, &body, human))
 }
 
 /// A new token's fields, then its secret and that it will not be shown again.

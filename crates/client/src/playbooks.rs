@@ -389,11 +389,7 @@ pub(crate) async fn execute_queue(
             action_block,
         ),
     };
-    Ok(if json {
-        render::json(&body)
-    } else {
-        human(&body)
-    })
+    Ok(render::output(json, &body, human))
 }
 
 pub(crate) async fn execute_task(
@@ -498,9 +494,5 @@ pub(crate) async fn execute_task(
             return execute_engine_task(api, json, EngineTask::Resolve { id, action, note }).await;
         }
     };
-    Ok(if json {
-        render::json(&body)
-    } else {
-        human(&body)
-    })
+    Ok(render::output(json, &body, human))
 }

@@ -27,6 +27,11 @@ pub(crate) fn json(value: &Value) -> String {
     out
 }
 
+/// A command's answer: the document with `--json`, else `human`'s form of it.
+pub(crate) fn output(json: bool, body: &Value, human: fn(&Value) -> String) -> String {
+    if json { self::json(body) } else { human(body) }
+}
+
 /// A borderless table with the given header and rows.
 pub(crate) fn table<R: IntoIterator<Item = String>>(
     header: &[&str],

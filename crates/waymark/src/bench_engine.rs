@@ -41,6 +41,10 @@ pub struct EngineBench {
     /// Worker concurrencies to measure W1 at (W2 runs at the first)
     #[arg(long, value_delimiter = ',', default_values_t = vec![engine::DEFAULT_CONCURRENCY, 8])]
     concurrency: Vec<usize>,
+    /// W1's task count, a multiple of 1,000 (claiming must stay O(claimed):
+    /// compare 100,000 with the default)
+    #[arg(long, default_value_t = 10_000)]
+    tasks: usize,
 }
 
 struct Run {
@@ -54,8 +58,12 @@ pub async fn run(args: EngineBench) -> Result<()> {
     if args.runs == 0 || args.concurrency.is_empty() {
         bail!("--runs and --concurrency need at least one value");
     }
+    // One unit per 1,000 tasks; `wait_completed` reads one page of 200 units.
+    if args.tasks == 0 || !args.tasks.is_multiple_of(1000) || args.tasks > 200_000 {
+        bail!("--tasks is a multiple of 1,000, at most 200,000");
+    }
     let (name, n) = match args.workload {
-        Workload::W1 => ("w1", 10_000usize),
+        Workload::W1 => ("w1", args.tasks),
         Workload::W2 => ("w2", 1_000usize),
     };
     let concurrencies = match args.workload {
@@ -72,7 +80,7 @@ pub async fn run(args: EngineBench) -> Result<()> {
             let (store, db) = BenchDb::open(args.backend, args.database_url.as_deref()).await?;
             let store: Arc<dyn Store> = Arc::new(store);
             let r = match args.workload {
-                Workload::W1 => w1(store.clone(), concurrency).await,
+                Workload::W1 => w1(store.clone(), concurrency, n / 1000).await,
                 Workload::W2 => w2(store.clone(), concurrency).await,
             };
             store.close().await;
@@ -196,10 +204,10 @@ async fn rows_written(store: &Arc<dyn Store>, tasks: i64, edges: i64, units: i64
     Ok(tasks + edges + units + 1 + audit + events)
 }
 
-async fn w1(store: Arc<dyn Store>, concurrency: usize) -> Result<Run> {
+async fn w1(store: Arc<dyn Store>, concurrency: usize, units: usize) -> Result<Run> {
     let client = new_client(&store).await?;
     // Built before t0; only the enqueueing is timed.
-    let batches: Vec<NewUnit> = (0..10)
+    let batches: Vec<NewUnit> = (0..units)
         .map(|b| {
             let specs = (0..1000)
                 .map(|i| {
@@ -222,11 +230,13 @@ async fn w1(store: Arc<dyn Store>, concurrency: usize) -> Result<Run> {
     }
     let enqueue = t0.elapsed();
     let (stop, handle) = start_engine(store.clone(), concurrency);
-    wait_completed(&store, 10).await?;
+    wait_completed(&store, units).await?;
     let wall = t0.elapsed();
     let _ = stop.send(());
     let _ = handle.await;
-    let rows = rows_written(&store, 10_000, 0, 10).await? - audit_before - events_before;
+    let rows = rows_written(&store, units as i64 * 1000, 0, units as i64).await?
+        - audit_before
+        - events_before;
     Ok(Run {
         wall,
         enqueue,

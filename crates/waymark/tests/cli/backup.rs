@@ -14,23 +14,6 @@ fn text(out: &[u8]) -> String {
     String::from_utf8_lossy(out).into_owned()
 }
 
-async fn get(http: &reqwest::Client, server: &Server, path: &str) -> (u16, Vec<u8>) {
-    let res = http
-        .get(format!("{}{path}", server.url))
-        .bearer_auth(&server.token)
-        .send()
-        .await
-        .unwrap();
-    let status = res.status().as_u16();
-    (status, res.bytes().await.unwrap().to_vec())
-}
-
-async fn get_json(http: &reqwest::Client, server: &Server, path: &str) -> Value {
-    let (status, body) = get(http, server, path).await;
-    assert_eq!(status, 200, "{path}: {}", text(&body));
-    serde_json::from_slice(&body).unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_running_installation_is_backed_up_and_restored() {
     let backend = Backend::sqlite();
@@ -106,7 +89,7 @@ async fn a_running_installation_is_backed_up_and_restored() {
         })
     };
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    let before = get_json(&http, &server, "/api/v1/artifacts?limit=200").await;
+    let before = server.get_json(&http, "/api/v1/artifacts?limit=200").await;
     let answered: Vec<String> = before["items"]
         .as_array()
         .unwrap()
@@ -174,13 +157,12 @@ async fn a_running_installation_is_backed_up_and_restored() {
     );
     assert!(!target.exists());
 
-    let original_doc = get_json(&http, &server, &format!("/api/v1/artifacts/{doc_id}")).await;
-    let original_versions = get_json(
-        &http,
-        &server,
-        &format!("/api/v1/artifacts/{doc_id}/versions"),
-    )
-    .await;
+    let original_doc = server
+        .get_json(&http, &format!("/api/v1/artifacts/{doc_id}"))
+        .await;
+    let original_versions = server
+        .get_json(&http, &format!("/api/v1/artifacts/{doc_id}/versions"))
+        .await;
     server.stop_gracefully().await;
 
     let restored = dir.path().join("restored");
@@ -213,23 +195,24 @@ async fn a_running_installation_is_backed_up_and_restored() {
 
     let server = Server::restart(&backend, restored.clone()).await;
     assert_eq!(
-        get_json(&http, &server, &format!("/api/v1/artifacts/{doc_id}")).await,
+        server
+            .get_json(&http, &format!("/api/v1/artifacts/{doc_id}"))
+            .await,
         original_doc
     );
     assert_eq!(
-        get_json(
-            &http,
-            &server,
-            &format!("/api/v1/artifacts/{doc_id}/versions")
-        )
-        .await,
+        server
+            .get_json(&http, &format!("/api/v1/artifacts/{doc_id}/versions"))
+            .await,
         original_versions
     );
     for id in &answered {
-        let (status, _) = get(&http, &server, &format!("/api/v1/artifacts/{id}")).await;
+        let (status, _) = server.get(&http, &format!("/api/v1/artifacts/{id}")).await;
         assert_eq!(status, 200, "{id}, answered before the backup, is restored");
     }
-    let (status, body) = get(&http, &server, &format!("/api/v1/files/{file_id}/content")).await;
+    let (status, body) = server
+        .get(&http, &format!("/api/v1/files/{file_id}/content"))
+        .await;
     assert_eq!(status, 200);
     assert_eq!(body, csv, "the stored file's bytes are restored");
     server.stop_gracefully().await;

@@ -307,6 +307,25 @@ impl Server {
         )
     }
 
+    /// `GET path` with the admin token: the status and the body's bytes.
+    pub async fn get(&self, http: &reqwest::Client, path: &str) -> (u16, Vec<u8>) {
+        let res = http
+            .get(format!("{}{path}", self.url))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .unwrap();
+        let status = res.status().as_u16();
+        (status, res.bytes().await.unwrap().to_vec())
+    }
+
+    /// `GET path` with the admin token, which must answer 200 with JSON.
+    pub async fn get_json(&self, http: &reqwest::Client, path: &str) -> Value {
+        let (status, body) = self.get(http, path).await;
+        assert_eq!(status, 200, "{path}: {}", String::from_utf8_lossy(&body));
+        serde_json::from_slice(&body).unwrap()
+    }
+
     pub async fn post(&self, http: &reqwest::Client, path: &str, body: Value) -> Value {
         let res = http
             .post(format!("{}{path}", self.url))

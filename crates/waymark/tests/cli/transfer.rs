@@ -15,23 +15,6 @@ fn text(out: &[u8]) -> String {
     String::from_utf8_lossy(out).into_owned()
 }
 
-async fn get(http: &reqwest::Client, server: &Server, path: &str) -> (u16, Vec<u8>) {
-    let res = http
-        .get(format!("{}{path}", server.url))
-        .bearer_auth(&server.token)
-        .send()
-        .await
-        .unwrap();
-    let status = res.status().as_u16();
-    (status, res.bytes().await.unwrap().to_vec())
-}
-
-async fn get_json(http: &reqwest::Client, server: &Server, path: &str) -> Value {
-    let (status, body) = get(http, server, path).await;
-    assert_eq!(status, 200, "{path}: {}", text(&body));
-    serde_json::from_slice(&body).unwrap()
-}
-
 async fn send(
     http: &reqwest::Client,
     server: &Server,
@@ -79,32 +62,32 @@ async fn reads(http: &reqwest::Client, server: &Server) -> Vec<(String, Value)> 
     ]
     .map(String::from)
     .to_vec();
-    let artifacts = get_json(http, server, "/api/v1/artifacts?limit=200").await;
+    let artifacts = server.get_json(http, "/api/v1/artifacts?limit=200").await;
     for id in ids(&artifacts) {
         for sub in ["", "/versions", "/history", "/comments", "/lineage"] {
             paths.push(format!("/api/v1/artifacts/{id}{sub}"));
         }
     }
-    let journeys = get_json(http, server, "/api/v1/journeys?limit=200").await;
+    let journeys = server.get_json(http, "/api/v1/journeys?limit=200").await;
     for id in ids(&journeys) {
         for sub in ["", "/history", "/validation"] {
             paths.push(format!("/api/v1/journeys/{id}{sub}"));
         }
     }
-    let engagements = get_json(http, server, "/api/v1/engagements?limit=200").await;
+    let engagements = server.get_json(http, "/api/v1/engagements?limit=200").await;
     for id in ids(&engagements) {
         for sub in ["", "/board", "/delivery", "/exports"] {
             paths.push(format!("/api/v1/engagements/{id}{sub}"));
         }
     }
-    let files = get_json(http, server, "/api/v1/files?limit=200").await;
+    let files = server.get_json(http, "/api/v1/files?limit=200").await;
     for id in ids(&files) {
         paths.push(format!("/api/v1/files/{id}"));
         paths.push(format!("/api/v1/files/{id}/text"));
     }
     let mut out = Vec::new();
     for p in paths {
-        let mut v = get_json(http, server, &p).await;
+        let mut v = server.get_json(http, &p).await;
         if p.contains("search?") {
             // The same hits, snippets and order; the scores are each
             // database's own (SQLite's bm25, PostgreSQL's ts_rank_cd).
@@ -116,7 +99,7 @@ async fn reads(http: &reqwest::Client, server: &Server) -> Vec<(String, Value)> 
     }
     for id in ids(&files) {
         let p = format!("/api/v1/files/{id}/content");
-        let (status, bytes) = get(http, server, &p).await;
+        let (status, bytes) = server.get(http, &p).await;
         assert_eq!(status, 200, "{p}");
         out.push((p, json!(bytes)));
     }
@@ -129,8 +112,8 @@ async fn reads(http: &reqwest::Client, server: &Server) -> Vec<(String, Value)> 
 async fn settle(http: &reqwest::Client, server: &Server) {
     let mut last = Value::Null;
     for _ in 0..60 {
-        let now = get_json(http, server, "/api/v1/audit?limit=200").await;
-        let files = get_json(http, server, "/api/v1/files?limit=200").await;
+        let now = server.get_json(http, "/api/v1/audit?limit=200").await;
+        let files = server.get_json(http, "/api/v1/files?limit=200").await;
         let extracting = files["items"]
             .as_array()
             .unwrap()
@@ -380,12 +363,12 @@ async fn sqlite_moves_to_postgres_with_identical_reads() {
                    "content": {}}),
         )
         .await;
-    let history = get_json(
-        &http,
-        &moved,
-        &format!("/api/v1/artifacts/{}/history", note["id"].as_str().unwrap()),
-    )
-    .await;
+    let history = moved
+        .get_json(
+            &http,
+            &format!("/api/v1/artifacts/{}/history", note["id"].as_str().unwrap()),
+        )
+        .await;
     assert_eq!(history["items"].as_array().unwrap().len(), 1);
     moved.stop_gracefully().await;
     let out = waymark(&verify, &[]);
