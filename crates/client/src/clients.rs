@@ -13,27 +13,8 @@ pub enum ClientCommand {
     Create {
         /// The client's name
         name: String,
-        /// Account owner
-        #[arg(long)]
-        owner: Option<String>,
-        /// Annual recurring revenue
-        #[arg(long)]
-        arr: Option<Number>,
-        /// Next renewal date (YYYY-MM-DD)
-        #[arg(long, value_parser = parse_date)]
-        renewal_date: Option<String>,
-        /// Health score
-        #[arg(long)]
-        health_score: Option<Number>,
-        /// Risk score
-        #[arg(long)]
-        risk_score: Option<Number>,
-        /// Opportunity score
-        #[arg(long)]
-        opportunity_score: Option<Number>,
-        /// Free-form attributes as a JSON object, e.g. '{"region": "emea"}'
-        #[arg(long, value_parser = parse_object)]
-        attributes: Option<Map<String, Value>>,
+        #[command(flatten)]
+        fields: ClientFields,
     },
     /// List clients
     List {
@@ -51,23 +32,43 @@ pub enum ClientCommand {
         id: String,
         #[arg(long)]
         name: Option<String>,
-        #[arg(long)]
-        owner: Option<String>,
-        #[arg(long)]
-        arr: Option<Number>,
-        /// YYYY-MM-DD
-        #[arg(long, value_parser = parse_date)]
-        renewal_date: Option<String>,
-        #[arg(long)]
-        health_score: Option<Number>,
-        #[arg(long)]
-        risk_score: Option<Number>,
-        #[arg(long)]
-        opportunity_score: Option<Number>,
-        /// Free-form attributes as a JSON object (replaces them)
-        #[arg(long, value_parser = parse_object)]
-        attributes: Option<Map<String, Value>>,
+        #[command(flatten)]
+        fields: ClientFields,
     },
+}
+
+/// A client's fields other than its name, as `create` and `update` take them.
+#[derive(clap::Args, Debug, serde::Serialize)]
+pub struct ClientFields {
+    /// Account owner
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    owner: Option<String>,
+    /// Annual recurring revenue
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    arr: Option<Number>,
+    /// Next renewal date (YYYY-MM-DD)
+    #[arg(long, value_parser = parse_date)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    renewal_date: Option<String>,
+    /// Health score
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    health_score: Option<Number>,
+    /// Risk score
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    risk_score: Option<Number>,
+    /// Opportunity score
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    opportunity_score: Option<Number>,
+    /// Free-form attributes as a JSON object, e.g. '{"region": "emea"}'
+    /// (replaces them on update)
+    #[arg(long, value_parser = parse_object)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    attributes: Option<Map<String, Value>>,
 }
 
 const FIELDS: &[&str] = &[
@@ -99,25 +100,16 @@ pub(crate) async fn execute(
     cmd: ClientCommand,
 ) -> Result<String, CliError> {
     let (body, human): (Value, fn(&Value) -> String) = match cmd {
-        ClientCommand::Create {
-            name,
-            owner,
-            arr,
-            renewal_date,
-            health_score,
-            risk_score,
-            opportunity_score,
-            attributes,
-        } => {
+        ClientCommand::Create { name, fields } => {
             let new = NewClient {
                 name,
-                arr,
-                renewal_date,
-                health_score,
-                risk_score,
-                opportunity_score,
-                owner,
-                attributes,
+                arr: fields.arr,
+                renewal_date: fields.renewal_date,
+                health_score: fields.health_score,
+                risk_score: fields.risk_score,
+                opportunity_score: fields.opportunity_score,
+                owner: fields.owner,
+                attributes: fields.attributes,
             };
             (api.create_client(&new).await?, |v| {
                 render::fields(v, FIELDS)
@@ -130,31 +122,14 @@ pub(crate) async fn execute(
             |v| render::list(v, COLUMNS),
         ),
         ClientCommand::Get { id } => (api.get_client(&id).await?, |v| render::fields(v, FIELDS)),
-        ClientCommand::Update {
-            id,
-            name,
-            owner,
-            arr,
-            renewal_date,
-            health_score,
-            risk_score,
-            opportunity_score,
-            attributes,
-        } => {
-            let mut changes = Map::new();
-            let mut set = |k: &str, v: Option<Value>| {
-                if let Some(v) = v {
-                    changes.insert(k.to_owned(), v);
-                }
+        ClientCommand::Update { id, name, fields } => {
+            let mut changes = match serde_json::to_value(&fields) {
+                Ok(Value::Object(map)) => map,
+                _ => Map::new(),
             };
-            set("name", name.map(Value::String));
-            set("owner", owner.map(Value::String));
-            set("arr", arr.map(Value::Number));
-            set("renewal_date", renewal_date.map(Value::String));
-            set("health_score", health_score.map(Value::Number));
-            set("risk_score", risk_score.map(Value::Number));
-            set("opportunity_score", opportunity_score.map(Value::Number));
-            set("attributes", attributes.map(Value::Object));
+            if let Some(name) = name {
+                changes.insert("name".into(), Value::String(name));
+            }
             if changes.is_empty() {
                 return Err(CliError::input(
                     "name what to change, e.g. --owner usr_… or --health-score 62",
