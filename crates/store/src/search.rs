@@ -28,6 +28,13 @@
 //! - **Pages** are by offset (ranks are not unique and change with every
 //!   write): `next_cursor` is the offset of the next page, and results stop
 //!   at [`SEARCH_RESULTS_MAX`]; a narrower query finds the rest.
+//! - **Common words** cost no more as the index grows: a query that matches
+//!   more than [`SearchQuery::candidates`] documents the scope may see (after
+//!   its filters) ranks the most recent of them only ([`SEARCH_CANDIDATES`]
+//!   by default, ten times what a search pages through), so its cost is
+//!   bounded by that number rather than by the size of the index. Recent
+//!   means the latest indexed on SQLite (the full-text index's own order,
+//!   read backwards) and the latest written on PostgreSQL.
 
 use async_trait::async_trait;
 use serde::Serialize;
@@ -39,6 +46,9 @@ use crate::{Page, PageRequest, Result};
 
 /// Most results a search pages through (the offset of a page stops here).
 pub const SEARCH_RESULTS_MAX: u32 = 1_000;
+
+/// Most matches a search ranks by default (see the module docs).
+pub const SEARCH_CANDIDATES: u32 = 10_000;
 
 /// What a search result is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, ToSchema)]
@@ -90,6 +100,10 @@ pub struct SearchQuery {
     /// Only artifacts of this type, and comments and files on them.
     pub artifact_type: Option<String>,
     pub scope: Visibility,
+    /// Most matches ranked: beyond it, the most recent are ranked and the
+    /// rest are not results ([`SEARCH_CANDIDATES`], which is more than a
+    /// search pages through).
+    pub candidates: u32,
 }
 
 /// One search result.

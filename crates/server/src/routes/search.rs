@@ -21,7 +21,8 @@ use utoipa_axum::routes;
 use waymark_domain::artifact::ArtifactType;
 use waymark_domain::{ClientId, EngagementId};
 use waymark_store::{
-    DocKind, Page, PageRequest, SEARCH_RESULTS_MAX, SearchHit, SearchQuery, Visibility,
+    DocKind, Page, PageRequest, SEARCH_CANDIDATES, SEARCH_RESULTS_MAX, SearchHit, SearchQuery,
+    Visibility,
 };
 
 use crate::AppState;
@@ -185,6 +186,7 @@ impl SearchParams {
                 engagement_id,
                 artifact_type,
                 scope,
+                candidates: SEARCH_CANDIDATES,
             }),
             page,
         ))
@@ -207,6 +209,9 @@ pub async fn run(
     }
 }
 
+// The description below names the store's cap on ranked matches.
+const _: () = assert!(SEARCH_CANDIDATES == 10_000);
+
 /// Search artifacts, comments and files, best match first.
 ///
 /// Each result has a snippet around its matches (`snippet` as text,
@@ -214,7 +219,10 @@ pub async fn run(
 /// the page that shows it. Only what the caller may see is searched: a client
 /// user finds their client's shared documents (not drafts), the comments on
 /// them that are not internal, and their client's files; another client's
-/// `client_id` answers an empty list.
+/// `client_id` answers an empty list. A query that matches more than 10,000
+/// documents (after its filters) ranks the 10,000 most recent of them, so a
+/// common word answers as fast in a large index as in a small one; a
+/// narrower query finds older ones.
 #[utoipa::path(get, path = "/api/v1/search", tag = "search", params(SearchParams),
     responses((status = 200, body = Page<SearchHit>), (status = 400, body = Problem)),
     security(("bearer" = [])))]

@@ -499,19 +499,27 @@ impl SearchStore for SqlStore {
         if limit == 0 {
             return Ok(empty);
         }
+        let candidates = query.candidates.max(1);
         let q = match self.db.backend() {
             Backend::Sqlite => {
-                // The page's rows first (rank and id only), then their
-                // snippets: snippet() runs for the rows shown, not for
-                // every match.
-                let mut q = sql("WITH page AS (SELECT d.id AS doc, \
+                // The most recent matches the filters keep, read in the
+                // index's own order (rowid descending) and cut at the
+                // candidates, are ranked; then the page's rows (rank and id
+                // only), then their snippets: snippet() runs for the rows
+                // shown, not for every match.
+                let mut q = sql("WITH matches AS (SELECT d.id AS doc, \
                      -bm25(search_fts, 10.0, 1.0) AS score \
                      FROM search_fts JOIN search_docs d ON d.id = search_fts.rowid \
                      LEFT JOIN artifacts a ON a.id = d.artifact_id \
                      WHERE search_fts MATCH $1")
                 .bind(terms.fts5());
                 push_filters(&mut q, query);
-                q.push(" ORDER BY score DESC, d.id DESC LIMIT ")
+                q.push(" ORDER BY search_fts.rowid DESC LIMIT ")
+                    .push_bind(i64::from(candidates))
+                    .push(
+                        "), page AS (SELECT doc, score FROM matches \
+                         ORDER BY score DESC, doc DESC LIMIT ",
+                    )
                     .push_bind(i64::from(limit) + 1)
                     .push(" OFFSET ")
                     .push_bind(i64::from(offset));
@@ -526,19 +534,27 @@ impl SearchStore for SqlStore {
                 q
             }
             Backend::Postgres => {
-                // The page's keys and ranks first; ts_headline (which reads
+                // The most recent matches the filters keep (a top-N sort
+                // on the time written, cut at the candidates) are ranked;
+                // then the page's keys and ranks; ts_headline (which reads
                 // the whole body) runs for those rows only.
                 let mut q = sql("WITH query AS MATERIALIZED (SELECT ");
                 terms.push_tsquery(&mut q);
                 q.push(
-                    " AS query), page AS MATERIALIZED (SELECT d.kind, d.ref_id, \
-                     ts_rank_cd(d.search, query.query)::float8 AS score \
+                    " AS query), matches AS MATERIALIZED (SELECT d.kind, d.ref_id, d.search \
                      FROM query CROSS JOIN search_docs d \
                      LEFT JOIN artifacts a ON a.id = d.artifact_id \
                      WHERE d.search @@ query.query",
                 );
                 push_filters(&mut q, query);
-                q.push(" ORDER BY score DESC, d.kind, d.ref_id LIMIT ")
+                q.push(" ORDER BY d.updated_at DESC, d.kind, d.ref_id LIMIT ")
+                    .push_bind(i64::from(candidates))
+                    .push(
+                        "), page AS MATERIALIZED (SELECT m.kind, m.ref_id, \
+                         ts_rank_cd(m.search, query.query)::float8 AS score \
+                         FROM matches m CROSS JOIN query \
+                         ORDER BY score DESC, m.kind, m.ref_id LIMIT ",
+                    )
                     .push_bind(i64::from(limit) + 1)
                     .push(" OFFSET ")
                     .push_bind(i64::from(offset));

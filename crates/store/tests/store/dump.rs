@@ -216,6 +216,7 @@ async fn reads(s: &dyn Store) -> Value {
                 engagement_id: None,
                 artifact_type: None,
                 scope: Visibility::Staff,
+                candidates: waymark_store::SEARCH_CANDIDATES,
             },
             page,
         )

@@ -18,6 +18,7 @@ contract!(
     search_snippets_mark_matches_and_escape_the_rest,
     search_shows_a_client_only_what_was_shared_with_it,
     search_filters_and_pages,
+    search_ranks_the_most_recent_matches_of_a_common_word,
     search_reads_hostile_queries_as_words,
     search_backs_the_artifact_list_q,
 );
@@ -107,6 +108,7 @@ fn query(q: &str, scope: Visibility) -> SearchQuery {
         engagement_id: None,
         artifact_type: None,
         scope,
+        candidates: SEARCH_CANDIDATES,
     }
 }
 
@@ -454,6 +456,53 @@ async fn search_filters_and_pages(db: &TestDb) {
         .await
         .unwrap();
     assert!(last.items.is_empty() && last.next_cursor.is_none());
+}
+
+async fn search_ranks_the_most_recent_matches_of_a_common_word(db: &TestDb) {
+    let s = store(db);
+    let a = client(&*s, "Alpha").await;
+    let b = client(&*s, "Beta").await;
+    // The best match (the word in its title) is the oldest.
+    let oldest = artifact(&*s, a, "brief", "Cutover plan", json!({"x": "cutover"})).await;
+    let mut newer = Vec::new();
+    for i in 0..4 {
+        // Written a moment apart: PostgreSQL's recent is the time written.
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        let body = json!({"x": format!("the cutover, step {i}")});
+        newer.push(artifact(&*s, b, "brief", &format!("Step {i}"), body).await);
+    }
+    let all = |candidates| {
+        let mut q = query("cutover", Visibility::Staff);
+        q.candidates = candidates;
+        q
+    };
+    // Every match ranked: the title match first.
+    let hits = find(&*s, all(SEARCH_CANDIDATES)).await;
+    assert_eq!(hits.len(), 5);
+    assert_eq!(hits[0].id, oldest.to_string());
+
+    // Three ranked: the three most recent, on every page, and no more.
+    let mut seen = Vec::new();
+    let mut req = page(2);
+    loop {
+        let p = s.search(&all(3), req.clone()).await.unwrap();
+        seen.extend(p.items.into_iter().map(|h| h.id));
+        match p.next_cursor {
+            Some(c) => req.cursor = Some(c),
+            None => break,
+        }
+    }
+    assert_eq!(
+        sorted(seen),
+        sorted(newer[1..].iter().map(ToString::to_string).collect()),
+    );
+
+    // The filters come first: the client's own matches are the candidates.
+    let mut only_a = all(1);
+    only_a.client_id = Some(a);
+    let hits = find(&*s, only_a).await;
+    assert_eq!(hits.len(), 1);
+    assert_eq!(hits[0].id, oldest.to_string());
 }
 
 async fn search_reads_hostile_queries_as_words(db: &TestDb) {
