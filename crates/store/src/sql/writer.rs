@@ -96,17 +96,65 @@ pub(crate) const WAL_LIMIT_PAGES: u32 = 16_384;
 /// How often at most the checkpointer runs while writes go on.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(200);
 
+/// Pages (4 KiB each) the write-ahead log may reach before the checkpointer
+/// starts it over (see [`checkpointer`]).
+pub(crate) const WAL_RESTART_PAGES: i64 = 4_096;
+
+/// The longest a restart waits for the reads in flight (new writes wait
+/// that long at most; new reads never wait).
+const RESTART_WAIT_MS: u32 = 250;
+
+/// After a restart that could not finish, how long before the next try.
+const RESTART_BACKOFF: Duration = Duration::from_secs(1);
+
 /// Copies committed pages from the write-ahead log into the database file,
 /// on its own connection, so no writer pays for it in its commit (a
 /// checkpoint writes and flushes up to a thousand pages: milliseconds). A
 /// passive checkpoint never blocks the writer or the readers.
+///
+/// A passive checkpoint does not shorten the log, though: a writer starts it
+/// over only at a moment no read is using it, and under a steady load of
+/// reads that moment never comes, so the log would grow without end (and
+/// every read, which looks its pages up in the log first, would slow down
+/// with it; a passive checkpoint cannot even copy the pages newer than
+/// the oldest read in flight). When the log has grown past
+/// [`WAL_RESTART_PAGES`], the checkpointer truncates it: holding new writes
+/// back, it waits (at most [`RESTART_WAIT_MS`] at each step) for the reads
+/// in flight to end, copies what is left and empties the file. Reads that
+/// start meanwhile go on unhindered.
 async fn checkpointer(mut conn: SqliteConnection, mut commits: mpsc::Receiver<bool>) {
+    if let Err(e) = sqlx::query(&format!("PRAGMA busy_timeout = {RESTART_WAIT_MS}"))
+        .execute(&mut conn)
+        .await
+    {
+        tracing::warn!(error = ?e, "could not set the checkpointer's wait");
+    }
+    let mut next_restart = tokio::time::Instant::now();
     while let Some(true) = commits.recv().await {
-        if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
-            .execute(&mut conn)
+        // (busy, pages in the log, pages checkpointed)
+        match sqlx::query_as::<_, (i64, i64, i64)>("PRAGMA wal_checkpoint(PASSIVE)")
+            .fetch_one(&mut conn)
             .await
         {
-            tracing::warn!(error = ?e, "a SQLite checkpoint failed; the next commit retries it");
+            Ok((_, log, _))
+                if log >= WAL_RESTART_PAGES && tokio::time::Instant::now() >= next_restart =>
+            {
+                match sqlx::query_as::<_, (i64, i64, i64)>("PRAGMA wal_checkpoint(TRUNCATE)")
+                    .fetch_one(&mut conn)
+                    .await
+                {
+                    Ok((0, _, _)) => {}
+                    Ok(_) => next_restart = tokio::time::Instant::now() + RESTART_BACKOFF,
+                    Err(e) => {
+                        tracing::warn!(error = ?e, "truncating the SQLite log failed");
+                        next_restart = tokio::time::Instant::now() + RESTART_BACKOFF;
+                    }
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(error = ?e, "a SQLite checkpoint failed; the next commit retries it")
+            }
         }
         tokio::time::sleep(CHECKPOINT_EVERY).await;
     }

@@ -35,4 +35,5 @@ mod dump;
 mod journey;
 mod review_log;
 mod search;
+mod sqlite_log;
 mod work;

@@ -1,0 +1,113 @@
+//! SQLite's write-ahead log stays bounded under reads that never stop: the
+//! checkpointer starts it over once it has grown, even though some read is
+//! always in flight (a passive checkpoint alone never could).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use waymark_store::testing;
+use waymark_store::*;
+
+/// Where the store's checkpointer starts the log over (4,096 pages of 4 KiB).
+const RESTART_BYTES: u64 = 16 << 20;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_log_is_emptied_while_reads_never_stop() {
+    testing::init_test_log();
+    let db = testing::sqlite().await;
+    let wal = db
+        .dir
+        .as_ref()
+        .expect("a SQLite test database has a folder")
+        .path()
+        .join("waymark.db-wal");
+    let wal_size = || std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
+    let s: Arc<dyn Store> = db.store.clone();
+    let ctx = WriteContext::new("tok_test");
+    let client = s
+        .create_client(
+            NewClient {
+                name: "Big".into(),
+                ..Default::default()
+            },
+            &ctx,
+        )
+        .await
+        .unwrap()
+        .record
+        .id;
+    let new = |i: usize, text: String| NewArtifact {
+        client_id: client,
+        engagement_id: None,
+        artifact_type: "note".into(),
+        title: format!("Note {i}"),
+        content: json!({ "text": text }),
+        sources: None,
+        note: None,
+        provenance: "human".into(),
+        pipeline: None,
+    };
+    let first = s
+        .create_artifact(new(0, "small".into()), &ctx)
+        .await
+        .unwrap()
+        .record
+        .summary
+        .id;
+
+    // Readers, always some in flight.
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut readers = Vec::new();
+    for _ in 0..4 {
+        let (s, stop) = (s.clone(), stop.clone());
+        readers.push(tokio::spawn(async move {
+            let mut reads = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                s.get_artifact(first).await.unwrap();
+                reads += 1;
+            }
+            reads
+        }));
+    }
+
+    // Three times the restart size written, 200 KB a document.
+    let mut written = 0u64;
+    let mut ids = vec![first];
+    let mut i = 1;
+    while written < 3 * RESTART_BYTES {
+        let text = format!("page {i} ") + &"lorem ipsum dolor sit amet ".repeat(7_500);
+        written += text.len() as u64;
+        let made = s.create_artifact(new(i, text), &ctx).await.unwrap();
+        ids.push(made.record.summary.id);
+        i += 1;
+    }
+    let grown = wal_size();
+
+    // Small writes (each wakes the checkpointer) until the log is short
+    // again, the reads still going on.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while wal_size() >= RESTART_BYTES {
+        assert!(
+            Instant::now() < deadline,
+            "the log is still {} bytes (it reached {grown}) after {written} bytes written",
+            wal_size()
+        );
+        let made = s
+            .create_artifact(new(i, "small".into()), &ctx)
+            .await
+            .unwrap();
+        ids.push(made.record.summary.id);
+        i += 1;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    for r in readers {
+        assert!(r.await.unwrap() > 0, "every reader read");
+    }
+    // Nothing was lost on the way.
+    for id in ids {
+        s.get_artifact(id).await.unwrap();
+    }
+}
