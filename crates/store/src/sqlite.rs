@@ -14,7 +14,7 @@ use sqlx::{ConnectOptions, Connection};
 use crate::Result;
 use crate::sql::SqlStore;
 use crate::sql::db::Pools;
-use crate::sql::writer::{WAL_LIMIT_PAGES, Writer};
+use crate::sql::writer::{WAL_KEEP_BYTES, WAL_LIMIT_PAGES, Writer};
 
 pub(crate) static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
@@ -27,7 +27,8 @@ pub async fn open(path: &Path, read_connections: u32) -> Result<SqlStore> {
         .journal_mode(SqliteJournalMode::Wal)
         .synchronous(SqliteSynchronous::Full)
         .foreign_keys(true)
-        .busy_timeout(Duration::from_secs(10));
+        .busy_timeout(Duration::from_secs(10))
+        .pragma("journal_size_limit", WAL_KEEP_BYTES.to_string());
     // Each write runs in a savepoint (see the writer), which copies every
     // page it changes to a sub-journal: kept in memory rather than spilled
     // into a temporary file created and deleted per write.

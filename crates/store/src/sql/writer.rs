@@ -100,6 +100,12 @@ const CHECKPOINT_EVERY: Duration = Duration::from_millis(200);
 /// starts it over (see [`checkpointer`]).
 pub(crate) const WAL_RESTART_PAGES: i64 = 4_096;
 
+/// What the write-ahead log file is cut back to when the log starts over
+/// (`journal_size_limit`, in bytes): SQLite reuses the file from its start
+/// and never shrinks it by itself, so one burst of large writes would leave
+/// it at its high-water mark for good. Half of [`WAL_RESTART_PAGES`].
+pub(crate) const WAL_KEEP_BYTES: i64 = WAL_RESTART_PAGES * 4096 / 2;
+
 /// The longest a restart waits for the reads in flight (new writes wait
 /// that long at most; new reads never wait).
 const RESTART_WAIT_MS: u32 = 250;

@@ -1,12 +1,14 @@
 //! SQLite's write-ahead log stays bounded under reads that never stop: the
 //! checkpointer starts it over once it has grown, even though some read is
-//! always in flight (a passive checkpoint alone never could).
+//! always in flight (a passive checkpoint alone never could); and its file
+//! is cut back when a writer starts the log over after a burst.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
+use sqlx::Connection;
 use waymark_store::testing;
 use waymark_store::*;
 
@@ -109,5 +111,85 @@ async fn the_log_is_emptied_while_reads_never_stop() {
     // Nothing was lost on the way.
     for id in ids {
         s.get_artifact(id).await.unwrap();
+    }
+}
+
+/// A log that grew while a long read held it, then was started over by a
+/// writer (not by the checkpointer's truncation): SQLite reuses the file from
+/// its start and would leave it at its high-water mark for good; the store
+/// has it cut back at the next commit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_started_over_by_a_writer_is_cut_back() {
+    testing::init_test_log();
+    let db = testing::sqlite().await;
+    let dir = db
+        .dir
+        .as_ref()
+        .expect("a SQLite test database has a folder");
+    let wal = dir.path().join("waymark.db-wal");
+    let wal_size = || std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
+    let s: Arc<dyn Store> = db.store.clone();
+    let ctx = WriteContext::new("tok_test");
+    let client = s
+        .create_client(
+            NewClient {
+                name: "Burst".into(),
+                ..Default::default()
+            },
+            &ctx,
+        )
+        .await
+        .unwrap()
+        .record
+        .id;
+    let note = |title: &str, text: String| NewArtifact {
+        client_id: client,
+        engagement_id: None,
+        artifact_type: "note".into(),
+        title: title.into(),
+        content: json!({ "text": text }),
+        sources: None,
+        note: None,
+        provenance: "human".into(),
+        pipeline: None,
+    };
+
+    // A read transaction of its own holds the log while 24 MB of text go in, so
+    // neither a checkpoint nor the truncation can shorten it.
+    let mut reader = sqlx::sqlite::SqliteConnection::connect(&format!(
+        "sqlite://{}?mode=ro",
+        dir.path().join("waymark.db").display()
+    ))
+    .await
+    .unwrap();
+    let mut held = reader.begin().await.unwrap();
+    sqlx::query("SELECT count(*) FROM artifacts")
+        .fetch_one(&mut *held)
+        .await
+        .unwrap();
+    for i in 0..120 {
+        let text = format!("burst {i} ") + &"lorem ipsum dolor sit amet ".repeat(7_500);
+        s.create_artifact(note("Burst", text), &ctx).await.unwrap();
+    }
+    let grown = wal_size();
+    assert!(grown > RESTART_BYTES, "the log grew to {grown} bytes");
+    held.rollback().await.unwrap();
+    reader.close().await.unwrap();
+
+    // Small writes from now on: the log is copied back and started over
+    // (by the checkpointer or by a writer), and the file must shrink.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut i = 0;
+    while wal_size() >= RESTART_BYTES {
+        assert!(
+            Instant::now() < deadline,
+            "the log file is still {} bytes (it reached {grown})",
+            wal_size()
+        );
+        s.create_artifact(note(&format!("Small {i}"), "small".into()), &ctx)
+            .await
+            .unwrap();
+        i += 1;
+        tokio::time::sleep(Duration::from_millis(150)).await;
     }
 }
