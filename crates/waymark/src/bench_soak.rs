@@ -3,8 +3,9 @@
 //! minutes, reporting each minute the requests served, their p50 and p99
 //! latency, errors, the engine's tasks still queued (it keeps up when this
 //! stays low), and the process's
-//! resident memory (RSS). After warm-up the RSS should stay flat: a line
-//! that keeps climbing is a leak.
+//! resident memory (RSS), then the p99 of each kind of request, so a kind
+//! that slows down as the data grows stands out. After warm-up the RSS
+//! should stay flat: a line that keeps climbing is a leak.
 //!
 //! The mix, per request: 30% create an artifact, 20% write a new version,
 //! 25% read one, 10% list a client's artifacts, 5% comment, 5% search, 5%
@@ -43,11 +44,26 @@ pub struct SoakBench {
     clients: usize,
 }
 
+/// The kinds of request in the mix, in the order of the report's columns.
+const KINDS: [&str; 7] = [
+    "create", "update", "get", "list", "comment", "search", "unit",
+];
+
 /// What the load did since the last report.
 #[derive(Default)]
 struct Window {
     latencies: Vec<Duration>,
+    /// The same latencies by kind of request (indexes of [`KINDS`]).
+    by_kind: [Vec<Duration>; KINDS.len()],
     errors: u64,
+}
+
+/// The `p` quantile of sorted latencies (zero when there are none).
+fn quantile(sorted: &[Duration], p: f64) -> Duration {
+    sorted
+        .get(((sorted.len() as f64 - 1.0) * p).round() as usize)
+        .copied()
+        .unwrap_or_default()
 }
 
 /// The process's resident memory, in MiB (Linux: `/proc/self/statm`).
@@ -104,8 +120,16 @@ pub async fn run(args: SoakBench) -> Result<()> {
         args.minutes, args.concurrency, args.clients, args.every
     );
     println!(
-        "{:>6} {:>9} {:>8} {:>8} {:>8} {:>7} {:>9} {:>8}",
-        "at min", "requests", "req/s", "p50 ms", "p99 ms", "errors", "queued", "RSS MiB"
+        "{:>6} {:>9} {:>8} {:>8} {:>8} {:>7} {:>9} {:>8} | p99 ms by kind: {}",
+        "at min",
+        "requests",
+        "req/s",
+        "p50 ms",
+        "p99 ms",
+        "errors",
+        "queued",
+        "RSS MiB",
+        KINDS.map(|k| format!("{k:>7}")).join(" ")
     );
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -139,7 +163,11 @@ pub async fn run(args: SoakBench) -> Result<()> {
                 let outcome = step(&http, &base, &secret, roll, n, client, &mut mine).await;
                 let mut win = window.lock().unwrap_or_else(|e| e.into_inner());
                 match outcome {
-                    Ok(()) => win.latencies.push(t.elapsed()),
+                    Ok(kind) => {
+                        let took = t.elapsed();
+                        win.latencies.push(took);
+                        win.by_kind[kind].push(took);
+                    }
                     Err(_) => win.errors += 1,
                 }
             }
@@ -159,22 +187,25 @@ pub async fn run(args: SoakBench) -> Result<()> {
         minute += 1;
         let mut win = std::mem::take(&mut *window.lock().unwrap_or_else(|e| e.into_inner()));
         win.latencies.sort();
-        let pct = |p: f64| {
-            win.latencies
-                .get(((win.latencies.len() as f64 - 1.0) * p).round() as usize)
-                .copied()
-                .unwrap_or_default()
-        };
+        let kinds = win
+            .by_kind
+            .iter_mut()
+            .map(|l| {
+                l.sort();
+                format!("{:>7.1}", ms(quantile(l, 0.99)))
+            })
+            .collect::<Vec<_>>()
+            .join(" ");
         let queued = queued_tasks(&store).await?;
         let mem = rss_mib().unwrap_or(f64::NAN);
         rss.push(mem);
         println!(
-            "{:>6.1} {:>9} {:>8.0} {:>8.2} {:>8.2} {:>7} {:>9} {:>8.1}",
+            "{:>6.1} {:>9} {:>8.0} {:>8.2} {:>8.2} {:>7} {:>9} {:>8.1} |                 {kinds}",
             (minute * args.every) as f64 / 60.0,
             win.latencies.len(),
             win.latencies.len() as f64 / args.every as f64,
-            ms(pct(0.5)),
-            ms(pct(0.99)),
+            ms(quantile(&win.latencies, 0.5)),
+            ms(quantile(&win.latencies, 0.99)),
             win.errors,
             queued,
             mem
@@ -212,7 +243,8 @@ async fn queued_tasks(store: &Arc<dyn Store>) -> Result<i64> {
         .sum())
 }
 
-/// One request of the mix (`roll` in 0..100).
+/// One request of the mix (`roll` in 0..100); answers its kind (an index
+/// of [`KINDS`]).
 async fn step(
     http: &reqwest::Client,
     base: &str,
@@ -221,9 +253,9 @@ async fn step(
     n: u64,
     client: &str,
     mine: &mut Vec<(String, i64)>,
-) -> Result<()> {
+) -> Result<usize> {
     use reqwest::Method;
-    match roll {
+    let kind = match roll {
         0..30 => {
             let a = send(http, secret, Method::POST, &format!("{base}/artifacts"), Some(json!({
                 "client_id": client, "type": "note", "title": format!("Soak note {n}"),
@@ -232,6 +264,7 @@ async fn step(
             if mine.len() < 200 {
                 mine.push((a["id"].as_str().unwrap_or_default().to_owned(), 1));
             }
+            0
         }
         30..50 if !mine.is_empty() => {
             let i = n as usize % mine.len();
@@ -247,6 +280,7 @@ async fn step(
                 bail!("update answered {}", res.status());
             }
             *version += 1;
+            1
         }
         50..75 if !mine.is_empty() => {
             let id = &mine[n as usize % mine.len()].0;
@@ -258,6 +292,7 @@ async fn step(
                 None,
             )
             .await?;
+            2
         }
         75..85 => {
             send(
@@ -268,6 +303,7 @@ async fn step(
                 None,
             )
             .await?;
+            3
         }
         85..90 if !mine.is_empty() => {
             let id = &mine[n as usize % mine.len()].0;
@@ -279,6 +315,7 @@ async fn step(
                 Some(json!({"body": format!("comment {n}")})),
             )
             .await?;
+            4
         }
         90..95 => {
             send(
@@ -289,6 +326,7 @@ async fn step(
                 None,
             )
             .await?;
+            5
         }
         _ => {
             let tasks: Vec<Value> = (0..10)
@@ -302,9 +340,10 @@ async fn step(
                 Some(json!({"client_id": client, "name": format!("soak {n}"), "tasks": tasks})),
             )
             .await?;
+            6
         }
-    }
-    Ok(())
+    };
+    Ok(kind)
 }
 
 async fn send(
