@@ -95,6 +95,9 @@ pub async fn observe(mut req: Request, next: Next) -> Response {
     res
 }
 
+/// How often the recorder's histogram samples are drained into buckets.
+const METRICS_UPKEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// The process-wide Prometheus recorder, installed on first use.
 pub fn prometheus() -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
@@ -111,6 +114,20 @@ pub fn prometheus() -> PrometheusHandle {
                 .expect("bucket list is not empty");
             let recorder = builder.build_recorder();
             let handle = recorder.handle();
+            // A histogram keeps every sample until it is drained into its
+            // buckets, which rendering `/metrics` does: a server nobody
+            // scrapes would keep them all. Drained every few seconds here,
+            // on a thread of its own (the recorder lives as long as the
+            // process).
+            let upkeep = handle.clone();
+            let _ = std::thread::Builder::new()
+                .name("metrics-upkeep".into())
+                .spawn(move || {
+                    loop {
+                        std::thread::sleep(METRICS_UPKEEP_EVERY);
+                        upkeep.run_upkeep();
+                    }
+                });
             // Another recorder may be installed already (tests embedding us):
             // then our metrics go there and this handle renders what it has.
             let _ = metrics::set_global_recorder(recorder);
