@@ -506,7 +506,11 @@ impl SearchStore for SqlStore {
                 // index's own order (rowid descending) and cut at the
                 // candidates, are ranked; then the page's rows (rank and id
                 // only), then their snippets: snippet() runs for the rows
-                // shown, not for every match.
+                // shown, not for every match. The snippets come from one
+                // more pass of the query over the page's range of rowids,
+                // not from a lookup per row: each lookup would evaluate the
+                // query anew, and a prefix (`"word"*`) costs a merge of
+                // every document holding a word it starts.
                 let mut q = sql("WITH matches AS (SELECT d.id AS doc, \
                      -bm25(search_fts, 10.0, 1.0) AS score \
                      FROM search_fts JOIN search_docs d ON d.id = search_fts.rowid \
@@ -517,7 +521,7 @@ impl SearchStore for SqlStore {
                 q.push(" ORDER BY search_fts.rowid DESC LIMIT ")
                     .push_bind(i64::from(candidates))
                     .push(
-                        "), page AS (SELECT doc, score FROM matches \
+                        "), page AS MATERIALIZED (SELECT doc, score FROM matches \
                          ORDER BY score DESC, doc DESC LIMIT ",
                     )
                     .push_bind(i64::from(limit) + 1)
@@ -526,10 +530,13 @@ impl SearchStore for SqlStore {
                 q.push(format!(
                     ") SELECT {HIT_COLUMNS}, p.score, \
                      snippet(search_fts, 1, char(57344), char(57345), '…', 24) AS snippet \
-                     FROM page p JOIN search_fts ON search_fts.rowid = p.doc \
+                     FROM search_fts CROSS JOIN page p \
                      JOIN search_docs d ON d.id = p.doc \
                      LEFT JOIN artifacts a ON a.id = d.artifact_id \
-                     WHERE search_fts MATCH $1 ORDER BY p.score DESC, p.doc DESC"
+                     WHERE search_fts MATCH $1 AND p.doc = search_fts.rowid \
+                     AND search_fts.rowid BETWEEN (SELECT min(doc) FROM page) \
+                     AND (SELECT max(doc) FROM page) \
+                     ORDER BY p.score DESC, p.doc DESC"
                 ));
                 q
             }
