@@ -42,6 +42,9 @@ pub struct SoakBench {
     /// Clients the load is spread over
     #[arg(long, default_value_t = 20)]
     clients: usize,
+    /// Tasks the embedded workers run at once (as `serve`'s default)
+    #[arg(long, default_value_t = engine::DEFAULT_CONCURRENCY)]
+    workers: usize,
 }
 
 /// The kinds of request in the mix, in the order of the report's columns.
@@ -74,8 +77,13 @@ fn rss_mib() -> Option<f64> {
 }
 
 pub async fn run(args: SoakBench) -> Result<()> {
-    if args.minutes == 0 || args.every == 0 || args.concurrency == 0 || args.clients == 0 {
-        bail!("--minutes, --every, --concurrency and --clients must be at least 1");
+    if args.minutes == 0
+        || args.every == 0
+        || args.concurrency == 0
+        || args.clients == 0
+        || args.workers == 0
+    {
+        bail!("--minutes, --every, --concurrency, --clients and --workers must be at least 1");
     }
     let (store, bench_db) = BenchDb::open(args.backend, args.database_url.as_deref()).await?;
     let store: Arc<dyn Store> = Arc::new(store);
@@ -84,7 +92,7 @@ pub async fn run(args: SoakBench) -> Result<()> {
     let engine_task = tokio::spawn(engine::run(
         store.clone(),
         EngineSettings {
-            concurrency: 4,
+            concurrency: args.workers,
             name: "soak".into(),
             ..EngineSettings::default()
         },
@@ -115,9 +123,9 @@ pub async fn run(args: SoakBench) -> Result<()> {
         BenchBackend::Postgres => "postgres",
     };
     println!(
-        "waymark bench soak — backend {backend}, {} minutes, {} in flight, {} clients; one line \
-         every {} s",
-        args.minutes, args.concurrency, args.clients, args.every
+        "waymark bench soak — backend {backend}, {} minutes, {} in flight, {} clients, {} \
+         tasks at once in the workers; one line every {} s",
+        args.minutes, args.concurrency, args.clients, args.workers, args.every
     );
     println!(
         "{:>6} {:>9} {:>8} {:>8} {:>8} {:>7} {:>9} {:>8} | p99 ms by kind: {}",
