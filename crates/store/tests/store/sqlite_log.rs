@@ -9,11 +9,42 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use sqlx::Connection;
+use waymark_domain::ClientId;
 use waymark_store::testing;
 use waymark_store::*;
 
 /// Where the store's checkpointer starts the log over (4,096 pages of 4 KiB).
 const RESTART_BYTES: u64 = 16 << 20;
+
+/// A client of its own for a test.
+async fn a_client(s: &dyn Store, ctx: &WriteContext, name: &str) -> ClientId {
+    s.create_client(
+        NewClient {
+            name: name.into(),
+            ..Default::default()
+        },
+        ctx,
+    )
+    .await
+    .unwrap()
+    .record
+    .id
+}
+
+/// A note of `client` holding `text`.
+fn note(client: ClientId, title: String, text: String) -> NewArtifact {
+    NewArtifact {
+        client_id: client,
+        engagement_id: None,
+        artifact_type: "note".into(),
+        title,
+        content: json!({ "text": text }),
+        sources: None,
+        note: None,
+        provenance: "human".into(),
+        pipeline: None,
+    }
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_log_is_emptied_while_reads_never_stop() {
@@ -28,29 +59,8 @@ async fn the_log_is_emptied_while_reads_never_stop() {
     let wal_size = || std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
     let s: Arc<dyn Store> = db.store.clone();
     let ctx = WriteContext::new("tok_test");
-    let client = s
-        .create_client(
-            NewClient {
-                name: "Big".into(),
-                ..Default::default()
-            },
-            &ctx,
-        )
-        .await
-        .unwrap()
-        .record
-        .id;
-    let new = |i: usize, text: String| NewArtifact {
-        client_id: client,
-        engagement_id: None,
-        artifact_type: "note".into(),
-        title: format!("Note {i}"),
-        content: json!({ "text": text }),
-        sources: None,
-        note: None,
-        provenance: "human".into(),
-        pipeline: None,
-    };
+    let client = a_client(&*s, &ctx, "Big").await;
+    let new = |i: usize, text: String| note(client, format!("Note {i}"), text);
     let first = s
         .create_artifact(new(0, "small".into()), &ctx)
         .await
@@ -130,29 +140,7 @@ async fn a_log_started_over_by_a_writer_is_cut_back() {
     let wal_size = || std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
     let s: Arc<dyn Store> = db.store.clone();
     let ctx = WriteContext::new("tok_test");
-    let client = s
-        .create_client(
-            NewClient {
-                name: "Burst".into(),
-                ..Default::default()
-            },
-            &ctx,
-        )
-        .await
-        .unwrap()
-        .record
-        .id;
-    let note = |title: &str, text: String| NewArtifact {
-        client_id: client,
-        engagement_id: None,
-        artifact_type: "note".into(),
-        title: title.into(),
-        content: json!({ "text": text }),
-        sources: None,
-        note: None,
-        provenance: "human".into(),
-        pipeline: None,
-    };
+    let client = a_client(&*s, &ctx, "Burst").await;
 
     // A read transaction of its own holds the log while 24 MB of text go in, so
     // neither a checkpoint nor the truncation can shorten it.
@@ -169,7 +157,9 @@ async fn a_log_started_over_by_a_writer_is_cut_back() {
         .unwrap();
     for i in 0..120 {
         let text = format!("burst {i} ") + &"lorem ipsum dolor sit amet ".repeat(7_500);
-        s.create_artifact(note("Burst", text), &ctx).await.unwrap();
+        s.create_artifact(note(client, "Burst".into(), text), &ctx)
+            .await
+            .unwrap();
     }
     let grown = wal_size();
     assert!(grown > RESTART_BYTES, "the log grew to {grown} bytes");
@@ -186,7 +176,7 @@ async fn a_log_started_over_by_a_writer_is_cut_back() {
             "the log file is still {} bytes (it reached {grown})",
             wal_size()
         );
-        s.create_artifact(note(&format!("Small {i}"), "small".into()), &ctx)
+        s.create_artifact(note(client, format!("Small {i}"), "small".into()), &ctx)
             .await
             .unwrap();
         i += 1;
