@@ -103,8 +103,11 @@ pub(crate) const WAL_RESTART_PAGES: i64 = 4_096;
 /// What the write-ahead log file is cut back to when the log starts over
 /// (`journal_size_limit`, in bytes): SQLite reuses the file from its start
 /// and never shrinks it by itself, so one burst of large writes would leave
-/// it at its high-water mark for good. Half of [`WAL_RESTART_PAGES`].
-pub(crate) const WAL_KEEP_BYTES: i64 = WAL_RESTART_PAGES * 4096 / 2;
+/// it at its high-water mark for good. Half as much again as
+/// [`WAL_RESTART_PAGES`], so that in a steady load the file is reused in
+/// place: a commit that overwrites the file's blocks flushes less than one
+/// that makes the file longer.
+pub(crate) const WAL_KEEP_BYTES: i64 = WAL_RESTART_PAGES * 4096 * 3 / 2;
 
 /// The longest a restart waits for the reads in flight (new writes wait
 /// that long at most; new reads never wait).
@@ -124,10 +127,11 @@ const RESTART_BACKOFF: Duration = Duration::from_secs(1);
 /// every read, which looks its pages up in the log first, would slow down
 /// with it; a passive checkpoint cannot even copy the pages newer than
 /// the oldest read in flight). When the log has grown past
-/// [`WAL_RESTART_PAGES`], the checkpointer truncates it: holding new writes
+/// [`WAL_RESTART_PAGES`], the checkpointer restarts it: holding new writes
 /// back, it waits (at most [`RESTART_WAIT_MS`] at each step) for the reads
-/// in flight to end, copies what is left and empties the file. Reads that
-/// start meanwhile go on unhindered.
+/// in flight to end and copies what is left; the next commit writes the log
+/// from the start of its file again (cut back to [`WAL_KEEP_BYTES`] if a
+/// burst made it longer). Reads that start meanwhile go on unhindered.
 async fn checkpointer(mut conn: SqliteConnection, mut commits: mpsc::Receiver<bool>) {
     if let Err(e) = sqlx::query(&format!("PRAGMA busy_timeout = {RESTART_WAIT_MS}"))
         .execute(&mut conn)
@@ -145,14 +149,14 @@ async fn checkpointer(mut conn: SqliteConnection, mut commits: mpsc::Receiver<bo
             Ok((_, log, _))
                 if log >= WAL_RESTART_PAGES && tokio::time::Instant::now() >= next_restart =>
             {
-                match sqlx::query_as::<_, (i64, i64, i64)>("PRAGMA wal_checkpoint(TRUNCATE)")
+                match sqlx::query_as::<_, (i64, i64, i64)>("PRAGMA wal_checkpoint(RESTART)")
                     .fetch_one(&mut conn)
                     .await
                 {
                     Ok((0, _, _)) => {}
                     Ok(_) => next_restart = tokio::time::Instant::now() + RESTART_BACKOFF,
                     Err(e) => {
-                        tracing::warn!(error = ?e, "truncating the SQLite log failed");
+                        tracing::warn!(error = ?e, "restarting the SQLite log failed");
                         next_restart = tokio::time::Instant::now() + RESTART_BACKOFF;
                     }
                 }
