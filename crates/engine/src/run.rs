@@ -5,7 +5,10 @@
 //! in one transaction; each task runs in its own tokio task, with its timeout
 //! and, when it runs long, heartbeats that extend its lease; a committer records
 //! finished attempts in batches (whatever finished while the previous batch was
-//! committing goes in the next transaction). The dispatcher sleeps until the
+//! committing goes in the next transaction). While tasks run short (see
+//! [`ahead`]), the dispatcher also claims ahead of its free slots into a local
+//! queue, so that one claim and one commit serve many tasks and a slot that
+//! frees up starts its next task at once. The dispatcher sleeps until the
 //! store signals new ready tasks (on PostgreSQL through `LISTEN`, from any
 //! process), a retry comes due, or a slot frees up: no busy polling. A sweeper
 //! turns expired leases into failed attempts.
@@ -21,11 +24,13 @@
 //! stored on the task (the request that created its unit), see
 //! [`crate::trace::set_remote_parent`].
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tracing::Instrument;
 use waymark_domain::work::{ENGINE_LANE, Executor};
 use waymark_store::{Claim, Finish, Leased, Outcome, Store, StoreError, Task, WriteContext};
@@ -167,9 +172,10 @@ impl Engine {
             .await?;
         let ran = claimed.len();
         crate::metrics::claimed(ENGINE_LANE, ran);
+        let claimed_at = Instant::now();
         let runs = claimed.into_iter().map(|leased| {
             let span = task_span(&leased.task);
-            execute(&self.runtime, leased, self.settings.lease).instrument(span)
+            execute(&self.runtime, leased, self.settings.lease, claimed_at).instrument(span)
         });
         let finished: Vec<Finish> = futures::future::join_all(runs)
             .await
@@ -231,6 +237,75 @@ pub async fn run(
     Engine::new(store, settings).run(shutdown).await
 }
 
+/// How long tasks may take on average for the dispatcher to claim ahead of
+/// its free slots. A task claimed ahead waits in the local queue until a
+/// slot frees up, its lease and its deadline running meanwhile: only tasks
+/// that end within moments may wait like that.
+pub const AHEAD_RUN: Duration = Duration::from_millis(50);
+
+/// How many tasks the local queue holds at most, in free slots' worth
+/// (`concurrency` each).
+pub const AHEAD_SLOTS: usize = 4;
+
+/// How many tasks the dispatcher keeps claimed ahead of its free slots:
+/// [`AHEAD_SLOTS`] times `concurrency` while the recent tasks ran in
+/// [`AHEAD_RUN`] or less on average, none before any has run or when they
+/// run longer (each then waits for a free slot before it is claimed).
+pub fn ahead(concurrency: usize, mean_run: Option<Duration>) -> usize {
+    match mean_run {
+        Some(run) if run <= AHEAD_RUN => concurrency.saturating_mul(AHEAD_SLOTS),
+        _ => 0,
+    }
+}
+
+/// How many tasks to claim, with `free` slots not served yet and `queued`
+/// tasks claimed ahead, to keep `ahead` of them: the slots the queue cannot
+/// serve and the queue refilled to `ahead`, or nothing while the queue still
+/// holds at least half of `ahead` beyond the free slots (so that the queue
+/// is refilled by many at a time, not one task per slot that frees up).
+pub fn claim_size(free: usize, queued: usize, ahead: usize) -> usize {
+    let short = free.saturating_sub(queued);
+    let left = queued.saturating_sub(free);
+    if short == 0 && left * 2 >= ahead {
+        return 0;
+    }
+    short + ahead.saturating_sub(left)
+}
+
+/// The mean time the recent tasks ran (a moving average), for [`ahead`].
+#[derive(Default)]
+struct RunTimes {
+    /// Microseconds, plus one (0: nothing ran yet).
+    mean_us: AtomicU64,
+}
+
+impl RunTimes {
+    fn record(&self, took: Duration) {
+        let us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX / 2);
+        let _ = self
+            .mean_us
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |m| {
+                Some(match m {
+                    0 => us + 1,
+                    m => (m - 1) - (m - 1) / 8 + us / 8 + 1,
+                })
+            });
+    }
+
+    fn mean(&self) -> Option<Duration> {
+        match self.mean_us.load(Ordering::Relaxed) {
+            0 => None,
+            m => Some(Duration::from_micros(m - 1)),
+        }
+    }
+}
+
+/// A task claimed, waiting in the dispatcher's local queue for a slot.
+struct Queued {
+    leased: Leased,
+    claimed_at: Instant,
+}
+
 async fn dispatch_loop(
     runtime: Arc<Runtime>,
     settings: &EngineSettings,
@@ -240,24 +315,57 @@ async fn dispatch_loop(
 ) {
     let store = runtime.store.clone();
     let mut signal = store.work_signal();
+    let concurrency = settings.concurrency.max(1);
+    let runs = Arc::new(RunTimes::default());
+    let mut queue: VecDeque<Queued> = VecDeque::new();
+    // The last claim found fewer ready tasks than it asked for: while the
+    // queue still holds some, claim again only once new work is signalled.
+    let mut drained = false;
     loop {
-        if *stop.borrow() {
+        // Once stopping, the tasks already claimed still run; nothing new is.
+        let stopping = *stop.borrow();
+        if stopping && queue.is_empty() {
             return;
         }
-        // Hold one slot, then every other free one: claim that many at once.
+        // Hold one slot, then every other free one.
         let first = tokio::select! {
             p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
-            _ = stop.changed() => return,
+            _ = stop.changed(), if !stopping => continue,
         };
         let mut permits = vec![first];
         while let Ok(p) = slots.clone().try_acquire_owned() {
             permits.push(p);
         }
+        let launch = |permits: &mut Vec<OwnedSemaphorePermit>, queue: &mut VecDeque<Queued>| {
+            while !permits.is_empty() {
+                let Some(next) = queue.pop_front() else {
+                    break;
+                };
+                let permit = permits.pop();
+                spawn_task(&runtime, settings.lease, &done, &runs, next, permit);
+            }
+        };
+        // The local queue serves the free slots first.
+        launch(&mut permits, &mut queue);
+        if stopping {
+            continue;
+        }
+        if signal.has_changed().unwrap_or(false) || queue.is_empty() {
+            drained = false;
+        }
+        let want = if drained {
+            0
+        } else {
+            claim_size(permits.len(), queue.len(), ahead(concurrency, runs.mean()))
+        };
+        if want == 0 {
+            continue;
+        }
         signal.borrow_and_update();
         let claimed = match store
             .claim(Claim {
                 lane: ENGINE_LANE.into(),
-                max: permits.len(),
+                max: want,
                 lease: settings.lease,
                 worker: settings.name.clone(),
             })
@@ -269,13 +377,14 @@ async fn dispatch_loop(
                 drop(permits);
                 tokio::select! {
                     _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                    _ = stop.changed() => return,
+                    _ = stop.changed() => {}
                 }
                 continue;
             }
         };
         crate::metrics::claimed(ENGINE_LANE, claimed.len());
-        if claimed.is_empty() {
+        drained = claimed.len() < want;
+        if claimed.is_empty() && queue.is_empty() {
             drop(permits);
             let wait = match store.next_run_in(ENGINE_LANE).await {
                 Ok(Some(wait)) => wait.min(settings.idle_check),
@@ -288,21 +397,39 @@ async fn dispatch_loop(
             }
             continue;
         }
-        permits.truncate(claimed.len());
-        for (leased, permit) in claimed.into_iter().zip(permits) {
-            let runtime = runtime.clone();
-            let done = done.clone();
-            let lease = settings.lease;
-            let span = task_span(&leased.task);
-            tokio::spawn(async move {
-                let finish = execute(&runtime, leased, lease).instrument(span).await;
-                drop(permit);
-                if let Some(finish) = finish {
-                    let _ = done.send(finish).await;
-                }
-            });
-        }
+        let claimed_at = Instant::now();
+        queue.extend(
+            claimed
+                .into_iter()
+                .map(|leased| Queued { leased, claimed_at }),
+        );
+        launch(&mut permits, &mut queue);
     }
+}
+
+/// Runs a task of the local queue on its slot, in a tokio task of its own,
+/// and hands what is left to record to the committer.
+fn spawn_task(
+    runtime: &Arc<Runtime>,
+    lease: Duration,
+    done: &mpsc::Sender<Finish>,
+    runs: &Arc<RunTimes>,
+    next: Queued,
+    permit: Option<OwnedSemaphorePermit>,
+) {
+    let (runtime, done, runs) = (runtime.clone(), done.clone(), runs.clone());
+    let span = task_span(&next.leased.task);
+    tokio::spawn(async move {
+        let started = Instant::now();
+        let finish = execute(&runtime, next.leased, lease, next.claimed_at)
+            .instrument(span)
+            .await;
+        runs.record(started.elapsed());
+        drop(permit);
+        if let Some(finish) = finish {
+            let _ = done.send(finish).await;
+        }
+    });
 }
 
 /// The span one attempt at a task runs in. With an OpenTelemetry layer it is
@@ -323,16 +450,27 @@ fn task_span(task: &Task) -> tracing::Span {
 }
 
 /// Runs one claimed task: its executor under its timeout, heartbeating while
-/// it runs longer than a third of the lease. Answers what is left to record.
-async fn execute(runtime: &Runtime, leased: Leased, lease: Duration) -> Option<Finish> {
+/// it runs longer than a third of the lease. Both count from the claim
+/// (`claimed_at`), as the store's lease and deadline do: a task that waited
+/// in the local queue has that much less time. Answers what is left to record.
+async fn execute(
+    runtime: &Runtime,
+    leased: Leased,
+    lease: Duration,
+    claimed_at: Instant,
+) -> Option<Finish> {
     let store = &runtime.store;
-    let deadline = Duration::from_secs(leased.task.timeout_s.max(1) as u64);
+    let waited = claimed_at.elapsed();
+    let deadline = Duration::from_secs(leased.task.timeout_s.max(1) as u64).saturating_sub(waited);
     let work = run_executor(runtime, &leased);
     tokio::pin!(work);
     let timeout = tokio::time::sleep(deadline);
     tokio::pin!(timeout);
     let beat = lease / 3;
-    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + beat, beat);
+    let mut ticker = tokio::time::interval_at(
+        tokio::time::Instant::now() + beat.saturating_sub(waited),
+        beat,
+    );
     let started = std::time::Instant::now();
     let outcome = loop {
         tokio::select! {
@@ -463,5 +601,65 @@ async fn sweep_loop(
             _ = tokio::time::sleep(every) => {}
             _ = stop.changed() => return,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn without_claiming_ahead_it_claims_the_free_slots() {
+        assert_eq!(claim_size(16, 0, 0), 16);
+        assert_eq!(claim_size(3, 0, 0), 3);
+        assert_eq!(claim_size(0, 0, 0), 0);
+        // What the queue holds serves the slots first.
+        assert_eq!(claim_size(5, 2, 0), 3);
+        assert_eq!(claim_size(2, 5, 0), 0);
+    }
+
+    #[test]
+    fn claiming_ahead_refills_the_queue_by_many_at_a_time() {
+        // An empty queue: the free slots and the whole of `ahead`.
+        assert_eq!(claim_size(16, 0, 64), 80);
+        // Slots the queue cannot serve, and the queue refilled.
+        assert_eq!(claim_size(10, 4, 64), 6 + 64);
+        // Half of `ahead` or more left after the free slots: nothing yet.
+        assert_eq!(claim_size(4, 36, 64), 0);
+        assert_eq!(claim_size(0, 32, 64), 0);
+        // Less than half left: refill to `ahead`.
+        assert_eq!(claim_size(0, 31, 64), 33);
+        assert_eq!(claim_size(4, 20, 64), 48);
+    }
+
+    #[test]
+    fn only_short_tasks_are_claimed_ahead() {
+        assert_eq!(ahead(16, None), 0, "nothing ran yet");
+        assert_eq!(ahead(16, Some(Duration::from_micros(40))), 16 * AHEAD_SLOTS);
+        assert_eq!(ahead(16, Some(AHEAD_RUN)), 16 * AHEAD_SLOTS);
+        assert_eq!(ahead(16, Some(AHEAD_RUN + Duration::from_millis(1))), 0);
+        assert_eq!(ahead(1, Some(Duration::ZERO)), AHEAD_SLOTS);
+    }
+
+    #[test]
+    fn the_mean_run_time_follows_the_recent_tasks() {
+        let runs = RunTimes::default();
+        assert_eq!(runs.mean(), None);
+        runs.record(Duration::from_millis(2));
+        assert_eq!(runs.mean(), Some(Duration::from_millis(2)));
+        // Long tasks from now on: the mean passes AHEAD_RUN within a few.
+        for _ in 0..12 {
+            runs.record(Duration::from_secs(1));
+        }
+        let mean = runs.mean().unwrap();
+        assert!(
+            mean > AHEAD_RUN && mean < Duration::from_secs(1),
+            "{mean:?}"
+        );
+        // And short ones bring it back down.
+        for _ in 0..60 {
+            runs.record(Duration::from_micros(50));
+        }
+        assert!(runs.mean().unwrap() <= AHEAD_RUN, "{:?}", runs.mean());
     }
 }
