@@ -237,25 +237,27 @@ pub async fn run(
     Engine::new(store, settings).run(shutdown).await
 }
 
-/// How long tasks may take on average for the dispatcher to claim ahead of
-/// its free slots. A task claimed ahead waits in the local queue until a
-/// slot frees up, its lease and its deadline running meanwhile: only tasks
-/// that end within moments may wait like that.
-pub const AHEAD_RUN: Duration = Duration::from_millis(50);
+/// How long a task claimed ahead of the free slots is expected to wait in the
+/// local queue at most: its lease and its deadline run meanwhile, so only
+/// tasks that end within moments are claimed ahead, and only so many.
+pub const AHEAD_WAIT: Duration = Duration::from_millis(100);
 
 /// How many tasks the local queue holds at most, in free slots' worth
 /// (`concurrency` each).
-pub const AHEAD_SLOTS: usize = 4;
+pub const AHEAD_SLOTS: usize = 16;
 
-/// How many tasks the dispatcher keeps claimed ahead of its free slots:
-/// [`AHEAD_SLOTS`] times `concurrency` while the recent tasks ran in
-/// [`AHEAD_RUN`] or less on average, none before any has run or when they
-/// run longer (each then waits for a free slot before it is claimed).
+/// How many tasks the dispatcher keeps claimed ahead of its free slots, with
+/// the recent tasks running `mean_run` on average: as many slots' worth as
+/// wait [`AHEAD_WAIT`] in all (each slots' worth waits one run more than the
+/// one before it), at most [`AHEAD_SLOTS`]; none before any task has run, nor
+/// when tasks run longer than [`AHEAD_WAIT`] (each then waits for a free slot
+/// before it is claimed).
 pub fn ahead(concurrency: usize, mean_run: Option<Duration>) -> usize {
-    match mean_run {
-        Some(run) if run <= AHEAD_RUN => concurrency.saturating_mul(AHEAD_SLOTS),
-        _ => 0,
-    }
+    let Some(run) = mean_run else {
+        return 0;
+    };
+    let slots = AHEAD_WAIT.as_micros() / run.as_micros().max(1);
+    concurrency.saturating_mul(slots.min(AHEAD_SLOTS as u128) as usize)
 }
 
 /// How many tasks to claim, with `free` slots not served yet and `queued`
@@ -633,12 +635,19 @@ mod tests {
     }
 
     #[test]
-    fn only_short_tasks_are_claimed_ahead() {
+    fn only_short_tasks_are_claimed_ahead_and_only_so_many() {
         assert_eq!(ahead(16, None), 0, "nothing ran yet");
+        // Tasks that end at once: the whole local queue.
+        assert_eq!(ahead(16, Some(Duration::ZERO)), 16 * AHEAD_SLOTS);
         assert_eq!(ahead(16, Some(Duration::from_micros(40))), 16 * AHEAD_SLOTS);
-        assert_eq!(ahead(16, Some(AHEAD_RUN)), 16 * AHEAD_SLOTS);
-        assert_eq!(ahead(16, Some(AHEAD_RUN + Duration::from_millis(1))), 0);
-        assert_eq!(ahead(1, Some(Duration::ZERO)), AHEAD_SLOTS);
+        assert_eq!(ahead(1, Some(Duration::from_micros(40))), AHEAD_SLOTS);
+        // As many slots' worth as wait AHEAD_WAIT in all.
+        assert_eq!(ahead(16, Some(AHEAD_WAIT / 10)), 16 * 10);
+        assert_eq!(ahead(16, Some(AHEAD_WAIT / 2)), 16 * 2);
+        assert_eq!(ahead(16, Some(AHEAD_WAIT)), 16);
+        // Longer: none.
+        assert_eq!(ahead(16, Some(AHEAD_WAIT + Duration::from_millis(1))), 0);
+        assert_eq!(ahead(16, Some(Duration::from_secs(20))), 0);
     }
 
     #[test]
@@ -647,19 +656,19 @@ mod tests {
         assert_eq!(runs.mean(), None);
         runs.record(Duration::from_millis(2));
         assert_eq!(runs.mean(), Some(Duration::from_millis(2)));
-        // Long tasks from now on: the mean passes AHEAD_RUN within a few.
+        // Long tasks from now on: the mean passes AHEAD_WAIT within a few.
         for _ in 0..12 {
             runs.record(Duration::from_secs(1));
         }
         let mean = runs.mean().unwrap();
         assert!(
-            mean > AHEAD_RUN && mean < Duration::from_secs(1),
+            mean > AHEAD_WAIT && mean < Duration::from_secs(1),
             "{mean:?}"
         );
         // And short ones bring it back down.
         for _ in 0..60 {
             runs.record(Duration::from_micros(50));
         }
-        assert!(runs.mean().unwrap() <= AHEAD_RUN, "{:?}", runs.mean());
+        assert!(runs.mean().unwrap() <= AHEAD_WAIT, "{:?}", runs.mean());
     }
 }
