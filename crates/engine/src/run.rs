@@ -339,11 +339,8 @@ async fn dispatch_loop(
             permits.push(p);
         }
         let launch = |permits: &mut Vec<OwnedSemaphorePermit>, queue: &mut VecDeque<Queued>| {
-            while !permits.is_empty() {
-                let Some(next) = queue.pop_front() else {
-                    break;
-                };
-                let permit = permits.pop();
+            let n = permits.len().min(queue.len());
+            for (permit, next) in permits.drain(..n).zip(queue.drain(..n)) {
                 spawn_task(&runtime, settings.lease, &done, &runs, next, permit);
             }
         };
@@ -417,7 +414,7 @@ fn spawn_task(
     done: &mpsc::Sender<Finish>,
     runs: &Arc<RunTimes>,
     next: Queued,
-    permit: Option<OwnedSemaphorePermit>,
+    permit: OwnedSemaphorePermit,
 ) {
     let (runtime, done, runs) = (runtime.clone(), done.clone(), runs.clone());
     let span = task_span(&next.leased.task);
