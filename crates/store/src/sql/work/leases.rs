@@ -4,6 +4,8 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use sqlx::types::Json;
+
 use time::OffsetDateTime;
 use waymark_domain::TaskId;
 use waymark_domain::work::{self, LeaseError, TaskStatus};
@@ -97,9 +99,11 @@ impl SqlStore {
 pub(crate) const MAX_CLAIM: usize = 500;
 
 /// Claims up to `claim.max` ready tasks of a lane in one statement, committed
-/// on its own: each gets a lease token of its own (the hashes are handed to
-/// the picked rows by their number in the pick). The running attempt is the
-/// task row itself (status, claimer, start); its row is written when it ends.
+/// on its own: each gets a lease token of its own (the hashes go as one JSON
+/// array, handed to the picked rows by their number in the pick, so the
+/// statement's text is the same whatever the number and is prepared once).
+/// The running attempt is the task row itself (status, claimer, start); its
+/// row is written when it ends.
 pub(crate) async fn claim(store: &SqlStore, claim: Claim) -> Result<Vec<Leased>> {
     let max = claim.max.min(MAX_CLAIM);
     if max == 0 {
@@ -111,35 +115,27 @@ pub(crate) async fn claim(store: &SqlStore, claim: Claim) -> Result<Vec<Leased>>
             (work::lease_hash(&token), token)
         })
         .collect();
+    let hashes: Vec<&str> = tokens.keys().map(String::as_str).collect();
     let backend = store.db.backend();
     let now = now_sql(backend);
-    let mut q = sql(format!(
+    let q = sql(format!(
         "UPDATE tasks SET status = 'running', \
          started_at = {now}, updated_at = {now}, deadline_at = {now} + timeout_s * 1000000, \
          lease_expires_at = {now} + CASE WHEN $1 < timeout_s * 1000000 THEN $1 \
                                          ELSE timeout_s * 1000000 END, \
          attempts = attempts + 1, attempt_seq = attempt_seq + 1, claimed_by = $2, \
-         lease_hash = CASE picked.n"
+         lease_hash = $3 ->> CAST(picked.n - 1 AS INTEGER) \
+         FROM (SELECT c.id AS picked_id, row_number() OVER () AS n \
+         FROM (SELECT id FROM tasks WHERE lane = $4 \
+         AND status = 'ready' AND run_at <= {now} ORDER BY priority, fair_key, id LIMIT $5{}) AS c) \
+         AS picked WHERE tasks.id = picked.picked_id RETURNING {TASK_COLUMNS}",
+        backend.skip_locked()
     ))
     .bind(claim.lease.as_micros() as i64)
-    .bind(&claim.worker);
-    for (i, hash) in tokens.keys().enumerate() {
-        q.push(format!(" WHEN {} THEN ", i + 1));
-        q.push_bind(hash.as_str());
-    }
-    q.push(
-        " END FROM (SELECT c.id AS picked_id, row_number() OVER () AS n \
-         FROM (SELECT id FROM tasks WHERE lane = ",
-    );
-    q.push_bind(claim.lane.as_str());
-    q.push(format!(
-        " AND status = 'ready' AND run_at <= {now} ORDER BY priority, fair_key, id LIMIT "
-    ));
-    q.push_bind(max as i64);
-    q.push(format!(
-        "{}) AS c) AS picked WHERE tasks.id = picked.picked_id RETURNING {TASK_COLUMNS}",
-        backend.skip_locked()
-    ));
+    .bind(&claim.worker)
+    .bind(Json(hashes))
+    .bind(claim.lane.as_str())
+    .bind(max as i64);
     let mut rows: Vec<TaskRow> = q.fetch_all(&mut store.db.writer()).await?;
     rows.sort_by_key(|r| (r.priority, r.fair_key, r.id));
     rows.into_iter()
