@@ -18,6 +18,10 @@ use crate::sql::writer::{WAL_KEEP_BYTES, WAL_LIMIT_PAGES, Writer};
 
 pub(crate) static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
+/// Rows the write connection's thread may hand over before the writer has
+/// taken any (sqlx's default is 50).
+const WRITE_ROW_BUFFER: usize = 1024;
+
 /// Opens (creating if missing) the database file at `path`. Call
 /// [`SqlStore::migrate`] before use.
 pub async fn open(path: &Path, read_connections: u32) -> Result<SqlStore> {
@@ -36,6 +40,9 @@ pub async fn open(path: &Path, read_connections: u32) -> Result<SqlStore> {
         .clone()
         .pragma("wal_autocheckpoint", WAL_LIMIT_PAGES.to_string())
         .pragma("temp_store", "memory")
+        // The connection's thread hands its rows over without waiting for
+        // each fiftieth to be taken (a claim or a finish reads hundreds).
+        .row_buffer_size(WRITE_ROW_BUFFER)
         .connect()
         .await?;
     let write = Writer::new(writes, options.connect().await?);
