@@ -392,6 +392,8 @@ pub(crate) enum Arg<'q> {
     Date(Option<Date>),
     /// JSON, already serialized (TEXT on SQLite, JSONB on PostgreSQL).
     Json(Option<String>),
+    /// Ids as one PostgreSQL `uuid[]` (see [`Sql::push_in_ids`]).
+    Uuids(Vec<Uuid>),
     /// A value that could not be serialized: running the statement fails.
     Invalid(String),
 }
@@ -410,6 +412,7 @@ impl Arg<'_> {
             Arg::Time(v) => Arg::Time(v),
             Arg::Date(v) => Arg::Date(v),
             Arg::Json(v) => Arg::Json(v),
+            Arg::Uuids(v) => Arg::Uuids(v),
             Arg::Invalid(e) => Arg::Invalid(e),
         }
     }
@@ -637,6 +640,11 @@ fn sqlite_args<'a>(args: &'a [Arg<'_>]) -> Result<SqliteArguments<'a>> {
             Arg::Time(v) => out.add(*v),
             Arg::Date(v) => out.add(*v),
             Arg::Json(v) => out.add(v.as_deref()),
+            Arg::Uuids(_) => {
+                return Err(encode_error(
+                    "an array of ids binds on PostgreSQL only".into(),
+                ));
+            }
             Arg::Invalid(e) => return Err(encode_error(e.clone().into())),
         }
         .map_err(encode_error)?;
@@ -665,6 +673,7 @@ fn pg_args(args: &[Arg<'_>]) -> Result<PgArguments> {
                     .map_err(|e| encode_error(e.into()))?;
                 out.add(raw.map(Json))
             }
+            Arg::Uuids(v) => out.add(v.as_slice()),
             Arg::Invalid(e) => return Err(encode_error(e.clone().into())),
         }
         .map_err(encode_error)?;
@@ -767,6 +776,23 @@ impl<'q> Sql<'q> {
             self.push_bind(item);
         }
         self.push(")")
+    }
+
+    /// Appends ` IN (…)` of `ids`, one argument each, on SQLite, and
+    /// ` = ANY($n)`, one array, on PostgreSQL: there the text is the same
+    /// whatever the number of ids, so the statement is prepared once.
+    pub(crate) fn push_in_ids(&mut self, backend: Backend, ids: &[Uuid]) -> &mut Self {
+        match backend {
+            Backend::Sqlite => {
+                self.push(" IN ");
+                self.push_list(ids.iter().copied())
+            }
+            Backend::Postgres => {
+                self.push(" = ANY(");
+                self.push_bind(Arg::Uuids(ids.to_vec()));
+                self.push(")")
+            }
+        }
     }
 
     /// Appends `VALUES (..), (..)`: `row` binds the columns of one item.

@@ -19,8 +19,8 @@ pub(crate) struct Woken {
 pub(crate) async fn load_tasks(tx: &mut Tx, ids: &[Uuid]) -> Result<Vec<TaskRow>> {
     let mut rows: Vec<TaskRow> = Vec::with_capacity(ids.len());
     for chunk in ids.chunks(1000) {
-        let mut q = sql(format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id IN "));
-        q.push_list(chunk.iter().copied());
+        let mut q = sql(format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id"));
+        q.push_in_ids(tx.backend(), chunk);
         q.push(tx.backend().for_update());
         let part: Vec<TaskRow> = q.fetch_all(tx).await?;
         rows.extend(part);
@@ -46,10 +46,10 @@ pub(crate) async fn load_tasks_at(tx: &mut Tx, ids: &[Uuid]) -> Result<(Vec<Task
         return Ok((load_tasks(tx, ids).await?, now));
     }
     let mut q = sql(format!(
-        "SELECT {TASK_COLUMNS}, {} AS engine_now FROM tasks WHERE id IN ",
+        "SELECT {TASK_COLUMNS}, {} AS engine_now FROM tasks WHERE id",
         now_sql(backend)
     ));
-    q.push_list(ids.iter().copied());
+    q.push_in_ids(backend, ids);
     q.push(backend.for_update());
     let rows: Vec<TimedTaskRow> = q.fetch_all(tx).await?;
     let now = match rows.first() {
@@ -71,8 +71,8 @@ pub(crate) async fn make_ready(
         // Whether its unit is held comes with each task, so the UPDATE below
         // binds each task's status instead of asking for every row.
         let mut q = sql("SELECT t.id, t.client_id, t.lane, u.held FROM tasks t \
-             JOIN work_units u ON u.id = t.unit_id WHERE t.id IN ");
-        q.push_list(chunk.iter().copied());
+             JOIN work_units u ON u.id = t.unit_id WHERE t.id");
+        q.push_in_ids(tx.backend(), chunk);
         q.push(" ORDER BY t.priority, t.id");
         let rows: Vec<(Uuid, Uuid, String, bool)> = q.fetch_all(tx).await?;
         let mut by_client: BTreeMap<Uuid, Vec<(Uuid, String, bool)>> = BTreeMap::new();
@@ -81,34 +81,7 @@ pub(crate) async fn make_ready(
         }
         let mut keyed: Vec<(Uuid, i64, &'static str)> = Vec::with_capacity(chunk.len());
         for (client, tasks) in by_client {
-            let clock: Option<(i64,)> = sql(format!(
-                "SELECT clock FROM work_clients WHERE client_id = $1{}",
-                tx.backend().for_update()
-            ))
-            .bind(client)
-            .fetch_optional(tx)
-            .await?;
-            let lane = tasks[0].1.clone();
-            let head: Option<(i64,)> = sql(
-                "SELECT fair_key FROM tasks WHERE lane = $1 AND status = 'ready' \
-                 ORDER BY priority, fair_key, id LIMIT 1",
-            )
-            .bind(&lane)
-            .fetch_optional(tx)
-            .await?;
-            let (first, next) = work::fair_keys(
-                clock.map(|c| c.0).unwrap_or(0),
-                head.map(|h| h.0).unwrap_or(0),
-                tasks.len(),
-            );
-            sql(
-                "INSERT INTO work_clients (client_id, clock) VALUES ($1, $2) \
-                 ON CONFLICT (client_id) DO UPDATE SET clock = excluded.clock",
-            )
-            .bind(client)
-            .bind(next)
-            .execute(tx)
-            .await?;
+            let first = fair_start(tx, client, &tasks[0].1, tasks.len()).await?;
             for (i, (id, lane, held)) in tasks.into_iter().enumerate() {
                 let status = if held {
                     TaskStatus::Held
@@ -132,6 +105,40 @@ pub(crate) async fn make_ready(
         }
     }
     Ok(())
+}
+
+/// The first of `count` consecutive fair keys for tasks of `client` made
+/// ready now in `lane` (see `work::fair_keys`), moving the client's clock
+/// past them. Locks the client's clock row (PostgreSQL) until the commit.
+pub(crate) async fn fair_start(tx: &mut Tx, client: Uuid, lane: &str, count: usize) -> Result<i64> {
+    let clock: Option<(i64,)> = sql(format!(
+        "SELECT clock FROM work_clients WHERE client_id = $1{}",
+        tx.backend().for_update()
+    ))
+    .bind(client)
+    .fetch_optional(tx)
+    .await?;
+    let head: Option<(i64,)> = sql(
+        "SELECT fair_key FROM tasks WHERE lane = $1 AND status = 'ready' \
+         ORDER BY priority, fair_key, id LIMIT 1",
+    )
+    .bind(lane)
+    .fetch_optional(tx)
+    .await?;
+    let (first, next) = work::fair_keys(
+        clock.map(|c| c.0).unwrap_or(0),
+        head.map(|h| h.0).unwrap_or(0),
+        count,
+    );
+    sql(
+        "INSERT INTO work_clients (client_id, clock) VALUES ($1, $2) \
+         ON CONFLICT (client_id) DO UPDATE SET clock = excluded.clock",
+    )
+    .bind(client)
+    .bind(next)
+    .execute(tx)
+    .await?;
+    Ok(first)
 }
 
 /// The status a task that may run takes: `held` while its unit is held (its
@@ -186,9 +193,9 @@ pub(crate) async fn release_dependents(
     for chunk in done.chunks(1000) {
         let mut q = sql(
             "UPDATE tasks SET pending_deps = tasks.pending_deps - d.n FROM \
-             (SELECT task_id, count(*) AS n FROM task_deps WHERE depends_on IN ",
+             (SELECT task_id, count(*) AS n FROM task_deps WHERE depends_on",
         );
-        q.push_list(chunk.iter().copied());
+        q.push_in_ids(tx.backend(), chunk);
         q.push(
             " GROUP BY task_id) AS d WHERE tasks.id = d.task_id AND tasks.status = 'pending' \
              RETURNING tasks.id, tasks.pending_deps",

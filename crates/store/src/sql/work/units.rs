@@ -89,12 +89,29 @@ pub(crate) async fn insert_unit(
         hands_off[h] = true;
     }
     let gate = i64::from(waiting > 0);
+    // A unit that waits for no other starts its roots ready, each with its
+    // fair key (in priority order), in the insert itself.
+    let mut fair: Vec<Option<i64>> = vec![None; new.tasks.len()];
+    if waiting == 0 {
+        let mut roots: Vec<usize> = (0..new.tasks.len())
+            .filter(|&i| new.tasks[i].depends_on.is_empty())
+            .collect();
+        roots.sort_by_key(|&i| (new.tasks[i].priority, ids[i]));
+        if let Some(&head) = roots.first() {
+            let lane = new.tasks[head].executor.lane();
+            let first = fair_start(tx, new.client_id.uuid(), lane, roots.len()).await?;
+            for (rank, &i) in roots.iter().enumerate() {
+                fair[i] = Some(first + rank as i64);
+                woken.lanes.insert(new.tasks[i].executor.lane().to_owned());
+            }
+        }
+    }
     for (chunk_no, chunk) in new.tasks.chunks(500).enumerate() {
         let mut q = sql(
             "INSERT INTO tasks (id, unit_id, client_id, key, name, executor, lane, status, \
                  input, depends_on, priority, pending_deps, max_attempts, timeout_s, \
                  backoff_initial_ms, backoff_max_ms, trace_id, created_at, updated_at, \
-                 contract, handoff_from, hands_off) ",
+                 contract, handoff_from, hands_off, fair_key) ",
         );
         q.push_values(chunk.iter().enumerate(), |mut b, (i, t)| {
             let idx = chunk_no * 500 + i;
@@ -110,7 +127,11 @@ pub(crate) async fn insert_unit(
                 .push_bind(&t.name)
                 .push_bind(t.executor.name())
                 .push_bind(t.executor.lane())
-                .push_bind("pending")
+                .push_bind(if fair[idx].is_some() {
+                    "ready"
+                } else {
+                    "pending"
+                })
                 .push_bind(Json(&t.input))
                 .push_bind(Json(deps))
                 .push_bind(t.priority)
@@ -124,7 +145,8 @@ pub(crate) async fn insert_unit(
                 .push_bind(now)
                 .push_bind((!t.contract.is_empty()).then_some(Json(&t.contract)))
                 .push_bind(t.handoff_from.map(|h| new.tasks[h].key.as_str()))
-                .push_bind(i64::from(hands_off[idx]));
+                .push_bind(i64::from(hands_off[idx]))
+                .push_bind(fair[idx].unwrap_or(0));
         });
         q.execute(tx).await?;
     }
@@ -156,16 +178,6 @@ pub(crate) async fn insert_unit(
             .execute(tx)
             .await?;
         }
-    }
-    if waiting == 0 {
-        let roots: Vec<Uuid> = new
-            .tasks
-            .iter()
-            .enumerate()
-            .filter(|(_, t)| t.depends_on.is_empty())
-            .map(|(i, _)| ids[i])
-            .collect();
-        make_ready(tx, roots, now, woken).await?;
     }
     let entry = LogEntry::new("unit.create", Some(new.client_id), id).event(
         "unit.created",
