@@ -19,6 +19,7 @@ contract!(
     cancelling_a_task_cancels_what_is_downstream,
     units_wait_on_units,
     claiming_is_fair_across_clients_and_follows_priority,
+    tasks_made_ready_follow_priority_and_take_turns,
     concurrent_claimers_never_share_a_task,
     human_tasks_need_no_lease_others_do,
     agents_register_and_are_seen,
@@ -612,6 +613,47 @@ async fn claiming_is_fair_across_clients_and_follows_priority(db: &TestDb) {
         .unwrap();
     let first = store.claim(engine(1)).await.unwrap();
     assert_eq!(first[0].task.key, "urgent");
+}
+
+/// Tasks a finish makes ready go in priority order too, and two clients'
+/// take turns: each's are keyed from its own clock.
+async fn tasks_made_ready_follow_priority_and_take_turns(db: &TestDb) {
+    let store: Arc<dyn Store> = db.store.clone();
+    let d = client(&store, "Dag").await;
+    let e = client(&store, "Other").await;
+    for c in [d, e] {
+        store
+            .submit_unit(
+                unit(
+                    c,
+                    json!([
+                        {"key": "root", "executor": "noop"},
+                        {"key": "x1", "executor": "noop", "depends_on": ["root"]},
+                        {"key": "x2", "executor": "noop", "depends_on": ["root"]},
+                        {"key": "soon", "executor": "noop", "priority": -1, "depends_on": ["root"]},
+                    ]),
+                ),
+                &ctx("ops"),
+            )
+            .await
+            .unwrap();
+    }
+    let roots = store.claim(engine(2)).await.unwrap();
+    assert_eq!(roots.len(), 2);
+    assert_eq!(keys(&roots), set(&["root"]));
+    finish_ok(&store, roots.iter().map(done).collect()).await;
+    let mut order = vec![];
+    loop {
+        let next = store.claim(engine(1)).await.unwrap();
+        let Some(l) = next.first() else { break };
+        order.push((l.task.client_id, l.task.key.clone()));
+        finish_ok(&store, next.iter().map(done).collect()).await;
+    }
+    assert_eq!(order.len(), 6, "{order:?}");
+    assert!(order[..2].iter().all(|o| o.1 == "soon"), "{order:?}");
+    for pair in order[2..].chunks(2) {
+        assert_ne!(pair[0].0, pair[1].0, "the clients take turns: {order:?}");
+    }
 }
 
 async fn concurrent_claimers_never_share_a_task(db: &TestDb) {

@@ -8,6 +8,7 @@ use waymark_domain::work::{self, TaskStatus, UnitStatus};
 use waymark_domain::{ClientId, UnitId};
 
 use super::*;
+use crate::sql::db::Sql;
 
 /// What a transaction did to the queue, to wake workers after it commits.
 #[derive(Default)]
@@ -59,8 +60,22 @@ pub(crate) async fn load_tasks_at(tx: &mut Tx, ids: &[Uuid]) -> Result<(Vec<Task
     Ok((rows.into_iter().map(|r| r.row).collect(), now))
 }
 
-/// Makes pending tasks ready: each client's get consecutive fair keys from its
-/// clock (see `work::fair_keys`), in priority order. Records the lanes woken.
+/// A task being made ready: what its fair key and status come from.
+#[derive(sqlx::FromRow)]
+pub(crate) struct Readying {
+    id: Uuid,
+    client_id: Uuid,
+    lane: String,
+    priority: i64,
+    /// Its unit is held (its journey is paused): it waits as `held`.
+    held: bool,
+}
+
+/// The columns of [`Readying`], of a statement over `tasks`.
+const READYING_COLUMNS: &str = "tasks.id, tasks.client_id, tasks.lane, tasks.priority, \
+     (SELECT u.held FROM work_units u WHERE u.id = tasks.unit_id) AS held";
+
+/// Makes pending tasks ready (see [`ready_up`]).
 pub(crate) async fn make_ready(
     tx: &mut Tx,
     ids: Vec<Uuid>,
@@ -68,77 +83,84 @@ pub(crate) async fn make_ready(
     woken: &mut Woken,
 ) -> Result<()> {
     for chunk in ids.chunks(1000) {
-        // Whether its unit is held comes with each task, so the UPDATE below
-        // binds each task's status instead of asking for every row.
-        let mut q = sql("SELECT t.id, t.client_id, t.lane, u.held FROM tasks t \
-             JOIN work_units u ON u.id = t.unit_id WHERE t.id");
+        let mut q = sql(format!(
+            "SELECT {READYING_COLUMNS} FROM tasks WHERE tasks.id"
+        ));
         q.push_in_ids(tx.backend(), chunk);
-        q.push(" ORDER BY t.priority, t.id");
-        let rows: Vec<(Uuid, Uuid, String, bool)> = q.fetch_all(tx).await?;
-        let mut by_client: BTreeMap<Uuid, Vec<(Uuid, String, bool)>> = BTreeMap::new();
-        for (id, client, lane, held) in rows {
-            by_client.entry(client).or_default().push((id, lane, held));
-        }
-        let mut keyed: Vec<(Uuid, i64, &'static str)> = Vec::with_capacity(chunk.len());
-        for (client, tasks) in by_client {
-            let first = fair_start(tx, client, &tasks[0].1, tasks.len()).await?;
-            for (i, (id, lane, held)) in tasks.into_iter().enumerate() {
-                let status = if held {
-                    TaskStatus::Held
-                } else {
-                    TaskStatus::Ready
-                };
-                keyed.push((id, first + i as i64, status.as_str()));
-                woken.lanes.insert(lane);
-            }
-        }
-        if !keyed.is_empty() {
-            let mut q = sql("UPDATE tasks SET status = v.column3, run_at = 0, updated_at = ");
-            q.push_bind(now);
-            q.push(", fair_key = v.column2 FROM (");
-            q.push_values(&keyed, |mut b, (id, key, status)| {
-                b.push_bind(*id).push_bind(*key).push_bind(*status);
-            });
-            // `VALUES` as a table: both databases name its columns column1, column2, ….
-            q.push(") AS v WHERE tasks.id = v.column1");
-            q.execute(tx).await?;
-        }
+        let rows: Vec<Readying> = q.fetch_all(tx).await?;
+        ready_up(tx, rows, now, woken).await?;
     }
     Ok(())
 }
 
+/// Makes pending tasks ready: each client's get consecutive fair keys from its
+/// clock (see `work::fair_keys`), in priority order. The clocks and the tasks
+/// are written in one round trip, with the writes held back before them.
+/// Records the lanes woken.
+async fn ready_up(tx: &mut Tx, mut rows: Vec<Readying>, now: i64, woken: &mut Woken) -> Result<()> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    rows.sort_by_key(|r| (r.priority, r.id));
+    let mut by_client: BTreeMap<Uuid, Vec<Readying>> = BTreeMap::new();
+    for row in rows {
+        by_client.entry(row.client_id).or_default().push(row);
+    }
+    let mut keyed: Vec<(Uuid, i64, &'static str)> = Vec::new();
+    for (client, tasks) in by_client {
+        let (first, clock) = fair_start(tx, client, &tasks[0].lane, tasks.len()).await?;
+        tx.write_later(clock, 1);
+        for (i, task) in tasks.into_iter().enumerate() {
+            let status = if task.held {
+                TaskStatus::Held
+            } else {
+                TaskStatus::Ready
+            };
+            keyed.push((task.id, first + i as i64, status.as_str()));
+            woken.lanes.insert(task.lane);
+        }
+    }
+    let mut q = sql("UPDATE tasks SET status = v.column3, run_at = 0, updated_at = ");
+    q.push_bind(now);
+    q.push(", fair_key = v.column2 FROM (");
+    q.push_values(&keyed, |mut b, (id, key, status)| {
+        b.push_bind(*id).push_bind(*key).push_bind(*status);
+    });
+    // `VALUES` as a table: both databases name its columns column1, column2, ….
+    q.push(") AS v WHERE tasks.id = v.column1");
+    tx.write_later(q, keyed.len() as u64);
+    tx.flush_later().await
+}
+
 /// The first of `count` consecutive fair keys for tasks of `client` made
-/// ready now in `lane` (see `work::fair_keys`), moving the client's clock
-/// past them. Locks the client's clock row (PostgreSQL) until the commit.
-pub(crate) async fn fair_start(tx: &mut Tx, client: Uuid, lane: &str, count: usize) -> Result<i64> {
-    let clock: Option<(i64,)> = sql(format!(
-        "SELECT clock FROM work_clients WHERE client_id = $1{}",
+/// ready now in `lane` (see `work::fair_keys`), and the write that moves the
+/// client's clock past them, for the caller to run before the next
+/// `fair_start` of the transaction. Reads the clock and the lane's head in one
+/// statement, locking the client's clock row (PostgreSQL) until the commit.
+pub(crate) async fn fair_start(
+    tx: &mut Tx,
+    client: Uuid,
+    lane: &str,
+    count: usize,
+) -> Result<(i64, Sql<'static>)> {
+    let (clock, head): (Option<i64>, Option<i64>) = sql(format!(
+        "SELECT (SELECT clock FROM work_clients WHERE client_id = $1{}), \
+         (SELECT fair_key FROM tasks WHERE lane = $2 AND status = 'ready' \
+         ORDER BY priority, fair_key, id LIMIT 1)",
         tx.backend().for_update()
     ))
     .bind(client)
-    .fetch_optional(tx)
-    .await?;
-    let head: Option<(i64,)> = sql(
-        "SELECT fair_key FROM tasks WHERE lane = $1 AND status = 'ready' \
-         ORDER BY priority, fair_key, id LIMIT 1",
-    )
     .bind(lane)
-    .fetch_optional(tx)
+    .fetch_one(tx)
     .await?;
-    let (first, next) = work::fair_keys(
-        clock.map(|c| c.0).unwrap_or(0),
-        head.map(|h| h.0).unwrap_or(0),
-        count,
-    );
-    sql(
+    let (first, next) = work::fair_keys(clock.unwrap_or(0), head.unwrap_or(0), count);
+    let moved = sql(
         "INSERT INTO work_clients (client_id, clock) VALUES ($1, $2) \
          ON CONFLICT (client_id) DO UPDATE SET clock = excluded.clock",
     )
     .bind(client)
-    .bind(next)
-    .execute(tx)
-    .await?;
-    Ok(first)
+    .bind(next);
+    Ok((first, moved))
 }
 
 /// The status a task that may run takes: `held` while its unit is held (its
@@ -181,30 +203,44 @@ pub(crate) async fn hold_units(
     Ok(())
 }
 
+/// A dependent whose count of pending dependencies went down.
+#[derive(sqlx::FromRow)]
+struct Released {
+    pending_deps: i64,
+    #[sqlx(flatten)]
+    task: Readying,
+}
+
 /// Counts `done` as finished dependencies of their dependents; the ones left
-/// with none pending become ready.
+/// with none pending become ready (what that takes comes back with the
+/// counts: no second read of them).
 pub(crate) async fn release_dependents(
     tx: &mut Tx,
     done: &[Uuid],
     now: i64,
     woken: &mut Woken,
 ) -> Result<()> {
-    let mut ready: Vec<Uuid> = Vec::new();
+    let mut ready: Vec<Readying> = Vec::new();
     for chunk in done.chunks(1000) {
         let mut q = sql(
             "UPDATE tasks SET pending_deps = tasks.pending_deps - d.n FROM \
              (SELECT task_id, count(*) AS n FROM task_deps WHERE depends_on",
         );
         q.push_in_ids(tx.backend(), chunk);
-        q.push(
+        q.push(format!(
             " GROUP BY task_id) AS d WHERE tasks.id = d.task_id AND tasks.status = 'pending' \
-             RETURNING tasks.id, tasks.pending_deps",
+             RETURNING tasks.pending_deps, {READYING_COLUMNS}"
+        ));
+        let rows: Vec<Released> = q.fetch_all(tx).await?;
+        ready.extend(
+            rows.into_iter()
+                .filter(|r| r.pending_deps == 0)
+                .map(|r| r.task),
         );
-        let rows: Vec<(Uuid, i64)> = q.fetch_all(tx).await?;
-        ready.extend(rows.into_iter().filter(|r| r.1 == 0).map(|r| r.0));
     }
-    if !ready.is_empty() {
-        make_ready(tx, ready, now, woken).await?;
+    while !ready.is_empty() {
+        let rest = ready.split_off(ready.len().min(1000));
+        ready_up(tx, std::mem::replace(&mut ready, rest), now, woken).await?;
     }
     Ok(())
 }

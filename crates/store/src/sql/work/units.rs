@@ -99,7 +99,9 @@ pub(crate) async fn insert_unit(
         roots.sort_by_key(|&i| (new.tasks[i].priority, ids[i]));
         if let Some(&head) = roots.first() {
             let lane = new.tasks[head].executor.lane();
-            let first = fair_start(tx, new.client_id.uuid(), lane, roots.len()).await?;
+            let (first, clock) = fair_start(tx, new.client_id.uuid(), lane, roots.len()).await?;
+            // The clock's write goes with the first rows of tasks.
+            tx.write_later(clock, 1);
             for (rank, &i) in roots.iter().enumerate() {
                 fair[i] = Some(first + rank as i64);
                 woken.lanes.insert(new.tasks[i].executor.lane().to_owned());
@@ -148,7 +150,8 @@ pub(crate) async fn insert_unit(
                 .push_bind(i64::from(hands_off[idx]))
                 .push_bind(fair[idx].unwrap_or(0));
         });
-        q.execute(tx).await?;
+        tx.write_later(q, chunk.len() as u64);
+        tx.flush_later().await?;
     }
     let edges: Vec<(Uuid, Uuid)> = new
         .tasks
