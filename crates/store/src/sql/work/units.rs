@@ -100,8 +100,7 @@ pub(crate) async fn insert_unit(
         if let Some(&head) = roots.first() {
             let lane = new.tasks[head].executor.lane();
             let (first, clock) = fair_start(tx, new.client_id.uuid(), lane, roots.len()).await?;
-            // The clock's write goes with the first rows of tasks.
-            tx.write_later(clock, 1);
+            clock.execute(tx).await?;
             for (rank, &i) in roots.iter().enumerate() {
                 fair[i] = Some(first + rank as i64);
                 woken.lanes.insert(new.tasks[i].executor.lane().to_owned());
@@ -150,8 +149,7 @@ pub(crate) async fn insert_unit(
                 .push_bind(i64::from(hands_off[idx]))
                 .push_bind(fair[idx].unwrap_or(0));
         });
-        tx.write_later(q, chunk.len() as u64);
-        tx.flush_later().await?;
+        q.execute(tx).await?;
     }
     let edges: Vec<(Uuid, Uuid)> = new
         .tasks
