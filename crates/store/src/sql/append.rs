@@ -352,6 +352,7 @@ async fn insert_sealed(
     events: &[SealedEvent<'_>],
     pending: &[i64],
 ) -> Result<()> {
+    let backend = tx.backend();
     if fits_one_statement(records, events) {
         let mut q = sql("");
         match tx.backend() {
@@ -363,19 +364,19 @@ async fn insert_sealed(
                     q.push("), ");
                 }
                 q.push("records AS (");
-                push_records(&mut q, records, None);
+                push_records(&mut q, backend, records, None);
                 q.push(") ");
                 if events.is_empty() {
                     q.push("SELECT 1");
                 } else {
-                    push_events(&mut q, events, None);
+                    push_events(&mut q, backend, events, None);
                 }
             }
             Backend::Sqlite => {
-                push_records(&mut q, records, None);
+                push_records(&mut q, backend, records, None);
                 if !events.is_empty() {
                     q.push("; ");
-                    push_events(&mut q, events, None);
+                    push_events(&mut q, backend, events, None);
                 }
             }
         }
@@ -384,12 +385,12 @@ async fn insert_sealed(
     }
     for chunk in records.chunks(RECORDS_PER_STATEMENT) {
         let mut q = sql("");
-        push_records(&mut q, chunk, None);
+        push_records(&mut q, backend, chunk, None);
         q.execute(tx).await?;
     }
     for chunk in events.chunks(EVENTS_PER_STATEMENT) {
         let mut q = sql("");
-        push_events(&mut q, chunk, None);
+        push_events(&mut q, backend, chunk, None);
         q.execute(tx).await?;
     }
     if !pending.is_empty() {
@@ -409,17 +410,22 @@ fn guarded<'q>(
     heads: &Heads,
 ) -> Sql<'q> {
     let mut q = sql("");
-    push_records(&mut q, records, Some(heads.0));
+    push_records(&mut q, Backend::Sqlite, records, Some(heads.0));
     if !events.is_empty() {
         q.push("; ");
-        push_events(&mut q, events, Some(heads.2));
+        push_events(&mut q, Backend::Sqlite, events, Some(heads.2));
     }
     q
 }
 
 /// The records' `INSERT`; with `after`, it inserts only while the last
 /// record is number `after`.
-fn push_records<'q>(q: &mut Sql<'q>, records: &'q [SealedRecord], after: Option<i64>) {
+fn push_records<'q>(
+    q: &mut Sql<'q>,
+    backend: Backend,
+    records: &'q [SealedRecord],
+    after: Option<i64>,
+) {
     q.push(
         "INSERT INTO audit_log (seq, at, actor, actor_name, client_id, action, target, \
          before_hash, after_hash, trace_id, prev_hash, hash) ",
@@ -427,7 +433,7 @@ fn push_records<'q>(q: &mut Sql<'q>, records: &'q [SealedRecord], after: Option<
     if after.is_some() {
         q.push("SELECT * FROM (");
     }
-    q.push_values(records, |mut b, (at, r)| {
+    q.push_values(backend, records, |mut b, (at, r)| {
         b.push_bind(r.seq)
             .push_bind(*at)
             .push_bind(&r.actor)
@@ -449,14 +455,19 @@ fn push_records<'q>(q: &mut Sql<'q>, records: &'q [SealedRecord], after: Option<
 
 /// The events' `INSERT`; with `after`, it inserts only while the last event
 /// is number `after`.
-fn push_events<'q>(q: &mut Sql<'q>, events: &'q [SealedEvent<'_>], after: Option<i64>) {
+fn push_events<'q>(
+    q: &mut Sql<'q>,
+    backend: Backend,
+    events: &'q [SealedEvent<'_>],
+    after: Option<i64>,
+) {
     q.push(
         "INSERT INTO events (seq, id, type, subject, time, client_id, audience, data, trace_id) ",
     );
     if after.is_some() {
         q.push("SELECT * FROM (");
     }
-    q.push_values(events, |mut b, (n, at, e, t)| {
+    q.push_values(backend, events, |mut b, (n, at, e, t)| {
         b.push_bind(*n)
             .push_bind(EventId::new().uuid())
             .push_bind(e.event_type.as_str())

@@ -394,6 +394,8 @@ pub(crate) enum Arg<'q> {
     Json(Option<String>),
     /// Ids as one PostgreSQL `uuid[]` (see [`Sql::push_in_ids`]).
     Uuids(Vec<Uuid>),
+    /// One column of rows as one PostgreSQL array (see [`Sql::push_values`]).
+    Column(Column<'q>),
     /// A value that could not be serialized: running the statement fails.
     Invalid(String),
 }
@@ -413,9 +415,141 @@ impl Arg<'_> {
             Arg::Date(v) => Arg::Date(v),
             Arg::Json(v) => Arg::Json(v),
             Arg::Uuids(v) => Arg::Uuids(v),
+            Arg::Column(c) => Arg::Column(c.into_owned()),
             Arg::Invalid(e) => Arg::Invalid(e),
         }
     }
+}
+
+/// One column of the rows of a `VALUES` list, bound as one PostgreSQL array
+/// (see [`Sql::push_values`]); `NULL`s are elements like any other.
+#[derive(Debug, Clone)]
+pub(crate) enum Column<'q> {
+    Uuid(Vec<Option<Uuid>>),
+    Text(Vec<Option<Cow<'q, str>>>),
+    I64(Vec<Option<i64>>),
+    I32(Vec<Option<i32>>),
+    F64(Vec<Option<f64>>),
+    Bool(Vec<Option<bool>>),
+    Time(Vec<Option<OffsetDateTime>>),
+    Date(Vec<Option<Date>>),
+    /// JSON, already serialized.
+    Json(Vec<Option<String>>),
+}
+
+impl<'q> Column<'q> {
+    /// The column of `first`'s kind, with room for `rows` values; `None` for a
+    /// kind no array is made of.
+    fn of(first: &Arg<'q>, rows: usize) -> Option<Self> {
+        Some(match first {
+            Arg::Uuid(_) => Column::Uuid(Vec::with_capacity(rows)),
+            Arg::Text(_) => Column::Text(Vec::with_capacity(rows)),
+            Arg::I64(_) => Column::I64(Vec::with_capacity(rows)),
+            Arg::I32(_) => Column::I32(Vec::with_capacity(rows)),
+            Arg::F64(_) => Column::F64(Vec::with_capacity(rows)),
+            Arg::Bool(_) => Column::Bool(Vec::with_capacity(rows)),
+            Arg::Time(_) => Column::Time(Vec::with_capacity(rows)),
+            Arg::Date(_) => Column::Date(Vec::with_capacity(rows)),
+            Arg::Json(_) => Column::Json(Vec::with_capacity(rows)),
+            Arg::Bytes(_) | Arg::Uuids(_) | Arg::Column(_) | Arg::Invalid(_) => return None,
+        })
+    }
+
+    /// Adds `value`, of the column's kind (see [`columns`]).
+    fn add(&mut self, value: Arg<'q>) {
+        match (self, value) {
+            (Column::Uuid(c), Arg::Uuid(v)) => c.push(v),
+            (Column::Text(c), Arg::Text(v)) => c.push(v),
+            (Column::I64(c), Arg::I64(v)) => c.push(v),
+            (Column::I32(c), Arg::I32(v)) => c.push(v),
+            (Column::F64(c), Arg::F64(v)) => c.push(v),
+            (Column::Bool(c), Arg::Bool(v)) => c.push(v),
+            (Column::Time(c), Arg::Time(v)) => c.push(v),
+            (Column::Date(c), Arg::Date(v)) => c.push(v),
+            (Column::Json(c), Arg::Json(v)) => c.push(v),
+            _ => unreachable!("columns() checks every value's kind first"),
+        }
+    }
+
+    /// The PostgreSQL array type it binds as.
+    fn array_type(&self) -> &'static str {
+        match self {
+            Column::Uuid(_) => "uuid[]",
+            Column::Text(_) => "text[]",
+            Column::I64(_) => "int8[]",
+            Column::I32(_) => "int4[]",
+            Column::F64(_) => "float8[]",
+            Column::Bool(_) => "bool[]",
+            Column::Time(_) => "timestamptz[]",
+            Column::Date(_) => "date[]",
+            Column::Json(_) => "jsonb[]",
+        }
+    }
+
+    fn into_owned(self) -> Column<'static> {
+        match self {
+            Column::Uuid(c) => Column::Uuid(c),
+            Column::Text(c) => Column::Text(
+                c.into_iter()
+                    .map(|v| v.map(|t| Cow::Owned(t.into_owned())))
+                    .collect(),
+            ),
+            Column::I64(c) => Column::I64(c),
+            Column::I32(c) => Column::I32(c),
+            Column::F64(c) => Column::F64(c),
+            Column::Bool(c) => Column::Bool(c),
+            Column::Time(c) => Column::Time(c),
+            Column::Date(c) => Column::Date(c),
+            Column::Json(c) => Column::Json(c),
+        }
+    }
+
+    /// Binds it as its array.
+    fn bind(&self, out: &mut PgArguments) -> std::result::Result<(), sqlx::error::BoxDynError> {
+        match self {
+            Column::Uuid(c) => out.add(c.as_slice()),
+            Column::Text(c) => out.add(c.iter().map(|v| v.as_deref()).collect::<Vec<_>>()),
+            Column::I64(c) => out.add(c.as_slice()),
+            Column::I32(c) => out.add(c.as_slice()),
+            Column::F64(c) => out.add(c.as_slice()),
+            Column::Bool(c) => out.add(c.as_slice()),
+            Column::Time(c) => out.add(c.as_slice()),
+            Column::Date(c) => out.add(c.as_slice()),
+            Column::Json(c) => {
+                let raw = c
+                    .iter()
+                    .map(|v| {
+                        v.as_deref()
+                            .map(|s| JsonRawValue::from_string(s.to_owned()).map(Json))
+                            .transpose()
+                    })
+                    .collect::<std::result::Result<Vec<_>, _>>()?;
+                out.add(raw)
+            }
+        }
+    }
+}
+
+/// The rows of `args`, `width` each, as one column each (draining `args`);
+/// `None` (and `args` left as they were) when a column mixes kinds or holds
+/// one no array is made of.
+fn columns<'q>(args: &mut Vec<Arg<'q>>, width: usize) -> Option<Vec<Column<'q>>> {
+    let rows = args.len() / width;
+    let first = args.get(..width)?;
+    let same = |i: usize, a: &Arg<'_>| {
+        std::mem::discriminant(a) == std::mem::discriminant(&first[i % width])
+    };
+    if !args.iter().enumerate().all(|(i, a)| same(i, a)) {
+        return None;
+    }
+    let mut cols = first
+        .iter()
+        .map(|a| Column::of(a, rows))
+        .collect::<Option<Vec<_>>>()?;
+    for (i, a) in args.drain(..).enumerate() {
+        cols[i % width].add(a);
+    }
+    Some(cols)
 }
 
 /// A value that binds as itself (its `NULL` typed as it).
@@ -640,10 +774,8 @@ fn sqlite_args<'a>(args: &'a [Arg<'_>]) -> Result<SqliteArguments<'a>> {
             Arg::Time(v) => out.add(*v),
             Arg::Date(v) => out.add(*v),
             Arg::Json(v) => out.add(v.as_deref()),
-            Arg::Uuids(_) => {
-                return Err(encode_error(
-                    "an array of ids binds on PostgreSQL only".into(),
-                ));
+            Arg::Uuids(_) | Arg::Column(_) => {
+                return Err(encode_error("an array binds on PostgreSQL only".into()));
             }
             Arg::Invalid(e) => return Err(encode_error(e.clone().into())),
         }
@@ -674,6 +806,7 @@ fn pg_args(args: &[Arg<'_>]) -> Result<PgArguments> {
                 out.add(raw.map(Json))
             }
             Arg::Uuids(v) => out.add(v.as_slice()),
+            Arg::Column(c) => c.bind(&mut out),
             Arg::Invalid(e) => return Err(encode_error(e.clone().into())),
         }
         .map_err(encode_error)?;
@@ -795,26 +928,69 @@ impl<'q> Sql<'q> {
         }
     }
 
-    /// Appends `VALUES (..), (..)`: `row` binds the columns of one item.
+    /// Appends the rows `row` binds, one per item, as a table: `VALUES (..),
+    /// (..)`, or on PostgreSQL, for more than one row, `SELECT * FROM
+    /// unnest($1::uuid[], $2::text[], ..) AS v(column1, column2, ..)` with one
+    /// array per column, so that the text is the same for any number of rows
+    /// (the statement is prepared once, not parsed and described again for
+    /// every count). Either way the columns are named `column1`, `column2`, ….
     pub(crate) fn push_values<I>(
         &mut self,
+        backend: Backend,
         items: impl IntoIterator<Item = I>,
         mut row: impl FnMut(Values<'_, 'q>, I),
     ) -> &mut Self {
+        let mut args: Vec<Arg<'q>> = Vec::new();
+        let mut ends: Vec<usize> = Vec::new();
+        for item in items {
+            row(Values { args: &mut args }, item);
+            ends.push(args.len());
+        }
+        let width = ends.first().copied().unwrap_or(0);
+        let uniform = ends
+            .iter()
+            .enumerate()
+            .all(|(r, &end)| end == (r + 1) * width);
+        if backend == Backend::Postgres
+            && ends.len() > 1
+            && width > 0
+            && uniform
+            && let Some(cols) = columns(&mut args, width)
+        {
+            self.push("SELECT * FROM unnest(");
+            for (i, col) in cols.into_iter().enumerate() {
+                if i > 0 {
+                    self.push(", ");
+                }
+                let array = col.array_type();
+                self.push_bind(Arg::Column(col));
+                self.push("::").push(array);
+            }
+            self.push(") AS v(");
+            for i in 1..=width {
+                if i > 1 {
+                    self.push(", ");
+                }
+                self.push("column").push(i.to_string());
+            }
+            return self.push(")");
+        }
         self.push("VALUES ");
-        for (i, item) in items.into_iter().enumerate() {
-            if i > 0 {
+        let mut args = args.into_iter();
+        let mut start = 0;
+        for (r, &end) in ends.iter().enumerate() {
+            if r > 0 {
                 self.push(", ");
             }
             self.push("(");
-            row(
-                Values {
-                    sql: self,
-                    first: true,
-                },
-                item,
-            );
+            for (c, arg) in args.by_ref().take(end - start).enumerate() {
+                if c > 0 {
+                    self.push(", ");
+                }
+                self.push_bind(arg);
+            }
             self.push(")");
+            start = end;
         }
         self
     }
@@ -886,18 +1062,13 @@ impl<'q> Sql<'q> {
 
 /// The columns of one row of [`Sql::push_values`].
 pub(crate) struct Values<'s, 'q> {
-    sql: &'s mut Sql<'q>,
-    first: bool,
+    args: &'s mut Vec<Arg<'q>>,
 }
 
 impl<'q> Values<'_, 'q> {
     /// Binds the next column.
     pub(crate) fn push_bind(&mut self, value: impl Into<Arg<'q>>) -> &mut Self {
-        if !self.first {
-            self.sql.push(", ");
-        }
-        self.first = false;
-        self.sql.push_bind(value);
+        self.args.push(value.into());
         self
     }
 }
@@ -1040,16 +1211,53 @@ mod tests {
             "SELECT id FROM tasks WHERE lane = $1 AND id IN ($2, $3) ORDER BY id LIMIT $4"
         );
         let mut v = sql("INSERT INTO t (a, b) ");
-        v.push_values([(1i64, "x"), (2, "y")], |mut b, (n, s)| {
+        v.push_values(Backend::Sqlite, [(1i64, "x"), (2, "y")], |mut b, (n, s)| {
             b.push_bind(n).push_bind(s);
         });
         assert_eq!(v.text(), "INSERT INTO t (a, b) VALUES ($1, $2), ($3, $4)");
     }
 
     #[test]
+    fn rows_bind_as_one_array_per_column_on_postgres() {
+        let rows = |n: i64| (0..n).map(|i| (i, Some(format!("r{i}")), Json(i)));
+        let text = |n: i64| {
+            let mut q = sql("INSERT INTO t (a, b, c) ").bind(7i64);
+            q.push_values(Backend::Postgres, rows(n), |mut b, (i, s, j)| {
+                b.push_bind(i).push_bind(s).push_bind(j);
+            });
+            q.push(" RETURNING a");
+            (q.text().to_owned(), q.args.len())
+        };
+        let many = text(3);
+        assert_eq!(
+            many.0,
+            "INSERT INTO t (a, b, c) SELECT * FROM unnest($2::int8[], $3::text[], $4::jsonb[]) \
+             AS v(column1, column2, column3) RETURNING a"
+        );
+        assert_eq!(many.1, 4);
+        // The same text for any number of rows.
+        assert_eq!(text(500), many);
+        // One row stays a row.
+        assert_eq!(
+            text(1).0,
+            "INSERT INTO t (a, b, c) VALUES ($2, $3, $4) RETURNING a"
+        );
+        // A column that mixes kinds stays a list of rows.
+        let mut q = sql("");
+        q.push_values(Backend::Postgres, [Some(1i64), None], |mut b, n| {
+            match n {
+                Some(n) => b.push_bind(n),
+                None => b.push_bind("none"),
+            };
+        });
+        assert_eq!(q.text(), "VALUES ($1), ($2)");
+        assert_eq!(q.args.len(), 2);
+    }
+
+    #[test]
     fn many_numbered_placeholders_in_order_become_anonymous_for_sqlite() {
         let mut q = sql("UPDATE t SET a = $1 FROM (").bind(0i64);
-        q.push_values(0..40i64, |mut b, n| {
+        q.push_values(Backend::Sqlite, 0..40i64, |mut b, n| {
             b.push_bind(n);
         });
         q.push(") AS v WHERE t.id = v.column1 AND t.path = '$.x'");

@@ -236,13 +236,17 @@ pub(crate) fn insert_version(
         let mut q = sql(
             "INSERT INTO version_sources (artifact_id, version, source_id, source_version, position) ",
         );
-        q.push_values(resolved.iter().enumerate(), |mut b, (position, s)| {
-            b.push_bind(v.artifact_id)
-                .push_bind(v.version)
-                .push_bind(s.source.artifact_id.uuid())
-                .push_bind(s.source.version)
-                .push_bind(position as i32);
-        });
+        q.push_values(
+            tx.backend(),
+            resolved.iter().enumerate(),
+            |mut b, (position, s)| {
+                b.push_bind(v.artifact_id)
+                    .push_bind(v.version)
+                    .push_bind(s.source.artifact_id.uuid())
+                    .push_bind(s.source.version)
+                    .push_bind(position as i32);
+            },
+        );
         tx.write_later(q, resolved.len() as u64);
     }
     tx.insert_later(

@@ -123,10 +123,11 @@ async fn ready_up(tx: &mut Tx, mut rows: Vec<Readying>, now: i64, woken: &mut Wo
     let mut q = sql("UPDATE tasks SET status = v.column3, run_at = 0, updated_at = ");
     q.push_bind(now);
     q.push(", fair_key = v.column2 FROM (");
-    q.push_values(&keyed, |mut b, (id, key, status)| {
+    q.push_values(tx.backend(), &keyed, |mut b, (id, key, status)| {
         b.push_bind(*id).push_bind(*key).push_bind(*status);
     });
-    // `VALUES` as a table: both databases name its columns column1, column2, ….
+    // The rows as a table, its columns named column1, column2, … (see
+    // `Sql::push_values`).
     q.push(") AS v WHERE tasks.id = v.column1");
     tx.write_later(q, keyed.len() as u64);
     tx.flush_later().await

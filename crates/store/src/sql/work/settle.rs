@@ -180,7 +180,7 @@ pub(crate) async fn settle(
             q.push(", updated_at = ");
             q.push_bind(now);
             q.push(", output = v.column2 FROM (");
-            q.push_values(chunk, |mut b, (id, out)| {
+            q.push_values(tx.backend(), chunk, |mut b, (id, out)| {
                 b.push_bind(*id).push_bind(Json(&out.0));
             });
             q.push(") AS v WHERE tasks.id = v.column1");
@@ -476,7 +476,7 @@ async fn record_attempts(tx: &mut Tx, ended: &[Ended], now: i64) -> Result<()> {
         let mut q = sql(
             "INSERT INTO task_attempts (task_id, attempt, started_at, ended_at, outcome, error, worker) ",
         );
-        q.push_values(chunk, |mut b, e| {
+        q.push_values(tx.backend(), chunk, |mut b, e| {
             b.push_bind(e.task)
                 .push_bind(e.attempt)
                 .push_bind(e.started_at)

@@ -114,7 +114,7 @@ pub(crate) async fn insert_unit(
                  backoff_initial_ms, backoff_max_ms, trace_id, created_at, updated_at, \
                  contract, handoff_from, hands_off, fair_key) ",
         );
-        q.push_values(chunk.iter().enumerate(), |mut b, (i, t)| {
+        q.push_values(tx.backend(), chunk.iter().enumerate(), |mut b, (i, t)| {
             let idx = chunk_no * 500 + i;
             let deps: Vec<&str> = t
                 .depends_on
@@ -160,7 +160,7 @@ pub(crate) async fn insert_unit(
         .collect();
     for chunk in edges.chunks(5000) {
         let mut q = sql("INSERT INTO task_deps (depends_on, task_id) ");
-        q.push_values(chunk, |mut b, (d, t)| {
+        q.push_values(tx.backend(), chunk, |mut b, (d, t)| {
             b.push_bind(*d).push_bind(*t);
         });
         q.execute(tx).await?;
