@@ -5,8 +5,9 @@
 //! in one transaction; each task runs in its own tokio task, with its timeout
 //! and, when it runs long, heartbeats that extend its lease; a committer records
 //! finished attempts in batches (whatever finished while the previous batch was
-//! committing goes in the next transaction). While tasks run short (see
-//! [`ahead`]), the dispatcher also claims ahead of its free slots into a local
+//! committing goes in the next transaction; while the tasks in flight run
+//! short, it waits for them a moment first, see [`linger`]). While tasks run
+//! short (see [`ahead`]), the dispatcher also claims ahead of its free slots into a local
 //! queue, so that one claim and one commit serve many tasks and a slot that
 //! frees up starts its next task at once. The dispatcher sleeps until the
 //! store signals new ready tasks (on PostgreSQL through `LISTEN`, from any
@@ -208,7 +209,13 @@ impl Engine {
         let concurrency = settings.concurrency.max(1);
         let slots = Arc::new(Semaphore::new(concurrency));
         let (done_tx, done_rx) = mpsc::channel::<Finish>(concurrency * 4 + 64);
-        let committer = tokio::spawn(commit_loop(store.clone(), done_rx, runtime.ctx.clone()));
+        let pace = Arc::new(Pace::default());
+        let committer = tokio::spawn(commit_loop(
+            store.clone(),
+            done_rx,
+            runtime.ctx.clone(),
+            pace.clone(),
+        ));
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         tokio::spawn(async move {
             shutdown.await;
@@ -219,7 +226,15 @@ impl Engine {
             settings.sweep_every,
             stop_rx.clone(),
         ));
-        dispatch_loop(runtime, &settings, slots.clone(), done_tx.clone(), stop_rx).await;
+        dispatch_loop(
+            runtime,
+            &settings,
+            slots.clone(),
+            done_tx.clone(),
+            pace,
+            stop_rx,
+        )
+        .await;
         // Wait for the tasks in flight, then for their results to be recorded.
         let _ = slots.acquire_many(concurrency as u32).await;
         drop(done_tx);
@@ -274,6 +289,34 @@ pub fn claim_size(free: usize, queued: usize, ahead: usize) -> usize {
     short + ahead.saturating_sub(left)
 }
 
+/// The longest the committer waits for the tasks in flight before it
+/// commits what finished (see [`linger`]).
+pub const LINGER: Duration = Duration::from_millis(2);
+
+/// How long the committer waits for more results before it commits the ones
+/// it holds, with `in_flight` tasks claimed and not finished, the recent
+/// tasks running `mean_run` on average: [`LINGER`] while some are in flight
+/// and they end within moments (so that the tasks claimed together are
+/// recorded together, one commit instead of a small one and then the rest);
+/// not at all when none are, nothing ran yet, or tasks run longer than
+/// [`LINGER`] (their results go as soon as they can).
+pub fn linger(in_flight: usize, mean_run: Option<Duration>) -> Duration {
+    match mean_run {
+        Some(run) if in_flight > 0 && run <= LINGER => LINGER,
+        _ => Duration::ZERO,
+    }
+}
+
+/// What the dispatcher and the committer share: how long tasks run, and how
+/// many are claimed and not finished.
+#[derive(Default)]
+struct Pace {
+    runs: RunTimes,
+    /// Tasks claimed (in the local queue or running) whose results have not
+    /// been handed to the committer.
+    in_flight: std::sync::atomic::AtomicUsize,
+}
+
 /// The mean time the recent tasks ran (a moving average), for [`ahead`].
 #[derive(Default)]
 struct RunTimes {
@@ -313,12 +356,12 @@ async fn dispatch_loop(
     settings: &EngineSettings,
     slots: Arc<Semaphore>,
     done: mpsc::Sender<Finish>,
+    pace: Arc<Pace>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     let store = runtime.store.clone();
     let mut signal = store.work_signal();
     let concurrency = settings.concurrency.max(1);
-    let runs = Arc::new(RunTimes::default());
     let mut queue: VecDeque<Queued> = VecDeque::new();
     // The last claim found fewer ready tasks than it asked for: while the
     // queue still holds some, claim again only once new work is signalled.
@@ -341,7 +384,7 @@ async fn dispatch_loop(
         let launch = |permits: &mut Vec<OwnedSemaphorePermit>, queue: &mut VecDeque<Queued>| {
             let n = permits.len().min(queue.len());
             for (permit, next) in permits.drain(..n).zip(queue.drain(..n)) {
-                spawn_task(&runtime, settings.lease, &done, &runs, next, permit);
+                spawn_task(&runtime, settings.lease, &done, &pace, next, permit);
             }
         };
         // The local queue serves the free slots first.
@@ -355,7 +398,11 @@ async fn dispatch_loop(
         let want = if drained {
             0
         } else {
-            claim_size(permits.len(), queue.len(), ahead(concurrency, runs.mean()))
+            claim_size(
+                permits.len(),
+                queue.len(),
+                ahead(concurrency, pace.runs.mean()),
+            )
         };
         if want == 0 {
             continue;
@@ -397,6 +444,7 @@ async fn dispatch_loop(
             continue;
         }
         let claimed_at = Instant::now();
+        pace.in_flight.fetch_add(claimed.len(), Ordering::SeqCst);
         queue.extend(
             claimed
                 .into_iter()
@@ -412,22 +460,24 @@ fn spawn_task(
     runtime: &Arc<Runtime>,
     lease: Duration,
     done: &mpsc::Sender<Finish>,
-    runs: &Arc<RunTimes>,
+    pace: &Arc<Pace>,
     next: Queued,
     permit: OwnedSemaphorePermit,
 ) {
-    let (runtime, done, runs) = (runtime.clone(), done.clone(), runs.clone());
+    let (runtime, done, pace) = (runtime.clone(), done.clone(), pace.clone());
     let span = task_span(&next.leased.task);
     tokio::spawn(async move {
         let started = Instant::now();
         let finish = execute(&runtime, next.leased, lease, next.claimed_at)
             .instrument(span)
             .await;
-        runs.record(started.elapsed());
+        pace.runs.record(started.elapsed());
         drop(permit);
         if let Some(finish) = finish {
             let _ = done.send(finish).await;
         }
+        // Handed over (or recorded by the executor): no longer in flight.
+        pace.in_flight.fetch_sub(1, Ordering::SeqCst);
     });
 }
 
@@ -528,16 +578,29 @@ async fn run_executor(runtime: &Runtime, leased: &Leased) -> Step {
 }
 
 /// Records finished attempts in batches: everything that finished while the
-/// previous batch was committing goes into the next transaction.
-async fn commit_loop(store: Arc<dyn Store>, mut done: mpsc::Receiver<Finish>, ctx: WriteContext) {
+/// previous batch was committing goes into the next transaction, and, while
+/// the tasks in flight run short, what finishes within [`linger`] of the
+/// first.
+async fn commit_loop(
+    store: Arc<dyn Store>,
+    mut done: mpsc::Receiver<Finish>,
+    ctx: WriteContext,
+    pace: Arc<Pace>,
+) {
     const MAX_BATCH: usize = 512;
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = done.recv().await {
         batch.push(first);
+        let wait = linger(pace.in_flight.load(Ordering::SeqCst), pace.runs.mean());
+        let until = tokio::time::Instant::now() + wait;
         while batch.len() < MAX_BATCH {
             match done.try_recv() {
                 Ok(f) => batch.push(f),
-                Err(_) => break,
+                Err(_) if wait.is_zero() || pace.in_flight.load(Ordering::SeqCst) == 0 => break,
+                Err(_) => match tokio::time::timeout_at(until, done.recv()).await {
+                    Ok(Some(f)) => batch.push(f),
+                    Ok(None) | Err(_) => break,
+                },
             }
         }
         let mut delay = Duration::from_millis(100);
@@ -645,6 +708,21 @@ mod tests {
         // Longer: none.
         assert_eq!(ahead(16, Some(AHEAD_WAIT + Duration::from_millis(1))), 0);
         assert_eq!(ahead(16, Some(Duration::from_secs(20))), 0);
+    }
+
+    #[test]
+    fn the_committer_waits_only_for_short_tasks_in_flight() {
+        let short = Some(Duration::from_micros(30));
+        assert_eq!(linger(100, short), LINGER);
+        assert_eq!(linger(1, Some(LINGER)), LINGER);
+        // Nothing in flight, nothing ran yet, or tasks that run long: at once.
+        assert_eq!(linger(0, short), Duration::ZERO);
+        assert_eq!(linger(100, None), Duration::ZERO);
+        assert_eq!(
+            linger(100, Some(LINGER + Duration::from_micros(1))),
+            Duration::ZERO
+        );
+        assert_eq!(linger(3, Some(Duration::from_secs(20))), Duration::ZERO);
     }
 
     #[test]
