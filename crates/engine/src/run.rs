@@ -5,11 +5,12 @@
 //! in one transaction; each task runs in its own tokio task, with its timeout
 //! and, when it runs long, heartbeats that extend its lease; a committer records
 //! finished attempts in batches (whatever finished while the previous batch was
-//! committing goes in the next transaction; while the tasks in flight run
-//! short, it waits for them a moment first, see [`linger`]). While tasks run
-//! short (see [`ahead`]), the dispatcher also claims ahead of its free slots into a local
-//! queue, so that one claim and one commit serve many tasks and a slot that
-//! frees up starts its next task at once. The dispatcher sleeps until the
+//! committing goes in the next transaction; when the lane has nothing more
+//! ready and the tasks in flight run short, it waits for them a moment first,
+//! see [`linger`]). While tasks run short (see [`ahead`]), the dispatcher also
+//! claims ahead of its free slots into a local queue, so that one claim and
+//! one commit serve many tasks and a slot that frees up starts its next task
+//! at once, even while a claim is on its way. The dispatcher sleeps until the
 //! store signals new ready tasks (on PostgreSQL through `LISTEN`, from any
 //! process), a retry comes due, or a slot frees up: no busy polling. A sweeper
 //! turns expired leases into failed attempts.
@@ -295,26 +296,32 @@ pub const LINGER: Duration = Duration::from_millis(2);
 
 /// How long the committer waits for more results before it commits the ones
 /// it holds, with `in_flight` tasks claimed and not finished, the recent
-/// tasks running `mean_run` on average: [`LINGER`] while some are in flight
-/// and they end within moments (so that the tasks claimed together are
-/// recorded together, one commit instead of a small one and then the rest);
-/// not at all when none are, nothing ran yet, or tasks run longer than
-/// [`LINGER`] (their results go as soon as they can).
-pub fn linger(in_flight: usize, mean_run: Option<Duration>) -> Duration {
+/// tasks running `mean_run` on average, and the last claim having found the
+/// lane `drained` (fewer ready tasks than it asked for): [`LINGER`] when the
+/// lane is drained and the tasks in flight end within moments. They are then
+/// all there is until this commit readies more (the next layer of a graph),
+/// so they are recorded together: one commit instead of a small one and then
+/// the rest, each readying part of what follows. Not at all otherwise: while
+/// the lane holds more, commits follow each other anyway; nothing in flight,
+/// nothing ran yet, or tasks that run long: their results go at once.
+pub fn linger(in_flight: usize, mean_run: Option<Duration>, drained: bool) -> Duration {
     match mean_run {
-        Some(run) if in_flight > 0 && run <= LINGER => LINGER,
+        Some(run) if drained && in_flight > 0 && run <= LINGER => LINGER,
         _ => Duration::ZERO,
     }
 }
 
-/// What the dispatcher and the committer share: how long tasks run, and how
-/// many are claimed and not finished.
+/// What the dispatcher and the committer share: how long tasks run, how
+/// many are claimed and not finished, and whether the last claim drained
+/// the lane.
 #[derive(Default)]
 struct Pace {
     runs: RunTimes,
     /// Tasks claimed (in the local queue or running) whose results have not
     /// been handed to the committer.
     in_flight: std::sync::atomic::AtomicUsize,
+    /// The last claim found fewer ready tasks than it asked for.
+    drained: std::sync::atomic::AtomicBool,
 }
 
 /// The mean time the recent tasks ran (a moving average), for [`ahead`].
@@ -408,15 +415,25 @@ async fn dispatch_loop(
             continue;
         }
         signal.borrow_and_update();
-        let claimed = match store
-            .claim(Claim {
-                lane: ENGINE_LANE.into(),
-                max: want,
-                lease: settings.lease,
-                worker: settings.name.clone(),
-            })
-            .await
-        {
+        let claiming = store.claim(Claim {
+            lane: ENGINE_LANE.into(),
+            max: want,
+            lease: settings.lease,
+            worker: settings.name.clone(),
+        });
+        tokio::pin!(claiming);
+        // While the claim is on its way, the slots that free up keep taking
+        // their next task from the local queue.
+        let claimed = loop {
+            tokio::select! {
+                c = &mut claiming => break c,
+                p = slots.clone().acquire_owned(), if !queue.is_empty() => match p {
+                    Ok(p) => launch(&mut vec![p], &mut queue),
+                    Err(_) => return,
+                },
+            }
+        };
+        let claimed = match claimed {
             Ok(c) => c,
             Err(e) => {
                 tracing::warn!(error = %e, "claiming failed; retrying in 1 s");
@@ -430,6 +447,7 @@ async fn dispatch_loop(
         };
         crate::metrics::claimed(ENGINE_LANE, claimed.len());
         drained = claimed.len() < want;
+        pace.drained.store(drained, Ordering::SeqCst);
         if claimed.is_empty() && queue.is_empty() {
             drop(permits);
             let wait = match store.next_run_in(ENGINE_LANE).await {
@@ -578,9 +596,9 @@ async fn run_executor(runtime: &Runtime, leased: &Leased) -> Step {
 }
 
 /// Records finished attempts in batches: everything that finished while the
-/// previous batch was committing goes into the next transaction, and, while
-/// the tasks in flight run short, what finishes within [`linger`] of the
-/// first.
+/// previous batch was committing goes into the next transaction, and, when
+/// the lane is drained and the tasks in flight run short, what finishes
+/// within [`linger`] of the first.
 async fn commit_loop(
     store: Arc<dyn Store>,
     mut done: mpsc::Receiver<Finish>,
@@ -591,7 +609,11 @@ async fn commit_loop(
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = done.recv().await {
         batch.push(first);
-        let wait = linger(pace.in_flight.load(Ordering::SeqCst), pace.runs.mean());
+        let wait = linger(
+            pace.in_flight.load(Ordering::SeqCst),
+            pace.runs.mean(),
+            pace.drained.load(Ordering::SeqCst),
+        );
         let until = tokio::time::Instant::now() + wait;
         while batch.len() < MAX_BATCH {
             match done.try_recv() {
@@ -711,18 +733,23 @@ mod tests {
     }
 
     #[test]
-    fn the_committer_waits_only_for_short_tasks_in_flight() {
+    fn the_committer_waits_only_for_short_tasks_in_flight_of_a_drained_lane() {
         let short = Some(Duration::from_micros(30));
-        assert_eq!(linger(100, short), LINGER);
-        assert_eq!(linger(1, Some(LINGER)), LINGER);
+        assert_eq!(linger(100, short, true), LINGER);
+        assert_eq!(linger(1, Some(LINGER), true), LINGER);
+        // The lane holds more: commits follow each other anyway.
+        assert_eq!(linger(100, short, false), Duration::ZERO);
         // Nothing in flight, nothing ran yet, or tasks that run long: at once.
-        assert_eq!(linger(0, short), Duration::ZERO);
-        assert_eq!(linger(100, None), Duration::ZERO);
+        assert_eq!(linger(0, short, true), Duration::ZERO);
+        assert_eq!(linger(100, None, true), Duration::ZERO);
         assert_eq!(
-            linger(100, Some(LINGER + Duration::from_micros(1))),
+            linger(100, Some(LINGER + Duration::from_micros(1)), true),
             Duration::ZERO
         );
-        assert_eq!(linger(3, Some(Duration::from_secs(20))), Duration::ZERO);
+        assert_eq!(
+            linger(3, Some(Duration::from_secs(20)), true),
+            Duration::ZERO
+        );
     }
 
     #[test]
