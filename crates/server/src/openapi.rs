@@ -80,6 +80,7 @@ const LINKS: &[(&str, &[&str])] = &[
             "GET /api/v1/engagements/{id}/plan",
             "GET /api/v1/engagements/{id}/delivery",
             "GET /api/v1/engagements/{id}/exports",
+            "POST /api/v1/engagements/{id}/exports",
         ],
     ),
     (
@@ -95,6 +96,7 @@ const LINKS: &[(&str, &[&str])] = &[
             "POST /api/v1/artifacts/{id}/share",
             "POST /api/v1/artifacts/{id}/transitions",
             "GET /api/v1/artifacts/{id}/review-links",
+            "POST /api/v1/artifacts/{id}/rollback",
         ],
     ),
     (
@@ -134,6 +136,17 @@ const LINKS: &[(&str, &[&str])] = &[
             "GET /api/v1/files/{id}",
             "GET /api/v1/files/{id}/content",
             "GET /api/v1/files/{id}/text",
+            "POST /api/v1/files/{id}/extract",
+        ],
+    ),
+    (
+        "POST /api/v1/threads",
+        &[
+            "GET /api/v1/threads/{id}",
+            "GET /api/v1/threads/{id}/messages",
+            "POST /api/v1/threads/{id}/messages",
+            "POST /api/v1/threads/{id}/artifacts",
+            "POST /api/v1/threads/{id}/complete",
         ],
     ),
 ];
