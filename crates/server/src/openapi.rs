@@ -56,9 +56,11 @@ pub fn complete(doc: &utoipa::openapi::OpenApi) -> Value {
     value
 }
 
-/// What a create answers and the operations that take its id (`{id}` in
-/// their path): the document's links, so that clients (and schemathesis's
-/// stateful phase) follow create → read → update → act on the record made.
+/// What a create (or an act answering the record it acted on, like a share)
+/// answers and the operations that take its id (`{id}` in their path): the
+/// document's links, so that clients (and schemathesis's stateful phase)
+/// follow create → read → update → act on the record made, and share →
+/// approve, reject or implement.
 const LINKS: &[(&str, &[&str])] = &[
     (
         "POST /api/v1/clients",
@@ -100,6 +102,24 @@ const LINKS: &[(&str, &[&str])] = &[
         ],
     ),
     (
+        "POST /api/v1/artifacts/{id}/share",
+        &[
+            "GET /api/v1/artifacts/{id}/review",
+            "POST /api/v1/artifacts/{id}/approve",
+            "POST /api/v1/artifacts/{id}/reject",
+            "POST /api/v1/artifacts/{id}/implement",
+            "POST /api/v1/artifacts/{id}/review-links",
+        ],
+    ),
+    (
+        "POST /api/v1/artifacts/{id}/comments",
+        &["POST /api/v1/comments/{id}/resolve"],
+    ),
+    (
+        "POST /api/v1/artifacts/{id}/review-links",
+        &["DELETE /api/v1/review-links/{id}"],
+    ),
+    (
         "POST /api/v1/journeys",
         &[
             "GET /api/v1/journeys/{id}",
@@ -109,6 +129,9 @@ const LINKS: &[(&str, &[&str])] = &[
             "POST /api/v1/journeys/{id}/events",
             "POST /api/v1/journeys/{id}/metrics",
             "POST /api/v1/journeys/{id}/signoffs",
+            "GET /api/v1/journeys/{id}/ratings",
+            "POST /api/v1/journeys/{id}/ratings",
+            "POST /api/v1/journeys/{id}/actions",
         ],
     ),
     (
