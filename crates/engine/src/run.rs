@@ -29,7 +29,7 @@
 use std::collections::VecDeque;
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
@@ -319,9 +319,9 @@ struct Pace {
     runs: RunTimes,
     /// Tasks claimed (in the local queue or running) whose results have not
     /// been handed to the committer.
-    in_flight: std::sync::atomic::AtomicUsize,
+    in_flight: AtomicUsize,
     /// The last claim found fewer ready tasks than it asked for.
-    drained: std::sync::atomic::AtomicBool,
+    drained: AtomicBool,
 }
 
 /// The mean time the recent tasks ran (a moving average), for [`ahead`].
