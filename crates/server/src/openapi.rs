@@ -180,9 +180,9 @@ fn operation(name: &str) -> (String, &str) {
     (method.to_ascii_lowercase(), path)
 }
 
-/// Adds [`LINKS`] to each create's success answers (2xx): the new record's
-/// `id` from the answer's body, as `{id}` of each operation named. An
-/// operation the document does not have is left out.
+/// Adds [`LINKS`] to each producer's success answers (2xx): the `id` of the
+/// record the answer's body is (the one made, or acted on), as `{id}` of
+/// each operation named. An operation the document does not have is left out.
 fn add_links(doc: &mut Value) {
     for (producer, targets) in LINKS {
         let mut links = serde_json::Map::new();
